@@ -1,0 +1,189 @@
+"""The campaign file: a TOML document describing whom to call, when, through which account.
+
+The validated spec is stored as `campaigns.spec` (JSON), so every process that dials the campaign
+reads the same rules from the database, not from a file that may have changed since.
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+from datetime import date, time
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import phonenumbers
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from dialer.durations import parse_duration
+from dialer.tomlfile import read_toml, validate
+
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+ALL_DAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def check_timezone(value: str) -> str:
+    """Accept only IANA zone names that exist here ('Asia/Kolkata'), never silently UTC."""
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"unknown timezone {value!r} (use an IANA name such as 'Asia/Kolkata')"
+        ) from None
+    return value
+
+
+def _check_duration(value: str) -> str:
+    parse_duration(value)
+    return value
+
+
+class Window(_Strict):
+    """Local hours during which a contact may be called, on the listed weekdays."""
+
+    start: time = time(9, 0)
+    end: time = time(20, 0)
+    days: list[Weekday] = Field(default_factory=lambda: list(ALL_DAYS))
+
+    @model_validator(mode="after")
+    def _start_before_end(self) -> Window:
+        if self.start >= self.end:
+            raise ValueError("window.start must be earlier than window.end")
+        if not self.days:
+            raise ValueError("window.days must list at least one day")
+        return self
+
+
+class RetryPolicy(_Strict):
+    """How often and how soon to call again after each outcome."""
+
+    max_attempts: int = Field(default=3, ge=1, le=50)
+    busy: str | list[str] = "20m"
+    no_answer: str | list[str] = Field(default="2h", alias="no-answer")
+    failed: str | list[str] | Literal["never"] = "1h"
+    unknown: str = "1d"
+
+    @field_validator("busy", "no_answer", "failed")
+    @classmethod
+    def _delays(cls, value: str | list[str]) -> str | list[str]:
+        if value == "never":
+            return value
+        for item in [value] if isinstance(value, str) else value:
+            _check_duration(item)
+        if isinstance(value, list) and not value:
+            raise ValueError("a list of delays must not be empty")
+        return value
+
+    @field_validator("unknown")
+    @classmethod
+    def _unknown_delay(cls, value: str) -> str:
+        return value if value == "never" else _check_duration(value)
+
+
+class CampaignSpec(_Strict):
+    """Everything a campaign file may say. Unknown keys are errors, so typos cannot hide."""
+
+    name: str
+    account: str
+    caller_id: str | list[str]
+    connect_to: str | None = None
+    agent_number: str | None = None
+    contacts: str | None = None
+    phone_column: str = "phone"
+    default_region: str
+    timezone: str
+    encoding: str | None = None
+    window: Window = Field(default_factory=Window)
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    start_date: date | None = None
+    end_date: date | None = None
+    holidays: list[date] = Field(default_factory=list)
+    ring_timeout: str = "30s"
+    max_call_duration: str = "1h"
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError(
+                "a campaign name is 1-100 letters, digits, '.', '_' or '-', starting with a letter"
+                " or digit"
+            )
+        return value
+
+    @field_validator("caller_id")
+    @classmethod
+    def _caller_ids(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, list) and not value:
+            raise ValueError("caller_id must name at least one number")
+        return value
+
+    @field_validator("default_region")
+    @classmethod
+    def _region(cls, value: str) -> str:
+        if value.upper() not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(f"unknown phone region {value!r} (use a two-letter code like 'IN')")
+        return value.upper()
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        return check_timezone(value)
+
+    @field_validator("encoding")
+    @classmethod
+    def _encoding(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                codecs.lookup(value)
+            except LookupError:
+                raise ValueError(f"unknown text encoding {value!r}") from None
+        return value
+
+    @field_validator("ring_timeout", "max_call_duration")
+    @classmethod
+    def _durations(cls, value: str) -> str:
+        return _check_duration(value)
+
+    @model_validator(mode="after")
+    def _dates(self) -> CampaignSpec:
+        if self.start_date and self.end_date and self.start_date > self.end_date:
+            raise ValueError("start_date must not be after end_date")
+        return self
+
+    @property
+    def caller_ids(self) -> list[str]:
+        return [self.caller_id] if isinstance(self.caller_id, str) else list(self.caller_id)
+
+    def to_json(self) -> dict:
+        """The form stored in `campaigns.spec`: the file's own key names, dates as ISO strings."""
+        return self.model_dump(mode="json", by_alias=True)
+
+
+class CampaignFile(BaseModel):
+    """A campaign spec plus where it was read from, for resolving its CSV path."""
+
+    model_config = ConfigDict(frozen=True)
+    path: Path
+    spec: CampaignSpec
+
+    def contacts_path(self, override: str | None = None) -> Path | None:
+        """The CSV to load: --csv if given, else `contacts` relative to the campaign file."""
+        if override:
+            return Path(override)
+        if self.spec.contacts is None:
+            return None
+        return (self.path.parent / self.spec.contacts).resolve()
+
+
+def load_campaign_file(path: Path) -> CampaignFile:
+    """Read and validate a campaign file; errors name the file, the key and its line."""
+    data, text = read_toml(path, "campaign file")
+    spec = validate(CampaignSpec, data, path, text)
+    return CampaignFile(path=path, spec=spec)

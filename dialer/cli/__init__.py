@@ -1,0 +1,66 @@
+"""The `dialer` command line. Exit codes: 0 done, 1 other error, 2 bad configuration or input,
+3 stopped by the calling window or deadline with work left (see `dialer run --help`)."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from dialer import __version__
+from dialer.cli.campaign import campaign
+from dialer.cli.config_cmd import config
+from dialer.cli.context import AppContext
+from dialer.cli.demo import demo
+from dialer.cli.dnc import dnc
+from dialer.cli.later import report, run, serve, sim_provider
+from dialer.cli.migrate import migrate
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="dialer")
+@click.option(
+    "--config",
+    "config_path",
+    envvar="DIALER_CONFIG",
+    metavar="FILE",
+    help="dialer.toml to use (default: $DIALER_CONFIG, else ./dialer.toml if present).",
+)
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None) -> None:
+    """Run bulk outbound call campaigns through a telephony provider, with PostgreSQL as the
+    single source of truth shared by every dialer process.
+
+    \b
+    Typical use:
+      dialer campaign load campaigns/example.toml   # CSV -> contacts
+      dialer run example                             # dial (cron-friendly exit codes)
+      dialer serve                                   # receive provider callbacks
+      dialer report example                          # results
+
+    With no database URL configured (database_url in dialer.toml or $DIALER_DATABASE_URL), an
+    embedded PostgreSQL is started in your user data folder. Try `dialer demo`.
+    """
+    ctx.obj = AppContext(config_option=config_path)
+
+
+for command in (migrate, campaign, dnc, run, serve, report, demo, sim_provider, config):
+    cli.add_command(command)
+
+
+def main() -> None:
+    """Entry point: one-line errors with the right exit code instead of tracebacks."""
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("dialer: interrupted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        click.echo("dialer: interrupted; the unfinished transaction was rolled back", err=True)
+        sys.exit(130)
+    sys.exit(0)

@@ -1,0 +1,138 @@
+"""`dialer.toml`: where it is found, what it may contain, and how it is validated.
+
+Credentials are `SecretStr` so that printing a model (or an error about it) never shows them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+)
+
+from dialer.durations import Rate, parse_rate
+from dialer.errors import ConfigError
+from dialer.tomlfile import interpolate_env, read_toml, validate
+
+DEFAULT_CONFIG_NAME = "dialer.toml"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _AccountBase(_Strict):
+    base_url: AnyHttpUrl
+    rate: str = Field(description="requests allowed by the provider, e.g. '200/min'")
+    channels: int = Field(gt=0, description="simultaneous calls the account may hold")
+
+    @field_validator("rate")
+    @classmethod
+    def _rate_is_valid(cls, value: str) -> str:
+        parse_rate(value)
+        return value
+
+    @property
+    def parsed_rate(self) -> Rate:
+        return parse_rate(self.rate)
+
+
+class SimAccount(_AccountBase):
+    kind: Literal["sim"]
+    secret: SecretStr
+
+
+class ExotelAccount(_AccountBase):
+    kind: Literal["exotel"]
+    sid: str
+    api_key: SecretStr
+    api_token: SecretStr
+    number_format: Literal["e164", "national0"] = "e164"
+
+
+class TelecmiAccount(_AccountBase):
+    kind: Literal["telecmi"]
+    appid: str
+    secret: SecretStr
+
+
+class TelecmiClick2CallAccount(_AccountBase):
+    kind: Literal["telecmi-click2call"]
+    user_id: str
+    secret: SecretStr
+
+
+class TwilioAccount(_AccountBase):
+    kind: Literal["twilio"]
+    account_sid: str
+    auth_token: SecretStr
+    path_prefix: str = "/2010-04-01"
+
+
+class DidforsaleAccount(_AccountBase):
+    kind: Literal["didforsale"]
+    api_key: SecretStr
+    secret_key: SecretStr
+
+
+Account = Annotated[
+    SimAccount
+    | ExotelAccount
+    | TelecmiAccount
+    | TelecmiClick2CallAccount
+    | TwilioAccount
+    | DidforsaleAccount,
+    Field(discriminator="kind"),
+]
+
+
+class DialerConfig(_Strict):
+    """The whole of `dialer.toml`. Every key is optional: no file at all is a valid setup."""
+
+    database_url: SecretStr | None = None
+    public_url: AnyHttpUrl | None = None
+    listen: str | None = Field(default=None, pattern=r"^[^:\s]+:\d{1,5}$")
+    admin_token: SecretStr | None = None
+    default_region: str | None = Field(default=None, pattern=r"^[A-Z]{2}$")
+    accounts: dict[str, Account] = Field(default_factory=dict)
+    source: Path | None = Field(default=None, exclude=True)
+
+
+def config_path(explicit: str | None) -> Path | None:
+    """Where the configuration comes from: --config, then DIALER_CONFIG, then ./dialer.toml."""
+    if explicit:
+        return Path(explicit)
+    if os.environ.get("DIALER_CONFIG"):
+        return Path(os.environ["DIALER_CONFIG"])
+    local = Path(DEFAULT_CONFIG_NAME)
+    return local if local.exists() else None
+
+
+def load_config(explicit: str | None = None) -> DialerConfig:
+    """Load and validate the configuration; an explicitly named file that is missing is an error."""
+    path = config_path(explicit)
+    if path is None:
+        return DialerConfig()
+    data, text = read_toml(path, "configuration file")
+    try:
+        data = interpolate_env(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    config = validate(DialerConfig, data, path, text)
+    return config.model_copy(update={"source": path})
+
+
+def database_url_from(config: DialerConfig) -> str | None:
+    """DIALER_DATABASE_URL overrides the file; None means: use the embedded PostgreSQL."""
+    env = os.environ.get("DIALER_DATABASE_URL")
+    if env:
+        return env
+    return config.database_url.get_secret_value() if config.database_url else None

@@ -1,0 +1,1 @@
+"""Database access: where PostgreSQL is, its schema, and connections to it."""

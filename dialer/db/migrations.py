@@ -1,0 +1,91 @@
+"""Ordered SQL migrations from `sql/migrations/`, applied in one transaction under a lock.
+
+The advisory lock is taken before anything else (even the CREATE of the bookkeeping table), so
+two processes migrating at once serialize: the second finds the work done and does nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+
+from dialer.errors import DialerError
+
+# A fixed key for pg_advisory_xact_lock: "dialer" migrations, chosen once, never reused elsewhere.
+MIGRATION_LOCK_KEY = 0x6469616C6572
+_FILE_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+
+def sql_dir() -> Path:
+    """The project's `sql/` folder (beside the package in a checkout or editable install)."""
+    return Path(__file__).resolve().parents[2] / "sql"
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: str
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+def discover(directory: Path | None = None) -> list[Migration]:
+    """Every migration file in version order; a misnamed file is an error, not silently skipped."""
+    directory = directory or sql_dir() / "migrations"
+    if not directory.is_dir():
+        raise DialerError(f"migrations folder not found: {directory}")
+    found = []
+    for path in sorted(directory.glob("*.sql")):
+        match = _FILE_NAME.match(path.name)
+        if not match:
+            raise DialerError(f"{path}: migration files are named NNNN_description.sql")
+        found.append(Migration(match.group(1), path.stem, path.read_text(encoding="utf-8")))
+    versions = [m.version for m in found]
+    if len(set(versions)) != len(versions):
+        raise DialerError(f"{directory}: two migrations share a version number")
+    return found
+
+
+async def migrate(conn: asyncpg.Connection, *, verbose: bool = False) -> list[str]:
+    """Apply the pending migrations; return the names applied (empty when already current)."""
+    migrations = discover()
+    applied_now: list[str] = []
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_KEY)
+        await conn.execute(
+            """CREATE TABLE IF NOT EXISTS schema_migrations (
+                   version text PRIMARY KEY,
+                   name text NOT NULL,
+                   checksum text NOT NULL,
+                   applied_at timestamptz NOT NULL DEFAULT now())"""
+        )
+        rows = await conn.fetch("SELECT version, name, checksum FROM schema_migrations")
+        applied = {row["version"]: row for row in rows}
+        for migration in migrations:
+            done = applied.get(migration.version)
+            if done is not None:
+                if done["checksum"] != migration.checksum:
+                    raise DialerError(
+                        f"migration {migration.name} was changed after it was applied"
+                        " (add a new migration instead of editing an applied one)"
+                    )
+                continue
+            await conn.execute(migration.sql)
+            await conn.execute(
+                "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+                migration.version,
+                migration.name,
+                migration.checksum,
+            )
+            applied_now.append(migration.name)
+            if verbose:
+                print(f"applied {migration.name}", file=sys.stderr)
+    return applied_now

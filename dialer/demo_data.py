@@ -1,0 +1,38 @@
+"""Generated demo contacts: valid numbers in a few regions, with names and extra columns."""
+
+from __future__ import annotations
+
+import csv
+import random
+from pathlib import Path
+
+import phonenumbers
+
+FIRST = ["Asha", "Ravi", "Meera", "Arjun", "Kavya", "Rohan", "Isha", "Vikram", "Neha", "Sanjay"]
+LAST = ["Iyer", "Sharma", "Patel", "Reddy", "Nair", "Gupta", "Das", "Rao", "Menon", "Singh"]
+
+
+def example_numbers(region: str, count: int, seed: int) -> list[str]:
+    """`count` distinct valid mobile numbers of `region`, built from its example number."""
+    rng = random.Random(seed)
+    example = phonenumbers.example_number_for_type(region, phonenumbers.PhoneNumberType.MOBILE)
+    national = str(example.national_number)
+    numbers: set[str] = set()
+    while len(numbers) < count:
+        tail = "".join(rng.choice("0123456789") for _ in range(4))
+        candidate = phonenumbers.parse(f"+{example.country_code}{national[:-4]}{tail}")
+        if phonenumbers.is_valid_number(candidate):
+            numbers.add(phonenumbers.format_number(candidate, phonenumbers.PhoneNumberFormat.E164))
+    return sorted(numbers)
+
+
+def write_contacts(path: Path, count: int, seed: int = 7) -> None:
+    """A contacts CSV of `count` rows: phone, name, plan, city."""
+    rng = random.Random(seed)
+    numbers = example_numbers("IN", count, seed)
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["phone", "name", "plan", "city"])
+        for number in numbers:
+            name = f"{rng.choice(FIRST)} {rng.choice(LAST)}"
+            writer.writerow([number, name, rng.choice(["basic", "plus", "pro"]), "Bengaluru"])

@@ -1,0 +1,1 @@
+"""Turning a contacts CSV into campaign contacts: read, validate, stage, insert."""

@@ -1,0 +1,58 @@
+"""The result of one load, as the user sees it (text or JSON)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class LoadSummary:
+    campaign: str
+    campaign_action: str  # created | updated | unchanged
+    source: str
+    encoding: str = "utf-8"
+    delimiter: str = ","
+    rows_read: int = 0
+    loaded: int = 0
+    duplicates: int = 0
+    suppressed: int = 0
+    rejected: int = 0
+    new_rejects: int = 0
+    rejects_by_reason: dict[str, int] = field(default_factory=dict)
+    rejects_file: str | None = None
+    previously_loaded_at: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def changed(self) -> bool:
+        """Whether this load added anything (contacts, rejects, or a campaign change)."""
+        return bool(
+            self.loaded
+            or self.suppressed
+            or self.new_rejects
+            or self.campaign_action != "unchanged"
+        )
+
+    def to_json(self) -> dict:
+        return asdict(self) | {"changed": self.changed}
+
+    def lines(self) -> list[str]:
+        """Plain-text summary, one fact per line."""
+        lines = [
+            f"campaign {self.campaign}: {self.campaign_action}",
+            f"read {self.rows_read} rows from {self.source}"
+            f" ({self.encoding}, delimiter {self.delimiter!r}) in {self.seconds:.1f}s",
+            f"  loaded      {self.loaded}",
+            f"  duplicates  {self.duplicates}",
+            f"  suppressed  {self.suppressed} (on the do-not-call list)",
+            f"  rejected    {self.rejected}",
+        ]
+        lines += [f"    {count:>8}  {reason}" for reason, count in self.rejects_by_reason.items()]
+        if self.rejects_file:
+            lines.append(f"rejected rows written to {self.rejects_file}")
+        if not self.changed:
+            when = (
+                f" (first loaded {self.previously_loaded_at})" if self.previously_loaded_at else ""
+            )
+            lines.append(f"nothing changed: every row was already loaded{when}")
+        return lines

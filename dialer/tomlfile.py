@@ -1,0 +1,118 @@
+"""Reading TOML files with `${ENV}` interpolation and error messages that name file, key and line.
+
+Both `dialer.toml` and campaign files go through here, so a user always sees the same shape of
+message: `campaigns/x.toml: line 7: retry.busy: expected a duration ..., got '20 minutes'`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pydantic
+
+from dialer.errors import ConfigError
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+Model = TypeVar("Model", bound=pydantic.BaseModel)
+
+
+def read_toml(path: Path, what: str) -> tuple[dict[str, Any], str]:
+    """Return the parsed document and its text; raise ConfigError naming the line on bad syntax."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: {what} not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read {what}: {exc}") from None
+    try:
+        return tomllib.loads(text), text
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: malformed TOML: {exc}") from None
+
+
+def interpolate_env(value: Any, location: str = "") -> Any:
+    """Replace `${NAME}` in strings with the environment variable; a missing one is an error."""
+    if isinstance(value, str):
+
+        def substitute(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in os.environ:
+                raise ConfigError(f"{location}: environment variable {name} is not set")
+            return os.environ[name]
+
+        return _ENV_REF.sub(substitute, value)
+    if isinstance(value, dict):
+        return {
+            k: interpolate_env(v, f"{location}.{k}" if location else k) for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [interpolate_env(v, f"{location}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def key_line(text: str, loc: tuple[int | str, ...]) -> int | None:
+    """Best-effort line number of the key a validation error points at, for the message."""
+    names = [str(part) for part in loc if isinstance(part, str)]
+    if not names:
+        return None
+    lines = text.splitlines()
+    # Look for the innermost key written as `key =` (bare or quoted), preferring one that appears
+    # after its parent table header or inline-table key.
+    start = 0
+    for parent in names[:-1]:
+        for number, line in enumerate(lines[start:], start):
+            if re.match(rf"^\s*\[+\s*[^\]]*\b{re.escape(parent)}\b", line) or re.match(
+                rf"^\s*\"?{re.escape(parent)}\"?\s*=", line
+            ):
+                start = number
+                break
+    key = re.escape(names[-1])
+    for number, line in enumerate(lines[start:], start):
+        if re.search(rf"(^|[{{,\s])\"?{key}\"?\s*=", line):
+            return number + 1
+    return None
+
+
+def validate(model: type[Model], data: dict[str, Any], path: Path, text: str) -> Model:
+    """Validate data against a pydantic model; turn the first errors into one clear ConfigError."""
+    try:
+        return model.model_validate(data)
+    except pydantic.ValidationError as exc:
+        problems = []
+        for error in exc.errors()[:5]:
+            loc = tuple(error["loc"])
+            key = ".".join(str(part) for part in loc) or "(top level)"
+            line = key_line(text, loc)
+            where = f"line {line}: " if line else ""
+            problems.append(f"{path}: {where}{key}: {_describe(error, is_secret(key))}")
+        raise ConfigError("\n".join(problems)) from None
+
+
+_SECRET_WORDS = ("secret", "token", "password", "api_key", "apikey", "auth")
+
+
+def is_secret(key: str) -> bool:
+    """Whether a configuration key holds a credential whose value must never be shown."""
+    last = key.rsplit(".", 1)[-1].lower()
+    return any(word in last for word in _SECRET_WORDS)
+
+
+def _describe(error: Any, secret: bool) -> str:
+    """Say what was expected and what was found, without pydantic's URLs or secret values."""
+    kind = error["type"]
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "extra_forbidden":
+        return "unknown key (check its spelling)"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    given = error.get("input")
+    if secret:
+        return message
+    if kind not in ("value_error",) and not isinstance(given, dict | list):
+        return f"{message}, got {given!r}"
+    return message

@@ -1,0 +1,114 @@
+"""Shared fixtures: a fresh PostgreSQL database per test module, and a CLI runner bound to it.
+
+The server comes from $DIALER_TEST_DATABASE_URL (set by .ci/run), else 127.0.0.1:5432.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import pytest
+from click.testing import CliRunner
+
+from dialer.cli import cli
+from dialer.db.connect import connect
+from dialer.db.migrations import migrate
+
+SERVER_URL = os.environ.get(
+    "DIALER_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+
+
+def database_url_for(name: str) -> str:
+    """The server URL with its database name replaced (query string such as ?host= kept)."""
+    head, _, query = SERVER_URL.partition("?")
+    base = head.rsplit("/", 1)[0]
+    return f"{base}/{name}" + (f"?{query}" if query else "")
+
+
+async def _create(name: str) -> None:
+    admin = await asyncpg.connect(SERVER_URL)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    conn = await connect(database_url_for(name))
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+
+
+async def _drop(name: str) -> None:
+    admin = await asyncpg.connect(SERVER_URL)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture(scope="module")
+def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A migrated database of its own for each test module, dropped afterwards."""
+    module = request.module.__name__.rsplit(".", 1)[-1][:30]
+    name = f"dialer_t_{module}_{uuid.uuid4().hex[:8]}"
+    asyncio.run(_create(name))
+    try:
+        yield database_url_for(name)
+    finally:
+        asyncio.run(_drop(name))
+
+
+@pytest.fixture
+def empty_database_url() -> Iterator[str]:
+    """A database with no schema at all (for migration tests)."""
+    name = f"dialer_t_empty_{uuid.uuid4().hex[:8]}"
+
+    async def create() -> None:
+        admin = await asyncpg.connect(SERVER_URL)
+        try:
+            await admin.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await admin.close()
+
+    asyncio.run(create())
+    try:
+        yield database_url_for(name)
+    finally:
+        asyncio.run(_drop(name))
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await connect(database_url)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+@dataclass
+class CliResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def run_cli(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Invoke `dialer ARGS...` in-process against this module's database."""
+    monkeypatch.delenv("DIALER_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
+
+    def invoke(*args: str, env: dict[str, str] | None = None) -> CliResult:
+        environment = {"DIALER_DATABASE_URL": database_url} | (env or {})
+        result = CliRunner().invoke(cli, list(args), env=environment, catch_exceptions=False)
+        return CliResult(result.exit_code, result.stdout, result.stderr)
+
+    return invoke
