@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import asyncpg
@@ -27,6 +28,7 @@ async def answers(url: str) -> bool:
 
 
 def main() -> None:
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     import pgserver
 
     if sys.argv[1:] == ["stop"]:

@@ -85,12 +85,24 @@ def validate(model: type[Model], data: dict[str, Any], path: Path, text: str) ->
     except pydantic.ValidationError as exc:
         problems = []
         for error in exc.errors()[:5]:
-            loc = tuple(error["loc"])
+            loc = _without_union_tags(data, tuple(error["loc"]))
             key = ".".join(str(part) for part in loc) or "(top level)"
             line = key_line(text, loc)
             where = f"line {line}: " if line else ""
             problems.append(f"{path}: {where}{key}: {_describe(error, is_secret(key))}")
         raise ConfigError("\n".join(problems)) from None
+
+
+def _without_union_tags(data: Any, loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
+    """Drop the tag pydantic adds for tagged unions: 'accounts.x.exotel.sid' -> 'accounts.x.sid'."""
+    kept: list[int | str] = []
+    node = data
+    for part in loc:
+        if isinstance(node, dict) and part not in node and node.get("kind") == part:
+            continue
+        kept.append(part)
+        node = node.get(part) if isinstance(node, dict) else None
+    return tuple(kept)
 
 
 _SECRET_WORDS = ("secret", "token", "password", "api_key", "apikey", "auth")

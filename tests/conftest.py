@@ -9,6 +9,7 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,7 +109,14 @@ def run_cli(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
     def invoke(*args: str, env: dict[str, str] | None = None) -> CliResult:
         environment = {"DIALER_DATABASE_URL": database_url} | (env or {})
-        result = CliRunner().invoke(cli, list(args), env=environment, catch_exceptions=False)
-        return CliResult(result.exit_code, result.stdout, result.stderr)
+
+        def call() -> CliResult:
+            result = CliRunner().invoke(cli, list(args), env=environment, catch_exceptions=False)
+            return CliResult(result.exit_code, result.stdout, result.stderr)
+
+        # A thread of its own, so commands (which start their own event loop) can be invoked
+        # from async tests too.
+        with ThreadPoolExecutor(1) as thread:
+            return thread.submit(call).result()
 
     return invoke

@@ -1,0 +1,101 @@
+"""`dialer migrate`: ordered, recorded, idempotent, and safe from two processes at once."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+
+import asyncpg
+import pytest
+
+from dialer.db.connect import connect
+from dialer.db.migrations import discover, migrate
+
+TABLES = {"accounts", "campaigns", "contacts", "attempts", "call_events", "dnc", "load_rejects"}
+
+
+async def tables(url: str) -> set[str]:
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        return {r["tablename"] for r in rows}
+    finally:
+        await conn.close()
+
+
+async def test_applies_once_then_nothing(empty_database_url: str) -> None:
+    conn = await connect(empty_database_url)
+    try:
+        first = await migrate(conn)
+        second = await migrate(conn)
+        recorded = await conn.fetch("SELECT version FROM schema_migrations ORDER BY version")
+    finally:
+        await conn.close()
+    assert first == [m.name for m in discover()]
+    assert second == []
+    assert [r["version"] for r in recorded] == [m.version for m in discover()]
+    assert await tables(empty_database_url) >= TABLES
+
+
+def test_two_processes_at_once(empty_database_url: str) -> None:
+    env = os.environ | {"DIALER_DATABASE_URL": empty_database_url}
+    command = [sys.executable, "-m", "dialer", "migrate"]
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    processes = [subprocess.Popen(command, env=env, **pipes) for _ in range(2)]
+    results = [(*p.communicate(timeout=60), p.returncode) for p in processes]
+    assert [code for _, _, code in results] == [0, 0], results
+    outputs = sorted(out for out, _, _ in results)
+    assert outputs[0].startswith("applied 0001_schema")
+    assert outputs[1] == "schema is up to date\n"
+    assert asyncio.run(tables(empty_database_url)) >= TABLES
+
+
+async def test_an_edited_migration_is_refused(empty_database_url: str) -> None:
+    conn = await connect(empty_database_url)
+    try:
+        await migrate(conn)
+        await conn.execute("UPDATE schema_migrations SET checksum = 'x' WHERE version = '0001'")
+        with pytest.raises(Exception, match="changed after it was applied"):
+            await migrate(conn)
+    finally:
+        await conn.close()
+
+
+async def test_constraints_protect_users(database_url: str) -> None:
+    conn = await connect(database_url)
+    try:
+        campaign = await conn.fetchval(
+            "INSERT INTO campaigns (name, account, spec) VALUES ('k', 'a', '{}') RETURNING id"
+        )
+        contact = await conn.fetchval(
+            """INSERT INTO contacts (campaign_id, row_no, phone_e164)
+               VALUES ($1, 2, '+919845012345') RETURNING id""",
+            campaign,
+        )
+        with pytest.raises(asyncpg.UniqueViolationError):
+            await conn.execute(
+                """INSERT INTO contacts (campaign_id, row_no, phone_e164)
+                   VALUES ($1, 3, '+919845012345')""",
+                campaign,
+            )
+        with pytest.raises(asyncpg.CheckViolationError):
+            await conn.execute("UPDATE contacts SET state = 'dialling' WHERE id = $1", contact)
+        with pytest.raises(asyncpg.CheckViolationError):
+            await conn.execute("UPDATE campaigns SET status = 'running' WHERE id = $1", campaign)
+
+        insert = """INSERT INTO attempts (contact_id, campaign_id, account, attempt_no, state,
+                                          phone_e164, slot)
+                    VALUES ($1, $2, 'a', $3, $4, '+919845012345', $5)"""
+        await conn.execute(insert, contact, campaign, 1, "dialing", 0)
+        with pytest.raises(asyncpg.UniqueViolationError):  # same attempt number twice
+            await conn.execute(insert, contact, campaign, 1, "busy", None)
+        with pytest.raises(asyncpg.UniqueViolationError):  # a second live attempt
+            await conn.execute(insert, contact, campaign, 2, "reserved", 1)
+        with pytest.raises(asyncpg.CheckViolationError):  # live without a channel slot
+            await conn.execute(insert, contact, campaign, 2, "accepted", None)
+        with pytest.raises(asyncpg.CheckViolationError):
+            await conn.execute(insert, contact, campaign, 2, "ringing-ish", None)
+    finally:
+        await conn.close()

@@ -1,0 +1,262 @@
+"""`dialer campaign load` against a real PostgreSQL: counts, rejects, idempotency, atomicity."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from tests.loading.helpers import campaign_file, csv_file
+
+pytestmark = pytest.mark.usefixtures("database_url")
+
+
+async def table_counts(db: asyncpg.Connection) -> dict[str, int]:
+    tables = ["campaigns", "contacts", "attempts", "load_rejects", "loads", "dnc"]
+    return {t: await db.fetchval(f"SELECT count(*) FROM {t}") for t in tables}
+
+
+async def contacts_of(db: asyncpg.Connection, campaign: str) -> list[asyncpg.Record]:
+    return await db.fetch(
+        """SELECT c.* FROM contacts c JOIN campaigns k ON k.id = c.campaign_id
+           WHERE k.name = $1 ORDER BY row_no""",
+        campaign,
+    )
+
+
+async def test_load_normalizes_dedupes_and_rejects(run_cli, tmp_path: Path, db) -> None:
+    csv_file(
+        tmp_path,
+        [
+            "+91 98450 12345,Asha,Asia/Kolkata,gold",
+            "098450 12346,Ravi,,silver",
+            '"9845012345","Asha again",,gold',  # same number as row 2: duplicate
+            "12345,Bad,,basic",  # not a valid number
+            "+919845012347,Tz,Mars/Olympus,basic",  # invalid timezone
+            "+919845012348,Extra,,basic,surplus",  # more fields than the header
+            ",Nobody,,basic",  # missing phone
+        ],
+        header="phone,name,timezone,plan",
+    )
+    campaign_file(tmp_path, "c1")
+    result = run_cli("campaign", "load", "c1.toml", "--json")
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["rows_read"] == 7
+    assert summary["loaded"] == 2
+    assert summary["duplicates"] == 1
+    assert summary["rejected"] == 4
+    assert summary["rejects_by_reason"] == {
+        "invalid phone number": 1,
+        "unknown timezone": 1,
+        "too many fields": 1,
+        "missing phone number": 1,
+    }
+    rows = await contacts_of(db, "c1")
+    assert [(r["row_no"], r["phone_e164"], r["name"], r["timezone"]) for r in rows] == [
+        (2, "+919845012345", "Asha", "Asia/Kolkata"),
+        (3, "+919845012346", "Ravi", None),
+    ]
+    assert rows[0]["fields"] == {"plan": "gold"}
+    assert {r["state"] for r in rows} == {"pending"}
+
+    rejects = await db.fetch("SELECT row_no, raw, reason FROM load_rejects ORDER BY row_no")
+    assert [(r["row_no"], r["reason"]) for r in rejects] == [
+        (5, "invalid phone number"),
+        (6, "unknown timezone: 'Mars/Olympus'"),
+        (7, "too many fields: 5, the header has 4"),
+        (8, "missing phone number"),
+    ]
+    assert rejects[0]["raw"] == {"phone": "12345", "name": "Bad", "timezone": "", "plan": "basic"}
+    with (tmp_path / "contacts.rejects.csv").open(newline="") as handle:
+        written = list(csv.reader(handle))
+    assert written[0] == ["row_no", "reason", "phone", "name", "timezone", "plan"]
+    assert written[1] == ["5", "invalid phone number", "12345", "Bad", "", "basic"]
+    assert len(written) == 5
+
+
+async def test_reload_changes_nothing_and_says_so(run_cli, tmp_path: Path, db) -> None:
+    csv_file(tmp_path, ["+919845012345,A", "+919845012346,B", "bad,C"])
+    campaign_file(tmp_path, "c2")
+    assert run_cli("campaign", "load", "c2.toml").exit_code == 0
+    before = await table_counts(db)
+    again = run_cli("campaign", "load", "c2.toml")
+    assert again.exit_code == 0
+    assert "nothing changed" in again.stdout
+    assert await table_counts(db) == before
+
+
+async def test_second_file_adds_only_new_numbers(run_cli, tmp_path: Path, db) -> None:
+    csv_file(tmp_path, ["+919845012345,A", "+919845012346,B"])
+    csv_file(tmp_path, ["+919845012346,B", "+919845012347,C"], name="more.csv")
+    campaign_file(tmp_path, "c3")
+    assert run_cli("campaign", "load", "c3.toml").exit_code == 0
+    result = run_cli("campaign", "load", "c3.toml", "--csv", "more.csv", "--json")
+    summary = json.loads(result.stdout)
+    assert (summary["loaded"], summary["duplicates"], summary["changed"]) == (1, 1, True)
+    phones = [r["phone_e164"] for r in await contacts_of(db, "c3")]
+    assert sorted(phones) == ["+919845012345", "+919845012346", "+919845012347"]
+
+
+async def test_dnc_numbers_load_as_suppressed(run_cli, tmp_path: Path, db) -> None:
+    assert run_cli("dnc", "add", "+919845099999", "--reason", "asked").exit_code == 0
+    csv_file(tmp_path, ["+919845099999,A", "+919845012346,B"])
+    campaign_file(tmp_path, "c4")
+    summary = json.loads(run_cli("campaign", "load", "c4.toml", "--json").stdout)
+    assert (summary["loaded"], summary["suppressed"]) == (1, 1)
+    states = {r["phone_e164"]: r["state"] for r in await contacts_of(db, "c4")}
+    assert states == {"+919845099999": "suppressed", "+919845012346": "pending"}
+
+
+async def test_declared_encoding_is_the_fallback(run_cli, tmp_path: Path, db) -> None:
+    (tmp_path / "contacts.csv").write_bytes("phone,name\n+919845012345,José\n".encode("cp1252"))
+    campaign_file(tmp_path, "c5")
+    failed = run_cli("campaign", "load", "c5.toml")
+    assert failed.exit_code == 2
+    assert "line 2: bytes that are not valid utf-8" in failed.stderr
+    assert await db.fetchval("SELECT count(*) FROM campaigns WHERE name = 'c5'") == 0
+
+    campaign_file(tmp_path, "c5", extra='encoding = "cp1252"')
+    loaded = run_cli("campaign", "load", "c5.toml", "--json")
+    assert loaded.exit_code == 0, loaded.stderr
+    assert json.loads(loaded.stdout)["encoding"] == "cp1252"
+    assert [r["name"] for r in await contacts_of(db, "c5")] == ["José"]
+
+
+async def test_semicolon_file_with_bom_and_crlf(run_cli, tmp_path: Path, db) -> None:
+    data = (
+        "\ufeffTelefon;name;Stadt\r\n+49 1512 3456789;Jörg;Köln\r\n\r\n01512 3456788;Anna;Bonn\r\n"
+    )
+    (tmp_path / "contacts.csv").write_bytes(data.encode("utf-8"))
+    campaign_file(tmp_path, "c6", extra='phone_column = "telefon"').write_text(
+        (tmp_path / "c6.toml").read_text().replace('"IN"', '"DE"')
+    )
+    result = run_cli("campaign", "load", "c6.toml", "--json")
+    assert result.exit_code == 0, result.stderr
+    rows = await contacts_of(db, "c6")
+    assert [(r["row_no"], r["phone_e164"], r["fields"]) for r in rows] == [
+        (2, "+4915123456789", {"Stadt": "Köln"}),
+        (4, "+4915123456788", {"Stadt": "Bonn"}),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        ("missing", "contacts file not found"),
+        ("empty", "the file is empty"),
+        ("column", "no column named 'phone' for phone numbers; columns found: mobile, name"),
+    ],
+)
+async def test_bad_input_exits_2_and_loads_nothing(
+    run_cli, tmp_path: Path, db, setup: str, message: str
+) -> None:
+    name = f"bad-{setup}"
+    campaign_file(tmp_path, name)
+    if setup == "empty":
+        (tmp_path / "contacts.csv").write_bytes(b"")
+    elif setup == "column":
+        csv_file(tmp_path, ["+919845012345,A"], header="mobile,name")
+    result = run_cli("campaign", "load", f"{name}.toml")
+    assert result.exit_code == 2
+    assert message in result.stderr
+    assert await db.fetchval("SELECT count(*) FROM campaigns WHERE name = $1", name) == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ('name = "x"\naccount = \n', "malformed TOML"),
+        (
+            'name = "x"\naccount = "a"\ncaller_id = "1"\ndefault_region = "IN"\n'
+            'timezone = "Asia/Kolkata"\n[retry]\nbusy = "20 minutes"\n',
+            "line 7: retry.busy: expected a duration",
+        ),
+        (
+            'name = "x"\naccount = "a"\ncaller_id = "1"\ndefault_region = "IN"\n'
+            'timezon = "Asia/Kolkata"\n',
+            "line 5: timezon: unknown key",
+        ),
+        ('name = "x"\n', "account: required key is missing"),
+    ],
+)
+def test_malformed_campaign_file(run_cli, tmp_path: Path, body: str, message: str) -> None:
+    (tmp_path / "bad.toml").write_text(body)
+    result = run_cli("campaign", "load", "bad.toml")
+    assert result.exit_code == 2
+    assert message in result.stderr
+    assert "bad.toml" in result.stderr
+
+
+async def test_campaign_updates_until_it_has_dialed(run_cli, tmp_path: Path, db) -> None:
+    csv_file(tmp_path, ["+919845012345,A"])
+    campaign_file(tmp_path, "c7")
+    run_cli("campaign", "load", "c7.toml")
+    campaign_file(tmp_path, "c7", extra='ring_timeout = "45s"')
+    assert "c7: updated" in run_cli("campaign", "load", "c7.toml").stdout
+    assert await db.fetchval("SELECT spec->>'ring_timeout' FROM campaigns WHERE name='c7'") == "45s"
+
+    await db.execute(
+        """INSERT INTO attempts (contact_id, campaign_id, account, attempt_no, state, phone_e164,
+                                 outcome)
+           SELECT id, campaign_id, 'sim-main', 1, 'busy', phone_e164, 'busy' FROM contacts
+           WHERE campaign_id = (SELECT id FROM campaigns WHERE name = 'c7')"""
+    )
+    campaign_file(tmp_path, "c7", extra='ring_timeout = "60s"')
+    refused = run_cli("campaign", "load", "c7.toml")
+    assert refused.exit_code == 2
+    assert "already dialed" in refused.stderr and "ring_timeout" in refused.stderr
+    assert await db.fetchval("SELECT spec->>'ring_timeout' FROM campaigns WHERE name='c7'") == "45s"
+
+
+async def test_parallel_path_gives_the_same_result(
+    run_cli, tmp_path: Path, db, monkeypatch
+) -> None:
+    """Big files are validated in worker processes; the result must not depend on that."""
+    monkeypatch.setattr("dialer.loading.loader.PARALLEL_FROM_BYTES", 0)
+    monkeypatch.setattr("dialer.loading.loader.CHUNK_ROWS", 500)
+    rows = [f"+9198450{i:05d},n{i}" for i in range(3000)] + ["nope,x"] * 3
+    rows += [f"+9198450{i:05d},dup" for i in range(0, 3000, 7)]
+    csv_file(tmp_path, rows)
+    campaign_file(tmp_path, "c8")
+    summary = json.loads(run_cli("campaign", "load", "c8.toml", "--json").stdout)
+    assert (summary["loaded"], summary["rejected"], summary["duplicates"]) == (3000, 3, 429)
+    loaded = await contacts_of(db, "c8")
+    assert [r["row_no"] for r in loaded] == list(range(2, 3002))
+    assert all(r["name"] == f"n{r['row_no'] - 2}" for r in loaded)
+
+
+async def test_killed_load_leaves_nothing(database_url: str, tmp_path: Path, db) -> None:
+    """kill -9 in the middle of a big load: nothing commits, nothing is half-loaded."""
+    csv_file(tmp_path, [f"+9198{i:08d},name{i}" for i in range(300_000)])
+    campaign_file(tmp_path, "c9")
+    env = os.environ | {"DIALER_DATABASE_URL": database_url}
+    process = await asyncio.create_subprocess_exec(
+        *[sys.executable, "-m", "dialer", "campaign", "load", "c9.toml"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # wait until the load has begun writing
+        busy = await db.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY%load_stage%'"
+        )
+        if busy:
+            break
+        await asyncio.sleep(0.05)
+    assert process.returncode is None, "the load finished before it could be interrupted"
+    os.kill(process.pid, signal.SIGKILL)
+    await process.wait()
+    assert await db.fetchval("SELECT count(*) FROM campaigns WHERE name = 'c9'") == 0
+    assert not (tmp_path / "contacts.rejects.csv").exists()

@@ -1,0 +1,106 @@
+"""dialer.toml: discovery, ${ENV} interpolation, validation messages, masked secrets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from dialer.cli import cli
+from dialer.config import database_url_from, load_config
+from dialer.errors import ConfigError
+
+GOOD = """\
+database_url = "postgresql://app:${DB_PASSWORD}@db.internal:5432/dialer"
+public_url = "https://dialer.example.com"
+
+[accounts.exotel-main]
+kind = "exotel"
+base_url = "https://api.exotel.com"
+sid = "acme"
+api_key = "${EXOTEL_KEY}"
+api_token = "tok-literal-123"
+rate = "200/min"
+channels = 16
+"""
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    monkeypatch.chdir(tmp_path)
+    for name in ("DIALER_CONFIG", "DIALER_DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DB_PASSWORD", "pg-s3cret")
+    monkeypatch.setenv("EXOTEL_KEY", "key-s3cret")
+    return tmp_path
+
+
+def test_no_file_is_a_valid_setup(env: Path) -> None:
+    config = load_config()
+    assert config.accounts == {}
+    assert database_url_from(config) is None
+
+
+def test_reads_interpolates_and_overrides(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (env / "dialer.toml").write_text(GOOD)
+    config = load_config()
+    account = config.accounts["exotel-main"]
+    assert account.api_key.get_secret_value() == "key-s3cret"
+    assert account.parsed_rate.per_second == pytest.approx(200 / 60)
+    assert database_url_from(config) == "postgresql://app:pg-s3cret@db.internal:5432/dialer"
+    monkeypatch.setenv("DIALER_DATABASE_URL", "postgresql://other/db")
+    assert database_url_from(config) == "postgresql://other/db"
+
+
+def test_config_from_env_variable(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (env / "elsewhere.toml").write_text(GOOD)
+    monkeypatch.setenv("DIALER_CONFIG", str(env / "elsewhere.toml"))
+    assert "exotel-main" in load_config().accounts
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (("channels = 16", 'channels = "many"'), "line 11: accounts.exotel-main.channels"),
+        (('rate = "200/min"', 'rate = "fast"'), "expected a rate such as '200/min'"),
+        (('kind = "exotel"', 'kind = "skype"'), "accounts.exotel-main"),
+        (("sid = ", "sidd = "), "accounts.exotel-main.sidd: unknown key"),
+        (('api_token = "tok-literal-123"', "api_token = 5"), "accounts.exotel-main.api_token"),
+        (("${EXOTEL_KEY}", "${NOT_SET_ANYWHERE}"), "environment variable NOT_SET_ANYWHERE"),
+        (("[accounts.exotel-main]", "[accounts.exotel-main"), "malformed TOML"),
+    ],
+)
+def test_bad_file_names_file_key_and_expectation(env: Path, change, message: str) -> None:
+    (env / "dialer.toml").write_text(GOOD.replace(*change))
+    with pytest.raises(ConfigError) as caught:
+        load_config()
+    text = str(caught.value)
+    assert "dialer.toml" in text
+    assert message in text
+    assert "s3cret" not in text and "tok-literal" not in text
+
+
+def test_cli_exits_2_on_bad_config(env: Path) -> None:
+    (env / "dialer.toml").write_text(GOOD.replace("channels = 16", "channels = 0"))
+    result = CliRunner().invoke(cli, ["config", "show"])
+    assert result.exit_code == 2
+    assert "dialer.toml: line 11: accounts.exotel-main.channels" in result.stderr
+
+
+def test_missing_explicit_config(env: Path) -> None:
+    result = CliRunner().invoke(cli, ["--config", "nope.toml", "config", "show"])
+    assert result.exit_code == 2
+    assert "nope.toml: configuration file not found" in result.stderr
+
+
+def test_config_show_masks_every_secret(env: Path) -> None:
+    (env / "dialer.toml").write_text(GOOD)
+    result = CliRunner().invoke(cli, ["config", "show"])
+    assert result.exit_code == 0, result.stderr
+    assert "s3cret" not in result.stdout and "tok-literal" not in result.stdout
+    shown = json.loads(result.stdout)
+    assert shown["database_url"] == "postgresql://app@db.internal:5432/dialer"
+    assert shown["accounts"]["exotel-main"]["api_token"] == "**********"
+    assert shown["accounts"]["exotel-main"]["sid"] == "acme"

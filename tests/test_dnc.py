@@ -1,0 +1,94 @@
+"""`dialer dnc`: normalized numbers, suppression of waiting contacts, import all-or-nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.loading.helpers import campaign_file, csv_file
+
+
+async def states(db, campaign: str) -> dict[str, str]:
+    rows = await db.fetch(
+        """SELECT phone_e164, c.state FROM contacts c JOIN campaigns k ON k.id = c.campaign_id
+           WHERE k.name = $1""",
+        campaign,
+    )
+    return {r["phone_e164"]: r["state"] for r in rows}
+
+
+async def test_add_normalizes_and_suppresses_waiting_contacts(run_cli, tmp_path: Path, db) -> None:
+    csv_file(tmp_path, ["+919845011111,A", "+919845011112,B", "+919845011113,C"])
+    campaign_file(tmp_path, "d1")
+    assert run_cli("campaign", "load", "d1.toml").exit_code == 0
+    # B was already called and finished: its history is not rewritten.
+    await db.execute("UPDATE contacts SET state = 'done' WHERE phone_e164 = '+919845011112'")
+
+    result = run_cli(
+        "dnc", "add", "098450 11111", "+91 98450 11112", "--region", "IN", "--reason", "asked"
+    )
+    assert result.exit_code == 0, result.stderr
+    assert "added 2" in result.stdout and "contacts suppressed 1" in result.stdout
+    assert await states(db, "d1") == {
+        "+919845011111": "suppressed",
+        "+919845011112": "done",
+        "+919845011113": "pending",
+    }
+    listed = json.loads(run_cli("dnc", "list", "--format", "json").stdout)
+    assert {(r["phone_e164"], r["reason"]) for r in listed} >= {
+        ("+919845011111", "asked"),
+        ("+919845011112", "asked"),
+    }
+    again = run_cli("dnc", "add", "+919845011111")
+    assert "added 0, already listed 1" in again.stdout
+
+
+def test_add_refuses_bad_numbers_and_adds_nothing(run_cli) -> None:
+    result = run_cli("dnc", "add", "+919845022222", "12", "--region", "IN")
+    assert result.exit_code == 2
+    assert "'12': invalid phone number" in result.stderr
+    assert "+919845022222" not in run_cli("dnc", "list", "--format", "csv").stdout
+
+
+def test_national_number_without_region_is_explained(run_cli) -> None:
+    result = run_cli("dnc", "add", "9845022222")
+    assert result.exit_code == 2
+    assert "without a region" in result.stderr
+
+
+async def test_import_csv(run_cli, tmp_path: Path, db) -> None:
+    (tmp_path / "dnc.csv").write_text("Phone,Reason\n+919845033331,complaint\n09845033332,\n")
+    result = run_cli("dnc", "import", "dnc.csv", "--region", "IN", "--reason", "bulk")
+    assert result.exit_code == 0, result.stderr
+    rows = await db.fetch(
+        "SELECT phone_e164, reason FROM dnc WHERE phone_e164 LIKE '+91984503333%'"
+    )
+    assert {(r["phone_e164"], r["reason"]) for r in rows} == {
+        ("+919845033331", "complaint"),
+        ("+919845033332", "bulk"),
+    }
+
+
+async def test_import_is_all_or_nothing(run_cli, tmp_path: Path, db) -> None:
+    (tmp_path / "dnc.csv").write_text("phone\n+919845044441\nnot-a-number\n")
+    result = run_cli("dnc", "import", "dnc.csv")
+    assert result.exit_code == 2
+    assert "line 3: 'not-a-number'" in result.stderr
+    assert await db.fetchval("SELECT count(*) FROM dnc WHERE phone_e164 = '+919845044441'") == 0
+
+
+async def test_remove_keeps_contacts_suppressed(run_cli, tmp_path: Path, db) -> None:
+    run_cli("dnc", "add", "+919845055551")
+    csv_file(tmp_path, ["+919845055551,A"])
+    campaign_file(tmp_path, "d2")
+    run_cli("campaign", "load", "d2.toml")
+    assert run_cli("dnc", "remove", "+919845055551").stdout.strip() == "removed 1"
+    assert await states(db, "d2") == {"+919845055551": "suppressed"}
+
+
+@pytest.mark.parametrize("fmt", ["table", "csv"])
+def test_list_formats(run_cli, fmt: str) -> None:
+    run_cli("dnc", "add", "+919845066661", "--reason", "r")
+    assert "+919845066661" in run_cli("dnc", "list", "--format", fmt).stdout
