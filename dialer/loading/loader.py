@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import io
 import json
 import multiprocessing
 import os
 import tempfile
 import time
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Callable
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import Executor, ProcessPoolExecutor
 from contextlib import ExitStack
 from itertools import islice
 from pathlib import Path
@@ -29,6 +30,7 @@ from dialer.campaign_spec import CampaignFile, CampaignSpec
 from dialer.errors import InputError, StateError
 from dialer.loading.csv_source import CsvSource, UndecodableError
 from dialer.loading.rows import ChunkResult, ColumnPlan, prepare_chunk
+from dialer.loading.seen import SeenNumbers
 from dialer.loading.summary import LoadSummary
 
 CHUNK_ROWS = 10_000
@@ -61,13 +63,12 @@ async def load_campaign(
                 try:
                     async with conn.transaction():  # a savepoint, so a retry starts clean
                         summary = await _stage(
-                            conn, source, spec, rejects_user, rejects_copy, progress
+                            conn, campaign_id, source, spec, rejects_user, rejects_copy, progress
                         )
                     break
                 except UndecodableError:
                     if index == len(encodings) - 1:
                         raise
-                    await conn.execute("TRUNCATE load_stage, load_reject_stage")
                     for handle in (rejects_user, rejects_copy):
                         handle.seek(0)
                         handle.truncate()
@@ -80,7 +81,8 @@ async def load_campaign(
 
 _STAGE_TABLES = """
 CREATE TEMP TABLE load_stage (
-    row_no integer, phone_e164 text, name text, timezone text, priority integer, fields jsonb
+    campaign_id bigint, row_no integer, phone_e164 text, name text, timezone text,
+    priority integer, fields jsonb
 ) ON COMMIT DROP;
 CREATE TEMP TABLE load_reject_stage (row_no integer, raw jsonb, reason text) ON COMMIT DROP;
 """
@@ -126,13 +128,19 @@ async def upsert_campaign(conn: asyncpg.Connection, spec: CampaignSpec) -> tuple
 
 async def _stage(
     conn: asyncpg.Connection,
+    campaign_id: int,
     source: CsvSource,
     spec: CampaignSpec,
     rejects_user: IO[str],
     rejects_copy: IO[str],
     progress: Progress | None,
 ) -> LoadSummary:
-    """Stream every record through validation into the stage tables."""
+    """Stream every record through validation and into `contacts`, chunk by chunk.
+
+    Each validated chunk is written while the workers validate the next ones, so PostgreSQL's
+    work overlaps Python's instead of following it. Rows whose number is new to this load are
+    COPied straight into `contacts`; possible repeats are resolved exactly at the end.
+    """
     summary = LoadSummary(campaign=spec.name, campaign_action="", source=str(source.path))
     records = source.records()
     first = next(records, None)  # reads the header, so the column plan can be made
@@ -143,43 +151,82 @@ async def _stage(
     user_writer.writerow(["row_no", "reason", *plan.header])
     copy_writer = csv.writer(rejects_copy, lineterminator="\n")
     reasons: Counter[str] = Counter()
+    seen, newest_before = await _numbers_in_campaign(conn, campaign_id)
+    inserted = 0
 
-    def take(result: ChunkResult) -> bytes:
-        summary.rejected += len(result.rejects)
-        reasons.update(result.reasons)
-        for row_no, raw, reason in result.rejects:
-            user_writer.writerow([row_no, reason, *raw.values()])
-            copy_writer.writerow([row_no, json.dumps(raw, ensure_ascii=False), reason])
-        if progress:
-            progress(source.bytes_read, source.size)
-        return result.staged_csv
-
-    def chunks():
+    def chunks() -> Iterator[list[tuple[int, list[str]]]]:
         if first is not None:
             yield [first, *islice(records, CHUNK_ROWS - 1)]
         while chunk := list(islice(records, CHUNK_ROWS)):
             yield chunk
 
-    counted = _counting(chunks(), summary)
     with _executor(source.size) as pool:
-        await conn.copy_to_table(
-            "load_stage", source=_validated(counted, plan, pool, take), format="csv"
-        )
+        async for chunk_size, result in _validated(chunks(), plan, campaign_id, pool):
+            summary.rows_read += chunk_size
+            summary.rejected += len(result.rejects)
+            reasons.update(result.reasons)
+            for row_no, raw, reason in result.rejects:
+                user_writer.writerow([row_no, reason, *raw.values()])
+                copy_writer.writerow([row_no, json.dumps(raw, ensure_ascii=False), reason])
+            new, maybe = [], []
+            for phone, line in zip(result.phones, result.lines, strict=True):
+                (maybe if seen.add(phone) else new).append(line)
+            if new:
+                await _copy_lines(conn, "contacts", new)
+                inserted += len(new)
+            if maybe:
+                await _copy_lines(conn, "load_stage", maybe)
+            if progress:
+                progress(source.bytes_read, source.size)
+    inserted += int((await conn.execute(_INSERT_REPEATS, campaign_id)).split()[-1])
+    summary.suppressed = int(
+        (await conn.execute(_SUPPRESS_DNC, campaign_id, newest_before)).split()[-1]
+    )
+    summary.loaded = inserted - summary.suppressed
+    summary.duplicates = summary.rows_read - summary.rejected - inserted
     summary.encoding, summary.delimiter = source.encoding, source.delimiter
     summary.rejects_by_reason = dict(reasons.most_common())
     return summary
 
 
-def _counting(chunks, summary: LoadSummary):
-    for chunk in chunks:
-        summary.rows_read += len(chunk)
-        yield chunk
+_COPY_COLUMNS = ["campaign_id", "row_no", "phone_e164", "name", "timezone", "priority", "fields"]
 
 
-async def _validated(chunks, plan: ColumnPlan, pool: Executor | None, take) -> AsyncIterator[bytes]:
-    """Keep a few chunks in flight in the workers, hand results on in file order."""
+async def _copy_lines(conn: asyncpg.Connection, table: str, lines: list[str]) -> None:
+    data = io.BytesIO("".join(lines).encode())
+    await conn.copy_to_table(table, source=data, columns=_COPY_COLUMNS, format="csv")
+
+
+async def _numbers_in_campaign(
+    conn: asyncpg.Connection, campaign_id: int
+) -> tuple[SeenNumbers, int]:
+    """The numbers the campaign already has, and its newest contact id (0 if none).
+
+    The campaign row is locked, so no other load adds numbers to it until this one commits.
+    """
+    seen = SeenNumbers()
+    newest = 0
+    async with conn.transaction():
+        cursor = conn.cursor(
+            "SELECT id, phone_e164 FROM contacts WHERE campaign_id = $1",
+            campaign_id,
+            prefetch=10_000,
+        )
+        async for row in cursor:
+            seen.add(row["phone_e164"])
+            newest = max(newest, row["id"])
+    return seen, newest
+
+
+async def _validated(
+    chunks: Iterator[list[tuple[int, list[str]]]],
+    plan: ColumnPlan,
+    campaign_id: int,
+    pool: Executor | None,
+) -> AsyncIterator[tuple[int, ChunkResult]]:
+    """Keep a few chunks in flight in the workers; hand results on in file order."""
     loop = asyncio.get_running_loop()
-    in_flight: deque[asyncio.Future[ChunkResult] | Future[ChunkResult]] = deque()
+    in_flight: deque[tuple[int, asyncio.Future[ChunkResult]]] = deque()
     depth = 2 * (os.cpu_count() or 1) if pool else 1
     exhausted = False
     while True:
@@ -189,15 +236,15 @@ async def _validated(chunks, plan: ColumnPlan, pool: Executor | None, take) -> A
                 exhausted = True
             elif pool is None:
                 done: asyncio.Future[ChunkResult] = loop.create_future()
-                done.set_result(prepare_chunk(plan, chunk))
-                in_flight.append(done)
+                done.set_result(prepare_chunk(plan, campaign_id, chunk))
+                in_flight.append((len(chunk), done))
             else:
-                in_flight.append(loop.run_in_executor(pool, prepare_chunk, plan, chunk))
+                future = loop.run_in_executor(pool, prepare_chunk, plan, campaign_id, chunk)
+                in_flight.append((len(chunk), future))
         if not in_flight:
             return
-        data = take(await in_flight.popleft())
-        if data:
-            yield data
+        size, pending = in_flight.popleft()
+        yield size, await pending
 
 
 class _executor:
@@ -224,13 +271,7 @@ async def _finish(
     summary: LoadSummary,
     rejects_copy: IO[str],
 ) -> None:
-    """Move staged rows into contacts and load_rejects; record the load if it changed anything."""
-    rows = await conn.fetch(_INSERT_CONTACTS, campaign_id)
-    by_state = {row["state"]: row["count"] for row in rows}
-    summary.loaded = by_state.get("pending", 0)
-    summary.suppressed = by_state.get("suppressed", 0)
-    staged = summary.rows_read - summary.rejected
-    summary.duplicates = staged - summary.loaded - summary.suppressed
+    """Store the rejects; record the load if it changed anything."""
     rejects_copy.flush()
     rejects_copy.seek(0)
     await conn.copy_to_table("load_reject_stage", source=rejects_copy.buffer, format="csv")
@@ -260,20 +301,24 @@ async def _finish(
         )
 
 
-_INSERT_CONTACTS = """
-WITH firsts AS (
-    SELECT DISTINCT ON (phone_e164) row_no, phone_e164, name, timezone, priority, fields
-    FROM load_stage
-    ORDER BY phone_e164, row_no
-), inserted AS (
-    INSERT INTO contacts (campaign_id, row_no, phone_e164, name, timezone, priority, fields, state)
-    SELECT $1, f.row_no, f.phone_e164, NULLIF(f.name, ''), NULLIF(f.timezone, ''), f.priority,
-           f.fields, CASE WHEN d.phone_e164 IS NULL THEN 'pending' ELSE 'suppressed' END
-    FROM firsts f LEFT JOIN dnc d ON d.phone_e164 = f.phone_e164
-    ON CONFLICT (campaign_id, phone_e164) DO NOTHING
-    RETURNING state
+# Rows whose number may have been seen earlier in this load: the first row of each number wins,
+# and only if the number is not in the campaign yet.
+_INSERT_REPEATS = """
+INSERT INTO contacts (campaign_id, row_no, phone_e164, name, timezone, priority, fields)
+SELECT DISTINCT ON (s.phone_e164) $1::bigint, s.row_no, s.phone_e164, s.name, s.timezone,
+       s.priority, s.fields
+FROM load_stage s
+WHERE NOT EXISTS (
+    SELECT 1 FROM contacts c WHERE c.phone_e164 = s.phone_e164 AND c.campaign_id = $1
 )
-SELECT state, count(*) AS count FROM inserted GROUP BY state
+ORDER BY s.phone_e164, s.row_no
+"""
+
+# Numbers on the do-not-call list are loaded, but as `suppressed`: never dialed, still reported.
+_SUPPRESS_DNC = """
+UPDATE contacts c SET state = 'suppressed'
+FROM dnc d
+WHERE d.phone_e164 = c.phone_e164 AND c.campaign_id = $1 AND c.id > $2 AND c.state = 'pending'
 """
 
 _INSERT_REJECTS = """

@@ -7,17 +7,17 @@ The output is CSV text ready for PostgreSQL's COPY, which keeps the main process
 from __future__ import annotations
 
 import csv
-import io
 import json
 import zoneinfo
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import cached_property
+from json.encoder import encode_basestring  # type: ignore[attr-defined]
+from types import SimpleNamespace
 
 from dialer.errors import InputError
 from dialer.phones import PhoneError, normalize
 
-_CACHE_LIMIT = 200_000
-_phone_cache: dict[str, str | PhoneError] = {}
 _zone_names: dict[str, str] = {}
 
 
@@ -55,32 +55,27 @@ class ColumnPlan:
         taken = {self.phone, self.name, self.timezone, self.priority}
         return [i for i in range(len(self.header)) if i not in taken]
 
+    @cached_property
+    def _field_keys(self) -> list[tuple[int, str]]:
+        return [(i, encode_basestring(self.header[i]) + ": ") for i in self.field_columns]
+
+    def fields_json(self, values: list[str]) -> str:
+        """The `fields` JSON object: what json.dumps(dict) gives, at a third of its cost."""
+        return (
+            "{"
+            + ", ".join([key + encode_basestring(values[i]) for i, key in self._field_keys])
+            + "}"
+        )
+
 
 @dataclass
 class ChunkResult:
-    """What one chunk produced: COPY-ready staged rows, reject rows, and reject reasons."""
+    """What one chunk produced: per valid row its E.164 number and COPY line; rejects."""
 
-    staged_csv: bytes
-    staged: int
+    phones: list[str] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
     rejects: list[tuple[int, dict[str, str], str]] = field(default_factory=list)
     reasons: Counter[str] = field(default_factory=Counter)
-
-
-def normalize_cached(raw: str, region: str) -> str:
-    """normalize() with a bounded per-process cache, so a repeated number is validated once."""
-    key = f"{region}|{raw}"
-    hit = _phone_cache.get(key)
-    if hit is None:
-        try:
-            hit = normalize(raw, region)
-        except PhoneError as exc:
-            hit = exc
-        if len(_phone_cache) >= _CACHE_LIMIT:
-            _phone_cache.clear()
-        _phone_cache[key] = hit
-    if isinstance(hit, PhoneError):
-        raise hit
-    return hit
 
 
 def canonical_timezone(value: str) -> str:
@@ -100,14 +95,28 @@ def _raw(plan: ColumnPlan, values: list[str]) -> dict[str, str]:
     return raw
 
 
-def _contact(plan: ColumnPlan, values: list[str]) -> tuple[str, str, str, int, str]:
-    """(phone, name, timezone, priority, fields JSON) for one record, or ValueError(reason)."""
+def _contact(
+    plan: ColumnPlan, values: list[str], phones: dict[str, str | PhoneError]
+) -> tuple[str, str, str, int, str]:
+    """(phone, name, timezone, priority, fields JSON) for one record, or ValueError(reason).
+
+    `phones` remembers this chunk's results, so a number repeated nearby is validated once.
+    """
     width = len(plan.header)
     if len(values) > width and any(v.strip() for v in values[width:]):
         raise ValueError(f"too many fields: {len(values)}, the header has {width}")
     if len(values) < width:
         values = values + [""] * (width - len(values))
-    phone = normalize_cached(values[plan.phone], plan.region)
+    raw_phone = values[plan.phone]
+    phone = phones.get(raw_phone)
+    if phone is None:
+        try:
+            phone = normalize(raw_phone, plan.region)
+        except PhoneError as exc:
+            phone = exc
+        phones[raw_phone] = phone
+    if isinstance(phone, PhoneError):
+        raise phone
     name = values[plan.name].strip() if plan.name is not None else ""
     zone = values[plan.timezone].strip() if plan.timezone is not None else ""
     if zone:
@@ -118,26 +127,29 @@ def _contact(plan: ColumnPlan, values: list[str]) -> tuple[str, str, str, int, s
             priority = int(values[plan.priority])
         except ValueError:
             raise ValueError(f"priority is not a whole number: {values[plan.priority]!r}") from None
-    fields = {plan.header[i]: values[i] for i in plan.field_columns}
-    return phone, name, zone, priority, json.dumps(fields, ensure_ascii=False)
+    return phone, name, zone, priority, plan.fields_json(values)
 
 
-def prepare_chunk(plan: ColumnPlan, records: list[tuple[int, list[str]]]) -> ChunkResult:
-    """Validate a chunk of records; valid ones become COPY CSV lines, the rest rejects."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    result = ChunkResult(staged_csv=b"", staged=0)
+def prepare_chunk(
+    plan: ColumnPlan, campaign_id: int, records: list[tuple[int, list[str]]]
+) -> ChunkResult:
+    """Validate a chunk of records: valid ones become `contacts` COPY lines, the rest rejects.
+
+    COPY columns: campaign_id, row_no, phone_e164, name, timezone, priority, fields.
+    """
+    result = ChunkResult()
+    writer = csv.writer(SimpleNamespace(write=result.lines.append), lineterminator="\n")
+    phones: dict[str, str | PhoneError] = {}
     for row_no, values in records:
         try:
-            phone, name, zone, priority, fields = _contact(plan, values)
+            phone, name, zone, priority, fields = _contact(plan, values, phones)
         except ValueError as exc:  # PhoneError is a ValueError
             reason = str(exc)
             result.rejects.append((row_no, _raw(plan, values), reason))
             result.reasons[_reason_key(reason)] += 1
             continue
-        writer.writerow((row_no, phone, name, zone, priority, fields))
-        result.staged += 1
-    result.staged_csv = out.getvalue().encode()
+        writer.writerow((campaign_id, row_no, phone, name or None, zone or None, priority, fields))
+        result.phones.append(phone)
     return result
 
 

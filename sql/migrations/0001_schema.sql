@@ -29,7 +29,9 @@ CREATE TABLE campaigns (
 
 CREATE TABLE contacts (
     id              bigserial PRIMARY KEY,
-    campaign_id     bigint NOT NULL REFERENCES campaigns (id) ON DELETE CASCADE,
+    -- No foreign key to campaigns: contacts are only ever created by the load transaction that
+    -- creates or locks their campaign, and a per-row RI check costs a third of a 1M-row load.
+    campaign_id     bigint NOT NULL,
     row_no          integer NOT NULL,
     phone_e164      text NOT NULL CHECK (phone_e164 ~ '^\+[1-9][0-9]{5,14}$'),
     name            text,
@@ -44,12 +46,14 @@ CREATE TABLE contacts (
     last_outcome    text,
     created_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now(),
-    UNIQUE (campaign_id, phone_e164)
+    -- One contact per number per campaign. Phone first, so the same index also finds a number
+    -- in every campaign (do-not-call updates, per-number limits).
+    CONSTRAINT contacts_one_per_number UNIQUE (phone_e164, campaign_id)
 );
--- The leasing order of the design: priority, then fewest attempts, then due time, then file order.
-CREATE INDEX contacts_due ON contacts (campaign_id, priority DESC, attempts, next_attempt_at, row_no)
+-- The leasing order of the design: priority, then fewest attempts, then due time, then load
+-- order (id: ascending ids also keep this index append-only during a bulk load).
+CREATE INDEX contacts_due ON contacts (campaign_id, priority DESC, attempts, next_attempt_at, id)
     WHERE state = 'pending';
-CREATE INDEX contacts_phone ON contacts (phone_e164);
 
 CREATE TABLE attempts (
     id               bigserial PRIMARY KEY,

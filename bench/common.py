@@ -1,0 +1,107 @@
+"""Helpers shared by the benchmarks: a scratch database, process-tree RSS sampling, results file."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import psutil
+
+SERVER_URL = os.environ.get(
+    "DIALER_BENCH_DATABASE_URL",
+    os.environ.get("DIALER_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
+)
+RESULTS = Path(__file__).with_name("RESULTS.md")
+
+
+def url_for(name: str) -> str:
+    head, _, query = SERVER_URL.partition("?")
+    return f"{head.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
+
+
+def create_database() -> tuple[str, str]:
+    name = f"dialer_bench_{uuid.uuid4().hex[:8]}"
+
+    async def go() -> None:
+        conn = await asyncpg.connect(SERVER_URL)
+        await conn.execute(f'CREATE DATABASE "{name}"')
+        await conn.close()
+
+    asyncio.run(go())
+    return name, url_for(name)
+
+
+def drop_database(name: str) -> None:
+    async def go() -> None:
+        conn = await asyncpg.connect(SERVER_URL)
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.close()
+
+    asyncio.run(go())
+
+
+@dataclass
+class Measured:
+    seconds: float
+    peak_rss_tree_mb: float  # the process and all its children, summed, sampled every 20 ms
+    peak_rss_single_mb: float  # the largest single process
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_measured(command: list[str], env: dict[str, str] | None = None, cwd=None) -> Measured:
+    """Run a command, sampling the RSS of its whole process tree until it exits."""
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        command, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    peaks = {"tree": 0, "single": 0}
+
+    def sample() -> None:
+        root = psutil.Process(process.pid)
+        while process.poll() is None:
+            try:
+                procs = [root, *root.children(recursive=True)]
+                sizes = [p.memory_info().rss for p in procs]
+            except psutil.Error:
+                continue
+            peaks["tree"] = max(peaks["tree"], sum(sizes))
+            peaks["single"] = max(peaks["single"], max(sizes))
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    stdout, stderr = process.communicate()
+    elapsed = time.perf_counter() - started
+    sampler.join()
+    mb = 1024 * 1024
+    return Measured(
+        elapsed, peaks["tree"] / mb, peaks["single"] / mb, process.returncode, stdout, stderr
+    )
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def write_section(title: str, body: str) -> None:
+    """Replace (or add) the `## title` section of bench/RESULTS.md."""
+    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
+    section = f"## {title}\n\n{body.strip()}\n"
+    pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: section + "\n", text)
+    else:
+        text = text.rstrip() + "\n\n" + section
+    RESULTS.write_text(text)
