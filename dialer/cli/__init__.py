@@ -57,10 +57,7 @@ def main() -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except click.Abort:
-        click.echo("dialer: interrupted", err=True)
-        sys.exit(130)
-    except KeyboardInterrupt:
-        click.echo("dialer: interrupted; the unfinished transaction was rolled back", err=True)
+    except (click.Abort, KeyboardInterrupt):
+        click.echo("dialer: interrupted; any unfinished transaction was rolled back", err=True)
         sys.exit(130)
     sys.exit(0)

@@ -27,10 +27,10 @@ def data_dir() -> Path:
 
 def start_embedded(stop_on_exit: bool = True) -> str:
     """Start (or attach to) the embedded server and return a URL to its `dialer` database."""
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     import pgserver  # imported here: it is slow to import and only this path needs it
 
     logging.getLogger("pgserver").setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     pgdata = data_dir()
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     print(

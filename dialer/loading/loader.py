@@ -14,7 +14,9 @@ import io
 import json
 import multiprocessing
 import os
+import signal
 import tempfile
+import threading
 import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -229,22 +231,46 @@ async def _validated(
     in_flight: deque[tuple[int, asyncio.Future[ChunkResult]]] = deque()
     depth = 2 * (os.cpu_count() or 1) if pool else 1
     exhausted = False
-    while True:
-        while not exhausted and len(in_flight) < depth:
-            chunk = next(chunks, None)
-            if chunk is None:
-                exhausted = True
-            elif pool is None:
-                done: asyncio.Future[ChunkResult] = loop.create_future()
-                done.set_result(prepare_chunk(plan, campaign_id, chunk))
-                in_flight.append((len(chunk), done))
-            else:
-                future = loop.run_in_executor(pool, prepare_chunk, plan, campaign_id, chunk)
-                in_flight.append((len(chunk), future))
-        if not in_flight:
-            return
-        size, pending = in_flight.popleft()
-        yield size, await pending
+    try:
+        while True:
+            while not exhausted and len(in_flight) < depth:
+                chunk = next(chunks, None)
+                if chunk is None:
+                    exhausted = True
+                elif pool is None:
+                    done: asyncio.Future[ChunkResult] = loop.create_future()
+                    done.set_result(prepare_chunk(plan, campaign_id, chunk))
+                    in_flight.append((len(chunk), done))
+                else:
+                    future = loop.run_in_executor(pool, prepare_chunk, plan, campaign_id, chunk)
+                    in_flight.append((len(chunk), future))
+            if not in_flight:
+                return
+            size, pending = in_flight[0]
+            result = await pending
+            in_flight.popleft()
+            yield size, result
+    finally:
+        for _, abandoned in in_flight:  # interrupted: nobody will read these, say so quietly
+            abandoned.cancel()
+            abandoned.add_done_callback(_consume)
+
+
+def _consume(future: asyncio.Future) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+def _worker_init(parent: int) -> None:
+    """Workers leave Ctrl-C to the main process, and exit if it dies (kill -9) under them."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 class _executor:
@@ -253,15 +279,29 @@ class _executor:
     def __init__(self, size: int) -> None:
         self.pool: ProcessPoolExecutor | None = None
         if size >= PARALLEL_FROM_BYTES and (os.cpu_count() or 1) > 1:
-            context = multiprocessing.get_context("spawn")
-            self.pool = ProcessPoolExecutor(max_workers=os.cpu_count(), mp_context=context)
+            self.pool = ProcessPoolExecutor(
+                max_workers=os.cpu_count(),
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_worker_init,
+                initargs=(os.getpid(),),
+            )
 
     def __enter__(self) -> ProcessPoolExecutor | None:
         return self.pool
 
-    def __exit__(self, *exc: object) -> None:
-        if self.pool:
-            self.pool.shutdown(wait=True, cancel_futures=True)
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+        if self.pool is None:
+            return
+        if kind is None:
+            self.pool.shutdown(wait=True)
+            return
+        # Interrupted or failed: the work in flight is worthless, stop the workers now.
+        workers = list(getattr(self.pool, "_processes", {}).values())
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            worker.join(timeout=5)
 
 
 async def _finish(
@@ -336,7 +376,13 @@ class _temp_beside:
 
     def __enter__(self) -> IO[str]:
         handle = tempfile.NamedTemporaryFile(
-            "w", encoding="utf-8", newline="", dir=self.directory, prefix=".rejects-", delete=False
+            "w",
+            encoding="utf-8",
+            newline="",
+            dir=self.directory,
+            prefix=".dialer-rejects-",
+            suffix=".tmp",
+            delete=False,
         )
         self.handle = handle
         return handle
@@ -356,6 +402,9 @@ def _publish_rejects(handle: IO[str], csv_path: Path, rejected: int) -> str | No
     target = rejects_path(csv_path)
     handle.flush()
     if rejected:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(handle.name, 0o666 & ~umask)  # a normal file for the user, not 0600
         os.replace(handle.name, target)
         return str(target)
     target.unlink(missing_ok=True)

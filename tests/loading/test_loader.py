@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import asyncpg
+import psutil
 import pytest
 
 from tests.loading.helpers import campaign_file, csv_file
@@ -235,28 +236,44 @@ async def test_parallel_path_gives_the_same_result(
     assert all(r["name"] == f"n{r['row_no'] - 2}" for r in loaded)
 
 
-async def test_killed_load_leaves_nothing(database_url: str, tmp_path: Path, db) -> None:
-    """kill -9 in the middle of a big load: nothing commits, nothing is half-loaded."""
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
+async def test_interrupted_load_leaves_nothing(
+    database_url: str, tmp_path: Path, db, sig: signal.Signals
+) -> None:
+    """Killed or Ctrl-C'd in the middle of a big load: nothing commits, no worker lingers."""
+    name = f"c9-{sig.name.lower()}"
     csv_file(tmp_path, [f"+9198{i:08d},name{i}" for i in range(300_000)])
-    campaign_file(tmp_path, "c9")
+    campaign_file(tmp_path, name)
     env = os.environ | {"DIALER_DATABASE_URL": database_url}
     process = await asyncio.create_subprocess_exec(
-        *[sys.executable, "-m", "dialer", "campaign", "load", "c9.toml"],
+        *[sys.executable, "-m", "dialer", "campaign", "load", f"{name}.toml"],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:  # wait until the load has begun writing
+    while time.monotonic() < deadline:  # wait until the load is writing contacts
         busy = await db.fetchval(
-            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY%load_stage%'"
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY%contacts%'"
         )
         if busy:
             break
         await asyncio.sleep(0.05)
     assert process.returncode is None, "the load finished before it could be interrupted"
-    os.kill(process.pid, signal.SIGKILL)
-    await process.wait()
-    assert await db.fetchval("SELECT count(*) FROM campaigns WHERE name = 'c9'") == 0
+    workers = psutil.Process(process.pid).children()
+    assert workers, "a file this size is validated in worker processes"
+    os.kill(process.pid, sig)
+    _, stderr = await process.communicate()
+    _, alive = psutil.wait_procs(workers, timeout=10)
+    assert not alive, "workers must not outlive the load"
+    if sig == signal.SIGINT:
+        assert process.returncode == 130
+        assert stderr.decode().strip() == (
+            "dialer: interrupted; any unfinished transaction was rolled back"
+        )
+    assert await db.fetchval("SELECT count(*) FROM campaigns WHERE name = $1", name) == 0
     assert not (tmp_path / "contacts.rejects.csv").exists()
+    if sig == signal.SIGINT:
+        leftovers = [n for n in os.listdir(tmp_path) if n.startswith(".dialer-rejects-")]
+        assert not leftovers, "temporary files are removed"
