@@ -12,8 +12,9 @@ from dialer.cli.campaign import campaign
 from dialer.cli.config_cmd import config
 from dialer.cli.context import AppContext
 from dialer.cli.demo import demo
+from dialer.cli.dialing import run, serve, sim_provider
 from dialer.cli.dnc import dnc
-from dialer.cli.later import report, run, serve, sim_provider
+from dialer.cli.later import report
 from dialer.cli.migrate import migrate
 
 

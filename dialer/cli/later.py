@@ -18,27 +18,6 @@ def _not_built(name: str) -> None:
 
 @click.command(context_settings={"ignore_unknown_options": True})
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def run(args: tuple[str, ...]) -> None:
-    """Dial the selected campaigns within their limits and calling windows (not built yet)."""
-    _not_built("run")
-
-
-@click.command(context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def serve(args: tuple[str, ...]) -> None:
-    """Receive provider callbacks; reconciler, /healthz, /metrics, dashboard (not built yet)."""
-    _not_built("serve")
-
-
-@click.command(context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def report(args: tuple[str, ...]) -> None:
     """Print campaign results from the reporting views (not built yet)."""
     _not_built("report")
-
-
-@click.command("sim-provider", context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def sim_provider(args: tuple[str, ...]) -> None:
-    """Run the built-in simulated telephony provider over HTTP (not built yet)."""
-    _not_built("sim-provider")

@@ -1,0 +1,1 @@
+"""The callback receiver (`dialer serve`, `dialer run --serve`)."""

@@ -1,0 +1,106 @@
+"""The aiohttp app that receives provider callbacks, plus /healthz and the reconciler.
+
+`POST /callbacks/{account}/{attempt_id}`: the adapter verifies the request (signature or
+token) and normalizes it; the raw event is stored in `call_events` and applied in one
+transaction, and only then is 2xx returned, so a provider retries anything we did not keep.
+A request that fails verification gets 403 and is stored nowhere (it is logged).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+
+import aiohttp
+import asyncpg
+from aiohttp import web
+
+from dialer.campaigns import CampaignCache
+from dialer.providers.base import Forbidden, Provider
+from dialer.reconcile import RECONCILE_EVERY, reconcile_once
+from dialer.settle import apply_event
+
+log = logging.getLogger("dialer.serve")
+
+
+@dataclass
+class Receiver:
+    pool: asyncpg.Pool
+    adapters: dict[str, Provider]
+    public_url: str
+    session: aiohttp.ClientSession | None = None
+    cache: CampaignCache = field(default_factory=CampaignCache)
+
+
+RECEIVER = web.AppKey("receiver", Receiver)
+
+
+async def callback(request: web.Request) -> web.Response:
+    receiver = request.app[RECEIVER]
+    account = request.match_info["account"]
+    adapter = receiver.adapters.get(account)
+    try:
+        attempt_id = int(request.match_info["attempt_id"])
+    except ValueError:
+        attempt_id = None
+    body = await request.read()
+    if adapter is None or attempt_id is None:
+        log.warning("callback refused", extra={"account": account, "reason": "unknown route"})
+        return web.json_response({"error": "forbidden"}, status=403)
+    url = receiver.public_url + request.path_qs
+    try:
+        event = adapter.parse_callback(request.headers, url, body, attempt_id)
+    except Forbidden as exc:
+        log.warning(
+            "callback refused",
+            extra={"account": account, "attempt": attempt_id, "reason": str(exc)},
+        )
+        return web.json_response({"error": "forbidden"}, status=403)
+    async with receiver.pool.acquire() as conn:
+        new = await apply_event(conn, receiver.cache, account, attempt_id, event)
+    log.debug(
+        "callback stored" if new else "callback repeated",
+        extra={"account": account, "attempt": attempt_id, "status": event.status},
+    )
+    return web.json_response({"stored": new})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    receiver = request.app[RECEIVER]
+    try:
+        async with receiver.pool.acquire(timeout=2) as conn:
+            await conn.fetchval("SELECT 1")
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        return web.json_response({"database": f"unreachable: {type(exc).__name__}"}, status=503)
+    return web.json_response({"database": "ok"})
+
+
+def create_app(receiver: Receiver, *, reconcile: bool = True) -> web.Application:
+    app = web.Application(client_max_size=1 << 20)
+    app[RECEIVER] = receiver
+    app.add_routes(
+        [web.post("/callbacks/{account}/{attempt_id}", callback), web.get("/healthz", healthz)]
+    )
+    if reconcile:
+        app.cleanup_ctx.append(_reconciler)
+    return app
+
+
+async def _reconciler(app: web.Application):
+    task = asyncio.create_task(reconcile_forever(app[RECEIVER]), name="reconciler")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def reconcile_forever(receiver: Receiver) -> None:
+    """Reconcile every few seconds; a failed round (database away) is logged and retried."""
+    while True:
+        try:
+            await reconcile_once(receiver.pool, receiver.cache, receiver.adapters, receiver.session)
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.error("reconcile round failed", extra={"error": repr(exc)})
+        await asyncio.sleep(RECONCILE_EVERY.total_seconds())

@@ -1,0 +1,60 @@
+"""Campaigns as the dialing code sees them: the stored spec plus its derived rules, cached.
+
+A campaign's spec cannot change once it has dialed (the loader refuses), so caching it for the
+life of a process is safe.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+import asyncpg
+
+from dialer.campaign_spec import CampaignSpec
+from dialer.durations import parse_duration
+from dialer.policy.window import CallingRules
+
+SETTLE_GRACE = timedelta(seconds=60)
+
+
+@dataclass(frozen=True)
+class Campaign:
+    id: int
+    name: str
+    account: str
+    spec: CampaignSpec
+    rules: CallingRules
+
+    @property
+    def ring_timeout_s(self) -> int:
+        return int(parse_duration(self.spec.ring_timeout).total_seconds())
+
+    @property
+    def max_duration_s(self) -> int:
+        return int(parse_duration(self.spec.max_call_duration).total_seconds())
+
+    @property
+    def settle_budget(self) -> timedelta:
+        """How long after sending an attempt may go without its final event."""
+        return timedelta(seconds=self.ring_timeout_s + self.max_duration_s) + SETTLE_GRACE
+
+
+class CampaignCache:
+    def __init__(self) -> None:
+        self._by_id: dict[int, Campaign] = {}
+
+    async def get(self, conn: asyncpg.Connection, campaign_id: int) -> Campaign:
+        campaign = self._by_id.get(campaign_id)
+        if campaign is None:
+            row = await conn.fetchrow(
+                "SELECT id, name, account, spec FROM campaigns WHERE id = $1", campaign_id
+            )
+            campaign = from_row(row)
+            self._by_id[campaign_id] = campaign
+        return campaign
+
+
+def from_row(row: asyncpg.Record) -> Campaign:
+    spec = CampaignSpec.model_validate(row["spec"])
+    return Campaign(row["id"], row["name"], row["account"], spec, CallingRules.of(spec))

@@ -1,0 +1,243 @@
+"""`dialer run`, `dialer serve`, `dialer sim-provider`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from datetime import datetime, timedelta
+
+import click
+
+from dialer.callbacks.app import Receiver, create_app, reconcile_forever
+from dialer.cli.context import AppContext, pass_app
+from dialer.db.connect import open_pool
+from dialer.dispatch.claim import register_account
+from dialer.dispatch.dispatcher import AccountRun, Dispatcher
+from dialer.durations import parse_duration, parse_rate
+from dialer.errors import InputError
+from dialer.logs import setup as setup_logging
+from dialer.runtime import (
+    account_limits,
+    adapters,
+    callback_base,
+    hosted,
+    http_session,
+    listen_address,
+    selected_campaigns,
+)
+
+log_options = [
+    click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning"])),
+    click.option("--log-format", default="text", type=click.Choice(["text", "json"])),
+]
+
+
+def with_logging(command):
+    for option in reversed(log_options):
+        command = option(command)
+    return command
+
+
+def _deadline(until: str | None, for_: str | None) -> datetime | None:
+    if until and for_:
+        raise InputError("give --until or --for, not both")
+    now = datetime.now().astimezone()
+    if for_:
+        try:
+            return now + parse_duration(for_)
+        except ValueError as exc:
+            raise InputError(f"--for: {exc}") from None
+    if until:
+        try:
+            hour, minute = (int(part) for part in until.split(":"))
+            when = now.replace(hour=hour, minute=minute, second=0, microsecond=0)
+        except ValueError:
+            raise InputError(f"--until: expected HH:MM, got {until!r}") from None
+        return when if when > now else when + timedelta(days=1)
+    return None
+
+
+@click.command()
+@click.argument("campaigns", nargs=-1)
+@click.option("--until", metavar="HH:MM", help="Stop claiming at this local time.")
+@click.option("--for", "for_", metavar="DURATION", help="Stop claiming after this long (30m, 2h).")
+@click.option("--wait", is_flag=True, help="Before exiting, wait for calls in flight to settle.")
+@click.option("--serve", is_flag=True, help="Also receive callbacks in this process.")
+@click.option(
+    "--host", help="--serve: listen host (default: `listen` in dialer.toml, else 127.0.0.1)."
+)
+@click.option("--port", type=int, help="--serve: listen port (default 8080).")
+@click.option("--dry-run", is_flag=True, help="Show who would be dialed now, and why not the rest.")
+@click.option(
+    "--dial-cap", default=2, show_default=True, help="Dials per number per 24 h, all campaigns."
+)
+@with_logging
+@pass_app
+def run(
+    app: AppContext,
+    campaigns,
+    until,
+    for_,
+    wait,
+    serve,
+    host,
+    port,
+    dry_run,
+    dial_cap,
+    log_level,
+    log_format,
+):
+    """Dial CAMPAIGNS (default: every active campaign) within their accounts' shared rate and
+    channel limits and each contact's calling window.
+
+    \b
+    Exit codes, for cron:
+      0  all work done (nothing left to dial; with --wait, every call settled)
+      3  stopped by the calling window, --until/--for or a signal, with work left
+      2  bad configuration or input (including a provider refusing the account's credentials:
+         its campaigns are paused with the reason)
+      1  any other error
+    SIGTERM/SIGINT: stop claiming, finish and record the requests in flight, release the rest.
+    Without --until/--for, run waits at most 60 s for the next contact to become due.
+    """
+    setup_logging(log_level, log_format)
+    config = app.config
+    deadline = _deadline(until, for_)
+    host, port = listen_address(config, host, port)
+    base = callback_base(config, host, port)
+    providers = adapters(config)
+
+    async def go() -> int:
+        async with open_pool(app.database_url, size=8) as pool:
+            async with pool.acquire() as conn:
+                chosen = await selected_campaigns(conn, campaigns, config)
+                if dry_run:
+                    await dry_run(conn, chosen)
+                    return 0
+                names = sorted({c.account for c in chosen})
+                for name in names:
+                    await register_account(conn, account_limits(name, config))
+            if not chosen:
+                print("dialer: no active campaign to run", file=sys.stderr)
+                return 0
+            async with http_session() as session:
+                runs = [
+                    AccountRun(
+                        account_limits(name, config),
+                        providers[name],
+                        [c for c in chosen if c.account == name],
+                    )
+                    for name in names
+                ]
+                dispatcher = Dispatcher(
+                    pool, session, runs, base, deadline=deadline, wait=wait, dial_cap=dial_cap
+                )
+                receiver = Receiver(pool, providers, base, session, dispatcher.cache)
+                loop = asyncio.get_running_loop()
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.add_signal_handler(sig, dispatcher.stop)
+                reconciler = asyncio.create_task(reconcile_forever(receiver), name="reconciler")
+                serving = (
+                    hosted(create_app(receiver, reconcile=False), host, port)
+                    if serve
+                    else contextlib.nullcontext()
+                )
+                try:
+                    async with serving:
+                        code = await dispatcher.run()
+                finally:
+                    reconciler.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await reconciler
+                if dispatcher.account_failure:
+                    print(f"dialer: error: {dispatcher.account_failure}", file=sys.stderr)
+                return code
+
+    sys.exit(asyncio.run(go()))
+
+
+@click.command()
+@click.option("--host", help="Listen host (default: `listen` in dialer.toml, else 127.0.0.1).")
+@click.option("--port", type=int, help="Listen port (default: `listen` in dialer.toml, else 8080).")
+@with_logging
+@pass_app
+def serve(app: AppContext, host, port, log_level, log_format):
+    """Receive provider callbacks (POST /callbacks/ACCOUNT/ATTEMPT), run the reconciler, and
+    answer GET /healthz. Runs until SIGTERM/SIGINT."""
+    setup_logging(log_level, log_format)
+    config = app.config
+    host, port = listen_address(config, host, port)
+    base = callback_base(config, host, port)
+    providers = adapters(config)
+
+    async def go() -> None:
+        async with open_pool(app.database_url, size=8) as pool, http_session() as session:
+            receiver = Receiver(pool, providers, base, session)
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop.set)
+            async with hosted(create_app(receiver), host, port):
+                print(f"dialer: receiving callbacks on http://{host}:{port}", file=sys.stderr)
+                await stop.wait()
+
+    asyncio.run(go())
+
+
+@click.command("sim-provider")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8099, show_default=True)
+@click.option("--rate", default="200/min", show_default=True, help="'N/s', 'N/min' or 'unlimited'.")
+@click.option("--channels", default=16, show_default=True, help="0 for unlimited.")
+@click.option("--seed", default=1, show_default=True)
+@click.option(
+    "--outcomes", default="completed=0.6,no-answer=0.2,busy=0.15,failed=0.05", show_default=True
+)
+@click.option("--ring", default="2s..20s", show_default=True)
+@click.option("--talk", default="10s..120s", show_default=True)
+@click.option("--duplicates", default=0.0, show_default=True, help="Share of events sent twice.")
+@click.option("--reorder", default=0.0, show_default=True, help="Share of events delivered late.")
+@click.option("--secret", default="sim-secret", show_default=True, envvar="DIALER_SIM_SECRET")
+@click.option("--no-callbacks", is_flag=True, help="Place calls but send no status callbacks.")
+def sim_provider(
+    host,
+    port,
+    rate,
+    channels,
+    seed,
+    outcomes,
+    ring,
+    talk,
+    duplicates,
+    reorder,
+    secret,
+    no_callbacks,
+):
+    """Run the built-in simulated telephony provider: a real HTTP calls API that enforces its
+    rate (429 + Retry-After) and channels, plays each call's life with seeded outcomes, sends
+    signed status callbacks (optionally duplicated or out of order), and reports what it saw
+    at GET /stats."""
+    from aiohttp import web
+
+    from dialer.sim.server import create_app as create_sim
+    from dialer.sim.settings import SimSettings, parse_outcomes, parse_range
+
+    try:
+        settings = SimSettings(
+            secret=secret,
+            rate=None if rate == "unlimited" else parse_rate(rate),
+            channels=channels,
+            seed=seed,
+            outcomes=parse_outcomes(outcomes),
+            ring=parse_range(ring),
+            talk=parse_range(talk),
+            duplicates=duplicates,
+            reorder=reorder,
+            callbacks=not no_callbacks,
+        )
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    print(f"dialer: sim provider on http://{host}:{port}", file=sys.stderr)
+    web.run_app(create_sim(settings), host=host, port=port, print=None, access_log=None)

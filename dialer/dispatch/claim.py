@@ -1,0 +1,308 @@
+"""Claiming work under the account's shared limits, in one short transaction.
+
+1. Lock the account row (SKIP LOCKED: if another worker is claiming for it, come back later).
+2. From its GCRA state (`tat`, the theoretical arrival time) and rate, work out how many request
+   slots fall within the next `horizon`; from its live attempts, which channel slots are free.
+3. Pick that many due contacts, in the campaign's order, inside their calling window, not on the
+   do-not-call list, with FOR UPDATE SKIP LOCKED; lock their numbers (advisory locks) and, with a
+   fresh snapshot, drop numbers already live elsewhere or at their daily dial cap.
+4. Insert their attempts as `reserved`, each holding a channel slot and a send time, advance
+   `tat`, commit. All times come from the database clock.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import asyncpg
+
+from dialer.campaigns import Campaign
+from dialer.policy.states import LIVE
+
+DERATE = 0.95  # aim under the provider's figure, so a provider counting calendar windows agrees
+LEASE = timedelta(seconds=15)  # beyond its send time, an unsent reservation is void
+
+
+@dataclass(frozen=True)
+class Claimed:
+    attempt_id: int
+    contact_id: int
+    campaign_id: int
+    attempt_no: int
+    phone_e164: str
+    fields: dict
+    send_in_s: float  # seconds after the claim's commit at which its request slot opens
+
+
+@dataclass(frozen=True)
+class AccountLimits:
+    name: str
+    kind: str
+    rate_per_s: float  # as configured (the provider's figure)
+    window_s: float  # the unit the provider counts in (1 for N/s, 60 for N/min)
+    channels: int
+
+    @property
+    def lateness_s(self) -> float:
+        """How late a request may leave its slot and still keep every window within the rate."""
+        return 0.8 * self.window_s * (1 / DERATE - 1)
+
+
+async def register_account(conn: asyncpg.Connection, limits: AccountLimits) -> None:
+    """Create or refresh the account's shared limiter row from configuration."""
+    await conn.execute(
+        """INSERT INTO accounts (name, kind, rate_per_s, channels) VALUES ($1, $2, $3, $4)
+           ON CONFLICT (name) DO UPDATE SET kind = $2, rate_per_s = $3, channels = $4,
+               updated_at = now()""",
+        limits.name,
+        limits.kind,
+        limits.rate_per_s * DERATE,
+        limits.channels,
+    )
+
+
+_CANDIDATES = """
+SELECT c.id, c.phone_e164, c.fields
+FROM contacts c
+CROSS JOIN LATERAL (SELECT now() AT TIME ZONE coalesce(c.timezone, $3) AS lt) w
+WHERE c.campaign_id = $1 AND c.state = 'pending'
+  AND (c.next_attempt_at IS NULL OR c.next_attempt_at <= now())
+  AND w.lt::time >= $4 AND w.lt::time < $5
+  AND extract(isodow FROM w.lt)::int = ANY($6::int[])
+  AND NOT (w.lt::date = ANY($7::date[]))
+  AND ($8::date IS NULL OR w.lt::date >= $8) AND ($9::date IS NULL OR w.lt::date <= $9)
+  AND NOT EXISTS (SELECT 1 FROM dnc d WHERE d.phone_e164 = c.phone_e164)
+ORDER BY c.priority DESC, c.attempts, c.next_attempt_at, c.id
+LIMIT $2
+FOR UPDATE OF c SKIP LOCKED
+"""
+
+# Run after the numbers are locked, as a new statement: its snapshot sees every attempt that a
+# competing claim committed before we got the lock.
+_NUMBER_CHECKS = """
+SELECT t.id,
+       EXISTS (SELECT 1 FROM attempts a
+               WHERE a.phone_e164 = t.phone AND a.state = ANY($3::text[])) AS live_elsewhere,
+       (SELECT min(a.requested_at) FROM (
+            SELECT requested_at FROM attempts a
+            WHERE a.phone_e164 = t.phone AND a.requested_at > now() - interval '24 hours'
+              AND a.state <> 'not_dialed'
+            ORDER BY requested_at DESC LIMIT $4) a
+        HAVING count(*) >= $4) AS capped_since
+FROM unnest($1::bigint[], $2::text[]) AS t(id, phone)
+"""
+
+_INSERT_ATTEMPTS = """
+INSERT INTO attempts (contact_id, campaign_id, account, attempt_no, state, phone_e164, slot,
+                      lease_expires_at)
+SELECT t.id, $2, $3,
+       coalesce((SELECT max(attempt_no) FROM attempts x WHERE x.contact_id = t.id), 0) + 1,
+       'reserved', c.phone_e164, t.slot, now() + make_interval(secs => t.send_in) + $4::interval
+FROM unnest($1::bigint[], $5::int[], $6::float8[]) WITH ORDINALITY AS t(id, slot, send_in, n)
+JOIN contacts c ON c.id = t.id
+ORDER BY t.n
+RETURNING id, contact_id, attempt_no
+"""
+
+
+async def claim(
+    conn: asyncpg.Connection,
+    limits: AccountLimits,
+    campaigns: list[Campaign],
+    *,
+    max_batch: int,
+    horizon_s: float,
+    dial_cap: int,
+) -> list[Claimed]:
+    """Reserve up to `max_batch` attempts for the account's campaigns; [] if nothing is allowed."""
+    async with conn.transaction():
+        account = await conn.fetchrow(
+            """SELECT rate_per_s * rate_factor AS rate, channels, greatest(tat, now()) AS start,
+                      now() AS now, last_429_at, rate_factor
+               FROM accounts WHERE name = $1 FOR UPDATE SKIP LOCKED""",
+            limits.name,
+        )
+        if account is None:
+            return []
+        interval = 1.0 / account["rate"]
+        ahead = (account["now"] + timedelta(seconds=horizon_s) - account["start"]).total_seconds()
+        tokens = math.floor(ahead / interval) + 1 if ahead >= 0 else 0
+        used = await conn.fetch(
+            "SELECT slot FROM attempts WHERE account = $1 AND state = ANY($2::text[])",
+            limits.name,
+            list(LIVE),
+        )
+        taken = {r["slot"] for r in used}
+        free = [s for s in range(account["channels"]) if s not in taken]
+        want = min(tokens, len(free), max_batch)
+        claimed: list[Claimed] = []
+        for campaign in campaigns:
+            if len(claimed) >= want:
+                break
+            claimed += await _claim_campaign(
+                conn,
+                limits,
+                campaign,
+                want - len(claimed),
+                free[len(claimed) :],
+                account["start"],
+                account["now"],
+                interval,
+                len(claimed),
+                dial_cap,
+            )
+        if claimed:
+            await conn.execute(
+                """UPDATE accounts SET tat = $2::timestamptz + make_interval(secs => $3::float8),
+                       rate_factor = CASE WHEN last_429_at IS NULL
+                                            OR last_429_at < now() - interval '30 seconds'
+                                          THEN least(1, rate_factor * 1.05) ELSE rate_factor END,
+                       updated_at = now()
+                   WHERE name = $1""",
+                limits.name,
+                account["start"],
+                interval * len(claimed),
+            )
+        return claimed
+
+
+async def _claim_campaign(
+    conn: asyncpg.Connection,
+    limits: AccountLimits,
+    campaign: Campaign,
+    want: int,
+    free_slots: list[int],
+    start: datetime,
+    now: datetime,
+    interval: float,
+    offset: int,
+    dial_cap: int,
+) -> list[Claimed]:
+    rules = campaign.rules
+    rows = await conn.fetch(
+        _CANDIDATES,
+        campaign.id,
+        want,
+        rules.timezone,
+        rules.start,
+        rules.end,
+        [d + 1 for d in sorted(rules.weekdays)],
+        sorted(rules.holidays),
+        rules.start_date,
+        rules.end_date,
+    )
+    if not rows:
+        return []
+    locked = await conn.fetch(
+        """SELECT t.id FROM unnest($1::bigint[], $2::text[]) AS t(id, phone)
+           WHERE pg_try_advisory_xact_lock(hashtextextended(t.phone, 7))""",
+        [r["id"] for r in rows],
+        [r["phone_e164"] for r in rows],
+    )
+    locked_ids = {r["id"] for r in locked}
+    rows = [r for r in rows if r["id"] in locked_ids]
+    checks = await conn.fetch(
+        _NUMBER_CHECKS,
+        [r["id"] for r in rows],
+        [r["phone_e164"] for r in rows],
+        list(LIVE),
+        dial_cap,
+    )
+    blocked = {c["id"]: c for c in checks if c["live_elsewhere"] or c["capped_since"]}
+    for contact_id, check in blocked.items():
+        # Another campaign is calling this person now, or they had their dials for today.
+        retry_at = (
+            check["capped_since"] + timedelta(hours=24)
+            if check["capped_since"]
+            else now + timedelta(minutes=1)
+        )
+        await conn.execute(
+            "UPDATE contacts SET next_attempt_at = $2, updated_at = now() WHERE id = $1",
+            contact_id,
+            retry_at,
+        )
+    rows = [r for r in rows if r["id"] not in blocked]
+    if not rows:
+        return []
+    base = (start - now).total_seconds()
+    send_in = [base + (offset + i) * interval for i in range(len(rows))]
+    inserted = await conn.fetch(
+        _INSERT_ATTEMPTS,
+        [r["id"] for r in rows],
+        campaign.id,
+        limits.name,
+        LEASE,
+        free_slots[: len(rows)],
+        send_in,
+    )
+    await conn.execute(
+        """UPDATE contacts SET state = 'dialing', attempts = attempts + 1, updated_at = now()
+           WHERE id = ANY($1::bigint[])""",
+        [r["id"] for r in rows],
+    )
+    by_contact = {r["id"]: r for r in rows}
+    return [
+        Claimed(
+            attempt_id=a["id"],
+            contact_id=a["contact_id"],
+            campaign_id=campaign.id,
+            attempt_no=a["attempt_no"],
+            phone_e164=by_contact[a["contact_id"]]["phone_e164"],
+            fields=by_contact[a["contact_id"]]["fields"],
+            send_in_s=delay,
+        )
+        for a, delay in zip(inserted, send_in, strict=True)
+    ]
+
+
+async def begin_dial(
+    conn: asyncpg.Connection, attempts: list[tuple[int, str, timedelta]], lateness_s: float
+) -> set[int]:
+    """Compare-and-set `reserved` -> `dialing` just before the requests are sent; returns the ids
+    that may be sent. An attempt whose lease expired, whose campaign is no longer active, or whose
+    request slot passed more than `lateness_s` ago is not sent (the caller releases it)."""
+    rows = await conn.fetch(
+        """UPDATE attempts a
+           SET state = 'dialing', requested_at = now(), caller_id = t.caller,
+               settle_by = now() + t.budget, updated_at = now()
+           FROM unnest($1::bigint[], $2::text[], $3::interval[]) AS t(id, caller, budget)
+           WHERE a.id = t.id AND a.state = 'reserved' AND a.lease_expires_at > now()
+             AND a.lease_expires_at - $4::interval + make_interval(secs => $5) >= now()
+             AND EXISTS (SELECT 1 FROM campaigns k WHERE k.id = a.campaign_id
+                         AND k.status = 'active')
+           RETURNING a.id""",
+        [a[0] for a in attempts],
+        [a[1] for a in attempts],
+        [a[2] for a in attempts],
+        LEASE,
+        lateness_s,
+    )
+    return {r["id"] for r in rows}
+
+
+async def record_accepted(conn: asyncpg.Connection, accepted: list[tuple[int, str]]) -> None:
+    """The provider took these calls: store their call ids (a callback may have been faster)."""
+    await conn.execute(
+        """UPDATE attempts a
+           SET state = CASE WHEN a.state = 'dialing' THEN 'accepted' ELSE a.state END,
+               provider_call_id = coalesce(a.provider_call_id, t.call_id),
+               accepted_at = coalesce(a.accepted_at, now()), updated_at = now()
+           FROM unnest($1::bigint[], $2::text[]) AS t(id, call_id)
+           WHERE a.id = t.id""",
+        [a[0] for a in accepted],
+        [a[1] for a in accepted],
+    )
+
+
+async def push_back_rate(conn: asyncpg.Connection, account: str, retry_after: float) -> None:
+    """A 429: every worker on the account waits, and the shared rate slows until 429s stop."""
+    await conn.execute(
+        """UPDATE accounts SET tat = greatest(tat, now() + make_interval(secs => $2)),
+               rate_factor = greatest(0.2, rate_factor * 0.8), last_429_at = now(),
+               updated_at = now()
+           WHERE name = $1""",
+        account,
+        retry_after,
+    )

@@ -1,0 +1,345 @@
+"""`dialer run`: claim, pace, send, record — for every account of the selected campaigns.
+
+Per account, a claimer loop reserves attempts within the shared limits (see claim.py) and
+starts one sender per attempt; the sender waits for its request slot, commits `dialing` (a
+compare-and-set, batched across senders), sends the request with no transaction open, and
+records the answer. The claimer decides when the run is over: exit 0 when the selected
+campaigns have no work left, 3 when the window or deadline stops it with work left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import aiohttp
+import asyncpg
+
+from dialer.batching import Batcher
+from dialer.campaigns import Campaign, CampaignCache
+from dialer.dispatch.claim import (
+    AccountLimits,
+    Claimed,
+    begin_dial,
+    claim,
+    push_back_rate,
+    record_accepted,
+)
+from dialer.policy.states import LIVE
+from dialer.providers.base import (
+    Ambiguous,
+    CallRequest,
+    NotDialed,
+    Provider,
+    ProviderError,
+    RateLimited,
+    Rejected,
+)
+from dialer.settle import settle
+
+log = logging.getLogger("dialer.run")
+
+EXIT_DONE, EXIT_ERROR, EXIT_BAD_CONFIG, EXIT_WORK_LEFT = 0, 1, 2, 3
+CLAIM_HORIZON_S = 0.5
+MAX_BATCH = 200
+IDLE_POLL_S = 0.5
+
+
+@dataclass
+class AccountRun:
+    limits: AccountLimits
+    adapter: Provider
+    campaigns: list[Campaign]
+    exit_code: int | None = None
+
+
+@dataclass
+class Dispatcher:
+    pool: asyncpg.Pool
+    session: aiohttp.ClientSession
+    accounts: list[AccountRun]
+    callback_base: str
+    deadline: datetime | None = None
+    wait: bool = False
+    dial_cap: int = 2
+    idle_s: float = 60.0
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    account_failure: str | None = None
+    cache: CampaignCache = field(default_factory=CampaignCache)
+    _waiting: dict[int, asyncio.Task] = field(default_factory=dict)
+    _sending: set[asyncio.Task] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self._begin = Batcher(self._flush_begin)
+        self._accept = Batcher(self._flush_accept)
+
+    # ---- the run ---------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        loops = [
+            asyncio.create_task(self._claim_loop(account), name=f"claimer:{account.limits.name}")
+            for account in self.accounts
+        ]
+        try:
+            await asyncio.gather(*loops)
+        finally:
+            self.stopping.set()
+            for task in loops:
+                task.cancel()
+            await self._drain()
+        if self.account_failure:
+            return EXIT_BAD_CONFIG
+        codes = [account.exit_code for account in self.accounts]
+        return EXIT_WORK_LEFT if EXIT_WORK_LEFT in codes or None in codes else EXIT_DONE
+
+    def stop(self) -> None:
+        """SIGTERM/SIGINT: stop claiming; requests in flight finish and are recorded."""
+        if not self.stopping.is_set():
+            log.info("stopping: no new claims, finishing requests in flight")
+        self.stopping.set()
+
+    async def _drain(self) -> None:
+        """Release what was reserved but not sent; give requests in flight time to finish."""
+        for task in list(self._waiting.values()):
+            task.cancel()
+        await asyncio.gather(*self._waiting.values(), return_exceptions=True)
+        if self._sending:
+            await asyncio.wait(self._sending, timeout=4.0)
+        unsent = await self._release_reserved()
+        if unsent:
+            log.info("released unsent reservations", extra={"count": unsent})
+
+    async def _release_reserved(self) -> int:
+        """Every reservation this process still holds becomes `not_dialed` (nothing was sent)."""
+        ids = list(self._reserved)
+        released = 0
+        async with self.pool.acquire() as conn:
+            for attempt_id in ids:
+                async with conn.transaction():
+                    if await settle(conn, self.cache, attempt_id, "not_dialed", error="stopped"):
+                        released += 1
+        return released
+
+    @property
+    def _reserved(self) -> set[int]:
+        return set(self._waiting)
+
+    # ---- claiming --------------------------------------------------------------------------
+
+    async def _claim_loop(self, account: AccountRun) -> None:
+        name = account.limits.name
+        while not self.stopping.is_set():
+            if self.deadline and datetime.now().astimezone() >= self.deadline:
+                account.exit_code = await self._final_code(account)
+                log.info("deadline reached", extra={"account": name})
+                return
+            active = await self._active_campaigns(account)
+            claimed: list[Claimed] = []
+            if active:
+                async with self.pool.acquire() as conn:
+                    claimed = await claim(
+                        conn,
+                        account.limits,
+                        active,
+                        max_batch=MAX_BATCH,
+                        horizon_s=CLAIM_HORIZON_S,
+                        dial_cap=self.dial_cap,
+                    )
+            if claimed:
+                started = time.monotonic()
+                for item in claimed:
+                    self._start_sender(account, item, started)
+                await self._pause(min(CLAIM_HORIZON_S / 2, max(c.send_in_s for c in claimed)))
+                continue
+            decision = await self._idle_decision(account, active)
+            if decision is not None:
+                account.exit_code = decision
+                return
+        account.exit_code = await self._final_code(account)
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stopping.wait(), timeout=max(0.0, seconds))
+
+    async def _active_campaigns(self, account: AccountRun) -> list[Campaign]:
+        """The account's selected campaigns that are `active` right now (pause takes effect here
+        and in the send compare-and-set)."""
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT id FROM campaigns WHERE id = ANY($1::bigint[]) AND status = 'active'",
+                [c.id for c in account.campaigns],
+            )
+        active = {r["id"] for r in rows}
+        return [c for c in account.campaigns if c.id in active]
+
+    async def _idle_decision(self, account: AccountRun, active: list[Campaign]) -> int | None:
+        """Nothing claimed: exit (with a code) or wait until something may become due."""
+        ids = [c.id for c in active]
+        async with self.pool.acquire() as conn:
+            now = await conn.fetchval("SELECT now()")
+            live = await conn.fetchval(
+                """SELECT EXISTS (SELECT 1 FROM attempts WHERE campaign_id = ANY($1::bigint[])
+                                  AND state = ANY($2::text[]))""",
+                [c.id for c in account.campaigns],
+                list(LIVE),
+            )
+            groups = await conn.fetch(
+                """SELECT campaign_id, timezone, min(next_attempt_at) AS due,
+                          bool_or(next_attempt_at IS NULL) AS now_due
+                   FROM contacts WHERE campaign_id = ANY($1::bigint[]) AND state = 'pending'
+                   GROUP BY campaign_id, timezone""",
+                ids,
+            )
+        if not groups:
+            if self.wait and live:
+                await self._pause(0.2)
+                return None
+            if not live:
+                await self._mark_completed(account)
+            return EXIT_DONE if not await self._work_left(account) else EXIT_WORK_LEFT
+        by_id = {c.id: c for c in active}
+        next_due: datetime | None = None
+        for group in groups:
+            start = now if group["now_due"] or group["due"] is None else max(now, group["due"])
+            when = by_id[group["campaign_id"]].rules.next_open(start, group["timezone"])
+            if when is not None and (next_due is None or when < next_due):
+                next_due = when
+        limit = self.deadline or (now + timedelta(seconds=self.idle_s))
+        if next_due is None or next_due > limit:
+            if self.wait and live:
+                await self._pause(0.2)
+                return None
+            log.info(
+                "nothing more to dial in this run",
+                extra={"account": account.limits.name, "next_due": next_due, "limit": limit},
+            )
+            return EXIT_WORK_LEFT
+        await self._pause(min(IDLE_POLL_S, max(0.05, (next_due - now).total_seconds())))
+        return None
+
+    async def _work_left(self, account: AccountRun) -> bool:
+        async with self.pool.acquire() as conn:
+            return await conn.fetchval(
+                """SELECT EXISTS (SELECT 1 FROM contacts WHERE campaign_id = ANY($1::bigint[])
+                                  AND state IN ('pending', 'dialing'))""",
+                [c.id for c in account.campaigns],
+            )
+
+    async def _final_code(self, account: AccountRun) -> int:
+        return EXIT_WORK_LEFT if await self._work_left(account) else EXIT_DONE
+
+    async def _mark_completed(self, account: AccountRun) -> None:
+        async with self.pool.acquire() as conn:
+            await conn.execute(
+                """UPDATE campaigns k SET status = 'completed', updated_at = now()
+                   WHERE k.id = ANY($1::bigint[]) AND k.status = 'active'
+                     AND NOT EXISTS (SELECT 1 FROM contacts c WHERE c.campaign_id = k.id
+                                     AND c.state IN ('pending', 'dialing'))""",
+                [c.id for c in account.campaigns],
+            )
+
+    # ---- sending ---------------------------------------------------------------------------
+
+    def _start_sender(self, account: AccountRun, item: Claimed, started: float) -> None:
+        task = asyncio.create_task(self._wait_then_send(account, item, started))
+        self._waiting[item.attempt_id] = task
+        task.add_done_callback(lambda _: self._waiting.pop(item.attempt_id, None))
+
+    async def _wait_then_send(self, account: AccountRun, item: Claimed, started: float) -> None:
+        await asyncio.sleep(max(0.0, started + item.send_in_s - time.monotonic()))
+        campaign = next(c for c in account.campaigns if c.id == item.campaign_id)
+        callers = campaign.spec.caller_ids
+        caller = callers[item.attempt_id % len(callers)]
+        allowed = await self._begin.submit(
+            (item.attempt_id, caller, campaign.settle_budget, account.limits.lateness_s)
+        )
+        self._waiting.pop(item.attempt_id, None)
+        if not allowed:
+            await self._close(item.attempt_id, "not_dialed", "not sent: paused, late or expired")
+            return
+        # From here on the request is sent and recorded even if the run is stopping.
+        sender = asyncio.create_task(self._send(account, campaign, item, caller))
+        self._sending.add(sender)
+        sender.add_done_callback(self._sending.discard)
+        await asyncio.shield(sender)
+
+    async def _send(
+        self, account: AccountRun, campaign: Campaign, item: Claimed, caller: str
+    ) -> None:
+        request = CallRequest(
+            attempt_id=item.attempt_id,
+            to=item.phone_e164,
+            caller_id=caller,
+            callback_url=f"{self.callback_base}/callbacks/{account.limits.name}/{item.attempt_id}",
+            ring_timeout_s=campaign.ring_timeout_s,
+            max_duration_s=campaign.max_duration_s,
+            connect_to=campaign.spec.connect_to,
+            fields=item.fields,
+        )
+        extra = {"attempt": item.attempt_id, "campaign": campaign.name, "to": item.phone_e164}
+        try:
+            call_id = await account.adapter.place_call(self.session, request)
+        except RateLimited as exc:
+            log.warning("rate limited (429)", extra=extra | {"retry_after": exc.retry_after})
+            async with self.pool.acquire() as conn:
+                await push_back_rate(conn, account.limits.name, exc.retry_after or 1.0)
+            await self._close(item.attempt_id, "not_dialed", f"429: {exc.detail}")
+        except NotDialed as exc:
+            log.warning("not dialed", extra=extra | {"error": exc.detail})
+            await self._close(item.attempt_id, "not_dialed", exc.detail)
+        except Rejected as exc:
+            log.warning("rejected", extra=extra | {"error": exc.detail})
+            if exc.account_wide:
+                await self._close(item.attempt_id, "not_dialed", exc.detail)
+                await self._account_refused(account, exc.detail)
+            else:
+                await self._close(
+                    item.attempt_id, "rejected", exc.detail, do_not_call=exc.do_not_call
+                )
+        except (Ambiguous, ProviderError) as exc:
+            # The call may exist: never resend; callbacks or the reconciler will settle it.
+            log.warning("ambiguous answer, left to reconcile", extra=extra | {"error": exc.detail})
+            async with self.pool.acquire() as conn:
+                await conn.execute(
+                    "UPDATE attempts SET error = $2 WHERE id = $1", item.attempt_id, exc.detail
+                )
+        else:
+            await self._accept.submit((item.attempt_id, call_id))
+            log.info("attempt accepted", extra=extra | {"call_id": call_id})
+
+    async def _close(self, attempt_id: int, outcome: str, error: str, **kwargs) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await settle(conn, self.cache, attempt_id, outcome, error=error, **kwargs)
+
+    async def _account_refused(self, account: AccountRun, detail: str) -> None:
+        """Bad credentials or no balance: pause the account's campaigns and stop, loudly."""
+        reason = f"provider refused the account: {detail}"
+        async with self.pool.acquire() as conn:
+            await conn.execute(
+                """UPDATE campaigns SET status = 'paused', status_reason = $2, updated_at = now()
+                   WHERE account = $1 AND status = 'active'""",
+                account.limits.name,
+                reason,
+            )
+        log.error("account refused; campaigns paused", extra={"account": account.limits.name})
+        self.account_failure = f"account {account.limits.name}: {reason}"
+        self.stop()
+
+    async def _flush_begin(self, items: list[tuple[int, str, timedelta, float]]) -> list[bool]:
+        by_lateness: dict[float, list] = {}
+        for item in items:
+            by_lateness.setdefault(item[3], []).append(item[:3])
+        allowed: set[int] = set()
+        async with self.pool.acquire() as conn:
+            for lateness, group in by_lateness.items():
+                allowed |= await begin_dial(conn, group, lateness)
+        return [item[0] in allowed for item in items]
+
+    async def _flush_accept(self, items: list[tuple[int, str]]) -> list[None]:
+        async with self.pool.acquire() as conn:
+            await record_accepted(conn, items)
+        return [None] * len(items)

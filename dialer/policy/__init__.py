@@ -1,0 +1,1 @@
+"""Pure dialing rules (no I/O): calling windows, retry delays, attempt state ranks."""

@@ -1,0 +1,60 @@
+"""What happens to a contact after an attempt ends: done, retry later, or no more attempts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from dialer.campaign_spec import RetryPolicy
+from dialer.durations import parse_duration
+from dialer.policy.window import CallingRules
+
+RETRYABLE = {"busy", "no-answer", "failed", "unknown", "canceled"}
+
+
+@dataclass(frozen=True)
+class NextStep:
+    state: str  # contacts.state: done | pending | exhausted | failed
+    next_attempt_at: datetime | None = None
+
+
+def retry_delay(policy: RetryPolicy, outcome: str, attempt_no: int) -> timedelta | None:
+    """The wait before the next attempt after `outcome` on attempt `attempt_no`; None: never."""
+    setting = {
+        "busy": policy.busy,
+        "no-answer": policy.no_answer,
+        "failed": policy.failed,
+        "unknown": policy.unknown,
+        "canceled": policy.no_answer,
+    }[outcome]
+    if setting == "never":
+        return None
+    if isinstance(setting, list):
+        setting = setting[min(attempt_no, len(setting)) - 1]
+    return parse_duration(setting)
+
+
+def next_step(
+    policy: RetryPolicy,
+    rules: CallingRules,
+    outcome: str,
+    attempts_made: int,
+    now: datetime,
+    timezone: str | None,
+) -> NextStep:
+    """Decide the contact's state after an attempt with `outcome` (attempts_made includes it)."""
+    if outcome == "completed":
+        return NextStep("done")
+    if outcome == "rejected":
+        return NextStep("failed")
+    if outcome not in RETRYABLE:
+        raise ValueError(f"not a final outcome: {outcome}")
+    if attempts_made >= policy.max_attempts:
+        return NextStep("exhausted")
+    delay = retry_delay(policy, outcome, attempts_made)
+    if delay is None:
+        return NextStep("failed" if outcome == "failed" else "exhausted")
+    due = rules.next_open(now + delay, timezone)
+    if due is None:
+        return NextStep("exhausted")
+    return NextStep("pending", due)

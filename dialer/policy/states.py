@@ -1,0 +1,17 @@
+"""Attempt states, their order, and which ones hold a channel. Transitions only move forward."""
+
+from __future__ import annotations
+
+LIVE = ("reserved", "dialing", "accepted", "ringing", "in-progress")
+OUTCOMES = ("completed", "busy", "no-answer", "failed", "canceled")
+TERMINAL = (*OUTCOMES, "not_dialed", "rejected", "unknown")
+RANK = {state: rank for rank, state in enumerate(LIVE)} | {state: len(LIVE) for state in TERMINAL}
+
+
+def is_terminal(state: str) -> bool:
+    return state in TERMINAL
+
+
+def moves_forward(current: str, new: str) -> bool:
+    """Whether an event saying `new` may change an attempt in `current` (never out of terminal)."""
+    return not is_terminal(current) and RANK[new] > RANK[current]

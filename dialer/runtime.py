@@ -1,0 +1,89 @@
+"""What `run` and `serve` share: accounts from config, campaigns from the database, the
+callback base URL, the HTTP client session, and hosting the callback app."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import aiohttp
+import asyncpg
+from aiohttp import web
+
+from dialer.campaigns import Campaign, from_row
+from dialer.config import DialerConfig
+from dialer.dispatch.claim import AccountLimits
+from dialer.errors import ConfigError, InputError
+from dialer.providers import adapter_for
+from dialer.providers.base import Provider
+
+DEFAULT_LISTEN = "127.0.0.1:8080"
+
+
+def listen_address(config: DialerConfig, host: str | None, port: int | None) -> tuple[str, int]:
+    default_host, _, default_port = (config.listen or DEFAULT_LISTEN).rpartition(":")
+    return host or default_host, port or int(default_port)
+
+
+def callback_base(config: DialerConfig, host: str, port: int) -> str:
+    """Where providers send callbacks: `public_url`, else this process's listen address."""
+    if config.public_url:
+        return str(config.public_url).rstrip("/")
+    return f"http://{host}:{port}"
+
+
+def account_limits(name: str, config: DialerConfig) -> AccountLimits:
+    account = config.accounts[name]
+    rate = account.parsed_rate
+    return AccountLimits(name, account.kind, rate.per_second, rate.per_seconds, account.channels)
+
+
+def adapters(config: DialerConfig) -> dict[str, Provider]:
+    return {name: adapter_for(name, account) for name, account in config.accounts.items()}
+
+
+async def selected_campaigns(
+    conn: asyncpg.Connection, names: tuple[str, ...], config: DialerConfig
+) -> list[Campaign]:
+    """The named campaigns (all active ones if none named); each account must be configured."""
+    if names:
+        rows = await conn.fetch(
+            "SELECT id, name, account, spec FROM campaigns WHERE name = ANY($1::text[])",
+            list(names),
+        )
+        missing = sorted(set(names) - {r["name"] for r in rows})
+        if missing:
+            raise InputError(f"no such campaign: {', '.join(missing)} (see `dialer campaign list`)")
+    else:
+        rows = await conn.fetch(
+            "SELECT id, name, account, spec FROM campaigns WHERE status = 'active' ORDER BY id"
+        )
+    campaigns = [from_row(r) for r in rows]
+    for campaign in campaigns:
+        if campaign.account not in config.accounts:
+            source = config.source or "dialer.toml"
+            raise ConfigError(
+                f"campaign {campaign.name} uses account {campaign.account!r}, which {source}"
+                " does not define (add an [accounts.NAME] section)"
+            )
+    return campaigns
+
+
+@asynccontextmanager
+async def http_session() -> AsyncIterator[aiohttp.ClientSession]:
+    timeout = aiohttp.ClientTimeout(total=30, sock_connect=5)
+    connector = aiohttp.TCPConnector(limit=500, limit_per_host=500)
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+        yield session
+
+
+@asynccontextmanager
+async def hosted(app: web.Application, host: str, port: int) -> AsyncIterator[None]:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    try:
+        yield
+    finally:
+        await runner.cleanup()
