@@ -106,6 +106,7 @@ class CampaignSpec(_Strict):
     holidays: list[date] = Field(default_factory=list)
     ring_timeout: str = "30s"
     max_call_duration: str = "1h"
+    settle_grace: str = "60s"  # how long past ring + call time to wait for a late final event
 
     @field_validator("name")
     @classmethod
@@ -146,7 +147,7 @@ class CampaignSpec(_Strict):
                 raise ValueError(f"unknown text encoding {value!r}") from None
         return value
 
-    @field_validator("ring_timeout", "max_call_duration")
+    @field_validator("ring_timeout", "max_call_duration", "settle_grace")
     @classmethod
     def _durations(cls, value: str) -> str:
         return _check_duration(value)

@@ -15,7 +15,7 @@ from dialer.campaign_spec import CampaignSpec
 from dialer.durations import parse_duration
 from dialer.policy.window import CallingRules
 
-SETTLE_GRACE = timedelta(seconds=60)
+SETTLE_GRACE = timedelta(seconds=60)  # extension when a provider says a call is still live
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,11 @@ class Campaign:
     @property
     def settle_budget(self) -> timedelta:
         """How long after sending an attempt may go without its final event."""
-        return timedelta(seconds=self.ring_timeout_s + self.max_duration_s) + SETTLE_GRACE
+        return timedelta(seconds=self.ring_timeout_s + self.max_duration_s) + self.grace
+
+    @property
+    def grace(self) -> timedelta:
+        return parse_duration(self.spec.settle_grace)
 
 
 class CampaignCache:

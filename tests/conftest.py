@@ -67,6 +67,27 @@ def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
 
 
 @pytest.fixture
+def own_database_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A migrated database for this one test (for tests that run whole campaigns)."""
+    name = f"dialer_t_{request.node.name[:24].lower()}_{uuid.uuid4().hex[:8]}"
+    name = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in name)
+    asyncio.run(_create(name))
+    try:
+        yield database_url_for(name)
+    finally:
+        asyncio.run(_drop(name))
+
+
+@pytest.fixture
+async def own_db(own_database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await connect(own_database_url)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
 def empty_database_url() -> Iterator[str]:
     """A database with no schema at all (for migration tests)."""
     name = f"dialer_t_empty_{uuid.uuid4().hex[:8]}"

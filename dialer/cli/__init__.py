@@ -14,8 +14,8 @@ from dialer.cli.context import AppContext
 from dialer.cli.demo import demo
 from dialer.cli.dialing import run, serve, sim_provider
 from dialer.cli.dnc import dnc
-from dialer.cli.later import report
 from dialer.cli.migrate import migrate
+from dialer.cli.report import report
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -7,10 +7,14 @@ from pathlib import Path
 
 import click
 
+from dialer.campaign_control import set_status
 from dialer.campaign_spec import load_campaign_file
+from dialer.campaigns import from_row
 from dialer.cli.context import AppContext, pass_app, run
+from dialer.cli.output import print_rows
 from dialer.console import byte_progress
 from dialer.db.connect import session
+from dialer.errors import InputError
 from dialer.loading.loader import load_campaign
 from dialer.loading.summary import LoadSummary
 
@@ -49,3 +53,112 @@ def load(app: AppContext, campaign_file: Path, csv_path: str | None, as_json: bo
         click.echo(json.dumps(summary.to_json(), indent=2))
     else:
         click.echo("\n".join(summary.lines()))
+
+
+def _control(action: str):
+    @click.argument("name")
+    @pass_app
+    def command(app: AppContext, name: str) -> None:
+        async def go() -> str:
+            async with session(app.database_url) as conn:
+                return await set_status(conn, name, action)
+
+        click.echo(run(go()))
+
+    command.__doc__ = {
+        "pause": "Stop dialing NAME (every process, within a second); calls in flight settle.",
+        "resume": "Dial NAME again after a pause (or a circuit-breaker trip).",
+        "cancel": "Stop NAME for good: waiting contacts become `canceled`; calls in flight settle.",
+    }[action]
+    return campaign.command(action)(command)
+
+
+for _action in ("pause", "resume", "cancel"):
+    _control(_action)
+
+
+@campaign.command("list")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")
+@pass_app
+def list_(app: AppContext, fmt: str) -> None:
+    """Every campaign with its status and progress."""
+
+    async def go():
+        async with session(app.database_url) as conn:
+            return await conn.fetch(
+                """SELECT campaign, account, status, contacts, pending, done, exhausted, failed,
+                          suppressed, attempts, answer_rate
+                   FROM campaign_summary ORDER BY campaign_id"""
+            )
+
+    print_rows(run(go()), fmt, title="campaigns")
+
+
+CONTACT_STATES = ("pending", "dialing", "done", "exhausted", "failed", "suppressed", "canceled")
+ATTEMPT_OUTCOMES = (
+    "completed",
+    "busy",
+    "no_answer",
+    "call_failed",
+    "rejected",
+    "unknown",
+    "in_flight",
+)
+
+
+@campaign.command("show")
+@click.argument("name")
+@pass_app
+def show(app: AppContext, name: str) -> None:
+    """Counts by state, attempts by outcome, next due contact and calling-window status."""
+
+    async def go():
+        async with session(app.database_url) as conn:
+            row = await conn.fetchrow(
+                """SELECT id, name, account, spec, status, status_reason
+                   FROM campaigns WHERE name = $1""",
+                name,
+            )
+            if row is None:
+                raise InputError(f"no such campaign: {name} (see `dialer campaign list`)")
+            summary = await conn.fetchrow(
+                "SELECT * FROM campaign_summary WHERE campaign_id = $1", row["id"]
+            )
+            due = await conn.fetchrow(
+                """SELECT phone_e164, name, next_attempt_at, attempts FROM contacts
+                   WHERE campaign_id = $1 AND state = 'pending'
+                   ORDER BY next_attempt_at NULLS FIRST, priority DESC, id LIMIT 1""",
+                row["id"],
+            )
+            return row, summary, due, await conn.fetchval("SELECT now()")
+
+    row, summary, due, now = run(go())
+    reason = f" ({row['status_reason']})" if row["status_reason"] else ""
+    lines = [
+        f"campaign {row['name']}  (account {row['account']})",
+        f"  status        {row['status']}{reason}",
+        "  contacts      " + ", ".join(f"{k} {summary[k]}" for k in CONTACT_STATES),
+        "  attempts      " + ", ".join(f"{k} {summary[k]}" for k in ATTEMPT_OUTCOMES),
+        f"  answer rate   {_dash(summary['answer_rate'])}"
+        f"   mean talk {_dash(summary['mean_talk_s'])} s",
+        "  window        " + _window_status(from_row(row).rules, now),
+    ]
+    if due:
+        when = due["next_attempt_at"]
+        at = when.isoformat(timespec="seconds") if when else "now"
+        lines.append(
+            f"  next due      {due['phone_e164']} at {at} ({due['attempts']} attempts so far)"
+        )
+    click.echo("\n".join(lines))
+
+
+def _dash(value: object) -> str:
+    return "-" if value is None else str(value)
+
+
+def _window_status(rules, now) -> str:
+    if rules.is_open(now):
+        return f"open now in {rules.timezone}, closes {rules.closes_at(now):%H:%M %Z}"
+    opens = rules.next_open(now)
+    when = f"{opens:%Y-%m-%d %H:%M %Z}" if opens else "never again (past end_date)"
+    return f"closed in {rules.timezone}; opens {when}"

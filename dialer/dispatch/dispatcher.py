@@ -20,6 +20,7 @@ import aiohttp
 import asyncpg
 
 from dialer.batching import Batcher
+from dialer.campaign_control import trip_breaker_if_failing
 from dialer.campaigns import Campaign, CampaignCache
 from dialer.dispatch.claim import (
     AccountLimits,
@@ -47,6 +48,7 @@ EXIT_DONE, EXIT_ERROR, EXIT_BAD_CONFIG, EXIT_WORK_LEFT = 0, 1, 2, 3
 CLAIM_HORIZON_S = 0.5
 MAX_BATCH = 200
 IDLE_POLL_S = 0.5
+BREAKER_EVERY_S = 2.0
 
 
 @dataclass
@@ -72,6 +74,7 @@ class Dispatcher:
     cache: CampaignCache = field(default_factory=CampaignCache)
     _waiting: dict[int, asyncio.Task] = field(default_factory=dict)
     _sending: set[asyncio.Task] = field(default_factory=set)
+    _breaker_checked: float = 0.0
 
     def __post_init__(self) -> None:
         self._begin = Batcher(self._flush_begin)
@@ -167,8 +170,12 @@ class Dispatcher:
 
     async def _active_campaigns(self, account: AccountRun) -> list[Campaign]:
         """The account's selected campaigns that are `active` right now (pause takes effect here
-        and in the send compare-and-set)."""
+        and in the send compare-and-set). Trips the circuit breaker every few seconds."""
         async with self.pool.acquire() as conn:
+            if time.monotonic() - self._breaker_checked > BREAKER_EVERY_S:
+                self._breaker_checked = time.monotonic()
+                for campaign in account.campaigns:
+                    await trip_breaker_if_failing(conn, campaign.id)
             rows = await conn.fetch(
                 "SELECT id FROM campaigns WHERE id = ANY($1::bigint[]) AND status = 'active'",
                 [c.id for c in account.campaigns],

@@ -1,0 +1,239 @@
+"""Whole campaigns through real processes: two `dialer run`, one `dialer serve`, one sim provider.
+
+The sim's own counters (what it actually received) are the witness for the limits. These tests
+orchestrate separate processes and block on them on purpose; nothing else runs on their loop.
+"""
+
+# ruff: noqa: ASYNC220, ASYNC221, ASYNC251
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from tests.processes import (
+    background,
+    dialer_command,
+    free_port,
+    sim_provider,
+    sim_stats,
+    wait_for_http,
+    write_campaign,
+    write_config,
+)
+
+pytestmark = pytest.mark.timeout(420)  # whole campaigns at 20 calls/s take a minute or two
+
+FAST_CALLS = ("--ring", "0.05s..0.4s", "--talk", "0.05s..0.5s")
+FINAL = {"done", "exhausted", "failed"}
+
+
+def env_for(database_url: str, config: Path) -> dict[str, str]:
+    return os.environ | {"DIALER_DATABASE_URL": database_url, "DIALER_CONFIG": str(config)}
+
+
+def load(tmp_path: Path, env: dict[str, str], campaign: Path) -> None:
+    subprocess.run(
+        dialer_command("campaign", "load", str(campaign)),
+        cwd=tmp_path,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+
+
+async def check_invariants(db: asyncpg.Connection, campaign: str, stats: dict) -> None:
+    """What the database recorded agrees with what the provider saw, call by call."""
+    attempts = await db.fetch(
+        """SELECT a.id, a.phone_e164, a.state, a.outcome, a.provider_call_id, a.attempt_no,
+                  a.contact_id
+           FROM attempts a JOIN campaigns k ON k.id = a.campaign_id WHERE k.name = $1""",
+        campaign,
+    )
+    dialed = Counter(a["phone_e164"] for a in attempts if a["state"] != "not_dialed")
+    assert dict(dialed) == {n: c for n, c in stats["per_number"].items() if n in dialed}
+    assert sum(stats["per_number"].values()) == sum(dialed.values())
+    for attempt in attempts:
+        if attempt["provider_call_id"]:
+            call = stats["calls"][attempt["provider_call_id"]]
+            assert call["attempt_id"] == attempt["id"]
+            assert attempt["outcome"] == call["outcome"], attempt
+    numbers = Counter((a["contact_id"], a["attempt_no"]) for a in attempts)
+    assert max(numbers.values()) == 1
+
+
+async def test_two_runs_one_serve_share_the_limits(
+    own_database_url: str, tmp_path: Path, own_db
+) -> None:
+    serve_port = free_port()
+    with sim_provider(
+        tmp_path,
+        "--rate",
+        "20/s",
+        "--channels",
+        "6",
+        *FAST_CALLS,
+        "--duplicates",
+        "0.05",
+        "--reorder",
+        "0.05",
+    ) as sim:
+        config = write_config(tmp_path, sim, rate="20/s", channels=6, port=serve_port)
+        env = env_for(own_database_url, config)
+        load(tmp_path, env, write_campaign(tmp_path, "shared", 1000))
+        with background(dialer_command("serve"), tmp_path, env, tmp_path / "serve.log"):
+            wait_for_http(f"http://127.0.0.1:{serve_port}/healthz")
+            run = dialer_command("run", "shared", "--wait", "--dial-cap", "3")
+            runs = [
+                subprocess.Popen(
+                    run,
+                    cwd=tmp_path,
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=(tmp_path / f"run{i}.log").open("wb"),
+                )
+                for i in range(2)
+            ]
+            codes = [p.wait(timeout=400) for p in runs]
+            stats = await sim_stats(sim)
+    assert codes == [0, 0], [(tmp_path / f"run{i}.log").read_text()[-2000:] for i in range(2)]
+    states = await own_db.fetch(
+        """SELECT c.state, count(*) FROM contacts c JOIN campaigns k ON k.id = c.campaign_id
+           WHERE k.name = 'shared' GROUP BY 1"""
+    )
+    assert {r["state"] for r in states} <= FINAL, states
+    assert sum(r["count"] for r in states) == 1000
+    assert stats["peak_requests_per_second"] <= 20, stats["peak_requests_per_second"]
+    assert stats["peak_concurrency"] <= 6
+    assert stats.get("rejected_rate", 0) == 0 and stats.get("rejected_channels", 0) == 0
+    assert stats["accepted"] >= 1000
+    await check_invariants(own_db, "shared", stats)
+    live = await own_db.fetchval(
+        "SELECT count(*) FROM attempts"
+        " WHERE state IN ('reserved', 'dialing', 'accepted', 'ringing', 'in-progress')"
+    )
+    assert live == 0
+
+
+async def test_kill_9_then_restart_redials_nothing(
+    own_database_url: str, tmp_path: Path, own_db
+) -> None:
+    serve_port = free_port()
+    with sim_provider(tmp_path, "--rate", "20/s", "--channels", "6", *FAST_CALLS) as sim:
+        config = write_config(tmp_path, sim, rate="20/s", channels=6, port=serve_port)
+        env = env_for(own_database_url, config)
+        load(tmp_path, env, write_campaign(tmp_path, "killed", 200))
+        with background(dialer_command("serve"), tmp_path, env, tmp_path / "serve.log"):
+            wait_for_http(f"http://127.0.0.1:{serve_port}/healthz")
+            run = dialer_command("run", "killed", "--wait", "--dial-cap", "3")
+            first = subprocess.Popen(
+                run, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+            time.sleep(4)
+            os.kill(first.pid, signal.SIGKILL)
+            first.wait()
+            left = await own_db.fetch(
+                "SELECT id, state FROM attempts WHERE state IN ('reserved', 'dialing')"
+            )
+            second = subprocess.run(run, cwd=tmp_path, env=env, capture_output=True, timeout=300)
+            stats = await sim_stats(sim)
+    assert second.returncode == 0, second.stderr.decode()[-2000:]
+    await check_invariants(own_db, "killed", stats)
+    for row in left:  # every attempt caught in flight was settled, none was sent again
+        final = await own_db.fetchrow(
+            "SELECT state, outcome FROM attempts WHERE id = $1", row["id"]
+        )
+        assert final["outcome"] is not None, (row, final)
+    states = await own_db.fetch("SELECT DISTINCT state FROM contacts")
+    assert {r["state"] for r in states} <= FINAL
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM])
+async def test_sigterm_stops_quickly_and_leaves_nothing_unreconciled(
+    own_database_url: str, tmp_path: Path, own_db, sig
+) -> None:
+    serve_port = free_port()
+    with sim_provider(
+        tmp_path, "--rate", "20/s", "--channels", "4", "--ring", "0.5s..1s", "--talk", "1s..3s"
+    ) as sim:
+        config = write_config(tmp_path, sim, rate="20/s", channels=4, port=serve_port)
+        env = env_for(own_database_url, config)
+        load(tmp_path, env, write_campaign(tmp_path, "termed", 100))
+        run = dialer_command("run", "termed", "--serve")
+        process = subprocess.Popen(
+            run, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        time.sleep(3)
+        started = time.monotonic()
+        process.send_signal(sig)
+        _, stderr = process.communicate(timeout=10)
+        elapsed = time.monotonic() - started
+    assert elapsed < 5, elapsed
+    assert process.returncode == 3, stderr.decode()[-2000:]
+    reserved = await own_db.fetchval(
+        "SELECT count(*) FROM attempts a JOIN campaigns k ON k.id = a.campaign_id"
+        " WHERE k.name = 'termed' AND a.state = 'reserved'"
+    )
+    assert reserved == 0
+    unreconcilable = await own_db.fetchval(
+        "SELECT count(*) FROM attempts"
+        " WHERE state IN ('dialing', 'accepted', 'ringing', 'in-progress') AND settle_by IS NULL"
+    )
+    assert unreconcilable == 0
+
+
+async def test_nobody_is_called_outside_their_window(
+    own_database_url: str, tmp_path: Path, own_db
+) -> None:
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
+    zones = [
+        "Pacific/Kiritimati",
+        "Asia/Tokyo",
+        "Asia/Kolkata",
+        "Europe/London",
+        "America/New_York",
+        "America/Los_Angeles",
+        "Pacific/Honolulu",
+        "Pacific/Pago_Pago",
+    ]
+    now = datetime.now(UTC)
+    inside = [z for z in zones if 9 <= now.astimezone(ZoneInfo(z)).hour < 17]
+    outside = [z for z in zones if not 9 <= now.astimezone(ZoneInfo(z)).hour < 18]
+    assert outside, "some of these zones are always outside 09:00-17:00"
+    rows = [f"+9198450{i:05d},c{i},{z}" for i, z in enumerate(zones * 3)]
+    serve_port = free_port()
+    with sim_provider(tmp_path, "--rate", "50/s", "--channels", "10", *FAST_CALLS) as sim:
+        config = write_config(tmp_path, sim, rate="50/s", channels=10, port=serve_port)
+        env = env_for(own_database_url, config)
+        campaign = write_campaign(
+            tmp_path, "windowed", 0, csv_rows=rows, window='start = "09:00", end = "17:00"'
+        )
+        load(tmp_path, env, campaign)
+        result = subprocess.run(
+            dialer_command("run", "windowed", "--serve", "--wait", "--dial-cap", "3"),
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            timeout=120,
+        )
+        stats = await sim_stats(sim)
+    dialed_zones = {
+        r["timezone"]
+        for r in await own_db.fetch(
+            """SELECT DISTINCT c.timezone FROM attempts a JOIN contacts c ON c.id = a.contact_id
+               WHERE a.state <> 'not_dialed'"""
+        )
+    }
+    assert not dialed_zones & set(outside), (dialed_zones, outside)
+    assert dialed_zones >= set(inside) - set(outside)
+    assert result.returncode == 3  # the others are left for their window
+    assert sum(stats["per_number"].values()) == stats["accepted"]
