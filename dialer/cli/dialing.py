@@ -15,6 +15,7 @@ from dialer.cli.context import AppContext, pass_app
 from dialer.db.connect import open_pool
 from dialer.dispatch.claim import register_account
 from dialer.dispatch.dispatcher import AccountRun, Dispatcher
+from dialer.dispatch.dry_run import dry_run as explain_dry_run
 from dialer.durations import parse_duration, parse_rate
 from dialer.errors import InputError
 from dialer.logs import setup as setup_logging
@@ -114,7 +115,7 @@ def run(
             async with pool.acquire() as conn:
                 chosen = await selected_campaigns(conn, campaigns, config)
                 if dry_run:
-                    await dry_run(conn, chosen)
+                    await explain_dry_run(conn, chosen)
                     return 0
                 names = sorted({c.account for c in chosen})
                 for name in names:

@@ -61,6 +61,7 @@ class SimState:
     calls: dict[str, SimCall] = field(default_factory=dict)
     ids: itertools.count = field(default_factory=lambda: itertools.count(1))
     tasks: set[asyncio.Task] = field(default_factory=set)
+    call_seconds: float = 0.0  # channel time used by finished calls, for makespan bounds
 
 
 STATE = web.AppKey("state", SimState)
@@ -177,6 +178,7 @@ async def _live(app: web.Application, call: SimCall) -> None:
     call.status = call.outcome
     call.duration_s = round(talk) if call.outcome == "completed" else 0
     state.active -= 1
+    state.call_seconds += final_at
     await asyncio.gather(*senders)
 
 
@@ -240,6 +242,7 @@ async def stats(request: web.Request) -> web.Response:
     window = state.settings.rate.per_seconds if state.settings.rate else 1.0
     body = dict(state.counts) | {
         "active": state.active,
+        "call_seconds": round(state.call_seconds, 3),
         "peak_concurrency": state.peak_active,
         "window_s": window,
         "peak_requests_per_window": peak_in_window(state.requests, window),

@@ -1,0 +1,67 @@
+"""Campaign control, report, dry run and demo from the command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.processes import write_campaign
+
+
+def load(run_cli, tmp_path: Path, name: str, rows: list[str] | None = None) -> None:
+    write_campaign(tmp_path, name, 5, csv_rows=rows)
+    assert run_cli("campaign", "load", f"{name}.toml").exit_code == 0
+
+
+def test_pause_resume_cancel(run_cli, tmp_path: Path) -> None:
+    load(run_cli, tmp_path, "ctl")
+    assert "active -> paused" in run_cli("campaign", "pause", "ctl").stdout
+    assert "already paused" in run_cli("campaign", "pause", "ctl").stdout
+    assert "paused -> active" in run_cli("campaign", "resume", "ctl").stdout
+    canceled = run_cli("campaign", "cancel", "ctl")
+    assert "5 waiting contacts canceled" in canceled.stdout
+    refused = run_cli("campaign", "resume", "ctl")
+    assert refused.exit_code == 2 and "is canceled" in refused.stderr
+    missing = run_cli("campaign", "pause", "nope")
+    assert missing.exit_code == 2 and "no such campaign: nope" in missing.stderr
+
+
+def test_list_show_report(run_cli, tmp_path: Path) -> None:
+    load(run_cli, tmp_path, "shown")
+    listed = json.loads(run_cli("campaign", "list", "--format", "json").stdout)
+    assert {"campaign": "shown", "pending": 5}.items() <= next(
+        r for r in listed if r["campaign"] == "shown"
+    ).items()
+    shown = run_cli("campaign", "show", "shown").stdout
+    assert "status        active" in shown and "pending 5" in shown and "window" in shown
+    report = json.loads(run_cli("report", "shown", "--format", "json").stdout)
+    assert report[0]["contacts"] == 5 and report[0]["attempts"] == 0
+    assert run_cli("report", "nope").exit_code == 2
+
+
+def test_dry_run_explains_who_and_why(run_cli, tmp_path: Path) -> None:
+    rows = ["+919845070001,a,UTC", "+919845070002,b,UTC", "+919845070003,c,UTC"]
+    load(run_cli, tmp_path, "dry", rows)
+    run_cli("dnc", "add", "+919845070003")
+    config = tmp_path / "dialer.toml"
+    config.write_text(
+        '[accounts.sim-main]\nkind = "sim"\nbase_url = "http://127.0.0.1:9"\nsecret = "s"\n'
+        'rate = "1/s"\nchannels = 1\n'
+    )
+    result = run_cli("--config", str(config), "run", "dry", "--dry-run")
+    assert result.exit_code == 0, result.stderr
+    assert "due now                  2" in result.stdout
+    assert "+919845070001" in result.stdout
+
+
+def test_run_refuses_an_unconfigured_account(run_cli, tmp_path: Path) -> None:
+    load(run_cli, tmp_path, "noacct")
+    result = run_cli("run", "noacct")
+    assert result.exit_code == 2
+    assert "uses account 'sim-main'" in result.stderr
+
+
+def test_demo_runs_a_whole_campaign(run_cli) -> None:
+    result = run_cli("demo", "--contacts", "60")
+    assert result.exit_code == 0, result.stderr
+    assert "answer_rate" in result.stdout and "completed" in result.stdout
