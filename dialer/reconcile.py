@@ -42,7 +42,12 @@ async def reconcile_once(
         for row in expired:
             async with conn.transaction():
                 if await settle(
-                    conn, campaigns, row["id"], "not_dialed", error="reservation expired unsent"
+                    conn,
+                    campaigns,
+                    row["id"],
+                    "not_dialed",
+                    error="reservation expired unsent",
+                    from_states=("reserved",),
                 ):
                     actions["released"] += 1
         silent = await conn.fetch(

@@ -31,10 +31,13 @@ async def settle(
     duration_s: int | None = None,
     ended_at: datetime | None = None,
     do_not_call: bool = False,
+    from_states: tuple[str, ...] = LIVE,
 ) -> bool:
     """Close a live attempt with `outcome`, free its channel, decide the contact's next step.
 
-    Returns False if the attempt was already closed (nothing changes). Call inside a transaction.
+    `from_states` narrows which states may be closed: releasing an unsent reservation must
+    only ever match `reserved`, so an attempt that was meanwhile sent is never re-armed.
+    Returns False if nothing matched (nothing changes). Call inside a transaction.
     """
     row = await conn.fetchrow(
         """UPDATE attempts
@@ -48,7 +51,7 @@ async def settle(
         error,
         duration_s,
         ended_at,
-        list(LIVE),
+        list(from_states),
     )
     if row is None:
         return False

@@ -154,6 +154,8 @@ def run(
                         await reconciler
                 if dispatcher.account_failure:
                     print(f"dialer: error: {dispatcher.account_failure}", file=sys.stderr)
+                if dispatcher.failure is not None:
+                    print(f"dialer: error: stopped: {dispatcher.failure!r}", file=sys.stderr)
                 return code
 
     sys.exit(asyncio.run(go()))

@@ -45,9 +45,10 @@ class AccountLimits:
     channels: int
 
     @property
-    def lateness_s(self) -> float:
-        """How late a request may leave its slot and still keep every window within the rate."""
-        return 0.8 * self.window_s * (1 / DERATE - 1)
+    def early_s(self) -> float:
+        """How far ahead of its slot a request may leave and still keep every window of the
+        provider's unit within its figure: the 5% headroom, with a margin for network jitter."""
+        return 0.5 * self.window_s * (1 / DERATE - 1)
 
 
 async def register_account(conn: asyncpg.Connection, limits: AccountLimits) -> None:
@@ -130,13 +131,14 @@ async def claim(
         ahead = (account["now"] + timedelta(seconds=horizon_s) - account["start"]).total_seconds()
         tokens = math.floor(ahead / interval) + 1 if ahead >= 0 else 0
         used = await conn.fetch(
-            "SELECT slot FROM attempts WHERE account = $1 AND state = ANY($2::text[])",
+            "SELECT slot, state FROM attempts WHERE account = $1 AND state = ANY($2::text[])",
             limits.name,
             list(LIVE),
         )
         taken = {r["slot"] for r in used}
         free = [s for s in range(account["channels"]) if s not in taken]
-        want = min(tokens, len(free), max_batch)
+        waiting = sum(1 for r in used if r["state"] == "reserved")  # claimed, not yet sent
+        want = min(tokens - waiting, len(free), max_batch)
         claimed: list[Claimed] = []
         for campaign in campaigns:
             if len(claimed) >= want:
@@ -150,20 +152,18 @@ async def claim(
                 account["start"],
                 account["now"],
                 interval,
-                len(claimed),
+                waiting + len(claimed),
                 dial_cap,
             )
         if claimed:
             await conn.execute(
-                """UPDATE accounts SET tat = $2::timestamptz + make_interval(secs => $3::float8),
+                """UPDATE accounts SET
                        rate_factor = CASE WHEN last_429_at IS NULL
                                             OR last_429_at < now() - interval '30 seconds'
                                           THEN least(1, rate_factor * 1.05) ELSE rate_factor END,
                        updated_at = now()
                    WHERE name = $1""",
                 limits.name,
-                account["start"],
-                interval * len(claimed),
             )
         return claimed
 
@@ -257,29 +257,79 @@ async def _claim_campaign(
     ]
 
 
+VOID = "void"
+
+
 async def begin_dial(
-    conn: asyncpg.Connection, attempts: list[tuple[int, str, timedelta]], lateness_s: float
-) -> set[int]:
-    """Compare-and-set `reserved` -> `dialing` just before the requests are sent; returns the ids
-    that may be sent. An attempt whose lease expired, whose campaign is no longer active, or whose
-    request slot passed more than `lateness_s` ago is not sent (the caller releases it)."""
-    rows = await conn.fetch(
-        """UPDATE attempts a
-           SET state = 'dialing', requested_at = now(), caller_id = t.caller,
-               settle_by = now() + t.budget, updated_at = now()
-           FROM unnest($1::bigint[], $2::text[], $3::interval[]) AS t(id, caller, budget)
-           WHERE a.id = t.id AND a.state = 'reserved' AND a.lease_expires_at > now()
-             AND a.lease_expires_at - $4::interval + make_interval(secs => $5) >= now()
-             AND EXISTS (SELECT 1 FROM campaigns k WHERE k.id = a.campaign_id
-                         AND k.status = 'active')
-           RETURNING a.id""",
-        [a[0] for a in attempts],
-        [a[1] for a in attempts],
-        [a[2] for a in attempts],
-        LEASE,
-        lateness_s,
-    )
-    return {r["id"] for r in rows}
+    conn: asyncpg.Connection,
+    account: str,
+    attempts: list[tuple[int, str, timedelta]],
+    early_s: float,
+) -> dict[int, str | float]:
+    """Give request slots to attempts that are ready to send, and commit them as `dialing`.
+
+    Under the account row lock: slots follow the GCRA clock (`tat`), one emission interval
+    apart, assigned now, at send time, so requests are never closer together than the rate
+    allows however late a process is. An attempt whose slot opens within `early_s` is
+    committed as `dialing` (a compare-and-set on its lease, and the campaign must still be
+    `active`) and must be sent at once; the others get the seconds to wait before asking again;
+    one whose lease expired or campaign stopped gets VOID (release it, nothing is sent).
+    """
+    async with conn.transaction():
+        clock = await conn.fetchrow(
+            """SELECT greatest(tat, now()) AS start, now() AS now,
+                      1.0 / (rate_per_s * rate_factor) AS interval
+               FROM accounts WHERE name = $1 FOR UPDATE""",
+            account,
+        )
+        interval = float(clock["interval"])
+        ahead = (clock["start"] - clock["now"]).total_seconds()
+        ready = max(0, min(len(attempts), int((early_s - ahead) / interval) + 1))
+        sent = await conn.fetch(
+            """UPDATE attempts a
+               SET state = 'dialing', requested_at = now(), caller_id = t.caller,
+                   settle_by = now() + t.budget, updated_at = now()
+               FROM unnest($1::bigint[], $2::text[], $3::interval[]) AS t(id, caller, budget)
+               WHERE a.id = t.id AND a.state = 'reserved' AND a.lease_expires_at > now()
+                 AND EXISTS (SELECT 1 FROM campaigns k WHERE k.id = a.campaign_id
+                             AND k.status = 'active')
+               RETURNING a.id""",
+            [a[0] for a in attempts[:ready]],
+            [a[1] for a in attempts[:ready]],
+            [a[2] for a in attempts[:ready]],
+        )
+        sent_ids = {r["id"] for r in sent}
+        if sent_ids:
+            await conn.execute(
+                "UPDATE accounts SET tat = $2::timestamptz + make_interval(secs => $3::float8)"
+                " WHERE name = $1",
+                account,
+                clock["start"],
+                interval * len(sent_ids),
+            )
+        verdicts: dict[int, str | float] = {}
+        for index, (attempt_id, _, _) in enumerate(attempts):
+            if attempt_id in sent_ids:
+                verdicts[attempt_id] = SEND
+            elif index < ready:
+                verdicts[attempt_id] = VOID
+            else:
+                position = len(sent_ids) + (index - ready)
+                verdicts[attempt_id] = max(0.001, ahead + position * interval - early_s / 2)
+        waiting = [a for a, v in verdicts.items() if isinstance(v, float)]
+        if waiting:  # keep their reservations alive while they wait for a slot
+            await conn.execute(
+                """UPDATE attempts SET lease_expires_at = greatest(lease_expires_at,
+                       now() + make_interval(secs => $2::float8) + $3::interval)
+                   WHERE id = ANY($1::bigint[]) AND state = 'reserved'""",
+                waiting,
+                max(float(verdicts[a]) for a in waiting),
+                LEASE,
+            )
+    return verdicts
+
+
+SEND = "send"
 
 
 async def record_accepted(conn: asyncpg.Connection, accepted: list[tuple[int, str]]) -> None:

@@ -23,6 +23,8 @@ from dialer.batching import Batcher
 from dialer.campaign_control import trip_breaker_if_failing
 from dialer.campaigns import Campaign, CampaignCache
 from dialer.dispatch.claim import (
+    SEND,
+    VOID,
     AccountLimits,
     Claimed,
     begin_dial,
@@ -49,6 +51,7 @@ CLAIM_HORIZON_S = 0.5
 MAX_BATCH = 200
 IDLE_POLL_S = 0.5
 BREAKER_EVERY_S = 2.0
+MAX_WAITING = 2 * MAX_BATCH  # claimed but not yet sent, per process: claim no more than this
 
 
 @dataclass
@@ -75,6 +78,7 @@ class Dispatcher:
     _waiting: dict[int, asyncio.Task] = field(default_factory=dict)
     _sending: set[asyncio.Task] = field(default_factory=set)
     _breaker_checked: float = 0.0
+    failure: BaseException | None = None
 
     def __post_init__(self) -> None:
         self._begin = Batcher(self._flush_begin)
@@ -94,6 +98,8 @@ class Dispatcher:
             for task in loops:
                 task.cancel()
             await self._drain()
+        if self.failure is not None:
+            return EXIT_ERROR
         if self.account_failure:
             return EXIT_BAD_CONFIG
         codes = [account.exit_code for account in self.accounts]
@@ -107,29 +113,36 @@ class Dispatcher:
 
     async def _drain(self) -> None:
         """Release what was reserved but not sent; give requests in flight time to finish."""
+        reserved = list(self._waiting)
         for task in list(self._waiting.values()):
             task.cancel()
         await asyncio.gather(*self._waiting.values(), return_exceptions=True)
         if self._sending:
             await asyncio.wait(self._sending, timeout=4.0)
-        unsent = await self._release_reserved()
+        try:
+            unsent = await self._release(reserved)
+        except (OSError, asyncpg.PostgresError) as exc:  # the reconciler will release them
+            log.error("could not release unsent reservations", extra={"error": repr(exc)})
+            return
         if unsent:
             log.info("released unsent reservations", extra={"count": unsent})
 
-    async def _release_reserved(self) -> int:
-        """Every reservation this process still holds becomes `not_dialed` (nothing was sent)."""
-        ids = list(self._reserved)
+    async def _release(self, attempt_ids: list[int]) -> int:
+        """Reservations of this process that were never sent become `not_dialed`; one that was
+        committed as `dialing` meanwhile is left alone (it was, or is being, sent)."""
         released = 0
         async with self.pool.acquire() as conn:
-            for attempt_id in ids:
+            for attempt_id in attempt_ids:
                 async with conn.transaction():
-                    if await settle(conn, self.cache, attempt_id, "not_dialed", error="stopped"):
-                        released += 1
+                    released += await settle(
+                        conn,
+                        self.cache,
+                        attempt_id,
+                        "not_dialed",
+                        error="stopped before sending",
+                        from_states=("reserved",),
+                    )
         return released
-
-    @property
-    def _reserved(self) -> set[int]:
-        return set(self._waiting)
 
     # ---- claiming --------------------------------------------------------------------------
 
@@ -140,6 +153,11 @@ class Dispatcher:
                 account.exit_code = await self._final_code(account)
                 log.info("deadline reached", extra={"account": name})
                 return
+            if self.failure:
+                raise self.failure
+            if len(self._waiting) >= MAX_WAITING:  # senders are behind: let them catch up
+                await self._pause(0.01)
+                continue
             active = await self._active_campaigns(account)
             claimed: list[Claimed] = []
             if active:
@@ -201,6 +219,9 @@ class Dispatcher:
                    GROUP BY campaign_id, timezone""",
                 ids,
             )
+        if self._waiting or self._sending:  # our own claims are still being sent
+            await self._pause(0.05)
+            return None
         if not groups:
             if self.wait and live:
                 await self._pause(0.2)
@@ -254,21 +275,56 @@ class Dispatcher:
     def _start_sender(self, account: AccountRun, item: Claimed, started: float) -> None:
         task = asyncio.create_task(self._wait_then_send(account, item, started))
         self._waiting[item.attempt_id] = task
-        task.add_done_callback(lambda _: self._waiting.pop(item.attempt_id, None))
+        task.add_done_callback(lambda done: self._sender_done(item.attempt_id, done))
+
+    def _sender_done(self, attempt_id: int, task: asyncio.Task) -> None:
+        """A sender that died (database gone, a bug) stops the whole run: exit non-zero rather
+        than limp on. Its attempt stays for the reconciler."""
+        self._waiting.pop(attempt_id, None)
+        if task.cancelled() or task.exception() is None:
+            return
+        error = task.exception()
+        log.error("sender failed; stopping", extra={"attempt": attempt_id, "error": repr(error)})
+        if self.failure is None:
+            self.failure = error
+        self.stop()
 
     async def _wait_then_send(self, account: AccountRun, item: Claimed, started: float) -> None:
         await asyncio.sleep(max(0.0, started + item.send_in_s - time.monotonic()))
         campaign = next(c for c in account.campaigns if c.id == item.campaign_id)
         callers = campaign.spec.caller_ids
         caller = callers[item.attempt_id % len(callers)]
-        allowed = await self._begin.submit(
-            (item.attempt_id, caller, campaign.settle_budget, account.limits.lateness_s)
-        )
+        while True:
+            # The compare-and-set commits `dialing`: once it ran, the request must be sent even
+            # if this task is cancelled meanwhile (SIGTERM), so it is shielded and awaited.
+            request = (account.limits.name, item.attempt_id, caller, campaign.settle_budget)
+            pending = asyncio.ensure_future(self._begin.submit(request))
+            try:
+                verdict = await asyncio.shield(pending)
+            except asyncio.CancelledError:
+                verdict = await pending
+                if verdict == SEND:
+                    self._waiting.pop(item.attempt_id, None)
+                    await self._send_tracked(account, campaign, item, caller)
+                raise
+            if not isinstance(verdict, float):
+                break
+            await asyncio.sleep(verdict)  # its request slot is not open yet
         self._waiting.pop(item.attempt_id, None)
-        if not allowed:
-            await self._close(item.attempt_id, "not_dialed", "not sent: paused, late or expired")
+        if verdict != SEND:
+            await self._close(
+                item.attempt_id,
+                "not_dialed",
+                "not sent: paused or lease expired",
+                from_states=("reserved",),
+            )
             return
-        # From here on the request is sent and recorded even if the run is stopping.
+        await self._send_tracked(account, campaign, item, caller)
+
+    async def _send_tracked(
+        self, account: AccountRun, campaign: Campaign, item: Claimed, caller: str
+    ) -> None:
+        """Send and record as a task of its own: a stop waits for it instead of cancelling it."""
         sender = asyncio.create_task(self._send(account, campaign, item, caller))
         self._sending.add(sender)
         sender.add_done_callback(self._sending.discard)
@@ -294,14 +350,18 @@ class Dispatcher:
             log.warning("rate limited (429)", extra=extra | {"retry_after": exc.retry_after})
             async with self.pool.acquire() as conn:
                 await push_back_rate(conn, account.limits.name, exc.retry_after or 1.0)
-            await self._close(item.attempt_id, "not_dialed", f"429: {exc.detail}")
+            await self._close(
+                item.attempt_id, "not_dialed", f"429: {exc.detail}", from_states=("dialing",)
+            )
         except NotDialed as exc:
             log.warning("not dialed", extra=extra | {"error": exc.detail})
-            await self._close(item.attempt_id, "not_dialed", exc.detail)
+            await self._close(item.attempt_id, "not_dialed", exc.detail, from_states=("dialing",))
         except Rejected as exc:
             log.warning("rejected", extra=extra | {"error": exc.detail})
             if exc.account_wide:
-                await self._close(item.attempt_id, "not_dialed", exc.detail)
+                await self._close(
+                    item.attempt_id, "not_dialed", exc.detail, from_states=("dialing",)
+                )
                 await self._account_refused(account, exc.detail)
             else:
                 await self._close(
@@ -336,15 +396,16 @@ class Dispatcher:
         self.account_failure = f"account {account.limits.name}: {reason}"
         self.stop()
 
-    async def _flush_begin(self, items: list[tuple[int, str, timedelta, float]]) -> list[bool]:
-        by_lateness: dict[float, list] = {}
-        for item in items:
-            by_lateness.setdefault(item[3], []).append(item[:3])
-        allowed: set[int] = set()
+    async def _flush_begin(self, items: list[tuple[str, int, str, timedelta]]) -> list[str | float]:
+        by_account: dict[str, list[tuple[int, str, timedelta]]] = {}
+        for account, *attempt in items:
+            by_account.setdefault(account, []).append(tuple(attempt))
+        early = {a.limits.name: a.limits.early_s for a in self.accounts}
+        verdicts: dict[int, str | float] = {}
         async with self.pool.acquire() as conn:
-            for lateness, group in by_lateness.items():
-                allowed |= await begin_dial(conn, group, lateness)
-        return [item[0] in allowed for item in items]
+            for account, attempts in by_account.items():
+                verdicts |= await begin_dial(conn, account, attempts, early[account])
+        return [verdicts.get(item[1], VOID) for item in items]
 
     async def _flush_accept(self, items: list[tuple[int, str]]) -> list[None]:
         async with self.pool.acquire() as conn:
