@@ -81,7 +81,7 @@ async def http_session() -> AsyncIterator[aiohttp.ClientSession]:
 async def hosted(app: web.Application, host: str, port: int) -> AsyncIterator[None]:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, host, port, reuse_port=True)
     await site.start()
     try:
         yield

@@ -32,6 +32,8 @@ async def settle(
     ended_at: datetime | None = None,
     do_not_call: bool = False,
     from_states: tuple[str, ...] = LIVE,
+    provider_call_id: str | None = None,
+    answered_by: str | None = None,
 ) -> bool:
     """Close a live attempt with `outcome`, free its channel, decide the contact's next step.
 
@@ -39,25 +41,30 @@ async def settle(
     only ever match `reserved`, so an attempt that was meanwhile sent is never re-armed.
     Returns False if nothing matched (nothing changes). Call inside a transaction.
     """
+    # No lock on the contact is needed: while its attempt is live the contact is `dialing`,
+    # which no claim or do-not-call update touches, and only one settle can win the CAS below.
     row = await conn.fetchrow(
-        """UPDATE attempts
-           SET state = $2, outcome = $2, slot = NULL, error = coalesce($3, error),
-               duration_s = coalesce($4, duration_s), ended_at = coalesce($5, now()),
-               updated_at = now()
-           WHERE id = $1 AND state = ANY($6::text[])
-           RETURNING contact_id, campaign_id, attempt_no, phone_e164""",
+        """UPDATE attempts a
+           SET state = $2, outcome = $2, slot = NULL, error = coalesce($3, a.error),
+               duration_s = coalesce($4, a.duration_s), ended_at = coalesce($5, now()),
+               provider_call_id = coalesce(a.provider_call_id, $7),
+               answered_by = coalesce(a.answered_by, $8), updated_at = now()
+           FROM contacts c
+           WHERE a.id = $1 AND a.state = ANY($6::text[]) AND c.id = a.contact_id
+           RETURNING a.contact_id, a.campaign_id, a.attempt_no, a.phone_e164, now() AS now,
+                     c.attempts, c.timezone""",
         attempt_id,
         outcome,
         error,
         duration_s,
         ended_at,
         list(from_states),
+        provider_call_id,
+        answered_by,
     )
     if row is None:
         return False
-    contact = await conn.fetchrow(
-        "SELECT attempts, timezone FROM contacts WHERE id = $1 FOR UPDATE", row["contact_id"]
-    )
+    contact = row
     if outcome == "not_dialed":
         # Nothing reached the provider: the attempt does not count; dial again when allowed.
         await conn.execute(
@@ -68,7 +75,7 @@ async def settle(
         )
         return True
     campaign = await campaigns.get(conn, row["campaign_id"])
-    now = await conn.fetchval("SELECT now()")
+    now = row["now"]
     step = next_step(
         campaign.spec.retry, campaign.rules, outcome, contact["attempts"], now, contact["timezone"]
     )
@@ -111,23 +118,11 @@ async def apply_event(
 
     The raw event is stored before anything else, so it is kept even if it changes nothing.
     """
+    if attempt_id is not None and not is_terminal(event.status):
+        return await _apply_progress(conn, account, attempt_id, event)
     async with conn.transaction():
-        if attempt_id is not None:
-            known = await conn.fetchval(
-                "SELECT id FROM attempts WHERE id = $1 AND account = $2", attempt_id, account
-            )
-            attempt_id = known
-        if attempt_id is None and event.provider_call_id:
-            attempt_id = await conn.fetchval(
-                "SELECT id FROM attempts WHERE account = $1 AND provider_call_id = $2",
-                account,
-                event.provider_call_id,
-            )
-        stored = await conn.fetchval(
-            """INSERT INTO call_events (attempt_id, account, provider_call_id, status, sequence,
-                                        dedupe_key, payload)
-               VALUES ($1, $2, $3, $4, $5, $6, $7)
-               ON CONFLICT (account, dedupe_key) DO NOTHING RETURNING id""",
+        row = await conn.fetchrow(
+            _STORE,
             attempt_id,
             account,
             event.provider_call_id,
@@ -136,41 +131,102 @@ async def apply_event(
             event.dedupe_key,
             json.loads(json.dumps(dict(event.payload), default=str)),
         )
-        if stored is None or attempt_id is None:
-            return stored is not None
+        if not row["stored"] or row["attempt_id"] is None:
+            return bool(row["stored"])
         if is_terminal(event.status):
             await settle(
                 conn,
                 campaigns,
-                attempt_id,
+                row["attempt_id"],
                 event.status,
                 duration_s=event.duration_s,
                 ended_at=event.occurred_at,
+                provider_call_id=event.provider_call_id,
+                answered_by=event.answered_by,
             )
-            if event.provider_call_id:
-                await conn.execute(
-                    """UPDATE attempts SET provider_call_id = coalesce(provider_call_id, $2),
-                           answered_by = coalesce(answered_by, $3)
-                       WHERE id = $1""",
-                    attempt_id,
-                    event.provider_call_id,
-                    event.answered_by,
-                )
-            return True
-        lower = [state for state in LIVE if RANK[state] < RANK[event.status]]
-        await conn.execute(
-            """UPDATE attempts
-               SET state = $2, provider_call_id = coalesce(provider_call_id, $3),
-                   accepted_at = coalesce(accepted_at, now()),
-                   answered_at = CASE WHEN $2 = 'in-progress'
-                                      THEN coalesce(answered_at, $4, now()) ELSE answered_at END,
-                   answered_by = coalesce(answered_by, $5), updated_at = now()
-               WHERE id = $1 AND state = ANY($6::text[])""",
-            attempt_id,
-            event.status,
-            event.provider_call_id,
-            event.occurred_at,
-            event.answered_by,
-            lower,
-        )
+        else:
+            await _apply_progress_to(conn, row["attempt_id"], event)
         return True
+
+
+# Store an event once, for the attempt named in the URL if it is this account's, else the one
+# with this provider call id (providers that post to one fixed URL).
+_STORE = """
+WITH target AS (
+    SELECT coalesce(
+        (SELECT id FROM attempts WHERE id = $1 AND account = $2),
+        (SELECT id FROM attempts WHERE $1::bigint IS NULL AND account = $2
+                                  AND provider_call_id = $3 LIMIT 1)) AS id
+), stored AS (
+    INSERT INTO call_events (attempt_id, account, provider_call_id, status, sequence,
+                             dedupe_key, payload)
+    VALUES ((SELECT id FROM target), $2, $3, $4, $5, $6, $7)
+    ON CONFLICT (account, dedupe_key) DO NOTHING
+    RETURNING attempt_id
+)
+SELECT (SELECT count(*) FROM stored) > 0 AS stored, (SELECT attempt_id FROM stored) AS attempt_id
+"""
+
+
+async def _apply_progress_to(conn: asyncpg.Connection, attempt_id: int, event: CallEvent) -> None:
+    lower = [state for state in LIVE if RANK[state] < RANK[event.status]]
+    await conn.execute(
+        """UPDATE attempts
+           SET state = $2, provider_call_id = coalesce(provider_call_id, $3),
+               accepted_at = coalesce(accepted_at, now()),
+               answered_at = CASE WHEN $2 = 'in-progress'
+                                  THEN coalesce(answered_at, $4, now()) ELSE answered_at END,
+               answered_by = coalesce(answered_by, $5), updated_at = now()
+           WHERE id = $1 AND state = ANY($6::text[])""",
+        attempt_id,
+        event.status,
+        event.provider_call_id,
+        event.occurred_at,
+        event.answered_by,
+        lower,
+    )
+
+
+_PROGRESS = """
+WITH target AS (
+    SELECT id FROM attempts WHERE id = $1 AND account = $2
+), stored AS (
+    INSERT INTO call_events (attempt_id, account, provider_call_id, status, sequence,
+                             dedupe_key, payload)
+    VALUES ((SELECT id FROM target), $2, $3, $4, $5, $6, $7)
+    ON CONFLICT (account, dedupe_key) DO NOTHING
+    RETURNING attempt_id
+), moved AS (
+    UPDATE attempts a
+    SET state = $4, provider_call_id = coalesce(a.provider_call_id, $3),
+        accepted_at = coalesce(a.accepted_at, now()),
+        answered_at = CASE WHEN $4 = 'in-progress'
+                           THEN coalesce(a.answered_at, $8, now()) ELSE a.answered_at END,
+        answered_by = coalesce(a.answered_by, $9), updated_at = now()
+    FROM stored
+    WHERE a.id = stored.attempt_id AND a.state = ANY($10::text[])
+    RETURNING a.id
+)
+SELECT (SELECT count(*) FROM stored) AS stored
+"""
+
+
+async def _apply_progress(
+    conn: asyncpg.Connection, account: str, attempt_id: int, event: CallEvent
+) -> bool:
+    """A non-final event in one statement: store it once, move the attempt forward only."""
+    lower = [state for state in LIVE if RANK[state] < RANK[event.status]]
+    stored = await conn.fetchval(
+        _PROGRESS,
+        attempt_id,
+        account,
+        event.provider_call_id,
+        event.status,
+        event.sequence,
+        event.dedupe_key,
+        json.loads(json.dumps(dict(event.payload), default=str)),
+        event.occurred_at,
+        event.answered_by,
+        lower,
+    )
+    return bool(stored)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import subprocess
 import sys
 from datetime import datetime, timedelta
 
@@ -164,29 +165,49 @@ def run(
 @click.command()
 @click.option("--host", help="Listen host (default: `listen` in dialer.toml, else 127.0.0.1).")
 @click.option("--port", type=int, help="Listen port (default: `listen` in dialer.toml, else 8080).")
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    help="Processes sharing the port (SO_REUSEPORT); the reconciler runs in the first only.",
+)
+@click.option("--worker", is_flag=True, hidden=True)
 @with_logging
 @pass_app
-def serve(app: AppContext, host, port, log_level, log_format):
+def serve(app: AppContext, host, port, workers, worker, log_level, log_format):
     """Receive provider callbacks (POST /callbacks/ACCOUNT/ATTEMPT), run the reconciler, and
-    answer GET /healthz. Runs until SIGTERM/SIGINT."""
+    answer GET /healthz. Runs until SIGTERM/SIGINT (which it passes on to its workers)."""
     setup_logging(log_level, log_format)
     config = app.config
     host, port = listen_address(config, host, port)
     base = callback_base(config, host, port)
     providers = adapters(config)
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-m", "dialer", *sys.argv[1:], "--worker", "--workers", "1"]
+        )
+        for _ in range(workers - 1)
+    ]
 
     async def go() -> None:
-        async with open_pool(app.database_url, size=8) as pool, http_session() as session:
+        async with open_pool(app.database_url, size=20) as pool, http_session() as session:
             receiver = Receiver(pool, providers, base, session)
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, stop.set)
-            async with hosted(create_app(receiver), host, port):
-                print(f"dialer: receiving callbacks on http://{host}:{port}", file=sys.stderr)
+            async with hosted(create_app(receiver, reconcile=not worker), host, port):
+                if not worker:
+                    print(f"dialer: receiving callbacks on http://{host}:{port}", file=sys.stderr)
                 await stop.wait()
 
-    asyncio.run(go())
+    try:
+        asyncio.run(go())
+    finally:
+        for child in children:
+            child.terminate()
+        for child in children:
+            child.wait(timeout=10)
 
 
 @click.command("sim-provider")
