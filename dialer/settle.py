@@ -230,3 +230,64 @@ async def _apply_progress(
         lower,
     )
     return bool(stored)
+
+
+_RANK_SQL = "CASE a.state " + " ".join(f"WHEN '{s}' THEN {r}" for s, r in RANK.items()) + " END"
+
+# Many non-final events in one statement (one round trip for a whole batch of callbacks): store
+# each once; per attempt, the highest-ranked new event moves it forward, never back.
+_PROGRESS_BATCH = f"""
+WITH input AS (
+    SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::int[], $5::text[],
+                         $6::jsonb[], $7::timestamptz[], $8::text[], $9::int[])
+        AS t(attempt_id, call_id, status, sequence, dedupe_key, payload, occurred_at,
+             answered_by, rank)
+), target AS (
+    SELECT i.*, a.id AS known
+    FROM input i LEFT JOIN attempts a ON a.id = i.attempt_id AND a.account = $10
+), stored AS (
+    INSERT INTO call_events (attempt_id, account, provider_call_id, status, sequence,
+                             dedupe_key, payload)
+    SELECT known, $10, call_id, status, sequence, dedupe_key, payload FROM target
+    ON CONFLICT (account, dedupe_key) DO NOTHING
+    RETURNING dedupe_key
+), best AS (
+    SELECT DISTINCT ON (t.known) t.*
+    FROM target t JOIN stored s ON s.dedupe_key = t.dedupe_key
+    WHERE t.known IS NOT NULL
+    ORDER BY t.known, t.rank DESC
+), moved AS (
+    UPDATE attempts a
+    SET state = best.status, provider_call_id = coalesce(a.provider_call_id, best.call_id),
+        accepted_at = coalesce(a.accepted_at, now()),
+        answered_at = CASE WHEN best.status = 'in-progress'
+                           THEN coalesce(a.answered_at, best.occurred_at, now())
+                           ELSE a.answered_at END,
+        answered_by = coalesce(a.answered_by, best.answered_by), updated_at = now()
+    FROM best
+    WHERE a.id = best.known AND a.state = ANY($11::text[]) AND {_RANK_SQL} < best.rank
+    RETURNING a.id
+)
+SELECT dedupe_key FROM stored
+"""
+
+
+async def apply_progress_batch(
+    conn: asyncpg.Connection, account: str, items: list[tuple[int, CallEvent]]
+) -> set[str]:
+    """Store and apply many non-final events of one account at once; returns the new keys."""
+    rows = await conn.fetch(
+        _PROGRESS_BATCH,
+        [attempt for attempt, _ in items],
+        [e.provider_call_id for _, e in items],
+        [e.status for _, e in items],
+        [e.sequence for _, e in items],
+        [e.dedupe_key for _, e in items],
+        [json.loads(json.dumps(dict(e.payload), default=str)) for _, e in items],
+        [e.occurred_at for _, e in items],
+        [e.answered_by for _, e in items],
+        [RANK[e.status] for _, e in items],
+        account,
+        list(LIVE),
+    )
+    return {r["dedupe_key"] for r in rows}

@@ -17,10 +17,12 @@ import aiohttp
 import asyncpg
 from aiohttp import web
 
+from dialer.batching import Batcher
 from dialer.campaigns import CampaignCache
-from dialer.providers.base import Forbidden, Provider
+from dialer.policy.states import is_terminal
+from dialer.providers.base import CallEvent, Forbidden, Provider
 from dialer.reconcile import RECONCILE_EVERY, reconcile_once
-from dialer.settle import apply_event
+from dialer.settle import apply_event, apply_progress_batch
 
 log = logging.getLogger("dialer.serve")
 
@@ -32,6 +34,20 @@ class Receiver:
     public_url: str
     session: aiohttp.ClientSession | None = None
     cache: CampaignCache = field(default_factory=CampaignCache)
+
+    def __post_init__(self) -> None:
+        self.progress: Batcher[tuple[str, int, CallEvent], bool] = Batcher(self._store_progress)
+
+    async def _store_progress(self, items: list[tuple[str, int, CallEvent]]) -> list[bool]:
+        by_account: dict[str, list[tuple[int, CallEvent]]] = {}
+        for account, attempt_id, event in items:
+            by_account.setdefault(account, []).append((attempt_id, event))
+        new: set[tuple[str, str]] = set()
+        async with self.pool.acquire() as conn:
+            for account, batch in by_account.items():
+                keys = await apply_progress_batch(conn, account, batch)
+                new |= {(account, key) for key in keys}
+        return [(account, event.dedupe_key) in new for account, _, event in items]
 
 
 RECEIVER = web.AppKey("receiver", Receiver)
@@ -58,8 +74,11 @@ async def callback(request: web.Request) -> web.Response:
             extra={"account": account, "attempt": attempt_id, "reason": str(exc)},
         )
         return web.json_response({"error": "forbidden"}, status=403)
-    async with receiver.pool.acquire() as conn:
-        new = await apply_event(conn, receiver.cache, account, attempt_id, event)
+    if is_terminal(event.status):
+        async with receiver.pool.acquire() as conn:
+            new = await apply_event(conn, receiver.cache, account, attempt_id, event)
+    else:  # progress events from concurrent requests share one statement (group commit)
+        new = await receiver.progress.submit((account, attempt_id, event))
     log.debug(
         "callback stored" if new else "callback repeated",
         extra={"account": account, "attempt": attempt_id, "status": event.status},
