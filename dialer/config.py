@@ -102,6 +102,7 @@ class DialerConfig(_Strict):
     listen: str | None = Field(default=None, pattern=r"^[^:\s]+:\d{1,5}$")
     admin_token: SecretStr | None = None
     default_region: str | None = Field(default=None, pattern=r"^[A-Z]{2}$")
+    max_dials_per_number_per_day: int = Field(default=2, ge=1, le=100)
     accounts: dict[str, Account] = Field(default_factory=dict)
     source: Path | None = Field(default=None, exclude=True)
 

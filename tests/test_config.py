@@ -104,3 +104,12 @@ def test_config_show_masks_every_secret(env: Path) -> None:
     assert shown["database_url"] == "postgresql://app@db.internal:5432/dialer"
     assert shown["accounts"]["exotel-main"]["api_token"] == "**********"
     assert shown["accounts"]["exotel-main"]["sid"] == "acme"
+
+
+def test_the_example_configuration_is_valid(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EXOTEL_API_KEY", "k")
+    monkeypatch.setenv("EXOTEL_API_TOKEN", "t")
+    example = Path(__file__).resolve().parents[1] / "campaigns" / "dialer.toml.example"
+    config = load_config(str(example))
+    assert set(config.accounts) == {"exotel-main", "sim-main"}
+    assert config.max_dials_per_number_per_day == 2

@@ -73,7 +73,10 @@ def _deadline(until: str | None, for_: str | None) -> datetime | None:
 @click.option("--port", type=int, help="--serve: listen port (default 8080).")
 @click.option("--dry-run", is_flag=True, help="Show who would be dialed now, and why not the rest.")
 @click.option(
-    "--dial-cap", default=2, show_default=True, help="Dials per number per 24 h, all campaigns."
+    "--dial-cap",
+    type=int,
+    help="Dials per number per 24 h across all campaigns (default: max_dials_per_number_per_day"
+    " in dialer.toml, else 2).",
 )
 @with_logging
 @pass_app
@@ -107,6 +110,7 @@ def run(
     setup_logging(log_level, log_format)
     config = app.config
     deadline = _deadline(until, for_)
+    dial_cap = dial_cap or config.max_dials_per_number_per_day
     host, port = listen_address(config, host, port)
     base = callback_base(config, host, port)
     providers = adapters(config)

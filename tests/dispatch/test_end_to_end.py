@@ -237,3 +237,40 @@ async def test_nobody_is_called_outside_their_window(
     assert dialed_zones >= set(inside) - set(outside)
     assert result.returncode == 3  # the others are left for their window
     assert sum(stats["per_number"].values()) == stats["accepted"]
+
+
+async def test_pause_stops_new_dials_within_a_second(
+    own_database_url: str, tmp_path: Path, own_db
+) -> None:
+    serve_port = free_port()
+    with sim_provider(tmp_path, "--rate", "20/s", "--channels", "6", *FAST_CALLS) as sim:
+        config = write_config(tmp_path, sim, rate="20/s", channels=6, port=serve_port)
+        env = env_for(own_database_url, config)
+        load(tmp_path, env, write_campaign(tmp_path, "paused", 300))
+        runs = [
+            subprocess.Popen(
+                dialer_command(
+                    "run", "paused", *(["--serve"] if i == 0 else []), "--dial-cap", "3"
+                ),
+                cwd=tmp_path,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            for i in range(2)
+        ]
+        time.sleep(4)
+        paused = subprocess.run(
+            dialer_command("campaign", "pause", "paused"),
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+        )
+        paused_at = await own_db.fetchval("SELECT updated_at FROM campaigns WHERE name = 'paused'")
+        codes = [p.wait(timeout=120) for p in runs]
+    assert paused.returncode == 0
+    assert codes == [3, 3]  # stopped with work left
+    last = await own_db.fetchval("SELECT max(requested_at) FROM attempts")
+    assert (last - paused_at).total_seconds() < 1.0, (last, paused_at)
+    pending = await own_db.fetchval("SELECT count(*) FROM contacts WHERE state = 'pending'")
+    assert pending > 0
