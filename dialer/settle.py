@@ -118,8 +118,6 @@ async def apply_event(
 
     The raw event is stored before anything else, so it is kept even if it changes nothing.
     """
-    if attempt_id is not None and not is_terminal(event.status):
-        return await _apply_progress(conn, account, attempt_id, event)
     async with conn.transaction():
         row = await conn.fetchrow(
             _STORE,
@@ -185,51 +183,6 @@ async def _apply_progress_to(conn: asyncpg.Connection, attempt_id: int, event: C
         event.answered_by,
         lower,
     )
-
-
-_PROGRESS = """
-WITH target AS (
-    SELECT id FROM attempts WHERE id = $1 AND account = $2
-), stored AS (
-    INSERT INTO call_events (attempt_id, account, provider_call_id, status, sequence,
-                             dedupe_key, payload)
-    VALUES ((SELECT id FROM target), $2, $3, $4, $5, $6, $7)
-    ON CONFLICT (account, dedupe_key) DO NOTHING
-    RETURNING attempt_id
-), moved AS (
-    UPDATE attempts a
-    SET state = $4, provider_call_id = coalesce(a.provider_call_id, $3),
-        accepted_at = coalesce(a.accepted_at, now()),
-        answered_at = CASE WHEN $4 = 'in-progress'
-                           THEN coalesce(a.answered_at, $8, now()) ELSE a.answered_at END,
-        answered_by = coalesce(a.answered_by, $9), updated_at = now()
-    FROM stored
-    WHERE a.id = stored.attempt_id AND a.state = ANY($10::text[])
-    RETURNING a.id
-)
-SELECT (SELECT count(*) FROM stored) AS stored
-"""
-
-
-async def _apply_progress(
-    conn: asyncpg.Connection, account: str, attempt_id: int, event: CallEvent
-) -> bool:
-    """A non-final event in one statement: store it once, move the attempt forward only."""
-    lower = [state for state in LIVE if RANK[state] < RANK[event.status]]
-    stored = await conn.fetchval(
-        _PROGRESS,
-        attempt_id,
-        account,
-        event.provider_call_id,
-        event.status,
-        event.sequence,
-        event.dedupe_key,
-        json.loads(json.dumps(dict(event.payload), default=str)),
-        event.occurred_at,
-        event.answered_by,
-        lower,
-    )
-    return bool(stored)
 
 
 _RANK_SQL = "CASE a.state " + " ".join(f"WHEN '{s}' THEN {r}" for s, r in RANK.items()) + " END"

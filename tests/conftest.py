@@ -33,12 +33,14 @@ def database_url_for(name: str) -> str:
     return f"{base}/{name}" + (f"?{query}" if query else "")
 
 
-async def _create(name: str) -> None:
+async def _create(name: str, *, migrated: bool = True) -> None:
     admin = await asyncpg.connect(SERVER_URL)
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
+    if not migrated:
+        return
     conn = await connect(database_url_for(name))
     try:
         await migrate(conn)
@@ -91,15 +93,7 @@ async def own_db(own_database_url: str) -> AsyncIterator[asyncpg.Connection]:
 def empty_database_url() -> Iterator[str]:
     """A database with no schema at all (for migration tests)."""
     name = f"dialer_t_empty_{uuid.uuid4().hex[:8]}"
-
-    async def create() -> None:
-        admin = await asyncpg.connect(SERVER_URL)
-        try:
-            await admin.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await admin.close()
-
-    asyncio.run(create())
+    asyncio.run(_create(name, migrated=False))
     try:
         yield database_url_for(name)
     finally:

@@ -180,19 +180,7 @@ async def _claim_campaign(
     offset: int,
     dial_cap: int,
 ) -> list[Claimed]:
-    rules = campaign.rules
-    rows = await conn.fetch(
-        _CANDIDATES,
-        campaign.id,
-        want,
-        rules.timezone,
-        rules.start,
-        rules.end,
-        [d + 1 for d in sorted(rules.weekdays)],
-        sorted(rules.holidays),
-        rules.start_date,
-        rules.end_date,
-    )
+    rows = await conn.fetch(_CANDIDATES, campaign.id, want, *campaign.rules.sql_parameters())
     if not rows:
         return []
     locked = await conn.fetch(

@@ -30,17 +30,7 @@ async def dry_run(conn: asyncpg.Connection, campaigns: list[Campaign], show: int
     for campaign in campaigns:
         rules = campaign.rules
         status = await conn.fetchval("SELECT status FROM campaigns WHERE id = $1", campaign.id)
-        rows = await conn.fetch(
-            _REASONS,
-            campaign.id,
-            rules.timezone,
-            rules.start,
-            rules.end,
-            [d + 1 for d in sorted(rules.weekdays)],
-            sorted(rules.holidays),
-            rules.start_date,
-            rules.end_date,
-        )
+        rows = await conn.fetch(_REASONS, campaign.id, *rules.sql_parameters())
         counts: dict[str, int] = {}
         for row in rows:
             counts[row["verdict"]] = counts.get(row["verdict"], 0) + 1

@@ -43,6 +43,19 @@ class CallingRules:
             end_date=spec.end_date,
         )
 
+    def sql_parameters(self) -> tuple:
+        """The window as the parameters of the SQL window test (zone, start, end, ISO weekdays,
+        holidays, start date, end date), in that order."""
+        return (
+            self.timezone,
+            self.start,
+            self.end,
+            [d + 1 for d in sorted(self.weekdays)],
+            sorted(self.holidays),
+            self.start_date,
+            self.end_date,
+        )
+
     def day_allowed(self, day: date) -> bool:
         if self.start_date and day < self.start_date:
             return False
