@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib.machinery
 import sys
 
 import click
@@ -49,8 +50,18 @@ for command in (migrate, campaign, dnc, run, serve, report, demo, sim_provider, 
     cli.add_command(command)
 
 
+def _light_workers() -> None:
+    """Started as the `dialer` script, the main module has no import name, so each spawned
+    worker process would re-import the script and with it the whole CLI. Naming it like
+    `python -m dialer` does lets multiprocessing skip that (workers import only what they run)."""
+    entry = sys.modules.get("__main__")
+    if entry is not None and getattr(entry, "__spec__", None) is None:
+        entry.__spec__ = importlib.machinery.ModuleSpec("dialer.__main__", None)
+
+
 def main() -> None:
     """Entry point: one-line errors with the right exit code instead of tracebacks."""
+    _light_workers()
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Exit as exc:

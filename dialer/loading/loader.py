@@ -14,9 +14,7 @@ import io
 import json
 import multiprocessing
 import os
-import signal
 import tempfile
-import threading
 import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -31,7 +29,7 @@ import asyncpg
 from dialer.campaign_spec import CampaignFile, CampaignSpec
 from dialer.errors import InputError, StateError
 from dialer.loading.csv_source import CsvSource, UndecodableError
-from dialer.loading.rows import ChunkResult, ColumnPlan, prepare_chunk
+from dialer.loading.rows import ChunkResult, ColumnPlan, prepare_chunk, worker_init
 from dialer.loading.seen import SeenNumbers
 from dialer.loading.summary import LoadSummary
 
@@ -261,18 +259,6 @@ def _consume(future: asyncio.Future) -> None:
         future.exception()
 
 
-def _worker_init(parent: int) -> None:
-    """Workers leave Ctrl-C to the main process, and exit if it dies (kill -9) under them."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1)
-        os._exit(1)
-
-    threading.Thread(target=watch, daemon=True).start()
-
-
 class _executor:
     """A process pool for big files (none for small ones), shut down even on Ctrl-C."""
 
@@ -282,7 +268,7 @@ class _executor:
             self.pool = ProcessPoolExecutor(
                 max_workers=os.cpu_count(),
                 mp_context=multiprocessing.get_context("spawn"),
-                initializer=_worker_init,
+                initializer=worker_init,
                 initargs=(os.getpid(),),
             )
 

@@ -1,5 +1,7 @@
 """Validation of CSV records into staged contacts or rejects; runs in worker processes.
 
+Kept free of heavy imports: each spawned worker imports only this module and its needs.
+
 Pure functions of their arguments (plus a bounded cache), so a chunk can be handed to any core.
 The output is CSV text ready for PostgreSQL's COPY, which keeps the main process's work small.
 """
@@ -8,6 +10,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
+import threading
+import time
 import zoneinfo
 from collections import Counter
 from dataclasses import dataclass, field
@@ -156,3 +162,18 @@ def prepare_chunk(
 def _reason_key(reason: str) -> str:
     """Group reasons for the summary: 'unknown timezone: 'X/Y'' counts as 'unknown timezone'."""
     return reason.split(":", 1)[0]
+
+
+def worker_init(parent: int) -> None:
+    """Workers leave Ctrl-C to the main process, and exit if it dies (kill -9) under them."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def watch() -> None:
+        while True:
+            time.sleep(1)
+            try:
+                os.kill(parent, 0)  # is the loading process still there?
+            except ProcessLookupError:
+                os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
