@@ -10,6 +10,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,28 +57,30 @@ async def _drop(name: str) -> None:
         await admin.close()
 
 
-@pytest.fixture(scope="module")
-def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    """A migrated database of its own for each test module, dropped afterwards."""
-    module = request.module.__name__.rsplit(".", 1)[-1][:30]
-    name = f"dialer_t_{module}_{uuid.uuid4().hex[:8]}"
-    asyncio.run(_create(name))
+@contextmanager
+def fresh_database(label: str, *, migrated: bool = True) -> Iterator[str]:
+    """A new database on the test server, dropped afterwards; yields its URL."""
+    raw = f"dialer_t_{label[:30].lower()}_{uuid.uuid4().hex[:8]}"
+    name = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in raw)
+    asyncio.run(_create(name, migrated=migrated))
     try:
         yield database_url_for(name)
     finally:
         asyncio.run(_drop(name))
+
+
+@pytest.fixture(scope="module")
+def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A migrated database of its own for each test module."""
+    with fresh_database(request.module.__name__.rsplit(".", 1)[-1]) as url:
+        yield url
 
 
 @pytest.fixture
 def own_database_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """A migrated database for this one test (for tests that run whole campaigns)."""
-    name = f"dialer_t_{request.node.name[:24].lower()}_{uuid.uuid4().hex[:8]}"
-    name = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in name)
-    asyncio.run(_create(name))
-    try:
-        yield database_url_for(name)
-    finally:
-        asyncio.run(_drop(name))
+    with fresh_database(request.node.name[:24]) as url:
+        yield url
 
 
 @pytest.fixture
@@ -92,12 +95,8 @@ async def own_db(own_database_url: str) -> AsyncIterator[asyncpg.Connection]:
 @pytest.fixture
 def empty_database_url() -> Iterator[str]:
     """A database with no schema at all (for migration tests)."""
-    name = f"dialer_t_empty_{uuid.uuid4().hex[:8]}"
-    asyncio.run(_create(name, migrated=False))
-    try:
-        yield database_url_for(name)
-    finally:
-        asyncio.run(_drop(name))
+    with fresh_database("empty", migrated=False) as url:
+        yield url
 
 
 @pytest.fixture
