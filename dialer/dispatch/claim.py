@@ -65,7 +65,7 @@ async def register_account(conn: asyncpg.Connection, limits: AccountLimits) -> N
 
 
 _CANDIDATES = """
-SELECT c.id, c.phone_e164, c.fields
+SELECT c.id, c.phone_e164, c.fields, c.timezone
 FROM contacts c
 CROSS JOIN LATERAL (SELECT now() AT TIME ZONE coalesce(c.timezone, $3) AS lt) w
 WHERE c.campaign_id = $1 AND c.state = 'pending'
@@ -97,11 +97,14 @@ FROM unnest($1::bigint[], $2::text[]) AS t(id, phone)
 
 _INSERT_ATTEMPTS = """
 INSERT INTO attempts (contact_id, campaign_id, account, attempt_no, state, phone_e164, slot,
-                      lease_expires_at)
+                      lease_expires_at, dial_before)
 SELECT t.id, $2, $3,
        coalesce((SELECT max(attempt_no) FROM attempts x WHERE x.contact_id = t.id), 0) + 1,
-       'reserved', c.phone_e164, t.slot, now() + make_interval(secs => t.send_in) + $4::interval
-FROM unnest($1::bigint[], $5::int[], $6::float8[]) WITH ORDINALITY AS t(id, slot, send_in, n)
+       'reserved', c.phone_e164, t.slot,
+       least(now() + make_interval(secs => t.send_in) + $4::interval, t.dial_before),
+       t.dial_before
+FROM unnest($1::bigint[], $5::int[], $6::float8[], $7::timestamptz[])
+     WITH ORDINALITY AS t(id, slot, send_in, dial_before, n)
 JOIN contacts c ON c.id = t.id
 ORDER BY t.n
 RETURNING id, contact_id, attempt_no
@@ -216,6 +219,9 @@ async def _claim_campaign(
         return []
     base = (start - now).total_seconds()
     send_in = [base + (offset + i) * interval for i in range(len(rows))]
+    # The window these contacts are in closes at a time of their own zone; nothing may be sent
+    # after it, however long the attempt waits for a request slot.
+    closes = [campaign.rules.closes_at(now, r["timezone"]) or now for r in rows]
     inserted = await conn.fetch(
         _INSERT_ATTEMPTS,
         [r["id"] for r in rows],
@@ -224,6 +230,7 @@ async def _claim_campaign(
         LEASE,
         free_slots[: len(rows)],
         send_in,
+        closes,
     )
     await conn.execute(
         """UPDATE contacts SET state = 'dialing', attempts = attempts + 1, updated_at = now()
@@ -261,7 +268,8 @@ async def begin_dial(
     allows however late a process is. An attempt whose slot opens within `early_s` is
     committed as `dialing` (a compare-and-set on its lease, and the campaign must still be
     `active`) and must be sent at once; the others get the seconds to wait before asking again;
-    one whose lease expired or campaign stopped gets VOID (release it, nothing is sent).
+    one whose lease expired, whose calling window closed (`dial_before`) or whose campaign
+    stopped gets VOID (release it, nothing is sent).
     """
     async with conn.transaction():
         clock = await conn.fetchrow(
@@ -279,6 +287,7 @@ async def begin_dial(
                    settle_by = now() + t.budget, updated_at = now()
                FROM unnest($1::bigint[], $2::text[], $3::interval[]) AS t(id, caller, budget)
                WHERE a.id = t.id AND a.state = 'reserved' AND a.lease_expires_at > now()
+                 AND (a.dial_before IS NULL OR a.dial_before > now())
                  AND EXISTS (SELECT 1 FROM campaigns k WHERE k.id = a.campaign_id
                              AND k.status = 'active')
                RETURNING a.id""",
@@ -307,8 +316,8 @@ async def begin_dial(
         waiting = [a for a, v in verdicts.items() if isinstance(v, float)]
         if waiting:  # keep their reservations alive while they wait for a slot
             await conn.execute(
-                """UPDATE attempts SET lease_expires_at = greatest(lease_expires_at,
-                       now() + make_interval(secs => $2::float8) + $3::interval)
+                """UPDATE attempts SET lease_expires_at = least(greatest(lease_expires_at,
+                       now() + make_interval(secs => $2::float8) + $3::interval), dial_before)
                    WHERE id = ANY($1::bigint[]) AND state = 'reserved'""",
                 waiting,
                 max(float(verdicts[a]) for a in waiting),
