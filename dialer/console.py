@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -11,11 +10,6 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
-
-
-def say(message: str) -> None:
-    """A message for the person at the terminal (stderr, so stdout stays machine-readable)."""
-    print(message, file=sys.stderr)
 
 
 @contextmanager

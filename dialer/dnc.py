@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
 
@@ -19,7 +19,6 @@ class DncChange:
     added: int = 0
     already_listed: int = 0
     contacts_suppressed: int = 0
-    invalid: list[str] = field(default_factory=list)
 
 
 def normalize_all(raw_numbers: Iterable[str], region: str | None) -> tuple[list[str], list[str]]:

@@ -15,7 +15,7 @@ import asyncpg
 
 from dialer.campaigns import CampaignCache
 from dialer.policy.retry import next_step
-from dialer.policy.states import LIVE, RANK, is_terminal
+from dialer.policy.states import LIVE, RANK, is_terminal, moves_forward
 from dialer.providers.base import CallEvent
 
 log = logging.getLogger("dialer.settle")
@@ -167,7 +167,7 @@ SELECT (SELECT count(*) FROM stored) > 0 AS stored, (SELECT attempt_id FROM stor
 
 
 async def _apply_progress_to(conn: asyncpg.Connection, attempt_id: int, event: CallEvent) -> None:
-    lower = [state for state in LIVE if RANK[state] < RANK[event.status]]
+    lower = [state for state in LIVE if moves_forward(state, event.status)]
     await conn.execute(
         """UPDATE attempts
            SET state = $2, provider_call_id = coalesce(provider_call_id, $3),
