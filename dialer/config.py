@@ -16,6 +16,7 @@ from pydantic import (
     Field,
     SecretStr,
     field_validator,
+    model_validator,
 )
 
 from dialer.durations import Rate, parse_rate
@@ -60,21 +61,63 @@ class ExotelAccount(_AccountBase):
 
 class TelecmiAccount(_AccountBase):
     kind: Literal["telecmi"]
-    appid: str
+    appid: str = Field(pattern=r"^[0-9]+$")
     secret: SecretStr
+    # make_call lives on piopiy.telecmi.com (base_url), the CDR list APIs used to reconcile
+    # silent calls on rest.telecmi.com.
+    reports_url: AnyHttpUrl = Field(
+        default="https://rest.telecmi.com", description="host of the CDR list APIs"
+    )
 
 
 class TelecmiClick2CallAccount(_AccountBase):
     kind: Literal["telecmi-click2call"]
-    user_id: str
+    user_id: str = Field(pattern=r"^[0-9]+_[0-9]+$", description="agent id, e.g. 101_1111112")
     secret: SecretStr
+    # Where the agent's leg rings: the WebRTC softphone, or (followme) their mobile. TeleCMI
+    # refuses both on or both off.
+    webrtc: bool = True
+    followme: bool = False
+    reports_url: AnyHttpUrl = Field(
+        default="https://rest.telecmi.com", description="host of the CDR list APIs"
+    )
+
+    @model_validator(mode="after")
+    def _one_agent_device(self) -> TelecmiClick2CallAccount:
+        if self.webrtc == self.followme:
+            raise ValueError("set exactly one of webrtc and followme to true")
+        return self
 
 
 class TwilioAccount(_AccountBase):
+    """Twilio, and the same API elsewhere: SignalWire (`/api/laml/2010-04-01`), Restcomm
+    (`/restcomm/2012-04-24`), TeleAPI (`/call/2012-04-24`)."""
+
     kind: Literal["twilio"]
     account_sid: str
     auth_token: SecretStr
-    path_prefix: str = "/2010-04-01"
+    path_prefix: str = Field(default="/2010-04-01", pattern=r"^/[A-Za-z0-9._/-]*[A-Za-z0-9]$")
+    # How StatusCallbackEvent lists several events: Twilio repeats the key, Restcomm's docs say
+    # space-separated, TeleAPI's comma-separated. Default: chosen from path_prefix.
+    events_format: Literal["repeat", "comma", "space"] | None = None
+    # Require X-Twilio-Signature on callbacks. Default: only for Twilio itself (path prefix
+    # /2010-04-01); SignalWire signs with a separate signing key and Restcomm/TeleAPI do not
+    # sign, so those rely on the callback URL token alone.
+    verify_signature: bool | None = None
+
+    @property
+    def event_list_style(self) -> str:
+        if self.events_format:
+            return self.events_format
+        if self.path_prefix.startswith("/restcomm/"):
+            return "space"
+        return "comma" if self.path_prefix.startswith("/call/") else "repeat"
+
+    @property
+    def signed_callbacks(self) -> bool:
+        if self.verify_signature is not None:
+            return self.verify_signature
+        return self.path_prefix == "/2010-04-01"
 
 
 class DidforsaleAccount(_AccountBase):

@@ -2,14 +2,17 @@
 
 - A reservation whose lease expired was never sent (the send is a compare-and-set on the lease):
   it becomes `not_dialed` and the contact may be dialed again.
-- An attempt past its `settle_by` without a final event is looked up with the provider's status
-  API where the adapter has one; otherwise (or if the provider does not know) it is closed as
+- An attempt past its `settle_by` without a final event is first matched with events already
+  stored under its provider call id (a callback that arrived before we knew the id), then looked
+  up with the provider's status API where the adapter has one (batched, and paced by the
+  account's shared rate budget); otherwise (or if the provider does not know) it is closed as
   `unknown`, freeing its channel. It is never redialed because of that: `unknown` counts as an
   attempt and waits for the campaign's `unknown` delay.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter
 from datetime import timedelta
@@ -18,8 +21,9 @@ import aiohttp
 import asyncpg
 
 from dialer.campaigns import SETTLE_GRACE, CampaignCache
+from dialer.dispatch.claim import take_request_slot
 from dialer.policy.states import is_terminal
-from dialer.providers.base import Provider
+from dialer.providers.base import CallEvent, PlacedCall, Provider
 from dialer.settle import apply_event, settle
 
 log = logging.getLogger("dialer.reconcile")
@@ -50,42 +54,104 @@ async def reconcile_once(
                     from_states=("reserved",),
                 ):
                     actions["released"] += 1
+        actions["settled_from_stored_events"] += await _adopt_orphan_events(conn, campaigns)
         silent = await conn.fetch(
-            """SELECT id, account, provider_call_id, state FROM attempts
+            """SELECT id, account, provider_call_id, phone_e164, requested_at FROM attempts
                WHERE state IN ('dialing', 'accepted', 'ringing', 'in-progress')
                  AND settle_by < now()
                ORDER BY settle_by LIMIT $1""",
             BATCH,
         )
+        by_account: dict[str, list[PlacedCall]] = {}
         for row in silent:
-            actions[await _resolve(conn, campaigns, adapters, session, row)] += 1
+            call = PlacedCall(
+                row["id"], row["provider_call_id"], row["phone_e164"], row["requested_at"]
+            )
+            by_account.setdefault(row["account"], []).append(call)
+        for account, calls in by_account.items():
+            answers = await _ask_provider(pool, adapters.get(account), session, account, calls)
+            for call in calls:
+                answer = answers.get(call.attempt_id)
+                actions[await _resolve(conn, campaigns, account, call, answer)] += 1
+    actions = Counter({k: v for k, v in actions.items() if v})
     for action, count in actions.items():
         log.info("reconciled", extra={"action": action, "count": count})
     return actions
 
 
-async def _resolve(conn, campaigns, adapters, session, row) -> str:
-    adapter = adapters.get(row["account"])
-    event = None
-    if adapter is not None and session is not None and row["provider_call_id"]:
-        event = await adapter.fetch_status(session, row["provider_call_id"])
+async def _adopt_orphan_events(conn: asyncpg.Connection, campaigns: CampaignCache) -> int:
+    """Final events stored without an attempt (they came before the call id was recorded) are
+    attached to their attempt now and applied."""
+    rows = await conn.fetch(
+        """SELECT e.id, e.status, a.id AS attempt_id
+           FROM call_events e
+           JOIN attempts a ON a.account = e.account AND a.provider_call_id = e.provider_call_id
+           WHERE e.attempt_id IS NULL AND e.provider_call_id IS NOT NULL
+             AND a.state IN ('dialing', 'accepted', 'ringing', 'in-progress')
+           LIMIT $1""",
+        BATCH,
+    )
+    settled = 0
+    for row in rows:
+        async with conn.transaction():
+            await conn.execute(
+                "UPDATE call_events SET attempt_id = $2 WHERE id = $1", row["id"], row["attempt_id"]
+            )
+            if is_terminal(row["status"]) and await settle(
+                conn, campaigns, row["attempt_id"], row["status"]
+            ):
+                settled += 1
+    return settled
+
+
+async def _ask_provider(
+    pool: asyncpg.Pool,
+    adapter: Provider | None,
+    session: aiohttp.ClientSession | None,
+    account: str,
+    calls: list[PlacedCall],
+) -> dict[int, CallEvent]:
+    if adapter is None or session is None:
+        return {}
+
+    async def pace() -> None:
+        async with pool.acquire() as conn:
+            wait = await take_request_slot(conn, account)
+        await asyncio.sleep(wait)
+
+    try:
+        return await adapter.fetch_statuses(session, calls, pace)
+    except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError) as exc:
+        log.warning("status look-up failed", extra={"account": account, "error": repr(exc)})
+        return {}
+
+
+async def _resolve(
+    conn: asyncpg.Connection,
+    campaigns: CampaignCache,
+    account: str,
+    call: PlacedCall,
+    event: CallEvent | None,
+) -> str:
     if event is not None and is_terminal(event.status):
-        await apply_event(conn, campaigns, row["account"], row["id"], event)
+        await apply_event(conn, campaigns, account, call.attempt_id, event)
         return "settled_from_provider"
     if event is not None:  # the provider says it is still going: give it one more grace period
         await conn.execute(
             "UPDATE attempts SET settle_by = now() + $2::interval WHERE id = $1",
-            row["id"],
+            call.attempt_id,
             SETTLE_GRACE,
         )
         return "extended"
     reason = "no final event from the provider" + (
-        "" if row["provider_call_id"] else " and no call id (crash or timeout while sending)"
+        "" if call.provider_call_id else " and no call id (crash or timeout while sending)"
     )
     async with conn.transaction():
-        done = await settle(conn, campaigns, row["id"], "unknown", error=reason)
+        done = await settle(conn, campaigns, call.attempt_id, "unknown", error=reason)
     if done:
-        log.warning("attempt closed as unknown", extra={"attempt": row["id"], "reason": reason})
+        log.warning(
+            "attempt closed as unknown", extra={"attempt": call.attempt_id, "reason": reason}
+        )
     return "unknown" if done else "raced"
 
 

@@ -34,8 +34,12 @@ async def settle(
     from_states: tuple[str, ...] = LIVE,
     provider_call_id: str | None = None,
     answered_by: str | None = None,
+    completed_if_answered: bool = False,
 ) -> bool:
     """Close a live attempt with `outcome`, free its channel, decide the contact's next step.
+
+    `completed_if_answered`: the outcome becomes `completed` if the attempt was seen answered
+    (for providers whose final event cannot tell, see CallEvent).
 
     `from_states` narrows which states may be closed: releasing an unsent reservation must
     only ever match `reserved`, so an attempt that was meanwhile sent is never re-armed.
@@ -45,14 +49,16 @@ async def settle(
     # which no claim or do-not-call update touches, and only one settle can win the CAS below.
     row = await conn.fetchrow(
         """UPDATE attempts a
-           SET state = $2, outcome = $2, slot = NULL, error = coalesce($3, a.error),
+           SET state = CASE WHEN $9 AND a.answered_at IS NOT NULL THEN 'completed' ELSE $2 END,
+               outcome = CASE WHEN $9 AND a.answered_at IS NOT NULL THEN 'completed' ELSE $2 END,
+               slot = NULL, error = coalesce($3, a.error),
                duration_s = coalesce($4, a.duration_s), ended_at = coalesce($5, now()),
                provider_call_id = coalesce(a.provider_call_id, $7),
                answered_by = coalesce(a.answered_by, $8), updated_at = now()
            FROM contacts c
            WHERE a.id = $1 AND a.state = ANY($6::text[]) AND c.id = a.contact_id
            RETURNING a.contact_id, a.campaign_id, a.attempt_no, a.phone_e164, now() AS now,
-                     c.attempts, c.timezone""",
+                     c.attempts, c.timezone, a.outcome""",
         attempt_id,
         outcome,
         error,
@@ -61,10 +67,12 @@ async def settle(
         list(from_states),
         provider_call_id,
         answered_by,
+        completed_if_answered,
     )
     if row is None:
         return False
     contact = row
+    outcome = row["outcome"]
     if outcome == "not_dialed":
         # Nothing reached the provider: the attempt does not count; dial again when allowed.
         await conn.execute(
@@ -141,6 +149,7 @@ async def apply_event(
                 ended_at=event.occurred_at,
                 provider_call_id=event.provider_call_id,
                 answered_by=event.answered_by,
+                completed_if_answered=event.completed_if_answered,
             )
         else:
             await _apply_progress_to(conn, row["attempt_id"], event)
@@ -197,7 +206,10 @@ WITH input AS (
              answered_by, rank)
 ), target AS (
     SELECT i.*, a.id AS known
-    FROM input i LEFT JOIN attempts a ON a.id = i.attempt_id AND a.account = $10
+    FROM input i
+    LEFT JOIN attempts a ON a.account = $10 AND a.id = coalesce(i.attempt_id,
+        (SELECT x.id FROM attempts x WHERE x.account = $10 AND x.provider_call_id = i.call_id
+         LIMIT 1))
 ), stored AS (
     INSERT INTO call_events (attempt_id, account, provider_call_id, status, sequence,
                              dedupe_key, payload)
@@ -226,7 +238,7 @@ SELECT dedupe_key FROM stored
 
 
 async def apply_progress_batch(
-    conn: asyncpg.Connection, account: str, items: list[tuple[int, CallEvent]]
+    conn: asyncpg.Connection, account: str, items: list[tuple[int | None, CallEvent]]
 ) -> set[str]:
     """Store and apply many non-final events of one account at once; returns the new keys."""
     rows = await conn.fetch(

@@ -1,7 +1,9 @@
 """The aiohttp app that receives provider callbacks, plus /healthz and the reconciler.
 
-`POST /callbacks/{account}/{attempt_id}`: the adapter verifies the request (signature or
-token) and normalizes it; the raw event is stored in `call_events` and applied in one
+`POST /callbacks/{account}/{attempt_id}?token=...` (and `/callbacks/{account}?token=...` for
+providers that post every call's events to one fixed URL, correlated by their call id or our
+id echoed in the payload): the adapter verifies the request (URL token, signature, echoed
+key) and normalizes it; the raw event is stored in `call_events` and applied in one
 transaction, and only then is 2xx returned, so a provider retries anything we did not keep.
 A request that fails verification gets 403 and is stored nowhere (it is logged).
 """
@@ -18,13 +20,15 @@ import asyncpg
 from aiohttp import web
 
 from dialer.batching import Batcher
+from dialer.callbacks.bodies import BodyError, parse_body
 from dialer.campaigns import CampaignCache
 from dialer.policy.states import is_terminal
-from dialer.providers.base import CallEvent, Forbidden, Provider
+from dialer.providers.base import CallEvent, Forbidden, InboundCallback, Provider
 from dialer.reconcile import RECONCILE_EVERY, reconcile_once
 from dialer.settle import apply_event, apply_progress_batch
 
 log = logging.getLogger("dialer.serve")
+ProgressItem = tuple[str, int | None, CallEvent]  # account, attempt id if known, event
 
 
 @dataclass
@@ -36,10 +40,10 @@ class Receiver:
     cache: CampaignCache = field(default_factory=CampaignCache)
 
     def __post_init__(self) -> None:
-        self.progress: Batcher[tuple[str, int, CallEvent], bool] = Batcher(self._store_progress)
+        self.progress: Batcher[ProgressItem, bool] = Batcher(self._store_progress)
 
-    async def _store_progress(self, items: list[tuple[str, int, CallEvent]]) -> list[bool]:
-        by_account: dict[str, list[tuple[int, CallEvent]]] = {}
+    async def _store_progress(self, items: list[ProgressItem]) -> list[bool]:
+        by_account: dict[str, list[tuple[int | None, CallEvent]]] = {}
         for account, attempt_id, event in items:
             by_account.setdefault(account, []).append((attempt_id, event))
         new: set[tuple[str, str]] = set()
@@ -57,23 +61,34 @@ async def callback(request: web.Request) -> web.Response:
     receiver = request.app[RECEIVER]
     account = request.match_info["account"]
     adapter = receiver.adapters.get(account)
-    try:
-        attempt_id = int(request.match_info["attempt_id"])
-    except ValueError:
-        attempt_id = None
+    raw_attempt = request.match_info.get("attempt_id")
+    attempt_id = int(raw_attempt) if raw_attempt and raw_attempt.isdigit() else None
     body = await request.read()
-    if adapter is None or attempt_id is None:
+    if adapter is None or (raw_attempt is not None and attempt_id is None):
         log.warning("callback refused", extra={"account": account, "reason": "unknown route"})
         return web.json_response({"error": "forbidden"}, status=403)
-    url = receiver.public_url + request.path_qs
     try:
-        event = adapter.parse_callback(request.headers, url, body, attempt_id)
+        fields, document = parse_body(request.headers.get("Content-Type", ""), body)
+    except BodyError as exc:
+        log.warning("callback refused", extra={"account": account, "reason": str(exc)})
+        return web.json_response({"error": "forbidden"}, status=403)
+    inbound = InboundCallback(
+        url=receiver.public_url + request.path_qs,
+        headers=request.headers,
+        body=body,
+        fields=fields,
+        json=document,
+        attempt_id=attempt_id,
+    )
+    try:
+        event = adapter.parse_callback(inbound)
     except Forbidden as exc:
         log.warning(
             "callback refused",
             extra={"account": account, "attempt": attempt_id, "reason": str(exc)},
         )
         return web.json_response({"error": "forbidden"}, status=403)
+    attempt_id = attempt_id if attempt_id is not None else event.attempt_id
     if is_terminal(event.status):
         async with receiver.pool.acquire() as conn:
             new = await apply_event(conn, receiver.cache, account, attempt_id, event)
@@ -100,7 +115,11 @@ def create_app(receiver: Receiver, *, reconcile: bool = True) -> web.Application
     app = web.Application(client_max_size=1 << 20)
     app[RECEIVER] = receiver
     app.add_routes(
-        [web.post("/callbacks/{account}/{attempt_id}", callback), web.get("/healthz", healthz)]
+        [
+            web.post("/callbacks/{account}", callback),
+            web.post("/callbacks/{account}/{attempt_id}", callback),
+            web.get("/healthz", healthz),
+        ]
     )
     if reconcile:
         app.cleanup_ctx.append(_reconciler)

@@ -195,6 +195,9 @@ def serve(app: AppContext, host, port, workers, worker, log_level, log_format):
 
     async def go() -> None:
         async with open_pool(app.database_url, size=20) as pool, http_session() as session:
+            async with pool.acquire() as conn:  # status look-ups are paced by the shared clock
+                for name in config.accounts:
+                    await register_account(conn, account_limits(name, config))
             receiver = Receiver(pool, providers, base, session)
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()

@@ -164,6 +164,8 @@ async def claim(
                        rate_factor = CASE WHEN last_429_at IS NULL
                                             OR last_429_at < now() - interval '30 seconds'
                                           THEN least(1, rate_factor * 1.05) ELSE rate_factor END,
+                       throttle_streak = CASE WHEN last_429_at < now() - interval '30 seconds'
+                                              THEN 0 ELSE throttle_streak END,
                        updated_at = now()
                    WHERE name = $1""",
                 limits.name,
@@ -329,7 +331,7 @@ async def begin_dial(
 SEND = "send"
 
 
-async def record_accepted(conn: asyncpg.Connection, accepted: list[tuple[int, str]]) -> None:
+async def record_accepted(conn: asyncpg.Connection, accepted: list[tuple[int, str | None]]) -> None:
     """The provider took these calls: store their call ids (a callback may have been faster)."""
     await conn.execute(
         """UPDATE attempts a
@@ -343,13 +345,47 @@ async def record_accepted(conn: asyncpg.Connection, accepted: list[tuple[int, st
     )
 
 
-async def push_back_rate(conn: asyncpg.Connection, account: str, retry_after: float) -> None:
-    """A 429: every worker on the account waits, and the shared rate slows until 429s stop."""
+BACKOFF_BASE_S = 1.0
+BACKOFF_CAP_S = 60.0
+RETRY_AFTER_CAP_S = 600.0  # a Retry-After beyond this is taken as this (a provider's typo)
+
+
+async def push_back_rate(conn: asyncpg.Connection, account: str, retry_after: float | None) -> None:
+    """A 429: every worker on the account waits, and the shared rate slows until 429s stop.
+
+    The wait is the provider's Retry-After if it gave one; else exponential backoff with full
+    jitter on the account's streak of 429 episodes (429s less than a second apart are one
+    episode: a burst of refusals of requests already in flight), capped.
+    """
     await conn.execute(
-        """UPDATE accounts SET tat = greatest(tat, now() + make_interval(secs => $2)),
+        """UPDATE accounts SET
+               throttle_streak = CASE WHEN last_429_at IS NULL
+                                        OR last_429_at < now() - interval '1 second'
+                                      THEN throttle_streak + 1 ELSE throttle_streak END,
+               tat = greatest(tat, now() + make_interval(secs => CASE
+                   WHEN $2::float8 IS NOT NULL THEN least($2::float8, $5::float8)
+                   ELSE least($4::float8, $3::float8 * power(2, least(throttle_streak, 16)))
+                        * (0.5 + random() * 0.5) END)),
                rate_factor = greatest(0.2, rate_factor * 0.8), last_429_at = now(),
                updated_at = now()
            WHERE name = $1""",
         account,
         retry_after,
+        BACKOFF_BASE_S,
+        BACKOFF_CAP_S,
+        RETRY_AFTER_CAP_S,
     )
+
+
+async def take_request_slot(conn: asyncpg.Connection, account: str) -> float:
+    """Book one request on the account's shared clock for a non-dialing request (a status
+    look-up): returns the seconds to wait before sending it. Providers such as Exotel count
+    look-ups against the same per-minute budget as dialing."""
+    wait = await conn.fetchval(
+        """UPDATE accounts SET tat = greatest(tat, now())
+                                     + make_interval(secs => 1.0 / (rate_per_s * rate_factor))
+           WHERE name = $1
+           RETURNING extract(epoch FROM tat - now()) - 1.0 / (rate_per_s * rate_factor)""",
+        account,
+    )
+    return max(0.0, float(wait or 0.0))

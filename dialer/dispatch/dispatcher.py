@@ -337,10 +337,11 @@ class Dispatcher:
             attempt_id=item.attempt_id,
             to=item.phone_e164,
             caller_id=caller,
-            callback_url=f"{self.callback_base}/callbacks/{account.limits.name}/{item.attempt_id}",
+            callback_url=account.adapter.callback_url(self.callback_base, item.attempt_id),
             ring_timeout_s=campaign.ring_timeout_s,
             max_duration_s=campaign.max_duration_s,
             connect_to=campaign.spec.connect_to,
+            agent_number=campaign.spec.agent_number,
             fields=item.fields,
         )
         extra = {"attempt": item.attempt_id, "campaign": campaign.name, "to": item.phone_e164}
@@ -349,7 +350,7 @@ class Dispatcher:
         except RateLimited as exc:
             log.warning("rate limited (429)", extra=extra | {"retry_after": exc.retry_after})
             async with self.pool.acquire() as conn:
-                await push_back_rate(conn, account.limits.name, exc.retry_after or 1.0)
+                await push_back_rate(conn, account.limits.name, exc.retry_after)
             await self._close(
                 item.attempt_id, "not_dialed", f"429: {exc.detail}", from_states=("dialing",)
             )
@@ -407,7 +408,7 @@ class Dispatcher:
                 verdicts |= await begin_dial(conn, account, attempts, early[account])
         return [verdicts.get(item[1], VOID) for item in items]
 
-    async def _flush_accept(self, items: list[tuple[int, str]]) -> list[None]:
+    async def _flush_accept(self, items: list[tuple[int, str | None]]) -> list[None]:
         async with self.pool.acquire() as conn:
             await record_accepted(conn, items)
         return [None] * len(items)

@@ -12,6 +12,22 @@ def adapter_for(name: str, account: Account) -> Provider:
         from dialer.providers.sim import SimProvider
 
         return SimProvider(name, account)
-    from dialer.errors import ConfigError
+    if account.kind == "exotel":
+        from dialer.providers.exotel import ExotelProvider
 
-    raise ConfigError(f"accounts.{name}: kind {account.kind!r} is not supported yet")
+        return ExotelProvider(name, account)
+    if account.kind == "telecmi":
+        from dialer.providers.telecmi import TelecmiProvider
+
+        return TelecmiProvider(name, account)
+    if account.kind == "telecmi-click2call":
+        from dialer.providers.telecmi_click2call import TelecmiClick2CallProvider
+
+        return TelecmiClick2CallProvider(name, account)
+    if account.kind == "twilio":
+        from dialer.providers.twilio import TwilioProvider
+
+        return TwilioProvider(name, account)
+    from dialer.providers.didforsale import DidforsaleProvider
+
+    return DidforsaleProvider(name, account)

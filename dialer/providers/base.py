@@ -1,21 +1,31 @@
 """The adapter interface and the one classification of what a provider's answer means.
 
 Every outcome of a create-call request is one of:
-- accepted: the provider returned its call id;
+- accepted: the provider returned its call id (or, for providers that return none, a 2xx);
 - RateLimited: nothing was placed; retry after the given delay (the limiter handles it);
 - NotDialed: the request never reached the provider (refused, DNS, TLS, connect timeout);
 - Rejected: the provider refused for good, for this number or for the whole account;
 - Ambiguous: the request may have placed a call (5xx, read timeout, reset): never re-sent.
+
+An adapter builds its create request as a plain `HttpRequest` value (so `dialer call-test` can
+show exactly what was sent, secrets masked), reads the answer, parses and verifies callbacks
+into normalized `CallEvent`s, and, where the API allows, looks calls up for the reconciler.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import hashlib
+import hmac
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import aiohttp
+from multidict import MultiDict, MultiDictProxy
 
 
 class ProviderError(Exception):
@@ -60,12 +70,18 @@ class CallRequest:
     ring_timeout_s: int
     max_duration_s: int
     connect_to: str | None = None
+    agent_number: str | None = None
     fields: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class CallEvent:
-    """A provider callback, normalized. `status` is an attempt state word (see policy.states)."""
+    """A provider callback, normalized. `status` is an attempt state word (see policy.states).
+
+    `completed_if_answered`: the provider cannot tell a short answered call from an unanswered
+    one in this event (DIDforSale); settle turns its `no-answer` into `completed` if the attempt
+    was seen answered.
+    """
 
     status: str
     dedupe_key: str
@@ -76,21 +92,89 @@ class CallEvent:
     duration_s: int | None = None
     answered_by: str | None = None
     payload: Mapping[str, Any] = field(default_factory=dict)
+    completed_if_answered: bool = False
 
 
-class Provider(Protocol):
-    name: str
-    kind: str
+@dataclass(frozen=True)
+class HttpRequest:
+    """One request to a provider, as data: built by the adapter, sent by `send`."""
 
-    async def place_call(self, session: aiohttp.ClientSession, request: CallRequest) -> str: ...
+    method: str
+    url: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    form: Sequence[tuple[str, str]] | None = None
+    json: Any = None
+    auth: tuple[str, str] | None = None  # HTTP Basic
 
-    def parse_callback(
-        self, headers: Mapping[str, str], url: str, body: bytes, attempt_id: int | None
-    ) -> CallEvent: ...
+    def describe(self, secrets: Sequence[str]) -> str:
+        """The request as text with every secret replaced by ****, for people to read."""
+        lines = [f"{self.method} {self.url}"]
+        if self.auth:
+            lines.append(f"Authorization: Basic {self.auth[0]}:****")
+        lines += [f"{name}: {value}" for name, value in self.headers.items()]
+        if self.form is not None:
+            lines += ["Content-Type: application/x-www-form-urlencoded", ""]
+            lines += [f"{name}={value}" for name, value in self.form]
+        elif self.json is not None:
+            lines += ["Content-Type: application/json", "", json.dumps(self.json, indent=2)]
+        return mask("\n".join(lines), secrets)
 
-    async def fetch_status(
-        self, session: aiohttp.ClientSession, call_id: str
-    ) -> CallEvent | None: ...
+
+@dataclass(frozen=True)
+class HttpAnswer:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+    def text(self, limit: int = 300) -> str:
+        return self.body[:limit].decode(errors="replace").strip()
+
+
+@dataclass(frozen=True)
+class InboundCallback:
+    """A callback request as received: the public URL the provider called, and its fields.
+
+    `fields` holds form (urlencoded or multipart) fields, `json` a JSON body; a provider's
+    signature is computed over these exactly as they arrived.
+    """
+
+    url: str
+    headers: Mapping[str, str]
+    body: bytes
+    fields: MultiDictProxy[str] | MultiDict[str]
+    json: Any = None
+    attempt_id: int | None = None
+
+    @property
+    def query(self) -> dict[str, list[str]]:
+        return parse_qs(urlsplit(self.url).query)
+
+
+@dataclass(frozen=True)
+class PlacedCall:
+    """What the reconciler knows of a silent attempt when it asks the provider."""
+
+    attempt_id: int
+    provider_call_id: str | None
+    phone_e164: str
+    requested_at: datetime | None
+
+
+Pace = Callable[[], Awaitable[None]]  # waits for a request slot on the account's shared budget
+
+
+def mask(text: str, secrets: Sequence[str]) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "****")
+    return text
+
+
+def derive_token(secret: str, account: str) -> str:
+    """The account's callback URL token: unguessable without the account's secret, and the same
+    in every process that has the configuration (nothing to store or share)."""
+    message = f"dialer callback token v1:{account}".encode()
+    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()[:32]
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -103,26 +187,150 @@ def parse_retry_after(value: str | None) -> float | None:
         return None
 
 
-def classify_status(status: int, headers: Mapping[str, str], detail: str) -> ProviderError:
-    """The meaning of a non-success HTTP answer to a create-call request."""
+def classify(
+    status: int,
+    headers: Mapping[str, str],
+    detail: str,
+    *,
+    do_not_call: bool = False,
+    account_refused: bool = False,
+) -> ProviderError:
+    """The one meaning of a non-success answer to a create-call request.
+
+    429: rate-limited. Do-not-call (NDNC/DND): the number, for good. Credentials, balance or
+    permission (401, 402, 403, or what the adapter knows to be account-level): the account.
+    5xx: ambiguous, the call may exist. Any other 4xx: this number, for good.
+    """
     if status == 429:
         return RateLimited(detail, parse_retry_after(headers.get("Retry-After")))
-    if status in (401, 402, 403) and "ndnc" not in detail.lower() and "dnd" not in detail.lower():
+    if do_not_call:
+        return Rejected(detail, do_not_call=True)
+    if account_refused or status in (401, 402, 403):
         return Rejected(detail, account_wide=True)
     if status >= 500:
         return Ambiguous(detail)
-    lowered = detail.lower()
-    return Rejected(detail, do_not_call="ndnc" in lowered or "dnd" in lowered)
+    return Rejected(detail)
 
 
-async def post_create(
-    session: aiohttp.ClientSession, url: str, **kwargs: Any
-) -> tuple[int, Mapping[str, str], bytes]:
-    """POST a create-call request, mapping transport failures to NotDialed / Ambiguous."""
+async def send(session: aiohttp.ClientSession, request: HttpRequest) -> HttpAnswer:
+    """Send a create-call request, mapping transport failures to NotDialed / Ambiguous.
+
+    Never retried here: a retry after the request left could place a second call.
+    """
+    kwargs: dict[str, Any] = {"headers": dict(request.headers)}
+    if request.form is not None:
+        kwargs["data"] = urlencode(list(request.form))
+        kwargs["headers"]["Content-Type"] = "application/x-www-form-urlencoded"
+    elif request.json is not None:
+        kwargs["json"] = request.json
+    if request.auth:
+        kwargs["auth"] = aiohttp.BasicAuth(*request.auth)
     try:
-        async with session.post(url, **kwargs) as response:
-            return response.status, response.headers, await response.read()
+        async with session.request(request.method, request.url, **kwargs) as response:
+            return HttpAnswer(response.status, response.headers, await response.read())
     except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
         raise NotDialed(f"could not connect: {type(exc).__name__}") from None
     except (TimeoutError, aiohttp.ClientError) as exc:
         raise Ambiguous(f"no answer after sending: {type(exc).__name__}") from None
+
+
+async def lookup(session: aiohttp.ClientSession, request: HttpRequest) -> HttpAnswer | None:
+    """Send a read-only request (status look-ups); None when it could not be answered."""
+    try:
+        return await send(session, request)
+    except ProviderError:
+        return None
+
+
+def json_body(answer: HttpAnswer) -> Any:
+    try:
+        return json.loads(answer.body)
+    except ValueError:
+        return None
+
+
+class Provider(ABC):
+    """One account of one provider kind. Subclasses are small: they build and read requests
+    and callbacks in the provider's own words; sending and masking live here."""
+
+    kind: str = ""
+
+    def __init__(self, name: str, callback_secret: str) -> None:
+        self.name = name
+        self.callback_token = derive_token(callback_secret, name)
+
+    @property
+    @abstractmethod
+    def secrets(self) -> list[str]:
+        """Every credential value, to be masked wherever text may reach a person."""
+
+    def callback_url(self, base: str, attempt_id: int | None) -> str:
+        path = f"/callbacks/{self.name}" + (f"/{attempt_id}" if attempt_id is not None else "")
+        return f"{base}{path}?token={self.callback_token}"
+
+    @abstractmethod
+    def create_request(self, call: CallRequest) -> HttpRequest:
+        """The create-call request for `call`."""
+
+    @abstractmethod
+    def read_created(self, answer: HttpAnswer) -> str | None:
+        """The provider's call id from its answer, or raise the classified ProviderError."""
+
+    async def place_call(self, session: aiohttp.ClientSession, call: CallRequest) -> str | None:
+        answer = await send(session, self.create_request(call))
+        try:
+            return self.read_created(answer)
+        except ProviderError as exc:
+            exc.detail = mask(exc.detail, self.secrets)
+            raise
+
+    @abstractmethod
+    def parse_callback(self, callback: InboundCallback) -> CallEvent:
+        """Verify and normalize one callback; raise Forbidden if it is not authentic."""
+
+    async def fetch_statuses(
+        self, session: aiohttp.ClientSession, calls: Sequence[PlacedCall], pace: Pace
+    ) -> dict[int, CallEvent]:
+        """What the provider says of these calls, by attempt id (absent: it could not say).
+        Every request waits for `pace` first: look-ups share the account's rate budget."""
+        return {}
+
+    def check_token(self, callback: InboundCallback) -> None:
+        given = callback.query.get("token", [""])[0]
+        if not hmac.compare_digest(given.encode(), self.callback_token.encode()):
+            raise Forbidden("bad or missing callback token")
+
+
+def first(fields: Mapping[str, Any], *names: str) -> Any:
+    """The first of `names` present in `fields`, compared case-insensitively."""
+    lowered = {str(k).lower(): v for k, v in fields.items()}
+    for name in names:
+        value = lowered.get(name.lower())
+        if value not in (None, ""):
+            return value
+    return None
+
+
+def to_int(value: Any) -> int | None:
+    try:
+        return int(float(value))
+    except (TypeError, ValueError):
+        return None
+
+
+FINAL_WORDS = ("completed", "busy", "no-answer", "failed", "canceled")
+_PROGRESS_WORDS = {
+    "queued": "accepted",
+    "initiated": "accepted",
+    "ringing": "ringing",
+    "answered": "in-progress",
+    "in-progress": "in-progress",
+}
+
+
+def state_of_word(word: Any) -> str | None:
+    """The attempt state for a Twilio-family status word (any case), None if it is not one."""
+    text = str(word or "").strip().lower()
+    if text in FINAL_WORDS:
+        return text
+    return _PROGRESS_WORDS.get(text)

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import hmac
-import json
-from collections.abc import Mapping
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
@@ -15,60 +14,71 @@ from dialer.providers.base import (
     CallEvent,
     CallRequest,
     Forbidden,
+    HttpAnswer,
+    HttpRequest,
+    InboundCallback,
+    Pace,
+    PlacedCall,
+    Provider,
     ProviderError,
-    classify_status,
-    post_create,
+    classify,
+    json_body,
+    lookup,
 )
 from dialer.sim.server import sign
 
 # The sim's status words are already the attempt states of the design.
 STATUSES = {"initiated", "ringing", "answered", "completed", "busy", "no-answer", "failed"}
-STATE_OF = {"initiated": "accepted", "answered": "in-progress"}
+STATE_OF = {"initiated": "accepted", "answered": "in-progress", "queued": "accepted"}
 
 
-class SimProvider:
+class SimProvider(Provider):
     kind = "sim"
 
     def __init__(self, name: str, account: SimAccount) -> None:
-        self.name = name
-        self.base_url = str(account.base_url).rstrip("/")
         self._secret = account.secret.get_secret_value()
+        super().__init__(name, self._secret)
+        self.base_url = str(account.base_url).rstrip("/")
+
+    @property
+    def secrets(self) -> list[str]:
+        return [self._secret, self.callback_token]
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._secret}"}
 
-    async def place_call(self, session: aiohttp.ClientSession, request: CallRequest) -> str:
+    def create_request(self, call: CallRequest) -> HttpRequest:
         body = {
-            "to": request.to,
-            "from": request.caller_id,
-            "status_callback": request.callback_url,
-            "attempt_id": request.attempt_id,
-            "ring_timeout": request.ring_timeout_s,
-            "max_duration": request.max_duration_s,
+            "to": call.to,
+            "from": call.caller_id,
+            "status_callback": call.callback_url,
+            "attempt_id": call.attempt_id,
+            "ring_timeout": call.ring_timeout_s,
+            "max_duration": call.max_duration_s,
         }
-        status, headers, raw = await post_create(
-            session, f"{self.base_url}/v1/calls", json=body, headers=self._headers()
-        )
-        if status in (200, 201):
-            try:
-                return str(json.loads(raw)["call_id"])
-            except (ValueError, KeyError, TypeError):
-                raise ProviderError(f"HTTP {status} without a call id") from None
-        raise classify_status(status, headers, f"HTTP {status}: {_error_text(raw)}")
+        return HttpRequest("POST", f"{self.base_url}/v1/calls", self._headers(), json=body)
 
-    def parse_callback(
-        self, headers: Mapping[str, str], url: str, body: bytes, attempt_id: int | None
-    ) -> CallEvent:
-        given = headers.get("X-Sim-Signature", "")
-        expected = sign(self._secret, urlsplit(url).path, body)
+    def read_created(self, answer: HttpAnswer) -> str | None:
+        data = json_body(answer)
+        if answer.status in (200, 201):
+            try:
+                return str(data["call_id"])
+            except (KeyError, TypeError):
+                raise ProviderError(f"HTTP {answer.status} without a call id") from None
+        error = data.get("error", "") if isinstance(data, dict) else answer.text(200)
+        raise classify(answer.status, answer.headers, f"HTTP {answer.status}: {error}")
+
+    def parse_callback(self, callback: InboundCallback) -> CallEvent:
+        given = callback.headers.get("X-Sim-Signature", "")
+        expected = sign(self._secret, urlsplit(callback.url).path, callback.body)
         if not hmac.compare_digest(given, expected):
             raise Forbidden("bad or missing X-Sim-Signature")
+        event = callback.json
         try:
-            event = json.loads(body)
             status = str(event["status"])
             sequence = int(event["sequence"])
             call_id = str(event["call_id"])
-        except (ValueError, KeyError, TypeError):
+        except (KeyError, TypeError, ValueError):
             raise Forbidden("signed, but not a sim status event") from None
         if status not in STATUSES:
             raise Forbidden(f"unknown status {status!r}")
@@ -77,36 +87,32 @@ class SimProvider:
             status=STATE_OF.get(status, status),
             dedupe_key=f"{call_id}:{sequence}:{status}",
             provider_call_id=call_id,
-            attempt_id=attempt_id,
+            attempt_id=callback.attempt_id,
             sequence=sequence,
             occurred_at=datetime.fromtimestamp(occurred, UTC) if occurred else None,
             duration_s=int(event["duration"]) if event.get("duration") is not None else None,
             payload=event,
         )
 
-    async def fetch_status(self, session: aiohttp.ClientSession, call_id: str) -> CallEvent | None:
-        url = f"{self.base_url}/v1/calls/{call_id}"
-        try:
-            async with session.get(url, headers=self._headers()) as response:
-                if response.status != 200:
-                    return None
-                data = await response.json()
-        except (aiohttp.ClientError, TimeoutError, ValueError):
-            return None
-        status = STATE_OF.get(data["status"], data["status"])
-        if status == "queued":
-            status = "accepted"
-        return CallEvent(
-            status=status,
-            dedupe_key=f"{call_id}:poll:{status}",
-            provider_call_id=call_id,
-            duration_s=data.get("duration"),
-            payload={"polled": data},
-        )
-
-
-def _error_text(raw: bytes) -> str:
-    try:
-        return str(json.loads(raw).get("error", ""))[:200]
-    except (ValueError, AttributeError):
-        return raw[:200].decode(errors="replace")
+    async def fetch_statuses(
+        self, session: aiohttp.ClientSession, calls: Sequence[PlacedCall], pace: Pace
+    ) -> dict[int, CallEvent]:
+        found: dict[int, CallEvent] = {}
+        for call in calls:
+            if not call.provider_call_id:
+                continue
+            await pace()
+            url = f"{self.base_url}/v1/calls/{call.provider_call_id}"
+            answer = await lookup(session, HttpRequest("GET", url, self._headers()))
+            data = json_body(answer) if answer and answer.status == 200 else None
+            if not isinstance(data, dict) or "status" not in data:
+                continue
+            status = STATE_OF.get(data["status"], data["status"])
+            found[call.attempt_id] = CallEvent(
+                status=status,
+                dedupe_key=f"{call.provider_call_id}:poll:{status}",
+                provider_call_id=call.provider_call_id,
+                duration_s=data.get("duration"),
+                payload={"polled": data},
+            )
+        return found

@@ -13,12 +13,14 @@ import pytest
 from aiohttp.test_utils import TestServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from multidict import MultiDict
 
 from dialer.callbacks.app import Receiver, create_app
 from dialer.campaign_spec import load_campaign_file
 from dialer.campaigns import CampaignCache
 from dialer.config import SimAccount
 from dialer.db.connect import connect, open_pool
+from dialer.providers.base import InboundCallback
 from dialer.providers.sim import SimProvider
 from dialer.settle import apply_event
 from dialer.sim.server import sign
@@ -193,15 +195,17 @@ def test_any_order_and_duplication_ends_like_the_clean_sequence(
             order.shuffle(shuffled)
             cache = CampaignCache()
             for event in shuffled:
+                body = json.dumps(event).encode()
+                path = f"/callbacks/sim-main/{attempt}"
                 parsed = ADAPTER.parse_callback(
-                    {
-                        "X-Sim-Signature": sign(
-                            SECRET, f"/callbacks/sim-main/{attempt}", json.dumps(event).encode()
-                        )
-                    },
-                    f"/callbacks/sim-main/{attempt}",
-                    json.dumps(event).encode(),
-                    attempt,
+                    InboundCallback(
+                        url=path,
+                        headers={"X-Sim-Signature": sign(SECRET, path, body)},
+                        body=body,
+                        fields=MultiDict(),
+                        json=event,
+                        attempt_id=attempt,
+                    )
                 )
                 await apply_event(conn, cache, "sim-main", attempt, parsed)
             row = await attempt_row(conn, attempt)

@@ -1,0 +1,214 @@
+"""Twilio's 2010-04-01 Calls API, and the same API elsewhere (SignalWire, Restcomm, TeleAPI).
+
+- Create: `POST {base}{path_prefix}/Accounts/{sid}/Calls.json`, form body, Basic auth, `Url`
+  from the campaign's `connect_to`; `StatusCallbackEvent` listed as the account's dialect
+  expects (Twilio: the key repeated per value; Restcomm: space-, TeleAPI: comma-separated).
+- Callbacks: form posts; `CallStatus` in any case (TeleAPI upper-cases); `SequenceNumber`
+  orders them (the forward-only state machine makes arrival order irrelevant); `AnsweredBy`
+  (or TeleAPI's `VoicemailDetector`) kept. Authentic when the URL token matches and, for
+  Twilio itself, `X-Twilio-Signature` verifies (Twilio's algorithm; URL tried with and without
+  its default port, as Twilio's own validator does).
+- Look-ups: `Calls/{Sid}.json`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+
+from dialer.config import TwilioAccount
+from dialer.providers.base import (
+    CallEvent,
+    CallRequest,
+    Forbidden,
+    HttpAnswer,
+    HttpRequest,
+    InboundCallback,
+    Pace,
+    PlacedCall,
+    Provider,
+    ProviderError,
+    Rejected,
+    classify,
+    first,
+    json_body,
+    lookup,
+    state_of_word,
+    to_int,
+)
+
+EVENTS = ("initiated", "ringing", "answered", "completed")
+# Twilio error codes that condemn the number, not the account (21211 invalid To, 21214 To not
+# reachable, 21216 account may not call this number, 21217 not a valid number, 21219 trial:
+# unverified To, 13223/13224 invalid number format).
+NUMBER_CODES = {21211, 21214, 21216, 21217, 21219, 13223, 13224}
+# ... and codes that mean the request can never succeed for any number on this account or
+# campaign (20003 authentication, 21210/21212 caller id not valid or not verified, 21205
+# invalid Url, 21215 geographic permissions, 10004 call concurrency of a trial, 20005 suspended).
+ACCOUNT_CODES = {20003, 20005, 21205, 21210, 21212, 21215}
+
+
+class TwilioProvider(Provider):
+    kind = "twilio"
+
+    def __init__(self, name: str, account: TwilioAccount) -> None:
+        self._token = account.auth_token.get_secret_value()
+        super().__init__(name, self._token)
+        self.account_sid = account.account_sid
+        self.api = (
+            f"{str(account.base_url).rstrip('/')}{account.path_prefix}"
+            f"/Accounts/{account.account_sid}"
+        )
+        self.event_style = account.event_list_style
+        self.signed = account.signed_callbacks
+
+    @property
+    def secrets(self) -> list[str]:
+        return [self._token, self.callback_token]
+
+    def create_request(self, call: CallRequest) -> HttpRequest:
+        if not call.connect_to:
+            raise Rejected(
+                "the campaign has no connect_to (the URL of the call's TwiML/RCML/LaML)",
+                account_wide=True,
+            )
+        form = [
+            ("To", call.to),
+            ("From", call.caller_id),
+            ("Url", call.connect_to),
+            ("StatusCallback", call.callback_url),
+            ("StatusCallbackMethod", "POST"),
+        ]
+        if self.event_style == "repeat":
+            form += [("StatusCallbackEvent", event) for event in EVENTS]
+        else:
+            separator = "," if self.event_style == "comma" else " "
+            form.append(("StatusCallbackEvent", separator.join(EVENTS)))
+        form += [("Timeout", str(call.ring_timeout_s)), ("TimeLimit", str(call.max_duration_s))]
+        return HttpRequest(
+            "POST", f"{self.api}/Calls.json", form=form, auth=(self.account_sid, self._token)
+        )
+
+    def read_created(self, answer: HttpAnswer) -> str | None:
+        data = json_body(answer)
+        if 200 <= answer.status < 300:
+            if isinstance(data, dict) and data.get("status") == "error":
+                raise Rejected(f"HTTP {answer.status}: {data.get('error')}", account_wide=True)
+            sid = first(data, "sid") if isinstance(data, dict) else _xml_text(answer, "Sid")
+            if sid:
+                return str(sid)
+            raise ProviderError(f"HTTP {answer.status} without a call sid")
+        code, message = _error(answer, data)
+        detail = f"HTTP {answer.status}" + (f" (code {code})" if code else "") + f": {message}"
+        if code in NUMBER_CODES and answer.status < 500:
+            raise Rejected(detail)
+        raise classify(answer.status, answer.headers, detail, account_refused=code in ACCOUNT_CODES)
+
+    def parse_callback(self, callback: InboundCallback) -> CallEvent:
+        self.check_token(callback)
+        if self.signed:
+            given = callback.headers.get("X-Twilio-Signature", "")
+            if not any(
+                hmac.compare_digest(given, signature(self._token, url, callback.fields))
+                for url in url_variants(callback.url)
+            ):
+                raise Forbidden("bad or missing X-Twilio-Signature")
+        fields = callback.fields
+        sid = first(fields, "CallSid")
+        state = state_of_word(first(fields, "CallStatus"))
+        if not sid or state is None:
+            raise Forbidden("authentic, but not a call status callback")
+        sequence = to_int(first(fields, "SequenceNumber"))
+        word = str(first(fields, "CallStatus")).lower()
+        stamp = first(fields, "Timestamp")
+        return CallEvent(
+            status=state,
+            dedupe_key=f"{sid}:{sequence if sequence is not None else '-'}:{word}",
+            provider_call_id=str(sid),
+            attempt_id=callback.attempt_id,
+            sequence=sequence,
+            occurred_at=_rfc2822(stamp),
+            duration_s=to_int(first(fields, "CallDuration")) if state == "completed" else None,
+            answered_by=first(fields, "AnsweredBy", "VoicemailDetector"),
+            payload=dict(fields),
+        )
+
+    async def fetch_statuses(
+        self, session: aiohttp.ClientSession, calls: Sequence[PlacedCall], pace: Pace
+    ) -> dict[int, CallEvent]:
+        found: dict[int, CallEvent] = {}
+        for call in calls:
+            if not call.provider_call_id:
+                continue
+            await pace()
+            url = f"{self.api}/Calls/{call.provider_call_id}.json"
+            request = HttpRequest("GET", url, auth=(self.account_sid, self._token))
+            answer = await lookup(session, request)
+            data = json_body(answer) if answer and answer.status == 200 else None
+            state = state_of_word(first(data, "status")) if isinstance(data, dict) else None
+            if state is None:
+                continue
+            found[call.attempt_id] = CallEvent(
+                status=state,
+                dedupe_key=f"{call.provider_call_id}:poll:{state}",
+                provider_call_id=call.provider_call_id,
+                duration_s=to_int(first(data, "duration")) if state == "completed" else None,
+                answered_by=first(data, "answered_by"),
+                payload={"polled": data},
+            )
+        return found
+
+
+def signature(token: str, url: str, params: Any) -> str:
+    """X-Twilio-Signature: base64 HMAC-SHA1 over the URL followed by every parameter name and
+    value, names sorted and each name's values sorted, with no separators."""
+    data = url
+    names = sorted(set(params.keys())) if params else []
+    for name in names:
+        values = params.getall(name) if hasattr(params, "getall") else [params[name]]
+        for value in sorted(values):
+            data += name + value
+    digest = hmac.new(token.encode(), data.encode(), hashlib.sha1).digest()
+    return base64.b64encode(digest).decode()
+
+
+def url_variants(url: str) -> list[str]:
+    """The URL as given, without its port, and with its port (the scheme's default if none):
+    the three forms Twilio's own validator accepts, since Twilio signs either way."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or {"https": 443, "http": 80}.get(parts.scheme)
+    without = urlunsplit(parts._replace(netloc=host))
+    with_port = urlunsplit(parts._replace(netloc=f"{host}:{port}"))
+    return list(dict.fromkeys([url, without, with_port]))
+
+
+def _error(answer: HttpAnswer, data: Any) -> tuple[int | None, str]:
+    if isinstance(data, dict):
+        message = data.get("message") or data.get("error") or data.get("Message") or ""
+        return to_int(data.get("code")), str(message)[:300]
+    message = _xml_text(answer, "Message")
+    return to_int(_xml_text(answer, "Code")), (message or answer.text())[:300]
+
+
+def _xml_text(answer: HttpAnswer, tag: str) -> str | None:
+    try:
+        node = ET.fromstring(answer.body).find(f".//{tag}")
+    except ET.ParseError:
+        return None
+    return node.text if node is not None else None
+
+
+def _rfc2822(value: Any):
+    try:
+        return parsedate_to_datetime(str(value)) if value else None
+    except (TypeError, ValueError):
+        return None
