@@ -106,7 +106,10 @@ def write_campaign(
     window: str = 'start = "00:00", end = "23:59:59"',
     extra: str = "",
     csv_rows: list[str] | None = None,
+    account: str = "sim-main",
+    call_limits: tuple[str, str, str] = ("5s", "10s", "2s"),
 ) -> Path:
+    """A campaign file and its CSV; `call_limits` = ring timeout, max call length, settle grace."""
     from dialer.demo_data import write_contacts
 
     csv_path = tmp_path / f"{name}.csv"
@@ -117,14 +120,14 @@ def write_campaign(
     path = tmp_path / f"{name}.toml"
     path.write_text(
         f"""name = "{name}"
-account = "sim-main"
+account = "{account}"
 caller_id = ["+918047112233", "+918047112234"]
 contacts = "{name}.csv"
 default_region = "IN"
 timezone = "UTC"
-ring_timeout = "5s"
-max_call_duration = "10s"
-settle_grace = "2s"
+ring_timeout = "{call_limits[0]}"
+max_call_duration = "{call_limits[1]}"
+settle_grace = "{call_limits[2]}"
 window = {{ {window} }}
 {extra}
 [retry]
