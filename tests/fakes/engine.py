@@ -60,6 +60,7 @@ class FakeCall:
     params: dict[str, Any]  # the create request, as the dialect read it
     status: str = "queued"
     duration: int = 0
+    lost: bool = False  # its callbacks were never sent
     started: float = field(default_factory=time.time)
 
 
@@ -152,8 +153,8 @@ class FakeProvider:
             self.per_attempt[attempt_id] += 1
         self.active += 1
         self.peak_active = max(self.peak_active, self.active)
-        lose = self.settings.lose and self.rng.random() < self.settings.lose
-        task = asyncio.create_task(self._live(call, silent=bool(lose)))
+        call.lost = bool(self.settings.lose and self.rng.random() < self.settings.lose)
+        task = asyncio.create_task(self._live(call, silent=call.lost))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
         return call
@@ -225,6 +226,7 @@ class FakeProvider:
                     "to": c.to,
                     "outcome": c.outcome,
                     "reported": self.dialect.reported(c.outcome),
+                    "lost": c.lost,
                 }
                 for c in self.calls.values()
             },
