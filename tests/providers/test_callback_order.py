@@ -1,0 +1,242 @@
+"""For every provider: any order and any duplication of one call's callbacks ends in the same
+final state as the clean sequence.
+
+Each fake's own callback renderer produces the provider's real callbacks for a call (form or
+JSON, signed or token-only, legs, redeliveries); they are POSTed over HTTP to the real
+receiver and applied to a real database, once in order and once shuffled with repeats.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestServer
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dialer.callbacks.app import Receiver, create_app
+from dialer.campaign_spec import load_campaign_file
+from dialer.config import (
+    DidforsaleAccount,
+    ExotelAccount,
+    TelecmiAccount,
+    TelecmiClick2CallAccount,
+    TwilioAccount,
+)
+from dialer.db.connect import connect, open_pool
+from dialer.providers import adapter_for
+from dialer.providers.base import Provider
+from tests.fakes.didforsale import DidforsaleDialect
+from tests.fakes.engine import Delivery, FakeCall
+from tests.fakes.exotel import ExotelDialect
+from tests.fakes.telecmi import TelecmiDialect
+from tests.fakes.twilio import PREFIX, TwilioDialect
+from tests.processes import free_port, write_campaign
+
+LIMITS = {"rate": "10/s", "channels": 4, "base_url": "http://127.0.0.1:1"}
+
+
+@dataclass
+class Kind:
+    """A provider kind: its adapter, its fake's renderer, and a call's create parameters."""
+
+    adapter: Provider
+    dialect: Any
+    params: Callable[[int, str], dict[str, Any]]  # (attempt id, callback url) -> params
+    outcomes: tuple[str, ...] = ("completed", "busy", "no-answer", "failed")
+    fixed_url: bool = False  # callbacks go to the account's one URL (TeleCMI)
+
+
+def exotel(content_type: str | None) -> Kind:
+    account = ExotelAccount(kind="exotel", sid="s1", api_key="k", api_token="t", **LIMITS)
+
+    def params(attempt: int, url: str) -> dict[str, Any]:
+        found = {
+            "From": "+919845000001",
+            "To": "+919812345678",
+            "CustomField": f"dialer-attempt:{attempt}",
+        }
+        found["events"] = ["terminal", "answered"]
+        return found | ({"StatusCallbackContentType": content_type} if content_type else {})
+
+    return Kind(adapter_for("exo", account), ExotelDialect("s1", "k", "t"), params)
+
+
+def twilio(variant: str) -> Kind:
+    account = TwilioAccount(
+        kind="twilio", account_sid="AC1", auth_token="tok", path_prefix=PREFIX[variant], **LIMITS
+    )
+    events = ["initiated", "ringing", "answered", "completed"]
+    return Kind(
+        adapter_for("tw", account),
+        TwilioDialect(variant, "AC1", "tok"),
+        lambda attempt, url: {"events": events, "callback": url},
+    )
+
+
+def telecmi(mode: str) -> Kind:
+    if mode == "make_call":
+        account: Any = TelecmiAccount(kind="telecmi", appid="7", secret="sec", **LIMITS)
+    else:
+        account = TelecmiClick2CallAccount(
+            kind="telecmi-click2call", user_id="101_7", secret="sec", **LIMITS
+        )
+    outcomes = ("completed", "busy", "no-answer", "failed")
+    return Kind(
+        adapter_for("tc", account),
+        TelecmiDialect(mode, "7", "sec", "", "101_7"),
+        lambda attempt, url: {"extra": json.dumps({"dialer_attempt": attempt})},
+        outcomes + (("canceled",) if mode == "click2call" else ()),
+        fixed_url=True,
+    )
+
+
+def didforsale() -> Kind:
+    account = DidforsaleAccount(kind="didforsale", api_key="k", secret_key="echo", **LIMITS)
+    events = ["initiated", "ringing", "answered", "completed"]
+    return Kind(
+        adapter_for("dfs", account),
+        DidforsaleDialect("k"),
+        lambda attempt, url: {
+            "callback": url,
+            "events": events,
+            "secret": "echo",
+            "optional": ("dialer_attempt", str(attempt)),
+        },
+        ("completed", "no-answer"),
+    )
+
+
+KINDS = {
+    "exotel-json": lambda: exotel("application/json"),
+    "exotel-multipart": lambda: exotel(None),
+    "twilio": lambda: twilio("twilio"),
+    "signalwire": lambda: twilio("signalwire"),
+    "teleapi": lambda: twilio("teleapi"),
+    "telecmi": lambda: telecmi("make_call"),
+    "telecmi-click2call": lambda: telecmi("click2call"),
+    "didforsale": didforsale,
+}
+
+
+def plan(outcome: str) -> list[str]:
+    if outcome == "completed":
+        return ["initiated", "ringing", "answered", "final"]
+    return ["initiated", "final"] if outcome == "failed" else ["initiated", "ringing", "final"]
+
+
+async def new_attempt(conn: asyncpg.Connection, tmp_path: Path, account: str, call_id: str) -> int:
+    name = f"order-{await conn.fetchval('SELECT count(*) FROM campaigns')}"
+    spec = load_campaign_file(write_campaign(tmp_path, name, 1, account=account)).spec
+    campaign = await conn.fetchval(
+        "INSERT INTO campaigns (name, account, spec) VALUES ($1, $2, $3) RETURNING id",
+        name,
+        account,
+        spec.to_json(),
+    )
+    contact = await conn.fetchval(
+        """INSERT INTO contacts (campaign_id, row_no, phone_e164, state, attempts)
+           VALUES ($1, 2, $2, 'dialing', 1) RETURNING id""",
+        campaign,
+        f"+91984{campaign:07d}",
+    )
+    return await conn.fetchval(
+        """INSERT INTO attempts (contact_id, campaign_id, account, attempt_no, state, phone_e164,
+                                 slot, provider_call_id, requested_at, settle_by)
+           VALUES ($1, $2, $3, 1, 'accepted', '+919845000001',
+                   (SELECT coalesce(max(slot), -1) + 1 FROM attempts WHERE account = $3),
+                   $4, now(), now() + interval '1h')
+           RETURNING id""",
+        contact,
+        campaign,
+        account,
+        call_id,
+    )
+
+
+def deliveries(kind: Kind, attempt: int, outcome: str, base: str, call_id: str) -> list[Delivery]:
+    url = kind.adapter.callback_url(base, attempt)
+    if kind.fixed_url:
+        kind.dialect.event_url = url
+    call = FakeCall(call_id, attempt, "+919845000001", outcome, url, kind.params(attempt, url))
+    call.duration = 17 if outcome == "completed" else 0
+    return [
+        d for i, stage in enumerate(plan(outcome)) for d in kind.dialect.callbacks(call, stage, i)
+    ]
+
+
+async def final_state(conn: asyncpg.Connection, attempt: int) -> tuple:
+    row = await conn.fetchrow(
+        """SELECT a.state, a.outcome, a.slot, a.duration_s, c.state AS contact, c.last_outcome
+           FROM attempts a JOIN contacts c ON c.id = a.contact_id WHERE a.id = $1""",
+        attempt,
+    )
+    return tuple(row)
+
+
+@pytest.mark.parametrize("name", sorted(KINDS))
+@settings(
+    max_examples=12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    outcome_index=st.integers(min_value=0, max_value=4),
+    order=st.randoms(use_true_random=False),
+    repeats=st.lists(st.integers(min_value=0, max_value=20), max_size=5),
+)
+def test_any_order_and_duplication_ends_like_the_clean_sequence(
+    name: str, database_url: str, tmp_path: Path, outcome_index: int, order, repeats
+) -> None:
+    kind = KINDS[name]()
+    outcome = kind.outcomes[outcome_index % len(kind.outcomes)]
+
+    async def play() -> tuple[tuple, tuple, int]:
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        conn = await connect(database_url)
+        try:
+            async with open_pool(database_url, size=4) as pool:
+                receiver = Receiver(pool, {kind.adapter.name: kind.adapter}, public_url=base)
+                server = TestServer(create_app(receiver, reconcile=False), port=port)
+                await server.start_server()
+                try:
+                    results = []
+                    for shuffle in (False, True):
+                        serial = await conn.fetchval("SELECT count(*) FROM attempts")
+                        call_id = f"call{serial:08d}"
+                        attempt = await new_attempt(conn, tmp_path, kind.adapter.name, call_id)
+                        sent = deliveries(kind, attempt, outcome, base, call_id)
+                        if shuffle:
+                            sent = sent + [sent[i % len(sent)] for i in repeats]
+                            order.shuffle(sent)
+                        statuses = await post_all(sent)
+                        assert set(statuses) == {200}, statuses
+                        results.append(await final_state(conn, attempt))
+                    return results[0], results[1], len(sent)
+                finally:
+                    await server.close()
+        finally:
+            await conn.close()
+
+    clean, shuffled, _ = asyncio.run(play())
+    assert clean == shuffled
+    assert clean[1] == kind.dialect.reported(outcome) and clean[2] is None
+
+
+async def post_all(sent: list[Delivery]) -> list[int]:
+    statuses = []
+    async with aiohttp.ClientSession() as session:
+        for delivery in sent:
+            headers = {"Content-Type": delivery.content_type} | delivery.headers
+            async with session.post(delivery.url, data=delivery.body, headers=headers) as response:
+                statuses.append(response.status)
+    return statuses
