@@ -22,6 +22,7 @@ import asyncpg
 
 from dialer.campaigns import SETTLE_GRACE, CampaignCache
 from dialer.dispatch.claim import take_request_slot
+from dialer.metrics import RECONCILED
 from dialer.policy.states import is_terminal
 from dialer.providers.base import CallEvent, PlacedCall, Provider
 from dialer.settle import apply_event, settle
@@ -76,6 +77,7 @@ async def reconcile_once(
     actions = Counter({k: v for k, v in actions.items() if v})
     for action, count in actions.items():
         log.info("reconciled", extra={"action": action, "count": count})
+        RECONCILED.labels(action).inc(count)
     return actions
 
 

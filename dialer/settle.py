@@ -14,6 +14,7 @@ from datetime import datetime
 import asyncpg
 
 from dialer.campaigns import CampaignCache
+from dialer.metrics import DIALS
 from dialer.policy.retry import next_step
 from dialer.policy.states import LIVE, RANK, is_terminal, moves_forward
 from dialer.providers.base import CallEvent
@@ -51,14 +52,17 @@ async def settle(
         """UPDATE attempts a
            SET state = CASE WHEN $9 AND a.answered_at IS NOT NULL THEN 'completed' ELSE $2 END,
                outcome = CASE WHEN $9 AND a.answered_at IS NOT NULL THEN 'completed' ELSE $2 END,
-               slot = NULL, error = coalesce($3, a.error),
+               slot = NULL,
+               error = CASE WHEN a.error IS NULL OR $3::text IS NULL
+                            THEN coalesce($3::text, a.error)
+                            ELSE a.error || '; ' || $3::text END,
                duration_s = coalesce($4, a.duration_s), ended_at = coalesce($5, now()),
                provider_call_id = coalesce(a.provider_call_id, $7),
                answered_by = coalesce(a.answered_by, $8), updated_at = now()
            FROM contacts c
            WHERE a.id = $1 AND a.state = ANY($6::text[]) AND c.id = a.contact_id
            RETURNING a.contact_id, a.campaign_id, a.attempt_no, a.phone_e164, now() AS now,
-                     c.attempts, c.timezone, a.outcome""",
+                     c.attempts, c.timezone, a.outcome, a.account""",
         attempt_id,
         outcome,
         error,
@@ -73,6 +77,8 @@ async def settle(
         return False
     contact = row
     outcome = row["outcome"]
+    campaign = await campaigns.get(conn, row["campaign_id"])
+    DIALS.labels(row["account"], campaign.name, outcome).inc()
     if outcome == "not_dialed":
         # Nothing reached the provider: the attempt does not count; dial again when allowed.
         await conn.execute(
@@ -82,7 +88,6 @@ async def settle(
             row["contact_id"],
         )
         return True
-    campaign = await campaigns.get(conn, row["campaign_id"])
     now = row["now"]
     step = next_step(
         campaign.spec.retry, campaign.rules, outcome, contact["attempts"], now, contact["timezone"]
@@ -107,6 +112,7 @@ async def settle(
         "attempt settled",
         extra={
             "attempt": attempt_id,
+            "campaign": campaign.name,
             "outcome": outcome,
             "contact_next": step.state,
             "next_attempt_at": step.next_attempt_at.isoformat() if step.next_attempt_at else None,

@@ -113,3 +113,18 @@ def test_the_example_configuration_is_valid(env: Path, monkeypatch: pytest.Monke
     config = load_config(str(example))
     assert set(config.accounts) == {"exotel-main", "sim-main"}
     assert config.max_dials_per_number_per_day == 2
+
+
+def test_callback_url_carries_the_accounts_token(run_cli, tmp_path) -> None:
+    (tmp_path / "dialer.toml").write_text(
+        'public_url = "https://dialer.example.com"\n[accounts.tc]\nkind = "telecmi"\n'
+        'base_url = "https://piopiy.telecmi.com"\nappid = "123"\nsecret = "s3cret-value"\n'
+        'rate = "10/s"\nchannels = 2\n'
+    )
+    result = run_cli("--config", str(tmp_path / "dialer.toml"), "config", "callback-url", "tc")
+    assert result.exit_code == 0
+    url = result.stdout.strip()
+    assert url.startswith("https://dialer.example.com/callbacks/tc?token=")
+    assert len(url.rpartition("=")[2]) == 32 and "s3cret" not in url
+    missing = run_cli("--config", str(tmp_path / "dialer.toml"), "config", "callback-url", "nope")
+    assert missing.exit_code == 2

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -22,6 +23,8 @@ from aiohttp import web
 from dialer.batching import Batcher
 from dialer.callbacks.bodies import BodyError, parse_body
 from dialer.campaigns import CampaignCache
+from dialer.dashboard.api import add_dashboard
+from dialer.metrics import CALLBACK_SECONDS, CALLBACKS, metrics_handler
 from dialer.policy.states import is_terminal
 from dialer.providers.base import CallEvent, Forbidden, InboundCallback, Provider
 from dialer.reconcile import RECONCILE_EVERY, reconcile_once
@@ -58,20 +61,30 @@ RECEIVER = web.AppKey("receiver", Receiver)
 
 
 async def callback(request: web.Request) -> web.Response:
-    receiver = request.app[RECEIVER]
+    started = time.perf_counter()
     account = request.match_info["account"]
+    response, result = await _callback(request, account)
+    if request.app[RECEIVER].adapters.get(account) is not None:  # no label per stranger's path
+        CALLBACKS.labels(account, result).inc()
+        CALLBACK_SECONDS.labels(account).observe(time.perf_counter() - started)
+    return response
+
+
+async def _callback(request: web.Request, account: str) -> tuple[web.Response, str]:
+    """Verify, store and apply one callback: (the response, stored | repeated | refused)."""
+    receiver = request.app[RECEIVER]
     adapter = receiver.adapters.get(account)
     raw_attempt = request.match_info.get("attempt_id")
     attempt_id = int(raw_attempt) if raw_attempt and raw_attempt.isdigit() else None
     body = await request.read()
     if adapter is None or (raw_attempt is not None and attempt_id is None):
         log.warning("callback refused", extra={"account": account, "reason": "unknown route"})
-        return web.json_response({"error": "forbidden"}, status=403)
+        return _refused(), "refused"
     try:
         fields, document = parse_body(request.headers.get("Content-Type", ""), body)
     except BodyError as exc:
         log.warning("callback refused", extra={"account": account, "reason": str(exc)})
-        return web.json_response({"error": "forbidden"}, status=403)
+        return _refused(), "refused"
     inbound = InboundCallback(
         url=receiver.public_url + request.path_qs,
         headers=request.headers,
@@ -87,7 +100,7 @@ async def callback(request: web.Request) -> web.Response:
             "callback refused",
             extra={"account": account, "attempt": attempt_id, "reason": str(exc)},
         )
-        return web.json_response({"error": "forbidden"}, status=403)
+        return _refused(), "refused"
     attempt_id = attempt_id if attempt_id is not None else event.attempt_id
     if is_terminal(event.status):
         async with receiver.pool.acquire() as conn:
@@ -98,7 +111,11 @@ async def callback(request: web.Request) -> web.Response:
         "callback stored" if new else "callback repeated",
         extra={"account": account, "attempt": attempt_id, "status": event.status},
     )
-    return web.json_response({"stored": new})
+    return web.json_response({"stored": new}), "stored" if new else "repeated"
+
+
+def _refused() -> web.Response:
+    return web.json_response({"error": "forbidden"}, status=403)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -111,14 +128,19 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"database": "ok"})
 
 
-def create_app(receiver: Receiver, *, reconcile: bool = True) -> web.Application:
+def create_app(
+    receiver: Receiver, *, reconcile: bool = True, admin_token: str | None = None
+) -> web.Application:
+    """Callbacks, /healthz, /metrics, and the dashboard at / with its JSON under /api/."""
     app = web.Application(client_max_size=1 << 20)
     app[RECEIVER] = receiver
+    add_dashboard(app, receiver.pool, admin_token)
     app.add_routes(
         [
             web.post("/callbacks/{account}", callback),
             web.post("/callbacks/{account}/{attempt_id}", callback),
             web.get("/healthz", healthz),
+            web.get("/metrics", metrics_handler(receiver.pool)),
         ]
     )
     if reconcile:

@@ -9,12 +9,14 @@ import sys
 import click
 
 from dialer import __version__
+from dialer.cli.call_test import call_test
 from dialer.cli.campaign import campaign
 from dialer.cli.config_cmd import config
 from dialer.cli.context import AppContext
 from dialer.cli.demo import demo
 from dialer.cli.dialing import run, serve, sim_provider
 from dialer.cli.dnc import dnc
+from dialer.cli.export import export
 from dialer.cli.migrate import migrate
 from dialer.cli.report import report
 
@@ -46,7 +48,19 @@ def cli(ctx: click.Context, config_path: str | None) -> None:
     ctx.obj = AppContext(config_option=config_path)
 
 
-for command in (migrate, campaign, dnc, run, serve, report, demo, sim_provider, config):
+for command in (
+    migrate,
+    campaign,
+    dnc,
+    run,
+    serve,
+    call_test,
+    report,
+    export,
+    demo,
+    sim_provider,
+    config,
+):
     cli.add_command(command)
 
 

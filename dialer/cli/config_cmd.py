@@ -9,6 +9,9 @@ import click
 from dialer.cli.context import AppContext, pass_app
 from dialer.config import config_path, database_url_from
 from dialer.db.connect import describe_url
+from dialer.errors import ConfigError
+from dialer.providers import adapter_for
+from dialer.runtime import callback_base, listen_address
 
 
 @click.group()
@@ -27,3 +30,20 @@ def show(app: AppContext) -> None:
     source = config_path(app.config_option)
     document = {"config_file": str(source) if source else None} | document
     click.echo(json.dumps(document, indent=2))
+
+
+@config.command("callback-url")
+@click.argument("account")
+@pass_app
+def callback_url(app: AppContext, account: str) -> None:
+    """Print the callback URL of ACCOUNT, with its token (derived from the account's secret).
+
+    TeleCMI sends events to one URL set in its dashboard: paste this there. Other providers get
+    it with every call. It is built on public_url (else the listen address); keep it private.
+    """
+    settings = app.config
+    if account not in settings.accounts:
+        raise ConfigError(f"no account {account!r} in {settings.source or 'dialer.toml'}")
+    host, port = listen_address(settings, None, None)
+    adapter = adapter_for(account, settings.accounts[account])
+    click.echo(adapter.callback_url(callback_base(settings, host, port), None))

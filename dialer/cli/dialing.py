@@ -20,6 +20,7 @@ from dialer.dispatch.dry_run import dry_run as explain_dry_run
 from dialer.durations import parse_duration, parse_rate
 from dialer.errors import InputError
 from dialer.logs import setup as setup_logging
+from dialer.metrics import metrics_app
 from dialer.runtime import (
     account_limits,
     adapters,
@@ -73,6 +74,11 @@ def _deadline(until: str | None, for_: str | None) -> datetime | None:
 @click.option("--port", type=int, help="--serve: listen port (default 8080).")
 @click.option("--dry-run", is_flag=True, help="Show who would be dialed now, and why not the rest.")
 @click.option(
+    "--metrics-port",
+    type=int,
+    help="Serve Prometheus metrics at GET /metrics on this port (--serve: on its port too).",
+)
+@click.option(
     "--dial-cap",
     type=int,
     help="Dials per number per 24 h across all campaigns (default: max_dials_per_number_per_day"
@@ -91,6 +97,7 @@ def run(
     port,
     dry_run,
     dial_cap,
+    metrics_port,
     log_level,
     log_format,
 ):
@@ -145,13 +152,19 @@ def run(
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.add_signal_handler(sig, dispatcher.stop)
                 reconciler = asyncio.create_task(reconcile_forever(receiver), name="reconciler")
+                token = config.admin_token.get_secret_value() if config.admin_token else None
                 serving = (
-                    hosted(create_app(receiver, reconcile=False), host, port)
+                    hosted(create_app(receiver, reconcile=False, admin_token=token), host, port)
                     if serve
                     else contextlib.nullcontext()
                 )
+                metrics = (
+                    hosted(metrics_app(pool), host, metrics_port)
+                    if metrics_port
+                    else contextlib.nullcontext()
+                )
                 try:
-                    async with serving:
+                    async with serving, metrics:
                         code = await dispatcher.run()
                 finally:
                     reconciler.cancel()
@@ -179,8 +192,10 @@ def run(
 @with_logging
 @pass_app
 def serve(app: AppContext, host, port, workers, worker, log_level, log_format):
-    """Receive provider callbacks (POST /callbacks/ACCOUNT/ATTEMPT), run the reconciler, and
-    answer GET /healthz. Runs until SIGTERM/SIGINT (which it passes on to its workers)."""
+    """Receive provider callbacks (POST /callbacks/ACCOUNT[/ATTEMPT]), run the reconciler, and
+    serve the live dashboard (GET /; its JSON and pause/resume/cancel under /api/, control
+    needing admin_token from dialer.toml), GET /metrics (Prometheus) and GET /healthz.
+    Runs until SIGTERM/SIGINT (which it passes on to its workers)."""
     setup_logging(log_level, log_format)
     config = app.config
     host, port = listen_address(config, host, port)
@@ -203,7 +218,9 @@ def serve(app: AppContext, host, port, workers, worker, log_level, log_format):
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, stop.set)
-            async with hosted(create_app(receiver, reconcile=not worker), host, port):
+            token = config.admin_token.get_secret_value() if config.admin_token else None
+            application = create_app(receiver, reconcile=not worker, admin_token=token)
+            async with hosted(application, host, port):
                 if not worker:
                     print(f"dialer: receiving callbacks on http://{host}:{port}", file=sys.stderr)
                 await stop.wait()

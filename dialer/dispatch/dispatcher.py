@@ -32,6 +32,7 @@ from dialer.dispatch.claim import (
     push_back_rate,
     record_accepted,
 )
+from dialer.metrics import AMBIGUOUS, RATE_LIMITED
 from dialer.policy.states import LIVE
 from dialer.providers.base import (
     Ambiguous,
@@ -173,6 +174,16 @@ class Dispatcher:
             if claimed:
                 started = time.monotonic()
                 for item in claimed:
+                    log.info(
+                        "attempt created",
+                        extra={
+                            "attempt": item.attempt_id,
+                            "campaign_id": item.campaign_id,
+                            "contact": item.contact_id,
+                            "attempt_no": item.attempt_no,
+                            "to": item.phone_e164,
+                        },
+                    )
                     self._start_sender(account, item, started)
                 await self._pause(min(CLAIM_HORIZON_S / 2, max(c.send_in_s for c in claimed)))
                 continue
@@ -349,6 +360,7 @@ class Dispatcher:
             call_id = await account.adapter.place_call(self.session, request)
         except RateLimited as exc:
             log.warning("rate limited (429)", extra=extra | {"retry_after": exc.retry_after})
+            RATE_LIMITED.labels(account.limits.name).inc()
             async with self.pool.acquire() as conn:
                 await push_back_rate(conn, account.limits.name, exc.retry_after)
             await self._close(
@@ -371,6 +383,7 @@ class Dispatcher:
         except (Ambiguous, ProviderError) as exc:
             # The call may exist: never resend; callbacks or the reconciler will settle it.
             log.warning("ambiguous answer, left to reconcile", extra=extra | {"error": exc.detail})
+            AMBIGUOUS.labels(account.limits.name).inc()
             async with self.pool.acquire() as conn:
                 await conn.execute(
                     "UPDATE attempts SET error = $2 WHERE id = $1", item.attempt_id, exc.detail

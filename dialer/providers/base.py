@@ -295,6 +295,25 @@ class Provider(ABC):
         Every request waits for `pace` first: look-ups share the account's rate budget."""
         return {}
 
+    async def poll_each(
+        self,
+        session: aiohttp.ClientSession,
+        calls: Sequence[PlacedCall],
+        pace: Pace,
+        request_for: Callable[[str], HttpRequest],
+    ) -> list[tuple[PlacedCall, dict[str, Any]]]:
+        """GET each call that has a provider call id, paced; the JSON objects that came back."""
+        found = []
+        for call in calls:
+            if not call.provider_call_id:
+                continue
+            await pace()
+            answer = await lookup(session, request_for(call.provider_call_id))
+            data = json_body(answer) if answer and answer.status == 200 else None
+            if isinstance(data, dict):
+                found.append((call, data))
+        return found
+
     def check_token(self, callback: InboundCallback) -> None:
         given = callback.query.get("token", [""])[0]
         if not hmac.compare_digest(given.encode(), self.callback_token.encode()):

@@ -23,7 +23,6 @@ from dialer.providers.base import (
     ProviderError,
     classify,
     json_body,
-    lookup,
 )
 from dialer.sim.server import sign
 
@@ -97,15 +96,12 @@ class SimProvider(Provider):
     async def fetch_statuses(
         self, session: aiohttp.ClientSession, calls: Sequence[PlacedCall], pace: Pace
     ) -> dict[int, CallEvent]:
+        def request_for(call_id: str) -> HttpRequest:
+            return HttpRequest("GET", f"{self.base_url}/v1/calls/{call_id}", self._headers())
+
         found: dict[int, CallEvent] = {}
-        for call in calls:
-            if not call.provider_call_id:
-                continue
-            await pace()
-            url = f"{self.base_url}/v1/calls/{call.provider_call_id}"
-            answer = await lookup(session, HttpRequest("GET", url, self._headers()))
-            data = json_body(answer) if answer and answer.status == 200 else None
-            if not isinstance(data, dict) or "status" not in data:
+        for call, data in await self.poll_each(session, calls, pace, request_for):
+            if "status" not in data:
                 continue
             status = STATE_OF.get(data["status"], data["status"])
             found[call.attempt_id] = CallEvent(

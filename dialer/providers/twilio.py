@@ -40,7 +40,6 @@ from dialer.providers.base import (
     classify,
     first,
     json_body,
-    lookup,
     state_of_word,
     to_int,
 )
@@ -144,16 +143,13 @@ class TwilioProvider(Provider):
     async def fetch_statuses(
         self, session: aiohttp.ClientSession, calls: Sequence[PlacedCall], pace: Pace
     ) -> dict[int, CallEvent]:
+        def request_for(call_id: str) -> HttpRequest:
+            url = f"{self.api}/Calls/{call_id}.json"
+            return HttpRequest("GET", url, auth=(self.account_sid, self._token))
+
         found: dict[int, CallEvent] = {}
-        for call in calls:
-            if not call.provider_call_id:
-                continue
-            await pace()
-            url = f"{self.api}/Calls/{call.provider_call_id}.json"
-            request = HttpRequest("GET", url, auth=(self.account_sid, self._token))
-            answer = await lookup(session, request)
-            data = json_body(answer) if answer and answer.status == 200 else None
-            state = state_of_word(first(data, "status")) if isinstance(data, dict) else None
+        for call, data in await self.poll_each(session, calls, pace, request_for):
+            state = state_of_word(first(data, "status"))
             if state is None:
                 continue
             found[call.attempt_id] = CallEvent(

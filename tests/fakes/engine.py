@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import aiohttp
-from aiohttp import web
+from aiohttp import BasicAuth, web
+
+from dialer.sim.server import peak_in_window
 
 STAGES = ("initiated", "ringing", "answered", "final")
 
@@ -38,6 +40,8 @@ class FakeSettings:
     storm: float = 0.0  # share of requests answered 429 whatever the rate, spread evenly
     retry_after: bool = True  # send Retry-After with 429s
     lose: float = 0.0  # share of calls whose callbacks are never sent (reconciliation tests)
+    placed_500: float = 0.0  # share of create requests answered 500 after placing the call
+    phantom_500: float = 0.0  # share answered 500 without placing anything
 
 
 @dataclass
@@ -62,6 +66,15 @@ class FakeCall:
     duration: int = 0
     lost: bool = False  # its callbacks were never sent
     started: float = field(default_factory=time.time)
+
+
+def basic_auth_is(request: web.Request, login: str, password: str) -> bool:
+    """Whether the request carries exactly these HTTP Basic credentials."""
+    try:
+        auth = BasicAuth.decode(request.headers.get("Authorization", ""))
+    except ValueError:
+        return False
+    return (auth.login, auth.password) == (login, password)
 
 
 class Dialect(Protocol):
@@ -130,6 +143,18 @@ class FakeProvider:
         if uses_channel and self.settings.channels and self.active >= self.settings.channels:
             self.counts["channel_429"] += 1
             return 1.0
+        return None
+
+    def fault(self) -> str | None:
+        """A server error for this create request, if the settings ask for one: `placed` (the
+        call goes ahead, the answer is lost) or `phantom` (nothing happens)."""
+        draw = self.rng.random()
+        if draw < self.settings.phantom_500:
+            self.counts["phantom_500"] += 1
+            return "phantom"
+        if draw < self.settings.phantom_500 + self.settings.placed_500:
+            self.counts["placed_500"] += 1
+            return "placed"
         return None
 
     def retry_after_headers(self, wait: float) -> dict[str, str]:
@@ -217,7 +242,9 @@ class FakeProvider:
         return dict(self.counts) | {
             "active": self.active,
             "peak_concurrency": self.peak_active,
-            "peak_requests_per_window": _peak(self.requests, (self.settings.rate or (0, 1.0))[1]),
+            "peak_requests_per_window": peak_in_window(
+                self.requests, (self.settings.rate or (0, 1.0))[1]
+            ),
             "per_number": dict(self.per_number),
             "per_attempt": {str(k): v for k, v in self.per_attempt.items()},
             "calls": {
@@ -234,12 +261,3 @@ class FakeProvider:
 
     async def _stats(self, request: web.Request) -> web.Response:
         return web.json_response(self.snapshot())
-
-
-def _peak(times: list[float], window: float) -> int:
-    best, start = 0, 0
-    for end, moment in enumerate(times):
-        while times[start] <= moment - window:
-            start += 1
-        best = max(best, end - start + 1)
-    return best

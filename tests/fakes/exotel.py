@@ -18,9 +18,9 @@ import re
 import uuid
 from typing import Any
 
-from aiohttp import BasicAuth, web
+from aiohttp import web
 
-from tests.fakes.engine import Delivery, FakeCall, FakeProvider
+from tests.fakes.engine import Delivery, FakeCall, FakeProvider, basic_auth_is
 
 NDNC_SUFFIX = "1313"  # numbers ending so are on the TRAI NDNC register in this fake
 FORMS = ("application/x-www-form-urlencoded", "multipart/form-data")
@@ -91,11 +91,7 @@ class ExotelDialect:
         ]
 
     def _authorized(self, request: web.Request) -> bool:
-        try:
-            auth = BasicAuth.decode(request.headers.get("Authorization", ""))
-        except ValueError:
-            return False
-        return (auth.login, auth.password) == (self.key, self.token)
+        return basic_auth_is(request, self.key, self.token)
 
     def _record(self, call: FakeCall) -> dict[str, Any]:
         final = call.status in ("completed", "busy", "no-answer", "failed")

@@ -20,10 +20,10 @@ from email.utils import formatdate
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from aiohttp import BasicAuth, web
+from aiohttp import web
 from twilio.request_validator import RequestValidator
 
-from tests.fakes.engine import Delivery, FakeCall, FakeProvider
+from tests.fakes.engine import Delivery, FakeCall, FakeProvider, basic_auth_is
 
 EVENTS = {"initiated", "ringing", "answered", "completed"}
 PREFIX = {
@@ -65,10 +65,15 @@ class TwilioDialect:
             wait = fake.admit()
             if wait is not None:
                 return _error(429, 20429, "Too Many Requests", fake.retry_after_headers(wait))
+            fault = fake.fault()
+            if fault == "phantom":
+                return _error(500, 20500, "Internal Server Error")
             callback = str(form.get("StatusCallback", ""))
             tail = urlsplit(callback).path.rstrip("/").rpartition("/")[2]
             params = {"events": events, "callback": callback, "_call_id": self._sid(fake)}
             call = fake.open_call(to, int(tail) if tail.isdigit() else None, callback, params)
+            if fault == "placed":  # Twilio: a 5xx on create is not idempotent
+                return _error(500, 20500, "Internal Server Error")
             return web.json_response(self._resource(call), status=201)
 
         async def fetch(request: web.Request) -> web.Response:
@@ -88,11 +93,7 @@ class TwilioDialect:
         ]
 
     def _authorized(self, request: web.Request) -> bool:
-        try:
-            auth = BasicAuth.decode(request.headers.get("Authorization", ""))
-        except ValueError:
-            return False
-        return (auth.login, auth.password) == (self.sid, self.token)
+        return basic_auth_is(request, self.sid, self.token)
 
     def _events(self, values: list[str]) -> list[str] | None:
         """The subscribed events, if written in this variant's list format."""

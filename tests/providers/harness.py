@@ -97,6 +97,13 @@ class Workspace:
     def serve_log(self) -> str:
         return (self.tmp_path / "serve.log").read_text(errors="replace")
 
+    def assert_logs_free_of(self, *secrets: str) -> None:
+        """No secret in anything the dialer processes printed."""
+        logs = self.serve_log() + (self.tmp_path / "run.log").read_text(errors="replace")
+        assert logs.strip()
+        for secret in secrets:
+            assert secret not in logs
+
     async def load(self, name: str, account: str, *, count: int = 0, **options) -> None:
         """Write and load a campaign (options: csv_rows, extra, call_limits of write_campaign)."""
         path = write_campaign(self.tmp_path, name, count, account=account, **options)

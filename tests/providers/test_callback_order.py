@@ -190,11 +190,12 @@ async def final_state(conn: asyncpg.Connection, attempt: int) -> tuple:
 )
 @given(
     outcome_index=st.integers(min_value=0, max_value=4),
+    copies=st.integers(min_value=0, max_value=3),  # TeleCMI's CDR redeliveries, by call id
     order=st.randoms(use_true_random=False),
     repeats=st.lists(st.integers(min_value=0, max_value=20), max_size=5),
 )
 def test_any_order_and_duplication_ends_like_the_clean_sequence(
-    name: str, database_url: str, tmp_path: Path, outcome_index: int, order, repeats
+    name: str, database_url: str, tmp_path: Path, outcome_index: int, copies: int, order, repeats
 ) -> None:
     kind = KINDS[name]()
     outcome = kind.outcomes[outcome_index % len(kind.outcomes)]
@@ -211,8 +212,10 @@ def test_any_order_and_duplication_ends_like_the_clean_sequence(
                 try:
                     results = []
                     for shuffle in (False, True):
+                        # unique per attempt; its last 4 digits (what the fake TeleCMI derives
+                        # its redeliveries from) come from the example, not the database
                         serial = await conn.fetchval("SELECT count(*) FROM attempts")
-                        call_id = f"call{serial:08d}"
+                        call_id = f"call{serial:08d}-{copies:04d}"
                         attempt = await new_attempt(conn, tmp_path, kind.adapter.name, call_id)
                         sent = deliveries(kind, attempt, outcome, base, call_id)
                         if shuffle:
@@ -240,3 +243,31 @@ async def post_all(sent: list[Delivery]) -> list[int]:
             async with session.post(delivery.url, data=delivery.body, headers=headers) as response:
                 statuses.append(response.status)
     return statuses
+
+
+@pytest.mark.parametrize("name", sorted(KINDS))
+async def test_callbacks_without_the_token_or_signature_are_refused_and_not_stored(
+    name: str, database_url: str, tmp_path: Path
+) -> None:
+    kind = KINDS[name]()
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    async with open_pool(database_url, size=2) as pool:
+        receiver = Receiver(pool, {kind.adapter.name: kind.adapter}, public_url=base)
+        server = TestServer(create_app(receiver, reconcile=False), port=port)
+        await server.start_server()
+        try:
+            async with pool.acquire() as conn:
+                attempt = await new_attempt(conn, tmp_path, kind.adapter.name, f"refused{port}")
+                before = await conn.fetchval("SELECT count(*) FROM call_events")
+            sent = deliveries(kind, attempt, kind.outcomes[0], base, f"refused{port}")
+            forged = [
+                Delivery(d.url.replace("token=", "token=0"), d.body, d.content_type, d.headers)
+                for d in sent
+            ] + [Delivery(d.url.split("?")[0], d.body, d.content_type, {}) for d in sent]
+            assert set(await post_all(forged)) == {403}
+            async with pool.acquire() as conn:
+                assert await conn.fetchval("SELECT count(*) FROM call_events") == before
+                assert (await final_state(conn, attempt))[0] == "accepted"
+        finally:
+            await server.close()

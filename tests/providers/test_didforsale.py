@@ -112,6 +112,7 @@ async def test_campaign_through_the_fake(own_database_url: str, tmp_path: Path, 
         stats = fake.snapshot()
     assert code == 0, output + work.serve_log()[-3000:]
     outcomes = await check_against_fake(own_db, "dfs-camp", stats)
+    work.assert_logs_free_of(API_KEY, SECRET_KEY)
     assert set(outcomes) == {"completed", "no-answer"}, outcomes
     leaked = await own_db.fetchval(
         "SELECT count(*) FROM call_events WHERE payload::text LIKE $1", f"%{SECRET_KEY}%"

@@ -154,7 +154,14 @@ def event_url(base: str, account: str) -> str:
 
 
 async def run_through_fake(
-    tmp_path: Path, database_url: str, mode: str, settings: FakeSettings, *, limits=None
+    tmp_path: Path,
+    database_url: str,
+    mode: str,
+    settings: FakeSettings,
+    *,
+    limits=None,
+    secret: str = SECRET,
+    count: int = 30,
 ):
     work = Workspace(tmp_path, database_url, free_port())
     name = "tcmi" if mode == "make_call" else "c2c"
@@ -166,12 +173,14 @@ async def run_through_fake(
         else:
             keys = f'kind = "telecmi-click2call"\nuser_id = "{USER}"\nreports_url = "{url}"'
         work.configure(
-            name, f'{keys}\nbase_url = "{url}"\nsecret = "{SECRET}"\nrate = "20/s"\nchannels = 6'
+            name, f'{keys}\nbase_url = "{url}"\nsecret = "{secret}"\nrate = "20/s"\nchannels = 6'
         )
         answer = 'connect_to = "https://dialer.example.com/pcmo/answer"'
         options = {"call_limits": limits} if limits else {}
-        await work.load("tc-camp", name, count=30, extra=answer, **options)
+        await work.load("tc-camp", name, count=count, extra=answer, **options)
         code, output = await work.run_campaign("tc-camp")
+        if code == 0:
+            work.assert_logs_free_of(SECRET, derive_token(SECRET, name))
         return code, output + work.serve_log()[-3000:], fake.snapshot()
 
 
@@ -207,7 +216,7 @@ async def test_lost_callbacks_are_settled_from_the_cdr_lists(
 ) -> None:
     settings = FakeSettings(rate=(20, 1.0), channels=6, lose=0.4, seed=4)
     code, output, stats = await run_through_fake(
-        tmp_path, own_database_url, "make_call", settings, limits=("2s", "3s", "1s")
+        tmp_path, own_database_url, "make_call", settings, limits=("2s", "3s", "1s"), count=16
     )
     assert code == 0, output
     polled = await own_db.fetch(
@@ -223,3 +232,16 @@ async def test_lost_callbacks_are_settled_from_the_cdr_lists(
         if call["lost"] and call["outcome"] != "completed":
             call["reported"] = "no-answer"
     await check_against_fake(own_db, "tc-camp", stats)
+
+
+async def test_body_code_420_pauses_the_account(
+    own_database_url: str, tmp_path: Path, own_db
+) -> None:
+    code, output, stats = await run_through_fake(
+        tmp_path, own_database_url, "make_call", FakeSettings(), secret="not-the-secret"
+    )
+    assert code == 2, output
+    assert "code 420" in output and "not-the-secret" not in output
+    assert stats.get("accepted", 0) == 0
+    assert await own_db.fetchval("SELECT status FROM campaigns") == "paused"
+    assert await own_db.fetchval("SELECT count(*) FROM contacts WHERE state = 'pending'") == 30

@@ -1,0 +1,1 @@
+"""The live dashboard served by `dialer serve`."""

@@ -1,0 +1,142 @@
+"""The live dashboard of `dialer serve`: one page at `/`, and the JSON it reads under `/api/`.
+
+- `GET /api/campaigns`: every campaign with progress, outcomes, its account's current request
+  rate and channels against their limits, whether its calling window is open, and when its next
+  contact is due. Read-only, no token (it shows counts, never numbers or names).
+- `POST /api/campaigns/{name}/{pause|resume|cancel}`: needs `Authorization: Bearer
+  <admin_token>` (from dialer.toml); without an admin_token configured, control is disabled.
+The page is one self-contained HTML file (no external asset): it polls the JSON every 2 s.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from datetime import datetime
+from importlib import resources
+
+import asyncpg
+from aiohttp import web
+
+from dialer.campaign_control import set_status
+from dialer.campaigns import from_row
+from dialer.dispatch.claim import DERATE
+from dialer.errors import DialerError
+from dialer.policy.states import LIVE
+
+log = logging.getLogger("dialer.dashboard")
+POOL = web.AppKey("dashboard_pool", asyncpg.Pool)
+ADMIN_TOKEN = web.AppKey("admin_token", str)
+ACTIONS = ("pause", "resume", "cancel")
+
+_CAMPAIGNS = """
+SELECT k.id, k.name, k.account, k.spec, s.status, s.status_reason, s.contacts, s.pending,
+       s.dialing, s.done, s.exhausted, s.failed, s.suppressed, s.canceled, s.attempts,
+       s.completed, s.busy, s.no_answer, s.call_failed, s.call_canceled, s.rejected, s.unknown,
+       s.in_flight, s.answer_rate, x.channels AS channel_limit,
+       x.rate_per_s / $2 AS rate_limit, x.rate_per_s * x.rate_factor AS rate_paced,
+       (SELECT count(*) FROM attempts a WHERE a.account = k.account
+        AND a.state = ANY($1::text[])) AS channels_in_use,
+       (SELECT count(*) / 60.0 FROM attempts a WHERE a.account = k.account
+        AND a.requested_at > now() - interval '60 seconds') AS rate_now,
+       (SELECT min(coalesce(c.next_attempt_at, now())) FROM contacts c
+        WHERE c.campaign_id = k.id AND c.state = 'pending') AS next_due,
+       now() AS now
+FROM campaigns k
+JOIN campaign_summary s ON s.campaign_id = k.id
+LEFT JOIN accounts x ON x.name = k.account
+ORDER BY k.status = 'active' DESC, k.id DESC
+"""
+
+
+async def campaigns(request: web.Request) -> web.Response:
+    async with request.app[POOL].acquire() as conn:
+        rows = await conn.fetch(_CAMPAIGNS, list(LIVE), DERATE)
+    return web.json_response({"campaigns": [_campaign(r) for r in rows]})
+
+
+def _campaign(row: asyncpg.Record) -> dict:
+    campaign = from_row(row)
+    now: datetime = row["now"]
+    zone = campaign.spec.timezone
+    window_open = campaign.rules.is_open(now, zone)
+    next_change = (
+        campaign.rules.closes_at(now, zone) if window_open else campaign.rules.next_open(now, zone)
+    )
+    finished = row["done"] + row["exhausted"] + row["failed"] + row["suppressed"] + row["canceled"]
+    return {
+        "name": row["name"],
+        "account": row["account"],
+        "status": row["status"],
+        "status_reason": row["status_reason"],
+        "contacts": row["contacts"],
+        "finished": finished,
+        "progress": round(finished / row["contacts"], 4) if row["contacts"] else 0,
+        "states": {
+            k: row[k]
+            for k in ("pending", "dialing", "done", "exhausted", "failed", "suppressed", "canceled")
+        },
+        "outcomes": {
+            "completed": row["completed"],
+            "busy": row["busy"],
+            "no-answer": row["no_answer"],
+            "failed": row["call_failed"],
+            "canceled": row["call_canceled"],
+            "rejected": row["rejected"],
+            "unknown": row["unknown"],
+            "in-flight": row["in_flight"],
+        },
+        "answer_rate": float(row["answer_rate"]) if row["answer_rate"] is not None else None,
+        "rate": {
+            "now_per_s": float(row["rate_now"] or 0),
+            "paced_per_s": row["rate_paced"],
+            "limit_per_s": row["rate_limit"],
+        },
+        "channels": {"in_use": row["channels_in_use"], "limit": row["channel_limit"]},
+        "window": {
+            "open": window_open,
+            "timezone": zone,
+            "changes_at": next_change.isoformat() if next_change else None,
+        },
+        "next_due": row["next_due"].isoformat() if row["next_due"] else None,
+    }
+
+
+async def control(request: web.Request) -> web.Response:
+    expected = request.app[ADMIN_TOKEN]
+    if not expected:
+        return web.json_response(
+            {"error": "control is disabled: set admin_token in dialer.toml"}, status=403
+        )
+    given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+    if not hmac.compare_digest(given.encode(), expected.encode()):
+        log.warning("dashboard control refused", extra={"reason": "bad or missing admin token"})
+        return web.json_response({"error": "bad or missing admin token"}, status=401)
+    name, action = request.match_info["name"], request.match_info["action"]
+    if action not in ACTIONS:
+        return web.json_response({"error": f"unknown action {action!r}"}, status=404)
+    try:
+        async with request.app[POOL].acquire() as conn:
+            message = await set_status(conn, name, action)
+    except DialerError as exc:
+        status = 404 if "no such campaign" in exc.message else 409
+        return web.json_response({"error": exc.message}, status=status)
+    log.info("dashboard control", extra={"campaign": name, "action": action})
+    return web.json_response({"ok": True, "message": message})
+
+
+async def page(request: web.Request) -> web.Response:
+    html = resources.files("dialer.dashboard").joinpath("page.html").read_text(encoding="utf-8")
+    return web.Response(text=html, content_type="text/html")
+
+
+def add_dashboard(app: web.Application, pool: asyncpg.Pool, admin_token: str | None) -> None:
+    app[POOL] = pool
+    app[ADMIN_TOKEN] = admin_token or ""
+    app.add_routes(
+        [
+            web.get("/", page),
+            web.get("/api/campaigns", campaigns),
+            web.post("/api/campaigns/{name}/{action}", control),
+        ]
+    )

@@ -1,0 +1,70 @@
+"""`dialer call-test`: one real call through the fake Twilio, shown step by step."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.engine import FakeProvider, FakeSettings
+from tests.fakes.twilio import TwilioDialect
+from tests.processes import free_port
+from tests.providers.harness import Workspace, serving
+
+pytestmark = pytest.mark.timeout(120)
+
+SID, TOKEN = "AC" + "c3" * 16, "call-test-auth-token-42"
+
+
+def configure(work: Workspace, url: str, token: str = TOKEN) -> None:
+    work.configure(
+        "tw",
+        f'kind = "twilio"\nbase_url = "{url}"\naccount_sid = "{SID}"\nauth_token = "{token}"\n'
+        'rate = "5/s"\nchannels = 2',
+    )
+
+
+ARGS = (
+    "--caller-id",
+    "+14155550100",
+    "--connect-to",
+    "https://d.example.com/twiml",
+    "--wait",
+    "20s",
+)
+
+
+async def test_one_call_shows_request_answer_callbacks_and_outcome(
+    own_database_url: str, tmp_path: Path, own_db
+) -> None:
+    fake = FakeProvider(TwilioDialect("twilio", SID, TOKEN), FakeSettings(seed=2))
+    async with serving(fake) as url:
+        work = Workspace(tmp_path, own_database_url, free_port())
+        configure(work, url)
+        code, output = await work.dialer("call-test", "tw", "+14155550123", *ARGS)
+        stats = fake.snapshot()
+    assert code == 0, output
+    (decided,) = [c["outcome"] for c in stats["calls"].values()]
+    assert f"POST {url}/2010-04-01/Accounts/{SID}/Calls.json" in output
+    assert f"Authorization: Basic {SID}:****" in output and "To=+14155550123" in output
+    assert "StatusCallback=http://127.0.0.1:" in output and "token=****" in output
+    assert "answer: HTTP 201" in output and "initiated" in output
+    assert f"outcome: {decided}" in output
+    assert TOKEN not in output
+    stored = await own_db.fetchval("SELECT count(*) FROM call_events WHERE attempt_id IS NULL")
+    assert stored >= 2
+
+
+async def test_refusals_exit_2(own_database_url: str, tmp_path: Path, own_db) -> None:
+    fake = FakeProvider(TwilioDialect("twilio", SID, TOKEN), FakeSettings())
+    async with serving(fake) as url:
+        work = Workspace(tmp_path, own_database_url, free_port())
+        configure(work, url, token="wrong-token-0000")
+        code, output = await work.dialer("call-test", "tw", "+14155550123", *ARGS)
+        assert code == 2 and "HTTP 401" in output and "wrong-token" not in output
+        await own_db.execute("INSERT INTO dnc (phone_e164) VALUES ('+14155550199')")
+        code, output = await work.dialer("call-test", "tw", "+14155550199", *ARGS)
+        assert code == 2 and "do-not-call" in output
+        code, output = await work.dialer("call-test", "tw", "12", *ARGS)
+        assert code == 2 and "NUMBER '12'" in output
+    assert fake.counts["accepted"] == 0

@@ -1,0 +1,55 @@
+"""`dialer export`: one CSV row per contact, original columns first, written whole or not at all."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+from tests.processes import write_campaign
+
+
+def test_export_keeps_the_original_columns_and_values(run_cli, tmp_path: Path) -> None:
+    rows = [
+        'phone,name,timezone,"Plan, tier","He said ""hi"""',
+        '+919845000111,Asha Iyer,Asia/Kolkata,"gold, yearly",ok',
+        '+919845000222,Ravi,,basic,"multi\nline"',
+        "+919845000333,Meera,Asia/Kolkata,ünïcode,",
+    ]
+    path = write_campaign(tmp_path, "exp", 0)
+    (tmp_path / "exp.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    assert run_cli("campaign", "load", str(path)).exit_code == 0
+    assert run_cli("dnc", "add", "+919845000333").exit_code == 0
+    result = run_cli("export", "exp", "--out", str(tmp_path / "out.csv"))
+    assert result.exit_code == 0, result.stderr
+    assert not list(tmp_path.glob(".out.csv.partial*"))
+    table = list(csv.reader(io.StringIO((tmp_path / "out.csv").read_text(encoding="utf-8"))))
+    assert table[0][:5] == ["phone", "name", "timezone", "Plan, tier", 'He said "hi"']
+    assert table[0][5:] == [
+        "dialer_phone_e164",
+        "dialer_state",
+        "dialer_final_outcome",
+        "dialer_last_outcome",
+        "dialer_attempts",
+        "dialer_last_attempt_at",
+        "dialer_talk_s",
+        "dialer_next_attempt_at",
+    ]
+    body = {r[0]: r for r in table[1:]}
+    assert len(body) == 3
+    assert body["+919845000111"][1:5] == ["Asha Iyer", "Asia/Kolkata", "gold, yearly", "ok"]
+    assert body["+919845000222"][4] == "multi\nline"
+    assert body["+919845000333"][3] == "ünïcode"
+    assert body["+919845000333"][6:8] == ["suppressed", "do-not-call"]
+    assert body["+919845000111"][6:9] == ["pending", "", ""]
+    stdout = run_cli("export", "exp")
+    assert stdout.exit_code == 0 and stdout.stdout.splitlines()[0].startswith("phone,name")
+
+
+def test_export_errors(run_cli, tmp_path: Path) -> None:
+    assert run_cli("export", "nope", "--out", str(tmp_path / "x.csv")).exit_code == 2
+    assert not (tmp_path / "x.csv").exists() and not list(tmp_path.glob(".x.csv*"))
+    write_campaign(tmp_path, "exp2", 2)
+    assert run_cli("campaign", "load", "exp2.toml").exit_code == 0
+    missing_dir = run_cli("export", "exp2", "--out", str(tmp_path / "no" / "x.csv"))
+    assert missing_dir.exit_code == 2 and "no/x.csv" in missing_dir.stderr
