@@ -1,0 +1,180 @@
+"""The live dashboard of `dialer serve`: its JSON, its control actions, and the page itself in a
+real headless Chromium (Debian's, driven by Playwright), with a screenshot check."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import shutil
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+
+import aiohttp
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestServer
+from click.testing import CliRunner
+from PIL import Image
+
+from dialer.callbacks.app import Receiver, create_app
+from dialer.cli import cli
+from dialer.db.connect import open_pool
+from tests.processes import free_port, write_campaign
+
+TOKEN = "dashboard-admin-token-7"
+COMPLETED_GREEN = (0x2E, 0x9D, 0x5B)
+
+
+@pytest.fixture(scope="module")
+def campaigns(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """A finished simulated campaign, and a second one loaded and waiting."""
+    folder = tmp_path_factory.mktemp("dash")
+    write_campaign(folder, "waiting-list", 12)
+
+    def call(*args: str) -> None:
+        result = CliRunner().invoke(
+            cli, list(args), env={"DIALER_DATABASE_URL": database_url}, catch_exceptions=False
+        )
+        assert result.exit_code == 0, result.stderr
+
+    with ThreadPoolExecutor(1) as thread:
+        thread.submit(call, "demo", "--contacts", "80", "--keep").result()
+        thread.submit(call, "campaign", "load", str(folder / "waiting-list.toml")).result()
+
+    async def names() -> list[str]:
+        conn = await asyncpg.connect(database_url)
+        try:
+            return [r["name"] for r in await conn.fetch("SELECT name FROM campaigns ORDER BY id")]
+        finally:
+            await conn.close()
+
+    return asyncio.run(names())
+
+
+@pytest.fixture
+async def dashboard(database_url: str, campaigns: list[str]) -> AsyncIterator[str]:
+    async with open_pool(database_url, size=4) as pool:
+        receiver = Receiver(pool, {}, public_url="")
+        server = TestServer(
+            create_app(receiver, reconcile=False, admin_token=TOKEN),
+            host="127.0.0.1",
+            port=free_port(),
+        )
+        await server.start_server()
+        try:
+            yield f"http://127.0.0.1:{server.port}"
+        finally:
+            await server.close()
+
+
+async def get_json(url: str) -> dict:
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        assert response.status == 200
+        return await response.json()
+
+
+async def post(url: str, token: str | None) -> tuple[int, dict]:
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    async with aiohttp.ClientSession() as session, session.post(url, headers=headers) as response:
+        return response.status, await response.json()
+
+
+async def test_api_lists_every_campaign_with_progress_and_limits(
+    dashboard: str, campaigns: list[str], db
+) -> None:
+    data = await get_json(f"{dashboard}/api/campaigns")
+    by_name = {c["name"]: c for c in data["campaigns"]}
+    assert set(by_name) == set(campaigns)
+    demo = by_name[campaigns[0]]
+    summary = await db.fetchrow("SELECT * FROM campaign_summary WHERE campaign = $1", campaigns[0])
+    assert demo["contacts"] == summary["contacts"] == 80
+    assert demo["outcomes"]["completed"] == summary["completed"]
+    assert demo["outcomes"]["busy"] == summary["busy"] and demo["progress"] == 1.0
+    assert demo["channels"]["limit"] == 20 and demo["rate"]["limit_per_s"] == pytest.approx(50)
+    waiting = by_name["waiting-list"]
+    assert waiting["status"] == "active" and waiting["states"]["pending"] == 12
+    assert waiting["window"]["open"] is True and waiting["next_due"] is not None
+
+
+async def test_control_needs_the_admin_token(dashboard: str, db) -> None:
+    url = f"{dashboard}/api/campaigns/waiting-list/pause"
+    assert (await post(url, None))[0] == 401
+    assert (await post(url, "wrong"))[0] == 401
+    assert await db.fetchval("SELECT status FROM campaigns WHERE name = 'waiting-list'") == "active"
+    status, body = await post(url, TOKEN)
+    assert status == 200 and "active -> paused" in body["message"]
+    assert await db.fetchval("SELECT status FROM campaigns WHERE name = 'waiting-list'") == "paused"
+    assert (await post(f"{dashboard}/api/campaigns/waiting-list/resume", TOKEN))[0] == 200
+    assert (await post(f"{dashboard}/api/campaigns/nope/pause", TOKEN))[0] == 404
+    assert (await post(f"{dashboard}/api/campaigns/waiting-list/explode", TOKEN))[0] == 404
+
+
+async def test_control_is_off_without_an_admin_token(database_url: str, campaigns) -> None:
+    async with open_pool(database_url, size=2) as pool:
+        server = TestServer(create_app(Receiver(pool, {}, ""), reconcile=False), port=free_port())
+        await server.start_server()
+        try:
+            url = f"http://127.0.0.1:{server.port}/api/campaigns/waiting-list/pause"
+            status, body = await post(url, "")
+            assert status == 403 and "admin_token" in body["error"]
+        finally:
+            await server.close()
+
+
+def chromium() -> str:
+    """Debian's Chromium (.ci/run installs it); $DIALER_CHROMIUM overrides."""
+    path = os.environ.get("DIALER_CHROMIUM") or shutil.which("chromium")
+    assert path, "Chromium is missing: bash .ci/run installs it (apt-get install chromium)"
+    return path
+
+
+async def test_page_in_a_real_browser(dashboard: str, campaigns: list[str], db, tmp_path) -> None:
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=chromium(),
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        try:
+            page = await browser.new_page(viewport={"width": 1400, "height": 500})
+            requested: list[str] = []
+            page.on("request", lambda request: requested.append(request.url))
+            await page.goto(dashboard)
+            rows = page.locator("tr.campaign")
+            await rows.first.wait_for()
+            assert await rows.count() == len(campaigns)
+            demo_row = page.locator(f'tr.campaign[data-name="{campaigns[0]}"]')
+            assert "80 / 80 contacts" in await demo_row.inner_text()
+            shot = await page.locator("table").screenshot(path=str(tmp_path / "table.png"))
+            # The page refreshes itself: a pause through the page shows up without a reload.
+            await page.fill("#token", TOKEN)
+            await page.dispatch_event("#token", "change")
+            waiting = page.locator('tr.campaign[data-name="waiting-list"]')
+            await waiting.locator('button[data-act="pause"]').click()
+            await waiting.locator(".badge.paused").wait_for(timeout=10_000)
+            status = await db.fetchval("SELECT status FROM campaigns WHERE name = 'waiting-list'")
+            assert status == "paused"
+            await waiting.locator('button[data-act="resume"]').click()
+            await waiting.locator(".badge.active").wait_for(timeout=10_000)
+        finally:
+            await browser.close()
+    assert all(url.startswith(dashboard) for url in requested), requested  # no external asset
+    image = Image.open(io.BytesIO(shot)).convert("RGB")
+    assert image.width > 800 and image.height > 100
+    colors = image.getcolors(maxcolors=1 << 16) or []
+    assert len(colors) > 20  # rendered rows, not a blank page
+    near_green = sum(
+        count
+        for count, rgb in colors
+        if all(abs(a - b) < 12 for a, b in zip(rgb, COMPLETED_GREEN, strict=True))
+    )
+    assert near_green > 200  # the completed part of the outcome and progress bars
