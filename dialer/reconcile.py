@@ -72,6 +72,11 @@ async def reconcile_once(
         for account, calls in by_account.items():
             answers = await _ask_provider(pool, adapters.get(account), session, account, calls)
             for call in calls:
+                if call.attempt_id in answers and answers[call.attempt_id] is None:
+                    # The provider could not answer now (429, 5xx, network): it may still know
+                    # the call, so `unknown` would be a guess. Ask again later.
+                    actions[await _extend(conn, call, "lookup_failed", LOOKUP_RETRY)] += 1
+                    continue
                 answer = answers.get(call.attempt_id)
                 actions[await _resolve(conn, campaigns, account, call, answer)] += 1
     actions = Counter({k: v for k, v in actions.items() if v})
@@ -112,7 +117,7 @@ async def _ask_provider(
     session: aiohttp.ClientSession | None,
     account: str,
     calls: list[PlacedCall],
-) -> dict[int, CallEvent]:
+) -> dict[int, CallEvent | None]:
     if adapter is None or session is None:
         return {}
 
@@ -128,6 +133,18 @@ async def _ask_provider(
         return {}
 
 
+async def _extend(
+    conn: asyncpg.Connection, call: PlacedCall, action: str, wait: timedelta = SETTLE_GRACE
+) -> str:
+    """Give a silent attempt more time before asking the provider again."""
+    await conn.execute(
+        "UPDATE attempts SET settle_by = now() + $2::interval WHERE id = $1",
+        call.attempt_id,
+        wait,
+    )
+    return action
+
+
 async def _resolve(
     conn: asyncpg.Connection,
     campaigns: CampaignCache,
@@ -139,12 +156,7 @@ async def _resolve(
         await apply_event(conn, campaigns, account, call.attempt_id, event)
         return "settled_from_provider"
     if event is not None:  # the provider says it is still going: give it one more grace period
-        await conn.execute(
-            "UPDATE attempts SET settle_by = now() + $2::interval WHERE id = $1",
-            call.attempt_id,
-            SETTLE_GRACE,
-        )
-        return "extended"
+        return await _extend(conn, call, "extended")
     reason = "no final event from the provider" + (
         "" if call.provider_call_id else " and no call id (crash or timeout while sending)"
     )
@@ -158,3 +170,4 @@ async def _resolve(
 
 
 RECONCILE_EVERY = timedelta(seconds=5)
+LOOKUP_RETRY = timedelta(seconds=10)  # after a look-up the provider could not answer

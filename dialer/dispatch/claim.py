@@ -20,6 +20,7 @@ import asyncpg
 
 from dialer.campaigns import Campaign
 from dialer.policy.states import LIVE
+from dialer.policy.window import window_sql
 
 DERATE = 0.95  # aim under the provider's figure, so a provider counting calendar windows agrees
 LEASE = timedelta(seconds=15)  # beyond its send time, an unsent reservation is void
@@ -64,16 +65,14 @@ async def register_account(conn: asyncpg.Connection, limits: AccountLimits) -> N
     )
 
 
-_CANDIDATES = """
+_LATERAL, _IN_WINDOW = window_sql(3)
+_CANDIDATES = f"""
 SELECT c.id, c.phone_e164, c.fields, c.timezone
 FROM contacts c
-CROSS JOIN LATERAL (SELECT now() AT TIME ZONE coalesce(c.timezone, $3) AS lt) w
+{_LATERAL}
 WHERE c.campaign_id = $1 AND c.state = 'pending'
   AND (c.next_attempt_at IS NULL OR c.next_attempt_at <= now())
-  AND w.lt::time >= $4 AND w.lt::time < $5
-  AND extract(isodow FROM w.lt)::int = ANY($6::int[])
-  AND NOT (w.lt::date = ANY($7::date[]))
-  AND ($8::date IS NULL OR w.lt::date >= $8) AND ($9::date IS NULL OR w.lt::date <= $9)
+  AND {_IN_WINDOW}
   AND NOT EXISTS (SELECT 1 FROM dnc d WHERE d.phone_e164 = c.phone_e164)
 ORDER BY c.priority DESC, c.attempts, c.next_attempt_at, c.id
 LIMIT $2

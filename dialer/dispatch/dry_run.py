@@ -6,21 +6,19 @@ import asyncpg
 import click
 
 from dialer.campaigns import Campaign
+from dialer.policy.window import window_sql
 
-_REASONS = """
+_LATERAL, _IN_WINDOW = window_sql(2)
+_REASONS = f"""
 SELECT c.id, c.phone_e164, c.name, c.next_attempt_at,
        CASE
          WHEN EXISTS (SELECT 1 FROM dnc d WHERE d.phone_e164 = c.phone_e164) THEN 'do-not-call'
          WHEN c.next_attempt_at > now() THEN 'retry delay'
-         WHEN NOT (w.lt::time >= $3 AND w.lt::time < $4
-                   AND extract(isodow FROM w.lt)::int = ANY($5::int[])
-                   AND NOT (w.lt::date = ANY($6::date[]))
-                   AND ($7::date IS NULL OR w.lt::date >= $7)
-                   AND ($8::date IS NULL OR w.lt::date <= $8)) THEN 'outside calling window'
+         WHEN NOT {_IN_WINDOW} THEN 'outside calling window'
          ELSE 'due now'
        END AS verdict
 FROM contacts c
-CROSS JOIN LATERAL (SELECT now() AT TIME ZONE coalesce(c.timezone, $2) AS lt) w
+{_LATERAL}
 WHERE c.campaign_id = $1 AND c.state = 'pending'
 ORDER BY c.priority DESC, c.attempts, c.next_attempt_at, c.id
 """

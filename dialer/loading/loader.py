@@ -145,7 +145,11 @@ async def _stage(
     records = source.records()
     first = next(records, None)  # reads the header, so the column plan can be made
     plan = ColumnPlan.from_header(
-        source.header, spec.phone_column, spec.default_region, str(source.path)
+        source.header,
+        spec.phone_column,
+        spec.default_region,
+        str(source.path),
+        (spec.window.start, spec.window.end),
     )
     user_writer = csv.writer(rejects_user)
     user_writer.writerow(["row_no", "reason", *plan.header])

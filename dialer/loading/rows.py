@@ -17,12 +17,14 @@ import time
 import zoneinfo
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import time as TimeOfDay
 from functools import cached_property
 from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from types import SimpleNamespace
 
 from dialer.errors import InputError
 from dialer.phones import PhoneError, normalize
+from dialer.policy.zones import inferred_timezone
 
 _zone_names: dict[str, str] = {}
 
@@ -37,10 +39,16 @@ class ColumnPlan:
     timezone: int | None
     priority: int | None
     region: str
+    window: tuple[TimeOfDay, TimeOfDay] = (TimeOfDay(0), TimeOfDay(23, 59, 59))  # to infer zones
 
     @classmethod
     def from_header(
-        cls, header: list[str], phone_column: str, region: str, path: str
+        cls,
+        header: list[str],
+        phone_column: str,
+        region: str,
+        path: str,
+        window: tuple[TimeOfDay, TimeOfDay] = (TimeOfDay(0), TimeOfDay(23, 59, 59)),
     ) -> ColumnPlan:
         """Find the columns by name (case and surrounding spaces ignored)."""
         lowered = {name.strip().lower(): i for i, name in enumerate(header)}
@@ -54,7 +62,8 @@ class ColumnPlan:
                 f"{path}: no column named {phone_column!r} for phone numbers; columns found:"
                 f" {', '.join(header)} (set phone_column in the campaign file)"
             )
-        return cls(tuple(header), phone, find("name"), find("timezone"), find("priority"), region)
+        columns = (find("name"), find("timezone"), find("priority"))
+        return cls(tuple(header), phone, *columns, region, window)
 
     @property
     def field_columns(self) -> list[int]:
@@ -125,8 +134,8 @@ def _contact(
         raise phone
     name = values[plan.name].strip() if plan.name is not None else ""
     zone = values[plan.timezone].strip() if plan.timezone is not None else ""
-    if zone:
-        zone = canonical_timezone(zone)
+    # None given: from the number; several zones: the most restrictive reading (policy.zones)
+    zone = canonical_timezone(zone) if zone else inferred_timezone(phone, *plan.window) or ""
     priority = 0
     if plan.priority is not None and values[plan.priority].strip():
         try:

@@ -63,13 +63,34 @@ class CallingRules:
             return False
         return day.weekday() in self.weekdays and day not in self.holidays
 
+    def zones(self, timezone: str | None) -> list[str]:
+        """A contact's zones: its own (one, or "WEST EAST" for a number spanning zones, see
+        policy.zones), else the campaign's. The window must be open in each."""
+        return (timezone or self.timezone).split()
+
     def is_open(self, when: datetime, timezone: str | None = None) -> bool:
-        local = when.astimezone(zone(timezone or self.timezone))
+        return all(self._open_in(when, name) for name in self.zones(timezone))
+
+    def _open_in(self, when: datetime, name: str) -> bool:
+        local = when.astimezone(zone(name))
         return self.day_allowed(local.date()) and self.start <= local.time() < self.end
 
     def next_open(self, when: datetime, timezone: str | None = None) -> datetime | None:
-        """The earliest instant >= `when` inside the window, or None if there is none left."""
-        tz = zone(timezone or self.timezone)
+        """The earliest instant >= `when` inside the window (in every zone of the contact), or
+        None if there is none left."""
+        names = self.zones(timezone)
+        for _ in range(SEARCH_DAYS):
+            candidates = [self._next_open_in(when, name) for name in names]
+            if None in candidates:
+                return None
+            latest = max(c for c in candidates if c is not None)
+            if self.is_open(latest, timezone):
+                return latest
+            when = latest + timedelta(seconds=1)  # an earlier zone closed meanwhile: move on
+        return None
+
+    def _next_open_in(self, when: datetime, name: str) -> datetime | None:
+        tz = zone(name)
         local_day = when.astimezone(tz).date()
         for offset in range(SEARCH_DAYS):
             day = local_day + timedelta(days=offset)
@@ -84,8 +105,33 @@ class CallingRules:
         return None
 
     def closes_at(self, when: datetime, timezone: str | None = None) -> datetime | None:
-        """When the window that is open at `when` closes (None if it is not open)."""
+        """When the window that is open at `when` closes (None if it is not open): in the first
+        of the contact's zones to close."""
         if not self.is_open(when, timezone):
             return None
-        tz = zone(timezone or self.timezone)
-        return datetime.combine(when.astimezone(tz).date(), self.end, tzinfo=tz)
+        return min(
+            datetime.combine(when.astimezone(zone(name)).date(), self.end, tzinfo=zone(name))
+            for name in self.zones(timezone)
+        )
+
+
+def window_sql(zone: int) -> tuple[str, str]:
+    """(the FROM item, the condition) testing the window in SQL for contacts `c`, with the
+    parameters of `sql_parameters()` numbered from $`zone` on. A contact's one or two zones
+    ("WEST EAST") are both tested; one zone is tested twice, at no real cost."""
+    tz = f"coalesce(c.timezone, ${zone})"
+    lateral = (
+        f"CROSS JOIN LATERAL (SELECT now() AT TIME ZONE split_part({tz}, ' ', 1) AS lt,"
+        f" now() AT TIME ZONE coalesce(nullif(split_part({tz}, ' ', 2), ''),"
+        f" split_part({tz}, ' ', 1)) AS lt2) w"
+    )
+    s, e, days, holidays, first, last = (f"${zone + i}" for i in range(1, 7))
+    tests = [
+        f"w.{lt}::time >= {s} AND w.{lt}::time < {e}"
+        f" AND extract(isodow FROM w.{lt})::int = ANY({days}::int[])"
+        f" AND NOT (w.{lt}::date = ANY({holidays}::date[]))"
+        f" AND ({first}::date IS NULL OR w.{lt}::date >= {first})"
+        f" AND ({last}::date IS NULL OR w.{lt}::date <= {last})"
+        for lt in ("lt", "lt2")
+    ]
+    return lateral, "(" + " AND ".join(tests) + ")"

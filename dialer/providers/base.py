@@ -242,6 +242,12 @@ async def lookup(session: aiohttp.ClientSession, request: HttpRequest) -> HttpAn
         return None
 
 
+def unanswered(answer: HttpAnswer | None) -> bool:
+    """A look-up the provider could not answer now (network, 429, 5xx): ask again later; it
+    says nothing about the call."""
+    return answer is None or answer.status == 429 or answer.status >= 500
+
+
 def json_body(answer: HttpAnswer) -> Any:
     try:
         return json.loads(answer.body)
@@ -290,9 +296,10 @@ class Provider(ABC):
 
     async def fetch_statuses(
         self, session: aiohttp.ClientSession, calls: Sequence[PlacedCall], pace: Pace
-    ) -> dict[int, CallEvent]:
-        """What the provider says of these calls, by attempt id (absent: it could not say).
-        Every request waits for `pace` first: look-ups share the account's rate budget."""
+    ) -> dict[int, CallEvent | None]:
+        """What the provider says of these calls, by attempt id: an event; None when the
+        provider could not answer now (ask again later); absent when it does not know the call
+        or has no status API. Every request waits for `pace`: look-ups share the rate budget."""
         return {}
 
     async def poll_each(
@@ -301,17 +308,18 @@ class Provider(ABC):
         calls: Sequence[PlacedCall],
         pace: Pace,
         request_for: Callable[[str], HttpRequest],
-    ) -> list[tuple[PlacedCall, dict[str, Any]]]:
-        """GET each call that has a provider call id, paced; the JSON objects that came back."""
-        found = []
+    ) -> list[tuple[PlacedCall, dict[str, Any] | None]]:
+        """GET each call that has a provider call id, paced: the JSON object that came back,
+        or None where the provider could not answer now; calls it does not know are left out."""
+        found: list[tuple[PlacedCall, dict[str, Any] | None]] = []
         for call in calls:
             if not call.provider_call_id:
                 continue
             await pace()
             answer = await lookup(session, request_for(call.provider_call_id))
             data = json_body(answer) if answer and answer.status == 200 else None
-            if isinstance(data, dict):
-                found.append((call, data))
+            if unanswered(answer) or isinstance(data, dict):
+                found.append((call, data if isinstance(data, dict) else None))
         return found
 
     def check_token(self, callback: InboundCallback) -> None:

@@ -40,6 +40,7 @@ from dialer.providers.base import (
     json_body,
     lookup,
     to_int,
+    unanswered,
 )
 
 PROGRESS = {"queued": "accepted", "ringing": "ringing", "in-progress": "in-progress"}
@@ -137,10 +138,10 @@ class ExotelProvider(Provider):
 
     async def fetch_statuses(
         self, session: aiohttp.ClientSession, calls: Sequence[PlacedCall], pace: Pace
-    ) -> dict[int, CallEvent]:
+    ) -> dict[int, CallEvent | None]:
         by_sid = {c.provider_call_id: c.attempt_id for c in calls if c.provider_call_id}
         sids = list(by_sid)
-        found: dict[int, CallEvent] = {}
+        found: dict[int, CallEvent | None] = {}
         for start in range(0, len(sids), LOOKUP_BATCH):
             chunk = sids[start : start + LOOKUP_BATCH]
             await pace()
@@ -149,6 +150,9 @@ class ExotelProvider(Provider):
             else:
                 url = f"{self.api}/Calls.json?Sid={','.join(chunk)}&details=true"
             answer = await lookup(session, HttpRequest("GET", url, auth=(self._key, self._token)))
+            if unanswered(answer):
+                found |= {by_sid[sid]: None for sid in chunk}
+                continue
             data = json_body(answer) if answer and answer.status == 200 else None
             for record in _call_records(data):
                 sid = str(record.get("Sid", ""))

@@ -95,12 +95,15 @@ class SimProvider(Provider):
 
     async def fetch_statuses(
         self, session: aiohttp.ClientSession, calls: Sequence[PlacedCall], pace: Pace
-    ) -> dict[int, CallEvent]:
+    ) -> dict[int, CallEvent | None]:
         def request_for(call_id: str) -> HttpRequest:
             return HttpRequest("GET", f"{self.base_url}/v1/calls/{call_id}", self._headers())
 
-        found: dict[int, CallEvent] = {}
+        found: dict[int, CallEvent | None] = {}
         for call, data in await self.poll_each(session, calls, pace, request_for):
+            if data is None:
+                found[call.attempt_id] = None
+                continue
             if "status" not in data:
                 continue
             status = STATE_OF.get(data["status"], data["status"])

@@ -43,6 +43,7 @@ from dialer.providers.base import (
     json_body,
     lookup,
     to_int,
+    unanswered,
 )
 
 LIVE_WORDS = {
@@ -137,14 +138,16 @@ class TelecmiCommon(Provider):
 
     async def fetch_statuses(
         self, session: aiohttp.ClientSession, calls: Sequence[PlacedCall], pace: Pace
-    ) -> dict[int, CallEvent]:
+    ) -> dict[int, CallEvent | None]:
         dated = [c for c in calls if c.requested_at is not None]
         if not dated:
             return {}
         start = min(c.requested_at for c in dated) - timedelta(minutes=1)  # type: ignore[type-var]
-        found: dict[int, CallEvent] = {}
+        found: dict[int, CallEvent | None] = {}
+        complete = True
         for listing, state in (("out_answered", "completed"), ("out_missed", "no-answer")):
-            records = await self._cdr_list(session, listing, start, pace)
+            records, whole = await self._cdr_list(session, listing, start, pace)
+            complete = complete and whole
             for call, record in _match(dated, records, set(found)).items():
                 found[call] = CallEvent(
                     status=state,
@@ -152,11 +155,14 @@ class TelecmiCommon(Provider):
                     duration_s=to_int(record.get("duration")) if state == "completed" else None,
                     payload={"polled": record},
                 )
+        if not complete:  # a list could not be read whole: the others are not known missing
+            found |= {c.attempt_id: None for c in dated if c.attempt_id not in found}
         return found
 
     async def _cdr_list(
         self, session: aiohttp.ClientSession, listing: str, start: datetime, pace: Pace
-    ) -> list[dict[str, Any]]:
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """The CDRs of the list since `start`, and whether it was read whole."""
         records: list[dict[str, Any]] = []
         end_ms = int(datetime.now(UTC).timestamp() * 1000)
         for page in range(1, CDR_PAGES_PER_ROUND + 1):
@@ -171,14 +177,16 @@ class TelecmiCommon(Provider):
             }
             url = f"{self.reports_url}/v2/{listing}"
             answer = await lookup(session, HttpRequest("POST", url, json=body))
+            if unanswered(answer):
+                return records, False
             data = json_body(answer) if answer and answer.status == 200 else None
             rows = data.get("cdr") if isinstance(data, dict) else None
             if not isinstance(rows, list) or not rows:
-                break
+                return records, True
             records += [r for r in rows if isinstance(r, dict)]
             if len(rows) < CDR_PAGE or len(records) >= (to_int(data.get("count")) or 0):
-                break
-        return records
+                return records, True
+        return records, False  # more pages than one round reads
 
 
 class TelecmiProvider(TelecmiCommon):

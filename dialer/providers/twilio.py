@@ -142,13 +142,16 @@ class TwilioProvider(Provider):
 
     async def fetch_statuses(
         self, session: aiohttp.ClientSession, calls: Sequence[PlacedCall], pace: Pace
-    ) -> dict[int, CallEvent]:
+    ) -> dict[int, CallEvent | None]:
         def request_for(call_id: str) -> HttpRequest:
             url = f"{self.api}/Calls/{call_id}.json"
             return HttpRequest("GET", url, auth=(self.account_sid, self._token))
 
-        found: dict[int, CallEvent] = {}
+        found: dict[int, CallEvent | None] = {}
         for call, data in await self.poll_each(session, calls, pace, request_for):
+            if data is None:
+                found[call.attempt_id] = None
+                continue
             state = state_of_word(first(data, "status"))
             if state is None:
                 continue

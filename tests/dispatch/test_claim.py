@@ -40,3 +40,39 @@ async def test_no_send_after_the_window_closed(db, tmp_path: Path) -> None:
         )
     )
     assert states == {closed: "reserved", still_open: "dialing"}
+
+
+async def test_a_contact_spanning_zones_is_dialed_only_when_all_are_open(
+    run_cli, db, tmp_path: Path
+) -> None:
+    """Window open in New York now, closed in Los Angeles: the New York contact is due, the one
+    whose number may be in either (its zones "America/Los_Angeles America/New_York") is not."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from dialer.campaigns import from_row
+    from dialer.dispatch.claim import AccountLimits, claim, register_account
+    from tests.processes import write_campaign
+
+    hour = datetime.now(ZoneInfo("America/New_York")).hour
+    window = f'start = "{max(hour - 1, 0):02d}:00", end = "{min(hour + 1, 23):02d}:59"'
+    rows = ["+12125550101,New Yorker,", "+12125550102,Either Coast,"]
+    path = write_campaign(tmp_path, "two-zones", 0, window=window, csv_rows=rows)
+    (tmp_path / "dialer.toml").write_text(
+        '[accounts.sim-main]\nkind = "sim"\nbase_url = "http://127.0.0.1:1"\nsecret = "s"\n'
+        'rate = "10/s"\nchannels = 2\n'
+    )
+    assert run_cli("campaign", "load", str(path)).exit_code == 0
+    # What the loader writes for a number that may be on either coast:
+    await db.execute(
+        """UPDATE contacts SET timezone = CASE WHEN name = 'New Yorker' THEN 'America/New_York'
+                                 ELSE 'America/Los_Angeles America/New_York' END
+           WHERE campaign_id = (SELECT id FROM campaigns WHERE name = 'two-zones')"""
+    )
+    dry = run_cli("run", "two-zones", "--dry-run")
+    assert "due now                  1" in dry.stdout and "outside calling window   1" in dry.stdout
+    campaign = from_row(await db.fetchrow("SELECT * FROM campaigns WHERE name = 'two-zones'"))
+    limits = AccountLimits("two-zone-account", "sim", 100.0, 1.0, 5)
+    await register_account(db, limits)
+    claimed = await claim(db, limits, [campaign], max_batch=10, horizon_s=1.0, dial_cap=5)
+    assert [c.phone_e164 for c in claimed] == ["+12125550101"]

@@ -65,7 +65,7 @@ async def test_load_normalizes_dedupes_and_rejects(run_cli, tmp_path: Path, db) 
     rows = await contacts_of(db, "c1")
     assert [(r["row_no"], r["phone_e164"], r["name"], r["timezone"]) for r in rows] == [
         (2, "+919845012345", "Asha", "Asia/Kolkata"),
-        (3, "+919845012346", "Ravi", None),
+        (3, "+919845012346", "Ravi", "Asia/Calcutta"),  # no zone given: from the number
     ]
     assert rows[0]["fields"] == {"plan": "gold"}
     assert {r["state"] for r in rows} == {"pending"}

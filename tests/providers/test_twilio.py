@@ -263,7 +263,7 @@ async def test_429_storm_settles_everything_and_slows_the_account(
         work = Workspace(tmp_path, own_database_url, free_port())
         work.configure("tw", account_toml("twilio", url, rate="20/s"))
         twiml = 'connect_to = "https://dialer.example.com/twiml/hello.xml"'
-        await work.load("storm", "tw", count=24, extra=twiml)
+        await work.load("storm", "tw", count=16, extra=twiml)
         watcher = asyncio.create_task(watch_rate())
         try:
             code, output = await work.run_campaign("storm")
