@@ -10,7 +10,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fakes.engine import FakeProvider, FakeSettings
-from tests.fakes.twilio import TwilioDialect
+from tests.fakes.twilio import TwilioDialect, account_toml
 from tests.processes import dialer_command, free_port
 from tests.providers.harness import Workspace, serving
 
@@ -46,11 +46,7 @@ async def test_counters_and_gauges_agree_with_the_database(
     metrics_port = free_port()
     async with serving(fake) as url:
         work = Workspace(tmp_path, own_database_url, free_port())
-        work.configure(
-            "tw",
-            f'kind = "twilio"\nbase_url = "{url}"\naccount_sid = "{SID}"\n'
-            f'auth_token = "{TOKEN}"\nrate = "20/s"\nchannels = 5',
-        )
+        work.configure("tw", account_toml(url, SID, TOKEN, channels=5))
         await work.load("met", "tw", count=25, extra='connect_to = "https://d.example.com/t"')
         async with work.serve():
             run = await asyncio.create_subprocess_exec(

@@ -360,9 +360,9 @@ RETRY_AFTER_CAP_S = 600.0  # a Retry-After beyond this is taken as this (a provi
 async def push_back_rate(conn: asyncpg.Connection, account: str, retry_after: float | None) -> None:
     """A 429: every worker on the account waits, and the shared rate slows until 429s stop.
 
-    The wait is the provider's Retry-After if it gave one; else exponential backoff with full
-    jitter on the account's streak of 429 episodes (429s less than a second apart are one
-    episode: a burst of refusals of requests already in flight), capped.
+    The wait is the provider's Retry-After if it gave one; else an exponential backoff on the
+    account's streak of 429 episodes (429s less than a second apart are one episode: a burst of
+    refusals of requests already in flight), capped, of which a random half to all is waited.
     """
     await conn.execute(
         """UPDATE accounts SET

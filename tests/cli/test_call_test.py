@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.engine import FakeProvider, FakeSettings
-from tests.fakes.twilio import TwilioDialect
+from tests.fakes.twilio import TwilioDialect, account_toml
 from tests.processes import free_port
 from tests.providers.harness import Workspace, serving
 
@@ -17,11 +17,7 @@ SID, TOKEN = "AC" + "c3" * 16, "call-test-auth-token-42"
 
 
 def configure(work: Workspace, url: str, token: str = TOKEN) -> None:
-    work.configure(
-        "tw",
-        f'kind = "twilio"\nbase_url = "{url}"\naccount_sid = "{SID}"\nauth_token = "{token}"\n'
-        'rate = "5/s"\nchannels = 2',
-    )
+    work.configure("tw", account_toml(url, SID, token, rate="5/s", channels=2))
 
 
 ARGS = (

@@ -172,6 +172,23 @@ class TwilioDialect:
         return outcome
 
 
+def account_toml(
+    base_url: str,
+    sid: str,
+    token: str,
+    *,
+    variant: str = "twilio",
+    rate: str = "20/s",
+    channels: int = 6,
+) -> str:
+    """The dialer.toml keys of an account on this fake (after its [accounts.NAME] line)."""
+    return (
+        f'kind = "twilio"\nbase_url = "{base_url}"\naccount_sid = "{sid}"\n'
+        f'auth_token = "{token}"\npath_prefix = "{PREFIX[variant]}"\n'
+        f'rate = "{rate}"\nchannels = {channels}'
+    )
+
+
 def _error(status: int, code: int, message: str, headers: dict | None = None) -> web.Response:
     body = {"code": code, "message": message, "status": status}
     body["more_info"] = f"https://www.twilio.com/docs/errors/{code}"

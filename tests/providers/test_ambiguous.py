@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.engine import FakeProvider, FakeSettings
-from tests.fakes.twilio import TwilioDialect
+from tests.fakes.twilio import TwilioDialect, account_toml
 from tests.processes import free_port
 from tests.providers.harness import FINAL_CONTACT_STATES, Workspace, attempts_of, serving
 
@@ -30,11 +30,7 @@ async def test_server_errors_are_never_resent_and_end_known_or_unknown(
     fake = FakeProvider(TwilioDialect("twilio", SID, TOKEN), settings)
     async with serving(fake) as url:
         work = Workspace(tmp_path, own_database_url, free_port())
-        work.configure(
-            "tw",
-            f'kind = "twilio"\nbase_url = "{url}"\naccount_sid = "{SID}"\n'
-            f'auth_token = "{TOKEN}"\nrate = "20/s"\nchannels = 6',
-        )
+        work.configure("tw", account_toml(url, SID, TOKEN))
         twiml = 'connect_to = "https://d.example.com/twiml"'
         await work.load("amb", "tw", count=30, extra=twiml, call_limits=("2s", "3s", "1s"))
         code, output = await work.run_campaign("amb")

@@ -26,7 +26,7 @@ from dialer.providers.base import (
 )
 from dialer.providers.twilio import TwilioProvider
 from tests.fakes.engine import FakeProvider, FakeSettings
-from tests.fakes.twilio import PREFIX, TwilioDialect
+from tests.fakes.twilio import PREFIX, TwilioDialect, account_toml
 from tests.processes import free_port
 from tests.providers.harness import Workspace, check_against_fake, serving
 
@@ -203,16 +203,6 @@ def test_tampered_or_unsigned_callbacks_are_refused() -> None:
         )
 
 
-def account_toml(variant: str, base_url: str, rate: str = "20/s") -> str:
-    return f"""kind = "twilio"
-base_url = "{base_url}"
-account_sid = "{SID}"
-auth_token = "{TOKEN}"
-path_prefix = "{PREFIX[variant]}"
-rate = "{rate}"
-channels = 6"""
-
-
 @pytest.mark.parametrize("variant", ["twilio", "signalwire", "restcomm", "teleapi"])
 async def test_campaign_through_each_relative(
     variant: str, own_database_url: str, tmp_path: Path, own_db
@@ -225,7 +215,7 @@ async def test_campaign_through_each_relative(
     rows.append("+14155550000,Not A Number,America/Los_Angeles")
     async with serving(fake) as url:
         work = Workspace(tmp_path, own_database_url, free_port())
-        work.configure("tw", account_toml(variant, url))
+        work.configure("tw", account_toml(url, SID, TOKEN, variant=variant))
         twiml = 'connect_to = "https://dialer.example.com/twiml/hello.xml"'
         await work.load("tw-camp", "tw", csv_rows=rows, extra=twiml)
         code, output = await work.run_campaign("tw-camp")
@@ -261,7 +251,7 @@ async def test_429_storm_settles_everything_and_slows_the_account(
 
     async with serving(fake) as url:
         work = Workspace(tmp_path, own_database_url, free_port())
-        work.configure("tw", account_toml("twilio", url, rate="20/s"))
+        work.configure("tw", account_toml(url, SID, TOKEN))
         twiml = 'connect_to = "https://dialer.example.com/twiml/hello.xml"'
         await work.load("storm", "tw", count=16, extra=twiml)
         watcher = asyncio.create_task(watch_rate())
