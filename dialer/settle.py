@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from datetime import datetime
+from decimal import Decimal
 
 import asyncpg
 
@@ -36,6 +37,8 @@ async def settle(
     provider_call_id: str | None = None,
     answered_by: str | None = None,
     completed_if_answered: bool = False,
+    cost: Decimal | None = None,
+    cost_unit: str | None = None,
 ) -> bool:
     """Close a live attempt with `outcome`, free its channel, decide the contact's next step.
 
@@ -58,7 +61,8 @@ async def settle(
                             ELSE a.error || '; ' || $3::text END,
                duration_s = coalesce($4, a.duration_s), ended_at = coalesce($5, now()),
                provider_call_id = coalesce(a.provider_call_id, $7),
-               answered_by = coalesce(a.answered_by, $8), updated_at = now()
+               answered_by = coalesce(a.answered_by, $8), cost = coalesce($10, a.cost),
+               cost_unit = coalesce($11, a.cost_unit), updated_at = now()
            FROM contacts c
            WHERE a.id = $1 AND a.state = ANY($6::text[]) AND c.id = a.contact_id
            RETURNING a.contact_id, a.campaign_id, a.attempt_no, a.phone_e164, now() AS now,
@@ -72,6 +76,8 @@ async def settle(
         provider_call_id,
         answered_by,
         completed_if_answered,
+        cost,
+        cost_unit,
     )
     if row is None:
         return False
@@ -156,6 +162,8 @@ async def apply_event(
                 provider_call_id=event.provider_call_id,
                 answered_by=event.answered_by,
                 completed_if_answered=event.completed_if_answered,
+                cost=event.cost,
+                cost_unit=event.cost_unit,
             )
         else:
             await _apply_progress_to(conn, row["attempt_id"], event)

@@ -14,6 +14,7 @@ into normalized `CallEvent`s, and, where the API allows, looks calls up for the 
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -21,6 +22,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -93,6 +95,8 @@ class CallEvent:
     answered_by: str | None = None
     payload: Mapping[str, Any] = field(default_factory=dict)
     completed_if_answered: bool = False
+    cost: Decimal | None = None  # what the provider charged, where it says
+    cost_unit: str | None = None
 
 
 @dataclass(frozen=True)
@@ -223,8 +227,9 @@ async def send(session: aiohttp.ClientSession, request: HttpRequest) -> HttpAnsw
         kwargs["headers"]["Content-Type"] = "application/x-www-form-urlencoded"
     elif request.json is not None:
         kwargs["json"] = request.json
-    if request.auth:
-        kwargs["auth"] = aiohttp.BasicAuth(*request.auth)
+    if request.auth:  # RFC 7617 (aiohttp deprecates its BasicAuth helper)
+        pair = base64.b64encode(":".join(request.auth).encode()).decode()
+        kwargs["headers"]["Authorization"] = f"Basic {pair}"
     try:
         async with session.request(request.method, request.url, **kwargs) as response:
             return HttpAnswer(response.status, response.headers, await response.read())
@@ -361,3 +366,13 @@ def state_of_word(word: Any) -> str | None:
     if text in FINAL_WORDS:
         return text
     return _PROGRESS_WORDS.get(text)
+
+
+def to_cost(value: Any) -> Decimal | None:
+    """A provider's price as a positive amount (Twilio writes charges negative); None if absent."""
+    if value in (None, ""):
+        return None
+    try:
+        return abs(Decimal(str(value)))
+    except InvalidOperation:
+        return None

@@ -39,6 +39,7 @@ from dialer.providers.base import (
     first,
     json_body,
     lookup,
+    to_cost,
     to_int,
     unanswered,
 )
@@ -250,4 +251,5 @@ def _polled_event(sid: str, record: Mapping[str, Any]) -> CallEvent:
         provider_call_id=sid,
         duration_s=duration if state == "completed" else None,
         payload={"polled": dict(record)},
+        cost=to_cost(record.get("Price")),  # in the account's currency, which it does not name
     )

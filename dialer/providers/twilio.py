@@ -41,6 +41,7 @@ from dialer.providers.base import (
     first,
     json_body,
     state_of_word,
+    to_cost,
     to_int,
 )
 
@@ -162,6 +163,8 @@ class TwilioProvider(Provider):
                 duration_s=to_int(first(data, "duration")) if state == "completed" else None,
                 answered_by=first(data, "answered_by"),
                 payload={"polled": data},
+                cost=to_cost(first(data, "price")),
+                cost_unit=first(data, "price_unit"),
             )
         return found
 

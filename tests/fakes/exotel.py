@@ -100,6 +100,7 @@ class ExotelDialect:
             "Sid": call.call_id,
             "Status": status,
             "Duration": call.duration if final else None,
+            "Price": f"{0.6 * call.duration:.2f}" if call.status == "completed" else "0.00",
             "Details": {
                 "Leg1Status": call.status if final else None,
                 "ConversationDuration": call.duration if call.status == "completed" else 0,

@@ -124,6 +124,8 @@ class TwilioDialect:
             "status": self._word(status),
             "duration": str(call.duration) if call.status == "completed" else None,
             "answered_by": "human" if call.status == "completed" else None,
+            "price": f"-{0.013 * call.duration:.4f}" if call.status == "completed" else None,
+            "price_unit": "USD",
             "api_version": self.prefix.rpartition("/")[2],
         }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -199,6 +200,18 @@ async def test_flow_campaign_with_lost_callbacks_is_reconciled_by_bulk_lookups(
     )
     assert polled >= 1
     assert await own_db.fetchval("SELECT count(*) FROM attempts WHERE outcome = 'unknown'") == 0
+    # Exotel's call records carry the price: it reaches the attempts and the summary.
+    priced = await own_db.fetch(
+        """SELECT a.cost, a.duration_s FROM attempts a JOIN call_events e ON e.attempt_id = a.id
+           WHERE e.dedupe_key LIKE '%:poll:completed'"""
+    )
+    lost_completed = [
+        c for c in stats["calls"].values() if c["lost"] and c["outcome"] == "completed"
+    ]
+    assert len(priced) == len(lost_completed)
+    assert all(r["cost"] == round(Decimal("0.6") * r["duration_s"], 2) for r in priced)
+    total = await own_db.fetchval("SELECT total_cost FROM campaign_summary")
+    assert total == (sum((r["cost"] for r in priced), Decimal(0)) if priced else None)
 
 
 async def test_bad_credentials_pause_the_campaign_and_exit_2(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -268,3 +269,39 @@ async def test_429_storm_settles_everything_and_slows_the_account(
         "SELECT count(*) FROM attempts WHERE state = 'not_dialed' AND error LIKE '429%'"
     )
     assert not_dialed == stats["storm_429"]  # every refused request recorded, none lost
+
+
+async def test_status_lookup_reads_outcome_duration_and_price() -> None:
+    """The reconciler's look-up, against the fake over HTTP: a finished call's outcome, talk
+    time and price; a call it does not know is absent; a 429 is "ask again later" (None)."""
+    from datetime import UTC, datetime
+
+    import aiohttp
+
+    from dialer.providers.base import PlacedCall
+
+    fake = FakeProvider(
+        TwilioDialect("twilio", SID, TOKEN),
+        FakeSettings(outcomes={"completed": 1.0}, talk=(1.0, 1.0), rate=None, channels=0),
+    )
+    async with serving(fake) as url, aiohttp.ClientSession() as session:
+        twilio = adapter(base_url=url)
+        call_id = await twilio.place_call(session, CALL)
+        await asyncio.sleep(1.8)  # ring up to 0.3 s + talk 1 s
+
+        async def no_wait() -> None:
+            return None
+
+        now = datetime.now(UTC)
+        calls = [PlacedCall(1, call_id, CALL.to, now), PlacedCall(2, "CAnotacall", CALL.to, now)]
+        found = await twilio.fetch_statuses(session, calls, no_wait)
+        fake.settings.storm = 1.0  # every request refused from now on
+        refused = await twilio.fetch_statuses(session, calls[:1], no_wait)
+    event = found[1]
+    assert (event.status, event.duration_s, event.cost, event.cost_unit) == (
+        "completed",
+        1,
+        Decimal("0.0130"),
+        "USD",
+    )
+    assert 2 not in found and refused == {1: None}
