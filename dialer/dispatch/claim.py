@@ -330,25 +330,22 @@ async def begin_dial(
 SEND = "send"
 
 
-async def record_accepted(
-    conn: asyncpg.Connection, accepted: list[tuple[str, int, str | None]]
-) -> None:
-    """The provider took these calls (account, attempt, call id): store their call ids (a
-    callback may have been faster), and end their accounts' 429 streaks."""
+async def record_accepted(conn: asyncpg.Connection, accepted: list[tuple[int, str | None]]) -> None:
+    """The provider took these calls: store their call ids (a callback may have been faster),
+    and end their accounts' 429 streaks."""
     await conn.execute(
-        """UPDATE attempts a
-           SET state = CASE WHEN a.state = 'dialing' THEN 'accepted' ELSE a.state END,
-               provider_call_id = coalesce(a.provider_call_id, t.call_id),
-               accepted_at = coalesce(a.accepted_at, now()), updated_at = now()
-           FROM unnest($1::bigint[], $2::text[]) AS t(id, call_id)
-           WHERE a.id = t.id""",
+        """WITH accepted AS (
+               UPDATE attempts a
+               SET state = CASE WHEN a.state = 'dialing' THEN 'accepted' ELSE a.state END,
+                   provider_call_id = coalesce(a.provider_call_id, t.call_id),
+                   accepted_at = coalesce(a.accepted_at, now()), updated_at = now()
+               FROM unnest($1::bigint[], $2::text[]) AS t(id, call_id)
+               WHERE a.id = t.id
+               RETURNING a.account)
+           UPDATE accounts SET throttle_streak = 0
+           WHERE name IN (SELECT account FROM accepted) AND throttle_streak > 0""",
+        [a[0] for a in accepted],
         [a[1] for a in accepted],
-        [a[2] for a in accepted],
-    )
-    await conn.execute(
-        "UPDATE accounts SET throttle_streak = 0 WHERE name = ANY($1::text[])"
-        " AND throttle_streak > 0",
-        sorted({a[0] for a in accepted}),
     )
 
 

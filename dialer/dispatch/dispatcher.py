@@ -389,7 +389,7 @@ class Dispatcher:
                     "UPDATE attempts SET error = $2 WHERE id = $1", item.attempt_id, exc.detail
                 )
         else:
-            await self._accept.submit((account.limits.name, item.attempt_id, call_id))
+            await self._accept.submit((item.attempt_id, call_id))
             log.info("attempt accepted", extra=extra | {"call_id": call_id})
 
     async def _close(self, attempt_id: int, outcome: str, error: str, **kwargs) -> None:
@@ -421,7 +421,7 @@ class Dispatcher:
                 verdicts |= await begin_dial(conn, account, attempts, early[account])
         return [verdicts.get(item[1], VOID) for item in items]
 
-    async def _flush_accept(self, items: list[tuple[str, int, str | None]]) -> list[None]:
+    async def _flush_accept(self, items: list[tuple[int, str | None]]) -> list[None]:
         async with self.pool.acquire() as conn:
             await record_accepted(conn, items)
         return [None] * len(items)

@@ -35,12 +35,13 @@ from dialer.providers.base import (
     classify,
     first,
     json_body,
+    state_of_word,
     to_int,
 )
 
 PATH = "/didforsaleapi/index.php/api/V2/CallTermination/"
 EVENTS = "initiated,ringing,answered,completed"
-PROGRESS = {"initiated": "accepted", "ringing": "ringing", "answered": "in-progress"}
+WORDS = ("initiated", "ringing", "answered", "completed")  # all DIDforSale ever says
 ID_FIELDS = ("callSid", "call_id", "callid", "sid", "uuid", "id")
 ATTEMPT_KEY = "dialer_attempt"
 
@@ -104,7 +105,7 @@ class DidforsaleProvider(Provider):
         call_sid = str(first(fields, "callSid") or "")
         parent = str(first(fields, "ParentCallSid") or "")
         word = str(first(fields, "CallStatus") or "").lower()
-        if not call_sid or word not in (*PROGRESS, "completed"):
+        if not call_sid or word not in WORDS:
             raise Forbidden("authentic, but not a call-progress event")
         customer = parent in ("", call_sid)
         duration = to_int(first(fields, "CallDurartion", "CallDuration"))
@@ -112,7 +113,7 @@ class DidforsaleProvider(Provider):
         if not customer:
             state = "accepted"  # the B-leg (the party the didML app dialed)
         elif word != "completed":
-            state = PROGRESS[word]
+            state = state_of_word(word) or "accepted"
         elif duration:
             state = "completed"
         else:

@@ -24,6 +24,7 @@ import phonenumbers
 
 from dialer.config import ExotelAccount
 from dialer.providers.base import (
+    FINAL_WORDS,
     CallEvent,
     CallRequest,
     Forbidden,
@@ -39,13 +40,12 @@ from dialer.providers.base import (
     first,
     json_body,
     lookup,
+    state_of_word,
     to_cost,
     to_int,
     unanswered,
 )
 
-PROGRESS = {"queued": "accepted", "ringing": "ringing", "in-progress": "in-progress"}
-FINAL = {"completed", "busy", "no-answer", "failed", "canceled"}
 LOOKUP_BATCH = 100  # Exotel's limit of Sids per bulk call-details request
 CUSTOM_PREFIX = "dialer-attempt:"
 
@@ -120,10 +120,10 @@ class ExotelProvider(Provider):
         customer = _customer_leg(fields.get("Legs"))
         if event_type == "answered":
             state = "in-progress"
-        elif (customer or {}).get("Status") in FINAL:
+        elif (customer or {}).get("Status") in FINAL_WORDS:
             state = str(customer["Status"])  # the customer's leg decides (see module notes)
         else:
-            state = status if status in FINAL else PROGRESS.get(status, "accepted")
+            state = state_of_word(status) or "accepted"
         duration = to_int(first(fields, "ConversationDuration")) or to_int(
             (customer or {}).get("OnCallDuration")
         )
@@ -241,9 +241,9 @@ def _polled_event(sid: str, record: Mapping[str, Any]) -> CallEvent:
     status = str(record.get("Status", "")).lower()
     details = record.get("Details") if isinstance(record.get("Details"), dict) else {}
     leg1 = str(details.get("Leg1Status") or "").lower()  # the customer's leg
-    if status in FINAL and leg1 in FINAL:
+    if status in FINAL_WORDS and leg1 in FINAL_WORDS:
         status = leg1
-    state = status if status in FINAL else PROGRESS.get(status, "accepted")
+    state = state_of_word(status) or "accepted"
     duration = to_int(details.get("ConversationDuration")) or to_int(record.get("Duration"))
     return CallEvent(
         status=state,

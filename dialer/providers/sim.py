@@ -23,12 +23,12 @@ from dialer.providers.base import (
     ProviderError,
     classify,
     json_body,
+    state_of_word,
 )
 from dialer.sim.server import sign
 
-# The sim's status words are already the attempt states of the design.
+# The sim speaks the Twilio family's status words (base.state_of_word reads them).
 STATUSES = {"initiated", "ringing", "answered", "completed", "busy", "no-answer", "failed"}
-STATE_OF = {"initiated": "accepted", "answered": "in-progress", "queued": "accepted"}
 
 
 class SimProvider(Provider):
@@ -83,7 +83,7 @@ class SimProvider(Provider):
             raise Forbidden(f"unknown status {status!r}")
         occurred = event.get("timestamp")
         return CallEvent(
-            status=STATE_OF.get(status, status),
+            status=state_of_word(status) or status,
             dedupe_key=f"{call_id}:{sequence}:{status}",
             provider_call_id=call_id,
             attempt_id=callback.attempt_id,
@@ -106,7 +106,7 @@ class SimProvider(Provider):
                 continue
             if "status" not in data:
                 continue
-            status = STATE_OF.get(data["status"], data["status"])
+            status = state_of_word(data["status"]) or data["status"]
             found[call.attempt_id] = CallEvent(
                 status=status,
                 dedupe_key=f"{call.provider_call_id}:poll:{status}",
