@@ -22,8 +22,11 @@ _FILE_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 
 def sql_dir() -> Path:
-    """The project's `sql/` folder (beside the package in a checkout or editable install)."""
-    return Path(__file__).resolve().parents[2] / "sql"
+    """The `sql/` folder: inside the package when installed from a wheel (setup.py copies it
+    there), else the checkout's top-level folder (source tree or editable install)."""
+    package = Path(__file__).resolve().parents[1]
+    shipped = package / "sql"
+    return shipped if shipped.is_dir() else package.parent / "sql"
 
 
 @dataclass(frozen=True)
