@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from common import create_database, drop_database, median, write_section
 
+from dialer.providers.base import derive_token
 from dialer.sim.server import sign
 from tests.processes import free_port, wait_for_http
 
@@ -318,6 +319,9 @@ async def _seed_attempts(url: str, count: int) -> list[int]:
         await conn.close()
 
 
+TOKEN = derive_token(SECRET, "sim-main")  # the callback URL token of the bench's sim account
+
+
 async def _send_callbacks(port: int, attempts: list[int], concurrency: int) -> tuple[float, int]:
     statuses = ["initiated", "ringing", "answered", "completed"]
     queue = iter(attempts)
@@ -345,7 +349,7 @@ async def _send_callbacks(port: int, attempts: list[int], concurrency: int) -> t
                         "X-Sim-Signature": sign(SECRET, path, body),
                     }
                     async with session.post(
-                        f"http://127.0.0.1:{port}{path}", data=body, headers=headers
+                        f"http://127.0.0.1:{port}{path}?token={TOKEN}", data=body, headers=headers
                     ) as response:
                         await response.read()
                         failures += response.status != 200

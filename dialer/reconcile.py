@@ -93,7 +93,7 @@ async def _adopt_orphan_events(conn: asyncpg.Connection, campaigns: CampaignCach
         """SELECT e.id, e.status, a.id AS attempt_id
            FROM call_events e
            JOIN attempts a ON a.account = e.account AND a.provider_call_id = e.provider_call_id
-           WHERE e.attempt_id IS NULL AND e.provider_call_id IS NOT NULL
+           WHERE e.attempt_id IS NULL AND e.provider_call_id IS NOT NULL AND NOT e.held
              AND a.state IN ('dialing', 'accepted', 'ringing', 'in-progress')
            LIMIT $1""",
         BATCH,

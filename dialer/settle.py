@@ -133,10 +133,16 @@ async def apply_event(
     account: str,
     attempt_id: int | None,
     event: CallEvent,
-) -> bool:
-    """Store a provider event (once) and move its attempt forward. True if the event was new.
+    *,
+    held: bool = False,
+    problem: str | None = None,
+) -> str:
+    """Store a provider event (once) and move its attempt forward: "stored" if it was new,
+    "repeated" if it was already kept, "held" if kept but not applied.
 
     The raw event is stored before anything else, so it is kept even if it changes nothing.
+    A `held` event (see callbacks.screening), or one whose call id is another attempt's than
+    the one named, is stored with its problem and never applied.
     """
     async with conn.transaction():
         row = await conn.fetchrow(
@@ -148,9 +154,15 @@ async def apply_event(
             event.sequence,
             event.dedupe_key,
             json.loads(json.dumps(dict(event.payload), default=str)),
+            held,
+            problem,
         )
-        if not row["stored"] or row["attempt_id"] is None:
-            return bool(row["stored"])
+        if not row["stored"]:
+            return "repeated"
+        if row["held"]:
+            return "held"
+        if row["attempt_id"] is None:
+            return "stored"
         if is_terminal(event.status):
             await settle(
                 conn,
@@ -167,25 +179,59 @@ async def apply_event(
             )
         else:
             await _apply_progress_to(conn, row["attempt_id"], event)
-        return True
+        return "stored"
 
 
-# Store an event once, for the attempt named in the URL if it is this account's, else the one
-# with this provider call id (providers that post to one fixed URL).
-_STORE = """
-WITH target AS (
-    SELECT coalesce(
-        (SELECT id FROM attempts WHERE id = $1 AND account = $2),
-        (SELECT id FROM attempts WHERE $1::bigint IS NULL AND account = $2
-                                  AND provider_call_id = $3 LIMIT 1)) AS id
-), stored AS (
-    INSERT INTO call_events (attempt_id, account, provider_call_id, status, sequence,
-                             dedupe_key, payload)
-    VALUES ((SELECT id FROM target), $2, $3, $4, $5, $6, $7)
-    ON CONFLICT (account, dedupe_key) DO NOTHING
-    RETURNING attempt_id
+# Which attempt an event belongs to, for rows of `input` (attempt_id named in the URL or the
+# payload, call_id, held, problem) of account $ACCOUNT: the named attempt if it is this
+# account's and the call id is neither another attempt's nor different from its own; with no
+# attempt named, the one with this call id. A named attempt that fails the test is
+# `misrouted`: the event is stored against it, held, and never settles it.
+_JUDGE = """
+judged AS (
+    SELECT i.*, n.id AS named,
+           CASE WHEN i.attempt_id IS NULL THEN b.id
+                WHEN n.id IS NULL THEN NULL
+                WHEN b.id IS NOT NULL AND b.id <> n.id THEN NULL
+                WHEN n.provider_call_id IS NOT NULL AND i.call_id IS NOT NULL
+                     AND n.provider_call_id <> i.call_id THEN NULL
+                ELSE n.id END AS known
+    FROM input i
+    LEFT JOIN attempts n ON n.account = $ACCOUNT AND n.id = i.attempt_id
+    LEFT JOIN LATERAL (
+        SELECT x.id FROM attempts x
+        WHERE i.call_id IS NOT NULL AND x.account = $ACCOUNT AND x.provider_call_id = i.call_id
+        ORDER BY x.id LIMIT 1) b ON true
+), placed AS (
+    SELECT j.*, coalesce(j.known, j.named) AS stored_for,
+           j.held OR (j.named IS NOT NULL AND j.known IS NULL) AS keep_held,
+           CASE WHEN j.named IS NOT NULL AND j.known IS NULL
+                THEN concat_ws('; ', j.problem,
+                               'call id ' || j.call_id || ' is not this attempt''s')
+                ELSE j.problem END AS why
+    FROM judged j
+)"""
+
+# Held events get a key of their own, so that a correct delivery of the same event later (or
+# to the right attempt) is still stored and applied.
+_HELD_KEY = (
+    "CASE WHEN p.keep_held THEN 'held:' || coalesce(p.attempt_id::text, '-') || ':' ||"
+    " p.dedupe_key ELSE p.dedupe_key END"
 )
-SELECT (SELECT count(*) FROM stored) > 0 AS stored, (SELECT attempt_id FROM stored) AS attempt_id
+
+_STORE = f"""
+WITH input AS (
+    SELECT $1::bigint AS attempt_id, $3::text AS call_id, $6::text AS dedupe_key,
+           $8::boolean AS held, $9::text AS problem
+), {_JUDGE.replace("$ACCOUNT", "$2")}, stored AS (
+    INSERT INTO call_events (attempt_id, account, provider_call_id, status, sequence,
+                             dedupe_key, payload, held, problem)
+    SELECT p.stored_for, $2, $3, $4, $5, {_HELD_KEY}, $7, p.keep_held, p.why FROM placed p
+    ON CONFLICT (account, dedupe_key) DO NOTHING
+    RETURNING attempt_id, held
+)
+SELECT (SELECT count(*) FROM stored) > 0 AS stored, (SELECT attempt_id FROM stored) AS attempt_id,
+       coalesce((SELECT held FROM stored), false) AS held
 """
 
 
@@ -214,27 +260,24 @@ _RANK_SQL = "CASE a.state " + " ".join(f"WHEN '{s}' THEN {r}" for s, r in RANK.i
 # each once; per attempt, the highest-ranked new event moves it forward, never back.
 _PROGRESS_BATCH = f"""
 WITH input AS (
-    SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::int[], $5::text[],
-                         $6::jsonb[], $7::timestamptz[], $8::text[], $9::int[])
+    SELECT t.*, false AS held, NULL::text AS problem
+    FROM unnest($1::bigint[], $2::text[], $3::text[], $4::int[], $5::text[],
+                $6::jsonb[], $7::timestamptz[], $8::text[], $9::int[])
         AS t(attempt_id, call_id, status, sequence, dedupe_key, payload, occurred_at,
              answered_by, rank)
-), target AS (
-    SELECT i.*, a.id AS known
-    FROM input i
-    LEFT JOIN attempts a ON a.account = $10 AND a.id = coalesce(i.attempt_id,
-        (SELECT x.id FROM attempts x WHERE x.account = $10 AND x.provider_call_id = i.call_id
-         LIMIT 1))
-), stored AS (
+), {_JUDGE.replace("$ACCOUNT", "$10")}, stored AS (
     INSERT INTO call_events (attempt_id, account, provider_call_id, status, sequence,
-                             dedupe_key, payload)
-    SELECT known, $10, call_id, status, sequence, dedupe_key, payload FROM target
+                             dedupe_key, payload, held, problem)
+    SELECT p.stored_for, $10, p.call_id, p.status, p.sequence, {_HELD_KEY}, p.payload,
+           p.keep_held, p.why
+    FROM placed p
     ON CONFLICT (account, dedupe_key) DO NOTHING
     RETURNING dedupe_key
 ), best AS (
-    SELECT DISTINCT ON (t.known) t.*
-    FROM target t JOIN stored s ON s.dedupe_key = t.dedupe_key
-    WHERE t.known IS NOT NULL
-    ORDER BY t.known, t.rank DESC
+    SELECT DISTINCT ON (p.known) p.*
+    FROM placed p JOIN stored s ON s.dedupe_key = p.dedupe_key
+    WHERE p.known IS NOT NULL AND NOT p.keep_held
+    ORDER BY p.known, p.rank DESC
 ), moved AS (
     UPDATE attempts a
     SET state = best.status, provider_call_id = coalesce(a.provider_call_id, best.call_id),
@@ -247,7 +290,7 @@ WITH input AS (
     WHERE a.id = best.known AND a.state = ANY($11::text[]) AND {_RANK_SQL} < best.rank
     RETURNING a.id
 )
-SELECT dedupe_key FROM stored
+SELECT p.dedupe_key FROM placed p WHERE {_HELD_KEY} IN (SELECT dedupe_key FROM stored)
 """
 
 

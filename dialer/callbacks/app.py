@@ -5,32 +5,41 @@ providers that post every call's events to one fixed URL, correlated by their ca
 id echoed in the payload): the adapter verifies the request (URL token, signature, echoed
 key) and normalizes it; the raw event is stored in `call_events` and applied in one
 transaction, and only then is 2xx returned, so a provider retries anything we did not keep.
-A request that fails verification gets 403 and is stored nowhere (it is logged).
+A request that fails verification gets 4xx and is stored nowhere (it is logged); the URL token
+is checked before the body is read. An authentic callback that cannot be trusted to settle its
+attempt (unreadable, absurd values, another attempt's call id) is stored held, answered 200,
+and left to the reconciler (callbacks.screening). Bad input never gets a 5xx.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 
 import aiohttp
 import asyncpg
 from aiohttp import web
+from multidict import MultiDict
 
 from dialer.batching import Batcher
 from dialer.callbacks.bodies import BodyError, parse_body
+from dialer.callbacks.screening import MAX_BIGINT, Screened, clean_payload, screen
 from dialer.campaigns import CampaignCache
 from dialer.dashboard.api import add_dashboard
 from dialer.metrics import CALLBACK_SECONDS, CALLBACKS, metrics_handler
 from dialer.policy.states import is_terminal
-from dialer.providers.base import CallEvent, Forbidden, InboundCallback, Provider
+from dialer.providers.base import CallEvent, Forbidden, InboundCallback, Provider, Unreadable
 from dialer.reconcile import RECONCILE_EVERY, reconcile_once
 from dialer.settle import apply_event, apply_progress_batch
 
 log = logging.getLogger("dialer.serve")
+BODY_SECONDS = 10.0  # a callback body not received by then is dropped (408)
+MAX_RAW_BODY = 64 * 1024  # of an unreadable body, what is kept
 ProgressItem = tuple[str, int | None, CallEvent]  # account, attempt id if known, event
 
 
@@ -71,20 +80,30 @@ async def callback(request: web.Request) -> web.Response:
 
 
 async def _callback(request: web.Request, account: str) -> tuple[web.Response, str]:
-    """Verify, store and apply one callback: (the response, stored | repeated | refused)."""
+    """Verify, store and apply one callback: (the response, stored | repeated | held | refused).
+
+    Cheapest checks first: the route, then the URL token (before the body is read), then the
+    body within its caps, then the adapter's own signature, then the values (screening).
+    """
     receiver = request.app[RECEIVER]
     adapter = receiver.adapters.get(account)
     raw_attempt = request.match_info.get("attempt_id")
-    attempt_id = int(raw_attempt) if raw_attempt and raw_attempt.isdigit() else None
-    body = await request.read()
+    attempt_id = _attempt_number(raw_attempt)
     if adapter is None or (raw_attempt is not None and attempt_id is None):
-        log.warning("callback refused", extra={"account": account, "reason": "unknown route"})
-        return _refused(), "refused"
+        return _refused(account, None, "unknown route", 404), "refused"
+    try:
+        adapter.check_token_value(request.query.get("token"))
+    except Forbidden as exc:
+        return _refused(account, attempt_id, str(exc), 403), "refused"
+    try:
+        async with asyncio.timeout(BODY_SECONDS):
+            body = await request.read()
+    except TimeoutError:
+        return _refused(account, attempt_id, "body not received in time", 408), "refused"
     try:
         fields, document = parse_body(request.headers.get("Content-Type", ""), body)
     except BodyError as exc:
-        log.warning("callback refused", extra={"account": account, "reason": str(exc)})
-        return _refused(), "refused"
+        return _refused(account, attempt_id, str(exc), 400), "refused"
     inbound = InboundCallback(
         url=receiver.public_url + request.path_qs,
         headers=request.headers,
@@ -96,26 +115,79 @@ async def _callback(request: web.Request, account: str) -> tuple[web.Response, s
     try:
         event = adapter.parse_callback(inbound)
     except Forbidden as exc:
-        log.warning(
-            "callback refused",
-            extra={"account": account, "attempt": attempt_id, "reason": str(exc)},
-        )
-        return _refused(), "refused"
+        return _refused(account, attempt_id, str(exc), 403), "refused"
+    except Exception as exc:  # authentic, but nothing we can read as an event: keep it, held
+        reason = f"unreadable callback: {exc}" if isinstance(exc, Unreadable) else None
+        reason = reason or f"unreadable callback ({type(exc).__name__})"
+        screened = Screened(unreadable_event(body, fields, document), (reason,), held=True)
+    else:
+        screened = screen(event)
+    return await _keep(receiver, account, attempt_id, screened)
+
+
+async def _keep(
+    receiver: Receiver, account: str, attempt_id: int | None, screened: Screened
+) -> tuple[web.Response, str]:
+    """Store (and unless held, apply) a screened event; 200 either way, so the provider stops
+    retrying what we have kept."""
+    event = screened.event
     attempt_id = attempt_id if attempt_id is not None else event.attempt_id
-    if is_terminal(event.status):
+    extra = {"account": account, "attempt": attempt_id, "status": event.status}
+    if screened.held or screened.problems:
+        log.warning("callback with problems", extra=extra | {"problem": screened.problem})
+    if screened.held or is_terminal(event.status):
         async with receiver.pool.acquire() as conn:
-            new = await apply_event(conn, receiver.cache, account, attempt_id, event)
+            result = await apply_event(
+                conn,
+                receiver.cache,
+                account,
+                attempt_id,
+                event,
+                held=screened.held,
+                problem=screened.problem,
+            )
     else:  # progress events from concurrent requests share one statement (group commit)
         new = await receiver.progress.submit((account, attempt_id, event))
-    log.debug(
-        "callback stored" if new else "callback repeated",
-        extra={"account": account, "attempt": attempt_id, "status": event.status},
+        result = "stored" if new else "repeated"
+    log.debug(f"callback {result}", extra=extra)
+    answer: dict[str, object] = {"stored": result != "repeated"}
+    if result == "held" or (screened.held and result == "repeated"):
+        answer |= {"applied": False, "problem": screened.problem or "held"}
+        return web.json_response(answer), "held"
+    return web.json_response(answer), result
+
+
+_ATTEMPT = re.compile(r"^[0-9]{1,19}$")
+
+
+def _attempt_number(raw: str | None) -> int | None:
+    """The attempt id of a callback path: ASCII digits within bigint, else None."""
+    if raw is None or not _ATTEMPT.match(raw):
+        return None
+    number = int(raw)
+    return number if 1 <= number <= MAX_BIGINT else None
+
+
+def unreadable_event(body: bytes, fields: MultiDict[str], document: object) -> CallEvent:
+    """An authentic callback we cannot read, as a held event keyed by its bytes (a redelivery
+    of the same bytes is stored once)."""
+    if fields:
+        payload: dict[str, object] = {"fields": [[k, v] for k, v in fields.items()]}
+    elif document is not None:
+        payload = {"json": document}
+    else:
+        payload = {"body": body[:MAX_RAW_BODY].decode("utf-8", "replace")}
+    payload, _ = clean_payload(payload)
+    digest = hashlib.sha256(body).hexdigest()
+    return CallEvent(status="unreadable", dedupe_key=f"unreadable:{digest}", payload=payload)
+
+
+def _refused(account: str, attempt_id: int | None, reason: str, status: int) -> web.Response:
+    log.warning(
+        "callback refused", extra={"account": account, "attempt": attempt_id, "reason": reason}
     )
-    return web.json_response({"stored": new}), "stored" if new else "repeated"
-
-
-def _refused() -> web.Response:
-    return web.json_response({"error": "forbidden"}, status=403)
+    message = {400: "bad request", 403: "forbidden", 404: "not found", 408: "timeout"}[status]
+    return web.json_response({"error": message}, status=status)
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -10,7 +10,6 @@ The page is one self-contained HTML file (no external asset): it polls the JSON 
 
 from __future__ import annotations
 
-import hmac
 import logging
 from datetime import datetime
 from importlib import resources
@@ -23,6 +22,7 @@ from dialer.campaigns import from_row
 from dialer.dispatch.claim import DERATE
 from dialer.errors import DialerError
 from dialer.policy.states import LIVE
+from dialer.providers.base import same_secret
 
 log = logging.getLogger("dialer.dashboard")
 POOL = web.AppKey("dashboard_pool", asyncpg.Pool)
@@ -109,7 +109,7 @@ async def control(request: web.Request) -> web.Response:
             {"error": "control is disabled: set admin_token in dialer.toml"}, status=403
         )
     given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-    if not hmac.compare_digest(given.encode(), expected.encode()):
+    if not same_secret(given, expected):
         log.warning("dashboard control refused", extra={"reason": "bad or missing admin token"})
         return web.json_response({"error": "bad or missing admin token"}, status=401)
     name, action = request.match_info["name"], request.match_info["action"]

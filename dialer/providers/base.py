@@ -21,7 +21,7 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -61,6 +61,11 @@ class Ambiguous(ProviderError):
 
 class Forbidden(Exception):
     """A callback that is not authentic (bad or missing signature/token)."""
+
+
+class Unreadable(ValueError):
+    """An authentic callback whose content is not an event we can read (a missing call id, a
+    status word we do not know): stored as it came, never applied."""
 
 
 @dataclass(frozen=True)
@@ -172,6 +177,14 @@ def mask(text: str, secrets: Sequence[str]) -> str:
         if secret:
             text = text.replace(secret, "****")
     return text
+
+
+def same_secret(given: str | None, expected: str) -> bool:
+    """Constant-time comparison of a secret that came from outside (any characters, even
+    undecodable header bytes) with the expected one."""
+    return hmac.compare_digest(
+        (given or "").encode("utf-8", "surrogatepass"), expected.encode("utf-8")
+    )
 
 
 def derive_token(secret: str, account: str) -> str:
@@ -328,8 +341,11 @@ class Provider(ABC):
         return found
 
     def check_token(self, callback: InboundCallback) -> None:
-        given = callback.query.get("token", [""])[0]
-        if not hmac.compare_digest(given.encode(), self.callback_token.encode()):
+        self.check_token_value(callback.query.get("token", [""])[0])
+
+    def check_token_value(self, given: str | None) -> None:
+        """The URL token, checked before a callback's body is even read."""
+        if not same_secret(given, self.callback_token):
             raise Forbidden("bad or missing callback token")
 
 
@@ -344,9 +360,26 @@ def first(fields: Mapping[str, Any], *names: str) -> Any:
 
 
 def to_int(value: Any) -> int | None:
+    """A whole number from a provider's field ('12', '12.0', 12); None if there is none.
+    Infinite or huge figures come back as they are (huge), for the screening to refuse."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
     try:
-        return int(float(value))
-    except (TypeError, ValueError):
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if number != number:  # NaN
+        return None
+    if number in (float("inf"), float("-inf")):
+        return 2**63 if number > 0 else -(2**63)
+    return int(number)
+
+
+def from_epoch(seconds: Any) -> datetime | None:
+    """A UTC instant from epoch seconds; None when absent or not a representable instant."""
+    try:
+        return datetime.fromtimestamp(float(seconds), UTC) if seconds else None
+    except (TypeError, ValueError, OverflowError, OSError):
         return None
 
 

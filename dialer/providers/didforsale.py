@@ -19,7 +19,6 @@
 
 from __future__ import annotations
 
-import hmac
 from typing import Any
 
 from dialer.config import DidforsaleAccount
@@ -32,9 +31,11 @@ from dialer.providers.base import (
     InboundCallback,
     Provider,
     Rejected,
+    Unreadable,
     classify,
     first,
     json_body,
+    same_secret,
     state_of_word,
     to_int,
 )
@@ -99,14 +100,14 @@ class DidforsaleProvider(Provider):
         fields: dict[str, Any] = {k: v for k, v in callback.query.items() if k != "token"}
         fields = {k: v[0] for k, v in fields.items()} | dict(callback.fields)
         echoed = str(first(fields, "apikey") or "")
-        if not hmac.compare_digest(echoed.encode(), self._secret_key.encode()):
+        if not same_secret(echoed, self._secret_key):
             raise Forbidden("bad or missing echoed apikey")
         payload = {k: v for k, v in fields.items() if k.lower() != "apikey"}
         call_sid = str(first(fields, "callSid") or "")
         parent = str(first(fields, "ParentCallSid") or "")
         word = str(first(fields, "CallStatus") or "").lower()
         if not call_sid or word not in WORDS:
-            raise Forbidden("authentic, but not a call-progress event")
+            raise Unreadable("not a call-progress event")
         customer = parent in ("", call_sid)
         duration = to_int(first(fields, "CallDurartion", "CallDuration"))
         completed_if_answered = False

@@ -27,7 +27,6 @@ from dialer.providers.base import (
     FINAL_WORDS,
     CallEvent,
     CallRequest,
-    Forbidden,
     HttpAnswer,
     HttpRequest,
     InboundCallback,
@@ -36,6 +35,7 @@ from dialer.providers.base import (
     Provider,
     ProviderError,
     Rejected,
+    Unreadable,
     classify,
     first,
     json_body,
@@ -116,7 +116,7 @@ class ExotelProvider(Provider):
         status = str(first(fields, "Status") or "").lower()
         event_type = str(first(fields, "EventType") or "terminal").lower()
         if not sid:
-            raise Forbidden("authentic, but not an Exotel status callback (no CallSid)")
+            raise Unreadable("not an Exotel status callback (no CallSid)")
         customer = _customer_leg(fields.get("Legs"))
         if event_type == "answered":
             state = "in-progress"

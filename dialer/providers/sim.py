@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -21,9 +19,13 @@ from dialer.providers.base import (
     PlacedCall,
     Provider,
     ProviderError,
+    Unreadable,
     classify,
+    from_epoch,
     json_body,
+    same_secret,
     state_of_word,
+    to_int,
 )
 from dialer.sim.server import sign
 
@@ -68,19 +70,22 @@ class SimProvider(Provider):
         raise classify(answer.status, answer.headers, f"HTTP {answer.status}: {error}")
 
     def parse_callback(self, callback: InboundCallback) -> CallEvent:
+        self.check_token(callback)
         given = callback.headers.get("X-Sim-Signature", "")
         expected = sign(self._secret, urlsplit(callback.url).path, callback.body)
-        if not hmac.compare_digest(given, expected):
+        if not same_secret(given, expected):
             raise Forbidden("bad or missing X-Sim-Signature")
         event = callback.json
         try:
             status = str(event["status"])
-            sequence = int(event["sequence"])
+            sequence = to_int(event["sequence"])
+            if sequence is None:
+                raise ValueError("no sequence number")
             call_id = str(event["call_id"])
         except (KeyError, TypeError, ValueError):
-            raise Forbidden("signed, but not a sim status event") from None
+            raise Unreadable("not a sim status event") from None
         if status not in STATUSES:
-            raise Forbidden(f"unknown status {status!r}")
+            raise Unreadable(f"unknown status {status[:40]!r}")
         occurred = event.get("timestamp")
         return CallEvent(
             status=state_of_word(status) or status,
@@ -88,8 +93,8 @@ class SimProvider(Provider):
             provider_call_id=call_id,
             attempt_id=callback.attempt_id,
             sequence=sequence,
-            occurred_at=datetime.fromtimestamp(occurred, UTC) if occurred else None,
-            duration_s=int(event["duration"]) if event.get("duration") is not None else None,
+            occurred_at=from_epoch(occurred),
+            duration_s=to_int(event.get("duration")),
             payload=event,
         )
 

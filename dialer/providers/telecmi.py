@@ -30,7 +30,6 @@ from dialer.config import TelecmiAccount
 from dialer.providers.base import (
     CallEvent,
     CallRequest,
-    Forbidden,
     HttpAnswer,
     HttpRequest,
     InboundCallback,
@@ -39,7 +38,9 @@ from dialer.providers.base import (
     Provider,
     ProviderError,
     Rejected,
+    Unreadable,
     classify,
+    from_epoch,
     json_body,
     lookup,
     to_int,
@@ -107,7 +108,7 @@ class TelecmiCommon(Provider):
         self.check_token(callback)
         record = callback.json
         if not isinstance(record, dict) or record.get("type") not in ("event", "cdr"):
-            raise Forbidden("authentic, but not a TeleCMI event or CDR")
+            raise Unreadable("not a TeleCMI event or CDR")
         kind = str(record["type"])
         leg = str(record.get("leg") or self.customer_leg).lower()
         word = str(record.get("status") or "").lower()
@@ -230,7 +231,7 @@ def attempt_from(extra: Any) -> int | None:
 
 def _from_ms(value: Any) -> datetime | None:
     milliseconds = to_int(value)
-    return datetime.fromtimestamp(milliseconds / 1000, UTC) if milliseconds else None
+    return from_epoch(milliseconds / 1000) if milliseconds else None
 
 
 def _match(

@@ -37,9 +37,11 @@ from dialer.providers.base import (
     Provider,
     ProviderError,
     Rejected,
+    Unreadable,
     classify,
     first,
     json_body,
+    same_secret,
     state_of_word,
     to_cost,
     to_int,
@@ -117,7 +119,7 @@ class TwilioProvider(Provider):
         if self.signed:
             given = callback.headers.get("X-Twilio-Signature", "")
             if not any(
-                hmac.compare_digest(given, signature(self._token, url, callback.fields))
+                same_secret(given, signature(self._token, url, callback.fields))
                 for url in url_variants(callback.url)
             ):
                 raise Forbidden("bad or missing X-Twilio-Signature")
@@ -125,7 +127,7 @@ class TwilioProvider(Provider):
         sid = first(fields, "CallSid")
         state = state_of_word(first(fields, "CallStatus"))
         if not sid or state is None:
-            raise Forbidden("authentic, but not a call status callback")
+            raise Unreadable("no CallSid or no known CallStatus")
         sequence = to_int(first(fields, "SequenceNumber"))
         word = str(first(fields, "CallStatus")).lower()
         stamp = first(fields, "Timestamp")
