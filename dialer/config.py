@@ -19,6 +19,7 @@ from pydantic import (
     model_validator,
 )
 
+from dialer import redaction
 from dialer.durations import Rate, parse_rate
 from dialer.errors import ConfigError
 from dialer.tomlfile import interpolate_env, read_toml, validate
@@ -171,7 +172,22 @@ def load_config(explicit: str | None = None) -> DialerConfig:
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     config = validate(DialerConfig, data, path, text)
+    redaction.remember(*_secret_values(config))
     return config.model_copy(update={"source": path})
+
+
+def _secret_values(model: BaseModel) -> list[str]:
+    """Every SecretStr in the configuration, nested accounts included."""
+    found: list[str] = []
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        values = value.values() if isinstance(value, dict) else [value]
+        for item in values:
+            if isinstance(item, SecretStr):
+                found.append(item.get_secret_value())
+            elif isinstance(item, BaseModel):
+                found += _secret_values(item)
+    return found
 
 
 def database_url_from(config: DialerConfig) -> str | None:

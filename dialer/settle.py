@@ -19,6 +19,7 @@ from dialer.metrics import DIALS
 from dialer.policy.retry import next_step
 from dialer.policy.states import LIVE, RANK, is_terminal, moves_forward
 from dialer.providers.base import CallEvent
+from dialer.redaction import redact, redact_value
 
 log = logging.getLogger("dialer.settle")
 
@@ -51,6 +52,7 @@ async def settle(
     """
     # No lock on the contact is needed: while its attempt is live the contact is `dialing`,
     # which no claim or do-not-call update touches, and only one settle can win the CAS below.
+    error = redact(error) if error else error
     row = await conn.fetchrow(
         """UPDATE attempts a
            SET state = CASE WHEN $9 AND a.answered_at IS NOT NULL THEN 'completed' ELSE $2 END,
@@ -153,7 +155,7 @@ async def apply_event(
             event.status,
             event.sequence,
             event.dedupe_key,
-            json.loads(json.dumps(dict(event.payload), default=str)),
+            stored_payload(event),
             held,
             problem,
         )
@@ -180,6 +182,12 @@ async def apply_event(
         else:
             await _apply_progress_to(conn, row["attempt_id"], event)
         return "stored"
+
+
+def stored_payload(event: CallEvent) -> dict:
+    """The payload as kept in call_events: JSON-safe, and with every credential masked (a
+    provider echoing our secret key or callback URL never stores it)."""
+    return redact_value(json.loads(json.dumps(dict(event.payload), default=str)))
 
 
 # Which attempt an event belongs to, for rows of `input` (attempt_id named in the URL or the
@@ -305,7 +313,7 @@ async def apply_progress_batch(
         [e.status for _, e in items],
         [e.sequence for _, e in items],
         [e.dedupe_key for _, e in items],
-        [json.loads(json.dumps(dict(e.payload), default=str)) for _, e in items],
+        [stored_payload(e) for _, e in items],
         [e.occurred_at for _, e in items],
         [e.answered_by for _, e in items],
         [RANK[e.status] for _, e in items],

@@ -29,7 +29,14 @@ from dialer.durations import parse_duration
 from dialer.errors import ConfigError, InputError
 from dialer.phones import PhoneError, normalize
 from dialer.policy.states import is_terminal
-from dialer.providers.base import CallRequest, ProviderError, Rejected, mask, send
+from dialer.providers.base import (
+    CallRequest,
+    ProviderError,
+    Rejected,
+    check_not_redirected,
+    mask,
+    send,
+)
 from dialer.runtime import (
     account_limits,
     adapters,
@@ -193,6 +200,7 @@ async def _place(session: aiohttp.ClientSession, adapter, call: CallRequest) -> 
         f"answer: HTTP {answer.status}\n" + _indent(mask(answer.text(2000), adapter.secrets))
     )
     try:
+        check_not_redirected(answer)
         call_id = adapter.read_created(answer)
     except ProviderError as exc:
         click.echo(f"dialer: error: refused: {mask(exc.detail, adapter.secrets)}", err=True)

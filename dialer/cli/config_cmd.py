@@ -8,10 +8,11 @@ import click
 
 from dialer.cli.context import AppContext, pass_app
 from dialer.config import config_path, database_url_from
-from dialer.db.connect import describe_url
+from dialer.db.connect import describe_url, url_secrets
 from dialer.errors import ConfigError
 from dialer.providers import adapter_for
-from dialer.runtime import callback_base, listen_address
+from dialer.redaction import redact, remember
+from dialer.runtime import adapters, callback_base, listen_address
 
 
 @click.group()
@@ -24,12 +25,14 @@ def config() -> None:
 def show(app: AppContext) -> None:
     """Print the effective configuration as JSON, with every secret masked."""
     settings = app.config
+    adapters(settings)  # registers every account's credentials (and derived tokens) for masking
     document = settings.model_dump(mode="json")
     url = database_url_from(settings)
+    remember(*url_secrets(url or ""))
     document["database_url"] = describe_url(url) if url else "(none: embedded PostgreSQL)"
     source = config_path(app.config_option)
     document = {"config_file": str(source) if source else None} | document
-    click.echo(json.dumps(document, indent=2))
+    click.echo(redact(json.dumps(document, indent=2)))
 
 
 @config.command("callback-url")

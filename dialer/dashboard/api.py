@@ -23,6 +23,7 @@ from dialer.dispatch.claim import DERATE
 from dialer.errors import DialerError
 from dialer.policy.states import LIVE
 from dialer.providers.base import same_secret
+from dialer.redaction import redact_value
 
 log = logging.getLogger("dialer.dashboard")
 POOL = web.AppKey("dashboard_pool", asyncpg.Pool)
@@ -52,7 +53,7 @@ ORDER BY k.status = 'active' DESC, k.id DESC
 async def campaigns(request: web.Request) -> web.Response:
     async with request.app[POOL].acquire() as conn:
         rows = await conn.fetch(_CAMPAIGNS, list(LIVE), DERATE)
-    return web.json_response({"campaigns": [_campaign(r) for r in rows]})
+    return web.json_response(redact_value({"campaigns": [_campaign(r) for r in rows]}))
 
 
 def _campaign(row: asyncpg.Record) -> dict:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from urllib.parse import parse_qsl, unquote
 
 import asyncpg
 
+from dialer import redaction
 from dialer.config import DialerConfig, database_url_from
 from dialer.db import embedded
 from dialer.db.migrations import migrate
@@ -15,8 +17,11 @@ from dialer.errors import DialerError
 
 
 def resolve_database_url(config: DialerConfig) -> str:
-    """The configured URL, else the embedded server's (started on demand)."""
-    return database_url_from(config) or embedded.start_embedded()
+    """The configured URL, else the embedded server's (started on demand). Its password is
+    registered for masking."""
+    url = database_url_from(config) or embedded.start_embedded()
+    redaction.remember(*url_secrets(url))
+    return url
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -32,14 +37,33 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     settings are transaction-scoped), and at thousands of callbacks a second it matters."""
 
 
+_SECRET_PARAMETERS = {"password", "sslpassword", "passfile", "sslkey"}
+
+
 def describe_url(url: str) -> str:
-    """The URL without its password, for messages."""
-    if "@" not in url:
-        return url
-    scheme, _, rest = url.partition("://")
-    credentials, _, host = rest.rpartition("@")
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}@{host}"
+    """The URL without its password (in the user part or in the query string), for messages."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return "(unreadable database URL)"
+    rest, qmark, query = rest.partition("?")
+    credentials, at, host = rest.rpartition("@")
+    shown = f"{scheme}://" + (f"{credentials.split(':', 1)[0]}@{host}" if at else rest)
+    if qmark:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        shown += "?" + "&".join(
+            f"{k}={'****' if k.lower() in _SECRET_PARAMETERS else v}" for k, v in pairs
+        )
+    return shown
+
+
+def url_secrets(url: str) -> list[str]:
+    """The password parts of a database URL, to be masked wherever text reaches a person."""
+    rest = url.partition("://")[2]
+    rest, _, query = rest.partition("?")
+    credentials, at, _ = rest.rpartition("@")
+    found = [unquote(credentials.split(":", 1)[1])] if at and ":" in credentials else []
+    found += [v for k, v in parse_qsl(query) if k.lower() in _SECRET_PARAMETERS]
+    return [f for f in found if f]
 
 
 async def connect(url: str) -> asyncpg.Connection:

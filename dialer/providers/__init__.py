@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from dialer import redaction
 from dialer.config import Account
 from dialer.providers.base import Provider
 
 
 def adapter_for(name: str, account: Account) -> Provider:
-    """The adapter for an account of dialer.toml."""
+    """The adapter for an account of dialer.toml; its credentials are registered for masking
+    everywhere (dialer.redaction) as soon as it exists."""
+    adapter = _build(name, account)
+    redaction.remember(*adapter.secrets, users=adapter.auth_users)
+    return adapter
+
+
+def _build(name: str, account: Account) -> Provider:
     if account.kind == "sim":
         from dialer.providers.sim import SimProvider
 

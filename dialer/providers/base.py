@@ -29,6 +29,8 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import aiohttp
 from multidict import MultiDict, MultiDictProxy
 
+from dialer.redaction import MASK, forms, redact
+
 
 class ProviderError(Exception):
     """Base of the create-call failures; `detail` never contains credentials."""
@@ -134,6 +136,7 @@ class HttpAnswer:
     status: int
     headers: Mapping[str, str]
     body: bytes
+    truncated: bool = False  # the provider sent more than MAX_ANSWER_BYTES
 
     def text(self, limit: int = 300) -> str:
         return self.body[:limit].decode(errors="replace").strip()
@@ -172,11 +175,14 @@ class PlacedCall:
 Pace = Callable[[], Awaitable[None]]  # waits for a request slot on the account's shared budget
 
 
-def mask(text: str, secrets: Sequence[str]) -> str:
+def mask(text: str, secrets: Sequence[str], users: Sequence[str] = ()) -> str:
+    """`text` with each of `secrets`, in every shape (raw, URL- and JSON-escaped, base64 and
+    Basic-auth with `users`), and every secret the process registered, replaced by ****."""
     for secret in secrets:
         if secret:
-            text = text.replace(secret, "****")
-    return text
+            for shape in sorted(forms(secret, users), key=len, reverse=True):
+                text = text.replace(shape, MASK)
+    return redact(text)
 
 
 def same_secret(given: str | None, expected: str) -> bool:
@@ -229,12 +235,17 @@ def classify(
     return Rejected(detail)
 
 
-async def send(session: aiohttp.ClientSession, request: HttpRequest) -> HttpAnswer:
-    """Send a create-call request, mapping transport failures to NotDialed / Ambiguous.
+MAX_ANSWER_BYTES = 1 << 20  # a provider's answer is a few hundred bytes; more is cut here
 
-    Never retried here: a retry after the request left could place a second call.
+
+async def send(session: aiohttp.ClientSession, request: HttpRequest) -> HttpAnswer:
+    """Send a request, mapping transport failures to NotDialed / Ambiguous.
+
+    Never retried here: a retry after the request left could place a second call. Redirects
+    are never followed (our credentials and a customer's number would go to wherever the
+    Location says); the answer's body is read up to 1 MiB, the rest left unread.
     """
-    kwargs: dict[str, Any] = {"headers": dict(request.headers)}
+    kwargs: dict[str, Any] = {"headers": dict(request.headers), "allow_redirects": False}
     if request.form is not None:
         kwargs["data"] = urlencode(list(request.form))
         kwargs["headers"]["Content-Type"] = "application/x-www-form-urlencoded"
@@ -245,11 +256,27 @@ async def send(session: aiohttp.ClientSession, request: HttpRequest) -> HttpAnsw
         kwargs["headers"]["Authorization"] = f"Basic {pair}"
     try:
         async with session.request(request.method, request.url, **kwargs) as response:
-            return HttpAnswer(response.status, response.headers, await response.read())
+            body = await response.content.read(MAX_ANSWER_BYTES + 1)
+            truncated = len(body) > MAX_ANSWER_BYTES
+            return HttpAnswer(response.status, response.headers, body[:MAX_ANSWER_BYTES], truncated)
     except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
         raise NotDialed(f"could not connect: {type(exc).__name__}") from None
     except (TimeoutError, aiohttp.ClientError) as exc:
         raise Ambiguous(f"no answer after sending: {type(exc).__name__}") from None
+
+
+def check_not_redirected(answer: HttpAnswer) -> None:
+    """A 3xx to a create-call request means base_url is wrong (or the account moved): an
+    account problem, nothing followed or re-sent."""
+    if 300 <= answer.status < 400:
+        where = str(answer.headers.get("Location", "") or "(no Location)")[:200]
+        raise Rejected(
+            f"HTTP {answer.status} redirect to {where}: check the account's base_url"
+            " (dialer never follows redirects)",
+            account_wide=True,
+        )
+    if answer.truncated and 200 <= answer.status < 300:
+        raise Ambiguous(f"HTTP {answer.status} with an answer over 1 MiB: the call may exist")
 
 
 async def lookup(session: aiohttp.ClientSession, request: HttpRequest) -> HttpAnswer | None:
@@ -261,15 +288,18 @@ async def lookup(session: aiohttp.ClientSession, request: HttpRequest) -> HttpAn
 
 
 def unanswered(answer: HttpAnswer | None) -> bool:
-    """A look-up the provider could not answer now (network, 429, 5xx): ask again later; it
-    says nothing about the call."""
-    return answer is None or answer.status == 429 or answer.status >= 500
+    """A look-up the provider could not answer now (network, 429, 5xx, a redirect we do not
+    follow, an answer over 1 MiB): ask again later; it says nothing about the call."""
+    if answer is None or answer.truncated:
+        return True
+    return answer.status == 429 or answer.status >= 500 or 300 <= answer.status < 400
 
 
 def json_body(answer: HttpAnswer) -> Any:
+    """The answer's JSON, or None for anything else (garbage, HTML, nesting past recursion)."""
     try:
         return json.loads(answer.body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
 
 
@@ -288,6 +318,14 @@ class Provider(ABC):
     def secrets(self) -> list[str]:
         """Every credential value, to be masked wherever text may reach a person."""
 
+    @property
+    def auth_users(self) -> list[str]:
+        """User names sent with a secret in HTTP Basic auth (their pair is masked too)."""
+        return []
+
+    def masked(self, text: str) -> str:
+        return mask(text, self.secrets, self.auth_users)
+
     def callback_url(self, base: str, attempt_id: int | None) -> str:
         path = f"/callbacks/{self.name}" + (f"/{attempt_id}" if attempt_id is not None else "")
         return f"{base}{path}?token={self.callback_token}"
@@ -303,9 +341,10 @@ class Provider(ABC):
     async def place_call(self, session: aiohttp.ClientSession, call: CallRequest) -> str | None:
         answer = await send(session, self.create_request(call))
         try:
+            check_not_redirected(answer)
             return self.read_created(answer)
         except ProviderError as exc:
-            exc.detail = mask(exc.detail, self.secrets)
+            exc.detail = self.masked(exc.detail)
             raise
 
     @abstractmethod

@@ -65,6 +65,10 @@ class ExotelProvider(Provider):
     def secrets(self) -> list[str]:
         return [self._key, self._token, self.callback_token]
 
+    @property
+    def auth_users(self) -> list[str]:
+        return [self._key]
+
     def render(self, e164: str) -> str:
         """A number as the account wants it: E.164, or the legacy 0-prefixed national form."""
         if self.number_format == "e164" or not e164.startswith("+"):

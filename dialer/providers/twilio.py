@@ -76,6 +76,10 @@ class TwilioProvider(Provider):
     def secrets(self) -> list[str]:
         return [self._token, self.callback_token]
 
+    @property
+    def auth_users(self) -> list[str]:
+        return [self.account_sid]
+
     def create_request(self, call: CallRequest) -> HttpRequest:
         if not call.connect_to:
             raise Rejected(

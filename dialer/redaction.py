@@ -1,0 +1,72 @@
+"""Keeping credentials out of everything a person can read.
+
+A secret leaks in more shapes than its own: inside a Basic-auth header (base64 of
+`user:secret`), URL-encoded in a query string or form, JSON-escaped in a body. Every shape of
+every credential the process knows is registered here once (the configuration's secrets, each
+adapter's, derived callback tokens) and replaced by `****` in log lines, error messages,
+`attempts.error`, stored payloads, the dashboard's JSON and `config show`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import quote, quote_plus
+
+MASK = "****"
+MIN_SECRET_CHARS = 4  # shorter values would mask ordinary words; no real credential is this short
+_known: set[str] = set()
+_pattern: re.Pattern[str] | None = None
+
+
+def forms(secret: str, users: Iterable[str] = ()) -> set[str]:
+    """Every way `secret` can be written in text we produce or receive."""
+    shapes = {
+        secret,
+        quote(secret, safe=""),
+        quote_plus(secret),
+        json.dumps(secret)[1:-1],
+        base64.b64encode(secret.encode()).decode(),
+    }
+    for user in users:
+        pair = f"{user}:{secret}".encode()
+        shapes.add(base64.b64encode(pair).decode())
+        shapes.add(base64.urlsafe_b64encode(pair).decode())
+    return {shape for shape in shapes if len(shape) >= MIN_SECRET_CHARS}
+
+
+def remember(*secrets: str | None, users: Iterable[str] = ()) -> None:
+    """Register credentials (and, for Basic auth, the user names they pair with)."""
+    global _pattern
+    users = [u for u in users if u]
+    added = set()
+    for secret in secrets:
+        if secret and len(secret) >= MIN_SECRET_CHARS:
+            added |= forms(secret, users)
+    if added - _known:
+        _known.update(added)
+        ordered = sorted(_known, key=len, reverse=True)  # longest first: no partial masks
+        _pattern = re.compile("|".join(re.escape(shape) for shape in ordered))
+
+
+def redact(text: str) -> str:
+    """`text` with every registered secret shape replaced by ****."""
+    if _pattern is None or not text:
+        return text
+    return _pattern.sub(MASK, text)
+
+
+def redact_value(value: Any) -> Any:
+    """A JSON-like value with secrets masked in every string (keys included)."""
+    if _pattern is None:
+        return value
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {redact(str(k)): redact_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_value(v) for v in value]
+    return value
