@@ -256,13 +256,26 @@ async def send(session: aiohttp.ClientSession, request: HttpRequest) -> HttpAnsw
         kwargs["headers"]["Authorization"] = f"Basic {pair}"
     try:
         async with session.request(request.method, request.url, **kwargs) as response:
-            body = await response.content.read(MAX_ANSWER_BYTES + 1)
+            body = await _read_capped(response)
             truncated = len(body) > MAX_ANSWER_BYTES
             return HttpAnswer(response.status, response.headers, body[:MAX_ANSWER_BYTES], truncated)
     except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
         raise NotDialed(f"could not connect: {type(exc).__name__}") from None
     except (TimeoutError, aiohttp.ClientError) as exc:
         raise Ambiguous(f"no answer after sending: {type(exc).__name__}") from None
+
+
+async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
+    """At most MAX_ANSWER_BYTES + 1 bytes of the body (one more tells it was longer)."""
+    chunks: list[bytes] = []
+    size = 0
+    while size <= MAX_ANSWER_BYTES:
+        chunk = await response.content.read(MAX_ANSWER_BYTES + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 def check_not_redirected(answer: HttpAnswer) -> None:
