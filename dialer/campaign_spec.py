@@ -8,47 +8,85 @@ from __future__ import annotations
 
 import codecs
 import re
-from datetime import date, time
+import zoneinfo
+from datetime import date, time, timedelta
+from functools import cache
 from pathlib import Path
-from typing import Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Annotated, Any, Literal
 
 import phonenumbers
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from dialer.durations import parse_duration
+from dialer.phones import PhoneError, normalize
 from dialer.tomlfile import read_toml, validate
 
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 ALL_DAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+ACCOUNT_NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"  # appears in callback URLs: URL-safe by itself
+_CLOCK = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?$")
+_NOT_ZONES = {"Factory", "localtime", "posixrules"}  # files of the zone database, not places
+
+# Bounds of each duration key: past these a value is a typo (a "ring_timeout" of 2h, a retry
+# in 10 years), and a stall or an overflow later.
+RETRY_DELAY_MAX = timedelta(days=365)
+RING_TIMEOUT = (timedelta(seconds=1), timedelta(minutes=10))
+MAX_CALL_DURATION = (timedelta(seconds=1), timedelta(days=1))
+SETTLE_GRACE_MAX = timedelta(days=7)
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+@cache
+def zone_names() -> frozenset[str]:
+    """The IANA zones of this machine's zone database: places, not its folders or files."""
+    return frozenset(
+        name
+        for name in zoneinfo.available_timezones()
+        if name not in _NOT_ZONES and not name.startswith(("posix/", "right/"))
+    )
+
+
 def check_timezone(value: str) -> str:
-    """Accept only IANA zone names that exist here ('Asia/Kolkata'), never silently UTC."""
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(
-            f"unknown timezone {value!r} (use an IANA name such as 'Asia/Kolkata')"
-        ) from None
+    """Accept only IANA zone names that exist here ('Asia/Kolkata'), never silently UTC, and
+    never a folder of the zone database ('America')."""
+    if value not in zone_names():
+        raise ValueError(f"unknown timezone {value!r} (use an IANA name such as 'Asia/Kolkata')")
     return value
 
 
-def _check_duration(value: str) -> str:
-    parse_duration(value)
+def _check_duration(value: str, at_most: timedelta = RETRY_DELAY_MAX) -> str:
+    parse_duration(value, at_most=at_most)
     return value
+
+
+def _clock(value: Any) -> time:
+    """A local time of day written "HH:MM" (or "HH:MM:SS"): no numbers, no UTC offsets (the
+    window is in each contact's own zone)."""
+    if not isinstance(value, str) or not _CLOCK.match(value):
+        raise ValueError(f'expected a time of day as "HH:MM" (such as "09:30"), got {value!r}')
+    return time.fromisoformat(value)
+
+
+Clock = Annotated[time, BeforeValidator(_clock)]
 
 
 class Window(_Strict):
     """Local hours during which a contact may be called, on the listed weekdays."""
 
-    start: time = time(9, 0)
-    end: time = time(20, 0)
+    start: Clock = time(9, 0)
+    end: Clock = time(20, 0)
     days: list[Weekday] = Field(default_factory=lambda: list(ALL_DAYS))
 
     @model_validator(mode="after")
@@ -74,6 +112,8 @@ class RetryPolicy(_Strict):
     def _delays(cls, value: str | list[str]) -> str | list[str]:
         if value == "never":
             return value
+        if isinstance(value, list) and len(value) > 100:
+            raise ValueError("a list of delays has at most 100 entries")
         for item in [value] if isinstance(value, str) else value:
             _check_duration(item)
         if isinstance(value, list) and not value:
@@ -90,13 +130,13 @@ class CampaignSpec(_Strict):
     """Everything a campaign file may say. Unknown keys are errors, so typos cannot hide."""
 
     name: str
-    account: str
+    account: str = Field(pattern=ACCOUNT_NAME)
+    default_region: str  # before caller_id, which is read in it
     caller_id: str | list[str]
     connect_to: str | None = None
     agent_number: str | None = None
     contacts: str | None = None
     phone_column: str = "phone"
-    default_region: str
     timezone: str
     encoding: str | None = None
     window: Window = Field(default_factory=Window)
@@ -120,10 +160,23 @@ class CampaignSpec(_Strict):
 
     @field_validator("caller_id")
     @classmethod
-    def _caller_ids(cls, value: str | list[str]) -> str | list[str]:
+    def _caller_ids(cls, value: str | list[str], info: ValidationInfo) -> str | list[str]:
+        """Caller ids in E.164, read like contacts' numbers (default_region without +CC); each
+        adapter writes them as its account sends numbers."""
         if isinstance(value, list) and not value:
             raise ValueError("caller_id must name at least one number")
-        return value
+        if isinstance(value, list) and len(value) > 1000:
+            raise ValueError("caller_id lists at most 1000 numbers")
+        region = info.data.get("default_region")
+        if region is None:  # itself invalid, and reported
+            return value
+        normalized = []
+        for raw in [value] if isinstance(value, str) else value:
+            try:
+                normalized.append(normalize(str(raw), region))
+            except PhoneError as exc:
+                raise ValueError(f"{raw!r}: {exc}") from None
+        return normalized[0] if isinstance(value, str) else normalized
 
     @field_validator("default_region")
     @classmethod
@@ -142,15 +195,29 @@ class CampaignSpec(_Strict):
     def _encoding(cls, value: str | None) -> str | None:
         if value is not None:
             try:
-                codecs.lookup(value)
+                text = codecs.lookup(value)._is_text_encoding  # type: ignore[attr-defined]
             except LookupError:
                 raise ValueError(f"unknown text encoding {value!r}") from None
+            if not text:
+                raise ValueError(f"{value!r} is not a text encoding (try 'cp1252' or 'latin-1')")
         return value
 
-    @field_validator("ring_timeout", "max_call_duration", "settle_grace")
+    @field_validator("ring_timeout")
     @classmethod
-    def _durations(cls, value: str) -> str:
-        return _check_duration(value)
+    def _ring_timeout(cls, value: str) -> str:
+        parse_duration(value, at_least=RING_TIMEOUT[0], at_most=RING_TIMEOUT[1])
+        return value
+
+    @field_validator("max_call_duration")
+    @classmethod
+    def _max_call_duration(cls, value: str) -> str:
+        parse_duration(value, at_least=MAX_CALL_DURATION[0], at_most=MAX_CALL_DURATION[1])
+        return value
+
+    @field_validator("settle_grace")
+    @classmethod
+    def _settle_grace(cls, value: str) -> str:
+        return _check_duration(value, SETTLE_GRACE_MAX)
 
     @model_validator(mode="after")
     def _dates(self) -> CampaignSpec:

@@ -6,6 +6,7 @@ Credentials are `SecretStr` so that printing a model (or an error about it) neve
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -20,6 +21,7 @@ from pydantic import (
 )
 
 from dialer import redaction
+from dialer.campaign_spec import ACCOUNT_NAME
 from dialer.durations import Rate, parse_rate
 from dialer.errors import ConfigError
 from dialer.tomlfile import interpolate_env, read_toml, validate
@@ -34,7 +36,7 @@ class _Strict(BaseModel):
 class _AccountBase(_Strict):
     base_url: AnyHttpUrl
     rate: str = Field(description="requests allowed by the provider, e.g. '200/min'")
-    channels: int = Field(gt=0, description="simultaneous calls the account may hold")
+    channels: int = Field(gt=0, le=10_000, description="simultaneous calls the account may hold")
 
     @field_validator("rate")
     @classmethod
@@ -149,6 +151,19 @@ class DialerConfig(_Strict):
     max_dials_per_number_per_day: int = Field(default=2, ge=1, le=100)
     accounts: dict[str, Account] = Field(default_factory=dict)
     source: Path | None = Field(default=None, exclude=True)
+
+    @field_validator("accounts", mode="before")
+    @classmethod
+    def _account_names(cls, value: object) -> object:
+        """Account names appear in callback URLs and metrics labels: URL-safe as written."""
+        if isinstance(value, dict):
+            for name in value:
+                if not re.match(ACCOUNT_NAME, str(name)):
+                    raise ValueError(
+                        f"account name {name!r}: use 1-63 lower-case letters, digits, '_' or"
+                        " '-', starting with a letter or digit"
+                    )
+        return value
 
 
 def config_path(explicit: str | None) -> Path | None:

@@ -11,15 +11,37 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d)\s*$")
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*$")
 _RATE_UNITS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60}
 _RATE_UNITS |= {"h": 3600, "hour": 3600}
+MAX_RATE_PER_S = 1000  # requests a second: far beyond any provider account seen
 
 
-def parse_duration(text: str) -> timedelta:
-    """Parse '30s', '20m', '2h', '1d', '500ms' into a timedelta; raise ValueError otherwise."""
-    match = _DURATION.match(text)
+MAX_DURATION = timedelta(days=3660)  # ten years: past this a figure is a typo, not a plan
+
+
+def parse_duration(
+    text: str, *, at_most: timedelta = MAX_DURATION, at_least: timedelta = timedelta(0)
+) -> timedelta:
+    """Parse '30s', '20m', '2h', '1d', '500ms' into a timedelta within [at_least, at_most];
+    raise ValueError otherwise (never OverflowError, whatever the digits)."""
+    match = _DURATION.match(text) if isinstance(text, str) and len(text) <= 40 else None
     if not match:
         raise ValueError(f"expected a duration such as '30s', '20m', '2h' or '1d', got {text!r}")
     value, unit = match.groups()
-    return timedelta(seconds=float(value) * _UNITS[unit])
+    seconds = float(value) * _UNITS[unit]
+    if seconds > at_most.total_seconds() or seconds < at_least.total_seconds():
+        raise ValueError(
+            f"{text.strip()} is outside the allowed range"
+            f" ({describe_duration(at_least)} to {describe_duration(at_most)})"
+        )
+    return timedelta(seconds=seconds)
+
+
+def describe_duration(span: timedelta) -> str:
+    """A bound as people write it: '10m', '1d', '365d'."""
+    seconds = span.total_seconds()
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
 
 
 @dataclass(frozen=True)
@@ -46,10 +68,15 @@ class Rate:
 
 def parse_rate(text: str) -> Rate:
     """Parse '200/min', '50/s', '1000/h' into a Rate; raise ValueError otherwise."""
-    match = _RATE.match(text)
+    match = _RATE.match(text) if isinstance(text, str) and len(text) <= 40 else None
     if not match:
         raise ValueError(f"expected a rate such as '200/min', '50/s' or '1000/h', got {text!r}")
     count, unit = match.groups()
     if float(count) <= 0:
         raise ValueError(f"a rate must be positive, got {text!r}")
-    return Rate(float(count), _RATE_UNITS[unit])
+    rate = Rate(float(count), _RATE_UNITS[unit])
+    if rate.per_second > MAX_RATE_PER_S:
+        raise ValueError(
+            f"{text.strip()} is more than any provider grants (at most {MAX_RATE_PER_S}/s)"
+        )
+    return rate

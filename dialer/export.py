@@ -5,15 +5,22 @@ passes bytes on, so memory stays flat for millions of contacts. The original col
 the campaign's loads (`loads.columns`, in first-seen order); the phone column carries the
 E.164 number the dialer used, `name`/`timezone`/`priority` the loaded values, every other
 column its value from `contacts.fields`. Result columns follow, prefixed `dialer_`.
+
+The header row is written here, not by COPY: column names of any length or case reach the file
+as they were loaded (PostgreSQL would cut an alias at 63 bytes). Unless `raw`, every loaded
+value and name that a spreadsheet would run as a formula is written as text (spreadsheet.py).
 """
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Awaitable, Callable
 
 import asyncpg
 
 from dialer.errors import InputError
+from dialer.spreadsheet import safe_cell, safe_cell_sql
 
 RESULT_COLUMNS = {
     "dialer_phone_e164": "r.phone_e164",
@@ -36,8 +43,11 @@ def literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-async def export_query(conn: asyncpg.Connection, campaign: str) -> str:
-    """The COPY query for `campaign` (its values are quoted here: COPY takes no parameters)."""
+async def export_query(
+    conn: asyncpg.Connection, campaign: str, *, raw: bool = False
+) -> tuple[list[str], str]:
+    """The header and the COPY query for `campaign` (values are quoted here: COPY takes no
+    parameters)."""
     row = await conn.fetchrow(
         "SELECT id, spec ->> 'phone_column' AS phone FROM campaigns WHERE name = $1", campaign
     )
@@ -58,17 +68,28 @@ async def export_query(conn: asyncpg.Connection, campaign: str) -> str:
             source = OWN_COLUMNS[key]
         else:
             source = f"r.fields ->> {literal(name)}"
-        selected.append(f"{source} AS {identifier(name)}")
-    selected += [f"{source} AS {identifier(name)}" for name, source in RESULT_COLUMNS.items()]
-    return (
-        f"SELECT {', '.join(selected)} FROM contact_results r"
+        selected.append(source if raw else safe_cell_sql(source))
+    selected += list(RESULT_COLUMNS.values())
+    header = [name if raw else safe_cell(name) for name in columns.values()]
+    header += list(RESULT_COLUMNS)
+    aliased = ", ".join(f"{source} AS c{i}" for i, source in enumerate(selected))
+    query = (
+        f"SELECT {aliased} FROM contact_results r"
         f" WHERE r.campaign_id = {int(row['id'])} ORDER BY r.row_no, r.contact_id"
     )
+    return header, query
 
 
 async def export_csv(
-    conn: asyncpg.Connection, campaign: str, write: Callable[[bytes], Awaitable[None]]
+    conn: asyncpg.Connection,
+    campaign: str,
+    write: Callable[[bytes], Awaitable[None]],
+    *,
+    raw: bool = False,
 ) -> None:
     """Stream the campaign's contact results as CSV (with a header) into `write`."""
-    query = await export_query(conn, campaign)
-    await conn.copy_from_query(query, output=write, format="csv", header=True)
+    header, query = await export_query(conn, campaign, raw=raw)
+    line = io.StringIO()
+    csv.writer(line, lineterminator="\n").writerow(header)  # names hold no \r
+    await write(line.getvalue().encode())
+    await conn.copy_from_query(query, output=write, format="csv")

@@ -3,6 +3,7 @@ callback base URL, the HTTP client session, and hosting the callback app."""
 
 from __future__ import annotations
 
+import errno
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -77,13 +78,38 @@ async def http_session() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
+IDLE_TIMEOUT_S = 15.0  # a connection that has not completed a request by then is dropped
+
+
 @asynccontextmanager
-async def hosted(app: web.Application, host: str, port: int) -> AsyncIterator[None]:
-    runner = web.AppRunner(app, access_log=None)
+async def hosted(
+    app: web.Application,
+    host: str,
+    port: int,
+    *,
+    share_port: bool = False,
+    idle_timeout_s: float = IDLE_TIMEOUT_S,
+) -> AsyncIterator[None]:
+    """Serve `app` on host:port until the block ends.
+
+    A port already in use is an error naming it, unless `share_port` (serve --workers: the
+    processes of one server share it with SO_REUSEPORT): two unrelated servers must never
+    split each other's callbacks. A client that connects and does not complete a request
+    within `idle_timeout_s` (or sits idle that long between requests) is disconnected.
+    """
+    runner = web.AppRunner(app, access_log=None, keepalive_timeout=idle_timeout_s)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_port=True)
-    await site.start()
     try:
+        site = web.TCPSite(runner, host, port, reuse_port=share_port or None)
+        try:
+            await site.start()
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise InputError(
+                    f"{host}:{port} is already in use (another dialer serve, or another"
+                    " program); choose another --port, or stop that one"
+                ) from None
+            raise InputError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
         yield
     finally:
         await runner.cleanup()

@@ -14,7 +14,7 @@ import json
 import logging
 import sys
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import aiohttp
 import asyncpg
@@ -106,7 +106,7 @@ def call_test(
     if account not in config.accounts:
         raise ConfigError(f"no account {account!r} in {config.source or 'dialer.toml'}")
     try:
-        deadline = parse_duration(wait_for).total_seconds()
+        deadline = parse_duration(wait_for, at_most=timedelta(hours=2)).total_seconds()
     except ValueError as exc:
         raise InputError(f"--wait: {exc}") from None
     host, port = listen_address(config, host, port)

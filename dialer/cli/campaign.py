@@ -30,8 +30,16 @@ def campaign() -> None:
     "--csv", "csv_path", metavar="PATH", help="Contacts CSV (default: the file's `contacts`)."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+@click.option(
+    "--raw",
+    is_flag=True,
+    help="Write the rejects file's values untouched (by default a cell a spreadsheet would run"
+    " as a formula gets a leading ').",
+)
 @pass_app
-def load(app: AppContext, campaign_file: Path, csv_path: str | None, as_json: bool) -> None:
+def load(
+    app: AppContext, campaign_file: Path, csv_path: str | None, as_json: bool, raw: bool
+) -> None:
     """Create the campaign in FILE.toml (or update it if it has not dialed yet) and load its CSV.
 
     \b
@@ -39,6 +47,9 @@ def load(app: AppContext, campaign_file: Path, csv_path: str | None, as_json: bo
     default_region; invalid rows are rejected (listed in load_rejects and in <csv>.rejects.csv
     beside the input), numbers already in the campaign count as duplicates, and numbers on the
     do-not-call list are loaded as `suppressed`. Loading the same file twice changes nothing.
+    A bad cell rejects its row, never the load: a NUL byte, a priority outside the integer
+    range, a cell over 65,536 characters or a line over 1 MiB. The header may have at most
+    1,000 columns, names of at most 200 characters, none differing from another only in case.
     Exit codes: 0 loaded, 2 bad campaign file or CSV, 1 other error.
     """
     spec_file = load_campaign_file(campaign_file)
@@ -46,7 +57,7 @@ def load(app: AppContext, campaign_file: Path, csv_path: str | None, as_json: bo
     async def go() -> LoadSummary:
         async with session(app.database_url) as conn:
             with byte_progress(f"loading {spec_file.spec.name}") as progress:
-                return await load_campaign(conn, spec_file, csv_path, progress)
+                return await load_campaign(conn, spec_file, csv_path, progress, raw=raw)
 
     summary = run(go())
     if as_json:

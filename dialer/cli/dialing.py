@@ -43,13 +43,16 @@ def with_logging(command):
     return command
 
 
+MAX_RUN = timedelta(days=7)  # --for: a run is started by cron, not left for weeks
+
+
 def _deadline(until: str | None, for_: str | None) -> datetime | None:
     if until and for_:
         raise InputError("give --until or --for, not both")
     now = datetime.now().astimezone()
     if for_:
         try:
-            return now + parse_duration(for_)
+            return now + parse_duration(for_, at_least=timedelta(seconds=1), at_most=MAX_RUN)
         except ValueError as exc:
             raise InputError(f"--for: {exc}") from None
     if until:
@@ -80,7 +83,7 @@ def _deadline(until: str | None, for_: str | None) -> datetime | None:
 )
 @click.option(
     "--dial-cap",
-    type=int,
+    type=click.IntRange(1, 100),
     help="Dials per number per 24 h across all campaigns (default: max_dials_per_number_per_day"
     " in dialer.toml, else 2).",
 )
@@ -117,7 +120,7 @@ def run(
     setup_logging(log_level, log_format)
     config = app.config
     deadline = _deadline(until, for_)
-    dial_cap = dial_cap or config.max_dials_per_number_per_day
+    dial_cap = dial_cap if dial_cap is not None else config.max_dials_per_number_per_day
     host, port = listen_address(config, host, port)
     base = callback_base(config, host, port)
     providers = adapters(config)
@@ -186,7 +189,9 @@ def run(
     "--workers",
     default=1,
     show_default=True,
-    help="Processes sharing the port (SO_REUSEPORT); the reconciler runs in the first only.",
+    type=click.IntRange(1, 64),
+    help="Processes sharing the port (SO_REUSEPORT); the reconciler runs in the first only."
+    " With 1, a port already in use is refused (exit 2).",
 )
 @click.option("--worker", is_flag=True, hidden=True)
 @with_logging
@@ -220,7 +225,7 @@ def serve(app: AppContext, host, port, workers, worker, log_level, log_format):
                 loop.add_signal_handler(sig, stop.set)
             token = config.admin_token.get_secret_value() if config.admin_token else None
             application = create_app(receiver, reconcile=not worker, admin_token=token)
-            async with hosted(application, host, port):
+            async with hosted(application, host, port, share_port=workers > 1 or worker):
                 if not worker:
                     print(f"dialer: receiving callbacks on http://{host}:{port}", file=sys.stderr)
                 await stop.wait()

@@ -24,8 +24,14 @@ from dialer.export import export_csv
     type=click.Path(path_type=Path, dir_okay=False),
     help="Write here (default: standard output). Written whole or not at all.",
 )
+@click.option(
+    "--raw",
+    is_flag=True,
+    help="Write values exactly as loaded. By default a cell a spreadsheet would run as a"
+    " formula (starting with = + - @, tab or CR, and not a plain number) gets a leading '.",
+)
 @pass_app
-def export(app: AppContext, campaign: str, out_path: Path | None) -> None:
+def export(app: AppContext, campaign: str, out_path: Path | None, raw: bool) -> None:
     """Write CAMPAIGN's results as CSV, one row per contact, for a CRM: the columns of the
     original CSV first (the phone column holds the E.164 number dialed), then dialer_state,
     dialer_final_outcome, dialer_last_outcome, dialer_attempts, dialer_last_attempt_at,
@@ -51,7 +57,7 @@ def export(app: AppContext, campaign: str, out_path: Path | None) -> None:
                     handle.write(chunk)
                     written += len(chunk)
 
-                await export_csv(conn, campaign, write)
+                await export_csv(conn, campaign, write, raw=raw)
         finally:
             if partial:
                 handle.close()

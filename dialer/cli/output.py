@@ -13,6 +13,7 @@ import click
 from rich.table import Table
 
 from dialer.console import out
+from dialer.spreadsheet import safe_cell
 
 
 def _plain(value: object) -> object:
@@ -23,6 +24,15 @@ def _plain(value: object) -> object:
     return value
 
 
+def _cell(value: object) -> object:
+    """A CSV cell: lists and objects (jsonb, arrays) as JSON, never Python's repr; text a
+    spreadsheet would run as a formula neutralised."""
+    value = _plain(value)
+    if isinstance(value, dict | list | tuple):
+        return safe_cell(json.dumps(value, default=str, ensure_ascii=False))
+    return safe_cell(value) if isinstance(value, str) else value
+
+
 def print_rows(rows: Sequence[asyncpg.Record], fmt: str, *, title: str) -> None:
     names = list(rows[0].keys()) if rows else []
     if fmt == "json":
@@ -30,7 +40,7 @@ def print_rows(rows: Sequence[asyncpg.Record], fmt: str, *, title: str) -> None:
     elif fmt == "csv":
         writer = csv.writer(sys.stdout)
         writer.writerow(names)
-        writer.writerows([[_plain(v) for v in r.values()] for r in rows])
+        writer.writerows([[_cell(v) for v in r.values()] for r in rows])
     elif len(rows) == 1:  # one record reads better as a column of fields
         table = Table("field", "value", title=title)
         for name, value in rows[0].items():

@@ -22,21 +22,29 @@ VIEWS = {
 }
 
 
+EARLIEST_SINCE = datetime(2000, 1, 1).astimezone()
+
+
 def parse_since(text: str | None) -> datetime | None:
-    """'2h' (that long ago) or an ISO date/time ('2026-11-20', '2026-11-20T09:00')."""
+    """'2h' (that long ago, at most ten years) or an ISO date/time ('2026-11-20',
+    '2026-11-20T09:00', with or without an offset) from 2000 on (a future one finds nothing)."""
     if text is None:
         return None
     try:
         return datetime.now().astimezone() - parse_duration(text)
-    except ValueError:
-        pass
+    except ValueError as exc:
+        if "allowed range" in str(exc):
+            raise InputError(f"--since: {exc}") from None
     try:
         when = datetime.fromisoformat(text)
-    except ValueError:
+        when = when if when.tzinfo else when.astimezone()
+    except (ValueError, OverflowError, OSError):
         raise InputError(
             f"--since: expected a duration (30m, 2h, 1d) or an ISO time, got {text!r}"
         ) from None
-    return when if when.tzinfo else when.astimezone()
+    if when < EARLIEST_SINCE:
+        raise InputError(f"--since: {text!r} is before 2000")
+    return when
 
 
 @click.command()

@@ -1,7 +1,9 @@
 """Streaming a CSV file of unknown origin: encoding, BOM, delimiter, line numbers.
 
 The file is read in fixed-size blocks and decoded incrementally, so memory does not grow with the
-file; an undecodable byte is reported with the line it is on.
+file; an undecodable byte is reported with the line it is on. A line longer than MAX_LINE_CHARS
+(a 300 MB line from a broken export) is skipped at reading speed without being kept, and its
+record is rejected; the header must fit what the database and the export can hold.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import codecs
 import csv
 import hashlib
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +21,24 @@ from dialer.errors import InputError
 BLOCK_SIZE = 1 << 20
 DELIMITERS = (",", ";", "\t")
 UTF8_BOM = codecs.BOM_UTF8
-csv.field_size_limit(1 << 20)  # one cell over 1 MiB means a broken quote, reported as such
+MAX_LINE_CHARS = 1 << 20  # one line (a record may span several) of at most 1 MiB
+MAX_COLUMNS = 1000  # what one export row (and PostgreSQL's select list) can carry
+MAX_COLUMN_NAME_CHARS = 200
+csv.field_size_limit(1 << 20)  # one cell over 1 MiB across lines means a broken quote
+# Stands in for a line too long to keep: a record containing it is rejected (random, so no
+# file can contain it by chance).
+OVERLONG = f"\x00dialer-overlong-line-{secrets.token_hex(8)}\x00"
+
+
+class UnreadableRecord(list):
+    """A record that could not be read (its line was too long): no values, only the reason."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__()
+        self.reason = reason
+
+    def __reduce__(self):  # to worker processes and back
+        return (UnreadableRecord, (self.reason,))
 
 
 class UndecodableError(InputError):
@@ -41,6 +61,7 @@ class CsvSource:
     header_line: int = 1
     bytes_read: int = 0
     size: int = 0
+    overlong_lines: int = 0
     _digest: hashlib._Hash = field(default_factory=hashlib.sha256)
 
     @property
@@ -60,10 +81,12 @@ class CsvSource:
         return cls(path=path, encoding=encoding, size=size)
 
     def _lines(self) -> Iterator[str]:
-        """Decoded lines, each ending in '\\n' (the last one may not); CRLF is left to csv."""
+        """Decoded lines, each ending in '\\n' (the last one may not); CRLF is left to csv.
+        A line over MAX_LINE_CHARS comes out as OVERLONG, its text dropped as it is read."""
         decoder = codecs.getincrementaldecoder(self.encoding)(errors="strict")
         lines_done = 0
         pending = ""
+        skipping = False  # inside an overlong line: discard until its end
         first = True
         with self.path.open("rb") as handle:
             while True:
@@ -79,14 +102,31 @@ class CsvSource:
                 except UnicodeDecodeError as exc:
                     line = lines_done + pending.count("\n") + block[: exc.start].count(b"\n") + 1
                     raise UndecodableError(self.path, self.encoding, line) from None
+                if skipping and text:
+                    end = text.find("\n")
+                    if end < 0:
+                        continue
+                    lines_done += 1
+                    skipping = False
+                    self.overlong_lines += 1
+                    yield OVERLONG + "\n"
+                    text = text[end + 1 :]
                 if text:
                     parts = (pending + text).split("\n")
                     pending = parts.pop()
                     for part in parts:
                         lines_done += 1
+                        if len(part) > MAX_LINE_CHARS:
+                            self.overlong_lines += 1
+                            part = OVERLONG
                         yield part + "\n"
+                    if len(pending) > MAX_LINE_CHARS:
+                        pending, skipping = "", True
                 if final:
-                    if pending:
+                    if skipping or len(pending) > MAX_LINE_CHARS:
+                        self.overlong_lines += 1
+                        yield OVERLONG
+                    elif pending:
                         yield pending
                     return
 
@@ -114,6 +154,9 @@ class CsvSource:
                 start = self.header_line + reader.line_num
                 if not values or (len(values) == 1 and not values[0].strip()):
                     continue
+                if self.overlong_lines and any(OVERLONG in value for value in values):
+                    yield row_no, UnreadableRecord(f"a line over {MAX_LINE_CHARS:,} characters")
+                    continue
                 yield row_no, values
         except csv.Error as exc:
             raise InputError(
@@ -139,11 +182,38 @@ def _count_outside_quotes(line: str, delimiter: str) -> int:
 
 
 def read_header(path: Path, line: str, delimiter: str) -> list[str]:
-    """Column names, stripped; unnamed columns become column_N; duplicates are an error."""
+    """Column names, stripped; unnamed columns become column_N. Names repeated (even in
+    another case: columns are found case-insensitively), unreadable or past what PostgreSQL
+    and the export can hold are errors that name them."""
+    if line.startswith(OVERLONG):
+        raise InputError(f"{path}: the header line is over {MAX_LINE_CHARS:,} characters")
     values = next(csv.reader([line], delimiter=delimiter))
+    if len(values) > MAX_COLUMNS:
+        raise InputError(
+            f"{path}: the header has {len(values):,} columns; at most {MAX_COLUMNS:,} are"
+            " supported (remove the columns the campaign does not need)"
+        )
     names = [v.strip() or f"column_{i}" for i, v in enumerate(values, 1)]
+    unreadable = [n for n in names if not n.isprintable()]
+    if unreadable:
+        shown = ", ".join(repr(n[:40]) for n in unreadable[:5])
+        raise InputError(f"{path}: header names with control characters or NUL bytes: {shown}")
+    long = [n for n in names if len(n) > MAX_COLUMN_NAME_CHARS]
+    if long:
+        shown = ", ".join(repr(n[:40] + "...") for n in long[:5])
+        raise InputError(f"{path}: column names over {MAX_COLUMN_NAME_CHARS} characters: {shown}")
     seen: set[str] = set()
     repeated = sorted({n for n in names if n in seen or seen.add(n)})
     if repeated:
         raise InputError(f"{path}: header names a column twice: {', '.join(repeated)}")
+    by_case: dict[str, list[str]] = {}
+    for name in names:
+        by_case.setdefault(name.lower(), []).append(name)
+    clashes = [group for group in by_case.values() if len(group) > 1]
+    if clashes:
+        shown = "; ".join(" and ".join(group) for group in clashes[:5])
+        raise InputError(
+            f"{path}: header names columns that differ only in case ({shown}); columns are"
+            " matched case-insensitively, so rename one"
+        )
     return names

@@ -32,6 +32,7 @@ from dialer.loading.csv_source import CsvSource, UndecodableError
 from dialer.loading.rows import ChunkResult, ColumnPlan, prepare_chunk, worker_init
 from dialer.loading.seen import SeenNumbers
 from dialer.loading.summary import LoadSummary
+from dialer.spreadsheet import safe_cell
 
 CHUNK_ROWS = 10_000
 PARALLEL_FROM_BYTES = 2 << 20  # below this, worker start-up costs more than it saves
@@ -44,8 +45,11 @@ async def load_campaign(
     campaign: CampaignFile,
     csv_override: str | None = None,
     progress: Progress | None = None,
+    *,
+    raw: bool = False,
 ) -> LoadSummary:
-    """Create or update the campaign and load its contacts; all or nothing."""
+    """Create or update the campaign and load its contacts; all or nothing. The rejects file
+    neutralises spreadsheet formulas unless `raw`."""
     spec = campaign.spec
     csv_path = campaign.contacts_path(csv_override)
     if csv_path is None:
@@ -63,7 +67,14 @@ async def load_campaign(
                 try:
                     async with conn.transaction():  # a savepoint, so a retry starts clean
                         summary = await _stage(
-                            conn, campaign_id, source, spec, rejects_user, rejects_copy, progress
+                            conn,
+                            campaign_id,
+                            source,
+                            spec,
+                            rejects_user,
+                            rejects_copy,
+                            progress,
+                            lambda value: value if raw else safe_cell(value),
                         )
                     break
                 except UndecodableError:
@@ -134,6 +145,7 @@ async def _stage(
     rejects_user: IO[str],
     rejects_copy: IO[str],
     progress: Progress | None,
+    cell: Callable[[str], str],
 ) -> LoadSummary:
     """Stream every record through validation and into `contacts`, chunk by chunk.
 
@@ -152,8 +164,8 @@ async def _stage(
         (spec.window.start, spec.window.end),
     )
     user_writer = csv.writer(rejects_user)
-    user_writer.writerow(["row_no", "reason", *plan.header])
-    copy_writer = csv.writer(rejects_copy, lineterminator="\n")
+    user_writer.writerow(["row_no", "reason", *map(cell, plan.header)])
+    copy_writer = csv.writer(rejects_copy, lineterminator="\r\n")  # \r in a value: quoted
     reasons: Counter[str] = Counter()
     seen, newest_before = await _numbers_in_campaign(conn, campaign_id)
     inserted = 0
@@ -170,7 +182,7 @@ async def _stage(
             summary.rejected += len(result.rejects)
             reasons.update(result.reasons)
             for row_no, raw, reason in result.rejects:
-                user_writer.writerow([row_no, reason, *raw.values()])
+                user_writer.writerow([row_no, cell(reason), *map(cell, raw.values())])
                 copy_writer.writerow([row_no, json.dumps(raw, ensure_ascii=False), reason])
             new, maybe = [], []
             for phone, line in zip(result.phones, result.lines, strict=True):

@@ -23,10 +23,14 @@ from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from types import SimpleNamespace
 
 from dialer.errors import InputError
+from dialer.loading.csv_source import UnreadableRecord
 from dialer.phones import PhoneError, normalize
 from dialer.policy.zones import inferred_timezone
 
 _zone_names: dict[str, str] = {}
+MAX_FIELD_CHARS = 65_536  # one cell; a longer one is a pasted document or a broken quote
+PRIORITY_RANGE = (-(2**31), 2**31 - 1)  # contacts.priority is an integer
+RAW_KEPT_CHARS = 1000  # of each value of a rejected row, what its report keeps
 
 
 @dataclass(frozen=True)
@@ -104,10 +108,19 @@ def canonical_timezone(value: str) -> str:
 
 
 def _raw(plan: ColumnPlan, values: list[str]) -> dict[str, str]:
-    raw = dict(zip(plan.header, values, strict=False))
+    """A rejected row's values as its report keeps them: NUL bytes shown as U+FFFD (the
+    database's text cannot hold them), each cut to RAW_KEPT_CHARS."""
+    raw = {name: _kept(value) for name, value in zip(plan.header, values, strict=False)}
     if len(values) > len(plan.header):
-        raw["_extra"] = json.dumps(values[len(plan.header) :], ensure_ascii=False)
+        raw["_extra"] = _kept(json.dumps(values[len(plan.header) :], ensure_ascii=False))
     return raw
+
+
+def _kept(value: str) -> str:
+    value = value.replace("\x00", "\ufffd")
+    if len(value) > RAW_KEPT_CHARS:
+        return f"{value[:RAW_KEPT_CHARS]}... ({len(value):,} characters)"
+    return value
 
 
 def _contact(
@@ -117,9 +130,19 @@ def _contact(
 
     `phones` remembers this chunk's results, so a number repeated nearby is validated once.
     """
+    if isinstance(values, UnreadableRecord):
+        raise ValueError(values.reason)
     width = len(plan.header)
     if len(values) > width and any(v.strip() for v in values[width:]):
         raise ValueError(f"too many fields: {len(values)}, the header has {width}")
+    for index, value in enumerate(values[:width]):
+        if "\x00" in value:
+            raise ValueError(f"a NUL byte in column {plan.header[index]!r}")
+        if len(value) > MAX_FIELD_CHARS:
+            raise ValueError(
+                f"field too long: column {plan.header[index]!r} has {len(value):,} characters"
+                f" (at most {MAX_FIELD_CHARS:,})"
+            )
     if len(values) < width:
         values = values + [""] * (width - len(values))
     raw_phone = values[plan.phone]
@@ -138,10 +161,13 @@ def _contact(
     zone = canonical_timezone(zone) if zone else inferred_timezone(phone, *plan.window) or ""
     priority = 0
     if plan.priority is not None and values[plan.priority].strip():
+        text = values[plan.priority].strip()
         try:
-            priority = int(values[plan.priority])
+            priority = int(text) if len(text) <= 20 else PRIORITY_RANGE[1] + 1
         except ValueError:
-            raise ValueError(f"priority is not a whole number: {values[plan.priority]!r}") from None
+            raise ValueError(f"priority is not a whole number: {text[:40]!r}") from None
+        if not PRIORITY_RANGE[0] <= priority <= PRIORITY_RANGE[1]:
+            raise ValueError(f"priority out of range: {text[:40]!r} (at most 2147483647)")
     return phone, name, zone, priority, plan.fields_json(values)
 
 
@@ -153,7 +179,8 @@ def prepare_chunk(
     COPY columns: campaign_id, row_no, phone_e164, name, timezone, priority, fields.
     """
     result = ChunkResult()
-    writer = csv.writer(SimpleNamespace(write=result.lines.append), lineterminator="\n")
+    # CRLF rows: Python quotes a value holding \r only if \r is in the line terminator.
+    writer = csv.writer(SimpleNamespace(write=result.lines.append), lineterminator="\r\n")
     phones: dict[str, str | PhoneError] = {}
     for row_no, values in records:
         try:

@@ -77,7 +77,7 @@ class ExotelProvider(Provider):
         return "0" + phonenumbers.national_significant_number(parsed)
 
     def create_request(self, call: CallRequest) -> HttpRequest:
-        form = [("From", self.render(call.to)), ("CallerId", call.caller_id)]
+        form = [("From", self.render(call.to)), ("CallerId", self.render(call.caller_id))]
         if call.agent_number:
             form.append(("To", self.render(call.agent_number)))
         elif call.connect_to:

@@ -36,10 +36,10 @@ def rules(start: time, end: time) -> CallingRules:
     spec = CampaignSpec(
         name="z",
         account="a",
-        caller_id="1",
+        caller_id="+14155550100",
         default_region="US",
         timezone="UTC",
-        window=Window(start=start, end=end),
+        window=Window(start=start.isoformat(), end=end.isoformat()),
     )
     return CallingRules.of(spec)
 
