@@ -26,6 +26,7 @@ import asyncpg
 from aiohttp import web
 from multidict import MultiDict
 
+from dialer import redaction
 from dialer.batching import Batcher
 from dialer.callbacks.bodies import BodyError, parse_body
 from dialer.callbacks.screening import MAX_BIGINT, Screened, clean_payload, screen
@@ -53,6 +54,8 @@ class Receiver:
 
     def __post_init__(self) -> None:
         self.progress: Batcher[ProgressItem, bool] = Batcher(self._store_progress)
+        for adapter in self.adapters.values():  # whatever they echo is masked before storage
+            redaction.remember(*adapter.secrets, users=adapter.auth_users)
 
     async def _store_progress(self, items: list[ProgressItem]) -> list[bool]:
         by_account: dict[str, list[tuple[int | None, CallEvent]]] = {}

@@ -219,3 +219,18 @@ async def test_a_call_id_of_another_attempt_never_settles_the_attempt_in_the_url
     mine = json.dumps(events(victim, "busy", "MINE")[-1]).encode()
     assert (await raw_post(server.port, path, mine))[0] == 200
     assert (await attempt_row(db, victim))["state"] == "busy"
+
+
+async def test_credentials_echoed_in_a_callback_are_never_stored(server, db, tmp_path) -> None:  # noqa: F811
+    """A provider echoing our secret key (DIDforSale's secretKey) or the callback URL with its
+    token: the stored payload has neither."""
+    attempt = await new_attempt(db, tmp_path)
+    final = events(attempt, "busy", f"E{attempt}")[-1]
+    final |= {"secretKey": SECRET, "url": f"https://x.example/cb?token={TOKEN}", SECRET: 1}
+    status, _ = await raw_post(
+        server.port, f"/callbacks/sim-main/{attempt}", json.dumps(final).encode()
+    )
+    assert status == 200
+    (event,) = await stored_events(db, attempt)
+    stored = json.dumps(event["payload"])
+    assert SECRET not in stored and TOKEN not in stored and "****" in stored

@@ -178,3 +178,32 @@ async def test_page_in_a_real_browser(dashboard: str, campaigns: list[str], db, 
         if all(abs(a - b) < 12 for a, b in zip(rgb, COMPLETED_GREEN, strict=True))
     )
     assert near_green > 200  # the completed part of the outcome and progress bars
+
+
+async def test_one_unreadable_stored_campaign_does_not_take_the_dashboard_down(
+    own_database_url: str, own_db, tmp_path
+) -> None:
+    """A spec written by an older version (a window start as a number, which loads no more)
+    shows as that campaign's error; the other campaigns still render."""
+    from dialer.campaign_spec import load_campaign_file
+
+    good = load_campaign_file(write_campaign(tmp_path, "fine-one", 1)).spec.to_json()
+    broken = dict(good) | {"name": "old-one", "window": dict(good["window"]) | {"start": 9}}
+    for spec in (good, broken):
+        await own_db.execute(
+            "INSERT INTO campaigns (name, account, spec) VALUES ($1, 'sim-main', $2)",
+            spec["name"],
+            spec,
+        )
+    async with open_pool(own_database_url, size=2) as pool:
+        server = TestServer(create_app(Receiver(pool, {}, public_url=""), reconcile=False))
+        await server.start_server()
+        try:
+            url = f"http://127.0.0.1:{server.port}/api/campaigns"
+            async with aiohttp.ClientSession() as session, session.get(url) as response:
+                assert response.status == 200
+                shown = {c["name"]: c for c in (await response.json())["campaigns"]}
+        finally:
+            await server.close()
+    assert "window" in shown["fine-one"] and "error" not in shown["fine-one"]
+    assert "not readable" in shown["old-one"]["error"]
