@@ -1,0 +1,105 @@
+"""A/B of `dialer campaign load`: an older revision's loader and this tree's, alternately, on
+the same 1,000,000-row file (bench/load.py's), so a code change shows apart from a noisy
+machine.
+
+    python bench/ab_load.py BASE_REV [--rounds 3]
+
+Medians per side and the new/old ratio go to bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import create_database, drop_database, median, run_measured, write_section
+from load import CAMPAIGN, OUT, generate
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_once(tree: Path) -> tuple[float, float, dict]:
+    name, url = create_database()
+    env = os.environ | {"DIALER_DATABASE_URL": url, "PYTHONPATH": str(tree)}
+    env.pop("DIALER_CONFIG", None)
+    try:
+        subprocess.run(
+            [sys.executable, "-m", "dialer", "migrate"],
+            env=env,
+            cwd=tree,
+            check=True,
+            capture_output=True,
+        )
+        result = run_measured(
+            [sys.executable, "-m", "dialer", "campaign", "load", str(OUT / "bench.toml"), "--json"],
+            env=env,
+            cwd=tree,
+        )
+        if result.returncode != 0:
+            sys.exit(f"load failed in {tree}: {result.stderr[-2000:]}")
+        return result.seconds, result.peak_rss_tree_mb, json.loads(result.stdout)
+    finally:
+        drop_database(name)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("base")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    OUT.mkdir(exist_ok=True)
+    csv_path = OUT / "contacts.csv"
+    if not csv_path.exists() or csv_path.stat().st_size == 0:
+        generate(csv_path, 1_000_000)
+    (OUT / "bench.toml").write_text(CAMPAIGN)
+    sides: dict[str, list[tuple[float, float, dict]]] = {"old": [], "new": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        worktree = Path(tmp) / "base"
+        subprocess.run(
+            ["git", "-C", str(ROOT), "worktree", "add", "-q", "--detach", str(worktree), args.base],
+            check=True,
+        )
+        try:
+            for round_no in range(args.rounds):
+                for side, tree in (("old", worktree), ("new", ROOT)):
+                    sides[side].append(load_once(tree))
+                    seconds, rss, _ = sides[side][-1]
+                    print(
+                        f"round {round_no + 1} {side}: {seconds:.2f} s, {rss:.0f} MB",
+                        file=sys.stderr,
+                    )
+        finally:
+            subprocess.run(
+                ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(worktree)],
+                check=True,
+            )
+    old_s = median([s for s, _, _ in sides["old"]])
+    new_s = median([s for s, _, _ in sides["new"]])
+    old_mb = median([m for _, m, _ in sides["old"]])
+    new_mb = median([m for _, m, _ in sides["new"]])
+    same = sides["old"][-1][2]["loaded"] == sides["new"][-1][2]["loaded"]
+    body = f"""`python bench/ab_load.py {args.base} --rounds {args.rounds}`: the same 1,000,000-row
+file loaded by {args.base}'s loader and this tree's, alternately; medians of {args.rounds}.
+
+| loader | seconds | peak RSS, MB (process tree) |
+|---|---|---|
+| {args.base} | {old_s:.2f} | {old_mb:.0f} |
+| this tree | {new_s:.2f} | {new_mb:.0f} |
+
+Ratio new/old: {new_s / old_s:.3f} (time), {new_mb / old_mb:.3f} (memory); both loaded the
+same number of contacts: {"yes" if same else "NO"}.
+Per round (s): old {", ".join(f"{s:.1f}" for s, _, _ in sides["old"])};
+new {", ".join(f"{s:.1f}" for s, _, _ in sides["new"])}.
+"""
+    write_section("Contact loading A/B (issue 5 checks per cell)", body)
+    print(body)
+
+
+if __name__ == "__main__":
+    main()
