@@ -289,7 +289,7 @@ async def _seed_attempts(url: str, count: int) -> list[int]:
             {
                 "name": "intake",
                 "account": "sim-main",
-                "caller_id": "1",
+                "caller_id": "+918047112233",
                 "default_region": "IN",
                 "timezone": "UTC",
             }
