@@ -17,7 +17,7 @@ import asyncpg
 from dialer.campaigns import CampaignCache
 from dialer.metrics import DIALS
 from dialer.policy.retry import next_step
-from dialer.policy.states import LIVE, RANK, is_terminal, moves_forward
+from dialer.policy.states import LIVE, RANK, SENT, is_terminal, moves_forward
 from dialer.providers.base import CallEvent
 from dialer.redaction import redact, redact_value
 
@@ -138,13 +138,16 @@ async def apply_event(
     *,
     held: bool = False,
     problem: str | None = None,
+    ask_provider: bool = False,
 ) -> str:
     """Store a provider event (once) and move its attempt forward: "stored" if it was new,
     "repeated" if it was already kept, "held" if kept but not applied.
 
     The raw event is stored before anything else, so it is kept even if it changes nothing.
     A `held` event (see callbacks.screening), or one whose call id is another attempt's than
-    the one named, is stored with its problem and never applied.
+    the one named, is stored with its problem and never applied; with `ask_provider` (a status
+    word we do not know) its attempt is due for the reconciler's look-up at once, instead of
+    holding its channel until the settle budget ends.
     """
     async with conn.transaction():
         row = await conn.fetchrow(
@@ -162,6 +165,13 @@ async def apply_event(
         if not row["stored"]:
             return "repeated"
         if row["held"]:
+            if ask_provider and row["attempt_id"] is not None:
+                await conn.execute(
+                    """UPDATE attempts SET settle_by = least(settle_by, now())
+                       WHERE id = $1 AND state = ANY($2::text[])""",
+                    row["attempt_id"],
+                    list(SENT),
+                )
             return "held"
         if row["attempt_id"] is None:
             return "stored"

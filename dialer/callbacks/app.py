@@ -148,6 +148,7 @@ async def _keep(
                 event,
                 held=screened.held,
                 problem=screened.problem,
+                ask_provider=screened.ask_provider,
             )
     else:  # progress events from concurrent requests share one statement (group commit)
         new = await receiver.progress.submit((account, attempt_id, event))

@@ -36,6 +36,7 @@ class Screened:
     event: CallEvent
     problems: tuple[str, ...] = ()
     held: bool = False  # a deciding value was wrong: store, never apply
+    ask_provider: bool = False  # a status word we do not know: look the call up now
 
     @property
     def problem(self) -> str | None:
@@ -88,7 +89,8 @@ def screen(event: CallEvent, now: datetime | None = None) -> Screened:
         held = held or deciding
 
     status, changed = clean_text(str(event.status))
-    if changed or status not in EVENT_STATES:
+    unknown_word = changed or status not in EVENT_STATES
+    if unknown_word:
         note(f"unknown status {status[:40]!r}", deciding=True)
     key, changed = clean_text(event.dedupe_key)
     if changed or len(key) > MAX_KEY_CHARS:
@@ -140,7 +142,7 @@ def screen(event: CallEvent, now: datetime | None = None) -> Screened:
         answered_by=answered_by,
         payload=payload,
     )
-    return Screened(cleaned, tuple(problems), held)
+    return Screened(cleaned, tuple(problems), held, ask_provider=unknown_word)
 
 
 def _short(value: str | None, note: Any) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 LIVE = ("reserved", "dialing", "accepted", "ringing", "in-progress")
+SENT = LIVE[1:]  # live and (possibly) at the provider: what the reconciler asks about
 OUTCOMES = ("completed", "busy", "no-answer", "failed", "canceled")
 TERMINAL = (*OUTCOMES, "not_dialed", "rejected", "unknown")
 RANK = {state: rank for rank, state in enumerate(LIVE)} | {state: len(LIVE) for state in TERMINAL}

@@ -18,6 +18,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -443,11 +444,19 @@ _PROGRESS_WORDS = {
     "answered": "in-progress",
     "in-progress": "in-progress",
 }
+_RUN_TOGETHER = {"noanswer": "no-answer", "inprogress": "in-progress", "cancelled": "canceled"}
+
+
+def normal_word(word: Any) -> str:
+    """A provider's status word in one spelling: any case, spaces and underscores as hyphens
+    ('No Answer', 'no_answer', 'NOANSWER' and 'no-answer' are all 'no-answer')."""
+    text = re.sub(r"[\s_-]+", "-", str(word or "").strip().lower())
+    return _RUN_TOGETHER.get(text, text)
 
 
 def state_of_word(word: Any) -> str | None:
-    """The attempt state for a Twilio-family status word (any case), None if it is not one."""
-    text = str(word or "").strip().lower()
+    """The attempt state for a Twilio-family status word (any spelling), None if it is not one."""
+    text = normal_word(word)
     if text in FINAL_WORDS:
         return text
     return _PROGRESS_WORDS.get(text)

@@ -35,6 +35,7 @@ from dialer.providers.base import (
     classify,
     first,
     json_body,
+    normal_word,
     same_secret,
     state_of_word,
     to_int,
@@ -105,14 +106,16 @@ class DidforsaleProvider(Provider):
         payload = {k: v for k, v in fields.items() if k.lower() != "apikey"}
         call_sid = str(first(fields, "callSid") or "")
         parent = str(first(fields, "ParentCallSid") or "")
-        word = str(first(fields, "CallStatus") or "").lower()
-        if not call_sid or word not in WORDS:
-            raise Unreadable("not a call-progress event")
+        word = normal_word(first(fields, "CallStatus"))
+        if not call_sid:
+            raise Unreadable("not a call-progress event (no callSid)")
         customer = parent in ("", call_sid)
         duration = to_int(first(fields, "CallDurartion", "CallDuration"))
         completed_if_answered = False
         if not customer:
             state = "accepted"  # the B-leg (the party the didML app dialed)
+        elif word not in WORDS:
+            state = word or "(no status)"  # a word we do not know: held, and the call ended?
         elif word != "completed":
             state = state_of_word(word) or "accepted"
         elif duration:

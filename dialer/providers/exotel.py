@@ -40,6 +40,7 @@ from dialer.providers.base import (
     first,
     json_body,
     lookup,
+    normal_word,
     state_of_word,
     to_cost,
     to_int,
@@ -117,7 +118,7 @@ class ExotelProvider(Provider):
         self.check_token(callback)
         fields = _callback_fields(callback)
         sid = str(first(fields, "CallSid") or "")
-        status = str(first(fields, "Status") or "").lower()
+        status = normal_word(first(fields, "Status"))
         event_type = str(first(fields, "EventType") or "terminal").lower()
         if not sid:
             raise Unreadable("not an Exotel status callback (no CallSid)")
@@ -126,6 +127,8 @@ class ExotelProvider(Provider):
             state = "in-progress"
         elif (customer or {}).get("Status") in FINAL_WORDS:
             state = str(customer["Status"])  # the customer's leg decides (see module notes)
+        elif event_type == "terminal" and state_of_word(status) not in FINAL_WORDS:
+            state = status or "(no status)"  # a final event in words we do not know: held
         else:
             state = state_of_word(status) or "accepted"
         duration = to_int(first(fields, "ConversationDuration")) or to_int(
@@ -215,7 +218,7 @@ def _customer_leg(legs: Any) -> Mapping[str, Any] | None:
     if isinstance(legs, list) and legs and isinstance(legs[0], dict):
         leg = dict(legs[0])
         if isinstance(leg.get("Status"), str):
-            leg["Status"] = leg["Status"].lower()
+            leg["Status"] = normal_word(leg["Status"])
         return leg
     return None
 
@@ -242,9 +245,9 @@ def _call_records(data: Any) -> list[dict[str, Any]]:
 
 
 def _polled_event(sid: str, record: Mapping[str, Any]) -> CallEvent:
-    status = str(record.get("Status", "")).lower()
+    status = normal_word(record.get("Status"))
     details = record.get("Details") if isinstance(record.get("Details"), dict) else {}
-    leg1 = str(details.get("Leg1Status") or "").lower()  # the customer's leg
+    leg1 = normal_word(details.get("Leg1Status"))  # the customer's leg
     if status in FINAL_WORDS and leg1 in FINAL_WORDS:
         status = leg1
     state = state_of_word(status) or "accepted"

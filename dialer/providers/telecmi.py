@@ -43,6 +43,7 @@ from dialer.providers.base import (
     from_epoch,
     json_body,
     lookup,
+    normal_word,
     to_int,
     unanswered,
 )
@@ -111,10 +112,11 @@ class TelecmiCommon(Provider):
             raise Unreadable("not a TeleCMI event or CDR")
         kind = str(record["type"])
         leg = str(record.get("leg") or self.customer_leg).lower()
-        word = str(record.get("status") or "").lower()
+        word = normal_word(record.get("status")).replace("-", "_")  # TeleCMI writes out_answered
         request_id = record.get("request_id")
         if kind == "cdr":
-            state = self._cdr_state(leg, word, str(record.get("hangup_reason") or "").lower())
+            reason = normal_word(record.get("hangup_reason")).replace("-", "_")
+            state = self._cdr_state(leg, word, reason)
         else:
             state = LIVE_WORDS.get(word, "accepted") if leg == self.customer_leg else "accepted"
         leg_id = record.get("cmiuuid") or record.get("cmiuid") or request_id
@@ -133,6 +135,8 @@ class TelecmiCommon(Provider):
             return "accepted"  # the other party's record: says nothing of the customer
         if word == "answered":
             return "completed"
+        if word != "missed":
+            return word or "(no status)"  # a CDR in words we do not know: held, looked up
         if reason in BUSY_REASONS:
             return "busy"
         return "no-answer" if reason in NO_ANSWER_REASONS else "failed"

@@ -41,6 +41,7 @@ from dialer.providers.base import (
     classify,
     first,
     json_body,
+    normal_word,
     same_secret,
     state_of_word,
     to_cost,
@@ -129,9 +130,12 @@ class TwilioProvider(Provider):
                 raise Forbidden("bad or missing X-Twilio-Signature")
         fields = callback.fields
         sid = first(fields, "CallSid")
-        state = state_of_word(first(fields, "CallStatus"))
-        if not sid or state is None:
-            raise Unreadable("no CallSid or no known CallStatus")
+        if not sid:
+            raise Unreadable("no CallSid")
+        # A word we do not know is passed on as it is: screening holds it and asks the provider.
+        state = state_of_word(first(fields, "CallStatus")) or normal_word(
+            first(fields, "CallStatus")
+        )
         sequence = to_int(first(fields, "SequenceNumber"))
         word = str(first(fields, "CallStatus")).lower()
         stamp = first(fields, "Timestamp")
