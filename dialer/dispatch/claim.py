@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 import asyncpg
 
 from dialer.campaigns import Campaign
+from dialer.dispatch.limiter import ready_slots
 from dialer.policy.states import LIVE
 from dialer.policy.window import window_sql
 
@@ -281,7 +282,7 @@ async def begin_dial(
         )
         interval = float(clock["interval"])
         ahead = (clock["start"] - clock["now"]).total_seconds()
-        ready = max(0, min(len(attempts), int((early_s - ahead) / interval) + 1))
+        ready = ready_slots(ahead, early_s, interval, len(attempts))
         sent = await conn.fetch(
             """UPDATE attempts a
                SET state = 'dialing', requested_at = now(), caller_id = t.caller,
