@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dialer.errors import InputError
+from dialer.loading.records import UnreadableRecord
 
 BLOCK_SIZE = 1 << 20
 DELIMITERS = (",", ";", "\t")
@@ -28,17 +29,6 @@ csv.field_size_limit(1 << 20)  # one cell over 1 MiB across lines means a broken
 # Stands in for a line too long to keep: a record containing it is rejected (random, so no
 # file can contain it by chance).
 OVERLONG = f"\x00dialer-overlong-line-{secrets.token_hex(8)}\x00"
-
-
-class UnreadableRecord(list):
-    """A record that could not be read (its line was too long): no values, only the reason."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__()
-        self.reason = reason
-
-    def __reduce__(self):  # to worker processes and back
-        return (UnreadableRecord, (self.reason,))
 
 
 class UndecodableError(InputError):

@@ -23,7 +23,7 @@ from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from types import SimpleNamespace
 
 from dialer.errors import InputError
-from dialer.loading.csv_source import UnreadableRecord
+from dialer.loading.records import UnreadableRecord
 from dialer.phones import PhoneError, normalize
 from dialer.policy.zones import inferred_timezone
 
