@@ -51,6 +51,13 @@ CALLBACK_SECONDS = Histogram(
     buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
     registry=REGISTRY,
 )
+RECONCILE_FAILURES = Counter(
+    "dialer_reconciler_failures",
+    "Items (an attempt, or an account's look-ups) the reconciler could not handle this round;"
+    " each is retried later",
+    ["what"],
+    registry=REGISTRY,
+)
 RECONCILED = Counter(
     "dialer_reconciler_actions",
     "What the reconciler did (released, settled_from_provider, unknown, ...)",

@@ -8,6 +8,11 @@
   account's shared rate budget); otherwise (or if the provider does not know) it is closed as
   `unknown`, freeing its channel. It is never redialed because of that: `unknown` counts as an
   attempt and waits for the campaign's `unknown` delay.
+
+One bad item never stops the rest: an attempt whose handling fails (a look-up answering
+garbage, a value the database refuses) is logged with its id, counted in
+`dialer_reconciler_failures`, and asked about again after LOOKUP_RETRY; looked-up events are
+screened like callbacks, and one with absurd values is kept held, never applied.
 """
 
 from __future__ import annotations
@@ -20,9 +25,10 @@ from datetime import timedelta
 import aiohttp
 import asyncpg
 
+from dialer.callbacks.screening import screen
 from dialer.campaigns import SETTLE_GRACE, CampaignCache
 from dialer.dispatch.claim import take_request_slot
-from dialer.metrics import RECONCILED
+from dialer.metrics import RECONCILE_FAILURES, RECONCILED
 from dialer.policy.states import is_terminal
 from dialer.providers.base import CallEvent, PlacedCall, Provider
 from dialer.settle import apply_event, settle
@@ -71,14 +77,28 @@ async def reconcile_once(
             by_account.setdefault(row["account"], []).append(call)
         for account, calls in by_account.items():
             answers = await _ask_provider(pool, adapters.get(account), session, account, calls)
+            if answers is None:  # the look-ups failed as a whole: ask about all of them later
+                for call in calls:
+                    actions[await _extend(conn, call, "lookup_failed", LOOKUP_RETRY)] += 1
+                continue
             for call in calls:
                 if call.attempt_id in answers and answers[call.attempt_id] is None:
                     # The provider could not answer now (429, 5xx, network): it may still know
                     # the call, so `unknown` would be a guess. Ask again later.
                     actions[await _extend(conn, call, "lookup_failed", LOOKUP_RETRY)] += 1
                     continue
-                answer = answers.get(call.attempt_id)
-                actions[await _resolve(conn, campaigns, account, call, answer)] += 1
+                try:
+                    answer = answers.get(call.attempt_id)
+                    actions[await _resolve(conn, campaigns, account, call, answer)] += 1
+                except (OSError, asyncpg.InterfaceError):
+                    raise  # the database itself is away: the round ends, the loop retries
+                except Exception as exc:  # one bad item: logged, counted, asked about later
+                    log.error(
+                        "reconcile item failed",
+                        extra={"attempt": call.attempt_id, "account": account, "error": repr(exc)},
+                    )
+                    RECONCILE_FAILURES.labels("attempt").inc()
+                    actions[await _extend(conn, call, "failed_item", LOOKUP_RETRY)] += 1
     actions = Counter({k: v for k, v in actions.items() if v})
     for action, count in actions.items():
         log.info("reconciled", extra={"action": action, "count": count})
@@ -117,7 +137,9 @@ async def _ask_provider(
     session: aiohttp.ClientSession | None,
     account: str,
     calls: list[PlacedCall],
-) -> dict[int, CallEvent | None]:
+) -> dict[int, CallEvent | None] | None:
+    """What the provider says of each call (see Provider.fetch_statuses); None when the
+    look-ups failed as a whole (nothing is known either way)."""
     if adapter is None or session is None:
         return {}
 
@@ -128,9 +150,12 @@ async def _ask_provider(
 
     try:
         return await adapter.fetch_statuses(session, calls, pace)
-    except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, asyncpg.InterfaceError, asyncpg.PostgresError):
+        raise  # pacing needs the database: the round ends, the loop retries
+    except Exception as exc:  # garbage from the provider, or a bug in reading it
         log.warning("status look-up failed", extra={"account": account, "error": repr(exc)})
-        return {}
+        RECONCILE_FAILURES.labels("lookup").inc()
+        return None
 
 
 async def _extend(
@@ -152,6 +177,24 @@ async def _resolve(
     call: PlacedCall,
     event: CallEvent | None,
 ) -> str:
+    if event is not None:
+        screened = screen(event)
+        if screened.held:  # the provider's answer makes no sense: keep it, ask again later
+            await apply_event(
+                conn,
+                campaigns,
+                account,
+                call.attempt_id,
+                screened.event,
+                held=True,
+                problem=screened.problem,
+            )
+            log.warning(
+                "look-up answer held",
+                extra={"attempt": call.attempt_id, "problem": screened.problem},
+            )
+            return await _extend(conn, call, "held_answer", LOOKUP_RETRY)
+        event = screened.event
     if event is not None and is_terminal(event.status):
         await apply_event(conn, campaigns, account, call.attempt_id, event)
         return "settled_from_provider"

@@ -32,7 +32,7 @@ from dialer.callbacks.bodies import BodyError, parse_body
 from dialer.callbacks.screening import MAX_BIGINT, Screened, clean_payload, screen
 from dialer.campaigns import CampaignCache
 from dialer.dashboard.api import add_dashboard
-from dialer.metrics import CALLBACK_SECONDS, CALLBACKS, metrics_handler
+from dialer.metrics import CALLBACK_SECONDS, CALLBACKS, RECONCILE_FAILURES, metrics_handler
 from dialer.policy.states import is_terminal
 from dialer.providers.base import CallEvent, Forbidden, InboundCallback, Provider, Unreadable
 from dialer.reconcile import RECONCILE_EVERY, reconcile_once
@@ -233,10 +233,12 @@ async def _reconciler(app: web.Application):
 
 
 async def reconcile_forever(receiver: Receiver) -> None:
-    """Reconcile every few seconds; a failed round (database away) is logged and retried."""
+    """Reconcile every few seconds; a failed round (database away, or anything else) is logged,
+    counted and retried: this loop ends only when cancelled."""
     while True:
         try:
             await reconcile_once(receiver.pool, receiver.cache, receiver.adapters, receiver.session)
-        except (OSError, asyncpg.PostgresError) as exc:
+        except Exception as exc:
             log.error("reconcile round failed", extra={"error": repr(exc)})
+            RECONCILE_FAILURES.labels("round").inc()
         await asyncio.sleep(RECONCILE_EVERY.total_seconds())

@@ -389,7 +389,9 @@ class Provider(ABC):
             await pace()
             answer = await lookup(session, request_for(call.provider_call_id))
             data = json_body(answer) if answer and answer.status == 200 else None
-            if unanswered(answer) or isinstance(data, dict):
+            garbled = answer is not None and answer.status == 200 and not isinstance(data, dict)
+            if unanswered(answer) or garbled or isinstance(data, dict):
+                # a 200 that is not a call record says nothing either: ask again later
                 found.append((call, data if isinstance(data, dict) else None))
         return found
 

@@ -116,7 +116,7 @@ class SimProvider(Provider):
                 status=status,
                 dedupe_key=f"{call.provider_call_id}:poll:{status}",
                 provider_call_id=call.provider_call_id,
-                duration_s=data.get("duration"),
+                duration_s=to_int(data.get("duration")),
                 payload={"polled": data},
             )
         return found

@@ -1,0 +1,112 @@
+"""The reconciler meets a provider whose look-ups answer garbage: one bad item is held or
+retried, counted and logged, and every other attempt is still settled in the same round."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+from dialer.campaigns import CampaignCache
+from dialer.config import SimAccount
+from dialer.db.connect import open_pool
+from dialer.dispatch.claim import AccountLimits, register_account
+from dialer.metrics import RECONCILE_FAILURES
+from dialer.providers.sim import SimProvider
+from dialer.reconcile import reconcile_once
+from tests.callbacks.test_callbacks import SECRET, new_attempt
+from tests.processes import free_port
+
+ANSWERS = {
+    "GOOD": {"status": "busy"},
+    "INFINITE": {"status": "completed", "duration": "inf"},
+    "NEGATIVE": {"status": "completed", "duration": -40},
+    "WEIRD": {"status": ["not", "a", "word"]},
+}
+
+
+async def provider(request: web.Request) -> web.Response:
+    call = request.match_info["call"]
+    if call == "GARBAGE":
+        return web.Response(text="[[[[" * 1000, content_type="application/json")
+    if call == "BROKEN":
+        return web.Response(status=200, body=b"\xff\xfe not json")
+    return web.json_response(ANSWERS[call])
+
+
+async def test_bad_lookups_are_held_or_retried_and_the_rest_settles(
+    own_database_url: str, own_db, tmp_path: Path
+) -> None:
+    app = web.Application()
+    app.router.add_get("/v1/calls/{call}", provider)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    account = SimAccount(
+        kind="sim", base_url=f"http://127.0.0.1:{port}", secret=SECRET, rate="100/s", channels=9
+    )
+    adapter = SimProvider("sim-main", account)
+    ids = {}
+    for call in [*ANSWERS, "GARBAGE", "BROKEN"]:
+        ids[call] = await new_attempt(own_db, tmp_path)
+        await own_db.execute(
+            "UPDATE attempts SET provider_call_id = $2, settle_by = now() - interval '1s'"
+            " WHERE id = $1",
+            ids[call],
+            call,
+        )
+    failures_before = RECONCILE_FAILURES.labels("attempt")._value.get()
+    try:
+        async with open_pool(own_database_url, size=3) as pool, aiohttp.ClientSession() as session:
+            async with pool.acquire() as conn:
+                await register_account(conn, AccountLimits("sim-main", "sim", 100.0, 1.0, 9))
+            actions = await reconcile_once(pool, CampaignCache(), {"sim-main": adapter}, session)
+    finally:
+        await runner.cleanup()
+    states = {
+        call: await own_db.fetchrow(
+            "SELECT state, settle_by > now() AS later FROM attempts WHERE id = $1", attempt
+        )
+        for call, attempt in ids.items()
+    }
+    assert states["GOOD"]["state"] == "busy"
+    for call in ("INFINITE", "NEGATIVE", "WEIRD", "GARBAGE", "BROKEN"):
+        assert states[call]["state"] == "accepted" and states[call]["later"], call
+    assert actions["settled_from_provider"] == 1 and actions["held_answer"] == 3
+    assert actions["lookup_failed"] == 2  # garbage is not "the provider does not know it"
+    held = await own_db.fetch("SELECT problem FROM call_events WHERE held ORDER BY id")
+    assert len(held) == 3 and all(
+        "out of range" in h["problem"] or "unknown status" in h["problem"] for h in held
+    )
+    assert RECONCILE_FAILURES.labels("attempt")._value.get() == failures_before
+
+
+async def test_an_adapter_that_raises_is_counted_and_its_calls_asked_again(
+    own_database_url: str, own_db, tmp_path: Path
+) -> None:
+    class Exploding(SimProvider):
+        async def fetch_statuses(self, session, calls, pace):
+            raise RuntimeError("a bug in reading the provider")
+
+    account = SimAccount(
+        kind="sim", base_url="http://127.0.0.1:1", secret=SECRET, rate="1/s", channels=1
+    )
+    attempt = await new_attempt(own_db, tmp_path)
+    await own_db.execute(
+        "UPDATE attempts SET provider_call_id = 'X', settle_by = now() - interval '1s'"
+        " WHERE id = $1",
+        attempt,
+    )
+    before = RECONCILE_FAILURES.labels("lookup")._value.get()
+    async with open_pool(own_database_url, size=2) as pool, aiohttp.ClientSession() as session:
+        actions = await reconcile_once(
+            pool, CampaignCache(), {"sim-main": Exploding("sim-main", account)}, session
+        )
+    assert actions["lookup_failed"] >= 1
+    assert RECONCILE_FAILURES.labels("lookup")._value.get() == before + 1
+    row = await own_db.fetchrow(
+        "SELECT state, settle_by > now() AS later FROM attempts WHERE id = $1", attempt
+    )
+    assert row["state"] == "accepted" and row["later"]  # not closed unknown on a bug
