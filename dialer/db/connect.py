@@ -76,12 +76,29 @@ async def connect(url: str) -> asyncpg.Connection:
     return conn
 
 
+# Long-running processes (run, serve, demo) keep every transaction short. One that sits idle
+# inside a transaction is a paused or partitioned process (SIGSTOP, a VM suspend): PostgreSQL
+# ends its session, so the locks it held (an account's limiter row) go to the other processes
+# instead of freezing the account until it resumes. The paused process finds its connection
+# gone when it wakes.
+IDLE_IN_TRANSACTION_S = 10
+POOL_SETTINGS = {
+    "idle_in_transaction_session_timeout": str(IDLE_IN_TRANSACTION_S * 1000),
+    "application_name": "dialer",
+}
+
+
 @asynccontextmanager
 async def open_pool(url: str, *, size: int = 4) -> AsyncIterator[asyncpg.Pool]:
     """A pool for long-running processes; migrations are applied first (under their lock)."""
     try:
         pool = await asyncpg.create_pool(
-            url, min_size=1, max_size=size, init=_init_connection, reset=_keep_session
+            url,
+            min_size=1,
+            max_size=size,
+            init=_init_connection,
+            reset=_keep_session,
+            server_settings=POOL_SETTINGS,
         )
     except (OSError, asyncpg.PostgresError) as exc:
         raise DialerError(f"cannot connect to PostgreSQL at {describe_url(url)}: {exc}") from None

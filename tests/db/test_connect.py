@@ -1,0 +1,37 @@
+"""Connections of long-running processes: what PostgreSQL enforces on them."""
+
+from __future__ import annotations
+
+import time
+
+import asyncpg
+import pytest
+
+from dialer.db.connect import IDLE_IN_TRANSACTION_S, open_pool
+
+
+async def test_a_paused_process_cannot_hold_an_account_lock(database_url: str) -> None:
+    """A process stopped inside a transaction (here: one that simply stops talking) loses its
+    session after IDLE_IN_TRANSACTION_S, and with it the account row lock it held, so the
+    other processes dial on instead of waiting until it resumes."""
+    async with open_pool(database_url, size=2) as pool:
+        async with pool.acquire() as conn:
+            await conn.execute(
+                "INSERT INTO accounts (name, kind, rate_per_s, channels)"
+                " VALUES ('held', 'sim', 1, 1) ON CONFLICT DO NOTHING"
+            )
+        paused = await pool.acquire()
+        transaction = paused.transaction()
+        await transaction.start()
+        await paused.execute("SELECT * FROM accounts WHERE name = 'held' FOR UPDATE")
+        other = await asyncpg.connect(database_url)
+        try:
+            started = time.monotonic()
+            await other.execute("SELECT * FROM accounts WHERE name = 'held' FOR UPDATE")
+            waited = time.monotonic() - started
+        finally:
+            await other.close()
+        assert IDLE_IN_TRANSACTION_S - 1 < waited < IDLE_IN_TRANSACTION_S + 5
+        with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError, OSError)):
+            await paused.execute("SELECT 1")  # the paused one finds its session gone
+        await pool.release(paused)
