@@ -19,6 +19,7 @@ import hashlib
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -37,6 +38,7 @@ from dialer.policy.states import is_terminal
 from dialer.providers.base import CallEvent, Forbidden, InboundCallback, Provider, Unreadable
 from dialer.reconcile import RECONCILE_EVERY, reconcile_once
 from dialer.settle import apply_event, apply_progress_batch
+from dialer.supervise import watch
 
 log = logging.getLogger("dialer.serve")
 BODY_SECONDS = 10.0  # a callback body not received by then is dropped (408)
@@ -51,11 +53,19 @@ class Receiver:
     public_url: str
     session: aiohttp.ClientSession | None = None
     cache: CampaignCache = field(default_factory=CampaignCache)
+    failure: BaseException | None = None  # a background task died: unhealthy, exit non-zero
+    on_failure: Callable[[], None] | None = None  # how the process stops then
 
     def __post_init__(self) -> None:
         self.progress: Batcher[ProgressItem, bool] = Batcher(self._store_progress)
         for adapter in self.adapters.values():  # whatever they echo is masked before storage
             redaction.remember(*adapter.secrets, users=adapter.auth_users)
+
+    def fail(self, error: BaseException) -> None:
+        """A background task died: /healthz says so, and the process is asked to stop."""
+        self.failure = self.failure or error
+        if self.on_failure is not None:
+            self.on_failure()
 
     async def _store_progress(self, items: list[ProgressItem]) -> list[bool]:
         by_account: dict[str, list[tuple[int | None, CallEvent]]] = {}
@@ -196,6 +206,8 @@ def _refused(account: str, attempt_id: int | None, reason: str, status: int) -> 
 
 async def healthz(request: web.Request) -> web.Response:
     receiver = request.app[RECEIVER]
+    if receiver.failure is not None:
+        return web.json_response({"reconciler": f"died: {receiver.failure!r}"}, status=503)
     try:
         async with receiver.pool.acquire(timeout=2) as conn:
             await conn.fetchval("SELECT 1")
@@ -226,6 +238,7 @@ def create_app(
 
 async def _reconciler(app: web.Application):
     task = asyncio.create_task(reconcile_forever(app[RECEIVER]), name="reconciler")
+    watch(task, app[RECEIVER].fail)
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):

@@ -30,6 +30,7 @@ from dialer.runtime import (
     listen_address,
     selected_campaigns,
 )
+from dialer.supervise import watch
 
 log_options = [
     click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning"])),
@@ -155,6 +156,7 @@ def run(
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.add_signal_handler(sig, dispatcher.stop)
                 reconciler = asyncio.create_task(reconcile_forever(receiver), name="reconciler")
+                watch(reconciler, dispatcher.fail)
                 token = config.admin_token.get_secret_value() if config.admin_token else None
                 serving = (
                     hosted(create_app(receiver, reconcile=False, admin_token=token), host, port)
@@ -218,8 +220,8 @@ def serve(app: AppContext, host, port, workers, worker, log_level, log_format):
             async with pool.acquire() as conn:  # status look-ups are paced by the shared clock
                 for name in config.accounts:
                     await register_account(conn, account_limits(name, config))
-            receiver = Receiver(pool, providers, base, session)
             stop = asyncio.Event()
+            receiver = Receiver(pool, providers, base, session, on_failure=stop.set)
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, stop.set)
@@ -229,9 +231,13 @@ def serve(app: AppContext, host, port, workers, worker, log_level, log_format):
                 if not worker:
                     print(f"dialer: receiving callbacks on http://{host}:{port}", file=sys.stderr)
                 await stop.wait()
+            return receiver.failure
 
     try:
-        asyncio.run(go())
+        failure = asyncio.run(go())
+        if failure is not None:  # systemd restarts it; a process that no longer reconciles
+            print(f"dialer: error: the reconciler died: {failure!r}", file=sys.stderr)
+            sys.exit(1)
     finally:
         for child in children:
             child.terminate()

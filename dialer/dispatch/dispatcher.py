@@ -106,6 +106,12 @@ class Dispatcher:
         codes = [account.exit_code for account in self.accounts]
         return EXIT_WORK_LEFT if EXIT_WORK_LEFT in codes or None in codes else EXIT_DONE
 
+    def fail(self, error: BaseException) -> None:
+        """A side task (the reconciler) died: stop as a failure, exit 1."""
+        if self.failure is None:
+            self.failure = error
+        self.stop()
+
     def stop(self) -> None:
         """SIGTERM/SIGINT: stop claiming; requests in flight finish and are recorded."""
         if not self.stopping.is_set():
@@ -296,9 +302,7 @@ class Dispatcher:
             return
         error = task.exception()
         log.error("sender failed; stopping", extra={"attempt": attempt_id, "error": repr(error)})
-        if self.failure is None:
-            self.failure = error
-        self.stop()
+        self.fail(error)
 
     async def _wait_then_send(self, account: AccountRun, item: Claimed, started: float) -> None:
         await asyncio.sleep(max(0.0, started + item.send_in_s - time.monotonic()))

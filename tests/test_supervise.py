@@ -1,0 +1,63 @@
+"""A background task that dies is never quiet: it is reported, /healthz turns 503, and the
+process is asked to stop (to exit non-zero)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+from aiohttp.test_utils import TestServer
+
+from dialer.callbacks.app import Receiver, create_app
+from dialer.db.connect import open_pool
+from dialer.supervise import watch
+
+
+async def _run(coroutine) -> list[BaseException]:
+    deaths: list[BaseException] = []
+    task = asyncio.create_task(coroutine, name="loop")
+    watch(task, deaths.append)
+    await asyncio.sleep(0.05)
+    if not task.done():
+        task.cancel()
+    await asyncio.sleep(0)
+    return deaths
+
+
+async def test_a_raising_or_returning_loop_is_a_death_and_a_cancelled_one_is_not() -> None:
+    async def raises() -> None:
+        raise ValueError("a retry delay that overflows")
+
+    async def returns() -> None:
+        return None
+
+    async def forever() -> None:
+        await asyncio.sleep(3600)
+
+    (error,) = await _run(raises())
+    assert isinstance(error, ValueError)
+    (error,) = await _run(returns())
+    assert "loop returned" in str(error)
+    assert await _run(forever()) == []  # cancelled at shutdown: not a death
+
+
+async def test_a_dead_reconciler_makes_healthz_503_and_stops_the_process(
+    database_url: str,
+) -> None:
+    stopped = asyncio.Event()
+    async with open_pool(database_url, size=2) as pool:
+        receiver = Receiver(pool, {}, public_url="", on_failure=stopped.set)
+        server = TestServer(create_app(receiver, reconcile=False))
+        await server.start_server()
+        try:
+            url = f"http://127.0.0.1:{server.port}/healthz"
+            async with aiohttp.ClientSession() as session:
+                async with session.get(url) as response:
+                    assert response.status == 200
+                receiver.fail(RuntimeError("reconciler crashed"))
+                async with session.get(url) as response:
+                    assert response.status == 503
+                    assert "reconciler crashed" in (await response.json())["reconciler"]
+        finally:
+            await server.close()
+    assert stopped.is_set()
