@@ -63,10 +63,19 @@ def redact_value(value: Any) -> Any:
     """A JSON-like value with secrets masked in every string (keys included)."""
     if _pattern is None:
         return value
+    try:  # the common case, one search over the whole document: nothing to mask
+        if not _pattern.search(json.dumps(value, ensure_ascii=False, default=str)):
+            return value
+    except (ValueError, TypeError, RecursionError):
+        pass
+    return _redact_each(value)
+
+
+def _redact_each(value: Any) -> Any:
     if isinstance(value, str):
         return redact(value)
     if isinstance(value, dict):
-        return {redact(str(k)): redact_value(v) for k, v in value.items()}
+        return {redact(str(k)): _redact_each(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [redact_value(v) for v in value]
+        return [_redact_each(v) for v in value]
     return value

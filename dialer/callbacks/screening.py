@@ -11,7 +11,9 @@ reconciler settles that attempt from the provider's own records instead of a gue
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -53,6 +55,8 @@ def clean_text(value: str) -> tuple[str, bool]:
 def clean_payload(value: Any, depth: int = 0) -> tuple[Any, bool]:
     """A JSON-storable copy of a payload (text cleaned, non-finite numbers as text, nesting
     capped); whether anything had to change."""
+    if depth == 0 and _storable_as_is(value):
+        return value, False
     if isinstance(value, str):
         return clean_text(value)
     if isinstance(value, bool) or value is None:
@@ -75,6 +79,33 @@ def clean_payload(value: Any, depth: int = 0) -> tuple[Any, bool]:
         items = [clean_payload(item, depth + 1) for item in value]
         return [item for item, _ in items], any(changed for _, changed in items)
     return clean_text(str(value))
+
+
+def _storable_as_is(value: Any) -> bool:
+    """The common case in one pass in C: JSON with no NUL, no lone surrogate, no NaN or
+    infinity, no number past bigint, nested at most MAX_DEPTH (json.dumps recurses in C, so
+    the depth is checked on the text's brackets only when it is deep at all)."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False)
+        text.encode("utf-8")
+    except (ValueError, TypeError, UnicodeEncodeError, RecursionError):
+        return False
+    if "\\u0000" in text or (text.count("[") + text.count("{") > MAX_DEPTH and _deep(value)):
+        return False
+    return not _BIG_NUMBER.search(text)
+
+
+_BIG_NUMBER = re.compile(r"(?<![\w.\"])-?[0-9]{19,}")  # a bare number of 19+ digits
+
+
+def _deep(value: Any, depth: int = 0) -> bool:
+    if depth >= MAX_DEPTH:
+        return True
+    if isinstance(value, dict):
+        return any(_deep(v, depth + 1) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_deep(v, depth + 1) for v in value)
+    return False
 
 
 def screen(event: CallEvent, now: datetime | None = None) -> Screened:

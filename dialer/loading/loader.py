@@ -297,8 +297,13 @@ class _executor:
         if kind is None:
             self.pool.shutdown(wait=True)
             return
-        # Interrupted or failed: the work in flight is worthless, stop the workers now.
+        # Interrupted or failed: the work in flight is worthless, stop the workers now. The
+        # queue's feeder thread may be blocked writing a chunk to workers about to die; exiting
+        # must not wait for it (seen as a load that hung after Ctrl-C).
         workers = list(getattr(self.pool, "_processes", {}).values())
+        call_queue = getattr(self.pool, "_call_queue", None)
+        if call_queue is not None:
+            call_queue.cancel_join_thread()
         self.pool.shutdown(wait=False, cancel_futures=True)
         for worker in workers:
             worker.terminate()
