@@ -64,10 +64,17 @@ def redact_value(value: Any) -> Any:
     if _pattern is None:
         return value
     try:  # the common case, one search over the whole document: nothing to mask
-        if not _pattern.search(json.dumps(value, ensure_ascii=False, default=str)):
-            return value
+        text = json.dumps(value, ensure_ascii=False, default=str)
     except (ValueError, TypeError, RecursionError):
-        pass
+        return _redact_each(value)
+    return redact_document(value, text)
+
+
+def redact_document(value: Any, text: str) -> Any:
+    """`value` masked, given its JSON `text` (ensure_ascii off) already made by the caller:
+    one search over the text decides whether the value must be walked at all."""
+    if _pattern is None or not _pattern.search(text):
+        return value
     return _redact_each(value)
 
 

@@ -19,7 +19,7 @@ from dialer.metrics import DIALS
 from dialer.policy.retry import next_step
 from dialer.policy.states import LIVE, RANK, SENT, is_terminal, moves_forward
 from dialer.providers.base import CallEvent
-from dialer.redaction import redact, redact_value
+from dialer.redaction import redact, redact_document
 
 log = logging.getLogger("dialer.settle")
 
@@ -197,7 +197,8 @@ async def apply_event(
 def stored_payload(event: CallEvent) -> dict:
     """The payload as kept in call_events: JSON-safe, and with every credential masked (a
     provider echoing our secret key or callback URL never stores it)."""
-    return redact_value(json.loads(json.dumps(dict(event.payload), default=str)))
+    text = json.dumps(dict(event.payload), default=str, ensure_ascii=False)
+    return redact_document(json.loads(text), text)
 
 
 # Which attempt an event belongs to, for rows of `input` (attempt_id named in the URL or the

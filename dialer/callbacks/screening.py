@@ -19,10 +19,9 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from dialer.policy.states import OUTCOMES
+from dialer.policy.states import REPORTED
 from dialer.providers.base import CallEvent
 
-EVENT_STATES = ("accepted", "ringing", "in-progress", *OUTCOMES)  # what a provider can report
 MAX_INT = 2**31 - 1  # PostgreSQL integer
 MAX_BIGINT = 2**63 - 1
 MAX_DURATION_S = 7 * 86400  # no call lasts a week; a larger figure is a broken field
@@ -120,7 +119,7 @@ def screen(event: CallEvent, now: datetime | None = None) -> Screened:
         held = held or deciding
 
     status, changed = clean_text(str(event.status))
-    unknown_word = changed or status not in EVENT_STATES
+    unknown_word = changed or status not in REPORTED
     if unknown_word:
         note(f"unknown status {status[:40]!r}", deciding=True)
     key, changed = clean_text(event.dedupe_key)

@@ -6,6 +6,7 @@ LIVE = ("reserved", "dialing", "accepted", "ringing", "in-progress")
 SENT = LIVE[1:]  # live and (possibly) at the provider: what the reconciler asks about
 OUTCOMES = ("completed", "busy", "no-answer", "failed", "canceled")
 TERMINAL = (*OUTCOMES, "not_dialed", "rejected", "unknown")
+REPORTED = ("accepted", "ringing", "in-progress", *OUTCOMES)  # what a provider's event can say
 RANK = {state: rank for rank, state in enumerate(LIVE)} | {state: len(LIVE) for state in TERMINAL}
 
 
