@@ -22,7 +22,7 @@ from pydantic import (
 
 from dialer import redaction
 from dialer.campaign_spec import ACCOUNT_NAME
-from dialer.durations import Rate, parse_rate
+from dialer.durations import Rate, parse_duration, parse_rate
 from dialer.errors import ConfigError
 from dialer.tomlfile import interpolate_env, read_toml, validate
 
@@ -150,7 +150,21 @@ class DialerConfig(_Strict):
     default_region: str | None = Field(default=None, pattern=r"^[A-Z]{2}$")
     max_dials_per_number_per_day: int = Field(default=2, ge=1, le=100)
     accounts: dict[str, Account] = Field(default_factory=dict)
+    # How long `dialer run` rides out a database that is away before it gives up (exit 1).
+    database_outage_limit: str = "5m"
     source: Path | None = Field(default=None, exclude=True)
+
+    @field_validator("database_outage_limit")
+    @classmethod
+    def _outage_limit(cls, value: str) -> str:
+        seconds = parse_duration(value).total_seconds()
+        if not 1 <= seconds <= 86400:
+            raise ValueError("between 1s and 24h")
+        return value
+
+    @property
+    def outage_limit_s(self) -> float:
+        return parse_duration(self.database_outage_limit).total_seconds()
 
     @field_validator("accounts", mode="before")
     @classmethod

@@ -5,8 +5,12 @@
 - An attempt past its `settle_by` without a final event is first matched with events already
   stored under its provider call id (a callback that arrived before we knew the id), then looked
   up with the provider's status API where the adapter has one (batched, and paced by the
-  account's shared rate budget); otherwise (or if the provider does not know) it is closed as
-  `unknown`, freeing its channel. It is never redialed because of that: `unknown` counts as an
+  account's shared rate budget). One sent with no call id back is looked for in the provider's
+  list of calls to its number (Provider.find_placed), but only once its send window and the
+  HTTP client's timeout are over (no request of it can still be on the way); the one listed
+  call no attempt claims is adopted. Otherwise (or if the provider does not know) it is closed
+  as `unknown`, freeing its channel; a fact that arrives later re-opens it
+  (settle.reopen_if_unknown). It is never redialed because of that: `unknown` counts as an
   attempt and waits for the campaign's `unknown` delay.
 
 One bad item never stops the rest: an attempt whose handling fails (a look-up answering
@@ -29,8 +33,10 @@ from dialer.callbacks.screening import screen
 from dialer.campaigns import SETTLE_GRACE, CampaignCache
 from dialer.dispatch.claim import take_request_slot
 from dialer.metrics import RECONCILE_FAILURES, RECONCILED
-from dialer.policy.states import is_terminal
+from dialer.policy.lookups import after_live_answer_sql, lookups_per_round
+from dialer.policy.states import SENT, is_terminal
 from dialer.providers.base import CallEvent, PlacedCall, Provider
+from dialer.providers.send_deadline import CLIENT_TIMEOUT, SEND_WINDOW
 from dialer.settle import apply_event, settle
 
 log = logging.getLogger("dialer.reconcile")
@@ -62,13 +68,8 @@ async def reconcile_once(
                 ):
                     actions["released"] += 1
         actions["settled_from_stored_events"] += await _adopt_orphan_events(conn, campaigns)
-        silent = await conn.fetch(
-            """SELECT id, account, provider_call_id, phone_e164, requested_at FROM attempts
-               WHERE state IN ('dialing', 'accepted', 'ringing', 'in-progress')
-                 AND settle_by < now()
-               ORDER BY settle_by LIMIT $1""",
-            BATCH,
-        )
+        silent = await conn.fetch(_SILENT, BATCH, list(SENT), SEND_WINDOW, CLIENT_TIMEOUT)
+        rates = dict(await conn.fetch("SELECT name, rate_per_s * rate_factor FROM accounts"))
         by_account: dict[str, list[PlacedCall]] = {}
         for row in silent:
             call = PlacedCall(
@@ -76,11 +77,25 @@ async def reconcile_once(
             )
             by_account.setdefault(row["account"], []).append(call)
         for account, calls in by_account.items():
-            answers = await _ask_provider(pool, adapters.get(account), session, account, calls)
+            adapter = adapters.get(account)
+            if adapter is not None:  # the oldest first, within the look-ups' share of the rate
+                share = lookups_per_round(rates.get(account, 1.0), RECONCILE_EVERY.total_seconds())
+                calls = calls[: share * adapter.calls_per_lookup]
+            answers = await _ask_provider(pool, adapter, session, account, calls)
             if answers is None:  # the look-ups failed as a whole: ask about all of them later
                 for call in calls:
                     actions[await _extend(conn, call, "lookup_failed", LOOKUP_RETRY)] += 1
                 continue
+            unsent = [c for c in calls if not c.provider_call_id and c.attempt_id not in answers]
+            if unsent:  # sent with no call id back: does the provider list a call to them?
+                listed = await _ask_provider(pool, adapter, session, account, unsent, listing=True)
+                if listed is None:
+                    listed = {c.attempt_id: None for c in unsent}
+                for call in unsent:
+                    if call.attempt_id in listed:
+                        answers[call.attempt_id] = await _one_unclaimed(
+                            conn, account, listed[call.attempt_id]
+                        )
             for call in calls:
                 if call.attempt_id in answers and answers[call.attempt_id] is None:
                     # The provider could not answer now (429, 5xx, network): it may still know
@@ -137,9 +152,13 @@ async def _ask_provider(
     session: aiohttp.ClientSession | None,
     account: str,
     calls: list[PlacedCall],
-) -> dict[int, CallEvent | None] | None:
-    """What the provider says of each call (see Provider.fetch_statuses); None when the
-    look-ups failed as a whole (nothing is known either way)."""
+    *,
+    listing: bool = False,
+) -> dict | None:
+    """What the provider says of each call (Provider.fetch_statuses), or, with `listing`,
+    which calls it lists to each one's number (Provider.find_placed); every request paced on
+    the account's shared clock. None when the look-ups failed as a whole (nothing is known
+    either way)."""
     if adapter is None or session is None:
         return {}
 
@@ -148,14 +167,37 @@ async def _ask_provider(
             wait = await take_request_slot(conn, account)
         await asyncio.sleep(wait)
 
+    ask = adapter.find_placed if listing else adapter.fetch_statuses
     try:
-        return await adapter.fetch_statuses(session, calls, pace)
+        return await ask(session, calls, pace)
     except (OSError, asyncpg.InterfaceError, asyncpg.PostgresError):
         raise  # pacing needs the database: the round ends, the loop retries
     except Exception as exc:  # garbage from the provider, or a bug in reading it
-        log.warning("status look-up failed", extra={"account": account, "error": repr(exc)})
+        what = "call list look-up" if listing else "status look-up"
+        log.warning(f"{what} failed", extra={"account": account, "error": repr(exc)})
         RECONCILE_FAILURES.labels("lookup").inc()
         return None
+
+
+async def _one_unclaimed(
+    conn: asyncpg.Connection, account: str, listed: list[CallEvent] | None
+) -> CallEvent | _Ambiguous | None:
+    """Of the calls the provider lists to a number around our request, the one no attempt of
+    ours has as its call id: that call is ours. None (a list that could not be read) asks again
+    later; no such call, or more than one (never a guess), leaves the attempt to be closed."""
+    if listed is None:
+        return None
+    ids = [e.provider_call_id for e in listed if e.provider_call_id]
+    known = await conn.fetch(
+        "SELECT provider_call_id FROM attempts WHERE account = $1 AND provider_call_id = ANY($2)",
+        account,
+        ids,
+    )
+    claimed = {r["provider_call_id"] for r in known}
+    unclaimed = [e for e in listed if e.provider_call_id not in claimed]
+    if len(unclaimed) == 1:
+        return unclaimed[0]
+    return NOT_LISTED if not unclaimed else _Ambiguous(len(unclaimed))
 
 
 async def _extend(
@@ -170,13 +212,32 @@ async def _extend(
     return action
 
 
+class _Ambiguous:
+    """The provider lists several calls to the number that no attempt claims."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+
+
+NOT_LISTED = _Ambiguous(0)
+
+
 async def _resolve(
     conn: asyncpg.Connection,
     campaigns: CampaignCache,
     account: str,
     call: PlacedCall,
-    event: CallEvent | None,
+    event: CallEvent | _Ambiguous | None,
 ) -> str:
+    listing = ""
+    if isinstance(event, _Ambiguous):
+        listing = (
+            "; the provider lists no call to this number around the request"
+            if event.count == 0
+            else f"; the provider lists {event.count} calls to this number around the request"
+            " that no attempt claims (not guessing which)"
+        )
+        event = None
     if event is not None:
         screened = screen(event)
         if screened.held:  # the provider's answer makes no sense: keep it, ask again later
@@ -195,13 +256,24 @@ async def _resolve(
             )
             return await _extend(conn, call, "held_answer", LOOKUP_RETRY)
         event = screened.event
-    if event is not None and is_terminal(event.status):
-        await apply_event(conn, campaigns, account, call.attempt_id, event)
-        return "settled_from_provider"
-    if event is not None:  # the provider says it is still going: give it one more grace period
-        return await _extend(conn, call, "extended")
-    reason = "no final event from the provider" + (
-        "" if call.provider_call_id else " and no call id (crash or timeout while sending)"
+    if event is not None:
+        result = await apply_event(conn, campaigns, account, call.attempt_id, event)
+        if result == "held":  # the call id is another attempt's: not this attempt's answer
+            event = None
+        elif is_terminal(event.status):
+            return "settled_from_provider"
+        else:  # the provider says it is still going: ask again, backing off
+            await conn.execute(
+                f"""UPDATE attempts SET lookups = lookups + 1,
+                       settle_by = {after_live_answer_sql("lookups")}
+                    WHERE id = $1""",
+                call.attempt_id,
+            )
+            return "extended"
+    reason = (
+        "no final event from the provider"
+        + ("" if call.provider_call_id else " and no call id (crash or timeout while sending)")
+        + listing
     )
     async with conn.transaction():
         done = await settle(conn, campaigns, call.attempt_id, "unknown", error=reason)
@@ -212,5 +284,16 @@ async def _resolve(
     return "unknown" if done else "raced"
 
 
-RECONCILE_EVERY = timedelta(seconds=5)
+# Silent attempts, oldest deadline first. One `dialing` without a call id may still have its
+# request on the way until its send window and the client's timeout have passed, unless its
+# sender saw the request end (request_done_at): never before.
+_SILENT = """
+SELECT id, account, provider_call_id, phone_e164, requested_at FROM attempts
+WHERE state = ANY($2::text[]) AND settle_by < now()
+  AND (state <> 'dialing' OR provider_call_id IS NOT NULL OR request_done_at IS NOT NULL
+       OR coalesce(send_by, requested_at + $3::interval) + $4::interval < now())
+ORDER BY settle_by LIMIT $1
+"""
+
+RECONCILE_EVERY = timedelta(seconds=2)
 LOOKUP_RETRY = timedelta(seconds=10)  # after a look-up the provider could not answer

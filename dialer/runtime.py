@@ -17,6 +17,12 @@ from dialer.dispatch.claim import AccountLimits
 from dialer.errors import ConfigError, InputError
 from dialer.providers import adapter_for
 from dialer.providers.base import Provider
+from dialer.providers.send_deadline import (
+    CLIENT_TIMEOUT_S,
+    CONNECT_TIMEOUT_S,
+    abortive_socket,
+    deadline_tracing,
+)
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
 
@@ -72,9 +78,13 @@ async def selected_campaigns(
 
 @asynccontextmanager
 async def http_session() -> AsyncIterator[aiohttp.ClientSession]:
-    timeout = aiohttp.ClientTimeout(total=30, sock_connect=5)
-    connector = aiohttp.TCPConnector(limit=500, limit_per_host=500)
-    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+    """The one client session for provider requests: bounded in time, send deadlines checked
+    before each request is written, and sockets that abort on close (providers.send_deadline)."""
+    timeout = aiohttp.ClientTimeout(total=CLIENT_TIMEOUT_S, sock_connect=CONNECT_TIMEOUT_S)
+    connector = aiohttp.TCPConnector(limit=500, limit_per_host=500, socket_factory=abortive_socket)
+    async with aiohttp.ClientSession(
+        timeout=timeout, connector=connector, trace_configs=[deadline_tracing()]
+    ) as session:
         yield session
 
 

@@ -14,10 +14,11 @@ from decimal import Decimal
 
 import asyncpg
 
-from dialer.campaigns import CampaignCache
+from dialer.campaigns import SETTLE_GRACE, CampaignCache
 from dialer.metrics import DIALS
+from dialer.policy.lookups import after_event_sql
 from dialer.policy.retry import next_step
-from dialer.policy.states import LIVE, RANK, SENT, is_terminal, moves_forward
+from dialer.policy.states import LIVE, OUTCOMES, RANK, SENT, is_terminal, moves_forward
 from dialer.providers.base import CallEvent
 from dialer.redaction import redact, redact_document
 
@@ -175,6 +176,8 @@ async def apply_event(
             return "held"
         if row["attempt_id"] is None:
             return "stored"
+        if not await reopen_if_unknown(conn, row["attempt_id"], event):
+            return "stored"  # a re-dial had already happened: the fact is recorded, no more
         if is_terminal(event.status):
             await settle(
                 conn,
@@ -192,6 +195,76 @@ async def apply_event(
         else:
             await _apply_progress_to(conn, row["attempt_id"], event)
         return "stored"
+
+
+_REOPEN = """
+WITH target AS (
+    SELECT a.id, a.contact_id,
+           NOT EXISTS (SELECT 1 FROM attempts x
+                       WHERE x.contact_id = a.contact_id AND x.attempt_no > a.attempt_no) AS latest
+    FROM attempts a
+    WHERE a.id = $1 AND a.state = 'unknown'
+      AND (a.provider_call_id IS NULL OR $3::text IS NULL OR a.provider_call_id = $3::text)
+    FOR UPDATE OF a
+), reopened AS (
+    UPDATE attempts a
+    SET state = $2, outcome = NULL, ended_at = NULL, reopened_at = now(),
+        provider_call_id = coalesce(a.provider_call_id, $3::text),
+        settle_by = now() + $4::interval, updated_at = now(),
+        error = concat_ws('; ', a.error, 're-opened: the provider reported the call')
+    FROM target t
+    WHERE a.id = t.id AND t.latest
+    RETURNING a.contact_id
+), withdrawn AS (
+    UPDATE contacts c SET state = 'dialing', updated_at = now()
+    FROM reopened r WHERE c.id = r.contact_id
+    RETURNING c.id
+)
+SELECT t.latest, (SELECT count(*) FROM withdrawn) AS withdrawn FROM target t
+"""
+
+_CORRECT_UNKNOWN = """
+UPDATE attempts
+SET state = $2, outcome = $2, provider_call_id = coalesce(provider_call_id, $3),
+    duration_s = coalesce($4, duration_s), updated_at = now(),
+    error = concat_ws('; ', error, 'the provider reported ' || $2 || ' after this attempt was'
+                      ' closed unknown and its contact was dialed again')
+WHERE id = $1 AND state = 'unknown'
+"""
+
+
+async def reopen_if_unknown(conn: asyncpg.Connection, attempt_id: int, event: CallEvent) -> bool:
+    """An attempt closed `unknown` that a fact now reaches (a call id, a callback, a look-up
+    answer) is re-opened: `unknown` was a lack of facts, never one. It becomes live again (in
+    the event's state, or `accepted` before a final event settles it) and its contact goes
+    back to `dialing`, which withdraws the contact's re-dial. Returns whether the caller should
+    go on applying the event: False when the contact was dialed again meanwhile (a later
+    attempt exists), in which case a final event's outcome is recorded on this attempt only.
+    """
+    row = await conn.fetchrow(
+        _REOPEN,
+        attempt_id,
+        "accepted" if is_terminal(event.status) else event.status,
+        event.provider_call_id,
+        SETTLE_GRACE,
+    )
+    if row is None:
+        return True  # not `unknown` (the common case): apply as usual
+    if row["latest"]:
+        log.warning(
+            "attempt re-opened: the provider reported a call closed unknown",
+            extra={"attempt": attempt_id, "status": event.status},
+        )
+        return True
+    if is_terminal(event.status) and event.status in OUTCOMES:
+        await conn.execute(
+            _CORRECT_UNKNOWN, attempt_id, event.status, event.provider_call_id, event.duration_s
+        )
+    log.warning(
+        "a call closed unknown was reported after its contact was dialed again",
+        extra={"attempt": attempt_id, "status": event.status},
+    )
+    return False
 
 
 def stored_payload(event: CallEvent) -> dict:
@@ -257,8 +330,9 @@ SELECT (SELECT count(*) FROM stored) > 0 AS stored, (SELECT attempt_id FROM stor
 async def _apply_progress_to(conn: asyncpg.Connection, attempt_id: int, event: CallEvent) -> None:
     lower = [state for state in LIVE if moves_forward(state, event.status)]
     await conn.execute(
-        """UPDATE attempts
+        f"""UPDATE attempts a
            SET state = $2, provider_call_id = coalesce(provider_call_id, $3),
+               settle_by = {_next_lookup("$2::text")},
                accepted_at = coalesce(accepted_at, now()),
                answered_at = CASE WHEN $2 = 'in-progress'
                                   THEN coalesce(answered_at, $4, now()) ELSE answered_at END,
@@ -271,6 +345,13 @@ async def _apply_progress_to(conn: asyncpg.Connection, attempt_id: int, event: C
         event.answered_by,
         lower,
     )
+
+
+def _next_lookup(state: str) -> str:
+    """SQL: when an attempt that moves forward to `state` is looked up next (policy.lookups);
+    a row from before look-ups were scheduled (no ring timeout kept) keeps its deadline."""
+    scheduled = after_event_sql(state, "a.ring_timeout_s", "a.max_duration_s")
+    return f"CASE WHEN a.ring_timeout_s IS NULL THEN a.settle_by ELSE {scheduled} END"
 
 
 _RANK_SQL = "CASE a.state " + " ".join(f"WHEN '{s}' THEN {r}" for s, r in RANK.items()) + " END"
@@ -300,6 +381,7 @@ WITH input AS (
 ), moved AS (
     UPDATE attempts a
     SET state = best.status, provider_call_id = coalesce(a.provider_call_id, best.call_id),
+        settle_by = {_next_lookup("best.status")},
         accepted_at = coalesce(a.accepted_at, now()),
         answered_at = CASE WHEN best.status = 'in-progress'
                            THEN coalesce(a.answered_at, best.occurred_at, now())
@@ -331,4 +413,45 @@ async def apply_progress_batch(
         account,
         list(LIVE),
     )
-    return {r["dedupe_key"] for r in rows}
+    new = {r["dedupe_key"] for r in rows}
+    named = [(a, e) for a, e in items if a is not None and e.dedupe_key in new]
+    if named:  # the batch moves live attempts only: one closed `unknown` is re-opened here
+        closed = await conn.fetch(
+            """SELECT id FROM attempts
+               WHERE id = ANY($1::bigint[]) AND account = $2 AND state = 'unknown'""",
+            [a for a, _ in named],
+            account,
+        )
+        unknown = {r["id"] for r in closed}
+        for attempt_id, event in named:
+            if attempt_id in unknown:
+                async with conn.transaction():
+                    if await reopen_if_unknown(conn, attempt_id, event):
+                        await _apply_progress_to(conn, attempt_id, event)
+    return new
+
+
+async def record_accepted(conn: asyncpg.Connection, accepted: list[tuple[int, str | None]]) -> None:
+    """The provider took these calls: store their call ids (a callback may have been faster),
+    and end their accounts' 429 streaks. One the reconciler closed `unknown` meanwhile (this
+    process was paused after sending) is re-opened: the call exists."""
+    rows = await conn.fetch(
+        """WITH accepted AS (
+               UPDATE attempts a
+               SET state = CASE WHEN a.state = 'dialing' THEN 'accepted' ELSE a.state END,
+                   provider_call_id = coalesce(a.provider_call_id, t.call_id),
+                   accepted_at = coalesce(a.accepted_at, now()), updated_at = now()
+               FROM unnest($1::bigint[], $2::text[]) AS t(id, call_id)
+               WHERE a.id = t.id
+               RETURNING a.id, a.account, a.state, a.provider_call_id),
+           streaks AS (
+               UPDATE accounts SET throttle_streak = 0
+               WHERE name IN (SELECT account FROM accepted) AND throttle_streak > 0)
+           SELECT id, provider_call_id FROM accepted WHERE state = 'unknown'""",
+        [a[0] for a in accepted],
+        [a[1] for a in accepted],
+    )
+    for row in rows:
+        async with conn.transaction():
+            event = CallEvent("accepted", "", provider_call_id=row["provider_call_id"])
+            await reopen_if_unknown(conn, row["id"], event)

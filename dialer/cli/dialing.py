@@ -14,11 +14,12 @@ import click
 from dialer.callbacks.app import Receiver, create_app, reconcile_forever
 from dialer.cli.context import AppContext, pass_app
 from dialer.db.connect import open_pool
+from dialer.db.outage import Outage
 from dialer.dispatch.claim import register_account
 from dialer.dispatch.dispatcher import AccountRun, Dispatcher
 from dialer.dispatch.dry_run import dry_run as explain_dry_run
 from dialer.durations import parse_duration, parse_rate
-from dialer.errors import InputError
+from dialer.errors import DialerError, InputError
 from dialer.logs import setup as setup_logging
 from dialer.metrics import metrics_app
 from dialer.runtime import (
@@ -116,6 +117,9 @@ def run(
          its campaigns are paused with the reason)
       1  any other error
     SIGTERM/SIGINT: stop claiming, finish and record the requests in flight, release the rest.
+    The database may go away (restart, failover, read-only, timeouts): run stops claiming,
+    keeps the answers of requests already sent, and goes on when it is back; after
+    `database_outage_limit` (dialer.toml, default 5m) it exits 1.
     Without --until/--for, run waits at most 60 s for the next contact to become due.
     """
     setup_logging(log_level, log_format)
@@ -128,14 +132,22 @@ def run(
 
     async def go() -> int:
         async with open_pool(app.database_url, size=8) as pool:
-            async with pool.acquire() as conn:
-                chosen = await selected_campaigns(conn, campaigns, config)
-                if dry_run:
-                    await explain_dry_run(conn, chosen)
-                    return 0
-                names = sorted({c.account for c in chosen})
-                for name in names:
-                    await register_account(conn, account_limits(name, config))
+            outage = Outage(limit_s=config.outage_limit_s, pool=pool)
+            if dry_run:
+                async with pool.acquire() as conn:
+                    await explain_dry_run(conn, await selected_campaigns(conn, campaigns, config))
+                return 0
+
+            async def prepare() -> list:
+                async with pool.acquire() as conn:
+                    chosen = await selected_campaigns(conn, campaigns, config)
+                    for name in sorted({c.account for c in chosen}):
+                        # waits, and may time out, while another process holds the row's lock
+                        await register_account(conn, account_limits(name, config))
+                return chosen
+
+            chosen = await outage.retrying("starting", prepare)
+            names = sorted({c.account for c in chosen})
             if not chosen:
                 print("dialer: no active campaign to run", file=sys.stderr)
                 return 0
@@ -149,7 +161,14 @@ def run(
                     for name in names
                 ]
                 dispatcher = Dispatcher(
-                    pool, session, runs, base, deadline=deadline, wait=wait, dial_cap=dial_cap
+                    pool,
+                    session,
+                    runs,
+                    base,
+                    deadline=deadline,
+                    wait=wait,
+                    dial_cap=dial_cap,
+                    outage=outage,
                 )
                 receiver = Receiver(pool, providers, base, session, dispatcher.cache)
                 loop = asyncio.get_running_loop()
@@ -177,8 +196,10 @@ def run(
                         await reconciler
                 if dispatcher.account_failure:
                     print(f"dialer: error: {dispatcher.account_failure}", file=sys.stderr)
-                if dispatcher.failure is not None:
-                    print(f"dialer: error: stopped: {dispatcher.failure!r}", file=sys.stderr)
+                failure = dispatcher.failure
+                if failure is not None:
+                    said = str(failure) if isinstance(failure, DialerError) else repr(failure)
+                    print(f"dialer: error: stopped: {said}", file=sys.stderr)
                 return code
 
     sys.exit(asyncio.run(go()))
@@ -260,6 +281,13 @@ def serve(app: AppContext, host, port, workers, worker, log_level, log_format):
 @click.option("--reorder", default=0.0, show_default=True, help="Share of events delivered late.")
 @click.option("--secret", default="sim-secret", show_default=True, envvar="DIALER_SIM_SECRET")
 @click.option("--no-callbacks", is_flag=True, help="Place calls but send no status callbacks.")
+@click.option(
+    "--lose-final",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Share of calls whose final callback is never sent (a provider's webhook outage).",
+)
 def sim_provider(
     host,
     port,
@@ -273,6 +301,7 @@ def sim_provider(
     reorder,
     secret,
     no_callbacks,
+    lose_final,
 ):
     """Run the built-in simulated telephony provider: a real HTTP calls API that enforces its
     rate (429 + Retry-After) and channels, plays each call's life with seeded outcomes, sends
@@ -295,6 +324,7 @@ def sim_provider(
             duplicates=duplicates,
             reorder=reorder,
             callbacks=not no_callbacks,
+            lose_final=lose_final,
         )
     except ValueError as exc:
         raise InputError(str(exc)) from None

@@ -81,9 +81,15 @@ async def connect(url: str) -> asyncpg.Connection:
 # ends its session, so the locks it held (an account's limiter row) go to the other processes
 # instead of freezing the account until it resumes. The paused process finds its connection
 # gone when it wakes.
+# Nor does any statement wait long for a lock another process holds (that one may be paused
+# inside its transaction until the timeout above ends it): it fails with lock_timeout, and
+# the caller retries (db.outage).
 IDLE_IN_TRANSACTION_S = 10
+LOCK_TIMEOUT_S = 5
+CONNECT_TIMEOUT_S = 10  # a server that does not answer a connect within this is away
 POOL_SETTINGS = {
     "idle_in_transaction_session_timeout": str(IDLE_IN_TRANSACTION_S * 1000),
+    "lock_timeout": str(LOCK_TIMEOUT_S * 1000),
     "application_name": "dialer",
 }
 
@@ -99,6 +105,7 @@ async def open_pool(url: str, *, size: int = 4) -> AsyncIterator[asyncpg.Pool]:
             init=_init_connection,
             reset=_keep_session,
             server_settings=POOL_SETTINGS,
+            timeout=CONNECT_TIMEOUT_S,
         )
     except (OSError, asyncpg.PostgresError) as exc:
         raise DialerError(f"cannot connect to PostgreSQL at {describe_url(url)}: {exc}") from None

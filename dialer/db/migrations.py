@@ -57,11 +57,38 @@ def discover(directory: Path | None = None) -> list[Migration]:
     return found
 
 
+async def _is_current(conn: asyncpg.Connection, migrations: list[Migration]) -> bool:
+    """Whether every migration is applied as written: read-only, so that a database that
+    needs nothing (a read-only one included) is never written to."""
+    if await conn.fetchval("SELECT to_regclass('schema_migrations')") is None:
+        return False
+    rows = await conn.fetch("SELECT version, checksum FROM schema_migrations")
+    applied = {row["version"]: row["checksum"] for row in rows}
+    return all(applied.get(m.version) == m.checksum for m in migrations)
+
+
 async def migrate(conn: asyncpg.Connection, *, verbose: bool = False) -> list[str]:
-    """Apply the pending migrations; return the names applied (empty when already current)."""
+    """Apply the pending migrations; return the names applied (empty when already current).
+    A read-only database (a standby, or one set read-only) that needs migrations is one clear
+    error naming them."""
     migrations = discover()
+    if await _is_current(conn, migrations):
+        return []
+    try:
+        return await _apply(conn, migrations, verbose)
+    except asyncpg.ReadOnlySQLTransactionError:
+        raise DialerError(
+            "the database is read-only (a standby, or default_transaction_read_only is on), and"
+            " its schema needs migrating: point DIALER_DATABASE_URL at the primary, or run"
+            " `dialer migrate` there"
+        ) from None
+
+
+async def _apply(conn: asyncpg.Connection, migrations: list[Migration], verbose: bool) -> list[str]:
     applied_now: list[str] = []
     async with conn.transaction():
+        # Another process may be migrating a large table: wait for it however long it takes.
+        await conn.execute("SET LOCAL lock_timeout = 0")
         await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_KEY)
         await conn.execute(
             """CREATE TABLE IF NOT EXISTS schema_migrations (

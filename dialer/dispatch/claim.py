@@ -20,8 +20,11 @@ import asyncpg
 
 from dialer.campaigns import Campaign
 from dialer.dispatch.limiter import ready_slots
+from dialer.faults import fault_point
+from dialer.policy.lookups import after_event_sql
 from dialer.policy.states import LIVE
 from dialer.policy.window import window_sql
+from dialer.providers.send_deadline import SEND_WINDOW
 
 DERATE = 0.95  # aim under the provider's figure, so a provider counting calendar windows agrees
 LEASE = timedelta(seconds=15)  # beyond its send time, an unsent reservation is void
@@ -130,6 +133,7 @@ async def claim(
         )
         if account is None:
             return []
+        fault_point("holding-account-lock")
         interval = 1.0 / account["rate"]
         ahead = (account["now"] + timedelta(seconds=horizon_s) - account["start"]).total_seconds()
         tokens = math.floor(ahead / interval) + 1 if ahead >= 0 else 0
@@ -139,7 +143,9 @@ async def claim(
             list(LIVE),
         )
         taken = {r["slot"] for r in used}
+        # A re-opened attempt (closed `unknown`, then a fact came) is live without a slot.
         free = [s for s in range(account["channels"]) if s not in taken]
+        free = free[: max(0, account["channels"] - len(used))]
         waiting = sum(1 for r in used if r["state"] == "reserved")  # claimed, not yet sent
         want = min(tokens - waiting, len(free), max_batch)
         claimed: list[Claimed] = []
@@ -256,11 +262,25 @@ async def _claim_campaign(
 
 VOID = "void"
 
+# `dialing`, with its send deadline and its first look-up time (policy.lookups), under the
+# compare-and-set on its reservation: its lease, its calling window, its campaign `active`.
+_BEGIN_DIAL = f"""
+UPDATE attempts a
+SET state = 'dialing', requested_at = now(), caller_id = t.caller,
+    send_by = now() + $4::interval, ring_timeout_s = t.ring, max_duration_s = t.talk,
+    settle_by = {after_event_sql("'dialing'", "t.ring", "t.talk")}, updated_at = now()
+FROM unnest($1::bigint[], $2::text[], $3::int[], $5::int[]) AS t(id, caller, ring, talk)
+WHERE a.id = t.id AND a.state = 'reserved' AND a.lease_expires_at > now()
+  AND (a.dial_before IS NULL OR a.dial_before > now())
+  AND EXISTS (SELECT 1 FROM campaigns k WHERE k.id = a.campaign_id AND k.status = 'active')
+RETURNING a.id
+"""
+
 
 async def begin_dial(
     conn: asyncpg.Connection,
     account: str,
-    attempts: list[tuple[int, str, timedelta]],
+    attempts: list[tuple[int, str, int, int]],
     early_s: float,
 ) -> dict[int, str | float]:
     """Give request slots to attempts that are ready to send, and commit them as `dialing`.
@@ -269,7 +289,8 @@ async def begin_dial(
     apart, assigned now, at send time, so requests are never closer together than the rate
     allows however late a process is. An attempt whose slot opens within `early_s` is
     committed as `dialing` (a compare-and-set on its lease, and the campaign must still be
-    `active`) and must be sent at once; the others get the seconds to wait before asking again;
+    `active`) with its `send_by` (providers.send_deadline), and must be sent at once or not at
+    all; the others get the seconds to wait before asking again;
     one whose lease expired, whose calling window closed (`dial_before`) or whose campaign
     stopped gets VOID (release it, nothing is sent).
     """
@@ -284,18 +305,12 @@ async def begin_dial(
         ahead = (clock["start"] - clock["now"]).total_seconds()
         ready = ready_slots(ahead, early_s, interval, len(attempts))
         sent = await conn.fetch(
-            """UPDATE attempts a
-               SET state = 'dialing', requested_at = now(), caller_id = t.caller,
-                   settle_by = now() + t.budget, updated_at = now()
-               FROM unnest($1::bigint[], $2::text[], $3::interval[]) AS t(id, caller, budget)
-               WHERE a.id = t.id AND a.state = 'reserved' AND a.lease_expires_at > now()
-                 AND (a.dial_before IS NULL OR a.dial_before > now())
-                 AND EXISTS (SELECT 1 FROM campaigns k WHERE k.id = a.campaign_id
-                             AND k.status = 'active')
-               RETURNING a.id""",
+            _BEGIN_DIAL,
             [a[0] for a in attempts[:ready]],
             [a[1] for a in attempts[:ready]],
             [a[2] for a in attempts[:ready]],
+            SEND_WINDOW,
+            [a[3] for a in attempts[:ready]],
         )
         sent_ids = {r["id"] for r in sent}
         if sent_ids:
@@ -307,7 +322,7 @@ async def begin_dial(
                 interval * len(sent_ids),
             )
         verdicts: dict[int, str | float] = {}
-        for index, (attempt_id, _, _) in enumerate(attempts):
+        for index, (attempt_id, *_) in enumerate(attempts):
             if attempt_id in sent_ids:
                 verdicts[attempt_id] = SEND
             elif index < ready:
@@ -329,25 +344,6 @@ async def begin_dial(
 
 
 SEND = "send"
-
-
-async def record_accepted(conn: asyncpg.Connection, accepted: list[tuple[int, str | None]]) -> None:
-    """The provider took these calls: store their call ids (a callback may have been faster),
-    and end their accounts' 429 streaks."""
-    await conn.execute(
-        """WITH accepted AS (
-               UPDATE attempts a
-               SET state = CASE WHEN a.state = 'dialing' THEN 'accepted' ELSE a.state END,
-                   provider_call_id = coalesce(a.provider_call_id, t.call_id),
-                   accepted_at = coalesce(a.accepted_at, now()), updated_at = now()
-               FROM unnest($1::bigint[], $2::text[]) AS t(id, call_id)
-               WHERE a.id = t.id
-               RETURNING a.account)
-           UPDATE accounts SET throttle_streak = 0
-           WHERE name IN (SELECT account FROM accepted) AND throttle_streak > 0""",
-        [a[0] for a in accepted],
-        [a[1] for a in accepted],
-    )
 
 
 BACKOFF_BASE_S = 1.0

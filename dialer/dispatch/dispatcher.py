@@ -22,6 +22,7 @@ import asyncpg
 from dialer.batching import Batcher
 from dialer.campaign_control import trip_breaker_if_failing
 from dialer.campaigns import Campaign, CampaignCache
+from dialer.db.outage import TRANSIENT, DatabaseGone, Outage
 from dialer.dispatch.claim import (
     SEND,
     VOID,
@@ -30,8 +31,8 @@ from dialer.dispatch.claim import (
     begin_dial,
     claim,
     push_back_rate,
-    record_accepted,
 )
+from dialer.faults import fault_point
 from dialer.metrics import AMBIGUOUS, RATE_LIMITED
 from dialer.policy.states import LIVE
 from dialer.providers.base import (
@@ -43,7 +44,8 @@ from dialer.providers.base import (
     RateLimited,
     Rejected,
 )
-from dialer.settle import settle
+from dialer.providers.send_deadline import SendDeadline
+from dialer.settle import record_accepted, settle
 
 log = logging.getLogger("dialer.run")
 
@@ -80,6 +82,7 @@ class Dispatcher:
     _sending: set[asyncio.Task] = field(default_factory=set)
     _breaker_checked: float = 0.0
     failure: BaseException | None = None
+    outage: Outage = field(default_factory=Outage)
 
     def __post_init__(self) -> None:
         self._begin = Batcher(self._flush_begin)
@@ -94,6 +97,8 @@ class Dispatcher:
         ]
         try:
             await asyncio.gather(*loops)
+        except DatabaseGone as exc:
+            self.fail(exc)
         finally:
             self.stopping.set()
             for task in loops:
@@ -128,7 +133,7 @@ class Dispatcher:
             await asyncio.wait(self._sending, timeout=4.0)
         try:
             unsent = await self._release(reserved)
-        except (OSError, asyncpg.PostgresError) as exc:  # the reconciler will release them
+        except (*TRANSIENT, asyncpg.PostgresError) as exc:  # the reconciler will release them
             log.error("could not release unsent reservations", extra={"error": repr(exc)})
             return
         if unsent:
@@ -154,50 +159,65 @@ class Dispatcher:
     # ---- claiming --------------------------------------------------------------------------
 
     async def _claim_loop(self, account: AccountRun) -> None:
-        name = account.limits.name
+        """Claim rounds until the run is over. While the database is away, no round claims
+        anything: it waits (db.outage) and tries again, up to the outage limit."""
         while not self.stopping.is_set():
-            if self.deadline and datetime.now().astimezone() >= self.deadline:
-                account.exit_code = await self._final_code(account)
-                log.info("deadline reached", extra={"account": name})
-                return
             if self.failure:
                 raise self.failure
-            if len(self._waiting) >= MAX_WAITING:  # senders are behind: let them catch up
-                await self._pause(0.01)
+            try:
+                if await self._claim_round(account):
+                    return
+            except TRANSIENT as exc:
+                await self.outage.wait_after(exc, "claiming")
                 continue
-            active = await self._active_campaigns(account)
-            claimed: list[Claimed] = []
-            if active:
-                async with self.pool.acquire() as conn:
-                    claimed = await claim(
-                        conn,
-                        account.limits,
-                        active,
-                        max_batch=MAX_BATCH,
-                        horizon_s=CLAIM_HORIZON_S,
-                        dial_cap=self.dial_cap,
-                    )
-            if claimed:
-                started = time.monotonic()
-                for item in claimed:
-                    log.info(
-                        "attempt created",
-                        extra={
-                            "attempt": item.attempt_id,
-                            "campaign_id": item.campaign_id,
-                            "contact": item.contact_id,
-                            "attempt_no": item.attempt_no,
-                            "to": item.phone_e164,
-                        },
-                    )
-                    self._start_sender(account, item, started)
-                await self._pause(min(CLAIM_HORIZON_S / 2, max(c.send_in_s for c in claimed)))
-                continue
-            decision = await self._idle_decision(account, active)
-            if decision is not None:
-                account.exit_code = decision
-                return
-        account.exit_code = await self._final_code(account)
+            self.outage.recovered()
+        account.exit_code = await self.outage.retrying(
+            "finishing", lambda: self._final_code(account)
+        )
+
+    async def _claim_round(self, account: AccountRun) -> bool:
+        """One round: claim and start senders, or decide to wait or to end (True)."""
+        name = account.limits.name
+        if self.deadline and datetime.now().astimezone() >= self.deadline:
+            account.exit_code = await self._final_code(account)
+            log.info("deadline reached", extra={"account": name})
+            return True
+        if len(self._waiting) >= MAX_WAITING:  # senders are behind: let them catch up
+            await self._pause(0.01)
+            return False
+        active = await self._active_campaigns(account)
+        claimed: list[Claimed] = []
+        if active:
+            async with self.pool.acquire() as conn:
+                claimed = await claim(
+                    conn,
+                    account.limits,
+                    active,
+                    max_batch=MAX_BATCH,
+                    horizon_s=CLAIM_HORIZON_S,
+                    dial_cap=self.dial_cap,
+                )
+        if claimed:
+            started = time.monotonic()
+            for item in claimed:
+                log.info(
+                    "attempt created",
+                    extra={
+                        "attempt": item.attempt_id,
+                        "campaign_id": item.campaign_id,
+                        "contact": item.contact_id,
+                        "attempt_no": item.attempt_no,
+                        "to": item.phone_e164,
+                    },
+                )
+                self._start_sender(account, item, started)
+            await self._pause(min(CLAIM_HORIZON_S / 2, max(c.send_in_s for c in claimed)))
+            return False
+        decision = await self._idle_decision(account, active)
+        if decision is not None:
+            account.exit_code = decision
+            return True
+        return False
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -312,16 +332,30 @@ class Dispatcher:
         while True:
             # The compare-and-set commits `dialing`: once it ran, the request must be sent even
             # if this task is cancelled meanwhile (SIGTERM), so it is shielded and awaited.
-            request = (account.limits.name, item.attempt_id, caller, campaign.settle_budget)
+            # The send window starts before the commit's transaction does (send_deadline).
+            deadline = SendDeadline()
+            request = (
+                account.limits.name,
+                item.attempt_id,
+                caller,
+                campaign.ring_timeout_s,
+                campaign.max_duration_s,
+            )
             pending = asyncio.ensure_future(self._begin.submit(request))
             try:
                 verdict = await asyncio.shield(pending)
             except asyncio.CancelledError:
-                verdict = await pending
-                if verdict == SEND:
-                    self._waiting.pop(item.attempt_id, None)
-                    await self._send_tracked(account, campaign, item, caller)
+                with contextlib.suppress(*TRANSIENT):  # not committed, or left to reconcile
+                    verdict = await pending
+                    if verdict == SEND:
+                        self._waiting.pop(item.attempt_id, None)
+                        await self._send_tracked(account, campaign, item, caller, deadline)
                 raise
+            except TRANSIENT as exc:
+                # Not committed, or committed with the answer lost: asking again is safe (the
+                # compare-and-set then finds it no longer `reserved`, and nothing is sent).
+                await self.outage.wait_after(exc, "committing an attempt as dialing")
+                continue
             if not isinstance(verdict, float):
                 break
             await asyncio.sleep(verdict)  # its request slot is not open yet
@@ -334,19 +368,30 @@ class Dispatcher:
                 from_states=("reserved",),
             )
             return
-        await self._send_tracked(account, campaign, item, caller)
+        fault_point("after-dialing-commit")
+        await self._send_tracked(account, campaign, item, caller, deadline)
 
     async def _send_tracked(
-        self, account: AccountRun, campaign: Campaign, item: Claimed, caller: str
+        self,
+        account: AccountRun,
+        campaign: Campaign,
+        item: Claimed,
+        caller: str,
+        deadline: SendDeadline,
     ) -> None:
         """Send and record as a task of its own: a stop waits for it instead of cancelling it."""
-        sender = asyncio.create_task(self._send(account, campaign, item, caller))
+        sender = asyncio.create_task(self._send(account, campaign, item, caller, deadline))
         self._sending.add(sender)
         sender.add_done_callback(self._sending.discard)
         await asyncio.shield(sender)
 
     async def _send(
-        self, account: AccountRun, campaign: Campaign, item: Claimed, caller: str
+        self,
+        account: AccountRun,
+        campaign: Campaign,
+        item: Claimed,
+        caller: str,
+        deadline: SendDeadline,
     ) -> None:
         request = CallRequest(
             attempt_id=item.attempt_id,
@@ -361,12 +406,15 @@ class Dispatcher:
         )
         extra = {"attempt": item.attempt_id, "campaign": campaign.name, "to": item.phone_e164}
         try:
-            call_id = await account.adapter.place_call(self.session, request)
+            deadline.check()  # and again once the connection is ready (the session's hook)
+            call_id = await account.adapter.place_call(self.session, request, deadline)
         except RateLimited as exc:
             log.warning("rate limited (429)", extra=extra | {"retry_after": exc.retry_after})
+            delay = exc.retry_after
             RATE_LIMITED.labels(account.limits.name).inc()
-            async with self.pool.acquire() as conn:
-                await push_back_rate(conn, account.limits.name, exc.retry_after)
+            await self._with_conn(
+                "recording a 429", lambda conn: push_back_rate(conn, account.limits.name, delay)
+            )
             await self._close(
                 item.attempt_id, "not_dialed", f"429: {exc.detail}", from_states=("dialing",)
             )
@@ -388,34 +436,57 @@ class Dispatcher:
             # The call may exist: never resend; callbacks or the reconciler will settle it.
             log.warning("ambiguous answer, left to reconcile", extra=extra | {"error": exc.detail})
             AMBIGUOUS.labels(account.limits.name).inc()
-            async with self.pool.acquire() as conn:
-                await conn.execute(
-                    "UPDATE attempts SET error = $2 WHERE id = $1", item.attempt_id, exc.detail
-                )
+            detail = exc.detail
+            await self._with_conn(
+                "recording an ambiguous answer",
+                lambda conn: conn.execute(
+                    "UPDATE attempts SET error = $2, request_done_at = now() WHERE id = $1",
+                    item.attempt_id,
+                    detail,
+                ),
+            )
         else:
-            await self._accept.submit((item.attempt_id, call_id))
             log.info("attempt accepted", extra=extra | {"call_id": call_id})
+            await self.outage.retrying(
+                "recording an accepted call",
+                lambda: self._accept.submit((item.attempt_id, call_id)),
+            )
+
+    async def _with_conn(self, doing: str, operation) -> None:
+        """Run `operation(conn)` on a pooled connection, riding out a database outage: the
+        answer it records is kept in memory until the database takes it."""
+
+        async def once() -> None:
+            async with self.pool.acquire() as conn:
+                await operation(conn)
+
+        await self.outage.retrying(doing, once)
 
     async def _close(self, attempt_id: int, outcome: str, error: str, **kwargs) -> None:
-        async with self.pool.acquire() as conn, conn.transaction():
-            await settle(conn, self.cache, attempt_id, outcome, error=error, **kwargs)
+        async def once() -> None:
+            async with self.pool.acquire() as conn, conn.transaction():
+                await settle(conn, self.cache, attempt_id, outcome, error=error, **kwargs)
+
+        await self.outage.retrying(f"recording attempt {attempt_id} as {outcome}", once)
 
     async def _account_refused(self, account: AccountRun, detail: str) -> None:
         """Bad credentials or no balance: pause the account's campaigns and stop, loudly."""
         reason = f"provider refused the account: {detail}"
-        async with self.pool.acquire() as conn:
-            await conn.execute(
+        await self._with_conn(
+            "pausing the account's campaigns",
+            lambda conn: conn.execute(
                 """UPDATE campaigns SET status = 'paused', status_reason = $2, updated_at = now()
                    WHERE account = $1 AND status = 'active'""",
                 account.limits.name,
                 reason,
-            )
+            ),
+        )
         log.error("account refused; campaigns paused", extra={"account": account.limits.name})
         self.account_failure = f"account {account.limits.name}: {reason}"
         self.stop()
 
-    async def _flush_begin(self, items: list[tuple[str, int, str, timedelta]]) -> list[str | float]:
-        by_account: dict[str, list[tuple[int, str, timedelta]]] = {}
+    async def _flush_begin(self, items: list[tuple[str, int, str, int, int]]) -> list[str | float]:
+        by_account: dict[str, list[tuple[int, str, int, int]]] = {}
         for account, *attempt in items:
             by_account.setdefault(account, []).append(tuple(attempt))
         early = {a.limits.name: a.limits.early_s for a in self.accounts}

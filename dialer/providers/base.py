@@ -22,7 +22,7 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -173,6 +173,27 @@ class PlacedCall:
     requested_at: datetime | None
 
 
+# A call the provider lists counts as one we may have placed if it was created within this of
+# our request's time: sending takes at most the send window plus the client timeout (under a
+# minute), the rest is for the provider's clock being off from ours.
+PLACED_WITHIN = timedelta(minutes=3)
+
+
+ANY_ZONE = timedelta(hours=14)  # local times range from UTC-12 to UTC+14
+
+
+def placed_around(call: PlacedCall, created: datetime | None) -> bool:
+    """Whether a listed call created at `created` may be the one sent for `call`. A time with
+    no zone (Exotel writes the account's local time and does not say which) is matched
+    within the widest span any zone allows."""
+    if call.requested_at is None or created is None:
+        return False
+    if created.tzinfo is None:
+        sent = call.requested_at.astimezone(UTC).replace(tzinfo=None)
+        return abs(created - sent) <= PLACED_WITHIN + ANY_ZONE
+    return abs(created - call.requested_at) <= PLACED_WITHIN
+
+
 Pace = Callable[[], Awaitable[None]]  # waits for a request slot on the account's shared budget
 
 
@@ -239,14 +260,22 @@ def classify(
 MAX_ANSWER_BYTES = 1 << 20  # a provider's answer is a few hundred bytes; more is cut here
 
 
-async def send(session: aiohttp.ClientSession, request: HttpRequest) -> HttpAnswer:
+async def send(
+    session: aiohttp.ClientSession, request: HttpRequest, deadline: object | None = None
+) -> HttpAnswer:
     """Send a request, mapping transport failures to NotDialed / Ambiguous.
+
+    A create-call request carries its attempt's `deadline` (providers.send_deadline): checked
+    by the session's trace hook once the connection is ready, it raises TooLate (a NotDialed)
+    instead of writing a request that is past its send window.
 
     Never retried here: a retry after the request left could place a second call. Redirects
     are never followed (our credentials and a customer's number would go to wherever the
     Location says); the answer's body is read up to 1 MiB, the rest left unread.
     """
     kwargs: dict[str, Any] = {"headers": dict(request.headers), "allow_redirects": False}
+    if deadline is not None:
+        kwargs["trace_request_ctx"] = {"deadline": deadline}
     if request.form is not None:
         kwargs["data"] = urlencode(list(request.form))
         kwargs["headers"]["Content-Type"] = "application/x-www-form-urlencoded"
@@ -352,8 +381,10 @@ class Provider(ABC):
     def read_created(self, answer: HttpAnswer) -> str | None:
         """The provider's call id from its answer, or raise the classified ProviderError."""
 
-    async def place_call(self, session: aiohttp.ClientSession, call: CallRequest) -> str | None:
-        answer = await send(session, self.create_request(call))
+    async def place_call(
+        self, session: aiohttp.ClientSession, call: CallRequest, deadline: object | None = None
+    ) -> str | None:
+        answer = await send(session, self.create_request(call), deadline)
         try:
             check_not_redirected(answer)
             return self.read_created(answer)
@@ -365,6 +396,8 @@ class Provider(ABC):
     def parse_callback(self, callback: InboundCallback) -> CallEvent:
         """Verify and normalize one callback; raise Forbidden if it is not authentic."""
 
+    calls_per_lookup = 1  # how many calls one status request can ask about (policy.lookups)
+
     async def fetch_statuses(
         self, session: aiohttp.ClientSession, calls: Sequence[PlacedCall], pace: Pace
     ) -> dict[int, CallEvent | None]:
@@ -372,6 +405,36 @@ class Provider(ABC):
         provider could not answer now (ask again later); absent when it does not know the call
         or has no status API. Every request waits for `pace`: look-ups share the rate budget."""
         return {}
+
+    async def find_placed(
+        self, session: aiohttp.ClientSession, calls: Sequence[PlacedCall], pace: Pace
+    ) -> dict[int, list[CallEvent] | None]:
+        """For attempts sent with no call id back (a crash, a timeout, a pause after sending):
+        the calls the provider lists to that number around the time of sending, each as an
+        event carrying its call id; None where the list could not be read now; absent (all of
+        them, here) when the provider has no list to ask."""
+        return {}
+
+    async def list_each(
+        self,
+        session: aiohttp.ClientSession,
+        calls: Sequence[PlacedCall],
+        pace: Pace,
+        request_for: Callable[[PlacedCall], HttpRequest],
+        records: str,
+    ) -> dict[int, list[dict[str, Any]] | None]:
+        """GET each call's listing, paced: the `records` list of the JSON object that came
+        back (dicts only), or None where the provider could not answer it now."""
+        found: dict[int, list[dict[str, Any]] | None] = {}
+        for call in calls:
+            await pace()
+            answer = await lookup(session, request_for(call))
+            data = json_body(answer) if answer and answer.status == 200 else None
+            listed = data.get(records) if isinstance(data, dict) else None
+            found[call.attempt_id] = (
+                [r for r in listed if isinstance(r, dict)] if isinstance(listed, list) else None
+            )
+        return found
 
     async def poll_each(
         self,

@@ -17,7 +17,9 @@ from __future__ import annotations
 import json
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 import phonenumbers
@@ -41,6 +43,7 @@ from dialer.providers.base import (
     json_body,
     lookup,
     normal_word,
+    placed_around,
     state_of_word,
     to_cost,
     to_int,
@@ -53,6 +56,7 @@ CUSTOM_PREFIX = "dialer-attempt:"
 
 class ExotelProvider(Provider):
     kind = "exotel"
+    calls_per_lookup = LOOKUP_BATCH
 
     def __init__(self, name: str, account: ExotelAccount) -> None:
         self._key = account.api_key.get_secret_value()
@@ -167,6 +171,39 @@ class ExotelProvider(Provider):
                 if sid in by_sid:
                     found[by_sid[sid]] = _polled_event(sid, record)
         return found
+
+    async def find_placed(
+        self, session: aiohttp.ClientSession, calls: Sequence[PlacedCall], pace: Pace
+    ) -> dict[int, list[CallEvent] | None]:
+        """Bulk call details filtered by `To` (newest first, the last 31 days by default),
+        one page of 50; `DateCreated` has no zone, so it is matched loosely (base.placed_around)
+        and the reconciler adopts a listed call only if it is the one call no attempt claims."""
+        found: dict[int, list[CallEvent] | None] = {}
+        for call in calls:
+            await pace()
+            query = urlencode({"To": call.phone_e164, "PageSize": 50, "details": "true"})
+            url = f"{self.api}/Calls.json?{query}"
+            answer = await lookup(session, HttpRequest("GET", url, auth=(self._key, self._token)))
+            if unanswered(answer) or answer is None or answer.status != 200:
+                found[call.attempt_id] = None
+                continue
+            data = json_body(answer)
+            if not isinstance(data, dict):
+                found[call.attempt_id] = None
+                continue
+            found[call.attempt_id] = [
+                _polled_event(str(record["Sid"]), record)
+                for record in _call_records(data)
+                if record.get("Sid") and placed_around(call, _naive_time(record.get("DateCreated")))
+            ]
+        return found
+
+
+def _naive_time(value: Any) -> datetime | None:
+    try:
+        return datetime.strptime(str(value), "%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        return None
 
 
 def _call_fields(answer: HttpAnswer) -> dict[str, Any]:

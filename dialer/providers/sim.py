@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 
@@ -23,6 +23,7 @@ from dialer.providers.base import (
     classify,
     from_epoch,
     json_body,
+    placed_around,
     same_secret,
     state_of_word,
     to_int,
@@ -120,3 +121,30 @@ class SimProvider(Provider):
                 payload={"polled": data},
             )
         return found
+
+    async def find_placed(
+        self, session: aiohttp.ClientSession, calls: Sequence[PlacedCall], pace: Pace
+    ) -> dict[int, list[CallEvent] | None]:
+        def request_for(call: PlacedCall) -> HttpRequest:
+            url = f"{self.base_url}/v1/calls?{urlencode({'to': call.phone_e164})}"
+            return HttpRequest("GET", url, self._headers())
+
+        listings = await self.list_each(session, calls, pace, request_for, "calls")
+        by_id = {c.attempt_id: c for c in calls}
+        return {
+            attempt_id: None
+            if listed is None
+            else [
+                CallEvent(
+                    status=state_of_word(record.get("status")) or "accepted",
+                    dedupe_key=f"{record['call_id']}:poll:{record.get('status')}",
+                    provider_call_id=str(record["call_id"]),
+                    duration_s=to_int(record.get("duration")),
+                    payload={"listed": record},
+                )
+                for record in listed
+                if record.get("call_id")
+                and placed_around(by_id[attempt_id], from_epoch(record.get("created")))
+            ]
+            for attempt_id, listed in listings.items()
+        }

@@ -75,6 +75,7 @@ class TelecmiCommon(Provider):
     """Callback parsing and CDR reconciliation, the same for both TeleCMI kinds."""
 
     customer_leg = "a"
+    calls_per_lookup = 100  # one round reads the CDR lists' pages for all of its calls
 
     def __init__(self, name: str, secret: str, appid: str, reports_url: str) -> None:
         self._secret = secret

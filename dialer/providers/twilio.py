@@ -20,7 +20,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import aiohttp
 
@@ -42,6 +42,7 @@ from dialer.providers.base import (
     first,
     json_body,
     normal_word,
+    placed_around,
     same_secret,
     state_of_word,
     to_cost,
@@ -177,6 +178,37 @@ class TwilioProvider(Provider):
                 cost_unit=first(data, "price_unit"),
             )
         return found
+
+    async def find_placed(
+        self, session: aiohttp.ClientSession, calls: Sequence[PlacedCall], pace: Pace
+    ) -> dict[int, list[CallEvent] | None]:
+        """Calls.json?To=: the number's calls, newest first (by date_created, RFC 2822 with
+        its zone), one page of 50: a call of ours is among the newest."""
+
+        def request_for(call: PlacedCall) -> HttpRequest:
+            query = urlencode({"To": call.phone_e164, "PageSize": 50})
+            url = f"{self.api}/Calls.json?{query}"
+            return HttpRequest("GET", url, auth=(self.account_sid, self._token))
+
+        listings = await self.list_each(session, calls, pace, request_for, "calls")
+        by_id = {c.attempt_id: c for c in calls}
+        return {
+            attempt_id: None
+            if listed is None
+            else [
+                CallEvent(
+                    status=state_of_word(record.get("status")) or "accepted",
+                    dedupe_key=f"{record['sid']}:poll:{normal_word(record.get('status'))}",
+                    provider_call_id=str(record["sid"]),
+                    duration_s=to_int(record.get("duration")),
+                    payload={"listed": record},
+                )
+                for record in listed
+                if record.get("sid")
+                and placed_around(by_id[attempt_id], _rfc2822(record.get("date_created")))
+            ]
+            for attempt_id, listed in listings.items()
+        }
 
 
 def signature(token: str, url: str, params: Any) -> str:

@@ -7,7 +7,8 @@
   from a seeded distribution, each POSTed as JSON to the call's `status_callback`, signed with
   `X-Sim-Signature` = hex HMAC-SHA256(secret, path + "\\n" + body); optionally duplicated or
   delivered out of order. A channel is busy from acceptance until the final event is sent.
-- `GET /v1/calls/{id}`: the call's current status (for reconciliation).
+- `GET /v1/calls/{id}`: the call's current status (for reconciliation); `GET /v1/calls?to=N`:
+  the calls to number N, newest first, each with `created` (epoch seconds).
 - `GET /stats`: what the provider saw, so tests can check the dialer from the outside.
 """
 
@@ -46,6 +47,8 @@ class SimCall:
     outcome: str
     status: str = "queued"
     duration_s: int = 0
+    created: float = field(default_factory=time.time)
+    lose_final: bool = False
 
 
 @dataclass
@@ -119,6 +122,8 @@ async def create_call(request: web.Request) -> web.Response:
         attempt_id=body.get("attempt_id"),
         callback=body["status_callback"],
         outcome=_pick(state.rng, state.settings.outcomes),
+        lose_final=bool(state.settings.lose_final)
+        and state.rng.random() < state.settings.lose_final,
     )
     state.calls[call.call_id] = call
     state.counts["accepted"] += 1
@@ -189,6 +194,9 @@ async def _deliver_at(app: web.Application, call: SimCall, when: float, event: d
     state = app[STATE]
     if not state.settings.callbacks:
         return
+    if call.lose_final and event["status"] == call.outcome:
+        state.counts["finals_lost"] += 1
+        return
     body = json.dumps(event).encode()
     path = urlsplit(call.callback).path
     headers = {
@@ -217,14 +225,27 @@ async def get_call(request: web.Request) -> web.Response:
     call = state.calls.get(request.match_info["call_id"])
     if call is None:
         return web.json_response({"error": "no such call"}, status=404)
-    return web.json_response(
-        {
-            "call_id": call.call_id,
-            "attempt_id": call.attempt_id,
-            "status": call.status,
-            "duration": call.duration_s,
-        }
-    )
+    return web.json_response(_call_record(call))
+
+
+def _call_record(call: SimCall) -> dict[str, Any]:
+    return {
+        "call_id": call.call_id,
+        "attempt_id": call.attempt_id,
+        "to": call.to,
+        "status": call.status,
+        "duration": call.duration_s,
+        "created": call.created,
+    }
+
+
+async def list_calls(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    if not _authorized(state, request):
+        return web.json_response({"error": "invalid credentials"}, status=401)
+    to = request.query.get("to", "")
+    calls = [_call_record(c) for c in reversed(state.calls.values()) if c.to == to]
+    return web.json_response({"calls": calls})
 
 
 def peak_in_window(times: list[float], window: float) -> int:
@@ -273,6 +294,7 @@ def create_app(settings: SimSettings) -> web.Application:
     app.add_routes(
         [
             web.post("/v1/calls", create_call),
+            web.get("/v1/calls", list_calls),
             web.get("/v1/calls/{call_id}", get_call),
             web.get("/stats", stats),
         ]

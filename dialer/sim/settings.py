@@ -45,3 +45,4 @@ class SimSettings:
     duplicates: float = 0.0
     reorder: float = 0.0
     callbacks: bool = True
+    lose_final: float = 0.0  # share of calls whose final callback is never sent

@@ -203,8 +203,9 @@ INVARIANTS = {
         SELECT count(*) FROM attempts a WHERE a.outcome IS NOT NULL AND NOT EXISTS (
             SELECT 1 FROM call_events e WHERE e.attempt_id = a.id AND NOT e.held
             AND e.status IN ('completed', 'busy', 'no-answer', 'failed', 'canceled'))""",
-    "a live attempt without a channel slot": """
-        SELECT count(*) FROM attempts WHERE (state = ANY($1::text[])) <> (slot IS NOT NULL)""",
+    "a live attempt without a channel slot (unless re-opened), or a finished one with one": """
+        SELECT count(*) FROM attempts
+        WHERE (state = ANY($1::text[])) <> (slot IS NOT NULL OR reopened_at IS NOT NULL)""",
 }
 
 

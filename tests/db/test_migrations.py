@@ -99,3 +99,37 @@ async def test_constraints_protect_users(database_url: str) -> None:
             await conn.execute(insert, contact, campaign, 2, "ringing-ish", None)
     finally:
         await conn.close()
+
+
+def dialer_migrate(url: str) -> subprocess.CompletedProcess:
+    env = os.environ | {"DIALER_DATABASE_URL": url}
+    env.pop("DIALER_CONFIG", None)
+    command = [sys.executable, "-m", "dialer", "migrate"]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+
+
+async def set_read_only(url: str, on: bool) -> None:
+    name = url.rpartition("/")[2]
+    admin = await asyncpg.connect(url.rpartition("/")[0] + "/postgres")
+    try:
+        action = "SET default_transaction_read_only = on" if on else "RESET ALL"
+        await admin.execute(f'ALTER DATABASE "{name}" {action}')
+    finally:
+        await admin.close()
+
+
+async def test_a_read_only_database_is_one_clear_line_and_a_current_one_needs_nothing(
+    empty_database_url: str, own_database_url: str
+) -> None:
+    await set_read_only(empty_database_url, True)
+    await set_read_only(own_database_url, True)
+    try:
+        pending = dialer_migrate(empty_database_url)
+        current = dialer_migrate(own_database_url)
+    finally:
+        await set_read_only(empty_database_url, False)
+        await set_read_only(own_database_url, False)
+    assert pending.returncode == 1
+    assert pending.stderr.strip().count("\n") == 0, pending.stderr  # one line, no traceback
+    assert "read-only" in pending.stderr and "primary" in pending.stderr
+    assert current.returncode == 0, current.stderr  # already current: nothing to write

@@ -1,6 +1,5 @@
 """The send compare-and-set: nothing is sent after the calling window it was claimed in closed."""
 
-from datetime import timedelta
 from pathlib import Path
 
 from dialer.dispatch.claim import SEND, VOID, begin_dial
@@ -26,11 +25,10 @@ async def reserve(db, tmp_path: Path, dial_before_s: float) -> int:
 async def test_no_send_after_the_window_closed(db, tmp_path: Path) -> None:
     closed = await reserve(db, tmp_path, -1.0)
     still_open = await reserve(db, tmp_path, 60.0)
-    budget = timedelta(seconds=30)
     verdicts = await begin_dial(
         db,
         "sim-main",
-        [(closed, "+918047112233", budget), (still_open, "+918047112233", budget)],
+        [(closed, "+918047112233", 20, 60), (still_open, "+918047112233", 20, 60)],
         1.0,
     )
     assert verdicts == {closed: VOID, still_open: SEND}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import uuid
 from typing import Any
 
@@ -76,6 +77,9 @@ class ExotelDialect:
             fake.counts["lookups"] += 1
             sids = request.match_info.get("sid") or request.query.get("Sid", "")
             found = [fake.calls[s] for s in sids.split(",")[:100] if s in fake.calls]
+            if not sids and request.query.get("To"):  # bulk details by number, newest first
+                numbers = request.query["To"].split(",")[:5]
+                found = [c for c in reversed(fake.calls.values()) if c.to in numbers][:50]
             records = [self._record(c) for c in found]
             if request.match_info.get("sid"):
                 if not records:
@@ -98,6 +102,9 @@ class ExotelDialect:
         status = call.status if final else "in-progress"
         return {
             "Sid": call.call_id,
+            "To": call.to,
+            # the account's local time, with no zone (India: UTC+05:30)
+            "DateCreated": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(call.started + 19800)),
             "Status": status,
             "Duration": call.duration if final else None,
             "Price": f"{0.6 * call.duration:.2f}" if call.status == "completed" else "0.00",

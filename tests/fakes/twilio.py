@@ -87,8 +87,22 @@ class TwilioDialect:
                 return _error(404, 20404, "The requested resource was not found")
             return web.json_response(self._resource(call))
 
+        async def listing(request: web.Request) -> web.Response:
+            """Read multiple Call resources: filtered by To, newest first, one page."""
+            if not self._authorized(request):
+                return _error(401, 20003, "Authenticate")
+            if fake.admit(uses_channel=False) is not None:
+                return _error(429, 20429, "Too Many Requests")
+            fake.counts["lists"] += 1
+            to = request.query.get("To")
+            size = min(int(request.query.get("PageSize", "50")), 1000)
+            calls = [c for c in reversed(fake.calls.values()) if to is None or c.to == to]
+            page = [self._resource(c) for c in calls[:size]]
+            return web.json_response({"calls": page, "page": 0, "page_size": size})
+
         return [
             web.post(f"{base}/Calls.json", create),
+            web.get(f"{base}/Calls.json", listing),
             web.get(base + "/Calls/{call}.json", fetch),
         ]
 
@@ -127,6 +141,7 @@ class TwilioDialect:
             "price": f"-{0.013 * call.duration:.4f}" if call.status == "completed" else None,
             "price_unit": "USD",
             "api_version": self.prefix.rpartition("/")[2],
+            "date_created": formatdate(call.started, usegmt=True),
         }
 
     def callbacks(self, call: FakeCall, stage: str, sequence: int) -> list[Delivery]:

@@ -1,0 +1,109 @@
+"""Riding out a database that is away for a while: which errors mean "try again", and for how long.
+
+`dialer run` must not die on a PostgreSQL restart, a failover, a read-only minute, a statement
+or lock timeout: it stops claiming, keeps what it must record in memory, retries with backoff,
+and goes on when the database is back. Only an outage longer than the limit (default 5
+minutes, `database_outage_limit` in dialer.toml) ends it, with exit 1 and one line naming the
+cause. Any other database error is a bug or a broken schema, and is not retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import asyncpg
+
+from dialer.errors import DialerError
+
+log = logging.getLogger("dialer.db")
+
+TRANSIENT: tuple[type[BaseException], ...] = (
+    OSError,  # refused, reset, unreachable
+    TimeoutError,  # connecting took too long
+    asyncpg.InterfaceError,  # the connection was closed under us
+    asyncpg.InternalClientError,  # a pooled connection left confused by one cut mid-statement
+    asyncpg.PostgresConnectionError,  # class 08
+    asyncpg.exceptions.OperatorInterventionError,  # 57: shutdown, crash, restart, canceled
+    asyncpg.exceptions.ReadOnlySQLTransactionError,  # a standby, or read-only for a while
+    asyncpg.exceptions.IdleInTransactionSessionTimeoutError,
+    asyncpg.exceptions.LockNotAvailableError,  # lock_timeout: someone holds it (paused?)
+    asyncpg.exceptions.TransactionRollbackError,  # deadlock, serialization
+    asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
+)
+
+DEFAULT_LIMIT_S = 300.0
+BACKOFF_FIRST_S = 0.2
+BACKOFF_CAP_S = 5.0
+
+Result = TypeVar("Result")
+
+
+class DatabaseGone(DialerError):
+    """The database stayed away longer than the outage limit."""
+
+
+@dataclass
+class Outage:
+    """One process's view of the database's health, shared by all its tasks."""
+
+    limit_s: float = DEFAULT_LIMIT_S
+    pool: asyncpg.Pool | None = None  # its connections are replaced after a failure
+    started: float | None = None
+    failures: int = 0
+    cause: str = ""
+    _clock: Callable[[], float] = field(default=time.monotonic, repr=False)
+
+    @property
+    def ongoing(self) -> bool:
+        return self.started is not None
+
+    def failed(self, error: BaseException, doing: str) -> float:
+        """Note a transient failure; the seconds to wait before trying again. Raises
+        DatabaseGone once the outage has lasted longer than the limit."""
+        now = self._clock()
+        self.cause = f"{doing}: {type(error).__name__}: {str(error)[:200]}".rstrip(": ")
+        if self.started is None:
+            self.started = now
+            log.warning("database unavailable; retrying", extra={"cause": self.cause})
+        self.failures += 1
+        if now - self.started > self.limit_s:
+            raise DatabaseGone(
+                f"the database was unavailable for {now - self.started:.0f} s, over the"
+                f" {self.limit_s:.0f} s outage limit (last error: {self.cause})"
+            )
+        backoff = min(BACKOFF_CAP_S, BACKOFF_FIRST_S * 2 ** min(self.failures, 10))
+        return backoff * (0.5 + random.random() / 2)
+
+    async def wait_after(self, error: BaseException, doing: str) -> None:
+        """Note a transient failure (raising DatabaseGone past the limit), have the pool
+        replace its connections (one cut mid-statement can be left unusable: asyncpg issue
+        #1069), and wait the backoff."""
+        delay = self.failed(error, doing)
+        if self.pool is not None:
+            await self.pool.expire_connections()
+        await asyncio.sleep(delay)
+
+    def recovered(self) -> None:
+        if self.started is not None:
+            log.warning(
+                "database back",
+                extra={"after_s": round(self._clock() - self.started, 1), "cause": self.cause},
+            )
+        self.started, self.failures = None, 0
+
+    async def retrying(self, doing: str, operation: Callable[[], Awaitable[Result]]) -> Result:
+        """Run `operation` until it succeeds, waiting out transient failures."""
+        while True:
+            try:
+                result = await operation()
+            except TRANSIENT as exc:
+                await self.wait_after(exc, doing)
+                continue
+            self.recovered()
+            return result

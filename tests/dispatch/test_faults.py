@@ -1,0 +1,411 @@
+"""An operator's bad day, with real processes and signals: whatever stops a `dialer run` at the
+worst moment, nobody is called twice by mistake and every outcome is the provider's.
+
+The witness is the sim provider's own record of the calls it placed: per number, its calls
+must equal the attempts that reached it (those with a call id), and no contact may be called
+again after a completed call.
+"""
+
+# ruff: noqa: ASYNC220, ASYNC221, ASYNC251
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from tests.dispatch.test_end_to_end import FAST_CALLS, env_for, load
+from tests.network import partition_proxy
+from tests.processes import (
+    background,
+    dialer_command,
+    free_port,
+    sim_provider,
+    sim_stats,
+    wait_for_http,
+    write_campaign,
+    write_config,
+)
+
+pytestmark = pytest.mark.timeout(300)
+
+
+async def check_calls_match_attempts(db: asyncpg.Connection, stats: dict) -> None:
+    """Per number, the provider's calls are exactly the attempts that reached it; every call's
+    outcome is the provider's; nobody is called after a completed call."""
+    attempts = await db.fetch(
+        """SELECT id, contact_id, phone_e164, provider_call_id, outcome, requested_at
+           FROM attempts ORDER BY id"""
+    )
+    reached = Counter(a["phone_e164"] for a in attempts if a["provider_call_id"])
+    assert dict(reached) == stats["per_number"]
+    by_call = {a["provider_call_id"]: a for a in attempts if a["provider_call_id"]}
+    for call_id, call in stats["calls"].items():
+        attempt = by_call[call_id]
+        assert attempt["id"] == call["attempt_id"] and attempt["outcome"] == call["outcome"]
+    completed_at: dict[int, object] = {}
+    for attempt in attempts:
+        if attempt["outcome"] == "completed":
+            completed_at.setdefault(attempt["contact_id"], attempt["requested_at"])
+    for attempt in attempts:
+        first_completed = completed_at.get(attempt["contact_id"])
+        if first_completed and attempt["provider_call_id"]:
+            assert attempt["requested_at"] <= first_completed, attempt
+
+
+def wait_until_stopped(pid: int, timeout: float = 60.0) -> None:
+    """Until the process is in state T (stopped by a signal)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(f"/proc/{pid}/stat") as stat:
+            if stat.read().rpartition(")")[2].split()[0] == "T":
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"process {pid} did not stop")
+
+
+async def test_a_run_paused_after_its_dialing_commit_never_sends_late(
+    own_database_url: str, tmp_path: Path, own_db
+) -> None:
+    """SIGSTOP right after the `dialing` commit, for longer than the settle budget: the
+    reconciler (in `serve`) closes the attempt `unknown` once no request of it can still leave,
+    another run dials the contact again, and on SIGCONT the paused sender refuses to send."""
+    serve_port = free_port()
+    with sim_provider(tmp_path, "--rate", "20/s", "--channels", "6", *FAST_CALLS) as sim:
+        config = write_config(tmp_path, sim, rate="20/s", channels=6, port=serve_port)
+        env = env_for(own_database_url, config)
+        campaign = write_campaign(tmp_path, "paused", 12, call_limits=("1s", "2s", "1s"))
+        load(tmp_path, env, campaign)
+        run = dialer_command("run", "paused", "--wait", "--dial-cap", "3")
+        with background(dialer_command("serve"), tmp_path, env, tmp_path / "serve.log"):
+            wait_for_http(f"http://127.0.0.1:{serve_port}/healthz")
+            with background(
+                run, tmp_path, env | {"DIALER_FAULT": "after-dialing-commit"}, tmp_path / "a.log"
+            ) as paused:
+                wait_until_stopped(paused.pid)
+                stuck = await own_db.fetch(
+                    "SELECT id FROM attempts WHERE state = 'dialing' AND provider_call_id IS NULL"
+                )
+                assert stuck
+                other = subprocess.run(run, cwd=tmp_path, env=env, capture_output=True, timeout=200)
+                closed = await own_db.fetch(
+                    "SELECT state, error FROM attempts WHERE id = ANY($1::bigint[])",
+                    [r["id"] for r in stuck],
+                )
+                os.kill(paused.pid, signal.SIGCONT)
+                code = paused.wait(timeout=60)
+            time.sleep(1.0)  # callbacks of anything (wrongly) sent late would land by now
+            stats = await sim_stats(sim)
+    log = (tmp_path / "a.log").read_text()
+    assert other.returncode == 0, other.stderr.decode()[-2000:]
+    assert code == 0, log[-2000:]
+    assert {r["state"] for r in closed} == {"unknown"}, closed
+    assert all("lists no call to this number" in r["error"] for r in closed)
+    assert "past the 10 s send window" in log
+    stuck_ids = {r["id"] for r in stuck}
+    assert not [c for c in stats["calls"].values() if c["attempt_id"] in stuck_ids]  # never sent
+    await check_calls_match_attempts(own_db, stats)
+    redialed = await own_db.fetchval(
+        """SELECT count(DISTINCT a.contact_id) FROM attempts a JOIN attempts s
+               ON s.contact_id = a.contact_id AND s.id = ANY($1::bigint[])
+           WHERE a.attempt_no > s.attempt_no AND a.provider_call_id IS NOT NULL""",
+        [r["id"] for r in stuck],
+    )
+    assert redialed == len(stuck)  # each stuck contact was dialed once more, by the other run
+
+
+async def cut_connections(admin: asyncpg.Connection, database: str) -> int:
+    return await admin.fetchval(
+        """SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                                 WHERE datname = $1 AND pid <> pg_backend_pid()) t""",
+        database,
+    )
+
+
+async def test_a_run_rides_out_lost_connections_and_a_read_only_database(
+    own_database_url: str, tmp_path: Path, own_db
+) -> None:
+    """Mid-campaign, every connection to the database is cut again and again for 3 s, then
+    the database turns read-only for 4 s: both runs and serve go on, and finish the campaign
+    with every outcome the provider's."""
+    database = own_database_url.rpartition("/")[2]
+    admin = await asyncpg.connect(own_database_url.rpartition("/")[0] + "/postgres")
+    serve_port = free_port()
+    try:
+        with sim_provider(tmp_path, "--rate", "20/s", "--channels", "6", *FAST_CALLS) as sim:
+            config = write_config(tmp_path, sim, rate="20/s", channels=6, port=serve_port)
+            env = env_for(own_database_url, config)
+            load(tmp_path, env, write_campaign(tmp_path, "blips", 120))
+            await own_db.close()
+            run = dialer_command("run", "blips", "--wait", "--dial-cap", "3")
+            with background(dialer_command("serve"), tmp_path, env, tmp_path / "serve.log"):
+                wait_for_http(f"http://127.0.0.1:{serve_port}/healthz")
+                runs = [
+                    subprocess.Popen(
+                        run,
+                        cwd=tmp_path,
+                        env=env,
+                        stdout=subprocess.DEVNULL,
+                        stderr=(tmp_path / f"run{i}.log").open("wb"),
+                    )
+                    for i in range(2)
+                ]
+                time.sleep(2)
+                cut = 0
+                until = time.monotonic() + 3
+                while time.monotonic() < until:
+                    cut += await cut_connections(admin, database)
+                    time.sleep(0.2)
+                time.sleep(1)
+                await admin.execute(
+                    f'ALTER DATABASE "{database}" SET default_transaction_read_only = on'
+                )
+                await cut_connections(admin, database)
+                time.sleep(4)
+                await admin.execute(
+                    f'ALTER DATABASE "{database}" RESET default_transaction_read_only'
+                )
+                await cut_connections(admin, database)
+                codes = [p.wait(timeout=240) for p in runs]
+                stats = await sim_stats(sim)
+            serve_log = (tmp_path / "serve.log").read_text()
+    finally:
+        await admin.execute(f'ALTER DATABASE "{database}" RESET default_transaction_read_only')
+        await admin.close()
+    logs = [(tmp_path / f"run{i}.log").read_text() for i in range(2)]
+    assert codes == [0, 0], [log[-3000:] for log in logs]
+    assert cut >= 4
+    assert any("database unavailable; retrying" in log for log in logs)
+    assert any("database back" in log for log in logs)
+    db = await asyncpg.connect(own_database_url)
+    try:
+        await check_calls_match_attempts(db, stats)
+        states = await db.fetch("SELECT DISTINCT state FROM contacts")
+        assert {r["state"] for r in states} <= {"done", "exhausted", "failed"}, serve_log[-2000:]
+        live = await db.fetchval(
+            "SELECT count(*) FROM attempts WHERE state IN"
+            " ('reserved', 'dialing', 'accepted', 'ringing', 'in-progress')"
+        )
+        assert live == 0
+    finally:
+        await db.close()
+
+
+def run_to_end(tmp_path: Path, env: dict, campaign: str, log: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        dialer_command("run", campaign, "--wait", "--dial-cap", "3"),
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / log).open("wb"),
+    )
+
+
+async def test_a_run_stopped_holding_the_account_lock_does_not_freeze_the_account(
+    own_database_url: str, tmp_path: Path, own_db
+) -> None:
+    """SIGSTOP inside the claim transaction, with the account's limiter row locked: PostgreSQL
+    ends the stopped session after 10 s, the other run (whose lock waits time out after 5 s and
+    are retried) dials the whole campaign, and the stopped run, resumed, finishes cleanly."""
+    serve_port = free_port()
+    with sim_provider(tmp_path, "--rate", "20/s", "--channels", "6", *FAST_CALLS) as sim:
+        config = write_config(tmp_path, sim, rate="20/s", channels=6, port=serve_port)
+        env = env_for(own_database_url, config)
+        load(tmp_path, env, write_campaign(tmp_path, "locked", 60))
+        with background(dialer_command("serve"), tmp_path, env, tmp_path / "serve.log"):
+            wait_for_http(f"http://127.0.0.1:{serve_port}/healthz")
+            frozen = run_to_end(
+                tmp_path, env | {"DIALER_FAULT": "holding-account-lock"}, "locked", "a.log"
+            )
+            wait_until_stopped(frozen.pid)
+            other = run_to_end(tmp_path, env, "locked", "b.log")
+            other_code = other.wait(timeout=200)
+            left = await own_db.fetchval(
+                "SELECT count(*) FROM contacts WHERE state NOT IN ('done', 'exhausted', 'failed')"
+            )
+            os.kill(frozen.pid, signal.SIGCONT)
+            frozen_code = frozen.wait(timeout=60)
+            stats = await sim_stats(sim)
+    logs = {n: (tmp_path / f"{n}.log").read_text()[-2000:] for n in ("a", "b")}
+    assert other_code == 0 and left == 0, logs
+    assert frozen_code == 0, logs
+    await check_calls_match_attempts(own_db, stats)
+
+
+async def test_lost_final_callbacks_are_looked_up_and_settled_with_the_providers_outcome(
+    own_database_url: str, tmp_path: Path, own_db
+) -> None:
+    """A tenth of the final callbacks never come: each such call is looked up once it has been
+    quiet for its ring timeout (or, answered, its call length) plus a short grace."""
+    serve_port = free_port()
+    options = ("--rate", "20/s", "--channels", "6", *FAST_CALLS, "--lose-final", "0.1")
+    with sim_provider(tmp_path, *options) as sim:
+        config = write_config(tmp_path, sim, rate="20/s", channels=6, port=serve_port)
+        env = env_for(own_database_url, config)
+        load(tmp_path, env, write_campaign(tmp_path, "lossy", 30, call_limits=("2s", "3s", "1s")))
+        result = subprocess.run(
+            dialer_command("run", "lossy", "--serve", "--wait", "--dial-cap", "3"),
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            timeout=200,
+        )
+        stats = await sim_stats(sim)
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    assert stats["finals_lost"] >= 3, stats
+    assert "settled_from_provider" in result.stderr.decode()
+    await check_calls_match_attempts(own_db, stats)
+
+
+async def test_serve_killed_for_a_minute_loses_no_outcome(
+    own_database_url: str, tmp_path: Path, own_db
+) -> None:
+    """`dialer serve` is killed (SIGKILL) mid-campaign and comes back a minute later: the sim's
+    callbacks of that minute fail and are given up; the run's own reconciler looks those calls
+    up, and the campaign ends with every outcome the provider's."""
+    serve_port = free_port()
+    with sim_provider(tmp_path, "--rate", "20/s", "--channels", "6", *FAST_CALLS) as sim:
+        config = write_config(tmp_path, sim, rate="20/s", channels=6, port=serve_port)
+        env = env_for(own_database_url, config)
+        load(tmp_path, env, write_campaign(tmp_path, "deaf", 100, call_limits=("2s", "3s", "1s")))
+        serve = subprocess.Popen(
+            dialer_command("serve"), cwd=tmp_path, env=env, stderr=subprocess.DEVNULL
+        )
+        wait_for_http(f"http://127.0.0.1:{serve_port}/healthz")
+        run = run_to_end(tmp_path, env, "deaf", "run.log")
+        time.sleep(3)
+        serve.kill()
+        serve.wait()
+        time.sleep(60)
+        with background(dialer_command("serve"), tmp_path, env, tmp_path / "serve2.log"):
+            wait_for_http(f"http://127.0.0.1:{serve_port}/healthz")
+            code = run.wait(timeout=200)
+            stats = await sim_stats(sim)
+    assert code == 0, (tmp_path / "run.log").read_text()[-2000:]
+    assert stats.get("callbacks_lost", 0) >= 5, stats
+    await check_calls_match_attempts(own_db, stats)
+    states = await own_db.fetch("SELECT DISTINCT state FROM contacts")
+    assert {r["state"] for r in states} <= {"done", "exhausted", "failed"}
+
+
+async def test_requests_caught_in_a_partition_never_arrive_after_it_heals(
+    own_database_url: str, tmp_path: Path, own_db
+) -> None:
+    """The link between `dialer run` and the provider is cut from the start and heals after
+    the attempts' budget: the requests time out (15 s) and their connections are aborted, the
+    reconciler (in `serve`, which reaches the provider) closes them `unknown` once the provider
+    lists no call for them, and when the link heals none of them is delivered."""
+    serve_port = free_port()
+    sim_options = ("--rate", "20/s", "--channels", "4", *FAST_CALLS)
+    with sim_provider(tmp_path, *sim_options) as sim, partition_proxy(sim) as proxy:
+        proxy.partition()
+        direct = write_config(tmp_path, sim, rate="20/s", channels=4, port=serve_port)
+        cut_dir = tmp_path / "cut"
+        cut_dir.mkdir()
+        through = write_config(
+            cut_dir, f"http://127.0.0.1:{proxy.port}", rate="20/s", channels=4, port=serve_port
+        )
+        env = env_for(own_database_url, direct)
+        campaign = write_campaign(tmp_path, "cut", 6, call_limits=("1s", "2s", "1s"))
+        load(tmp_path, env, campaign)
+        with background(dialer_command("serve"), tmp_path, env, tmp_path / "serve.log"):
+            wait_for_http(f"http://127.0.0.1:{serve_port}/healthz")
+            run = run_to_end(tmp_path, env_for(own_database_url, through), "cut", "run.log")
+            time.sleep(3)
+            first = [
+                r["id"]
+                for r in await own_db.fetch("SELECT id FROM attempts WHERE state = 'dialing'")
+            ]
+            # Closed once the client's timeout has ended (and aborted) each request, not before.
+            while await own_db.fetchval(
+                "SELECT count(*) FROM attempts WHERE id = ANY($1::bigint[]) AND state = 'dialing'",
+                first,
+            ):
+                time.sleep(0.5)
+            cut_off = await own_db.fetch(
+                "SELECT id, state, error, now() - requested_at AS waited FROM attempts"
+                " WHERE id = ANY($1::bigint[])",
+                first,
+            )
+            proxy.heal()
+            code = run.wait(timeout=120)
+            time.sleep(1.0)
+            stats = await sim_stats(sim)
+    assert code == 0, (tmp_path / "run.log").read_text()[-2000:]
+    assert len(cut_off) == 4 and {r["state"] for r in cut_off} == {"unknown"}, cut_off
+    # each waited out the client's timeout, which aborted its connection (nothing left to send)
+    assert all(r["waited"].total_seconds() >= 15 for r in cut_off), cut_off
+    assert all("TimeoutError" in r["error"] for r in cut_off), cut_off
+    assert proxy.dropped >= len(cut_off)  # aborted on timeout: nothing left to deliver
+    ids = set(first)
+    assert not [c for c in stats["calls"].values() if c["attempt_id"] in ids]
+    await check_calls_match_attempts(own_db, stats)
+
+
+@pytest.fixture
+def restartable_postgres(tmp_path: Path):
+    """A PostgreSQL cluster of this test's own (pgserver's binaries), which it may restart."""
+    import pgserver
+    from pgserver._commands import pg_ctl
+
+    from dialer.db.migrations import migrate
+
+    server = pgserver.get_server(tmp_path / "pgdata", cleanup_mode="delete")
+    server.psql("CREATE DATABASE dialer_restart;")
+    url = server.get_uri("dialer_restart")
+
+    async def prepare() -> None:
+        conn = await asyncpg.connect(url)
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
+
+    asyncio.run(prepare())
+
+    def restart(mode: str) -> None:
+        pg_ctl(["-w", "-m", mode, "restart"], pgdata=server.pgdata, user=server.system_user)
+
+    try:
+        yield url, restart
+    finally:
+        server.cleanup()
+
+
+async def test_postgres_restarts_mid_campaign_fast_and_immediate(
+    restartable_postgres, tmp_path: Path
+) -> None:
+    """The whole server restarts twice mid-campaign (a clean `fast` shutdown, then an
+    `immediate` one with crash recovery): two runs and serve ride it out and finish."""
+    url, restart = restartable_postgres
+    serve_port = free_port()
+    with sim_provider(tmp_path, "--rate", "20/s", "--channels", "6", *FAST_CALLS) as sim:
+        config = write_config(tmp_path, sim, rate="20/s", channels=6, port=serve_port)
+        env = env_for(url, config)
+        load(tmp_path, env, write_campaign(tmp_path, "restarts", 120))
+        with background(dialer_command("serve"), tmp_path, env, tmp_path / "serve.log"):
+            wait_for_http(f"http://127.0.0.1:{serve_port}/healthz")
+            runs = [run_to_end(tmp_path, env, "restarts", f"run{i}.log") for i in range(2)]
+            time.sleep(2)
+            restart("fast")
+            time.sleep(3)
+            restart("immediate")
+            codes = [p.wait(timeout=200) for p in runs]
+            stats = await sim_stats(sim)
+    logs = [(tmp_path / f"run{i}.log").read_text() for i in range(2)]
+    assert codes == [0, 0], [log[-3000:] for log in logs]
+    assert any("database back" in log for log in logs)
+    db = await asyncpg.connect(url)
+    try:
+        await check_calls_match_attempts(db, stats)
+        states = await db.fetch("SELECT DISTINCT state FROM contacts")
+        assert {r["state"] for r in states} <= {"done", "exhausted", "failed"}
+    finally:
+        await db.close()
