@@ -41,7 +41,7 @@ timezone = "UTC"
 ring_timeout = "2s"
 max_call_duration = "5s"
 settle_grace = "5s"
-window = {{ start = "00:00", end = "23:59:59" }}
+window = { start = "00:00", end = "23:59:59" }
 [retry]
 max_attempts = 1
 """
