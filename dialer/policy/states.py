@@ -1,4 +1,5 @@
-"""Attempt states, their order, and which ones hold a channel. Transitions only move forward."""
+"""Attempt and contact states, their order, and which ones hold a channel. Attempt transitions
+only move forward. The migrations' CHECK constraints list exactly these (tests/policy)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ SENT = LIVE[1:]  # live and (possibly) at the provider: what the reconciler asks
 OUTCOMES = ("completed", "busy", "no-answer", "failed", "canceled")
 TERMINAL = (*OUTCOMES, "not_dialed", "rejected", "unknown")
 REPORTED = ("accepted", "ringing", "in-progress", *OUTCOMES)  # what a provider's event can say
+CONTACT_STATES = ("pending", "dialing", "done", "exhausted", "failed", "suppressed", "canceled")
 RANK = {state: rank for rank, state in enumerate(LIVE)} | {state: len(LIVE) for state in TERMINAL}
 
 
