@@ -6,7 +6,7 @@ import logging
 
 import asyncpg
 
-from dialer.errors import InputError, StateError
+from dialer.errors import ConflictError, NotFoundError
 
 log = logging.getLogger("dialer.campaign")
 
@@ -17,7 +17,7 @@ BREAKER_MINIMUM = 20  # too few to judge below this
 async def _campaign(conn: asyncpg.Connection, name: str) -> asyncpg.Record:
     row = await conn.fetchrow("SELECT id, status FROM campaigns WHERE name = $1 FOR UPDATE", name)
     if row is None:
-        raise InputError(f"no such campaign: {name} (see `dialer campaign list`)")
+        raise NotFoundError(f"no such campaign: {name} (see `dialer campaign list`)")
     return row
 
 
@@ -30,7 +30,7 @@ async def set_status(conn: asyncpg.Connection, name: str, action: str) -> str:
         if row["status"] == target:
             return f"campaign {name} is already {target}"
         if row["status"] not in allowed[action]:
-            raise StateError(f"campaign {name} is {row['status']}; cannot {action} it")
+            raise ConflictError(f"campaign {name} is {row['status']}; cannot {action} it")
         reason = {"pause": "paused by user", "cancel": "canceled by user"}.get(action)
         await conn.execute(
             """UPDATE campaigns SET status = $2, status_reason = $3, updated_at = now()

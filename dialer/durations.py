@@ -17,6 +17,10 @@ MAX_RATE_PER_S = 1000  # requests a second: far beyond any provider account seen
 MAX_DURATION = timedelta(days=3660)  # ten years: past this a figure is a typo, not a plan
 
 
+class OutOfRange(ValueError):
+    """A well-formed duration outside the bounds allowed where it is used."""
+
+
 def parse_duration(
     text: str, *, at_most: timedelta = MAX_DURATION, at_least: timedelta = timedelta(0)
 ) -> timedelta:
@@ -28,7 +32,7 @@ def parse_duration(
     value, unit = match.groups()
     seconds = float(value) * _UNITS[unit]
     if seconds > at_most.total_seconds() or seconds < at_least.total_seconds():
-        raise ValueError(
+        raise OutOfRange(
             f"{text.strip()} is outside the allowed range"
             f" ({describe_duration(at_least)} to {describe_duration(at_most)})"
         )

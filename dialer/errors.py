@@ -1,44 +1,90 @@
-"""One error hierarchy; each error knows the exit code a cron job should see.
+"""One error hierarchy, rooted in DialerError and tied to no framework.
 
-They are click exceptions, so any command that raises one prints a single line on stderr and
-exits with its code, whether run from the shell or from a test's CliRunner.
+What an error means is its type, never its text: the CLI maps types to exit codes in one place
+(cli.exit_code_of), the web apps map them to HTTP statuses in one place (http_status_of).
+
+    DialerError                      exit 1   500
+    ├── ConfigError                  exit 2   500  a file the user must fix
+    ├── InputError                   exit 2   400  bad data or arguments
+    │   ├── NotFoundError            exit 2   404  no such campaign (or other named thing)
+    │   └── BodyError                exit 2   400  a request body that does not parse
+    ├── ConflictError                exit 2   409  the state does not allow it
+    ├── ForbiddenError               exit 1   403  not authentic (a callback's token/signature)
+    └── ProviderError                exit 1   502  a provider's answer (providers.base: rate
+                                                   limited, not dialed, rejected, ambiguous)
 """
 
 from __future__ import annotations
 
-from typing import IO, Any
 
-import click
-
-
-class DialerError(click.ClickException):
-    """Base of every error the CLI reports as a one-line message instead of a traceback."""
-
-    exit_code = 1
+class DialerError(Exception):
+    """Base of every error reported as a one-line message instead of a traceback."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
+        self.message = message
 
     def __str__(self) -> str:
         return self.message
 
-    def show(self, file: IO[Any] | None = None) -> None:
-        click.echo(f"dialer: error: {self.message}", err=True, file=file)
-
 
 class ConfigError(DialerError):
-    """Bad configuration or campaign file: the user must fix a file (exit 2)."""
-
-    exit_code = 2
+    """Bad configuration or campaign file: the user must fix a file."""
 
 
 class InputError(DialerError):
-    """Bad input data or arguments: missing file, unknown column, undecodable bytes (exit 2)."""
-
-    exit_code = 2
+    """Bad input data or arguments: missing file, unknown column, undecodable bytes."""
 
 
-class StateError(DialerError):
-    """The database does not allow the request (exit 2), e.g. changing a campaign that dialed."""
+class NotFoundError(InputError):
+    """A named thing (a campaign) does not exist."""
 
-    exit_code = 2
+
+class BodyError(InputError, ValueError):
+    """A request body that does not parse as the content type it claims."""
+
+
+class ConflictError(DialerError):
+    """The database's state does not allow the request, e.g. changing a campaign that dialed."""
+
+
+class ForbiddenError(DialerError):
+    """A request that is not authentic (bad or missing signature or token)."""
+
+
+class ProviderError(DialerError):
+    """Base of the providers' create-call failures; `detail` never contains credentials."""
+
+    @property
+    def detail(self) -> str:
+        return self.message
+
+    @detail.setter
+    def detail(self, value: str) -> None:
+        self.message = value
+        self.args = (value,)
+
+
+_EXIT_CODES: tuple[tuple[type[DialerError], int], ...] = (
+    (ConfigError, 2),
+    (InputError, 2),
+    (ConflictError, 2),
+)
+
+_HTTP_STATUSES: tuple[tuple[type[DialerError], int], ...] = (
+    (NotFoundError, 404),
+    (InputError, 400),
+    (ConflictError, 409),
+    (ForbiddenError, 403),
+    (ProviderError, 502),
+)
+
+
+def exit_code_of(error: DialerError) -> int:
+    """The exit code a cron job sees for `error`: 2 for what the user must fix, else 1."""
+    return next((code for kind, code in _EXIT_CODES if isinstance(error, kind)), 1)
+
+
+def http_status_of(error: DialerError) -> int:
+    """The HTTP status a web client sees for `error`."""
+    return next((status for kind, status in _HTTP_STATUSES if isinstance(error, kind)), 500)

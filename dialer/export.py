@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 
-from dialer.errors import InputError
+from dialer.errors import NotFoundError
 from dialer.spreadsheet import safe_cell, safe_cell_sql
 
 RESULT_COLUMNS = {
@@ -52,7 +52,7 @@ async def export_query(
         "SELECT id, spec ->> 'phone_column' AS phone FROM campaigns WHERE name = $1", campaign
     )
     if row is None:
-        raise InputError(f"no such campaign: {campaign} (see `dialer campaign list`)")
+        raise NotFoundError(f"no such campaign: {campaign} (see `dialer campaign list`)")
     loads = await conn.fetch(
         "SELECT columns FROM loads WHERE campaign_id = $1 ORDER BY id", row["id"]
     )

@@ -14,7 +14,7 @@ from aiohttp import web
 from dialer.campaigns import Campaign, from_row
 from dialer.config import DialerConfig
 from dialer.dispatch.claim import AccountLimits
-from dialer.errors import ConfigError, InputError
+from dialer.errors import ConfigError, InputError, NotFoundError
 from dialer.providers import adapter_for
 from dialer.providers.base import Provider
 from dialer.providers.send_deadline import (
@@ -60,7 +60,9 @@ async def selected_campaigns(
         )
         missing = sorted(set(names) - {r["name"] for r in rows})
         if missing:
-            raise InputError(f"no such campaign: {', '.join(missing)} (see `dialer campaign list`)")
+            raise NotFoundError(
+                f"no such campaign: {', '.join(missing)} (see `dialer campaign list`)"
+            )
     else:
         rows = await conn.fetch(
             "SELECT id, name, account, spec FROM campaigns WHERE status = 'active' ORDER BY id"

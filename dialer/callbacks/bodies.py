@@ -20,13 +20,11 @@ from urllib.parse import parse_qsl
 
 from multidict import MultiDict
 
+from dialer.errors import BodyError
+
 MAX_FIELDS = 1000
 MAX_PARTS = 200
 MAX_JSON_DEPTH = 64
-
-
-class BodyError(ValueError):
-    """A body that does not parse as the content type it claims."""
 
 
 def parse_body(content_type: str, body: bytes) -> tuple[MultiDict[str], Any]:

@@ -19,9 +19,34 @@ from dialer.cli.dnc import dnc
 from dialer.cli.export import export
 from dialer.cli.migrate import migrate
 from dialer.cli.report import report
+from dialer.errors import DialerError, exit_code_of
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class Reported(click.ClickException):
+    """A DialerError on its way out: one line on stderr, and the exit code of its type."""
+
+    def __init__(self, error: DialerError) -> None:
+        super().__init__(error.message)
+        self.exit_code = exit_code_of(error)
+
+    def show(self, file=None) -> None:
+        click.echo(f"dialer: error: {self.message}", err=True, file=file)
+
+
+class DialerGroup(click.Group):
+    """The one place where errors become exit codes (for the shell and for CliRunner alike)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except DialerError as error:
+            raise Reported(error) from None
+
+
+@click.group(
+    cls=DialerGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(__version__, prog_name="dialer")
 @click.option(
     "--config",
@@ -83,6 +108,9 @@ def main() -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
+    except DialerError as error:  # raised before a command was invoked (the group's options)
+        Reported(error).show()
+        sys.exit(exit_code_of(error))
     except (click.Abort, KeyboardInterrupt):
         click.echo("dialer: interrupted; any unfinished transaction was rolled back", err=True)
         sys.exit(130)

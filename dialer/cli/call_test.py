@@ -26,7 +26,7 @@ from dialer.cli.context import AppContext, pass_app
 from dialer.db.connect import open_pool
 from dialer.dispatch.claim import register_account, take_request_slot
 from dialer.durations import parse_duration
-from dialer.errors import ConfigError, InputError
+from dialer.errors import ConfigError, InputError, NotFoundError
 from dialer.phones import PhoneError, normalize
 from dialer.policy.states import is_terminal
 from dialer.providers.base import (
@@ -161,7 +161,7 @@ async def _call_request(
             "SELECT id, name, account, spec FROM campaigns WHERE name = $1", campaign_name
         )
         if row is None:
-            raise InputError(f"no such campaign: {campaign_name} (see `dialer campaign list`)")
+            raise NotFoundError(f"no such campaign: {campaign_name} (see `dialer campaign list`)")
         campaign = from_row(row)
         if campaign.account != account:
             raise InputError(f"campaign {campaign_name} uses account {campaign.account!r}")

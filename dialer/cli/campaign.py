@@ -14,7 +14,7 @@ from dialer.cli.context import AppContext, pass_app, run
 from dialer.cli.output import print_rows
 from dialer.console import byte_progress
 from dialer.db.connect import session
-from dialer.errors import InputError
+from dialer.errors import NotFoundError
 from dialer.loading.loader import load_campaign
 from dialer.loading.summary import LoadSummary
 
@@ -131,7 +131,7 @@ def show(app: AppContext, name: str) -> None:
                 name,
             )
             if row is None:
-                raise InputError(f"no such campaign: {name} (see `dialer campaign list`)")
+                raise NotFoundError(f"no such campaign: {name} (see `dialer campaign list`)")
             summary = await conn.fetchrow(
                 "SELECT * FROM campaign_summary WHERE campaign_id = $1", row["id"]
             )

@@ -9,8 +9,8 @@ import click
 from dialer.cli.context import AppContext, pass_app, run
 from dialer.cli.output import print_rows
 from dialer.db.connect import session
-from dialer.durations import parse_duration
-from dialer.errors import InputError
+from dialer.durations import OutOfRange, parse_duration
+from dialer.errors import InputError, NotFoundError
 
 # view name -> (SQL view, its time column for --since, how its rows are ordered)
 VIEWS = {
@@ -32,9 +32,10 @@ def parse_since(text: str | None) -> datetime | None:
         return None
     try:
         return datetime.now().astimezone() - parse_duration(text)
-    except ValueError as exc:
-        if "allowed range" in str(exc):
-            raise InputError(f"--since: {exc}") from None
+    except OutOfRange as exc:
+        raise InputError(f"--since: {exc}") from None
+    except ValueError:
+        pass  # not a duration: perhaps a date
     try:
         when = datetime.fromisoformat(text)
         when = when if when.tzinfo else when.astimezone()
@@ -78,7 +79,7 @@ def report(app: AppContext, campaign: str | None, view: str, since: str | None, 
             if campaign and not await conn.fetchval(
                 "SELECT EXISTS (SELECT 1 FROM campaigns WHERE name = $1)", campaign
             ):
-                raise InputError(f"no such campaign: {campaign} (see `dialer campaign list`)")
+                raise NotFoundError(f"no such campaign: {campaign} (see `dialer campaign list`)")
             where, args = ["TRUE"], []
             if campaign:
                 args.append(campaign)

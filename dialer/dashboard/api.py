@@ -26,7 +26,7 @@ from aiohttp import web
 from dialer.campaign_control import set_status
 from dialer.campaigns import from_row
 from dialer.dispatch.claim import DERATE
-from dialer.errors import DialerError
+from dialer.errors import DialerError, http_status_of
 from dialer.policy.states import LIVE
 from dialer.providers.base import same_secret
 from dialer.redaction import redact_value
@@ -141,8 +141,7 @@ async def control(request: web.Request) -> web.Response:
         async with request.app[POOL].acquire() as conn:
             message = await set_status(conn, name, action)
     except DialerError as exc:
-        status = 404 if "no such campaign" in exc.message else 409
-        return web.json_response({"error": exc.message}, status=status)
+        return web.json_response({"error": exc.message}, status=http_status_of(exc))
     log.info("dashboard control", extra={"campaign": name, "action": action})
     return web.json_response({"ok": True, "message": message})
 

@@ -27,7 +27,7 @@ from typing import IO
 import asyncpg
 
 from dialer.campaign_spec import CampaignFile, CampaignSpec
-from dialer.errors import InputError, StateError
+from dialer.errors import ConflictError, InputError
 from dialer.loading.csv_source import CsvSource, UndecodableError
 from dialer.loading.rows import ChunkResult, ColumnPlan, prepare_chunk, worker_init
 from dialer.loading.seen import SeenNumbers
@@ -114,7 +114,7 @@ async def upsert_campaign(conn: asyncpg.Connection, spec: CampaignSpec) -> tuple
         )
         return campaign_id, "created"
     if row["status"] == "canceled":
-        raise StateError(f"campaign {spec.name} is canceled; load contacts into a new campaign")
+        raise ConflictError(f"campaign {spec.name} is canceled; load contacts into a new campaign")
     if row["spec"] == document:
         return row["id"], "unchanged"
     dialed = await conn.fetchval(
@@ -124,7 +124,7 @@ async def upsert_campaign(conn: asyncpg.Connection, spec: CampaignSpec) -> tuple
         changed = sorted(
             k for k in document.keys() | row["spec"].keys() if document.get(k) != row["spec"].get(k)
         )
-        raise StateError(
+        raise ConflictError(
             f"campaign {spec.name} has already dialed, so its file can no longer change"
             f" (changed: {', '.join(changed)}); restore the file or start a new campaign"
         )

@@ -30,15 +30,8 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import aiohttp
 from multidict import MultiDict, MultiDictProxy
 
+from dialer.errors import ForbiddenError, ProviderError
 from dialer.redaction import MASK, forms, redact
-
-
-class ProviderError(Exception):
-    """Base of the create-call failures; `detail` never contains credentials."""
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail)
-        self.detail = detail
 
 
 class RateLimited(ProviderError):
@@ -62,7 +55,7 @@ class Ambiguous(ProviderError):
     pass
 
 
-class Forbidden(Exception):
+class Forbidden(ForbiddenError):
     """A callback that is not authentic (bad or missing signature/token)."""
 
 
