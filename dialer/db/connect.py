@@ -98,9 +98,11 @@ POOL_SETTINGS = {
 async def open_pool(url: str, *, size: int = 4) -> AsyncIterator[asyncpg.Pool]:
     """A pool for long-running processes; migrations are applied first (under their lock)."""
     try:
+        # No floor of idle connections: asyncpg would keep re-opening it through an outage
+        # (printing a traceback each time); connections are opened when needed.
         pool = await asyncpg.create_pool(
             url,
-            min_size=1,
+            min_size=0,
             max_size=size,
             init=_init_connection,
             reset=_keep_session,
@@ -110,8 +112,16 @@ async def open_pool(url: str, *, size: int = 4) -> AsyncIterator[asyncpg.Pool]:
     except (OSError, asyncpg.PostgresError) as exc:
         raise DialerError(f"cannot connect to PostgreSQL at {describe_url(url)}: {exc}") from None
     try:
-        async with pool.acquire() as conn:
+        try:
+            conn = await pool.acquire()  # the first connection is made here
+        except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+            raise DialerError(
+                f"cannot connect to PostgreSQL at {describe_url(url)}: {exc}"
+            ) from None
+        try:
             await migrate(conn)
+        finally:
+            await pool.release(conn)
         yield pool
     finally:
         await pool.close()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 
 import asyncpg
@@ -35,3 +38,21 @@ async def test_a_paused_process_cannot_hold_an_account_lock(database_url: str) -
         with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError, OSError)):
             await paused.execute("SELECT 1")  # the paused one finds its session gone
         await pool.release(paused)
+
+
+def test_no_server_is_one_line_naming_it_without_its_password(tmp_path) -> None:
+    env = os.environ | {"DIALER_DATABASE_URL": "postgresql://postgres:s3cr3t-pw@127.0.0.1:1/x"}
+    env.pop("DIALER_CONFIG", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "dialer", "run", "any"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "dialer: error: cannot connect to PostgreSQL at postgresql://postgres@127.0.0.1:1/x:"
+        " [Errno 111] Connect call failed ('127.0.0.1', 1)"
+    ]

@@ -371,7 +371,9 @@ def restartable_postgres(tmp_path: Path):
     asyncio.run(prepare())
 
     def restart(mode: str) -> None:
-        pg_ctl(["-w", "-m", mode, "restart"], pgdata=server.pgdata, user=server.system_user)
+        """`fast` or `immediate`; `stop` stops the server for good."""
+        action = ["-m", "fast", "stop"] if mode == "stop" else ["-m", mode, "restart"]
+        pg_ctl(["-w", *action], pgdata=server.pgdata, user=server.system_user)
 
     try:
         yield url, restart
@@ -409,3 +411,28 @@ async def test_postgres_restarts_mid_campaign_fast_and_immediate(
         assert {r["state"] for r in states} <= {"done", "exhausted", "failed"}
     finally:
         await db.close()
+
+
+async def test_a_database_gone_past_the_outage_limit_ends_the_run_with_one_line(
+    restartable_postgres, tmp_path: Path
+) -> None:
+    """The server stops for good: the run retries for `database_outage_limit` (here 3 s), then
+    exits 1 with one line naming the cause, not a traceback."""
+    url, control = restartable_postgres
+    with sim_provider(tmp_path, "--rate", "5/s", "--channels", "4", *FAST_CALLS) as sim:
+        config = write_config(tmp_path, sim, rate="5/s", channels=4, port=free_port())
+        config.write_text('database_outage_limit = "3s"\n' + config.read_text())
+        env = env_for(url, config)
+        load(tmp_path, env, write_campaign(tmp_path, "gone", 200))
+        run = run_to_end(tmp_path, env, "gone", "run.log")
+        time.sleep(2)
+        control("stop")
+        started = time.monotonic()
+        code = run.wait(timeout=60)
+        took = time.monotonic() - started
+    lines = (tmp_path / "run.log").read_text().strip().splitlines()
+    assert code == 1, lines[-20:]
+    assert "Traceback" not in "\n".join(lines)
+    assert lines[-1].startswith("dialer: error: stopped: the database was unavailable for")
+    assert "over the 3 s outage limit" in lines[-1]
+    assert took < 30
