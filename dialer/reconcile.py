@@ -24,13 +24,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from dataclasses import dataclass
 from datetime import timedelta
 
 import aiohttp
 import asyncpg
 
 from dialer.callbacks.screening import screen
-from dialer.campaigns import SETTLE_GRACE, CampaignCache
+from dialer.campaigns import CampaignCache
 from dialer.dispatch.claim import take_request_slot
 from dialer.metrics import RECONCILE_FAILURES, RECONCILED
 from dialer.policy.lookups import after_live_answer_sql, lookups_per_round
@@ -84,7 +85,7 @@ async def reconcile_once(
             answers = await _ask_provider(pool, adapter, session, account, calls)
             if answers is None:  # the look-ups failed as a whole: ask about all of them later
                 for call in calls:
-                    actions[await _extend(conn, call, "lookup_failed", LOOKUP_RETRY)] += 1
+                    actions[await _ask_again_later(conn, call, "lookup_failed")] += 1
                 continue
             unsent = [c for c in calls if not c.provider_call_id and c.attempt_id not in answers]
             if unsent:  # sent with no call id back: does the provider list a call to them?
@@ -100,7 +101,7 @@ async def reconcile_once(
                 if call.attempt_id in answers and answers[call.attempt_id] is None:
                     # The provider could not answer now (429, 5xx, network): it may still know
                     # the call, so `unknown` would be a guess. Ask again later.
-                    actions[await _extend(conn, call, "lookup_failed", LOOKUP_RETRY)] += 1
+                    actions[await _ask_again_later(conn, call, "lookup_failed")] += 1
                     continue
                 try:
                     answer = answers.get(call.attempt_id)
@@ -113,7 +114,7 @@ async def reconcile_once(
                         extra={"attempt": call.attempt_id, "account": account, "error": repr(exc)},
                     )
                     RECONCILE_FAILURES.labels("attempt").inc()
-                    actions[await _extend(conn, call, "failed_item", LOOKUP_RETRY)] += 1
+                    actions[await _ask_again_later(conn, call, "failed_item")] += 1
     actions = Counter({k: v for k, v in actions.items() if v})
     for action, count in actions.items():
         log.info("reconciled", extra={"action": action, "count": count})
@@ -181,7 +182,7 @@ async def _ask_provider(
 
 async def _one_unclaimed(
     conn: asyncpg.Connection, account: str, listed: list[CallEvent] | None
-) -> CallEvent | _Ambiguous | None:
+) -> CallEvent | _Unmatched | None:
     """Of the calls the provider lists to a number around our request, the one no attempt of
     ours has as its call id: that call is ours. None (a list that could not be read) asks again
     later; no such call, or more than one (never a guess), leaves the attempt to be closed."""
@@ -197,29 +198,26 @@ async def _one_unclaimed(
     unclaimed = [e for e in listed if e.provider_call_id not in claimed]
     if len(unclaimed) == 1:
         return unclaimed[0]
-    return NOT_LISTED if not unclaimed else _Ambiguous(len(unclaimed))
+    return _Unmatched(len(unclaimed))
 
 
-async def _extend(
-    conn: asyncpg.Connection, call: PlacedCall, action: str, wait: timedelta = SETTLE_GRACE
-) -> str:
-    """Give a silent attempt more time before asking the provider again."""
+async def _ask_again_later(conn: asyncpg.Connection, call: PlacedCall, action: str) -> str:
+    """Nothing was learnt of a silent attempt this round: ask the provider again after
+    LOOKUP_RETRY."""
     await conn.execute(
         "UPDATE attempts SET settle_by = now() + $2::interval WHERE id = $1",
         call.attempt_id,
-        wait,
+        LOOKUP_RETRY,
     )
     return action
 
 
-class _Ambiguous:
-    """The provider lists several calls to the number that no attempt claims."""
+@dataclass(frozen=True)
+class _Unmatched:
+    """The provider lists `count` calls to the number that no attempt claims: none, or more
+    than one (which is never guessed between)."""
 
-    def __init__(self, count: int) -> None:
-        self.count = count
-
-
-NOT_LISTED = _Ambiguous(0)
+    count: int
 
 
 async def _resolve(
@@ -227,10 +225,10 @@ async def _resolve(
     campaigns: CampaignCache,
     account: str,
     call: PlacedCall,
-    event: CallEvent | _Ambiguous | None,
+    event: CallEvent | _Unmatched | None,
 ) -> str:
     listing = ""
-    if isinstance(event, _Ambiguous):
+    if isinstance(event, _Unmatched):
         listing = (
             "; the provider lists no call to this number around the request"
             if event.count == 0
@@ -254,7 +252,7 @@ async def _resolve(
                 "look-up answer held",
                 extra={"attempt": call.attempt_id, "problem": screened.problem},
             )
-            return await _extend(conn, call, "held_answer", LOOKUP_RETRY)
+            return await _ask_again_later(conn, call, "held_answer")
         event = screened.event
     if event is not None:
         result = await apply_event(conn, campaigns, account, call.attempt_id, event)

@@ -415,18 +415,25 @@ class Provider(ABC):
         pace: Pace,
         request_for: Callable[[PlacedCall], HttpRequest],
         records: str,
-    ) -> dict[int, list[dict[str, Any]] | None]:
-        """GET each call's listing, paced: the `records` list of the JSON object that came
-        back (dicts only), or None where the provider could not answer it now."""
-        found: dict[int, list[dict[str, Any]] | None] = {}
+        read: Callable[[dict[str, Any]], tuple[CallEvent, datetime | None] | None],
+    ) -> dict[int, list[CallEvent] | None]:
+        """The body of every find_placed: GET each call's listing, paced; `read` turns each
+        record of the answer's `records` list into (its event, when it was created), or None;
+        the events created around the call's request are kept (placed_around). None where the
+        provider could not answer now."""
+        found: dict[int, list[CallEvent] | None] = {}
         for call in calls:
             await pace()
             answer = await lookup(session, request_for(call))
             data = json_body(answer) if answer and answer.status == 200 else None
             listed = data.get(records) if isinstance(data, dict) else None
-            found[call.attempt_id] = (
-                [r for r in listed if isinstance(r, dict)] if isinstance(listed, list) else None
-            )
+            if not isinstance(listed, list):
+                found[call.attempt_id] = None
+                continue
+            readings = [read(r) for r in listed if isinstance(r, dict)]
+            found[call.attempt_id] = [
+                event for event, created in filter(None, readings) if placed_around(call, created)
+            ]
         return found
 
     async def poll_each(

@@ -43,7 +43,6 @@ from dialer.providers.base import (
     json_body,
     lookup,
     normal_word,
-    placed_around,
     state_of_word,
     to_cost,
     to_int,
@@ -178,25 +177,19 @@ class ExotelProvider(Provider):
         """Bulk call details filtered by `To` (newest first, the last 31 days by default),
         one page of 50; `DateCreated` has no zone, so it is matched loosely (base.placed_around)
         and the reconciler adopts a listed call only if it is the one call no attempt claims."""
-        found: dict[int, list[CallEvent] | None] = {}
-        for call in calls:
-            await pace()
+
+        def request_for(call: PlacedCall) -> HttpRequest:
             query = urlencode({"To": call.phone_e164, "PageSize": 50, "details": "true"})
-            url = f"{self.api}/Calls.json?{query}"
-            answer = await lookup(session, HttpRequest("GET", url, auth=(self._key, self._token)))
-            if unanswered(answer) or answer is None or answer.status != 200:
-                found[call.attempt_id] = None
-                continue
-            data = json_body(answer)
-            if not isinstance(data, dict):
-                found[call.attempt_id] = None
-                continue
-            found[call.attempt_id] = [
-                _polled_event(str(record["Sid"]), record)
-                for record in _call_records(data)
-                if record.get("Sid") and placed_around(call, _naive_time(record.get("DateCreated")))
-            ]
-        return found
+            return HttpRequest(
+                "GET", f"{self.api}/Calls.json?{query}", auth=(self._key, self._token)
+            )
+
+        def read(record: dict) -> tuple[CallEvent, datetime | None] | None:
+            if not record.get("Sid"):
+                return None
+            return _polled_event(str(record["Sid"]), record), _naive_time(record.get("DateCreated"))
+
+        return await self.list_each(session, calls, pace, request_for, "Calls", read)
 
 
 def _naive_time(value: Any) -> datetime | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from urllib.parse import urlencode, urlsplit
 
 import aiohttp
@@ -23,7 +24,6 @@ from dialer.providers.base import (
     classify,
     from_epoch,
     json_body,
-    placed_around,
     same_secret,
     state_of_word,
     to_int,
@@ -129,22 +129,16 @@ class SimProvider(Provider):
             url = f"{self.base_url}/v1/calls?{urlencode({'to': call.phone_e164})}"
             return HttpRequest("GET", url, self._headers())
 
-        listings = await self.list_each(session, calls, pace, request_for, "calls")
-        by_id = {c.attempt_id: c for c in calls}
-        return {
-            attempt_id: None
-            if listed is None
-            else [
-                CallEvent(
-                    status=state_of_word(record.get("status")) or "accepted",
-                    dedupe_key=f"{record['call_id']}:poll:{record.get('status')}",
-                    provider_call_id=str(record["call_id"]),
-                    duration_s=to_int(record.get("duration")),
-                    payload={"listed": record},
-                )
-                for record in listed
-                if record.get("call_id")
-                and placed_around(by_id[attempt_id], from_epoch(record.get("created")))
-            ]
-            for attempt_id, listed in listings.items()
-        }
+        def read(record: dict) -> tuple[CallEvent, datetime | None] | None:
+            if not record.get("call_id"):
+                return None
+            event = CallEvent(
+                status=state_of_word(record.get("status")) or "accepted",
+                dedupe_key=f"{record['call_id']}:poll:{record.get('status')}",
+                provider_call_id=str(record["call_id"]),
+                duration_s=to_int(record.get("duration")),
+                payload={"listed": record},
+            )
+            return event, from_epoch(record.get("created"))
+
+        return await self.list_each(session, calls, pace, request_for, "calls", read)

@@ -18,6 +18,7 @@ import hashlib
 import hmac
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
+from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
@@ -42,7 +43,6 @@ from dialer.providers.base import (
     first,
     json_body,
     normal_word,
-    placed_around,
     same_secret,
     state_of_word,
     to_cost,
@@ -190,25 +190,19 @@ class TwilioProvider(Provider):
             url = f"{self.api}/Calls.json?{query}"
             return HttpRequest("GET", url, auth=(self.account_sid, self._token))
 
-        listings = await self.list_each(session, calls, pace, request_for, "calls")
-        by_id = {c.attempt_id: c for c in calls}
-        return {
-            attempt_id: None
-            if listed is None
-            else [
-                CallEvent(
-                    status=state_of_word(record.get("status")) or "accepted",
-                    dedupe_key=f"{record['sid']}:poll:{normal_word(record.get('status'))}",
-                    provider_call_id=str(record["sid"]),
-                    duration_s=to_int(record.get("duration")),
-                    payload={"listed": record},
-                )
-                for record in listed
-                if record.get("sid")
-                and placed_around(by_id[attempt_id], _rfc2822(record.get("date_created")))
-            ]
-            for attempt_id, listed in listings.items()
-        }
+        def read(record: dict) -> tuple[CallEvent, datetime | None] | None:
+            if not record.get("sid"):
+                return None
+            event = CallEvent(
+                status=state_of_word(record.get("status")) or "accepted",
+                dedupe_key=f"{record['sid']}:poll:{normal_word(record.get('status'))}",
+                provider_call_id=str(record["sid"]),
+                duration_s=to_int(record.get("duration")),
+                payload={"listed": record},
+            )
+            return event, _rfc2822(record.get("date_created"))
+
+        return await self.list_each(session, calls, pace, request_for, "calls", read)
 
 
 def signature(token: str, url: str, params: Any) -> str:
