@@ -12,6 +12,7 @@ from datetime import timedelta
 import asyncpg
 
 from dialer.campaign_spec import CampaignSpec
+from dialer.db import campaigns as stored
 from dialer.durations import parse_duration
 from dialer.policy.window import CallingRules
 
@@ -51,10 +52,7 @@ class CampaignCache:
     async def get(self, conn: asyncpg.Connection, campaign_id: int) -> Campaign:
         campaign = self._by_id.get(campaign_id)
         if campaign is None:
-            row = await conn.fetchrow(
-                "SELECT id, name, account, spec FROM campaigns WHERE id = $1", campaign_id
-            )
-            campaign = from_row(row)
+            campaign = from_row(await stored.by_id(conn, campaign_id))
             self._by_id[campaign_id] = campaign
         return campaign
 

@@ -23,10 +23,12 @@ from dialer.campaign_spec import load_campaign_file
 from dialer.campaigns import from_row
 from dialer.config import SimAccount
 from dialer.console import err
+from dialer.db import campaigns, reporting
 from dialer.db.connect import open_pool
 from dialer.demo_data import write_contacts
-from dialer.dispatch.claim import AccountLimits, register_account
+from dialer.dispatch.claim import register_account
 from dialer.dispatch.dispatcher import AccountRun, Dispatcher
+from dialer.dispatch.limiter import AccountLimits
 from dialer.durations import parse_rate
 from dialer.loading.loader import load_campaign
 from dialer.providers.sim import SimProvider
@@ -90,9 +92,7 @@ async def run_demo(database_url: str, contacts: int, keep: bool) -> tuple[int, l
             async with pool.acquire() as conn:
                 loaded = await load_campaign(conn, campaign_file)
                 await register_account(conn, limits)
-                row = await conn.fetchrow(
-                    "SELECT id, name, account, spec FROM campaigns WHERE name = $1", name
-                )
+                row = await campaigns.by_name(conn, name)
             err.print(f"loaded {loaded.loaded} contacts into campaign {name}")
             campaign = from_row(row)
             async with (
@@ -117,11 +117,9 @@ async def run_demo(database_url: str, contacts: int, keep: bool) -> tuple[int, l
                     with contextlib.suppress(asyncio.CancelledError):
                         await reconciler
             async with pool.acquire() as conn:
-                report = await conn.fetch(
-                    "SELECT * FROM campaign_summary WHERE campaign_id = $1", campaign.id
-                )
+                report = [await reporting.campaign_summary(conn, campaign.id)]
                 if not keep:
-                    await _forget(conn, campaign.id)
+                    await campaigns.delete(conn, campaign.id)
     return code, report, name
 
 
@@ -138,17 +136,7 @@ async def _with_progress(pool: asyncpg.Pool, campaign_id: int, work) -> int:
 
 async def _progress_table(pool: asyncpg.Pool, campaign_id: int, elapsed: float) -> Table:
     async with pool.acquire() as conn:
-        row = await conn.fetchrow(
-            """SELECT count(*) FILTER (WHERE state <> 'not_dialed') AS dialed,
-                      count(*) FILTER (WHERE outcome IS NULL) AS in_flight,
-                      count(*) FILTER (WHERE outcome = 'completed') AS completed,
-                      count(*) FILTER (WHERE outcome = 'busy') AS busy,
-                      count(*) FILTER (WHERE outcome = 'no-answer') AS no_answer,
-                      count(*) FILTER (WHERE outcome = 'failed') AS failed,
-                      count(*) FILTER (WHERE requested_at > now() - interval '5 seconds') AS recent
-               FROM attempts WHERE campaign_id = $1""",
-            campaign_id,
-        )
+        row = await reporting.demo_progress(conn, campaign_id)
     table = Table(title=f"dialer demo — {elapsed:.0f}s")
     for column in ("dialed", "in flight", "completed", "busy", "no-answer", "failed", "calls/s"):
         table.add_column(column, justify="right")
@@ -157,10 +145,3 @@ async def _progress_table(pool: asyncpg.Pool, campaign_id: int, elapsed: float) 
         f"{row['recent'] / 5:.1f}",
     )
     return table
-
-
-async def _forget(conn: asyncpg.Connection, campaign_id: int) -> None:
-    """Remove the demo campaign (contacts have no foreign key, so they go explicitly)."""
-    async with conn.transaction():
-        await conn.execute("DELETE FROM contacts WHERE campaign_id = $1", campaign_id)
-        await conn.execute("DELETE FROM campaigns WHERE id = $1", campaign_id)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import asyncpg
 
+from dialer.db import contacts
+from dialer.db import dnc as stored
 from dialer.errors import InputError
 from dialer.loading.csv_source import CsvSource
 from dialer.phones import PhoneError, normalize
@@ -43,33 +45,19 @@ async def add_numbers(
     change = DncChange()
     unique = sorted(set(numbers))
     async with conn.transaction():
-        inserted = await conn.fetch(
-            """INSERT INTO dnc (phone_e164, reason) SELECT n, $2 FROM unnest($1::text[]) AS n
-               ON CONFLICT (phone_e164) DO NOTHING RETURNING phone_e164""",
-            unique,
-            reason,
-        )
-        change.added = len(inserted)
+        change.added = await stored.add(conn, unique, reason)
         change.already_listed = len(unique) - change.added
-        status = await conn.execute(
-            """UPDATE contacts SET state = 'suppressed', updated_at = now()
-               WHERE phone_e164 = ANY($1::text[]) AND state = 'pending'""",
-            unique,
-        )
-        change.contacts_suppressed = int(status.split()[-1])
+        change.contacts_suppressed = await contacts.suppress_numbers(conn, unique)
     return change
 
 
 async def remove_numbers(conn: asyncpg.Connection, numbers: list[str]) -> int:
     """Take numbers off the list. Contacts suppressed earlier stay suppressed (never re-armed)."""
-    status = await conn.execute(
-        "DELETE FROM dnc WHERE phone_e164 = ANY($1::text[])", sorted(set(numbers))
-    )
-    return int(status.split()[-1])
+    return await stored.remove(conn, sorted(set(numbers)))
 
 
 async def list_numbers(conn: asyncpg.Connection) -> list[asyncpg.Record]:
-    return await conn.fetch("SELECT phone_e164, reason, added_at FROM dnc ORDER BY phone_e164")
+    return await stored.listing(conn)
 
 
 def read_dnc_csv(path: Path) -> Iterator[tuple[int, str, str | None]]:

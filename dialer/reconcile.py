@@ -32,10 +32,11 @@ import asyncpg
 
 from dialer.callbacks.screening import screen
 from dialer.campaigns import CampaignCache
+from dialer.db import accounts, attempts, events
 from dialer.dispatch.claim import take_request_slot
 from dialer.metrics import RECONCILE_FAILURES, RECONCILED
-from dialer.policy.lookups import after_live_answer_sql, lookups_per_round
-from dialer.policy.states import SENT, is_terminal
+from dialer.policy.lookups import lookups_per_round
+from dialer.policy.states import is_terminal
 from dialer.providers.base import CallEvent, PlacedCall, Provider
 from dialer.providers.send_deadline import CLIENT_TIMEOUT, SEND_WINDOW
 from dialer.settle import apply_event, settle
@@ -52,25 +53,20 @@ async def reconcile_once(
 ) -> Counter[str]:
     actions: Counter[str] = Counter()
     async with pool.acquire() as conn:
-        expired = await conn.fetch(
-            """SELECT id FROM attempts WHERE state = 'reserved' AND lease_expires_at < now()
-               LIMIT $1""",
-            BATCH,
-        )
-        for row in expired:
+        for attempt_id in await attempts.expired_reservations(conn, BATCH):
             async with conn.transaction():
                 if await settle(
                     conn,
                     campaigns,
-                    row["id"],
+                    attempt_id,
                     "not_dialed",
                     error="reservation expired unsent",
-                    from_states=("reserved",),
+                    transition="release",
                 ):
                     actions["released"] += 1
         actions["settled_from_stored_events"] += await _adopt_orphan_events(conn, campaigns)
-        silent = await conn.fetch(_SILENT, BATCH, list(SENT), SEND_WINDOW, CLIENT_TIMEOUT)
-        rates = dict(await conn.fetch("SELECT name, rate_per_s * rate_factor FROM accounts"))
+        silent = await attempts.silent(conn, BATCH, SEND_WINDOW, CLIENT_TIMEOUT)
+        rates = await accounts.paced_rates(conn)
         by_account: dict[str, list[PlacedCall]] = {}
         for row in silent:
             call = PlacedCall(
@@ -125,21 +121,10 @@ async def reconcile_once(
 async def _adopt_orphan_events(conn: asyncpg.Connection, campaigns: CampaignCache) -> int:
     """Final events stored without an attempt (they came before the call id was recorded) are
     attached to their attempt now and applied."""
-    rows = await conn.fetch(
-        """SELECT e.id, e.status, a.id AS attempt_id
-           FROM call_events e
-           JOIN attempts a ON a.account = e.account AND a.provider_call_id = e.provider_call_id
-           WHERE e.attempt_id IS NULL AND e.provider_call_id IS NOT NULL AND NOT e.held
-             AND a.state IN ('dialing', 'accepted', 'ringing', 'in-progress')
-           LIMIT $1""",
-        BATCH,
-    )
     settled = 0
-    for row in rows:
+    for row in await events.orphan_finals(conn, BATCH):
         async with conn.transaction():
-            await conn.execute(
-                "UPDATE call_events SET attempt_id = $2 WHERE id = $1", row["id"], row["attempt_id"]
-            )
+            await events.attach(conn, row["id"], row["attempt_id"])
             if is_terminal(row["status"]) and await settle(
                 conn, campaigns, row["attempt_id"], row["status"]
             ):
@@ -189,12 +174,7 @@ async def _one_unclaimed(
     if listed is None:
         return None
     ids = [e.provider_call_id for e in listed if e.provider_call_id]
-    known = await conn.fetch(
-        "SELECT provider_call_id FROM attempts WHERE account = $1 AND provider_call_id = ANY($2)",
-        account,
-        ids,
-    )
-    claimed = {r["provider_call_id"] for r in known}
+    claimed = await attempts.claimed_call_ids(conn, account, ids)
     unclaimed = [e for e in listed if e.provider_call_id not in claimed]
     if len(unclaimed) == 1:
         return unclaimed[0]
@@ -204,11 +184,7 @@ async def _one_unclaimed(
 async def _ask_again_later(conn: asyncpg.Connection, call: PlacedCall, action: str) -> str:
     """Nothing was learnt of a silent attempt this round: ask the provider again after
     LOOKUP_RETRY."""
-    await conn.execute(
-        "UPDATE attempts SET settle_by = now() + $2::interval WHERE id = $1",
-        call.attempt_id,
-        LOOKUP_RETRY,
-    )
+    await attempts.look_up_again_in(conn, call.attempt_id, LOOKUP_RETRY)
     return action
 
 
@@ -261,12 +237,7 @@ async def _resolve(
         elif is_terminal(event.status):
             return "settled_from_provider"
         else:  # the provider says it is still going: ask again, backing off
-            await conn.execute(
-                f"""UPDATE attempts SET lookups = lookups + 1,
-                       settle_by = {after_live_answer_sql("lookups")}
-                    WHERE id = $1""",
-                call.attempt_id,
-            )
+            await attempts.count_live_answer(conn, call.attempt_id)
             return "extended"
     reason = (
         "no final event from the provider"
@@ -281,17 +252,6 @@ async def _resolve(
         )
     return "unknown" if done else "raced"
 
-
-# Silent attempts, oldest deadline first. One `dialing` without a call id may still have its
-# request on the way until its send window and the client's timeout have passed, unless its
-# sender saw the request end (request_done_at): never before.
-_SILENT = """
-SELECT id, account, provider_call_id, phone_e164, requested_at FROM attempts
-WHERE state = ANY($2::text[]) AND settle_by < now()
-  AND (state <> 'dialing' OR provider_call_id IS NOT NULL OR request_done_at IS NOT NULL
-       OR coalesce(send_by, requested_at + $3::interval) + $4::interval < now())
-ORDER BY settle_by LIMIT $1
-"""
 
 RECONCILE_EVERY = timedelta(seconds=2)
 LOOKUP_RETRY = timedelta(seconds=10)  # after a look-up the provider could not answer

@@ -13,7 +13,8 @@ from aiohttp import web
 
 from dialer.campaigns import Campaign, from_row
 from dialer.config import DialerConfig
-from dialer.dispatch.claim import AccountLimits
+from dialer.db import campaigns as stored
+from dialer.dispatch.limiter import AccountLimits
 from dialer.errors import ConfigError, InputError, NotFoundError
 from dialer.providers import adapter_for
 from dialer.providers.base import Provider
@@ -54,19 +55,14 @@ async def selected_campaigns(
 ) -> list[Campaign]:
     """The named campaigns (all active ones if none named); each account must be configured."""
     if names:
-        rows = await conn.fetch(
-            "SELECT id, name, account, spec FROM campaigns WHERE name = ANY($1::text[])",
-            list(names),
-        )
+        rows = await stored.by_names(conn, list(names))
         missing = sorted(set(names) - {r["name"] for r in rows})
         if missing:
             raise NotFoundError(
                 f"no such campaign: {', '.join(missing)} (see `dialer campaign list`)"
             )
     else:
-        rows = await conn.fetch(
-            "SELECT id, name, account, spec FROM campaigns WHERE status = 'active' ORDER BY id"
-        )
+        rows = await stored.all_active(conn)
     campaigns = [from_row(r) for r in rows]
     for campaign in campaigns:
         if campaign.account not in config.accounts:

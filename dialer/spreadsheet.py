@@ -5,7 +5,7 @@ A CSV opened in Excel, LibreOffice or Google Sheets runs a cell starting with `=
 provider's error text could then fetch URLs or run commands on the reader's machine. Such a
 cell gets a leading `'`, which spreadsheets hide and read as "this is text". A plain number
 (`+919812345678`, `-12.5`) is not a formula and is written as it is, so E.164 numbers stay
-importable. The same rule exists as a SQL expression for `COPY`-streamed exports; a test
+importable. The same rule exists as a SQL expression for `COPY`-streamed exports (db.export); a test
 checks that the two agree.
 """
 
@@ -22,12 +22,3 @@ def safe_cell(value: str) -> str:
     if value and _FORMULA_START.match(value) and not _PLAIN_NUMBER.match(value):
         return "'" + value
     return value
-
-
-def safe_cell_sql(expression: str) -> str:
-    """The same rule for a text expression in SQL."""
-    expression = f"({expression})"
-    return (
-        f"CASE WHEN {expression} ~ '^[-=+@\\t\\r]' AND {expression} !~ '^[+-]?[0-9]+([.][0-9]+)?$'"
-        f" THEN '''' || {expression} ELSE {expression} END"
-    )

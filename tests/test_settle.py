@@ -13,7 +13,8 @@ from aiohttp import web
 from dialer.campaigns import CampaignCache
 from dialer.config import SimAccount
 from dialer.db.connect import open_pool
-from dialer.dispatch.claim import AccountLimits, register_account
+from dialer.dispatch.claim import register_account
+from dialer.dispatch.limiter import AccountLimits
 from dialer.providers.base import CallEvent
 from dialer.providers.sim import SimProvider
 from dialer.reconcile import reconcile_once

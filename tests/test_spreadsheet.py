@@ -8,7 +8,8 @@ import asyncpg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dialer.spreadsheet import safe_cell, safe_cell_sql
+from dialer.db.export import safe_cell_sql
+from dialer.spreadsheet import safe_cell
 from tests.conftest import SERVER_URL
 
 TRICKY = st.sampled_from(["=", "+", "-", "@", "\t", "\r", "\n", "0", "9", ".", " ", "'", "a"])

@@ -33,6 +33,7 @@ from dialer.callbacks.bodies import BodyError, parse_body
 from dialer.callbacks.screening import MAX_BIGINT, Screened, clean_payload, screen
 from dialer.campaigns import CampaignCache
 from dialer.dashboard.api import add_dashboard
+from dialer.db import server
 from dialer.metrics import CALLBACK_SECONDS, CALLBACKS, RECONCILE_FAILURES, metrics_handler
 from dialer.policy.states import is_terminal
 from dialer.providers.base import CallEvent, Forbidden, InboundCallback, Provider, Unreadable
@@ -210,7 +211,7 @@ async def healthz(request: web.Request) -> web.Response:
         return web.json_response({"reconciler": f"died: {receiver.failure!r}"}, status=503)
     try:
         async with receiver.pool.acquire(timeout=2) as conn:
-            await conn.fetchval("SELECT 1")
+            await server.ping(conn)
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
         return web.json_response({"database": f"unreachable: {type(exc).__name__}"}, status=503)
     return web.json_response({"database": "ok"})

@@ -23,6 +23,7 @@ import click
 from dialer.callbacks.app import Receiver, create_app
 from dialer.campaigns import from_row
 from dialer.cli.context import AppContext, pass_app
+from dialer.db import campaigns, dnc, events, server
 from dialer.db.connect import open_pool
 from dialer.dispatch.claim import register_account, take_request_slot
 from dialer.durations import parse_duration
@@ -157,9 +158,7 @@ async def _call_request(
 ) -> CallRequest:
     ring, limit = 30, 600
     if campaign_name:
-        row = await conn.fetchrow(
-            "SELECT id, name, account, spec FROM campaigns WHERE name = $1", campaign_name
-        )
+        row = await campaigns.by_name(conn, campaign_name)
         if row is None:
             raise NotFoundError(f"no such campaign: {campaign_name} (see `dialer campaign list`)")
         campaign = from_row(row)
@@ -177,7 +176,7 @@ async def _call_request(
         to = normalize(number, region)
     except PhoneError as exc:
         raise InputError(f"NUMBER {number!r}: {exc}") from None
-    if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM dnc WHERE phone_e164 = $1)", to):
+    if await dnc.is_listed(conn, to):
         raise InputError(f"{to} is on the do-not-call list: not calling it")
     return CallRequest(0, to, caller_id, callback_url, ring, limit, connect_to, agent_number)
 
@@ -215,17 +214,9 @@ async def _follow(pool: asyncpg.Pool, account: str, call_id: str | None, limit_s
     started = time.monotonic()
     seen = 0
     async with pool.acquire() as conn:
-        since = await conn.fetchval("SELECT now() - interval '5 seconds'")
+        since = await server.now(conn) - timedelta(seconds=5)
         while time.monotonic() - started < limit_s:
-            rows = await conn.fetch(
-                """SELECT id, provider_call_id, status, received_at, payload FROM call_events
-                   WHERE account = $1 AND attempt_id IS NULL AND received_at >= $2 AND id > $3
-                     AND ($4::text IS NULL OR provider_call_id = $4) ORDER BY id""",
-                account,
-                since,
-                seen,
-                call_id,
-            )
+            rows = await events.unattached_since(conn, account, since, seen, call_id)
             for row in rows:
                 seen = row["id"]
                 call_id = call_id or row["provider_call_id"]

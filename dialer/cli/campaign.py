@@ -13,10 +13,13 @@ from dialer.campaigns import from_row
 from dialer.cli.context import AppContext, pass_app, run
 from dialer.cli.output import print_rows
 from dialer.console import byte_progress
+from dialer.db import campaigns, contacts, reporting, server
 from dialer.db.connect import session
 from dialer.errors import NotFoundError
 from dialer.loading.loader import load_campaign
 from dialer.loading.summary import LoadSummary
+from dialer.policy.due import next_due
+from dialer.policy.states import CONTACT_STATES
 
 
 @click.group()
@@ -96,16 +99,11 @@ def list_(app: AppContext, fmt: str) -> None:
 
     async def go():
         async with session(app.database_url) as conn:
-            return await conn.fetch(
-                """SELECT campaign, account, status, contacts, pending, done, exhausted, failed,
-                          suppressed, attempts, answer_rate
-                   FROM campaign_summary ORDER BY campaign_id"""
-            )
+            return await reporting.campaign_list(conn)
 
     print_rows(run(go()), fmt, title="campaigns")
 
 
-CONTACT_STATES = ("pending", "dialing", "done", "exhausted", "failed", "suppressed", "canceled")
 ATTEMPT_OUTCOMES = (
     "completed",
     "busy",
@@ -125,25 +123,15 @@ def show(app: AppContext, name: str) -> None:
 
     async def go():
         async with session(app.database_url) as conn:
-            row = await conn.fetchrow(
-                """SELECT id, name, account, spec, status, status_reason
-                   FROM campaigns WHERE name = $1""",
-                name,
-            )
+            row = await campaigns.by_name(conn, name)
             if row is None:
                 raise NotFoundError(f"no such campaign: {name} (see `dialer campaign list`)")
-            summary = await conn.fetchrow(
-                "SELECT * FROM campaign_summary WHERE campaign_id = $1", row["id"]
-            )
-            due = await conn.fetchrow(
-                """SELECT phone_e164, name, next_attempt_at, attempts FROM contacts
-                   WHERE campaign_id = $1 AND state = 'pending'
-                   ORDER BY next_attempt_at NULLS FIRST, priority DESC, id LIMIT 1""",
-                row["id"],
-            )
-            return row, summary, due, await conn.fetchval("SELECT now()")
+            summary = await reporting.campaign_summary(conn, row["id"])
+            firsts = await contacts.first_due_per_zone(conn, [row["id"]])
+            return row, summary, firsts, await server.now(conn)
 
-    row, summary, due, now = run(go())
+    row, summary, firsts, now = run(go())
+    campaign = from_row(row)
     reason = f" ({row['status_reason']})" if row["status_reason"] else ""
     lines = [
         f"campaign {row['name']}  (account {row['account']})",
@@ -152,13 +140,14 @@ def show(app: AppContext, name: str) -> None:
         "  attempts      " + ", ".join(f"{k} {summary[k]}" for k in ATTEMPT_OUTCOMES),
         f"  answer rate   {_dash(summary['answer_rate'])}"
         f"   mean talk {_dash(summary['mean_talk_s'])} s",
-        "  window        " + _window_status(from_row(row).rules, now),
+        "  window        " + _window_status(campaign.rules, now),
     ]
+    due = next_due(firsts, {campaign.id: campaign.rules}, now)
     if due:
-        when = due["next_attempt_at"]
-        at = when.isoformat(timespec="seconds") if when else "now"
+        when, first = due
+        at = "now" if when <= now else when.isoformat(timespec="seconds")
         lines.append(
-            f"  next due      {due['phone_e164']} at {at} ({due['attempts']} attempts so far)"
+            f"  next due      {first.phone_e164} at {at} ({first.attempts} attempts so far)"
         )
     click.echo("\n".join(lines))
 

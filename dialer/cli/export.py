@@ -11,8 +11,8 @@ import click
 from dialer.cli.context import AppContext, pass_app, run
 from dialer.console import err
 from dialer.db.connect import session
+from dialer.db.export import export_csv
 from dialer.errors import InputError
-from dialer.export import export_csv
 
 
 @click.command()

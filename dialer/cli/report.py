@@ -8,19 +8,11 @@ import click
 
 from dialer.cli.context import AppContext, pass_app, run
 from dialer.cli.output import print_rows
+from dialer.db import campaigns, reporting
 from dialer.db.connect import session
+from dialer.db.reporting import VIEWS
 from dialer.durations import OutOfRange, parse_duration
 from dialer.errors import InputError, NotFoundError
-
-# view name -> (SQL view, its time column for --since, how its rows are ordered)
-VIEWS = {
-    "summary": ("campaign_summary", None, "campaign_id"),
-    "contacts": ("contact_results", "last_attempt_at", "campaign_id, row_no"),
-    "attempts": ("attempt_log", "requested_at", "attempt_id"),
-    "hourly": ("hourly_outcomes", "hour", "campaign_id, hour, outcome"),
-    "usage": ("account_usage", "minute", "account, minute"),
-}
-
 
 EARLIEST_SINCE = datetime(2000, 1, 1).astimezone()
 
@@ -69,32 +61,15 @@ def report(app: AppContext, campaign: str | None, view: str, since: str | None, 
     The same views are there for your own SQL (columns in sql/README.md); `dialer export`
     writes one row per contact for a CRM.
     """
-    table, time_column, order = VIEWS[view]
+    table, time_column, _ = VIEWS[view]
     start = parse_since(since)
     if start is not None and time_column is None:
         raise InputError("--since needs a view with times: contacts, attempts, hourly or usage")
 
     async def go():
         async with session(app.database_url) as conn:
-            if campaign and not await conn.fetchval(
-                "SELECT EXISTS (SELECT 1 FROM campaigns WHERE name = $1)", campaign
-            ):
+            if campaign and not await campaigns.exists(conn, campaign):
                 raise NotFoundError(f"no such campaign: {campaign} (see `dialer campaign list`)")
-            where, args = ["TRUE"], []
-            if campaign:
-                args.append(campaign)
-                where.append(
-                    f"account = (SELECT account FROM campaigns WHERE name = ${len(args)})"
-                    if view == "usage"
-                    else f"campaign = ${len(args)}"
-                )
-            if start is not None:
-                args.append(start)
-                since_sql = f"${len(args)}::timestamptz"
-                if view == "hourly":  # local hours of each campaign's own timezone
-                    since_sql = f"date_trunc('hour', {since_sql} AT TIME ZONE timezone)"
-                where.append(f"{time_column} >= {since_sql}")
-            sql = f"SELECT * FROM {table} WHERE {' AND '.join(where)} ORDER BY {order}"
-            return await conn.fetch(sql, *args)
+            return await reporting.view_rows(conn, view, campaign, start)
 
     print_rows(run(go()), fmt, title=table.replace("_", " "))

@@ -25,9 +25,10 @@ from aiohttp import web
 
 from dialer.campaign_control import set_status
 from dialer.campaigns import from_row
-from dialer.dispatch.claim import DERATE
+from dialer.db import contacts, reporting
 from dialer.errors import DialerError, http_status_of
-from dialer.policy.states import LIVE
+from dialer.policy.due import FirstInLine, next_due
+from dialer.policy.states import CONTACT_STATES
 from dialer.providers.base import same_secret
 from dialer.redaction import redact_value
 
@@ -36,37 +37,23 @@ POOL = web.AppKey("dashboard_pool", asyncpg.Pool)
 ADMIN_TOKEN = web.AppKey("admin_token", str)
 ACTIONS = ("pause", "resume", "cancel")
 
-_CAMPAIGNS = """
-SELECT k.id, k.name, k.account, k.spec, s.status, s.status_reason, s.contacts, s.pending,
-       s.dialing, s.done, s.exhausted, s.failed, s.suppressed, s.canceled, s.attempts,
-       s.completed, s.busy, s.no_answer, s.call_failed, s.call_canceled, s.rejected, s.unknown,
-       s.in_flight, s.answer_rate, x.channels AS channel_limit,
-       x.rate_per_s / $2 AS rate_limit, x.rate_per_s * x.rate_factor AS rate_paced,
-       (SELECT count(*) FROM attempts a WHERE a.account = k.account
-        AND a.state = ANY($1::text[])) AS channels_in_use,
-       (SELECT count(*) / 60.0 FROM attempts a WHERE a.account = k.account
-        AND a.requested_at > now() - interval '60 seconds') AS rate_now,
-       (SELECT min(coalesce(c.next_attempt_at, now())) FROM contacts c
-        WHERE c.campaign_id = k.id AND c.state = 'pending') AS next_due,
-       now() AS now
-FROM campaigns k
-JOIN campaign_summary s ON s.campaign_id = k.id
-LEFT JOIN accounts x ON x.name = k.account
-ORDER BY k.status = 'active' DESC, k.id DESC
-"""
-
 
 async def campaigns(request: web.Request) -> web.Response:
     async with request.app[POOL].acquire() as conn:
-        rows = await conn.fetch(_CAMPAIGNS, list(LIVE), DERATE)
-    return web.json_response(redact_value({"campaigns": [_shown(r) for r in rows]}))
+        rows = await reporting.dashboard_rows(conn)
+        firsts = await contacts.first_due_per_zone(conn, [r["id"] for r in rows])
+    by_campaign: dict[int, list[FirstInLine]] = {}
+    for first in firsts:
+        by_campaign.setdefault(first.campaign_id, []).append(first)
+    shown = [_shown(r, by_campaign.get(r["id"], [])) for r in rows]
+    return web.json_response(redact_value({"campaigns": shown}))
 
 
-def _shown(row: asyncpg.Record) -> dict:
+def _shown(row: asyncpg.Record, firsts: list[FirstInLine]) -> dict:
     """One campaign for the page; a stored spec this version cannot read (written by an older
     one) shows as that campaign's error instead of taking the whole page down."""
     try:
-        return _campaign(row)
+        return _campaign(row, firsts)
     except ValueError as exc:  # pydantic's ValidationError is a ValueError
         log.error("campaign spec unreadable", extra={"campaign": row["name"], "error": str(exc)})
         return {
@@ -77,7 +64,7 @@ def _shown(row: asyncpg.Record) -> dict:
         }
 
 
-def _campaign(row: asyncpg.Record) -> dict:
+def _campaign(row: asyncpg.Record, firsts: list[FirstInLine]) -> dict:
     campaign = from_row(row)
     now: datetime = row["now"]
     zone = campaign.spec.timezone
@@ -85,6 +72,7 @@ def _campaign(row: asyncpg.Record) -> dict:
     next_change = (
         campaign.rules.closes_at(now, zone) if window_open else campaign.rules.next_open(now, zone)
     )
+    due = next_due(firsts, {campaign.id: campaign.rules}, now)
     finished = row["done"] + row["exhausted"] + row["failed"] + row["suppressed"] + row["canceled"]
     return {
         "name": row["name"],
@@ -94,10 +82,7 @@ def _campaign(row: asyncpg.Record) -> dict:
         "contacts": row["contacts"],
         "finished": finished,
         "progress": round(finished / row["contacts"], 4) if row["contacts"] else 0,
-        "states": {
-            k: row[k]
-            for k in ("pending", "dialing", "done", "exhausted", "failed", "suppressed", "canceled")
-        },
+        "states": {k: row[k] for k in CONTACT_STATES},
         "outcomes": {
             "completed": row["completed"],
             "busy": row["busy"],
@@ -120,7 +105,7 @@ def _campaign(row: asyncpg.Record) -> dict:
             "timezone": zone,
             "changes_at": next_change.isoformat() if next_change else None,
         },
-        "next_due": row["next_due"].isoformat() if row["next_due"] else None,
+        "next_due": due[0].isoformat() if due else None,
     }
 
 

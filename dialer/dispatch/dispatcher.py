@@ -22,19 +22,13 @@ import asyncpg
 from dialer.batching import Batcher
 from dialer.campaign_control import trip_breaker_if_failing
 from dialer.campaigns import Campaign, CampaignCache
+from dialer.db import attempts, campaigns, contacts, server
 from dialer.db.outage import TRANSIENT, DatabaseGone, Outage
-from dialer.dispatch.claim import (
-    SEND,
-    VOID,
-    AccountLimits,
-    Claimed,
-    begin_dial,
-    claim,
-    push_back_rate,
-)
+from dialer.dispatch.claim import SEND, VOID, Claimed, begin_dial, claim, push_back_rate
+from dialer.dispatch.limiter import AccountLimits
 from dialer.faults import fault_point
 from dialer.metrics import AMBIGUOUS, RATE_LIMITED
-from dialer.policy.states import LIVE
+from dialer.policy.due import next_due
 from dialer.providers.base import (
     Ambiguous,
     CallRequest,
@@ -152,7 +146,7 @@ class Dispatcher:
                         attempt_id,
                         "not_dialed",
                         error="stopped before sending",
-                        from_states=("reserved",),
+                        transition="release",
                     )
         return released
 
@@ -231,81 +225,51 @@ class Dispatcher:
                 self._breaker_checked = time.monotonic()
                 for campaign in account.campaigns:
                     await trip_breaker_if_failing(conn, campaign.id)
-            rows = await conn.fetch(
-                "SELECT id FROM campaigns WHERE id = ANY($1::bigint[]) AND status = 'active'",
-                [c.id for c in account.campaigns],
-            )
-        active = {r["id"] for r in rows}
+            active = await campaigns.active_among(conn, [c.id for c in account.campaigns])
         return [c for c in account.campaigns if c.id in active]
 
     async def _idle_decision(self, account: AccountRun, active: list[Campaign]) -> int | None:
         """Nothing claimed: exit (with a code) or wait until something may become due."""
         ids = [c.id for c in active]
         async with self.pool.acquire() as conn:
-            now = await conn.fetchval("SELECT now()")
-            live = await conn.fetchval(
-                """SELECT EXISTS (SELECT 1 FROM attempts WHERE campaign_id = ANY($1::bigint[])
-                                  AND state = ANY($2::text[]))""",
-                [c.id for c in account.campaigns],
-                list(LIVE),
-            )
-            groups = await conn.fetch(
-                """SELECT campaign_id, timezone, min(next_attempt_at) AS due,
-                          bool_or(next_attempt_at IS NULL) AS now_due
-                   FROM contacts WHERE campaign_id = ANY($1::bigint[]) AND state = 'pending'
-                   GROUP BY campaign_id, timezone""",
-                ids,
-            )
+            now = await server.now(conn)
+            live = await attempts.any_live(conn, [c.id for c in account.campaigns])
+            firsts = await contacts.first_due_per_zone(conn, ids)
         if self._waiting or self._sending:  # our own claims are still being sent
             await self._pause(0.05)
             return None
-        if not groups:
+        if not firsts:
             if self.wait and live:
                 await self._pause(0.2)
                 return None
             if not live:
                 await self._mark_completed(account)
             return EXIT_DONE if not await self._work_left(account) else EXIT_WORK_LEFT
-        by_id = {c.id: c for c in active}
-        next_due: datetime | None = None
-        for group in groups:
-            start = now if group["now_due"] or group["due"] is None else max(now, group["due"])
-            when = by_id[group["campaign_id"]].rules.next_open(start, group["timezone"])
-            if when is not None and (next_due is None or when < next_due):
-                next_due = when
+        due = next_due(firsts, {c.id: c.rules for c in active}, now)
+        next_due_at = due[0] if due else None
         limit = self.deadline or (now + timedelta(seconds=self.idle_s))
-        if next_due is None or next_due > limit:
+        if next_due_at is None or next_due_at > limit:
             if self.wait and live:
                 await self._pause(0.2)
                 return None
             log.info(
                 "nothing more to dial in this run",
-                extra={"account": account.limits.name, "next_due": next_due, "limit": limit},
+                extra={"account": account.limits.name, "next_due": next_due_at, "limit": limit},
             )
             return EXIT_WORK_LEFT
-        await self._pause(min(IDLE_POLL_S, max(0.05, (next_due - now).total_seconds())))
+        await self._pause(min(IDLE_POLL_S, max(0.05, (next_due_at - now).total_seconds())))
         return None
 
     async def _work_left(self, account: AccountRun) -> bool:
         async with self.pool.acquire() as conn:
-            return await conn.fetchval(
-                """SELECT EXISTS (SELECT 1 FROM contacts WHERE campaign_id = ANY($1::bigint[])
-                                  AND state IN ('pending', 'dialing'))""",
-                [c.id for c in account.campaigns],
-            )
+            return await contacts.any_unfinished(conn, [c.id for c in account.campaigns])
 
     async def _final_code(self, account: AccountRun) -> int:
         return EXIT_WORK_LEFT if await self._work_left(account) else EXIT_DONE
 
     async def _mark_completed(self, account: AccountRun) -> None:
         async with self.pool.acquire() as conn:
-            await conn.execute(
-                """UPDATE campaigns k SET status = 'completed', updated_at = now()
-                   WHERE k.id = ANY($1::bigint[]) AND k.status = 'active'
-                     AND NOT EXISTS (SELECT 1 FROM contacts c WHERE c.campaign_id = k.id
-                                     AND c.state IN ('pending', 'dialing'))""",
-                [c.id for c in account.campaigns],
-            )
+            await campaigns.complete_finished(conn, [c.id for c in account.campaigns])
 
     # ---- sending ---------------------------------------------------------------------------
 
@@ -365,7 +329,7 @@ class Dispatcher:
                 item.attempt_id,
                 "not_dialed",
                 "not sent: paused or lease expired",
-                from_states=("reserved",),
+                transition="release",
             )
             return
         fault_point("after-dialing-commit")
@@ -416,16 +380,16 @@ class Dispatcher:
                 "recording a 429", lambda conn: push_back_rate(conn, account.limits.name, delay)
             )
             await self._close(
-                item.attempt_id, "not_dialed", f"429: {exc.detail}", from_states=("dialing",)
+                item.attempt_id, "not_dialed", f"429: {exc.detail}", transition="not_placed"
             )
         except NotDialed as exc:
             log.warning("not dialed", extra=extra | {"error": exc.detail})
-            await self._close(item.attempt_id, "not_dialed", exc.detail, from_states=("dialing",))
+            await self._close(item.attempt_id, "not_dialed", exc.detail, transition="not_placed")
         except Rejected as exc:
             log.warning("rejected", extra=extra | {"error": exc.detail})
             if exc.account_wide:
                 await self._close(
-                    item.attempt_id, "not_dialed", exc.detail, from_states=("dialing",)
+                    item.attempt_id, "not_dialed", exc.detail, transition="not_placed"
                 )
                 await self._account_refused(account, exc.detail)
             else:
@@ -439,11 +403,7 @@ class Dispatcher:
             detail = exc.detail
             await self._with_conn(
                 "recording an ambiguous answer",
-                lambda conn: conn.execute(
-                    "UPDATE attempts SET error = $2, request_done_at = now() WHERE id = $1",
-                    item.attempt_id,
-                    detail,
-                ),
+                lambda conn: attempts.note_request_ended(conn, item.attempt_id, detail),
             )
         else:
             log.info("attempt accepted", extra=extra | {"call_id": call_id})
@@ -474,12 +434,7 @@ class Dispatcher:
         reason = f"provider refused the account: {detail}"
         await self._with_conn(
             "pausing the account's campaigns",
-            lambda conn: conn.execute(
-                """UPDATE campaigns SET status = 'paused', status_reason = $2, updated_at = now()
-                   WHERE account = $1 AND status = 'active'""",
-                account.limits.name,
-                reason,
-            ),
+            lambda conn: campaigns.pause_account(conn, account.limits.name, reason),
         )
         log.error("account refused; campaigns paused", extra={"account": account.limits.name})
         self.account_failure = f"account {account.limits.name}: {reason}"
@@ -492,8 +447,8 @@ class Dispatcher:
         early = {a.limits.name: a.limits.early_s for a in self.accounts}
         verdicts: dict[int, str | float] = {}
         async with self.pool.acquire() as conn:
-            for account, attempts in by_account.items():
-                verdicts |= await begin_dial(conn, account, attempts, early[account])
+            for account, ready in by_account.items():
+                verdicts |= await begin_dial(conn, account, ready, early[account])
         return [verdicts.get(item[1], VOID) for item in items]
 
     async def _flush_accept(self, items: list[tuple[int, str | None]]) -> list[None]:

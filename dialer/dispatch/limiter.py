@@ -1,14 +1,88 @@
 """The rate limiter's arithmetic, apart from the database that stores its state.
 
-A GCRA clock per account: request k of a batch has its slot `ahead + k * interval` seconds from
-now (`ahead` is how far the account's theoretical arrival time lies past now), and may leave at
-most `early` seconds before its slot. Pure functions, so the guarantee can be tested without a
-database: over any window of the provider's unit, no more requests leave than its figure.
+An account's limiter state is one row (db.accounts), loaded under a lock, changed here, stored.
+A GCRA clock: request k of a batch has its slot `ahead + k * interval` seconds from now (`ahead`
+is how far the account's theoretical arrival time `tat` lies past now), and may leave at most
+`early` seconds before its slot. A 429 pushes `tat` out (Retry-After, else an exponential
+backoff) and slows the paced rate by SLOWDOWN; 30 quiet seconds let it recover by RECOVERY per
+claim. Pure functions, so every guarantee is tested without a database (tests/dispatch): over
+any window of the provider's unit, no more requests leave than its figure.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+DERATE = 0.95  # aim under the provider's figure, so a provider counting calendar windows agrees
+SLOWDOWN = 0.8  # the paced rate after a 429 episode, as a factor of the one before
+RECOVERY = 1.05  # per claim once 429s have stopped for QUIET
+FLOOR = 0.2  # the paced rate never falls below this share of the aimed rate
+QUIET = timedelta(seconds=30)  # no 429 for this long: the rate recovers, the streak ends
+EPISODE = timedelta(seconds=1)  # 429s closer together than this are one episode
+BACKOFF_BASE_S = 1.0
+BACKOFF_CAP_S = 60.0
+RETRY_AFTER_CAP_S = 600.0  # a Retry-After beyond this is taken as this (a provider's typo)
+
+
+@dataclass(frozen=True)
+class AccountLimits:
+    """An account's limits as configured: the provider's figure and its channels."""
+
+    name: str
+    kind: str
+    rate_per_s: float  # as configured (the provider's figure)
+    window_s: float  # the unit the provider counts in (1 for N/s, 60 for N/min)
+    channels: int
+
+    @property
+    def aimed_rate_per_s(self) -> float:
+        """The rate the limiter paces at when no 429 slowed it: DERATE under the figure."""
+        return self.rate_per_s * DERATE
+
+    @property
+    def early_s(self) -> float:
+        """How far ahead of its slot a request may leave and still keep every window of the
+        provider's unit within its figure: the 5% headroom, with a margin for network jitter."""
+        return 0.5 * self.window_s * (1 / DERATE - 1)
+
+
+@dataclass(frozen=True)
+class LimiterState:
+    """An account's shared limiter row, as read at the database's `now`."""
+
+    aimed_rate_per_s: float
+    rate_factor: float
+    channels: int
+    tat: datetime
+    last_429_at: datetime | None
+    throttle_streak: int
+    now: datetime
+
+    @property
+    def paced_rate_per_s(self) -> float:
+        return self.aimed_rate_per_s * self.rate_factor
+
+    @property
+    def interval_s(self) -> float:
+        """Seconds between two request slots."""
+        return 1.0 / self.paced_rate_per_s
+
+    @property
+    def start(self) -> datetime:
+        """When the next request slot opens: `tat`, or now if the clock is idle."""
+        return max(self.tat, self.now)
+
+    @property
+    def ahead_s(self) -> float:
+        return (self.start - self.now).total_seconds()
+
+
+def slots_within(state: LimiterState, horizon_s: float) -> int:
+    """How many request slots open within the next `horizon_s` seconds."""
+    ahead = horizon_s - state.ahead_s
+    return math.floor(ahead / state.interval_s) + 1 if ahead >= 0 else 0
 
 
 def ready_slots(ahead_s: float, early_s: float, interval_s: float, waiting: int) -> int:
@@ -20,3 +94,66 @@ def ready_slots(ahead_s: float, early_s: float, interval_s: float, waiting: int)
     if waiting <= 0 or ahead_s > early_s:
         return 0
     return min(waiting, math.floor((early_s - ahead_s) / interval_s) + 1)
+
+
+def after_sends(state: LimiterState, sent: int) -> LimiterState:
+    """The clock once `sent` requests took the next slots."""
+    return replace(state, tat=state.start + timedelta(seconds=state.interval_s * sent))
+
+
+def wait_for_slot(state: LimiterState, position: int, early_s: float) -> float:
+    """Seconds until the request `position` slots from the next one may ask again (at least
+    1 ms): half of `early_s` before its slot, so it is ready when it asks."""
+    return max(0.001, state.ahead_s + position * state.interval_s - early_s / 2)
+
+
+def recovered(state: LimiterState) -> LimiterState:
+    """After a successful claim: once 429s stopped for QUIET, the rate creeps back up (never
+    past the aimed rate) and the streak of 429 episodes ends."""
+    quiet = state.last_429_at is None or state.last_429_at < state.now - QUIET
+    ended = state.last_429_at is not None and state.last_429_at < state.now - QUIET
+    return replace(
+        state,
+        rate_factor=min(1.0, state.rate_factor * RECOVERY) if quiet else state.rate_factor,
+        throttle_streak=0 if ended else state.throttle_streak,
+    )
+
+
+def backoff_s(state: LimiterState, retry_after_s: float | None, jitter: float) -> float:
+    """How long every worker on the account waits after a 429: the provider's Retry-After if it
+    gave one (capped), else an exponential backoff on the streak of 429 episodes, capped, of
+    which `jitter` (0..1) picks between half and all."""
+    if retry_after_s is not None:
+        return min(retry_after_s, RETRY_AFTER_CAP_S)
+    full = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** min(state.throttle_streak, 16))
+    return full * (0.5 + jitter * 0.5)
+
+
+def after_429(state: LimiterState, retry_after_s: float | None, jitter: float) -> LimiterState:
+    """A 429: the clock moves past the backoff, the rate slows (never below FLOOR), and a 429
+    more than EPISODE after the last one starts a new episode of the streak."""
+    new_episode = state.last_429_at is None or state.last_429_at < state.now - EPISODE
+    wait = timedelta(seconds=backoff_s(state, retry_after_s, jitter))
+    return replace(
+        state,
+        tat=max(state.tat, state.now + wait),
+        rate_factor=max(FLOOR, state.rate_factor * SLOWDOWN),
+        throttle_streak=state.throttle_streak + 1 if new_episode else state.throttle_streak,
+        last_429_at=state.now,
+    )
+
+
+def booked_lookup(state: LimiterState) -> tuple[LimiterState, float]:
+    """Book one non-dialing request (a status look-up) on the clock: the new state, and the
+    seconds to wait before sending it (until its slot)."""
+    return after_sends(state, 1), max(0.0, state.ahead_s)
+
+
+BREAKER_WINDOW = 50  # the circuit breaker judges the last N settled attempts
+BREAKER_MINIMUM = 20  # too few to judge below this
+
+
+def breaker_trips(settled: int, bad: int) -> bool:
+    """Whether a campaign must be paused: of its last BREAKER_WINDOW settled attempts (at least
+    BREAKER_MINIMUM), more than half failed or were rejected."""
+    return settled >= BREAKER_MINIMUM and bad * 2 > settled

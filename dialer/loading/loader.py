@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import csv
-import io
 import json
 import multiprocessing
 import os
@@ -27,6 +26,7 @@ from typing import IO
 import asyncpg
 
 from dialer.campaign_spec import CampaignFile, CampaignSpec
+from dialer.db import attempts, campaigns, loads
 from dialer.errors import ConflictError, InputError
 from dialer.loading.csv_source import CsvSource, UndecodableError
 from dialer.loading.rows import ChunkResult, ColumnPlan, prepare_chunk, worker_init
@@ -61,7 +61,7 @@ async def load_campaign(
         rejects_copy = files.enter_context(tempfile.TemporaryFile("w+", encoding="utf-8"))
         async with conn.transaction():
             campaign_id, action = await upsert_campaign(conn, spec)
-            await conn.execute(_STAGE_TABLES)
+            await loads.create_stage_tables(conn)
             for index, encoding in enumerate(encodings):
                 source = CsvSource.open(csv_path, encoding)
                 try:
@@ -90,37 +90,17 @@ async def load_campaign(
     return summary
 
 
-_STAGE_TABLES = """
-CREATE TEMP TABLE load_stage (
-    campaign_id bigint, row_no integer, phone_e164 text, name text, timezone text,
-    priority integer, fields jsonb
-) ON COMMIT DROP;
-CREATE TEMP TABLE load_reject_stage (row_no integer, raw jsonb, reason text) ON COMMIT DROP;
-"""
-
-
 async def upsert_campaign(conn: asyncpg.Connection, spec: CampaignSpec) -> tuple[int, str]:
     """Insert the campaign, or update its spec if it has never dialed; say which."""
     document = spec.to_json()
-    row = await conn.fetchrow(
-        "SELECT id, spec, status FROM campaigns WHERE name = $1 FOR UPDATE", spec.name
-    )
+    row = await campaigns.lock_by_name(conn, spec.name)
     if row is None:
-        campaign_id = await conn.fetchval(
-            "INSERT INTO campaigns (name, account, spec) VALUES ($1, $2, $3) RETURNING id",
-            spec.name,
-            spec.account,
-            document,
-        )
-        return campaign_id, "created"
+        return await campaigns.insert(conn, spec.name, spec.account, document), "created"
     if row["status"] == "canceled":
         raise ConflictError(f"campaign {spec.name} is canceled; load contacts into a new campaign")
     if row["spec"] == document:
         return row["id"], "unchanged"
-    dialed = await conn.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM attempts WHERE campaign_id = $1)", row["id"]
-    )
-    if dialed:
+    if await attempts.any_in_campaign(conn, row["id"]):
         changed = sorted(
             k for k in document.keys() | row["spec"].keys() if document.get(k) != row["spec"].get(k)
         )
@@ -128,12 +108,7 @@ async def upsert_campaign(conn: asyncpg.Connection, spec: CampaignSpec) -> tuple
             f"campaign {spec.name} has already dialed, so its file can no longer change"
             f" (changed: {', '.join(changed)}); restore the file or start a new campaign"
         )
-    await conn.execute(
-        "UPDATE campaigns SET spec = $2, account = $3, updated_at = now() WHERE id = $1",
-        row["id"],
-        document,
-        spec.account,
-    )
+    await campaigns.replace_spec(conn, row["id"], spec.account, document)
     return row["id"], "updated"
 
 
@@ -188,29 +163,19 @@ async def _stage(
             for phone, line in zip(result.phones, result.lines, strict=True):
                 (maybe if seen.add(phone) else new).append(line)
             if new:
-                await _copy_lines(conn, "contacts", new)
+                await loads.copy_contacts(conn, new, staged=False)
                 inserted += len(new)
             if maybe:
-                await _copy_lines(conn, "load_stage", maybe)
+                await loads.copy_contacts(conn, maybe, staged=True)
             if progress:
                 progress(source.bytes_read, source.size)
-    inserted += int((await conn.execute(_INSERT_REPEATS, campaign_id)).split()[-1])
-    summary.suppressed = int(
-        (await conn.execute(_SUPPRESS_DNC, campaign_id, newest_before)).split()[-1]
-    )
+    inserted += await loads.insert_staged(conn, campaign_id)
+    summary.suppressed = await loads.suppress_listed(conn, campaign_id, newest_before)
     summary.loaded = inserted - summary.suppressed
     summary.duplicates = summary.rows_read - summary.rejected - inserted
     summary.encoding, summary.delimiter = source.encoding, source.delimiter
     summary.rejects_by_reason = dict(reasons.most_common())
     return summary
-
-
-_COPY_COLUMNS = ["campaign_id", "row_no", "phone_e164", "name", "timezone", "priority", "fields"]
-
-
-async def _copy_lines(conn: asyncpg.Connection, table: str, lines: list[str]) -> None:
-    data = io.BytesIO("".join(lines).encode())
-    await conn.copy_to_table(table, source=data, columns=_COPY_COLUMNS, format="csv")
 
 
 async def _numbers_in_campaign(
@@ -222,15 +187,9 @@ async def _numbers_in_campaign(
     """
     seen = SeenNumbers()
     newest = 0
-    async with conn.transaction():
-        cursor = conn.cursor(
-            "SELECT id, phone_e164 FROM contacts WHERE campaign_id = $1",
-            campaign_id,
-            prefetch=10_000,
-        )
-        async for row in cursor:
-            seen.add(row["phone_e164"])
-            newest = max(newest, row["id"])
+    async for row in loads.numbers_in_campaign(conn, campaign_id):
+        seen.add(row["phone_e164"])
+        newest = max(newest, row["id"])
     return seen, newest
 
 
@@ -321,58 +280,22 @@ async def _finish(
     """Store the rejects; record the load if it changed anything."""
     rejects_copy.flush()
     rejects_copy.seek(0)
-    await conn.copy_to_table("load_reject_stage", source=rejects_copy.buffer, format="csv")
-    summary.new_rejects = int(
-        (await conn.execute(_INSERT_REJECTS, campaign_id, source.sha256)).split()[-1]
+    summary.new_rejects = await loads.store_rejects(
+        conn, campaign_id, source.sha256, rejects_copy.buffer
     )
-    previous = await conn.fetchval(
-        "SELECT min(loaded_at) FROM loads WHERE campaign_id = $1 AND sha256 = $2",
-        campaign_id,
-        source.sha256,
-    )
+    previous = await loads.first_loaded_at(conn, campaign_id, source.sha256)
     summary.previously_loaded_at = previous.isoformat(timespec="seconds") if previous else None
     if summary.changed:
-        await conn.execute(
-            """INSERT INTO loads (campaign_id, source, sha256, columns, rows_read, loaded,
-                                  duplicates, suppressed, rejected)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
-            campaign_id,
-            str(source.path),
-            source.sha256,
-            source.header,
+        counts = (
             summary.rows_read,
             summary.loaded,
             summary.duplicates,
             summary.suppressed,
             summary.rejected,
         )
-
-
-# Rows whose number may have been seen earlier in this load: the first row of each number wins,
-# and only if the number is not in the campaign yet.
-_INSERT_REPEATS = """
-INSERT INTO contacts (campaign_id, row_no, phone_e164, name, timezone, priority, fields)
-SELECT DISTINCT ON (s.phone_e164) $1::bigint, s.row_no, s.phone_e164, s.name, s.timezone,
-       s.priority, s.fields
-FROM load_stage s
-WHERE NOT EXISTS (
-    SELECT 1 FROM contacts c WHERE c.phone_e164 = s.phone_e164 AND c.campaign_id = $1
-)
-ORDER BY s.phone_e164, s.row_no
-"""
-
-# Numbers on the do-not-call list are loaded, but as `suppressed`: never dialed, still reported.
-_SUPPRESS_DNC = """
-UPDATE contacts c SET state = 'suppressed'
-FROM dnc d
-WHERE d.phone_e164 = c.phone_e164 AND c.campaign_id = $1 AND c.id > $2 AND c.state = 'pending'
-"""
-
-_INSERT_REJECTS = """
-INSERT INTO load_rejects (campaign_id, row_no, raw, reason, source_sha256)
-SELECT $1, row_no, raw, reason, $2 FROM load_reject_stage
-ON CONFLICT (campaign_id, source_sha256, row_no) DO NOTHING
-"""
+        await loads.record_load(
+            conn, campaign_id, str(source.path), source.sha256, source.header, counts
+        )
 
 
 class _temp_beside:

@@ -1,4 +1,4 @@
-"""When a silent call is due for a status look-up: the one schedule, as SQL over an attempt.
+"""When a silent call is due for a status look-up: the one schedule (read in SQL by db.attempts).
 
 A call that has gone quiet is asked about early, instead of holding its channel until ring
 timeout + maximum call length + grace (minutes) when its final callback was lost:
@@ -21,24 +21,6 @@ ANSWERED_QUIET = timedelta(seconds=30)  # an answered call talks this long befor
 BACKOFF_FIRST = timedelta(seconds=10)
 BACKOFF_CAP = timedelta(minutes=2)
 LOOKUP_SHARE = 0.25  # of the account's request rate, per reconciler round
-
-
-def after_event_sql(state: str, ring_s: str, talk_s: str) -> str:
-    """SQL for the next look-up time of an attempt that just reached `state` (SQL expressions
-    for the new state, its ring timeout and its maximum call length in seconds)."""
-    quiet = ANSWERED_QUIET.total_seconds()
-    grace = LOOKUP_GRACE.total_seconds()
-    return (
-        f"now() + make_interval(secs => CASE WHEN {state} = 'in-progress'"
-        f" THEN least({talk_s}, {quiet}) ELSE {ring_s} END + {grace})"
-    )
-
-
-def after_live_answer_sql(lookups: str) -> str:
-    """SQL for the next look-up time after the provider said the call is still live, given how
-    many look-ups it had."""
-    first, cap = BACKOFF_FIRST.total_seconds(), BACKOFF_CAP.total_seconds()
-    return f"now() + make_interval(secs => least({cap}, {first} * power(2, least({lookups}, 10))))"
 
 
 def lookups_per_round(rate_per_s: float, round_s: float) -> int:

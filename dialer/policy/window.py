@@ -113,27 +113,3 @@ class CallingRules:
             datetime.combine(when.astimezone(zone(name)).date(), self.end, tzinfo=zone(name))
             for name in self.zones(timezone)
         )
-
-
-def window_sql(zone: int, at: str = "now()") -> tuple[str, str]:
-    """(the FROM item, the condition) testing the window in SQL for contacts `c` at the instant
-    `at` (the database clock), with the parameters of `sql_parameters()` numbered from $`zone`
-    on. A contact's one or two zones ("WEST EAST") are both tested; one zone is tested twice,
-    at no real cost. The same reading as CallingRules.is_open (tests/policy checks they
-    agree)."""
-    tz = f"coalesce(c.timezone, ${zone})"
-    lateral = (
-        f"CROSS JOIN LATERAL (SELECT {at} AT TIME ZONE split_part({tz}, ' ', 1) AS lt,"
-        f" {at} AT TIME ZONE coalesce(nullif(split_part({tz}, ' ', 2), ''),"
-        f" split_part({tz}, ' ', 1)) AS lt2) w"
-    )
-    s, e, days, holidays, first, last = (f"${zone + i}" for i in range(1, 7))
-    tests = [
-        f"w.{lt}::time >= {s} AND w.{lt}::time < {e}"
-        f" AND extract(isodow FROM w.{lt})::int = ANY({days}::int[])"
-        f" AND NOT (w.{lt}::date = ANY({holidays}::date[]))"
-        f" AND ({first}::date IS NULL OR w.{lt}::date >= {first})"
-        f" AND ({last}::date IS NULL OR w.{lt}::date <= {last})"
-        for lt in ("lt", "lt2")
-    ]
-    return lateral, "(" + " AND ".join(tests) + ")"

@@ -49,7 +49,8 @@ async def test_a_contact_spanning_zones_is_dialed_only_when_all_are_open(
     from zoneinfo import ZoneInfo
 
     from dialer.campaigns import from_row
-    from dialer.dispatch.claim import AccountLimits, claim, register_account
+    from dialer.dispatch.claim import claim, register_account
+    from dialer.dispatch.limiter import AccountLimits
     from tests.processes import write_campaign
 
     hour = datetime.now(ZoneInfo("America/New_York")).hour

@@ -4,12 +4,30 @@ and network delays, no window of the provider's unit carries more requests than 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dialer.dispatch.claim import DERATE, AccountLimits
-from dialer.dispatch.limiter import ready_slots
+from dialer.dispatch.limiter import (
+    BACKOFF_CAP_S,
+    DERATE,
+    FLOOR,
+    QUIET,
+    RECOVERY,
+    RETRY_AFTER_CAP_S,
+    SLOWDOWN,
+    AccountLimits,
+    LimiterState,
+    after_429,
+    after_sends,
+    backoff_s,
+    booked_lookup,
+    breaker_trips,
+    ready_slots,
+    recovered,
+)
 
 
 @given(
@@ -71,3 +89,90 @@ def test_no_window_holds_more_than_the_figure(figure, factor, calls) -> None:
         in_window = sum(1 for t in sends[i:] if t < first + unit)
         assert in_window <= count, (in_window, count, unit)
     assert math.isfinite(tat)
+
+
+T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+
+
+def _state(limits: AccountLimits, **changes) -> LimiterState:
+    start = LimiterState(limits.aimed_rate_per_s, 1.0, limits.channels, T0, None, 0, T0)
+    return replace(start, **changes)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    figure=FIGURES,
+    events=st.lists(
+        st.tuples(
+            st.floats(0, 2),  # seconds since the previous event, x unit / 10
+            st.sampled_from(["send", "send", "send", "429"]),
+            st.integers(1, 40),  # requests waiting (send)
+            st.one_of(st.none(), st.floats(0, 30)),  # Retry-After (429)
+            st.floats(0, 1),  # jitter (429)
+        ),
+        min_size=1,
+        max_size=80,
+    ),
+)
+def test_through_429s_and_recovery_no_window_holds_more_than_the_figure(figure, events) -> None:
+    """The whole limiter, pure: sends take slots, 429s push the clock out and slow the rate,
+    claims let it recover; in no window of the provider's unit are there more requests than
+    its figure, and the paced rate stays between FLOOR and the aimed rate."""
+    count, unit = figure
+    limits = AccountLimits("a", "sim", count / unit, unit, 1)
+    state = _state(limits)
+    sends: list[datetime] = []
+    for gap, kind, waiting, retry_after, jitter in events:
+        state = replace(state, now=state.now + timedelta(seconds=gap * unit / 10))
+        if kind == "429":
+            state = after_429(state, retry_after, jitter)
+        else:
+            ready = ready_slots(state.ahead_s, limits.early_s, state.interval_s, waiting)
+            sends += [state.now] * ready
+            state = recovered(after_sends(state, ready))
+        assert FLOOR <= state.rate_factor <= 1.0
+        assert state.paced_rate_per_s <= limits.rate_per_s * DERATE + 1e-9
+    for i, first in enumerate(sends):
+        in_window = sum(1 for t in sends[i:] if t < first + timedelta(seconds=unit))
+        assert in_window <= count, (in_window, count, unit)
+
+
+def test_a_429_waits_retry_after_or_backs_off_and_one_burst_is_one_episode() -> None:
+    limits = AccountLimits("a", "exotel", 200 / 60, 60, 10)
+    state = _state(limits)
+    throttled = after_429(state, 5.0, jitter=0.0)
+    assert throttled.tat == T0 + timedelta(seconds=5)
+    assert throttled.rate_factor == SLOWDOWN and throttled.throttle_streak == 1
+    burst = after_429(replace(throttled, now=T0 + timedelta(seconds=0.5)), None, jitter=1.0)
+    assert burst.throttle_streak == 1  # within EPISODE of the last one: the same episode
+    later = after_429(replace(burst, now=T0 + timedelta(seconds=3)), None, jitter=1.0)
+    assert later.throttle_streak == 2
+    assert after_429(state, 10_000.0, 0.0).tat == T0 + timedelta(seconds=RETRY_AFTER_CAP_S)
+    long_streak = replace(state, throttle_streak=40)
+    assert backoff_s(long_streak, None, 1.0) == BACKOFF_CAP_S
+    assert backoff_s(long_streak, None, 0.0) == BACKOFF_CAP_S / 2
+
+
+def test_the_rate_recovers_only_after_quiet_and_never_past_the_aim() -> None:
+    limits = AccountLimits("a", "sim", 10, 1, 1)
+    slowed = replace(_state(limits), rate_factor=0.5, throttle_streak=3, last_429_at=T0)
+    soon = recovered(replace(slowed, now=T0 + QUIET / 2))
+    assert soon.rate_factor == 0.5 and soon.throttle_streak == 3
+    quiet = recovered(replace(slowed, now=T0 + QUIET * 2))
+    assert quiet.rate_factor == 0.5 * RECOVERY and quiet.throttle_streak == 0
+    assert recovered(_state(limits)).rate_factor == 1.0
+
+
+def test_a_lookup_books_one_slot_and_waits_for_it() -> None:
+    limits = AccountLimits("a", "sim", 10, 1, 1)
+    state = _state(limits, tat=T0 + timedelta(seconds=2))
+    booked, wait = booked_lookup(state)
+    assert wait == 2.0 and booked.tat == state.tat + timedelta(seconds=state.interval_s)
+    idle, wait = booked_lookup(_state(limits, tat=T0 - timedelta(hours=1)))
+    assert wait == 0.0 and idle.tat == T0 + timedelta(seconds=idle.interval_s)
+
+
+def test_the_breaker_judges_only_enough_attempts_and_trips_past_half() -> None:
+    assert not breaker_trips(settled=19, bad=19)
+    assert not breaker_trips(settled=20, bad=10)
+    assert breaker_trips(settled=20, bad=11)

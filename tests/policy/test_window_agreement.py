@@ -12,7 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dialer.policy.window import CallingRules, window_sql
+from dialer.db.due import window_sql
+from dialer.policy.window import CallingRules
 
 ZONES = [
     "UTC",

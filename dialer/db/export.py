@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 
 from dialer.errors import NotFoundError
-from dialer.spreadsheet import safe_cell, safe_cell_sql
+from dialer.spreadsheet import safe_cell
 
 RESULT_COLUMNS = {
     "dialer_phone_e164": "r.phone_e164",
@@ -33,6 +33,15 @@ RESULT_COLUMNS = {
     "dialer_next_attempt_at": "r.next_attempt_at",
 }
 OWN_COLUMNS = {"name": "r.name", "timezone": "r.timezone", "priority": "r.priority::text"}
+
+
+def safe_cell_sql(expression: str) -> str:
+    """spreadsheet.safe_cell's rule for a text expression in SQL (tests check they agree)."""
+    expression = f"({expression})"
+    return (
+        f"CASE WHEN {expression} ~ '^[-=+@\\t\\r]' AND {expression} !~ '^[+-]?[0-9]+([.][0-9]+)?$'"
+        f" THEN '''' || {expression} ELSE {expression} END"
+    )
 
 
 def identifier(name: str) -> str:

@@ -1,0 +1,431 @@
+"""The attempts table: every statement that creates, moves or reads an attempt at run time.
+
+Each change of state is a compare-and-set (its WHERE names the states it may leave, taken from
+policy.states.TRANSITIONS), so repeated, late or reordered events and processes racing can never
+move an attempt backwards or settle it twice. A statement returns what matched; the caller
+(dispatch.claim, settle, reconcile) decides what that means.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+import asyncpg
+
+from dialer.policy.lookups import ANSWERED_QUIET, BACKOFF_CAP, BACKOFF_FIRST, LOOKUP_GRACE
+from dialer.policy.states import LIVE, RANK, SENT, TRANSITIONS
+
+
+def after_event_sql(state: str, ring_s: str, talk_s: str) -> str:
+    """SQL for the next look-up time (policy.lookups) of an attempt that just reached `state`
+    (SQL expressions for the new state, its ring timeout and its maximum call length, s)."""
+    quiet = ANSWERED_QUIET.total_seconds()
+    grace = LOOKUP_GRACE.total_seconds()
+    return (
+        f"now() + make_interval(secs => CASE WHEN {state} = 'in-progress'"
+        f" THEN least({talk_s}, {quiet}) ELSE {ring_s} END + {grace})"
+    )
+
+
+def after_live_answer_sql(lookups: str) -> str:
+    """SQL for the next look-up time after the provider said the call is still live, given how
+    many look-ups it had (policy.lookups' backoff)."""
+    first, cap = BACKOFF_FIRST.total_seconds(), BACKOFF_CAP.total_seconds()
+    return f"now() + make_interval(secs => least({cap}, {first} * power(2, least({lookups}, 10))))"
+
+
+def next_lookup_sql(state: str) -> str:
+    """SQL: when an attempt that moves forward to `state` is looked up next; a row from before
+    look-ups were scheduled (no ring timeout kept) keeps its deadline."""
+    scheduled = after_event_sql(state, "a.ring_timeout_s", "a.max_duration_s")
+    return f"CASE WHEN a.ring_timeout_s IS NULL THEN a.settle_by ELSE {scheduled} END"
+
+
+RANK_SQL = "CASE a.state " + " ".join(f"WHEN '{s}' THEN {r}" for s, r in RANK.items()) + " END"
+
+
+# ---- claiming and sending --------------------------------------------------------------------
+
+
+async def live_slots(conn: asyncpg.Connection, account: str) -> list[asyncpg.Record]:
+    """(slot, state) of the account's live attempts: the channels they hold."""
+    return await conn.fetch(
+        "SELECT slot, state FROM attempts WHERE account = $1 AND state = ANY($2::text[])",
+        account,
+        list(LIVE),
+    )
+
+
+_RESERVE = """
+INSERT INTO attempts (contact_id, campaign_id, account, attempt_no, state, phone_e164, slot,
+                      lease_expires_at, dial_before)
+SELECT t.id, $2, $3,
+       coalesce((SELECT max(attempt_no) FROM attempts x WHERE x.contact_id = t.id), 0) + 1,
+       'reserved', c.phone_e164, t.slot,
+       least(now() + make_interval(secs => t.send_in) + $4::interval, t.dial_before),
+       t.dial_before
+FROM unnest($1::bigint[], $5::int[], $6::float8[], $7::timestamptz[])
+     WITH ORDINALITY AS t(id, slot, send_in, dial_before, n)
+JOIN contacts c ON c.id = t.id
+ORDER BY t.n
+RETURNING id, contact_id, attempt_no
+"""
+
+
+async def reserve(
+    conn: asyncpg.Connection,
+    campaign_id: int,
+    account: str,
+    contact_ids: list[int],
+    slots: list[int],
+    send_in_s: list[float],
+    dial_before: list[datetime],
+    lease: timedelta,
+) -> list[asyncpg.Record]:
+    """Insert one `reserved` attempt per contact, holding its channel slot, with a lease that
+    ends `lease` after its send time (never after its window closes); in the given order."""
+    return await conn.fetch(
+        _RESERVE, contact_ids, campaign_id, account, lease, slots, send_in_s, dial_before
+    )
+
+
+_BEGIN_DIAL = f"""
+UPDATE attempts a
+SET state = 'dialing', requested_at = now(), caller_id = t.caller,
+    send_by = now() + $4::interval, ring_timeout_s = t.ring, max_duration_s = t.talk,
+    settle_by = {after_event_sql("'dialing'", "t.ring", "t.talk")}, updated_at = now()
+FROM unnest($1::bigint[], $2::text[], $3::int[], $5::int[]) AS t(id, caller, ring, talk)
+WHERE a.id = t.id AND a.state = ANY($6::text[]) AND a.lease_expires_at > now()
+  AND (a.dial_before IS NULL OR a.dial_before > now())
+  AND EXISTS (SELECT 1 FROM campaigns k WHERE k.id = a.campaign_id AND k.status = 'active')
+RETURNING a.id
+"""
+
+
+async def begin_dialing(
+    conn: asyncpg.Connection, attempts: list[tuple[int, str, int, int]], send_window: timedelta
+) -> set[int]:
+    """Commit (attempt, caller id, ring timeout s, max duration s) as `dialing`, with its send
+    deadline and first look-up time, where its reservation still holds: its lease, its calling
+    window, its campaign `active`. Returns the ids that matched."""
+    rows = await conn.fetch(
+        _BEGIN_DIAL,
+        [a[0] for a in attempts],
+        [a[1] for a in attempts],
+        [a[2] for a in attempts],
+        send_window,
+        [a[3] for a in attempts],
+        list(TRANSITIONS["begin_dial"].sources),
+    )
+    return {r["id"] for r in rows}
+
+
+async def extend_leases(
+    conn: asyncpg.Connection, ids: list[int], wait_s: float, lease: timedelta
+) -> None:
+    """Keep these reservations alive while they wait `wait_s` for a request slot."""
+    await conn.execute(
+        """UPDATE attempts SET lease_expires_at = least(greatest(lease_expires_at,
+               now() + make_interval(secs => $2::float8) + $3::interval), dial_before)
+           WHERE id = ANY($1::bigint[]) AND state = 'reserved'""",
+        ids,
+        wait_s,
+        lease,
+    )
+
+
+async def note_request_ended(conn: asyncpg.Connection, attempt_id: int, error: str) -> None:
+    """The request ended without a call id (a 5xx, a timeout): nothing of it can leave now."""
+    await conn.execute(
+        "UPDATE attempts SET error = $2, request_done_at = now() WHERE id = $1",
+        attempt_id,
+        error,
+    )
+
+
+async def any_live(conn: asyncpg.Connection, campaign_ids: list[int]) -> bool:
+    return await conn.fetchval(
+        """SELECT EXISTS (SELECT 1 FROM attempts WHERE campaign_id = ANY($1::bigint[])
+                          AND state = ANY($2::text[]))""",
+        campaign_ids,
+        list(LIVE),
+    )
+
+
+async def any_in_campaign(conn: asyncpg.Connection, campaign_id: int) -> bool:
+    """Whether the campaign has ever dialed."""
+    return await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM attempts WHERE campaign_id = $1)", campaign_id
+    )
+
+
+async def recent_outcomes(
+    conn: asyncpg.Connection, campaign_id: int, window: int
+) -> tuple[int, int]:
+    """(settled, failed or rejected) among the campaign's last `window` settled attempts."""
+    row = await conn.fetchrow(
+        """SELECT count(*) AS settled,
+                  count(*) FILTER (WHERE outcome IN ('failed', 'rejected')) AS bad
+           FROM (SELECT outcome FROM attempts
+                 WHERE campaign_id = $1 AND outcome IS NOT NULL AND outcome <> 'not_dialed'
+                 ORDER BY ended_at DESC NULLS LAST LIMIT $2) recent""",
+        campaign_id,
+        window,
+    )
+    return row["settled"], row["bad"]
+
+
+# ---- settling ----------------------------------------------------------------------------------
+
+_CLOSE = """
+UPDATE attempts a
+SET state = CASE WHEN $9 AND a.answered_at IS NOT NULL THEN 'completed' ELSE $2 END,
+    outcome = CASE WHEN $9 AND a.answered_at IS NOT NULL THEN 'completed' ELSE $2 END,
+    slot = NULL,
+    error = CASE WHEN a.error IS NULL OR $3::text IS NULL
+                 THEN coalesce($3::text, a.error)
+                 ELSE a.error || '; ' || $3::text END,
+    duration_s = coalesce($4, a.duration_s), ended_at = coalesce($5, now()),
+    provider_call_id = coalesce(a.provider_call_id, $7),
+    answered_by = coalesce(a.answered_by, $8), cost = coalesce($10, a.cost),
+    cost_unit = coalesce($11, a.cost_unit), updated_at = now()
+FROM contacts c
+WHERE a.id = $1 AND a.state = ANY($6::text[]) AND c.id = a.contact_id
+RETURNING a.contact_id, a.campaign_id, a.attempt_no, a.phone_e164, now() AS now,
+          c.attempts, c.timezone, a.outcome, a.account
+"""
+
+
+async def close(
+    conn: asyncpg.Connection,
+    attempt_id: int,
+    outcome: str,
+    from_states: tuple[str, ...],
+    *,
+    error: str | None,
+    duration_s: int | None,
+    ended_at: datetime | None,
+    provider_call_id: str | None,
+    answered_by: str | None,
+    completed_if_answered: bool,
+    cost: Decimal | None,
+    cost_unit: str | None,
+) -> asyncpg.Record | None:
+    """Close the attempt with `outcome` if it is in one of `from_states`, freeing its channel
+    slot; the row (with its contact's attempts and zone) or None if it did not match."""
+    return await conn.fetchrow(
+        _CLOSE,
+        attempt_id,
+        outcome,
+        error,
+        duration_s,
+        ended_at,
+        list(from_states),
+        provider_call_id,
+        answered_by,
+        completed_if_answered,
+        cost,
+        cost_unit,
+    )
+
+
+_ADVANCE = f"""
+UPDATE attempts a
+SET state = $2, provider_call_id = coalesce(provider_call_id, $3),
+    settle_by = {next_lookup_sql("$2::text")},
+    accepted_at = coalesce(accepted_at, now()),
+    answered_at = CASE WHEN $2 = 'in-progress'
+                       THEN coalesce(answered_at, $4, now()) ELSE answered_at END,
+    answered_by = coalesce(answered_by, $5), updated_at = now()
+WHERE id = $1 AND state = ANY($6::text[])
+"""
+
+
+async def advance(
+    conn: asyncpg.Connection,
+    attempt_id: int,
+    state: str,
+    from_states: list[str],
+    *,
+    provider_call_id: str | None,
+    occurred_at: datetime | None,
+    answered_by: str | None,
+) -> None:
+    """Move a live attempt forward to `state` (from one of `from_states`, the lower ones)."""
+    await conn.execute(
+        _ADVANCE, attempt_id, state, provider_call_id, occurred_at, answered_by, from_states
+    )
+
+
+_REOPEN = """
+WITH target AS (
+    SELECT a.id, a.contact_id,
+           NOT EXISTS (SELECT 1 FROM attempts x
+                       WHERE x.contact_id = a.contact_id AND x.attempt_no > a.attempt_no) AS latest
+    FROM attempts a
+    WHERE a.id = $1 AND a.state = ANY($5::text[])
+      AND (a.provider_call_id IS NULL OR $3::text IS NULL OR a.provider_call_id = $3::text)
+    FOR UPDATE OF a
+), reopened AS (
+    UPDATE attempts a
+    SET state = $2, outcome = NULL, ended_at = NULL, reopened_at = now(),
+        provider_call_id = coalesce(a.provider_call_id, $3::text),
+        settle_by = now() + $4::interval, updated_at = now(),
+        error = concat_ws('; ', a.error, 're-opened: the provider reported the call')
+    FROM target t
+    WHERE a.id = t.id AND t.latest
+    RETURNING a.contact_id
+), withdrawn AS (
+    UPDATE contacts c SET state = 'dialing', updated_at = now()
+    FROM reopened r WHERE c.id = r.contact_id
+    RETURNING c.id
+)
+SELECT t.latest, (SELECT count(*) FROM withdrawn) AS withdrawn FROM target t
+"""
+
+
+async def reopen(
+    conn: asyncpg.Connection,
+    attempt_id: int,
+    state: str,
+    provider_call_id: str | None,
+    settle_in: timedelta,
+) -> asyncpg.Record | None:
+    """Re-open an attempt closed `unknown` (whose call id, if any, is this one) as `state`, and
+    its contact as `dialing`, unless the contact has a later attempt. None if not `unknown`;
+    else whether it was the latest (re-opened)."""
+    return await conn.fetchrow(
+        _REOPEN,
+        attempt_id,
+        state,
+        provider_call_id,
+        settle_in,
+        list(TRANSITIONS["reopen"].sources),
+    )
+
+
+async def correct_unknown(
+    conn: asyncpg.Connection,
+    attempt_id: int,
+    outcome: str,
+    provider_call_id: str | None,
+    duration_s: int | None,
+) -> None:
+    """Record on an attempt closed `unknown`, whose contact was dialed again, the outcome the
+    provider reported after all (its contact is not touched)."""
+    await conn.execute(
+        """UPDATE attempts
+           SET state = $2, outcome = $2, provider_call_id = coalesce(provider_call_id, $3),
+               duration_s = coalesce($4, duration_s), updated_at = now(),
+               error = concat_ws('; ', error, 'the provider reported ' || $2 || ' after this'
+                                 ' attempt was closed unknown and its contact was dialed again')
+           WHERE id = $1 AND state = ANY($5::text[])""",
+        attempt_id,
+        outcome,
+        provider_call_id,
+        duration_s,
+        list(TRANSITIONS["correct_unknown"].sources),
+    )
+
+
+async def look_up_now(conn: asyncpg.Connection, attempt_id: int) -> None:
+    """Make a sent attempt due for the reconciler's look-up at once."""
+    await conn.execute(
+        """UPDATE attempts SET settle_by = least(settle_by, now())
+           WHERE id = $1 AND state = ANY($2::text[])""",
+        attempt_id,
+        list(SENT),
+    )
+
+
+async def unknown_among(conn: asyncpg.Connection, ids: list[int], account: str) -> set[int]:
+    """Which of these attempts of the account are closed `unknown`."""
+    rows = await conn.fetch(
+        """SELECT id FROM attempts
+           WHERE id = ANY($1::bigint[]) AND account = $2 AND state = 'unknown'""",
+        ids,
+        account,
+    )
+    return {r["id"] for r in rows}
+
+
+async def record_accepted(
+    conn: asyncpg.Connection, accepted: list[tuple[int, str | None]]
+) -> list[asyncpg.Record]:
+    """Store the call ids of calls the provider took (`dialing` becomes `accepted`; a callback
+    may have moved it further already) and end their accounts' 429 streaks. Returns (id,
+    provider_call_id) of those closed `unknown` meanwhile."""
+    return await conn.fetch(
+        """WITH accepted AS (
+               UPDATE attempts a
+               SET state = CASE WHEN a.state = 'dialing' THEN 'accepted' ELSE a.state END,
+                   provider_call_id = coalesce(a.provider_call_id, t.call_id),
+                   accepted_at = coalesce(a.accepted_at, now()), updated_at = now()
+               FROM unnest($1::bigint[], $2::text[]) AS t(id, call_id)
+               WHERE a.id = t.id
+               RETURNING a.id, a.account, a.state, a.provider_call_id),
+           streaks AS (
+               UPDATE accounts SET throttle_streak = 0
+               WHERE name IN (SELECT account FROM accepted) AND throttle_streak > 0)
+           SELECT id, provider_call_id FROM accepted WHERE state = 'unknown'""",
+        [a[0] for a in accepted],
+        [a[1] for a in accepted],
+    )
+
+
+# ---- reconciling --------------------------------------------------------------------------------
+
+
+async def expired_reservations(conn: asyncpg.Connection, limit: int) -> list[int]:
+    """Reservations whose lease ended unsent."""
+    rows = await conn.fetch(
+        "SELECT id FROM attempts WHERE state = 'reserved' AND lease_expires_at < now() LIMIT $1",
+        limit,
+    )
+    return [r["id"] for r in rows]
+
+
+# Silent attempts, oldest deadline first. One `dialing` without a call id may still have its
+# request on the way until its send window and the client's timeout have passed, unless its
+# sender saw the request end (request_done_at): never before.
+_SILENT = """
+SELECT id, account, provider_call_id, phone_e164, requested_at FROM attempts
+WHERE state = ANY($2::text[]) AND settle_by < now()
+  AND (state <> 'dialing' OR provider_call_id IS NOT NULL OR request_done_at IS NOT NULL
+       OR coalesce(send_by, requested_at + $3::interval) + $4::interval < now())
+ORDER BY settle_by LIMIT $1
+"""
+
+
+async def silent(
+    conn: asyncpg.Connection, limit: int, send_window: timedelta, client_timeout: timedelta
+) -> list[asyncpg.Record]:
+    """Sent attempts past their look-up time whose request can no longer be on its way."""
+    return await conn.fetch(_SILENT, limit, list(SENT), send_window, client_timeout)
+
+
+async def claimed_call_ids(conn: asyncpg.Connection, account: str, ids: list[str]) -> set[str]:
+    """Which of these provider call ids an attempt of the account already has."""
+    rows = await conn.fetch(
+        "SELECT provider_call_id FROM attempts WHERE account = $1 AND provider_call_id = ANY($2)",
+        account,
+        ids,
+    )
+    return {r["provider_call_id"] for r in rows}
+
+
+async def look_up_again_in(conn: asyncpg.Connection, attempt_id: int, wait: timedelta) -> None:
+    await conn.execute(
+        "UPDATE attempts SET settle_by = now() + $2::interval WHERE id = $1", attempt_id, wait
+    )
+
+
+async def count_live_answer(conn: asyncpg.Connection, attempt_id: int) -> None:
+    """The provider says the call is still live: one more look-up, the next one backed off."""
+    await conn.execute(
+        f"""UPDATE attempts SET lookups = lookups + 1,
+               settle_by = {after_live_answer_sql("lookups")}
+            WHERE id = $1""",
+        attempt_id,
+    )

@@ -1,0 +1,126 @@
+"""The campaigns table: finding campaigns, and every change of their status.
+
+A campaign's status is read at each claim and in the send compare-and-set, so a change here
+takes effect for every process within a second.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+
+_ROW = "SELECT id, name, account, spec FROM campaigns"
+
+
+async def by_id(conn: asyncpg.Connection, campaign_id: int) -> asyncpg.Record | None:
+    """(id, name, account, spec) of the campaign, or None."""
+    return await conn.fetchrow(_ROW + " WHERE id = $1", campaign_id)
+
+
+async def by_name(conn: asyncpg.Connection, name: str) -> asyncpg.Record | None:
+    """(id, name, account, spec, status, status_reason) of the campaign, or None."""
+    return await conn.fetchrow(
+        "SELECT id, name, account, spec, status, status_reason FROM campaigns WHERE name = $1",
+        name,
+    )
+
+
+async def by_names(conn: asyncpg.Connection, names: list[str]) -> list[asyncpg.Record]:
+    return await conn.fetch(_ROW + " WHERE name = ANY($1::text[])", names)
+
+
+async def all_active(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    return await conn.fetch(_ROW + " WHERE status = 'active' ORDER BY id")
+
+
+async def exists(conn: asyncpg.Connection, name: str) -> bool:
+    return await conn.fetchval("SELECT EXISTS (SELECT 1 FROM campaigns WHERE name = $1)", name)
+
+
+async def status_of(conn: asyncpg.Connection, campaign_id: int) -> str | None:
+    return await conn.fetchval("SELECT status FROM campaigns WHERE id = $1", campaign_id)
+
+
+async def active_among(conn: asyncpg.Connection, ids: list[int]) -> set[int]:
+    """Which of these campaigns are `active` now."""
+    rows = await conn.fetch(
+        "SELECT id FROM campaigns WHERE id = ANY($1::bigint[]) AND status = 'active'", ids
+    )
+    return {r["id"] for r in rows}
+
+
+async def lock_by_name(conn: asyncpg.Connection, name: str) -> asyncpg.Record | None:
+    """(id, spec, status) of the campaign, row-locked until the transaction ends; or None."""
+    return await conn.fetchrow(
+        "SELECT id, spec, status FROM campaigns WHERE name = $1 FOR UPDATE", name
+    )
+
+
+async def insert(conn: asyncpg.Connection, name: str, account: str, spec: dict) -> int:
+    return await conn.fetchval(
+        "INSERT INTO campaigns (name, account, spec) VALUES ($1, $2, $3) RETURNING id",
+        name,
+        account,
+        spec,
+    )
+
+
+async def replace_spec(
+    conn: asyncpg.Connection, campaign_id: int, account: str, spec: dict
+) -> None:
+    await conn.execute(
+        "UPDATE campaigns SET spec = $2, account = $3, updated_at = now() WHERE id = $1",
+        campaign_id,
+        spec,
+        account,
+    )
+
+
+async def set_status(
+    conn: asyncpg.Connection, campaign_id: int, status: str, reason: str | None
+) -> None:
+    await conn.execute(
+        """UPDATE campaigns SET status = $2, status_reason = $3, updated_at = now()
+           WHERE id = $1""",
+        campaign_id,
+        status,
+        reason,
+    )
+
+
+async def pause_if_active(conn: asyncpg.Connection, campaign_id: int, reason: str) -> bool:
+    """Pause the campaign if it is `active`; whether it was."""
+    status = await conn.execute(
+        """UPDATE campaigns SET status = 'paused', status_reason = $2, updated_at = now()
+           WHERE id = $1 AND status = 'active'""",
+        campaign_id,
+        reason,
+    )
+    return status.endswith(" 1")
+
+
+async def pause_account(conn: asyncpg.Connection, account: str, reason: str) -> None:
+    """Pause every active campaign of the account."""
+    await conn.execute(
+        """UPDATE campaigns SET status = 'paused', status_reason = $2, updated_at = now()
+           WHERE account = $1 AND status = 'active'""",
+        account,
+        reason,
+    )
+
+
+async def complete_finished(conn: asyncpg.Connection, ids: list[int]) -> None:
+    """Mark `completed` those of these active campaigns that have no contact left to dial."""
+    await conn.execute(
+        """UPDATE campaigns k SET status = 'completed', updated_at = now()
+           WHERE k.id = ANY($1::bigint[]) AND k.status = 'active'
+             AND NOT EXISTS (SELECT 1 FROM contacts c WHERE c.campaign_id = k.id
+                             AND c.state IN ('pending', 'dialing'))""",
+        ids,
+    )
+
+
+async def delete(conn: asyncpg.Connection, campaign_id: int) -> None:
+    """Remove the campaign and its contacts (contacts have no foreign key: they go first)."""
+    async with conn.transaction():
+        await conn.execute("DELETE FROM contacts WHERE campaign_id = $1", campaign_id)
+        await conn.execute("DELETE FROM campaigns WHERE id = $1", campaign_id)

@@ -1,0 +1,195 @@
+"""The contacts table: who is due, who is being called, what comes next for each person.
+
+Every statement that reads or changes contacts at run time (loading aside: db.loads). "Due"
+is db.due's definition; a contact that has a live attempt is `dialing`, which no claim and no
+do-not-call change touches, so only the attempt's settle moves it on.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import asyncpg
+
+from dialer.db.due import NOT_LISTED, due_condition, verdict_sql
+from dialer.policy.due import FirstInLine
+from dialer.policy.states import LIVE
+from dialer.policy.window import CallingRules
+
+_DUE_LATERAL, _DUE = due_condition(3)
+_CANDIDATES = f"""
+SELECT c.id, c.phone_e164, c.fields, c.timezone
+FROM contacts c
+{_DUE_LATERAL}
+WHERE c.campaign_id = $1 AND {_DUE}
+ORDER BY c.priority DESC, c.attempts, c.next_attempt_at, c.id
+LIMIT $2
+FOR UPDATE OF c SKIP LOCKED
+"""
+
+
+async def lock_due(
+    conn: asyncpg.Connection, campaign_id: int, limit: int, rules: CallingRules
+) -> list[asyncpg.Record]:
+    """Up to `limit` due contacts of the campaign in its dialing order, row-locked (SKIP
+    LOCKED: another claim's contacts are not waited for)."""
+    return await conn.fetch(_CANDIDATES, campaign_id, limit, *rules.sql_parameters())
+
+
+async def lock_numbers(conn: asyncpg.Connection, ids: list[int], phones: list[str]) -> set[int]:
+    """Of these contacts, those whose number this transaction could lock (an advisory lock
+    per number: two claims never judge the same person at once)."""
+    rows = await conn.fetch(
+        """SELECT t.id FROM unnest($1::bigint[], $2::text[]) AS t(id, phone)
+           WHERE pg_try_advisory_xact_lock(hashtextextended(t.phone, 7))""",
+        ids,
+        phones,
+    )
+    return {r["id"] for r in rows}
+
+
+# Run after the numbers are locked, as a new statement: its snapshot sees every attempt that a
+# competing claim committed before we got the lock.
+_NUMBER_CHECKS = """
+SELECT t.id,
+       EXISTS (SELECT 1 FROM attempts a
+               WHERE a.phone_e164 = t.phone AND a.state = ANY($3::text[])) AS live_elsewhere,
+       (SELECT min(a.requested_at) FROM (
+            SELECT requested_at FROM attempts a
+            WHERE a.phone_e164 = t.phone AND a.requested_at > now() - interval '24 hours'
+              AND a.state <> 'not_dialed'
+            ORDER BY requested_at DESC LIMIT $4) a
+        HAVING count(*) >= $4) AS capped_since
+FROM unnest($1::bigint[], $2::text[]) AS t(id, phone)
+"""
+
+
+async def check_numbers(
+    conn: asyncpg.Connection, ids: list[int], phones: list[str], dial_cap: int
+) -> list[asyncpg.Record]:
+    """For each locked contact: is its number live in another attempt, and since when has it
+    had its `dial_cap` dials of the last 24 hours (NULL if it has not)."""
+    return await conn.fetch(_NUMBER_CHECKS, ids, phones, list(LIVE), dial_cap)
+
+
+async def postpone(conn: asyncpg.Connection, contact_id: int, until: datetime) -> None:
+    await conn.execute(
+        "UPDATE contacts SET next_attempt_at = $2, updated_at = now() WHERE id = $1",
+        contact_id,
+        until,
+    )
+
+
+async def mark_dialing(conn: asyncpg.Connection, ids: list[int]) -> None:
+    """These contacts have an attempt now: one more attempt each."""
+    await conn.execute(
+        """UPDATE contacts SET state = 'dialing', attempts = attempts + 1, updated_at = now()
+           WHERE id = ANY($1::bigint[])""",
+        ids,
+    )
+
+
+async def undo_attempt(conn: asyncpg.Connection, contact_id: int) -> None:
+    """Its attempt never reached the provider: it does not count, dial again when allowed."""
+    await conn.execute(
+        """UPDATE contacts SET state = 'pending', attempts = greatest(attempts - 1, 0),
+               updated_at = now()
+           WHERE id = $1 AND state = 'dialing'""",
+        contact_id,
+    )
+
+
+async def move_on(
+    conn: asyncpg.Connection,
+    contact_id: int,
+    state: str,
+    next_attempt_at: datetime | None,
+    outcome: str,
+) -> None:
+    """The contact's next step after its attempt settled with `outcome` (policy.retry)."""
+    await conn.execute(
+        """UPDATE contacts SET state = $2, next_attempt_at = $3, last_outcome = $4,
+               updated_at = now()
+           WHERE id = $1 AND state = 'dialing'""",
+        contact_id,
+        state,
+        next_attempt_at,
+        outcome,
+    )
+
+
+async def cancel_waiting(conn: asyncpg.Connection, campaign_id: int) -> int:
+    """Cancel the campaign's contacts still waiting to be dialed; how many."""
+    status = await conn.execute(
+        """UPDATE contacts SET state = 'canceled', updated_at = now()
+           WHERE campaign_id = $1 AND state = 'pending'""",
+        campaign_id,
+    )
+    return int(status.split()[-1])
+
+
+async def suppress_numbers(conn: asyncpg.Connection, numbers: list[str]) -> int:
+    """Suppress every waiting contact with one of these numbers, in any campaign; how many."""
+    status = await conn.execute(
+        """UPDATE contacts SET state = 'suppressed', updated_at = now()
+           WHERE phone_e164 = ANY($1::text[]) AND state = 'pending'""",
+        numbers,
+    )
+    return int(status.split()[-1])
+
+
+async def first_due_per_zone(
+    conn: asyncpg.Connection, campaign_ids: list[int]
+) -> list[FirstInLine]:
+    """Per campaign and zone, the pending contact not on the do-not-call list whose retry
+    delay ends first (policy.due.next_due says when it is due)."""
+    rows = await conn.fetch(
+        f"""SELECT DISTINCT ON (c.campaign_id, c.timezone)
+                   c.campaign_id, c.timezone, c.id, c.phone_e164, c.name, c.attempts,
+                   c.next_attempt_at
+            FROM contacts c
+            WHERE c.campaign_id = ANY($1::bigint[]) AND c.state = 'pending' AND {NOT_LISTED}
+            ORDER BY c.campaign_id, c.timezone, c.next_attempt_at NULLS FIRST,
+                     c.priority DESC, c.id""",
+        campaign_ids,
+    )
+    return [FirstInLine(*r.values()) for r in rows]
+
+
+async def any_unfinished(conn: asyncpg.Connection, campaign_ids: list[int]) -> bool:
+    """Whether any contact of these campaigns is still waiting or being dialed."""
+    return await conn.fetchval(
+        """SELECT EXISTS (SELECT 1 FROM contacts WHERE campaign_id = ANY($1::bigint[])
+                          AND state IN ('pending', 'dialing'))""",
+        campaign_ids,
+    )
+
+
+_VERDICT_LATERAL, _VERDICT = verdict_sql(2)
+_VERDICTS = f"""
+SELECT c.id, c.phone_e164, c.name, c.next_attempt_at, {_VERDICT} AS verdict
+FROM contacts c
+{_VERDICT_LATERAL}
+WHERE c.campaign_id = $1 AND c.state = 'pending'
+ORDER BY c.priority DESC, c.attempts, c.next_attempt_at, c.id
+"""
+
+
+async def pending_verdicts(
+    conn: asyncpg.Connection, campaign_id: int, rules: CallingRules
+) -> list[asyncpg.Record]:
+    """Every pending contact in dialing order, with why it is or is not due now."""
+    return await conn.fetch(_VERDICTS, campaign_id, *rules.sql_parameters())
+
+
+_COUNT_LATERAL, _COUNT_DUE = due_condition(2)
+
+
+async def count_due(conn: asyncpg.Connection, campaign_id: int, rules: CallingRules) -> int:
+    """How many of the campaign's contacts are due now."""
+    return await conn.fetchval(
+        f"SELECT count(*) FROM contacts c {_COUNT_LATERAL} WHERE c.campaign_id = $1"
+        f" AND {_COUNT_DUE}",
+        campaign_id,
+        *rules.sql_parameters(),
+    )

@@ -1,0 +1,68 @@
+"""What makes a contact due now: the one definition, as SQL over a contact `c`.
+
+A contact is due when every test of DUE holds, in this order of blame: it is `pending`, its
+number is not on the do-not-call list, its retry delay is over (`next_attempt_at`), and its
+calling window (days, hours, holidays, dates, in each of its zones) is open. The claim picks due
+contacts; the dry run names the first test each other contact fails; metrics count them. The
+daily dial cap and "live in another campaign" are judged by the claim after it locks the
+numbers (they need a fresh snapshot), and a contact they stop gets a `next_attempt_at`, so the
+retry test covers it afterwards. When the next contact becomes due is the Python reading of the
+same tests (policy.due.next_due, over contacts.first_due_per_zone).
+"""
+
+from __future__ import annotations
+
+
+def window_sql(zone: int, at: str = "now()") -> tuple[str, str]:
+    """(the FROM item, the condition) testing the window in SQL for contacts `c` at the instant
+    `at` (the database clock), with the parameters of CallingRules.sql_parameters() numbered
+    from $`zone` on. A contact's one or two zones ("WEST EAST") are both tested; one zone is
+    tested twice, at no real cost. The same reading as CallingRules.is_open (tests/policy
+    checks that they agree)."""
+    tz = f"coalesce(c.timezone, ${zone})"
+    lateral = (
+        f"CROSS JOIN LATERAL (SELECT {at} AT TIME ZONE split_part({tz}, ' ', 1) AS lt,"
+        f" {at} AT TIME ZONE coalesce(nullif(split_part({tz}, ' ', 2), ''),"
+        f" split_part({tz}, ' ', 1)) AS lt2) w"
+    )
+    s, e, days, holidays, first, last = (f"${zone + i}" for i in range(1, 7))
+    tests = [
+        f"w.{lt}::time >= {s} AND w.{lt}::time < {e}"
+        f" AND extract(isodow FROM w.{lt})::int = ANY({days}::int[])"
+        f" AND NOT (w.{lt}::date = ANY({holidays}::date[]))"
+        f" AND ({first}::date IS NULL OR w.{lt}::date >= {first})"
+        f" AND ({last}::date IS NULL OR w.{lt}::date <= {last})"
+        for lt in ("lt", "lt2")
+    ]
+    return lateral, "(" + " AND ".join(tests) + ")"
+
+
+PENDING = "c.state = 'pending'"
+NOT_LISTED = "NOT EXISTS (SELECT 1 FROM dnc d WHERE d.phone_e164 = c.phone_e164)"
+RETRY_OVER = "(c.next_attempt_at IS NULL OR c.next_attempt_at <= now())"
+VERDICT_DUE = "due now"
+
+
+def due_tests(window_param: int) -> tuple[str, list[tuple[str, str]]]:
+    """(the FROM item the window needs, [(what failing it is called, its SQL test)]), the
+    window's parameters numbered from $`window_param`. Every reader of "due" builds on this."""
+    lateral, in_window = window_sql(window_param)
+    return lateral, [
+        ("not pending", PENDING),
+        ("do-not-call", NOT_LISTED),
+        ("retry delay", RETRY_OVER),
+        ("outside calling window", in_window),
+    ]
+
+
+def due_condition(window_param: int) -> tuple[str, str]:
+    """(the FROM item, the condition that a contact is due now)."""
+    lateral, tests = due_tests(window_param)
+    return lateral, " AND ".join(test for _, test in tests)
+
+
+def verdict_sql(window_param: int) -> tuple[str, str]:
+    """(the FROM item, a CASE naming the first test a contact fails, else VERDICT_DUE)."""
+    lateral, tests = due_tests(window_param)
+    cases = " ".join(f"WHEN NOT {test} THEN '{name}'" for name, test in tests)
+    return lateral, f"CASE {cases} ELSE '{VERDICT_DUE}' END"

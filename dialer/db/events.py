@@ -1,0 +1,205 @@
+"""The call_events table: every provider event kept once, and judged to its attempt.
+
+An event is stored before anything else is done with it, under its dedupe key, so a repeat is
+recognised and a fact is never lost. Which attempt it belongs to is judged in SQL (_JUDGE),
+the same way for one event and for a batch.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import asyncpg
+
+from dialer.db.attempts import RANK_SQL, next_lookup_sql
+from dialer.policy.states import LIVE, RANK, SENT
+
+# Which attempt an event belongs to, for rows of `input` (attempt_id named in the URL or the
+# payload, call_id, held, problem) of account $ACCOUNT: the named attempt if it is this
+# account's and the call id is neither another attempt's nor different from its own; with no
+# attempt named, the one with this call id. A named attempt that fails the test is
+# `misrouted`: the event is stored against it, held, and never settles it.
+_JUDGE = """
+judged AS (
+    SELECT i.*, n.id AS named,
+           CASE WHEN i.attempt_id IS NULL THEN b.id
+                WHEN n.id IS NULL THEN NULL
+                WHEN b.id IS NOT NULL AND b.id <> n.id THEN NULL
+                WHEN n.provider_call_id IS NOT NULL AND i.call_id IS NOT NULL
+                     AND n.provider_call_id <> i.call_id THEN NULL
+                ELSE n.id END AS known
+    FROM input i
+    LEFT JOIN attempts n ON n.account = $ACCOUNT AND n.id = i.attempt_id
+    LEFT JOIN LATERAL (
+        SELECT x.id FROM attempts x
+        WHERE i.call_id IS NOT NULL AND x.account = $ACCOUNT AND x.provider_call_id = i.call_id
+        ORDER BY x.id LIMIT 1) b ON true
+), placed AS (
+    SELECT j.*, coalesce(j.known, j.named) AS stored_for,
+           j.held OR (j.named IS NOT NULL AND j.known IS NULL) AS keep_held,
+           CASE WHEN j.named IS NOT NULL AND j.known IS NULL
+                THEN concat_ws('; ', j.problem,
+                               'call id ' || j.call_id || ' is not this attempt''s')
+                ELSE j.problem END AS why
+    FROM judged j
+)"""
+
+# Held events get a key of their own, so that a correct delivery of the same event later (or
+# to the right attempt) is still stored and applied.
+_HELD_KEY = (
+    "CASE WHEN p.keep_held THEN 'held:' || coalesce(p.attempt_id::text, '-') || ':' ||"
+    " p.dedupe_key ELSE p.dedupe_key END"
+)
+
+_STORE = f"""
+WITH input AS (
+    SELECT $1::bigint AS attempt_id, $3::text AS call_id, $6::text AS dedupe_key,
+           $8::boolean AS held, $9::text AS problem
+), {_JUDGE.replace("$ACCOUNT", "$2")}, stored AS (
+    INSERT INTO call_events (attempt_id, account, provider_call_id, status, sequence,
+                             dedupe_key, payload, held, problem)
+    SELECT p.stored_for, $2, $3, $4, $5, {_HELD_KEY}, $7, p.keep_held, p.why FROM placed p
+    ON CONFLICT (account, dedupe_key) DO NOTHING
+    RETURNING attempt_id, held
+)
+SELECT (SELECT count(*) FROM stored) > 0 AS stored, (SELECT attempt_id FROM stored) AS attempt_id,
+       coalesce((SELECT held FROM stored), false) AS held
+"""
+
+
+async def store(
+    conn: asyncpg.Connection,
+    account: str,
+    attempt_id: int | None,
+    *,
+    provider_call_id: str | None,
+    status: str,
+    sequence: int | None,
+    dedupe_key: str,
+    payload: dict,
+    held: bool,
+    problem: str | None,
+) -> asyncpg.Record:
+    """Keep one event (once per dedupe key): (stored, the attempt it was judged to, held)."""
+    return await conn.fetchrow(
+        _STORE,
+        attempt_id,
+        account,
+        provider_call_id,
+        status,
+        sequence,
+        dedupe_key,
+        payload,
+        held,
+        problem,
+    )
+
+
+# Many non-final events in one statement (one round trip for a whole batch of callbacks): store
+# each once; per attempt, the highest-ranked new event moves it forward, never back.
+_PROGRESS_BATCH = f"""
+WITH input AS (
+    SELECT t.*, false AS held, NULL::text AS problem
+    FROM unnest($1::bigint[], $2::text[], $3::text[], $4::int[], $5::text[],
+                $6::jsonb[], $7::timestamptz[], $8::text[], $9::int[])
+        AS t(attempt_id, call_id, status, sequence, dedupe_key, payload, occurred_at,
+             answered_by, rank)
+), {_JUDGE.replace("$ACCOUNT", "$10")}, stored AS (
+    INSERT INTO call_events (attempt_id, account, provider_call_id, status, sequence,
+                             dedupe_key, payload, held, problem)
+    SELECT p.stored_for, $10, p.call_id, p.status, p.sequence, {_HELD_KEY}, p.payload,
+           p.keep_held, p.why
+    FROM placed p
+    ON CONFLICT (account, dedupe_key) DO NOTHING
+    RETURNING dedupe_key
+), best AS (
+    SELECT DISTINCT ON (p.known) p.*
+    FROM placed p JOIN stored s ON s.dedupe_key = p.dedupe_key
+    WHERE p.known IS NOT NULL AND NOT p.keep_held
+    ORDER BY p.known, p.rank DESC
+), moved AS (
+    UPDATE attempts a
+    SET state = best.status, provider_call_id = coalesce(a.provider_call_id, best.call_id),
+        settle_by = {next_lookup_sql("best.status")},
+        accepted_at = coalesce(a.accepted_at, now()),
+        answered_at = CASE WHEN best.status = 'in-progress'
+                           THEN coalesce(a.answered_at, best.occurred_at, now())
+                           ELSE a.answered_at END,
+        answered_by = coalesce(a.answered_by, best.answered_by), updated_at = now()
+    FROM best
+    WHERE a.id = best.known AND a.state = ANY($11::text[]) AND {RANK_SQL} < best.rank
+    RETURNING a.id
+)
+SELECT p.dedupe_key FROM placed p WHERE {_HELD_KEY} IN (SELECT dedupe_key FROM stored)
+"""
+
+
+async def store_and_advance(
+    conn: asyncpg.Connection,
+    account: str,
+    attempt_ids: list[int | None],
+    *,
+    call_ids: list[str | None],
+    statuses: list[str],
+    sequences: list[int | None],
+    dedupe_keys: list[str],
+    payloads: list[dict],
+    occurred_at: list[datetime | None],
+    answered_by: list[str | None],
+) -> set[str]:
+    """Keep many non-final events of one account, and move each live attempt forward to the
+    highest of its new ones; returns the dedupe keys that were new."""
+    rows = await conn.fetch(
+        _PROGRESS_BATCH,
+        attempt_ids,
+        call_ids,
+        statuses,
+        sequences,
+        dedupe_keys,
+        payloads,
+        occurred_at,
+        answered_by,
+        [RANK[s] for s in statuses],
+        account,
+        list(LIVE),
+    )
+    return {r["dedupe_key"] for r in rows}
+
+
+async def orphan_finals(conn: asyncpg.Connection, limit: int) -> list[asyncpg.Record]:
+    """Events stored without an attempt (they came before its call id was recorded) whose
+    attempt, still live, now has that call id: (id, status, attempt_id)."""
+    return await conn.fetch(
+        """SELECT e.id, e.status, a.id AS attempt_id
+           FROM call_events e
+           JOIN attempts a ON a.account = e.account AND a.provider_call_id = e.provider_call_id
+           WHERE e.attempt_id IS NULL AND e.provider_call_id IS NOT NULL AND NOT e.held
+             AND a.state = ANY($2::text[])
+           LIMIT $1""",
+        limit,
+        list(SENT),
+    )
+
+
+async def attach(conn: asyncpg.Connection, event_id: int, attempt_id: int) -> None:
+    await conn.execute("UPDATE call_events SET attempt_id = $2 WHERE id = $1", event_id, attempt_id)
+
+
+async def unattached_since(
+    conn: asyncpg.Connection,
+    account: str,
+    since: datetime,
+    after_id: int,
+    provider_call_id: str | None,
+) -> list[asyncpg.Record]:
+    """The account's events of no attempt (a `dialer call-test` call) received since `since`,
+    after event `after_id`, of the call if its id is known; oldest first."""
+    return await conn.fetch(
+        """SELECT id, provider_call_id, status, received_at, payload FROM call_events
+           WHERE account = $1 AND attempt_id IS NULL AND received_at >= $2 AND id > $3
+             AND ($4::text IS NULL OR provider_call_id = $4) ORDER BY id""",
+        account,
+        since,
+        after_id,
+        provider_call_id,
+    )

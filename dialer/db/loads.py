@@ -1,0 +1,130 @@
+"""Loading contacts: the staging tables, COPY into contacts, repeats, rejects, the loads log.
+
+Everything here runs inside the loader's one transaction (loading.loader), which holds the
+campaign row's lock: no other load adds numbers to the campaign until it commits.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import IO
+
+import asyncpg
+
+_STAGE_TABLES = """
+CREATE TEMP TABLE load_stage (
+    campaign_id bigint, row_no integer, phone_e164 text, name text, timezone text,
+    priority integer, fields jsonb
+) ON COMMIT DROP;
+CREATE TEMP TABLE load_reject_stage (row_no integer, raw jsonb, reason text) ON COMMIT DROP;
+"""
+
+CONTACT_COLUMNS = ["campaign_id", "row_no", "phone_e164", "name", "timezone", "priority", "fields"]
+
+
+async def create_stage_tables(conn: asyncpg.Connection) -> None:
+    """`load_stage` (rows that may repeat a number) and `load_reject_stage`, dropped at commit."""
+    await conn.execute(_STAGE_TABLES)
+
+
+async def copy_contacts(conn: asyncpg.Connection, lines: list[str], *, staged: bool) -> None:
+    """COPY CSV lines of CONTACT_COLUMNS into `contacts`, or into `load_stage` if `staged`."""
+    data = io.BytesIO("".join(lines).encode())
+    table = "load_stage" if staged else "contacts"
+    await conn.copy_to_table(table, source=data, columns=CONTACT_COLUMNS, format="csv")
+
+
+async def numbers_in_campaign(
+    conn: asyncpg.Connection, campaign_id: int
+) -> AsyncIterator[asyncpg.Record]:
+    """(id, phone_e164) of every contact of the campaign, streamed."""
+    async with conn.transaction():
+        cursor = conn.cursor(
+            "SELECT id, phone_e164 FROM contacts WHERE campaign_id = $1",
+            campaign_id,
+            prefetch=10_000,
+        )
+        async for row in cursor:
+            yield row
+
+
+# Rows whose number may have been seen earlier in this load: the first row of each number wins,
+# and only if the number is not in the campaign yet.
+_INSERT_REPEATS = """
+INSERT INTO contacts (campaign_id, row_no, phone_e164, name, timezone, priority, fields)
+SELECT DISTINCT ON (s.phone_e164) $1::bigint, s.row_no, s.phone_e164, s.name, s.timezone,
+       s.priority, s.fields
+FROM load_stage s
+WHERE NOT EXISTS (
+    SELECT 1 FROM contacts c WHERE c.phone_e164 = s.phone_e164 AND c.campaign_id = $1
+)
+ORDER BY s.phone_e164, s.row_no
+"""
+
+
+async def insert_staged(conn: asyncpg.Connection, campaign_id: int) -> int:
+    """Insert the staged rows whose number the campaign does not have; how many."""
+    return int((await conn.execute(_INSERT_REPEATS, campaign_id)).split()[-1])
+
+
+# Numbers on the do-not-call list are loaded, but as `suppressed`: never dialed, still reported.
+_SUPPRESS_DNC = """
+UPDATE contacts c SET state = 'suppressed'
+FROM dnc d
+WHERE d.phone_e164 = c.phone_e164 AND c.campaign_id = $1 AND c.id > $2 AND c.state = 'pending'
+"""
+
+
+async def suppress_listed(conn: asyncpg.Connection, campaign_id: int, after_id: int) -> int:
+    """Suppress the contacts this load added (ids past `after_id`) whose number is listed."""
+    return int((await conn.execute(_SUPPRESS_DNC, campaign_id, after_id)).split()[-1])
+
+
+_INSERT_REJECTS = """
+INSERT INTO load_rejects (campaign_id, row_no, raw, reason, source_sha256)
+SELECT $1, row_no, raw, reason, $2 FROM load_reject_stage
+ON CONFLICT (campaign_id, source_sha256, row_no) DO NOTHING
+"""
+
+
+async def store_rejects(
+    conn: asyncpg.Connection, campaign_id: int, sha256: str, csv_rows: IO[bytes]
+) -> int:
+    """COPY the rejected rows (CSV: row_no, raw JSON, reason) and keep those not kept before
+    for this file; how many were new."""
+    await conn.copy_to_table("load_reject_stage", source=csv_rows, format="csv")
+    return int((await conn.execute(_INSERT_REJECTS, campaign_id, sha256)).split()[-1])
+
+
+async def first_loaded_at(
+    conn: asyncpg.Connection, campaign_id: int, sha256: str
+) -> datetime | None:
+    """When this file (by its SHA-256) was first loaded into the campaign, if it was."""
+    return await conn.fetchval(
+        "SELECT min(loaded_at) FROM loads WHERE campaign_id = $1 AND sha256 = $2",
+        campaign_id,
+        sha256,
+    )
+
+
+async def record_load(
+    conn: asyncpg.Connection,
+    campaign_id: int,
+    source: str,
+    sha256: str,
+    columns: list[str],
+    counts: tuple[int, int, int, int, int],
+) -> None:
+    """Log one load: (rows read, loaded, duplicates, suppressed, rejected)."""
+    await conn.execute(
+        """INSERT INTO loads (campaign_id, source, sha256, columns, rows_read, loaded,
+                              duplicates, suppressed, rejected)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
+        campaign_id,
+        source,
+        sha256,
+        columns,
+        *counts,
+    )

@@ -1,0 +1,107 @@
+"""Reading results and shared state for people: the reporting views, gauges, the dashboard.
+
+Read-only. The views themselves are created by the migrations (their columns: sql/README.md);
+"due" and "next due" come from db.due and policy.due, like everywhere else.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import asyncpg
+
+from dialer.policy.states import LIVE
+
+# view name -> (SQL view, its time column for --since, how its rows are ordered)
+VIEWS = {
+    "summary": ("campaign_summary", None, "campaign_id"),
+    "contacts": ("contact_results", "last_attempt_at", "campaign_id, row_no"),
+    "attempts": ("attempt_log", "requested_at", "attempt_id"),
+    "hourly": ("hourly_outcomes", "hour", "campaign_id, hour, outcome"),
+    "usage": ("account_usage", "minute", "account, minute"),
+}
+
+
+async def view_rows(
+    conn: asyncpg.Connection, view: str, campaign: str | None, since: datetime | None
+) -> list[asyncpg.Record]:
+    """The rows of one of VIEWS, of `campaign` (its account's, for usage) if given, from
+    `since` on if given (local hours of each campaign's zone, for hourly)."""
+    table, time_column, order = VIEWS[view]
+    where, args = ["TRUE"], []
+    if campaign:
+        args.append(campaign)
+        where.append(
+            f"account = (SELECT account FROM campaigns WHERE name = ${len(args)})"
+            if view == "usage"
+            else f"campaign = ${len(args)}"
+        )
+    if since is not None:
+        args.append(since)
+        since_sql = f"${len(args)}::timestamptz"
+        if view == "hourly":
+            since_sql = f"date_trunc('hour', {since_sql} AT TIME ZONE timezone)"
+        where.append(f"{time_column} >= {since_sql}")
+    sql = f"SELECT * FROM {table} WHERE {' AND '.join(where)} ORDER BY {order}"
+    return await conn.fetch(sql, *args)
+
+
+async def campaign_list(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        """SELECT campaign, account, status, contacts, pending, done, exhausted, failed,
+                  suppressed, attempts, answer_rate
+           FROM campaign_summary ORDER BY campaign_id"""
+    )
+
+
+async def campaign_summary(conn: asyncpg.Connection, campaign_id: int) -> asyncpg.Record | None:
+    return await conn.fetchrow("SELECT * FROM campaign_summary WHERE campaign_id = $1", campaign_id)
+
+
+async def account_gauges(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    """Per account: channels, channels held by live attempts, configured and paced rates."""
+    return await conn.fetch(
+        """SELECT x.name, x.channels, x.configured_rate_per_s, x.paced_rate_per_s,
+                  (SELECT count(*) FROM attempts a WHERE a.account = x.name
+                   AND a.state = ANY($1::text[])) AS in_use
+           FROM accounts x""",
+        list(LIVE),
+    )
+
+
+_DASHBOARD = """
+SELECT k.id, k.name, k.account, k.spec, s.status, s.status_reason, s.contacts, s.pending,
+       s.dialing, s.done, s.exhausted, s.failed, s.suppressed, s.canceled, s.attempts,
+       s.completed, s.busy, s.no_answer, s.call_failed, s.call_canceled, s.rejected, s.unknown,
+       s.in_flight, s.answer_rate, x.channels AS channel_limit,
+       x.configured_rate_per_s AS rate_limit, x.paced_rate_per_s AS rate_paced,
+       (SELECT count(*) FROM attempts a WHERE a.account = k.account
+        AND a.state = ANY($1::text[])) AS channels_in_use,
+       (SELECT count(*) / 60.0 FROM attempts a WHERE a.account = k.account
+        AND a.requested_at > now() - interval '60 seconds') AS rate_now,
+       now() AS now
+FROM campaigns k
+JOIN campaign_summary s ON s.campaign_id = k.id
+LEFT JOIN accounts x ON x.name = k.account
+ORDER BY k.status = 'active' DESC, k.id DESC
+"""
+
+
+async def dashboard_rows(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    """Every campaign with its summary and its account's channels and rates."""
+    return await conn.fetch(_DASHBOARD, list(LIVE))
+
+
+async def demo_progress(conn: asyncpg.Connection, campaign_id: int) -> asyncpg.Record:
+    """The campaign's attempts so far, by outcome, and those sent in the last 5 seconds."""
+    return await conn.fetchrow(
+        """SELECT count(*) FILTER (WHERE state <> 'not_dialed') AS dialed,
+                  count(*) FILTER (WHERE outcome IS NULL) AS in_flight,
+                  count(*) FILTER (WHERE outcome = 'completed') AS completed,
+                  count(*) FILTER (WHERE outcome = 'busy') AS busy,
+                  count(*) FILTER (WHERE outcome = 'no-answer') AS no_answer,
+                  count(*) FILTER (WHERE outcome = 'failed') AS failed,
+                  count(*) FILTER (WHERE requested_at > now() - interval '5 seconds') AS recent
+           FROM attempts WHERE campaign_id = $1""",
+        campaign_id,
+    )
