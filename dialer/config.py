@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Literal
 
 from pydantic import (
     AnyHttpUrl,
@@ -17,13 +16,13 @@ from pydantic import (
     Field,
     SecretStr,
     field_validator,
-    model_validator,
 )
 
 from dialer import redaction
 from dialer.campaign_spec import ACCOUNT_NAME
-from dialer.durations import Rate, parse_duration, parse_rate
+from dialer.durations import parse_duration
 from dialer.errors import ConfigError
+from dialer.providers.registry import Account
 from dialer.tomlfile import interpolate_env, read_toml, validate
 
 DEFAULT_CONFIG_NAME = "dialer.toml"
@@ -31,113 +30,6 @@ DEFAULT_CONFIG_NAME = "dialer.toml"
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class _AccountBase(_Strict):
-    base_url: AnyHttpUrl
-    rate: str = Field(description="requests allowed by the provider, e.g. '200/min'")
-    channels: int = Field(gt=0, le=10_000, description="simultaneous calls the account may hold")
-
-    @field_validator("rate")
-    @classmethod
-    def _rate_is_valid(cls, value: str) -> str:
-        parse_rate(value)
-        return value
-
-    @property
-    def parsed_rate(self) -> Rate:
-        return parse_rate(self.rate)
-
-
-class SimAccount(_AccountBase):
-    kind: Literal["sim"]
-    secret: SecretStr
-
-
-class ExotelAccount(_AccountBase):
-    kind: Literal["exotel"]
-    sid: str
-    api_key: SecretStr
-    api_token: SecretStr
-    number_format: Literal["e164", "national0"] = "e164"
-
-
-class TelecmiAccount(_AccountBase):
-    kind: Literal["telecmi"]
-    appid: str = Field(pattern=r"^[0-9]+$")
-    secret: SecretStr
-    # make_call lives on piopiy.telecmi.com (base_url), the CDR list APIs used to reconcile
-    # silent calls on rest.telecmi.com.
-    reports_url: AnyHttpUrl = Field(
-        default="https://rest.telecmi.com", description="host of the CDR list APIs"
-    )
-
-
-class TelecmiClick2CallAccount(_AccountBase):
-    kind: Literal["telecmi-click2call"]
-    user_id: str = Field(pattern=r"^[0-9]+_[0-9]+$", description="agent id, e.g. 101_1111112")
-    secret: SecretStr
-    # Where the agent's leg rings: the WebRTC softphone, or (followme) their mobile. TeleCMI
-    # refuses both on or both off.
-    webrtc: bool = True
-    followme: bool = False
-    reports_url: AnyHttpUrl = Field(
-        default="https://rest.telecmi.com", description="host of the CDR list APIs"
-    )
-
-    @model_validator(mode="after")
-    def _one_agent_device(self) -> TelecmiClick2CallAccount:
-        if self.webrtc == self.followme:
-            raise ValueError("set exactly one of webrtc and followme to true")
-        return self
-
-
-class TwilioAccount(_AccountBase):
-    """Twilio, and the same API elsewhere: SignalWire (`/api/laml/2010-04-01`), Restcomm
-    (`/restcomm/2012-04-24`), TeleAPI (`/call/2012-04-24`)."""
-
-    kind: Literal["twilio"]
-    account_sid: str
-    auth_token: SecretStr
-    path_prefix: str = Field(default="/2010-04-01", pattern=r"^/[A-Za-z0-9._/-]*[A-Za-z0-9]$")
-    # How StatusCallbackEvent lists several events: Twilio repeats the key, Restcomm's docs say
-    # space-separated, TeleAPI's comma-separated. Default: chosen from path_prefix.
-    events_format: Literal["repeat", "comma", "space"] | None = None
-    # Require X-Twilio-Signature on callbacks. Default: only for Twilio itself (path prefix
-    # /2010-04-01); SignalWire signs with a separate signing key and Restcomm/TeleAPI do not
-    # sign, so those rely on the callback URL token alone.
-    verify_signature: bool | None = None
-
-    @property
-    def event_list_style(self) -> str:
-        if self.events_format:
-            return self.events_format
-        if self.path_prefix.startswith("/restcomm/"):
-            return "space"
-        return "comma" if self.path_prefix.startswith("/call/") else "repeat"
-
-    @property
-    def signed_callbacks(self) -> bool:
-        if self.verify_signature is not None:
-            return self.verify_signature
-        return self.path_prefix == "/2010-04-01"
-
-
-class DidforsaleAccount(_AccountBase):
-    kind: Literal["didforsale"]
-    api_key: SecretStr
-    secret_key: SecretStr
-
-
-Account = Annotated[
-    SimAccount
-    | ExotelAccount
-    | TelecmiAccount
-    | TelecmiClick2CallAccount
-    | TwilioAccount
-    | DidforsaleAccount,
-    Field(discriminator="kind"),
-]
 
 
 class DialerConfig(_Strict):

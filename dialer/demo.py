@@ -7,7 +7,6 @@ over real HTTP on loopback, against the configured or embedded PostgreSQL.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import secrets
 import socket
 import tempfile
@@ -18,21 +17,17 @@ import asyncpg
 from rich.live import Live
 from rich.table import Table
 
-from dialer.callbacks.app import Receiver, create_app, reconcile_forever
 from dialer.campaign_spec import load_campaign_file
 from dialer.campaigns import from_row
-from dialer.config import SimAccount
 from dialer.console import err
 from dialer.db import campaigns, reporting
-from dialer.db.connect import open_pool
 from dialer.demo_data import write_contacts
-from dialer.dispatch.claim import register_account
 from dialer.dispatch.dispatcher import AccountRun, Dispatcher
 from dialer.dispatch.limiter import AccountLimits
 from dialer.durations import parse_rate
 from dialer.loading.loader import load_campaign
-from dialer.providers.sim import SimProvider
-from dialer.runtime import hosted, http_session
+from dialer.providers.sim import SimAccount, SimProvider
+from dialer.runtime import hosted, open_runtime
 from dialer.sim.server import create_app as create_sim
 from dialer.sim.settings import SimSettings
 
@@ -88,34 +83,30 @@ async def run_demo(database_url: str, contacts: int, keep: bool) -> tuple[int, l
         (Path(folder) / "demo.toml").write_text(CAMPAIGN.format(name=name, account=ACCOUNT))
         write_contacts(Path(folder) / "contacts.csv", contacts)
         campaign_file = load_campaign_file(Path(folder) / "demo.toml")
-        async with open_pool(database_url, size=8) as pool:
+        async with open_runtime(database_url, {ACCOUNT: adapter}, base) as runtime:
+            pool = runtime.pool
             async with pool.acquire() as conn:
                 loaded = await load_campaign(conn, campaign_file)
-                await register_account(conn, limits)
                 row = await campaigns.by_name(conn, name)
+            await runtime.register([limits])
             err.print(f"loaded {loaded.loaded} contacts into campaign {name}")
             campaign = from_row(row)
+            dispatcher = Dispatcher(
+                pool,
+                runtime.session,
+                [AccountRun(limits, adapter, [campaign])],
+                base,
+                wait=True,
+                dial_cap=3,
+                cache=runtime.cache,
+            )
+            runtime.on_failure(dispatcher.fail)
             async with (
                 hosted(create_sim(settings), "127.0.0.1", sim_port),
-                http_session() as session,
+                hosted(runtime.web_app(), "127.0.0.1", callback_port),
             ):
-                dispatcher = Dispatcher(
-                    pool,
-                    session,
-                    [AccountRun(limits, adapter, [campaign])],
-                    base,
-                    wait=True,
-                    dial_cap=3,
-                )
-                receiver = Receiver(pool, {ACCOUNT: adapter}, base, session, dispatcher.cache)
-                async with hosted(
-                    create_app(receiver, reconcile=False), "127.0.0.1", callback_port
-                ):
-                    reconciler = asyncio.create_task(reconcile_forever(receiver))
-                    code = await _with_progress(pool, campaign.id, dispatcher.run())
-                    reconciler.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await reconciler
+                runtime.start_reconciler()
+                code = await _with_progress(pool, campaign.id, dispatcher.run())
             async with pool.acquire() as conn:
                 report = [await reporting.campaign_summary(conn, campaign.id)]
                 if not keep:

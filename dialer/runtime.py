@@ -1,31 +1,131 @@
-"""What `run` and `serve` share: accounts from config, campaigns from the database, the
-callback base URL, the HTTP client session, and hosting the callback app."""
+"""One dialer process, assembled in one place (Runtime), and what its commands share: accounts
+from config, campaigns from the database, the callback base URL, the HTTP client session, and
+hosting web apps.
+
+`run`, `serve`, `demo` and `call-test` are configurations of one Runtime: its pool, its HTTP
+session, its accounts' adapters, the receiver that stores and applies provider events, and its
+background tasks (the reconciler), each named and watched. A task that dies is logged, makes
+/healthz answer 503 and stops the process, which exits non-zero (supervise.watch).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import errno
-from collections.abc import AsyncIterator
+import signal
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
+from typing import Any
 
 import aiohttp
 import asyncpg
 from aiohttp import web
 
-from dialer.campaigns import Campaign, from_row
+from dialer.callbacks.app import Receiver, create_app, reconcile_forever
+from dialer.campaigns import Campaign, CampaignCache, from_row
 from dialer.config import DialerConfig
 from dialer.db import campaigns as stored
+from dialer.db.connect import open_pool
+from dialer.dispatch.claim import register_account
 from dialer.dispatch.limiter import AccountLimits
 from dialer.errors import ConfigError, InputError, NotFoundError
-from dialer.providers import adapter_for
 from dialer.providers.base import Provider
+from dialer.providers.registry import adapter_for
 from dialer.providers.send_deadline import (
     CLIENT_TIMEOUT_S,
     CONNECT_TIMEOUT_S,
     abortive_socket,
     deadline_tracing,
 )
+from dialer.supervise import watch
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
+
+
+class Runtime:
+    """The parts of one dialer process, and its watched background tasks."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        session: aiohttp.ClientSession,
+        adapters: dict[str, Provider],
+        public_url: str,
+    ) -> None:
+        self.pool = pool
+        self.session = session
+        self.adapters = adapters
+        self.cache = CampaignCache()
+        self.stopping = asyncio.Event()
+        self.receiver = Receiver(pool, adapters, public_url, session, self.cache)
+        self._tasks: dict[str, asyncio.Task] = {}
+        self._on_failure: list[Callable[[BaseException], None]] = []
+
+    @property
+    def failure(self) -> BaseException | None:
+        """What killed a background task, if one died."""
+        return self.receiver.failure
+
+    def start(self, name: str, work: Coroutine[Any, Any, None]) -> asyncio.Task:
+        """Run `work` as the background task `name`, watched: if it ends other than by
+        cancellation, the process fails (Runtime.fail)."""
+        task = asyncio.create_task(work, name=name)
+        self._tasks[name] = task
+        watch(task, self.fail)
+        return task
+
+    def start_reconciler(self) -> asyncio.Task:
+        return self.start("reconciler", reconcile_forever(self.receiver))
+
+    def on_failure(self, callback: Callable[[BaseException], None]) -> None:
+        """Also tell `callback` when a background task dies (the dispatcher stops as failed)."""
+        self._on_failure.append(callback)
+
+    def fail(self, error: BaseException) -> None:
+        """A background task died: /healthz answers 503, the process stops and exits 1."""
+        self.receiver.fail(error)
+        self.stopping.set()
+        for callback in self._on_failure:
+            callback(error)
+
+    def stop_on_signals(self, stop: Callable[[], None] | None = None) -> None:
+        """SIGTERM and SIGINT call `stop` (default: set `stopping`)."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop or self.stopping.set)
+
+    def web_app(self, admin_token: str | None = None) -> web.Application:
+        """Callbacks, /healthz, /metrics and the dashboard, on this runtime's receiver."""
+        return create_app(self.receiver, admin_token=admin_token)
+
+    async def register(self, limits: list[AccountLimits]) -> None:
+        """Create or refresh these accounts' shared limiter rows."""
+        async with self.pool.acquire() as conn:
+            for account in limits:
+                # waits, and may time out, while another process holds the row's lock
+                await register_account(conn, account)
+
+    async def close(self) -> None:
+        """Cancel the background tasks and wait for them."""
+        for task in self._tasks.values():
+            task.cancel()
+        for task in self._tasks.values():
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+@asynccontextmanager
+async def open_runtime(
+    database_url: str, adapters: dict[str, Provider], public_url: str, *, pool_size: int = 8
+) -> AsyncIterator[Runtime]:
+    """A Runtime on a fresh pool and HTTP session, closed (tasks first) when the block ends."""
+    async with open_pool(database_url, size=pool_size) as pool, http_session() as session:
+        runtime = Runtime(pool, session, adapters, public_url)
+        try:
+            yield runtime
+        finally:
+            await runtime.close()
 
 
 def listen_address(config: DialerConfig, host: str | None, port: int | None) -> tuple[str, int]:

@@ -123,17 +123,9 @@ async def apply_event(
     holding its channel until the settle budget ends.
     """
     async with conn.transaction():
+        payload = stored_payload(event)
         row = await events.store(
-            conn,
-            account,
-            attempt_id,
-            provider_call_id=event.provider_call_id,
-            status=event.status,
-            sequence=event.sequence,
-            dedupe_key=event.dedupe_key,
-            payload=stored_payload(event),
-            held=held,
-            problem=problem,
+            conn, account, attempt_id, event, payload, held=held, problem=problem
         )
         if not row["stored"]:
             return "repeated"

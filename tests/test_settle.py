@@ -11,12 +11,11 @@ import aiohttp
 from aiohttp import web
 
 from dialer.campaigns import CampaignCache
-from dialer.config import SimAccount
 from dialer.db.connect import open_pool
 from dialer.dispatch.claim import register_account
 from dialer.dispatch.limiter import AccountLimits
 from dialer.providers.base import CallEvent
-from dialer.providers.sim import SimProvider
+from dialer.providers.sim import SimAccount, SimProvider
 from dialer.reconcile import reconcile_once
 from dialer.settle import apply_event, record_accepted, settle
 from tests.callbacks.test_callbacks import SECRET, new_attempt

@@ -47,7 +47,7 @@ async def test_a_dead_reconciler_makes_healthz_503_and_stops_the_process(
     stopped = asyncio.Event()
     async with open_pool(database_url, size=2) as pool:
         receiver = Receiver(pool, {}, public_url="", on_failure=stopped.set)
-        server = TestServer(create_app(receiver, reconcile=False))
+        server = TestServer(create_app(receiver))
         await server.start_server()
         try:
             url = f"http://127.0.0.1:{server.port}/healthz"

@@ -14,7 +14,6 @@ and left to the reconciler (callbacks.screening). Bad input never gets a 5xx.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import re
@@ -34,12 +33,12 @@ from dialer.callbacks.screening import MAX_BIGINT, Screened, clean_payload, scre
 from dialer.campaigns import CampaignCache
 from dialer.dashboard.api import add_dashboard
 from dialer.db import server
+from dialer.faults import fault_point
 from dialer.metrics import CALLBACK_SECONDS, CALLBACKS, RECONCILE_FAILURES, metrics_handler
 from dialer.policy.states import is_terminal
 from dialer.providers.base import CallEvent, Forbidden, InboundCallback, Provider, Unreadable
 from dialer.reconcile import RECONCILE_EVERY, reconcile_once
 from dialer.settle import apply_event, apply_progress_batch
-from dialer.supervise import watch
 
 log = logging.getLogger("dialer.serve")
 BODY_SECONDS = 10.0  # a callback body not received by then is dropped (408)
@@ -217,9 +216,7 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"database": "ok"})
 
 
-def create_app(
-    receiver: Receiver, *, reconcile: bool = True, admin_token: str | None = None
-) -> web.Application:
+def create_app(receiver: Receiver, *, admin_token: str | None = None) -> web.Application:
     """Callbacks, /healthz, /metrics, and the dashboard at / with its JSON under /api/."""
     app = web.Application(client_max_size=1 << 20)
     app[RECEIVER] = receiver
@@ -232,24 +229,14 @@ def create_app(
             web.get("/metrics", metrics_handler(receiver.pool)),
         ]
     )
-    if reconcile:
-        app.cleanup_ctx.append(_reconciler)
     return app
-
-
-async def _reconciler(app: web.Application):
-    task = asyncio.create_task(reconcile_forever(app[RECEIVER]), name="reconciler")
-    watch(task, app[RECEIVER].fail)
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
 
 
 async def reconcile_forever(receiver: Receiver) -> None:
     """Reconcile every few seconds; a failed round (database away, or anything else) is logged,
     counted and retried: this loop ends only when cancelled."""
     while True:
+        fault_point("reconciler-round")
         try:
             await reconcile_once(receiver.pool, receiver.cache, receiver.adapters, receiver.session)
         except Exception as exc:

@@ -20,12 +20,10 @@ import aiohttp
 import asyncpg
 import click
 
-from dialer.callbacks.app import Receiver, create_app
 from dialer.campaigns import from_row
 from dialer.cli.context import AppContext, pass_app
 from dialer.db import campaigns, dnc, events, server
-from dialer.db.connect import open_pool
-from dialer.dispatch.claim import register_account, take_request_slot
+from dialer.dispatch.claim import take_request_slot
 from dialer.durations import parse_duration
 from dialer.errors import ConfigError, InputError, NotFoundError
 from dialer.phones import PhoneError, normalize
@@ -43,8 +41,8 @@ from dialer.runtime import (
     adapters,
     callback_base,
     hosted,
-    http_session,
     listen_address,
+    open_runtime,
 )
 
 log = logging.getLogger("dialer.call_test")
@@ -115,8 +113,8 @@ def call_test(
     adapter = adapters(config)[account]
 
     async def go() -> int:
-        async with open_pool(app.database_url, size=4) as pool:
-            async with pool.acquire() as conn:
+        async with open_runtime(app.database_url, {account: adapter}, base, pool_size=4) as runtime:
+            async with runtime.pool.acquire() as conn:
                 call = await _call_request(
                     conn,
                     adapter.callback_url(base, None),
@@ -128,19 +126,17 @@ def call_test(
                     agent_number,
                     account,
                 )
-                await register_account(conn, account_limits(account, config))
+            await runtime.register([account_limits(account, config)])
+            async with runtime.pool.acquire() as conn:
                 await asyncio.sleep(await take_request_slot(conn, account))
-            receiver = Receiver(pool, {account: adapter}, base)
             serving = (
-                contextlib.nullcontext()
-                if no_serve
-                else hosted(create_app(receiver, reconcile=False), host, port)
+                contextlib.nullcontext() if no_serve else hosted(runtime.web_app(), host, port)
             )
-            async with serving, http_session() as session:
-                call_id = await _place(session, adapter, call)
+            async with serving:
+                call_id = await _place(runtime.session, adapter, call)
                 if call_id is False:
                     return EXIT_REFUSED
-                return await _follow(pool, account, call_id, deadline)
+                return await _follow(runtime.pool, account, call_id, deadline)
 
     sys.exit(asyncio.run(go()))
 

@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import subprocess
 import sys
 from datetime import datetime, timedelta
 
 import click
 
-from dialer.callbacks.app import Receiver, create_app, reconcile_forever
 from dialer.cli.context import AppContext, pass_app
-from dialer.db.connect import open_pool
 from dialer.db.outage import Outage
-from dialer.dispatch.claim import register_account
 from dialer.dispatch.dispatcher import AccountRun, Dispatcher
 from dialer.dispatch.dry_run import dry_run as explain_dry_run
 from dialer.durations import parse_duration, parse_rate
@@ -27,11 +23,10 @@ from dialer.runtime import (
     adapters,
     callback_base,
     hosted,
-    http_session,
     listen_address,
+    open_runtime,
     selected_campaigns,
 )
-from dialer.supervise import watch
 
 log_options = [
     click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning"])),
@@ -131,7 +126,8 @@ def run(
     providers = adapters(config)
 
     async def go() -> int:
-        async with open_pool(app.database_url, size=8) as pool:
+        async with open_runtime(app.database_url, providers, base) as runtime:
+            pool = runtime.pool
             outage = Outage(limit_s=config.outage_limit_s, pool=pool)
             if dry_run:
                 async with pool.acquire() as conn:
@@ -141,9 +137,8 @@ def run(
             async def prepare() -> list:
                 async with pool.acquire() as conn:
                     chosen = await selected_campaigns(conn, campaigns, config)
-                    for name in sorted({c.account for c in chosen}):
-                        # waits, and may time out, while another process holds the row's lock
-                        await register_account(conn, account_limits(name, config))
+                names = sorted({c.account for c in chosen})
+                await runtime.register([account_limits(name, config) for name in names])
                 return chosen
 
             chosen = await outage.retrying("starting", prepare)
@@ -151,56 +146,48 @@ def run(
             if not chosen:
                 print("dialer: no active campaign to run", file=sys.stderr)
                 return 0
-            async with http_session() as session:
-                runs = [
-                    AccountRun(
-                        account_limits(name, config),
-                        providers[name],
-                        [c for c in chosen if c.account == name],
-                    )
-                    for name in names
-                ]
-                dispatcher = Dispatcher(
-                    pool,
-                    session,
-                    runs,
-                    base,
-                    deadline=deadline,
-                    wait=wait,
-                    dial_cap=dial_cap,
-                    outage=outage,
+            runs = [
+                AccountRun(
+                    account_limits(name, config),
+                    providers[name],
+                    [c for c in chosen if c.account == name],
                 )
-                receiver = Receiver(pool, providers, base, session, dispatcher.cache)
-                loop = asyncio.get_running_loop()
-                for sig in (signal.SIGTERM, signal.SIGINT):
-                    loop.add_signal_handler(sig, dispatcher.stop)
-                reconciler = asyncio.create_task(reconcile_forever(receiver), name="reconciler")
-                watch(reconciler, dispatcher.fail)
-                token = config.admin_token.get_secret_value() if config.admin_token else None
-                serving = (
-                    hosted(create_app(receiver, reconcile=False, admin_token=token), host, port)
-                    if serve
-                    else contextlib.nullcontext()
-                )
-                metrics = (
-                    hosted(metrics_app(pool), host, metrics_port)
-                    if metrics_port
-                    else contextlib.nullcontext()
-                )
-                try:
-                    async with serving, metrics:
-                        code = await dispatcher.run()
-                finally:
-                    reconciler.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await reconciler
-                if dispatcher.account_failure:
-                    print(f"dialer: error: {dispatcher.account_failure}", file=sys.stderr)
-                failure = dispatcher.failure
-                if failure is not None:
-                    said = str(failure) if isinstance(failure, DialerError) else repr(failure)
-                    print(f"dialer: error: stopped: {said}", file=sys.stderr)
-                return code
+                for name in names
+            ]
+            dispatcher = Dispatcher(
+                pool,
+                runtime.session,
+                runs,
+                base,
+                deadline=deadline,
+                wait=wait,
+                dial_cap=dial_cap,
+                outage=outage,
+                cache=runtime.cache,
+            )
+            runtime.on_failure(dispatcher.fail)
+            runtime.stop_on_signals(dispatcher.stop)
+            runtime.start_reconciler()
+            token = config.admin_token.get_secret_value() if config.admin_token else None
+            serving = (
+                hosted(runtime.web_app(admin_token=token), host, port)
+                if serve
+                else contextlib.nullcontext()
+            )
+            metrics = (
+                hosted(metrics_app(pool), host, metrics_port)
+                if metrics_port
+                else contextlib.nullcontext()
+            )
+            async with serving, metrics:
+                code = await dispatcher.run()
+            if dispatcher.account_failure:
+                print(f"dialer: error: {dispatcher.account_failure}", file=sys.stderr)
+            failure = dispatcher.failure
+            if failure is not None:
+                said = str(failure) if isinstance(failure, DialerError) else repr(failure)
+                print(f"dialer: error: stopped: {said}", file=sys.stderr)
+            return code
 
     sys.exit(asyncio.run(go()))
 
@@ -236,23 +223,20 @@ def serve(app: AppContext, host, port, workers, worker, log_level, log_format):
         for _ in range(workers - 1)
     ]
 
-    async def go() -> None:
-        async with open_pool(app.database_url, size=20) as pool, http_session() as session:
-            async with pool.acquire() as conn:  # status look-ups are paced by the shared clock
-                for name in config.accounts:
-                    await register_account(conn, account_limits(name, config))
-            stop = asyncio.Event()
-            receiver = Receiver(pool, providers, base, session, on_failure=stop.set)
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, stop.set)
+    async def go() -> BaseException | None:
+        async with open_runtime(app.database_url, providers, base, pool_size=20) as runtime:
+            # status look-ups are paced by the shared clock: every account needs its row
+            await runtime.register([account_limits(name, config) for name in config.accounts])
+            runtime.stop_on_signals()
+            if not worker:  # one reconciler per server, not per worker process
+                runtime.start_reconciler()
             token = config.admin_token.get_secret_value() if config.admin_token else None
-            application = create_app(receiver, reconcile=not worker, admin_token=token)
+            application = runtime.web_app(admin_token=token)
             async with hosted(application, host, port, share_port=workers > 1 or worker):
                 if not worker:
                     print(f"dialer: receiving callbacks on http://{host}:{port}", file=sys.stderr)
-                await stop.wait()
-            return receiver.failure
+                await runtime.stopping.wait()
+            return runtime.failure
 
     try:
         failure = asyncio.run(go())

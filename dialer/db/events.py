@@ -13,6 +13,7 @@ import asyncpg
 
 from dialer.db.attempts import RANK_SQL, next_lookup_sql
 from dialer.policy.states import LIVE, RANK, SENT
+from dialer.providers.base import CallEvent
 
 # Which attempt an event belongs to, for rows of `input` (attempt_id named in the URL or the
 # payload, call_id, held, problem) of account $ACCOUNT: the named attempt if it is this
@@ -71,24 +72,22 @@ async def store(
     conn: asyncpg.Connection,
     account: str,
     attempt_id: int | None,
-    *,
-    provider_call_id: str | None,
-    status: str,
-    sequence: int | None,
-    dedupe_key: str,
+    event: CallEvent,
     payload: dict,
+    *,
     held: bool,
     problem: str | None,
 ) -> asyncpg.Record:
-    """Keep one event (once per dedupe key): (stored, the attempt it was judged to, held)."""
+    """Keep one event (once per dedupe key) with `payload` as its stored document: (stored,
+    the attempt it was judged to, held)."""
     return await conn.fetchrow(
         _STORE,
         attempt_id,
         account,
-        provider_call_id,
-        status,
-        sequence,
-        dedupe_key,
+        event.provider_call_id,
+        event.status,
+        event.sequence,
+        event.dedupe_key,
         payload,
         held,
         problem,

@@ -13,8 +13,10 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 import aiohttp
 import asyncpg
@@ -333,18 +335,11 @@ class Dispatcher:
             )
             return
         fault_point("after-dialing-commit")
-        await self._send_tracked(account, campaign, item, caller, deadline)
+        await self._send_tracked(self._send(account, campaign, item, caller, deadline))
 
-    async def _send_tracked(
-        self,
-        account: AccountRun,
-        campaign: Campaign,
-        item: Claimed,
-        caller: str,
-        deadline: SendDeadline,
-    ) -> None:
+    async def _send_tracked(self, sending: Coroutine[Any, Any, None]) -> None:
         """Send and record as a task of its own: a stop waits for it instead of cancelling it."""
-        sender = asyncio.create_task(self._send(account, campaign, item, caller, deadline))
+        sender = asyncio.create_task(sending)
         self._sending.add(sender)
         sender.add_done_callback(self._sending.discard)
         await asyncio.shield(sender)

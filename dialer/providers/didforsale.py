@@ -19,9 +19,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from dialer.config import DidforsaleAccount
+from pydantic import SecretStr
+
+from dialer.providers.account import AccountBase
 from dialer.providers.base import (
     CallEvent,
     CallRequest,
@@ -46,6 +48,12 @@ EVENTS = "initiated,ringing,answered,completed"
 WORDS = ("initiated", "ringing", "answered", "completed")  # all DIDforSale ever says
 ID_FIELDS = ("callSid", "call_id", "callid", "sid", "uuid", "id")
 ATTEMPT_KEY = "dialer_attempt"
+
+
+class DidforsaleAccount(AccountBase):
+    kind: Literal["didforsale"]
+    api_key: SecretStr
+    secret_key: SecretStr
 
 
 class DidforsaleProvider(Provider):

@@ -18,13 +18,14 @@ import json
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlencode
 
 import aiohttp
 import phonenumbers
+from pydantic import SecretStr
 
-from dialer.config import ExotelAccount
+from dialer.providers.account import AccountBase
 from dialer.providers.base import (
     FINAL_WORDS,
     CallEvent,
@@ -51,6 +52,14 @@ from dialer.providers.base import (
 
 LOOKUP_BATCH = 100  # Exotel's limit of Sids per bulk call-details request
 CUSTOM_PREFIX = "dialer-attempt:"
+
+
+class ExotelAccount(AccountBase):
+    kind: Literal["exotel"]
+    sid: str
+    api_key: SecretStr
+    api_token: SecretStr
+    number_format: Literal["e164", "national0"] = "e164"
 
 
 class ExotelProvider(Provider):

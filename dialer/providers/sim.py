@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Literal
 from urllib.parse import urlencode, urlsplit
 
 import aiohttp
+from pydantic import SecretStr
 
-from dialer.config import SimAccount
+from dialer.providers.account import AccountBase
 from dialer.providers.base import (
     CallEvent,
     CallRequest,
@@ -32,6 +34,11 @@ from dialer.sim.server import sign
 
 # The sim speaks the Twilio family's status words (base.state_of_word reads them).
 STATUSES = {"initiated", "ringing", "answered", "completed", "busy", "no-answer", "failed"}
+
+
+class SimAccount(AccountBase):
+    kind: Literal["sim"]
+    secret: SecretStr
 
 
 class SimProvider(Provider):

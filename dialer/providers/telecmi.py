@@ -22,11 +22,12 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
+from pydantic import AnyHttpUrl, Field, SecretStr
 
-from dialer.config import TelecmiAccount
+from dialer.providers.account import AccountBase
 from dialer.providers.base import (
     CallEvent,
     CallRequest,
@@ -69,6 +70,17 @@ ATTEMPT_KEY = "dialer_attempt"
 def digits(e164: str) -> int:
     """TeleCMI's numbers: international digits as a JSON integer."""
     return int(e164.lstrip("+"))
+
+
+class TelecmiAccount(AccountBase):
+    kind: Literal["telecmi"]
+    appid: str = Field(pattern=r"^[0-9]+$")
+    secret: SecretStr
+    # make_call lives on piopiy.telecmi.com (base_url), the CDR list APIs used to reconcile
+    # silent calls on rest.telecmi.com.
+    reports_url: AnyHttpUrl = Field(
+        default="https://rest.telecmi.com", description="host of the CDR list APIs"
+    )
 
 
 class TelecmiCommon(Provider):

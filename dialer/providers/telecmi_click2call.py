@@ -11,9 +11,32 @@
 
 from __future__ import annotations
 
-from dialer.config import TelecmiClick2CallAccount
+from typing import Literal
+
+from pydantic import AnyHttpUrl, Field, SecretStr, model_validator
+
+from dialer.providers.account import AccountBase
 from dialer.providers.base import CallRequest, HttpRequest
 from dialer.providers.telecmi import ATTEMPT_KEY, TelecmiCommon, digits
+
+
+class TelecmiClick2CallAccount(AccountBase):
+    kind: Literal["telecmi-click2call"]
+    user_id: str = Field(pattern=r"^[0-9]+_[0-9]+$", description="agent id, e.g. 101_1111112")
+    secret: SecretStr
+    # Where the agent's leg rings: the WebRTC softphone, or (followme) their mobile. TeleCMI
+    # refuses both on or both off.
+    webrtc: bool = True
+    followme: bool = False
+    reports_url: AnyHttpUrl = Field(
+        default="https://rest.telecmi.com", description="host of the CDR list APIs"
+    )
+
+    @model_validator(mode="after")
+    def _one_agent_device(self) -> TelecmiClick2CallAccount:
+        if self.webrtc == self.followme:
+            raise ValueError("set exactly one of webrtc and followme to true")
+        return self
 
 
 class TelecmiClick2CallProvider(TelecmiCommon):

@@ -20,12 +20,13 @@ import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from datetime import datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import aiohttp
+from pydantic import Field, SecretStr
 
-from dialer.config import TwilioAccount
+from dialer.providers.account import AccountBase
 from dialer.providers.base import (
     CallEvent,
     CallRequest,
@@ -58,6 +59,37 @@ NUMBER_CODES = {21211, 21214, 21216, 21217, 21219, 13223, 13224}
 # campaign (20003 authentication, 21210/21212 caller id not valid or not verified, 21205
 # invalid Url, 21215 geographic permissions, 10004 call concurrency of a trial, 20005 suspended).
 ACCOUNT_CODES = {20003, 20005, 21205, 21210, 21212, 21215}
+
+
+class TwilioAccount(AccountBase):
+    """Twilio, and the same API elsewhere: SignalWire (`/api/laml/2010-04-01`), Restcomm
+    (`/restcomm/2012-04-24`), TeleAPI (`/call/2012-04-24`)."""
+
+    kind: Literal["twilio"]
+    account_sid: str
+    auth_token: SecretStr
+    path_prefix: str = Field(default="/2010-04-01", pattern=r"^/[A-Za-z0-9._/-]*[A-Za-z0-9]$")
+    # How StatusCallbackEvent lists several events: Twilio repeats the key, Restcomm's docs say
+    # space-separated, TeleAPI's comma-separated. Default: chosen from path_prefix.
+    events_format: Literal["repeat", "comma", "space"] | None = None
+    # Require X-Twilio-Signature on callbacks. Default: only for Twilio itself (path prefix
+    # /2010-04-01); SignalWire signs with a separate signing key and Restcomm/TeleAPI do not
+    # sign, so those rely on the callback URL token alone.
+    verify_signature: bool | None = None
+
+    @property
+    def event_list_style(self) -> str:
+        if self.events_format:
+            return self.events_format
+        if self.path_prefix.startswith("/restcomm/"):
+            return "space"
+        return "comma" if self.path_prefix.startswith("/call/") else "repeat"
+
+    @property
+    def signed_callbacks(self) -> bool:
+        if self.verify_signature is not None:
+            return self.verify_signature
+        return self.path_prefix == "/2010-04-01"
 
 
 class TwilioProvider(Provider):

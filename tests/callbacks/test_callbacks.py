@@ -18,10 +18,9 @@ from multidict import MultiDict
 from dialer.callbacks.app import Receiver, create_app
 from dialer.campaign_spec import load_campaign_file
 from dialer.campaigns import CampaignCache
-from dialer.config import SimAccount
 from dialer.db.connect import connect, open_pool
 from dialer.providers.base import InboundCallback
-from dialer.providers.sim import SimProvider
+from dialer.providers.sim import SimAccount, SimProvider
 from dialer.settle import apply_event
 from dialer.sim.server import sign
 from tests.processes import write_campaign
@@ -86,7 +85,7 @@ def events(attempt_id: int, outcome: str, call_id: str) -> list[dict]:
 async def server(database_url: str) -> AsyncIterator[TestServer]:
     async with open_pool(database_url) as pool:
         receiver = Receiver(pool, {"sim-main": ADAPTER}, public_url="")
-        test_server = TestServer(create_app(receiver, reconcile=False), host="127.0.0.1")
+        test_server = TestServer(create_app(receiver), host="127.0.0.1")
         await test_server.start_server()
         try:
             yield test_server

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from dialer.config import load_config
 from dialer.db.connect import connect
 from dialer.policy.states import LIVE
-from dialer.providers import adapter_for
+from dialer.providers.registry import adapter_for
 from dialer.providers.twilio import signature
 from dialer.sim.server import sign
 from tests.fakes.engine import Delivery

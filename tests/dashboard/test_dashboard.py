@@ -57,7 +57,7 @@ async def dashboard(database_url: str, campaigns: list[str]) -> AsyncIterator[st
     async with open_pool(database_url, size=4) as pool:
         receiver = Receiver(pool, {}, public_url="")
         server = TestServer(
-            create_app(receiver, reconcile=False, admin_token=TOKEN),
+            create_app(receiver, admin_token=TOKEN),
             host="127.0.0.1",
             port=free_port(),
         )
@@ -112,7 +112,7 @@ async def test_control_needs_the_admin_token(dashboard: str, db) -> None:
 
 async def test_control_is_off_without_an_admin_token(database_url: str, campaigns) -> None:
     async with open_pool(database_url, size=2) as pool:
-        server = TestServer(create_app(Receiver(pool, {}, ""), reconcile=False), port=free_port())
+        server = TestServer(create_app(Receiver(pool, {}, "")), port=free_port())
         await server.start_server()
         try:
             url = f"http://127.0.0.1:{server.port}/api/campaigns/waiting-list/pause"
@@ -196,7 +196,7 @@ async def test_one_unreadable_stored_campaign_does_not_take_the_dashboard_down(
             spec,
         )
     async with open_pool(own_database_url, size=2) as pool:
-        server = TestServer(create_app(Receiver(pool, {}, public_url=""), reconcile=False))
+        server = TestServer(create_app(Receiver(pool, {}, public_url="")))
         await server.start_server()
         try:
             url = f"http://127.0.0.1:{server.port}/api/campaigns"

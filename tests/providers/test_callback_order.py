@@ -24,16 +24,14 @@ from hypothesis import strategies as st
 
 from dialer.callbacks.app import Receiver, create_app
 from dialer.campaign_spec import load_campaign_file
-from dialer.config import (
-    DidforsaleAccount,
-    ExotelAccount,
-    TelecmiAccount,
-    TelecmiClick2CallAccount,
-    TwilioAccount,
-)
 from dialer.db.connect import connect, open_pool
-from dialer.providers import adapter_for
 from dialer.providers.base import Provider
+from dialer.providers.didforsale import DidforsaleAccount
+from dialer.providers.exotel import ExotelAccount
+from dialer.providers.registry import adapter_for
+from dialer.providers.telecmi import TelecmiAccount
+from dialer.providers.telecmi_click2call import TelecmiClick2CallAccount
+from dialer.providers.twilio import TwilioAccount
 from tests.fakes.didforsale import DidforsaleDialect
 from tests.fakes.engine import Delivery, FakeCall
 from tests.fakes.exotel import ExotelDialect
@@ -207,7 +205,7 @@ def test_any_order_and_duplication_ends_like_the_clean_sequence(
         try:
             async with open_pool(database_url, size=4) as pool:
                 receiver = Receiver(pool, {kind.adapter.name: kind.adapter}, public_url=base)
-                server = TestServer(create_app(receiver, reconcile=False), port=port)
+                server = TestServer(create_app(receiver), port=port)
                 await server.start_server()
                 try:
                     results = []
@@ -254,7 +252,7 @@ async def test_callbacks_without_the_token_or_signature_are_refused_and_not_stor
     base = f"http://127.0.0.1:{port}"
     async with open_pool(database_url, size=2) as pool:
         receiver = Receiver(pool, {kind.adapter.name: kind.adapter}, public_url=base)
-        server = TestServer(create_app(receiver, reconcile=False), port=port)
+        server = TestServer(create_app(receiver), port=port)
         await server.start_server()
         try:
             async with pool.acquire() as conn:

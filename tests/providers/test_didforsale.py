@@ -8,9 +8,8 @@ from urllib.parse import urlencode
 import pytest
 
 from dialer.callbacks.bodies import parse_body
-from dialer.config import DidforsaleAccount
 from dialer.providers.base import CallRequest, Forbidden, HttpAnswer, InboundCallback, Rejected
-from dialer.providers.didforsale import DidforsaleProvider
+from dialer.providers.didforsale import DidforsaleAccount, DidforsaleProvider
 from tests.fakes.didforsale import DidforsaleDialect
 from tests.fakes.engine import FakeProvider, FakeSettings
 from tests.processes import free_port

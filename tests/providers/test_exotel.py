@@ -9,7 +9,6 @@ import pytest
 from multidict import MultiDict
 
 from dialer.callbacks.bodies import parse_body
-from dialer.config import ExotelAccount
 from dialer.providers.base import (
     CallRequest,
     Forbidden,
@@ -19,7 +18,7 @@ from dialer.providers.base import (
     Rejected,
     derive_token,
 )
-from dialer.providers.exotel import ExotelProvider
+from dialer.providers.exotel import ExotelAccount, ExotelProvider
 from tests.fakes.engine import FakeProvider, FakeSettings
 from tests.fakes.exotel import ExotelDialect, _multipart_delivery
 from tests.providers.harness import Workspace, check_against_fake, serving

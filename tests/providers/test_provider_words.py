@@ -101,7 +101,7 @@ async def test_an_unknown_final_word_is_held_and_its_attempt_looked_up_now(
     assert before
     async with open_pool(own_database_url, size=2) as pool:
         receiver = Receiver(pool, {kind.adapter.name: kind.adapter}, public_url=BASE)
-        server = TestServer(create_app(receiver, reconcile=False))
+        server = TestServer(create_app(receiver))
         await server.start_server()
         try:
             url = kind.adapter.callback_url(f"http://127.0.0.1:{server.port}", attempt)

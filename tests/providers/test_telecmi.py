@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 from multidict import MultiDict
 
-from dialer.config import TelecmiAccount, TelecmiClick2CallAccount
 from dialer.providers.base import (
     CallRequest,
     Forbidden,
@@ -18,8 +17,8 @@ from dialer.providers.base import (
     Rejected,
     derive_token,
 )
-from dialer.providers.telecmi import TelecmiProvider
-from dialer.providers.telecmi_click2call import TelecmiClick2CallProvider
+from dialer.providers.telecmi import TelecmiAccount, TelecmiProvider
+from dialer.providers.telecmi_click2call import TelecmiClick2CallAccount, TelecmiClick2CallProvider
 from tests.fakes.engine import FakeProvider, FakeSettings
 from tests.fakes.telecmi import TelecmiDialect
 from tests.processes import free_port

@@ -16,7 +16,6 @@ from multidict import MultiDict
 from twilio.request_validator import RequestValidator
 
 from dialer.callbacks.bodies import parse_body
-from dialer.config import TwilioAccount
 from dialer.providers.base import (
     CallRequest,
     Forbidden,
@@ -25,7 +24,7 @@ from dialer.providers.base import (
     RateLimited,
     Rejected,
 )
-from dialer.providers.twilio import TwilioProvider
+from dialer.providers.twilio import TwilioAccount, TwilioProvider
 from tests.fakes.engine import FakeProvider, FakeSettings
 from tests.fakes.twilio import PREFIX, TwilioDialect, account_toml
 from tests.processes import free_port

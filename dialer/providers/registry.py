@@ -1,0 +1,49 @@
+"""Every provider kind, in one place: kind -> (its account model, its adapter).
+
+Adding a provider is one module (its account model beside its adapter), one line here, a fake
+in tests/fakes and its tests. dialer.toml's `[accounts.NAME]` tables are read with these models
+(chosen by `kind`), and every adapter is made here.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Union
+
+from pydantic import Field
+
+from dialer import redaction
+from dialer.providers.account import AccountBase
+from dialer.providers.base import Provider
+from dialer.providers.didforsale import DidforsaleAccount, DidforsaleProvider
+from dialer.providers.exotel import ExotelAccount, ExotelProvider
+from dialer.providers.sim import SimAccount, SimProvider
+from dialer.providers.telecmi import TelecmiAccount, TelecmiProvider
+from dialer.providers.telecmi_click2call import (
+    TelecmiClick2CallAccount,
+    TelecmiClick2CallProvider,
+)
+from dialer.providers.twilio import TwilioAccount, TwilioProvider
+
+KINDS: dict[str, tuple[type[AccountBase], type[Provider]]] = {
+    "sim": (SimAccount, SimProvider),
+    "exotel": (ExotelAccount, ExotelProvider),
+    "telecmi": (TelecmiAccount, TelecmiProvider),
+    "telecmi-click2call": (TelecmiClick2CallAccount, TelecmiClick2CallProvider),
+    "twilio": (TwilioAccount, TwilioProvider),
+    "didforsale": (DidforsaleAccount, DidforsaleProvider),
+}
+
+# One account of dialer.toml: the model its `kind` names.
+Account = Annotated[
+    Union[tuple(model for model, _ in KINDS.values())],  # noqa: UP007 (built from the registry)
+    Field(discriminator="kind"),
+]
+
+
+def adapter_for(name: str, account: AccountBase) -> Provider:
+    """The adapter for an account of dialer.toml; its credentials are registered for masking
+    everywhere (dialer.redaction) as soon as it exists."""
+    _, adapter_type = KINDS[account.kind]
+    adapter = adapter_type(name, account)
+    redaction.remember(*adapter.secrets, users=adapter.auth_users)
+    return adapter
