@@ -106,11 +106,16 @@ class RetryPolicy(_Strict):
     no_answer: str | list[str] = Field(default="2h", alias="no-answer")
     failed: str | list[str] | Literal["never"] = "1h"
     unknown: str = "1d"
+    # Answered by a machine, voicemail or fax (machine_detection): a delay (or list) before
+    # calling again, or "done" to count the message left as delivered (a voicemail drop).
+    machine: str | list[str] | Literal["done"] = "4h"
 
-    @field_validator("busy", "no_answer", "failed")
+    @field_validator("busy", "no_answer", "failed", "machine")
     @classmethod
-    def _delays(cls, value: str | list[str]) -> str | list[str]:
-        if value == "never":
+    def _delays(cls, value: str | list[str], info: ValidationInfo) -> str | list[str]:
+        if value == "done" and info.field_name != "machine":
+            raise ValueError('"done" is for retry.machine only (a voicemail counted as delivered)')
+        if value in ("never", "done"):
             return value
         if isinstance(value, list) and len(value) > 100:
             raise ValueError("a list of delays has at most 100 entries")
@@ -147,6 +152,9 @@ class CampaignSpec(_Strict):
     ring_timeout: str = "30s"
     max_call_duration: str = "1h"
     settle_grace: str = "60s"  # how long past ring + call time to wait for a late final event
+    # Ask the provider who answered: "detect" (as soon as it knows), "message-end" (after a
+    # machine's greeting, so the call's flow plays after the beep). Only providers that can.
+    machine_detection: Literal["off", "detect", "message-end"] = "off"
 
     @field_validator("name")
     @classmethod

@@ -41,6 +41,11 @@ class Campaign:
         return timedelta(seconds=self.ring_timeout_s + self.max_duration_s) + self.grace
 
     @property
+    def detects_machines(self) -> bool:
+        """Whether its calls ask the provider who answered (machine_detection)."""
+        return self.spec.machine_detection != "off"
+
+    @property
     def grace(self) -> timedelta:
         return parse_duration(self.spec.settle_grace)
 

@@ -39,7 +39,7 @@ from dialer.policy.lookups import lookups_per_round
 from dialer.policy.states import is_terminal
 from dialer.providers.base import CallEvent, PlacedCall, Provider
 from dialer.providers.send_deadline import CLIENT_TIMEOUT, SEND_WINDOW
-from dialer.settle import apply_event, settle
+from dialer.settle import DETECTION_WAIT, apply_event, settle
 
 log = logging.getLogger("dialer.reconcile")
 BATCH = 500
@@ -125,9 +125,14 @@ async def _adopt_orphan_events(conn: asyncpg.Connection, campaigns: CampaignCach
     for row in await events.orphan_finals(conn, BATCH):
         async with conn.transaction():
             await events.attach(conn, row["id"], row["attempt_id"])
-            if is_terminal(row["status"]) and await settle(
-                conn, campaigns, row["attempt_id"], row["status"]
-            ):
+            if not is_terminal(row["status"]):
+                continue
+            campaign = await campaigns.get(conn, row["campaign_id"])
+            if row["status"] == "completed" and campaign.detects_machines:
+                # who answered is still to come (its callback, or the call resource)
+                final = CallEvent("completed", "")
+                await attempts.hold_final(conn, row["attempt_id"], final, DETECTION_WAIT)
+            elif await settle(conn, campaigns, row["attempt_id"], row["status"]):
                 settled += 1
     return settled
 
@@ -231,7 +236,7 @@ async def _resolve(
             return await _ask_again_later(conn, call, "held_answer")
         event = screened.event
     if event is not None:
-        result = await apply_event(conn, campaigns, account, call.attempt_id, event)
+        result = await apply_event(conn, campaigns, account, call.attempt_id, event, last_word=True)
         if result == "held":  # the call id is another attempt's: not this attempt's answer
             event = None
         elif is_terminal(event.status):

@@ -23,6 +23,7 @@ import asyncpg
 from aiohttp import web
 
 from dialer.callbacks.app import Receiver, create_app, reconcile_forever
+from dialer.campaign_spec import CampaignSpec
 from dialer.campaigns import Campaign, CampaignCache, from_row
 from dialer.config import DialerConfig
 from dialer.db import campaigns as stored
@@ -150,6 +151,21 @@ def adapters(config: DialerConfig) -> dict[str, Provider]:
     return {name: adapter_for(name, account) for name, account in config.accounts.items()}
 
 
+def refuse_unsupported(spec: CampaignSpec, config: DialerConfig) -> None:
+    """A campaign that asks its account for what the provider cannot do is a configuration
+    error (exit 2), at load and again at run (the account may have changed between)."""
+    if spec.machine_detection == "off" or spec.account not in config.accounts:
+        return  # an account not configured yet is named when the campaign runs
+    adapter = adapter_for(spec.account, config.accounts[spec.account])
+    why = adapter.cannot_detect_machines(spec.machine_detection)
+    if why is not None:
+        raise ConfigError(
+            f"campaign {spec.name}: machine_detection = {spec.machine_detection!r} cannot work"
+            f" on account {spec.account!r} ({adapter.kind}): {why}; set machine_detection ="
+            ' "off" or use an account that detects'
+        )
+
+
 async def selected_campaigns(
     conn: asyncpg.Connection, names: tuple[str, ...], config: DialerConfig
 ) -> list[Campaign]:
@@ -171,6 +187,7 @@ async def selected_campaigns(
                 f"campaign {campaign.name} uses account {campaign.account!r}, which {source}"
                 " does not define (add an [accounts.NAME] section)"
             )
+        refuse_unsupported(campaign.spec, config)
     return campaigns
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 import asyncpg
@@ -17,8 +17,16 @@ import asyncpg
 from dialer.campaigns import SETTLE_GRACE, CampaignCache
 from dialer.db import attempts, contacts, dnc, events
 from dialer.metrics import DIALS
+from dialer.policy.answers import is_machine
 from dialer.policy.retry import next_step
-from dialer.policy.states import LIVE, OUTCOMES, TRANSITIONS, is_terminal, moves_forward
+from dialer.policy.states import (
+    LIVE,
+    MACHINE,
+    OUTCOMES,
+    TRANSITIONS,
+    is_terminal,
+    moves_forward,
+)
 from dialer.providers.base import CallEvent
 from dialer.redaction import redact, redact_document
 
@@ -77,6 +85,9 @@ async def settle(
     contact = row
     outcome = row["outcome"]
     campaign = await campaigns.get(conn, row["campaign_id"])
+    if outcome == "completed" and campaign.detects_machines and is_machine(row["answered_by"]):
+        await attempts.reclassify(conn, attempt_id, MACHINE)
+        outcome = MACHINE
     DIALS.labels(row["account"], campaign.name, outcome).inc()
     if outcome == "not_dialed":
         # Nothing reached the provider: the attempt does not count; dial again when allowed.
@@ -112,6 +123,7 @@ async def apply_event(
     held: bool = False,
     problem: str | None = None,
     ask_provider: bool = False,
+    last_word: bool = False,
 ) -> str:
     """Store a provider event (once) and move its attempt forward: "stored" if it was new,
     "repeated" if it was already kept, "held" if kept but not applied.
@@ -121,6 +133,12 @@ async def apply_event(
     the one named, is stored with its problem and never applied; with `ask_provider` (a status
     word we do not know) its attempt is due for the reconciler's look-up at once, instead of
     holding its channel until the settle budget ends.
+
+    Who answered (campaigns with machine_detection) must not depend on the order callbacks
+    arrive in: a `completed` final without an answering-machine result is kept on its attempt
+    (hold_final) until the result's own callback comes, or the reconciler reads the call
+    resource after DETECTION_WAIT (`last_word`: the provider's answer to a look-up, settled as
+    it says).
     """
     async with conn.transaction():
         payload = stored_payload(event)
@@ -137,6 +155,22 @@ async def apply_event(
             return "stored"
         if not await reopen_if_unknown(conn, row["attempt_id"], event):
             return "stored"  # a re-dial had already happened: the fact is recorded, no more
+        if event.detection_result:
+            held_outcome = await attempts.note_answered_by(
+                conn, row["attempt_id"], event.answered_by
+            )
+            if held_outcome is not None:
+                await settle(conn, campaigns, row["attempt_id"], held_outcome)
+            else:
+                await _apply_progress_to(conn, row["attempt_id"], event)
+            return "stored"
+        if (
+            is_terminal(event.status)
+            and not last_word
+            and await _result_to_come(conn, campaigns, row, event)
+        ):
+            await attempts.hold_final(conn, row["attempt_id"], event, DETECTION_WAIT)
+            return "stored"
         if is_terminal(event.status):
             await settle(
                 conn,
@@ -154,6 +188,21 @@ async def apply_event(
         else:
             await _apply_progress_to(conn, row["attempt_id"], event)
         return "stored"
+
+
+DETECTION_WAIT = timedelta(seconds=10)  # after a final word, for its detection result
+
+
+async def _result_to_come(
+    conn: asyncpg.Connection, campaigns: CampaignCache, row: asyncpg.Record, event: CallEvent
+) -> bool:
+    """Whether this final event says the call was answered but not by whom, on a campaign
+    that asked: Twilio sends the answering-machine result apart (and only there and on the
+    call resource), so it may come after the final word, or not at all."""
+    if event.status != "completed" or event.answered_by or row["answered_by"]:
+        return False
+    campaign = await campaigns.get(conn, row["campaign_id"])
+    return campaign.detects_machines
 
 
 async def reopen_if_unknown(conn: asyncpg.Connection, attempt_id: int, event: CallEvent) -> bool:

@@ -108,6 +108,7 @@ def write_campaign(
     csv_rows: list[str] | None = None,
     account: str = "sim-main",
     call_limits: tuple[str, str, str] = ("5s", "10s", "2s"),
+    retry_extra: str = "",
 ) -> Path:
     """A campaign file and its CSV; `call_limits` = ring timeout, max call length, settle grace."""
     from dialer.demo_data import write_contacts
@@ -136,6 +137,7 @@ busy = "1s"
 no-answer = "1s"
 failed = "never"
 unknown = "1s"
+{retry_extra}
 """
     )
     return path

@@ -148,7 +148,7 @@ async def _keep(
     extra = {"account": account, "attempt": attempt_id, "status": event.status}
     if screened.held or screened.problems:
         log.warning("callback with problems", extra=extra | {"problem": screened.problem})
-    if screened.held or is_terminal(event.status):
+    if screened.held or is_terminal(event.status) or event.detection_result:
         async with receiver.pool.acquire() as conn:
             result = await apply_event(
                 conn,

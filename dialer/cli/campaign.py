@@ -20,6 +20,7 @@ from dialer.loading.loader import load_campaign
 from dialer.loading.summary import LoadSummary
 from dialer.policy.due import next_due
 from dialer.policy.states import CONTACT_STATES
+from dialer.runtime import refuse_unsupported
 
 
 @click.group()
@@ -56,6 +57,7 @@ def load(
     Exit codes: 0 loaded, 2 bad campaign file or CSV, 1 other error.
     """
     spec_file = load_campaign_file(campaign_file)
+    refuse_unsupported(spec_file.spec, app.config)
 
     async def go() -> LoadSummary:
         async with session(app.database_url) as conn:
@@ -112,6 +114,7 @@ ATTEMPT_OUTCOMES = (
     "rejected",
     "unknown",
     "in_flight",
+    "machine",
 )
 
 
@@ -139,6 +142,8 @@ def show(app: AppContext, name: str) -> None:
         "  contacts      " + ", ".join(f"{k} {summary[k]}" for k in CONTACT_STATES),
         "  attempts      " + ", ".join(f"{k} {summary[k]}" for k in ATTEMPT_OUTCOMES),
         f"  answer rate   {_dash(summary['answer_rate'])}"
+        f" (person {_dash(summary['human_answer_rate'])},"
+        f" machine {_dash(summary['machine_answer_rate'])})"
         f"   mean talk {_dash(summary['mean_talk_s'])} s",
         "  window        " + _window_status(campaign.rules, now),
     ]

@@ -92,8 +92,11 @@ def _campaign(row: asyncpg.Record, firsts: list[FirstInLine]) -> dict:
             "rejected": row["rejected"],
             "unknown": row["unknown"],
             "in-flight": row["in_flight"],
+            "machine": row["machine"],
         },
-        "answer_rate": float(row["answer_rate"]) if row["answer_rate"] is not None else None,
+        "answer_rate": _rate(row["answer_rate"]),
+        "human_answer_rate": _rate(row["human_answer_rate"]),
+        "machine_answer_rate": _rate(row["machine_answer_rate"]),
         "rate": {
             "now_per_s": float(row["rate_now"] or 0),
             "paced_per_s": row["rate_paced"],
@@ -107,6 +110,10 @@ def _campaign(row: asyncpg.Record, firsts: list[FirstInLine]) -> dict:
         },
         "next_due": due[0].isoformat() if due else None,
     }
+
+
+def _rate(value: object) -> float | None:
+    return float(value) if value is not None else None
 
 
 async def control(request: web.Request) -> web.Response:

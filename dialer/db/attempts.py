@@ -15,6 +15,7 @@ import asyncpg
 
 from dialer.policy.lookups import ANSWERED_QUIET, BACKOFF_CAP, BACKOFF_FIRST, LOOKUP_GRACE
 from dialer.policy.states import LIVE, RANK, SENT, TRANSITIONS
+from dialer.providers.base import CallEvent
 
 
 def after_event_sql(state: str, ring_s: str, talk_s: str) -> str:
@@ -186,14 +187,15 @@ SET state = CASE WHEN $9 AND a.answered_at IS NOT NULL THEN 'completed' ELSE $2 
     error = CASE WHEN a.error IS NULL OR $3::text IS NULL
                  THEN coalesce($3::text, a.error)
                  ELSE a.error || '; ' || $3::text END,
-    duration_s = coalesce($4, a.duration_s), ended_at = coalesce($5, now()),
+    duration_s = coalesce($4, a.duration_s), ended_at = coalesce($5, a.ended_at, now()),
+    held_outcome = NULL,
     provider_call_id = coalesce(a.provider_call_id, $7),
     answered_by = coalesce(a.answered_by, $8), cost = coalesce($10, a.cost),
     cost_unit = coalesce($11, a.cost_unit), updated_at = now()
 FROM contacts c
 WHERE a.id = $1 AND a.state = ANY($6::text[]) AND c.id = a.contact_id
 RETURNING a.contact_id, a.campaign_id, a.attempt_no, a.phone_e164, now() AS now,
-          c.attempts, c.timezone, a.outcome, a.account
+          c.attempts, c.timezone, a.outcome, a.account, a.answered_by
 """
 
 
@@ -255,6 +257,55 @@ async def advance(
     """Move a live attempt forward to `state` (from one of `from_states`, the lower ones)."""
     await conn.execute(
         _ADVANCE, attempt_id, state, provider_call_id, occurred_at, answered_by, from_states
+    )
+
+
+async def reclassify(conn: asyncpg.Connection, attempt_id: int, outcome: str) -> None:
+    """A call settled `completed` that a machine answered becomes `outcome` (`machine`)."""
+    await conn.execute(
+        """UPDATE attempts SET state = $2, outcome = $2, updated_at = now()
+           WHERE id = $1 AND outcome = 'completed'""",
+        attempt_id,
+        outcome,
+    )
+
+
+async def hold_final(
+    conn: asyncpg.Connection, attempt_id: int, final: CallEvent, wait: timedelta
+) -> None:
+    """Keep a final word whose answering-machine result is still to come: the attempt stays
+    live (answered), its facts kept, and is looked up after `wait` if no result comes."""
+    await conn.execute(
+        """UPDATE attempts
+           SET held_outcome = $2, state = 'in-progress',
+               provider_call_id = coalesce(provider_call_id, $3),
+               duration_s = coalesce($4, duration_s), ended_at = coalesce($5, now()),
+               accepted_at = coalesce(accepted_at, now()),
+               answered_at = coalesce(answered_at, now()),
+               settle_by = now() + $6::interval, updated_at = now()
+           WHERE id = $1 AND state = ANY($7::text[])""",
+        attempt_id,
+        final.status,
+        final.provider_call_id,
+        final.duration_s,
+        final.occurred_at,
+        wait,
+        list(TRANSITIONS["hold_final"].sources),
+    )
+
+
+async def note_answered_by(
+    conn: asyncpg.Connection, attempt_id: int, answered_by: str | None
+) -> str | None:
+    """Record who answered a live attempt (the first word wins); the final word held for it
+    (hold_final), if one is."""
+    return await conn.fetchval(
+        """UPDATE attempts SET answered_by = coalesce(answered_by, $2), updated_at = now()
+           WHERE id = $1 AND state = ANY($3::text[])
+           RETURNING held_outcome""",
+        attempt_id,
+        answered_by,
+        list(SENT),
     )
 
 

@@ -63,8 +63,11 @@ WITH input AS (
     ON CONFLICT (account, dedupe_key) DO NOTHING
     RETURNING attempt_id, held
 )
-SELECT (SELECT count(*) FROM stored) > 0 AS stored, (SELECT attempt_id FROM stored) AS attempt_id,
-       coalesce((SELECT held FROM stored), false) AS held
+SELECT (SELECT count(*) FROM stored) > 0 AS stored, s.attempt_id,
+       coalesce(s.held, false) AS held, a.campaign_id, a.answered_by
+FROM (SELECT 1) one
+LEFT JOIN stored s ON true
+LEFT JOIN attempts a ON a.id = s.attempt_id
 """
 
 
@@ -79,7 +82,8 @@ async def store(
     problem: str | None,
 ) -> asyncpg.Record:
     """Keep one event (once per dedupe key) with `payload` as its stored document: (stored,
-    the attempt it was judged to, held)."""
+    the attempt it was judged to, held, and that attempt's campaign and answered_by as they
+    were)."""
     return await conn.fetchrow(
         _STORE,
         attempt_id,
@@ -167,9 +171,9 @@ async def store_and_advance(
 
 async def orphan_finals(conn: asyncpg.Connection, limit: int) -> list[asyncpg.Record]:
     """Events stored without an attempt (they came before its call id was recorded) whose
-    attempt, still live, now has that call id: (id, status, attempt_id)."""
+    attempt, still live, now has that call id: (id, status, attempt_id, campaign_id)."""
     return await conn.fetch(
-        """SELECT e.id, e.status, a.id AS attempt_id
+        """SELECT e.id, e.status, a.id AS attempt_id, a.campaign_id
            FROM call_events e
            JOIN attempts a ON a.account = e.account AND a.provider_call_id = e.provider_call_id
            WHERE e.attempt_id IS NULL AND e.provider_call_id IS NOT NULL AND NOT e.held

@@ -73,7 +73,8 @@ _DASHBOARD = """
 SELECT k.id, k.name, k.account, k.spec, s.status, s.status_reason, s.contacts, s.pending,
        s.dialing, s.done, s.exhausted, s.failed, s.suppressed, s.canceled, s.attempts,
        s.completed, s.busy, s.no_answer, s.call_failed, s.call_canceled, s.rejected, s.unknown,
-       s.in_flight, s.answer_rate, x.channels AS channel_limit,
+       s.in_flight, s.answer_rate, s.machine, s.human_answer_rate, s.machine_answer_rate,
+       x.channels AS channel_limit,
        x.configured_rate_per_s AS rate_limit, x.paced_rate_per_s AS rate_paced,
        (SELECT count(*) FROM attempts a WHERE a.account = k.account
         AND a.state = ANY($1::text[])) AS channels_in_use,

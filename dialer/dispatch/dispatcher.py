@@ -362,6 +362,7 @@ class Dispatcher:
             connect_to=campaign.spec.connect_to,
             agent_number=campaign.spec.agent_number,
             fields=item.fields,
+            machine_detection=campaign.spec.machine_detection,
         )
         extra = {"attempt": item.attempt_id, "campaign": campaign.name, "to": item.phone_e164}
         try:

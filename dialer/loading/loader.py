@@ -98,11 +98,12 @@ async def upsert_campaign(conn: asyncpg.Connection, spec: CampaignSpec) -> tuple
         return await campaigns.insert(conn, spec.name, spec.account, document), "created"
     if row["status"] == "canceled":
         raise ConflictError(f"campaign {spec.name} is canceled; load contacts into a new campaign")
-    if row["spec"] == document:
+    stored = _as_current(row["spec"])
+    if stored == document:
         return row["id"], "unchanged"
     if await attempts.any_in_campaign(conn, row["id"]):
         changed = sorted(
-            k for k in document.keys() | row["spec"].keys() if document.get(k) != row["spec"].get(k)
+            k for k in document.keys() | stored.keys() if document.get(k) != stored.get(k)
         )
         raise ConflictError(
             f"campaign {spec.name} has already dialed, so its file can no longer change"
@@ -110,6 +111,15 @@ async def upsert_campaign(conn: asyncpg.Connection, spec: CampaignSpec) -> tuple
         )
     await campaigns.replace_spec(conn, row["id"], spec.account, document)
     return row["id"], "updated"
+
+
+def _as_current(stored: dict) -> dict:
+    """A stored spec as this version writes it: keys added since it was stored (with their
+    defaults) do not make an unchanged file look changed."""
+    try:
+        return CampaignSpec.model_validate(stored).to_json()
+    except ValueError:  # not readable by this version: compare it as it is
+        return stored
 
 
 async def _stage(

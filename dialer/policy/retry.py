@@ -9,7 +9,7 @@ from dialer.campaign_spec import RetryPolicy
 from dialer.durations import parse_duration
 from dialer.policy.window import CallingRules
 
-RETRYABLE = {"busy", "no-answer", "failed", "unknown", "canceled"}
+RETRYABLE = {"busy", "no-answer", "failed", "unknown", "canceled", "machine"}
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,7 @@ def retry_delay(policy: RetryPolicy, outcome: str, attempt_no: int) -> timedelta
         "failed": policy.failed,
         "unknown": policy.unknown,
         "canceled": policy.no_answer,
+        "machine": policy.machine,
     }[outcome]
     if setting == "never":
         return None
@@ -43,7 +44,7 @@ def next_step(
     timezone: str | None,
 ) -> NextStep:
     """Decide the contact's state after an attempt with `outcome` (attempts_made includes it)."""
-    if outcome == "completed":
+    if outcome == "completed" or (outcome == "machine" and policy.machine == "done"):
         return NextStep("done")
     if outcome == "rejected":
         return NextStep("failed")

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 LIVE = ("reserved", "dialing", "accepted", "ringing", "in-progress")
 SENT = LIVE[1:]  # live and (possibly) at the provider: what the reconciler asks about
 OUTCOMES = ("completed", "busy", "no-answer", "failed", "canceled")
-TERMINAL = (*OUTCOMES, "not_dialed", "rejected", "unknown")
+MACHINE = "machine"  # answered, by a machine, voicemail or fax (policy.answers)
+TERMINAL = (*OUTCOMES, MACHINE, "not_dialed", "rejected", "unknown")
 ATTEMPT_STATES = (*LIVE, *TERMINAL)
 REPORTED = ("accepted", "ringing", "in-progress", *OUTCOMES)  # what a provider's event can say
 CONTACT_STATES = ("pending", "dialing", "done", "exhausted", "failed", "suppressed", "canceled")
@@ -42,6 +43,12 @@ TRANSITIONS = {
     "advance": Transition(
         LIVE, ("accepted", "ringing", "in-progress"), "keeps it", "stays dialing (only upward)"
     ),
+    "hold_final": Transition(
+        SENT,
+        ("in-progress",),
+        "keeps it",
+        "stays dialing: a final word waits for its answering-machine result",
+    ),
     "release": Transition(
         ("reserved",), ("not_dialed",), "frees it", "dialing -> pending, the attempt uncounted"
     ),
@@ -49,7 +56,10 @@ TRANSITIONS = {
         ("dialing",), ("not_dialed",), "frees it", "dialing -> pending, the attempt uncounted"
     ),  # the provider answered that it placed no call (a 429, a refusal before dialing)
     "settle": Transition(
-        LIVE, (*OUTCOMES, "rejected", "unknown"), "frees it", "dialing -> next step (policy.retry)"
+        LIVE,
+        (*OUTCOMES, MACHINE, "rejected", "unknown"),
+        "frees it",
+        "dialing -> next step (policy.retry)",
     ),
     "reopen": Transition(
         ("unknown",), SENT, "none (live without a slot)", "-> dialing, withdrawing its re-dial"

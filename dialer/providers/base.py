@@ -75,6 +75,7 @@ class CallRequest:
     connect_to: str | None = None
     agent_number: str | None = None
     fields: Mapping[str, Any] = field(default_factory=dict)
+    machine_detection: str = "off"  # "detect" | "message-end": ask who answered (Provider)
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,9 @@ class CallEvent:
     completed_if_answered: bool = False
     cost: Decimal | None = None  # what the provider charged, where it says
     cost_unit: str | None = None
+    # An answering-machine detection result (Twilio's asynchronous AMD callback): it carries
+    # `answered_by` and says the call was answered, nothing more (no call status).
+    detection_result: bool = False
 
 
 @dataclass(frozen=True)
@@ -361,6 +365,12 @@ class Provider(ABC):
 
     def masked(self, text: str) -> str:
         return mask(text, self.secrets, self.auth_users)
+
+    def cannot_detect_machines(self, mode: str = "detect") -> str | None:
+        """Why this account cannot tell who answered in `mode` ("detect" | "message-end"),
+        or None if it can. Campaigns asking for it on this account are refused at load and at
+        run."""
+        return f"{self.kind} has no answering-machine detection"
 
     def callback_url(self, base: str, attempt_id: int | None) -> str:
         path = f"/callbacks/{self.name}" + (f"/{attempt_id}" if attempt_id is not None else "")

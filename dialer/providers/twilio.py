@@ -86,6 +86,15 @@ class TwilioAccount(AccountBase):
         return "comma" if self.path_prefix.startswith("/call/") else "repeat"
 
     @property
+    def machine_detection_style(self) -> str | None:
+        """How this API detects answering machines: "amd" (Twilio and SignalWire, the
+        2010-04-01 API: MachineDetection with AsyncAmd), "voicemail" (TeleAPI: DetectVoicemail,
+        one mode only), or None (Restcomm documents none)."""
+        if self.path_prefix.endswith("/2010-04-01"):
+            return "amd"
+        return "voicemail" if self.path_prefix.startswith("/call/") else None
+
+    @property
     def signed_callbacks(self) -> bool:
         if self.verify_signature is not None:
             return self.verify_signature
@@ -105,6 +114,8 @@ class TwilioProvider(Provider):
         )
         self.event_style = account.event_list_style
         self.signed = account.signed_callbacks
+        self.detection = account.machine_detection_style
+        self.path_prefix = account.path_prefix
 
     @property
     def secrets(self) -> list[str]:
@@ -113,6 +124,17 @@ class TwilioProvider(Provider):
     @property
     def auth_users(self) -> list[str]:
         return [self.account_sid]
+
+    def cannot_detect_machines(self, mode: str = "detect") -> str | None:
+        if self.detection == "amd":
+            return None
+        if self.detection == "voicemail":
+            return (
+                None
+                if mode == "detect"
+                else 'TeleAPI\'s DetectVoicemail has one mode: use machine_detection = "detect"'
+            )
+        return f"the API at {self.path_prefix} (Restcomm) documents no answering-machine detection"
 
     def create_request(self, call: CallRequest) -> HttpRequest:
         if not call.connect_to:
@@ -133,9 +155,30 @@ class TwilioProvider(Provider):
             separator = "," if self.event_style == "comma" else " "
             form.append(("StatusCallbackEvent", separator.join(EVENTS)))
         form += [("Timeout", str(call.ring_timeout_s)), ("TimeLimit", str(call.max_duration_s))]
+        form += self._detection_fields(call)
         return HttpRequest(
             "POST", f"{self.api}/Calls.json", form=form, auth=(self.account_sid, self._token)
         )
+
+    def _detection_fields(self, call: CallRequest) -> list[tuple[str, str]]:
+        """Answering-machine detection, asynchronous so the call's flow is not held up: the
+        result comes in its own callback (to the attempt's callback URL) and on the call
+        resource, not on the final status callback. We never send SendDigits, which would make
+        Twilio ignore detection."""
+        if call.machine_detection == "off":
+            return []
+        why = self.cannot_detect_machines(call.machine_detection)
+        if why is not None:
+            raise Rejected(why, account_wide=True)
+        if self.detection == "voicemail":
+            return [("DetectVoicemail", "yes")]
+        mode = "Enable" if call.machine_detection == "detect" else "DetectMessageEnd"
+        return [
+            ("MachineDetection", mode),
+            ("AsyncAmd", "true"),
+            ("AsyncAmdStatusCallback", call.callback_url),
+            ("AsyncAmdStatusCallbackMethod", "POST"),
+        ]
 
     def read_created(self, answer: HttpAnswer) -> str | None:
         data = json_body(answer)
@@ -165,6 +208,8 @@ class TwilioProvider(Provider):
         sid = first(fields, "CallSid")
         if not sid:
             raise Unreadable("no CallSid")
+        if first(fields, "CallStatus") is None and first(fields, "AnsweredBy") is not None:
+            return self._detection_result(callback, str(sid))
         # A word we do not know is passed on as it is: screening holds it and asks the provider.
         state = state_of_word(first(fields, "CallStatus")) or normal_word(
             first(fields, "CallStatus")
@@ -182,6 +227,20 @@ class TwilioProvider(Provider):
             duration_s=to_int(first(fields, "CallDuration")) if state == "completed" else None,
             answered_by=first(fields, "AnsweredBy", "VoicemailDetector"),
             payload=dict(fields),
+        )
+
+    def _detection_result(self, callback: InboundCallback, sid: str) -> CallEvent:
+        """The asynchronous AMD callback: AnsweredBy (and MachineDetectionDuration), no status;
+        it says the call was answered, and by whom."""
+        answered_by = str(first(callback.fields, "AnsweredBy"))
+        return CallEvent(
+            status="in-progress",
+            dedupe_key=f"{sid}:amd:{answered_by.lower()}",
+            provider_call_id=sid,
+            attempt_id=callback.attempt_id,
+            answered_by=answered_by,
+            payload=dict(callback.fields),
+            detection_result=True,
         )
 
     async def fetch_statuses(

@@ -83,13 +83,24 @@ async def test_campaign_summary(db, campaign: str) -> None:
     assert row["no_answer"] == outcomes["no-answer"]
     assert row["call_failed"] == outcomes["failed"]
     assert row["unknown"] == outcomes["unknown"] and row["in_flight"] == outcomes[None]
-    called = sum(
-        outcomes[o] for o in ("completed", "busy", "no-answer", "failed", "canceled", "unknown")
-    )
-    assert float(row["answer_rate"]) == pytest.approx(outcomes["completed"] / called, abs=1e-4)
+    check_answer_rates(row, outcomes)
     talk = [a["duration_s"] for a in attempts if a["outcome"] == "completed"]
     assert float(row["mean_talk_s"]) == pytest.approx(sum(talk) / len(talk), abs=0.05)
     assert float(row["p90_talk_s"]) == pytest.approx(percentile_cont(talk, 0.9), abs=0.05)
+
+
+def check_answer_rates(row: asyncpg.Record, outcomes: Counter) -> None:
+    """campaign_summary's answer rates from attempt outcomes: answered at all (a person or a
+    machine), by a person, by a machine; each over the calls that had a call outcome."""
+    called = sum(
+        outcomes[o]
+        for o in ("completed", "busy", "no-answer", "failed", "canceled", "unknown", "machine")
+    )
+    human, machine = outcomes["completed"], outcomes["machine"]
+    assert row["machine"] == machine
+    assert float(row["answer_rate"]) == pytest.approx((human + machine) / called, abs=1e-4)
+    assert float(row["human_answer_rate"]) == pytest.approx(human / called, abs=1e-4)
+    assert float(row["machine_answer_rate"]) == pytest.approx(machine / called, abs=1e-4)
 
 
 async def test_contact_results(db, campaign: str) -> None:

@@ -42,6 +42,11 @@ class FakeSettings:
     lose: float = 0.0  # share of calls whose callbacks are never sent (reconciliation tests)
     placed_500: float = 0.0  # share of create requests answered 500 after placing the call
     phantom_500: float = 0.0  # share answered 500 without placing anything
+    # Answering-machine detection (where the dialect has it): an outcome "machine" is a call a
+    # machine answered; its result callback comes this long after the answer (past the final
+    # status callback when longer than the talk), and is lost for this share of calls.
+    amd_delay: tuple[float, float] = (0.0, 0.5)
+    amd_lost: float = 0.0
 
 
 @dataclass
@@ -52,6 +57,7 @@ class Delivery:
     body: bytes
     content_type: str
     headers: dict[str, str] = field(default_factory=dict)
+    after: float = 0.0  # seconds past its stage (an asynchronous result's own delay)
 
 
 @dataclass
@@ -188,7 +194,7 @@ class FakeProvider:
         """When the call reaches each stage, in seconds from acceptance."""
         ring = self.rng.uniform(*self.settings.ring)
         talk = self.rng.uniform(*self.settings.talk)
-        if call.outcome == "completed":
+        if call.outcome in ("completed", "machine"):
             call.duration = max(1, round(talk))
             answered = (ring, "answered")
             return [(0.0, "initiated"), (0.02, "ringing"), answered, (ring + talk, "final")]
@@ -201,7 +207,7 @@ class FakeProvider:
         deliveries: list[tuple[float, Delivery]] = []
         for sequence, (at, stage) in enumerate(plan):
             for delivery in [] if silent else self.dialect.callbacks(call, stage, sequence):
-                delay = at
+                delay = at + delivery.after
                 if self.settings.reorder and self.rng.random() < self.settings.reorder:
                     delay += self.rng.uniform(0.05, 0.4)
                 deliveries.append((delay, delivery))

@@ -26,6 +26,12 @@ from twilio.request_validator import RequestValidator
 from tests.fakes.engine import Delivery, FakeCall, FakeProvider, basic_auth_is
 
 EVENTS = {"initiated", "ringing", "answered", "completed"}
+ANSWERED = ("completed", "machine")
+MACHINE_WORDS = {  # what AnsweredBy says of a machine, per MachineDetection mode
+    "Enable": ["machine_start", "fax"],
+    "DetectMessageEnd": ["machine_end_beep", "machine_end_silence", "machine_end_other", "fax"],
+    "voicemail": ["voicemail"],
+}
 PREFIX = {
     "twilio": "/2010-04-01",
     "signalwire": "/api/laml/2010-04-01",
@@ -71,6 +77,15 @@ class TwilioDialect:
             callback = str(form.get("StatusCallback", ""))
             tail = urlsplit(callback).path.rstrip("/").rpartition("/")[2]
             params = {"events": events, "callback": callback, "_call_id": self._sid(fake)}
+            detection = self._detection(form)
+            if isinstance(detection, web.Response):
+                return detection
+            if detection is not None:
+                params["amd"] = detection | {
+                    "delay": fake.rng.uniform(*fake.settings.amd_delay),
+                    "lost": fake.rng.random() < fake.settings.amd_lost,
+                    "machine_word": fake.rng.choice(MACHINE_WORDS[detection["mode"]]),
+                }
             call = fake.open_call(to, int(tail) if tail.isdigit() else None, callback, params)
             if fault == "placed":  # Twilio: a 5xx on create is not idempotent
                 return _error(500, 20500, "Internal Server Error")
@@ -106,6 +121,25 @@ class TwilioDialect:
             web.get(base + "/Calls/{call}.json", fetch),
         ]
 
+    def _detection(self, form) -> dict[str, Any] | web.Response | None:
+        """Answering-machine detection as the create request asked for it, checked the way the
+        API documents it: Twilio/SignalWire `MachineDetection` (Enable | DetectMessageEnd) with
+        `AsyncAmd=true` and an `AsyncAmdStatusCallback`; TeleAPI `DetectVoicemail=yes`."""
+        if self.variant in ("twilio", "signalwire"):
+            mode = form.get("MachineDetection")
+            if mode is None:
+                return None
+            if mode not in ("Enable", "DetectMessageEnd"):
+                return _error(400, 21216, f"MachineDetection {mode!r} is not valid")
+            if form.get("SendDigits"):
+                return None  # Twilio ignores detection when SendDigits is sent
+            if form.get("AsyncAmd") != "true" or not form.get("AsyncAmdStatusCallback"):
+                return _error(400, 21200, "this fake answers asynchronous AMD only")
+            return {"mode": mode, "callback": str(form["AsyncAmdStatusCallback"])}
+        if self.variant == "teleapi" and form.get("DetectVoicemail") == "yes":
+            return {"mode": "voicemail"}
+        return None
+
     def _authorized(self, request: web.Request) -> bool:
         return basic_auth_is(request, self.sid, self.token)
 
@@ -126,18 +160,28 @@ class TwilioDialect:
     def _word(self, word: str) -> str:
         return word.upper() if self.variant == "teleapi" else word
 
+    def _answered_by(self, call: FakeCall) -> str | None:
+        """Who answered, as the API words it: with detection, the fake's decision."""
+        amd = call.params.get("amd")
+        if amd is None:
+            return "human" if call.outcome == "completed" else None
+        if amd["mode"] == "voicemail":
+            return "voicemail" if call.outcome == "machine" else "person_found"
+        return amd["machine_word"] if call.outcome == "machine" else "human"
+
     def _resource(self, call: FakeCall) -> dict[str, Any]:
-        final = call.status in ("completed", "busy", "no-answer", "failed")
+        final = call.status in ("completed", "busy", "no-answer", "failed", "machine")
         status = (
             call.status if final else ("in-progress" if call.status == "answered" else "queued")
         )
+        status = "completed" if status == "machine" else status
         return {
             "sid": call.call_id,
             "account_sid": self.sid,
             "to": call.to,
             "status": self._word(status),
-            "duration": str(call.duration) if call.status == "completed" else None,
-            "answered_by": "human" if call.status == "completed" else None,
+            "duration": str(call.duration) if call.status in ("completed", "machine") else None,
+            "answered_by": self._answered_by(call) if call.status in ANSWERED else None,
             "price": f"-{0.013 * call.duration:.4f}" if call.status == "completed" else None,
             "price_unit": "USD",
             "api_version": self.prefix.rpartition("/")[2],
@@ -152,7 +196,7 @@ class TwilioDialect:
             "answered": ["answered", "in-progress"]
             if self.variant == "signalwire"
             else ["in-progress"],
-            "final": [call.outcome],
+            "final": ["completed" if call.outcome == "machine" else call.outcome],
         }[stage]
         subscribed = "completed" if stage == "final" else stage
         if subscribed not in events:
@@ -171,10 +215,31 @@ class TwilioDialect:
                 "SequenceNumber": str(sequence * 2 + offset),
                 "Timestamp": formatdate(time.time(), usegmt=True),
             }
-            if stage == "final" and call.outcome == "completed":
-                fields |= {"CallDuration": str(call.duration), "AnsweredBy": "human"}
+            if stage == "final" and call.outcome in ANSWERED:
+                fields["CallDuration"] = str(call.duration)
+                amd = call.params.get("amd")
+                if amd is None:
+                    fields["AnsweredBy"] = "human"
+                elif amd["mode"] == "voicemail":  # TeleAPI: on the status callback itself
+                    fields["VoicemailDetector"] = self._answered_by(call) or ""
+                # Twilio's asynchronous AMD: never on the status callbacks, only in its own
             deliveries.append(self._signed(call.params["callback"], fields))
-        return deliveries
+        return deliveries + self._detection_callback(call, stage)
+
+    def _detection_callback(self, call: FakeCall, stage: str) -> list[Delivery]:
+        """Twilio's AMD result: to AsyncAmdStatusCallback, its own delay after the answer."""
+        amd = call.params.get("amd")
+        if stage != "answered" or amd is None or amd["mode"] == "voicemail" or amd["lost"]:
+            return []
+        fields = {
+            "AccountSid": self.sid,
+            "CallSid": call.call_id,
+            "AnsweredBy": self._answered_by(call) or "unknown",
+            "MachineDetectionDuration": str(int(amd["delay"] * 1000)),
+        }
+        delivery = self._signed(amd["callback"], fields)
+        delivery.after = amd["delay"]
+        return [delivery]
 
     def _signed(self, url: str, fields: dict[str, str]) -> Delivery:
         headers = {}
@@ -186,7 +251,7 @@ class TwilioDialect:
         return Delivery(url, body, "application/x-www-form-urlencoded", headers)
 
     def reported(self, outcome: str) -> str:
-        return outcome
+        return outcome  # "machine" is drawn only for campaigns that ask for detection
 
 
 def account_toml(

@@ -17,6 +17,7 @@ from dialer.policy.states import (
     TRANSITIONS,
     moves_forward,
 )
+from dialer.providers.base import CallEvent
 from dialer.providers.send_deadline import SEND_WINDOW
 from tests.callbacks.test_callbacks import new_attempt
 
@@ -34,11 +35,12 @@ def test_the_declared_machine_hangs_together() -> None:
 
 async def _put_in(db, attempt_id: int, state: str) -> None:
     """Force the attempt into `state`, its reservation fresh (a re-opened attempt holds no slot
-    in any state, which every CHECK allows)."""
+    in any state, which every CHECK allows), last changed long ago: a statement that matches
+    it sets `updated_at`."""
     await db.execute(
         """UPDATE attempts SET state = $2, slot = NULL, reopened_at = now(), outcome = NULL,
                lease_expires_at = now() + interval '1 minute', dial_before = NULL,
-               provider_call_id = NULL
+               provider_call_id = NULL, held_outcome = NULL, updated_at = '2000-01-01'
            WHERE id = $1""",
         attempt_id,
         state,
@@ -77,6 +79,10 @@ async def _correct(db, attempt_id: int) -> None:
     await attempts.correct_unknown(db, attempt_id, "busy", None, None)
 
 
+async def _hold_final(db, attempt_id: int) -> None:
+    await attempts.hold_final(db, attempt_id, CallEvent("completed", ""), timedelta(seconds=10))
+
+
 async def _advance(db, attempt_id: int) -> None:
     lower = [s for s in LIVE if moves_forward(s, "in-progress")]
     await attempts.advance(
@@ -98,6 +104,7 @@ CASES = {
     "reopen": _reopen,
     "correct_unknown": _correct,
     "advance": _advance,
+    "hold_final": _hold_final,
 }
 EXPECTED_TARGET = {
     "begin_dial": "dialing",
@@ -107,6 +114,7 @@ EXPECTED_TARGET = {
     "reopen": "accepted",
     "correct_unknown": "busy",
     "advance": "in-progress",
+    "hold_final": "in-progress",
 }
 
 
@@ -121,11 +129,15 @@ async def test_each_compare_and_set_matches_exactly_its_sources(db, tmp_path: Pa
     for state in ATTEMPT_STATES:
         await _put_in(db, attempt_id, state)
         await run(db, attempt_id)
-        now = await db.fetchval("SELECT state FROM attempts WHERE id = $1", attempt_id)
-        if now != state:
+        now, changed = await db.fetchrow(
+            "SELECT state, updated_at > '2000-01-01' FROM attempts WHERE id = $1", attempt_id
+        )
+        if changed:
             assert now == EXPECTED_TARGET[name], (state, now)
             assert now in TRANSITIONS[name].targets
             matched.append(state)
+        else:
+            assert now == state
     assert matched == list(sources)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ import aiohttp
 import asyncpg
 import pytest
 from aiohttp.test_utils import TestServer
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from dialer.callbacks.app import Receiver, create_app
@@ -51,6 +52,7 @@ class Kind:
     params: Callable[[int, str], dict[str, Any]]  # (attempt id, callback url) -> params
     outcomes: tuple[str, ...] = ("completed", "busy", "no-answer", "failed")
     fixed_url: bool = False  # callbacks go to the account's one URL (TeleCMI)
+    detection: str = "off"  # the campaign's machine_detection
 
 
 def exotel(content_type: str | None) -> Kind:
@@ -68,15 +70,29 @@ def exotel(content_type: str | None) -> Kind:
     return Kind(adapter_for("exo", account), ExotelDialect("s1", "k", "t"), params)
 
 
-def twilio(variant: str) -> Kind:
+def twilio(variant: str, detection: str = "off") -> Kind:
     account = TwilioAccount(
         kind="twilio", account_sid="AC1", auth_token="tok", path_prefix=PREFIX[variant], **LIMITS
     )
     events = ["initiated", "ringing", "answered", "completed"]
+    mode = {"teleapi": "voicemail", "twilio": "DetectMessageEnd"}.get(variant, "Enable")
+    word = {"voicemail": "voicemail", "DetectMessageEnd": "machine_end_beep"}.get(mode, "fax")
+
+    def params(attempt: int, url: str) -> dict[str, Any]:
+        found: dict[str, Any] = {"events": events, "callback": url}
+        if detection != "off":  # the AMD result: its own callback, right after the answer
+            amd = {"mode": mode, "callback": url, "delay": 0.0, "lost": False}
+            found["amd"] = amd | {"machine_word": word}
+        return found
+
     return Kind(
         adapter_for("tw", account),
         TwilioDialect(variant, "AC1", "tok"),
-        lambda attempt, url: {"events": events, "callback": url},
+        params,
+        ("completed", "busy", "no-answer", "failed", "machine")
+        if detection != "off"
+        else ("completed", "busy", "no-answer", "failed"),
+        detection=detection,
     )
 
 
@@ -119,6 +135,9 @@ KINDS = {
     "twilio": lambda: twilio("twilio"),
     "signalwire": lambda: twilio("signalwire"),
     "teleapi": lambda: twilio("teleapi"),
+    "twilio-amd": lambda: twilio("twilio", "message-end"),
+    "signalwire-amd": lambda: twilio("signalwire", "detect"),
+    "teleapi-voicemail": lambda: twilio("teleapi", "detect"),
     "telecmi": lambda: telecmi("make_call"),
     "telecmi-click2call": lambda: telecmi("click2call"),
     "didforsale": didforsale,
@@ -126,14 +145,18 @@ KINDS = {
 
 
 def plan(outcome: str) -> list[str]:
-    if outcome == "completed":
+    if outcome in ("completed", "machine"):
         return ["initiated", "ringing", "answered", "final"]
     return ["initiated", "final"] if outcome == "failed" else ["initiated", "ringing", "final"]
 
 
-async def new_attempt(conn: asyncpg.Connection, tmp_path: Path, account: str, call_id: str) -> int:
+async def new_attempt(
+    conn: asyncpg.Connection, tmp_path: Path, account: str, call_id: str, detection: str = "off"
+) -> int:
     name = f"order-{await conn.fetchval('SELECT count(*) FROM campaigns')}"
-    spec = load_campaign_file(write_campaign(tmp_path, name, 1, account=account)).spec
+    extra = f'machine_detection = "{detection}"'
+    path = write_campaign(tmp_path, name, 1, account=account, extra=extra)
+    spec = load_campaign_file(path).spec
     campaign = await conn.fetchval(
         "INSERT INTO campaigns (name, account, spec) VALUES ($1, $2, $3) RETURNING id",
         name,
@@ -165,7 +188,7 @@ def deliveries(kind: Kind, attempt: int, outcome: str, base: str, call_id: str) 
     if kind.fixed_url:
         kind.dialect.event_url = url
     call = FakeCall(call_id, attempt, "+919845000001", outcome, url, kind.params(attempt, url))
-    call.duration = 17 if outcome == "completed" else 0
+    call.duration = 17 if outcome in ("completed", "machine") else 0
     return [
         d for i, stage in enumerate(plan(outcome)) for d in kind.dialect.callbacks(call, stage, i)
     ]
@@ -186,15 +209,27 @@ async def final_state(conn: asyncpg.Connection, attempt: int) -> tuple:
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
+@example(outcome_index=0, copies=0, order=random.Random(1), repeats=[], backwards=True)
+@example(outcome_index=4, copies=0, order=random.Random(2), repeats=[], backwards=True)
 @given(
-    outcome_index=st.integers(min_value=0, max_value=4),
+    outcome_index=st.integers(min_value=0, max_value=5),
     copies=st.integers(min_value=0, max_value=3),  # TeleCMI's CDR redeliveries, by call id
     order=st.randoms(use_true_random=False),
     repeats=st.lists(st.integers(min_value=0, max_value=20), max_size=5),
+    backwards=st.booleans(),  # every callback in reverse (the final word, then the AMD result)
 )
 def test_any_order_and_duplication_ends_like_the_clean_sequence(
-    name: str, database_url: str, tmp_path: Path, outcome_index: int, copies: int, order, repeats
+    name: str,
+    database_url: str,
+    tmp_path: Path,
+    outcome_index: int,
+    copies: int,
+    order,
+    repeats,
+    backwards: bool,
 ) -> None:
+    """Index 4 is `machine` where the kind detects (the explicit examples: backwards, so the
+    detection result comes after the final word)."""
     kind = KINDS[name]()
     outcome = kind.outcomes[outcome_index % len(kind.outcomes)]
 
@@ -214,11 +249,16 @@ def test_any_order_and_duplication_ends_like_the_clean_sequence(
                         # its redeliveries from) come from the example, not the database
                         serial = await conn.fetchval("SELECT count(*) FROM attempts")
                         call_id = f"call{serial:08d}-{copies:04d}"
-                        attempt = await new_attempt(conn, tmp_path, kind.adapter.name, call_id)
+                        attempt = await new_attempt(
+                            conn, tmp_path, kind.adapter.name, call_id, kind.detection
+                        )
                         sent = deliveries(kind, attempt, outcome, base, call_id)
                         if shuffle:
                             sent = sent + [sent[i % len(sent)] for i in repeats]
-                            order.shuffle(sent)
+                            if backwards:
+                                sent.reverse()
+                            else:
+                                order.shuffle(sent)
                         statuses = await post_all(sent)
                         assert set(statuses) == {200}, statuses
                         results.append(await final_state(conn, attempt))
