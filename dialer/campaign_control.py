@@ -6,9 +6,12 @@ import logging
 
 import asyncpg
 
-from dialer.db import attempts, campaigns, contacts
+from dialer.campaigns import Campaign
+from dialer.db import attempts, campaigns, contacts, reporting
 from dialer.dispatch.limiter import BREAKER_WINDOW, breaker_trips
 from dialer.errors import ConflictError, NotFoundError
+from dialer.policy.caller_ids import is_tired
+from dialer.policy.goal import goal_reached
 
 log = logging.getLogger("dialer.campaign")
 
@@ -40,6 +43,49 @@ async def set_status(conn: asyncpg.Connection, name: str, action: str) -> str:
     return message
 
 
+async def complete_if_goal_reached(conn: asyncpg.Connection, campaign: Campaign) -> str | None:
+    """Mark the campaign `completed` once its goal (stop_after, max_cost) is met, for every
+    process at its next claim; calls in flight go on and settle. Returns the reason."""
+    spec = campaign.spec
+    if spec.stop_after is None and spec.max_cost is None:
+        return None
+    answered, cost = await campaigns.goal_progress(conn, campaign.id)
+    goal = spec.stop_after.answered if spec.stop_after else None
+    reason = goal_reached(goal, spec.max_cost, answered, cost)
+    if reason and await campaigns.leave_active(conn, campaign.id, "completed", reason):
+        log.info("campaign completed", extra={"campaign": campaign.name, "reason": reason})
+    return reason
+
+
+async def rest_tired_caller_ids(conn: asyncpg.Connection, campaign: Campaign) -> frozenset[str]:
+    """The campaign's caller ids resting for the rest of the day (rest_caller_id_below): each
+    newly resting one is logged with its figures."""
+    threshold = campaign.spec.rest_caller_id_below
+    if threshold is None:
+        return frozenset()
+    rows = await reporting.caller_ids_today(conn, campaign.spec.caller_ids, campaign.spec.timezone)
+    resting = set()
+    for row in rows:
+        if is_tired(row["settled"], row["answered"], threshold):
+            resting.add(row["caller_id"])
+            if (campaign.id, row["caller_id"]) not in _RESTING_LOGGED:
+                _RESTING_LOGGED.add((campaign.id, row["caller_id"]))
+                log.warning(
+                    "caller id resting for the rest of the day",
+                    extra={
+                        "campaign": campaign.name,
+                        "caller_id": row["caller_id"],
+                        "settled": row["settled"],
+                        "answered": row["answered"],
+                        "threshold": threshold,
+                    },
+                )
+    return frozenset(resting)
+
+
+_RESTING_LOGGED: set[tuple[int, str]] = set()  # (campaign, caller id): said once per process
+
+
 async def trip_breaker_if_failing(conn: asyncpg.Connection, campaign_id: int) -> str | None:
     """Pause the campaign if more than half of its last 50 settled attempts failed or were
     rejected (a broken caller id, a suspended route): better a paused campaign than thousands of
@@ -51,7 +97,7 @@ async def trip_breaker_if_failing(conn: asyncpg.Connection, campaign_id: int) ->
         f"circuit breaker: {bad} of the last {settled} attempts failed or were"
         " rejected; check the account, caller id and route, then `dialer campaign resume`"
     )
-    if await campaigns.pause_if_active(conn, campaign_id, reason):
+    if await campaigns.leave_active(conn, campaign_id, "paused", reason):
         log.error("campaign paused", extra={"campaign_id": campaign_id, "reason": reason})
         return reason
     return None

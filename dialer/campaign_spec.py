@@ -131,6 +131,23 @@ class RetryPolicy(_Strict):
         return value if value == "never" else _check_duration(value)
 
 
+class StopAfter(_Strict):
+    """The campaign's goal: it is `completed` once this many calls were answered."""
+
+    completed: int | None = Field(default=None, ge=1, le=100_000_000)
+    human: int | None = Field(default=None, ge=1, le=100_000_000)  # with machine_detection
+
+    @model_validator(mode="after")
+    def _one_goal(self) -> StopAfter:
+        if (self.completed is None) == (self.human is None):
+            raise ValueError("give one of completed or human")
+        return self
+
+    @property
+    def answered(self) -> int:
+        return self.completed if self.completed is not None else self.human or 0
+
+
 class CampaignSpec(_Strict):
     """Everything a campaign file may say. Unknown keys are errors, so typos cannot hide."""
 
@@ -138,6 +155,12 @@ class CampaignSpec(_Strict):
     account: str = Field(pattern=ACCOUNT_NAME)
     default_region: str  # before caller_id, which is read in it
     caller_id: str | list[str]
+    # Which caller id an attempt shows (policy.caller_ids): a contact's retries keep its first
+    # number (sticky), also preferring the contact's own area (local), or in turn (rotate).
+    caller_id_policy: Literal["sticky", "local", "rotate"] = "sticky"
+    # Rest a caller id for the rest of the day when its answer rate over at least 50 settled
+    # attempts today falls below this (a number flagged as spam).
+    rest_caller_id_below: float | None = Field(default=None, gt=0, lt=1)
     connect_to: str | None = None
     agent_number: str | None = None
     contacts: str | None = None
@@ -155,6 +178,10 @@ class CampaignSpec(_Strict):
     # Ask the provider who answered: "detect" (as soon as it knows), "message-end" (after a
     # machine's greeting, so the call's flow plays after the beep). Only providers that can.
     machine_detection: Literal["off", "detect", "message-end"] = "off"
+    # Stop when the goal is met: `completed` for good answered calls (`human` with detection),
+    # or when the provider-reported cost reaches max_cost (in the account's currency).
+    stop_after: StopAfter | None = None
+    max_cost: float | None = Field(default=None, gt=0, le=1e12)
 
     @field_validator("name")
     @classmethod
@@ -231,6 +258,15 @@ class CampaignSpec(_Strict):
     def _dates(self) -> CampaignSpec:
         if self.start_date and self.end_date and self.start_date > self.end_date:
             raise ValueError("start_date must not be after end_date")
+        return self
+
+    @model_validator(mode="after")
+    def _human_needs_detection(self) -> CampaignSpec:
+        if self.stop_after and self.stop_after.human and self.machine_detection == "off":
+            raise ValueError(
+                "stop_after.human needs machine_detection: without it a machine's answer is"
+                " counted as completed (use stop_after.completed)"
+            )
         return self
 
     @property

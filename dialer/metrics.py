@@ -94,6 +94,21 @@ CONTACTS_DUE = Gauge(
 )
 
 
+CALLER_ID = {  # from caller_id_health, per account, caller id and period (day, week)
+    column: Gauge(
+        f"dialer_caller_id_{column}",
+        f"A caller id's {meaning} over the period (day, week)",
+        ["account", "caller_id", "period"],
+        registry=REGISTRY,
+    )
+    for column, meaning in (
+        ("attempts", "attempts"),
+        ("answer_rate", "share of calls a person answered"),
+        ("short_call_rate", "share of answered calls shorter than 6 s"),
+    )
+}
+
+
 async def refresh_gauges(conn: asyncpg.Connection) -> None:
     """Read the shared state into the gauges."""
     for row in await reporting.account_gauges(conn):
@@ -115,6 +130,13 @@ async def refresh_gauges(conn: asyncpg.Connection) -> None:
     CONTACTS_DUE.clear()
     for name, count in due.items():
         CONTACTS_DUE.labels(name).set(count)
+    health = await reporting.caller_id_health(conn)
+    for gauge in CALLER_ID.values():
+        gauge.clear()
+    for row in health:
+        for column, gauge in CALLER_ID.items():
+            if row[column] is not None:
+                gauge.labels(row["account"], row["caller_id"], row["period"]).set(row[column])
 
 
 def metrics_handler(pool: asyncpg.Pool):

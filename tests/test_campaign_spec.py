@@ -54,6 +54,11 @@ def campaign_file(tmp_path: Path, **changes: str) -> Path:
         ({"encoding": '"rot13"'}, "encoding"),
         ({"account": '"Sim Main"'}, "account"),
         ({"account": '"sim/main"'}, "account"),
+        ({"machine_detection": '"always"'}, "machine_detection"),
+        ({"[retry]": 'busy = "done"'}, "retry.busy"),
+        ({"stop_after": "{ completed = 0 }"}, "stop_after.completed"),
+        ({"stop_after": "{ completed = 5, human = 5 }"}, "stop_after"),
+        ({"max_cost": "-1"}, "max_cost"),
     ],
 )
 def test_bad_campaign_values_exit_2_naming_the_key_and_create_nothing(
@@ -142,3 +147,14 @@ def test_unbounded_cli_values_exit_2(run_cli, args: list[str]) -> None:
     result = run_cli(*args)
     assert result.exit_code == 2, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_human_goal_without_detection_is_refused(run_cli, tmp_path: Path) -> None:
+    path = campaign_file(tmp_path, stop_after="{ human = 5 }")
+    result = run_cli("campaign", "load", str(path))
+    assert result.exit_code == 2 and "stop_after.human needs machine_detection" in result.stderr
+    spec = CampaignSpec.model_validate(
+        {k: v.strip('"') for k, v in BASE.items()}
+        | {"stop_after": {"human": 5}, "machine_detection": "detect"}
+    )
+    assert spec.stop_after is not None and spec.stop_after.answered == 5  # with detection: fine

@@ -86,3 +86,9 @@ async def test_counters_and_gauges_agree_with_the_database(
     assert total(served, "dialer_callbacks_total", account="tw", result="stored") == events
     assert total(served, "dialer_callback_seconds_count", account="tw") >= events
     assert total(served, "dialer_contacts_due", campaign="met") == 0
+    shown = await own_db.fetch(
+        "SELECT caller_id, count(*) FROM attempts WHERE state <> 'not_dialed' GROUP BY 1"
+    )
+    for caller, count in shown:  # caller_id_health, as gauges
+        labels = {"account": "tw", "caller_id": caller, "period": "day"}
+        assert total(served, "dialer_caller_id_attempts", **labels) == count

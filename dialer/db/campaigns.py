@@ -87,15 +87,19 @@ async def set_status(
     )
 
 
-async def pause_if_active(conn: asyncpg.Connection, campaign_id: int, reason: str) -> bool:
-    """Pause the campaign if it is `active`; whether it was."""
-    status = await conn.execute(
-        """UPDATE campaigns SET status = 'paused', status_reason = $2, updated_at = now()
+async def leave_active(
+    conn: asyncpg.Connection, campaign_id: int, status: str, reason: str
+) -> bool:
+    """Move the campaign from `active` to `status` (paused, completed) with `reason`; whether
+    it was active."""
+    changed = await conn.execute(
+        """UPDATE campaigns SET status = $2, status_reason = $3, updated_at = now()
            WHERE id = $1 AND status = 'active'""",
         campaign_id,
+        status,
         reason,
     )
-    return status.endswith(" 1")
+    return changed.endswith(" 1")
 
 
 async def pause_account(conn: asyncpg.Connection, account: str, reason: str) -> None:
@@ -106,6 +110,17 @@ async def pause_account(conn: asyncpg.Connection, account: str, reason: str) -> 
         account,
         reason,
     )
+
+
+async def goal_progress(conn: asyncpg.Connection, campaign_id: int) -> tuple[int, float | None]:
+    """(calls answered by a person: outcome completed, provider-reported cost so far)."""
+    row = await conn.fetchrow(
+        """SELECT count(*) FILTER (WHERE state = 'completed') AS answered, sum(cost) AS cost
+           FROM attempts WHERE campaign_id = $1""",
+        campaign_id,
+    )
+    cost = row["cost"]
+    return row["answered"], float(cost) if cost is not None else None
 
 
 async def complete_finished(conn: asyncpg.Connection, ids: list[int]) -> None:

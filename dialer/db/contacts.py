@@ -18,7 +18,10 @@ from dialer.policy.window import CallingRules
 
 _DUE_LATERAL, _DUE = due_condition(3)
 _CANDIDATES = f"""
-SELECT c.id, c.phone_e164, c.fields, c.timezone
+SELECT c.id, c.phone_e164, c.fields, c.timezone,
+       (SELECT x.caller_id FROM attempts x
+        WHERE x.contact_id = c.id AND x.caller_id IS NOT NULL
+        ORDER BY x.attempt_no LIMIT 1) AS first_caller
 FROM contacts c
 {_DUE_LATERAL}
 WHERE c.campaign_id = $1 AND {_DUE}
@@ -32,7 +35,8 @@ async def lock_due(
     conn: asyncpg.Connection, campaign_id: int, limit: int, rules: CallingRules
 ) -> list[asyncpg.Record]:
     """Up to `limit` due contacts of the campaign in its dialing order, row-locked (SKIP
-    LOCKED: another claim's contacts are not waited for)."""
+    LOCKED: another claim's contacts are not waited for), with the caller id their first
+    attempt showed (NULL for a first attempt)."""
     return await conn.fetch(_CANDIDATES, campaign_id, limit, *rules.sql_parameters())
 
 
@@ -157,10 +161,13 @@ async def first_due_per_zone(
 
 
 async def any_unfinished(conn: asyncpg.Connection, campaign_ids: list[int]) -> bool:
-    """Whether any contact of these campaigns is still waiting or being dialed."""
+    """Whether any contact of these campaigns is being dialed, or waiting in a campaign that
+    is not `completed` (one that met its goal leaves its waiting contacts undialed)."""
     return await conn.fetchval(
-        """SELECT EXISTS (SELECT 1 FROM contacts WHERE campaign_id = ANY($1::bigint[])
-                          AND state IN ('pending', 'dialing'))""",
+        """SELECT EXISTS (SELECT 1 FROM contacts c JOIN campaigns k ON k.id = c.campaign_id
+                          WHERE c.campaign_id = ANY($1::bigint[])
+                            AND (c.state = 'dialing'
+                                 OR (c.state = 'pending' AND k.status <> 'completed')))""",
         campaign_ids,
     )
 

@@ -106,3 +106,27 @@ async def demo_progress(conn: asyncpg.Connection, campaign_id: int) -> asyncpg.R
            FROM attempts WHERE campaign_id = $1""",
         campaign_id,
     )
+
+
+async def caller_ids_today(
+    conn: asyncpg.Connection, callers: list[str], zone: str
+) -> list[asyncpg.Record]:
+    """Per caller id, its attempts since midnight in `zone` (in any campaign): (caller_id,
+    settled with a call outcome, answered by a person)."""
+    return await conn.fetch(
+        """SELECT caller_id,
+                  count(*) FILTER (WHERE outcome IN ('completed', 'busy', 'no-answer', 'failed',
+                                                     'canceled', 'unknown', 'machine')) AS settled,
+                  count(*) FILTER (WHERE outcome = 'completed') AS answered
+           FROM attempts
+           WHERE caller_id = ANY($1::text[])
+             AND requested_at >= date_trunc('day', now() AT TIME ZONE $2) AT TIME ZONE $2
+           GROUP BY caller_id""",
+        callers,
+        zone,
+    )
+
+
+async def caller_id_health(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    """The caller_id_health view (per account, caller id and period: day, week)."""
+    return await conn.fetch("SELECT * FROM caller_id_health ORDER BY account, caller_id, period")

@@ -41,6 +41,7 @@ class Claimed:
     phone_e164: str
     fields: dict
     send_in_s: float  # seconds after the claim's commit at which its request slot opens
+    first_caller: str | None = None  # the caller id the contact's first attempt showed
 
 
 async def register_account(conn: asyncpg.Connection, limits: AccountLimits) -> None:
@@ -148,6 +149,7 @@ async def _claim_campaign(
             phone_e164=by_contact[a["contact_id"]]["phone_e164"],
             fields=by_contact[a["contact_id"]]["fields"],
             send_in_s=delay,
+            first_caller=by_contact[a["contact_id"]]["first_caller"],
         )
         for a, delay in zip(inserted, send_in, strict=True)
     ]

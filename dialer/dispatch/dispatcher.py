@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -22,14 +23,20 @@ import aiohttp
 import asyncpg
 
 from dialer.batching import Batcher
-from dialer.campaign_control import trip_breaker_if_failing
+from dialer.campaign_control import (
+    complete_if_goal_reached,
+    rest_tired_caller_ids,
+    trip_breaker_if_failing,
+)
 from dialer.campaigns import Campaign, CampaignCache
 from dialer.db import attempts, campaigns, contacts, server
+from dialer.db.campaigns import leave_active
 from dialer.db.outage import TRANSIENT, DatabaseGone, Outage
 from dialer.dispatch.claim import SEND, VOID, Claimed, begin_dial, claim, push_back_rate
 from dialer.dispatch.limiter import AccountLimits
 from dialer.faults import fault_point
 from dialer.metrics import AMBIGUOUS, RATE_LIMITED
+from dialer.policy.caller_ids import choose_caller
 from dialer.policy.due import next_due
 from dialer.providers.base import (
     Ambiguous,
@@ -77,6 +84,8 @@ class Dispatcher:
     _waiting: dict[int, asyncio.Task] = field(default_factory=dict)
     _sending: set[asyncio.Task] = field(default_factory=set)
     _breaker_checked: float = 0.0
+    _caller_use: dict[int, Counter[str]] = field(default_factory=dict)  # per campaign, here
+    _resting: dict[int, frozenset[str]] = field(default_factory=dict)  # per campaign, today
     failure: BaseException | None = None
     outage: Outage = field(default_factory=Outage)
 
@@ -227,6 +236,9 @@ class Dispatcher:
                 self._breaker_checked = time.monotonic()
                 for campaign in account.campaigns:
                     await trip_breaker_if_failing(conn, campaign.id)
+                    self._resting[campaign.id] = await rest_tired_caller_ids(conn, campaign)
+            for campaign in account.campaigns:  # before every claim: overshoot only in flight
+                await complete_if_goal_reached(conn, campaign)
             active = await campaigns.active_among(conn, [c.id for c in account.campaigns])
         return [c for c in account.campaigns if c.id in active]
 
@@ -275,6 +287,23 @@ class Dispatcher:
 
     # ---- sending ---------------------------------------------------------------------------
 
+    def _caller_for(self, campaign: Campaign, item: Claimed) -> str | None:
+        """The caller id this attempt shows (policy.caller_ids), counted as used."""
+        spec = campaign.spec
+        usage = self._caller_use.setdefault(campaign.id, Counter())
+        caller = choose_caller(
+            spec.caller_id_policy,
+            spec.caller_ids,
+            item.phone_e164,
+            first=item.first_caller,
+            usage=usage,
+            resting=self._resting.get(campaign.id, frozenset()),
+            attempt_id=item.attempt_id,
+        )
+        if caller is not None:
+            usage[caller] += 1
+        return caller
+
     def _start_sender(self, account: AccountRun, item: Claimed, started: float) -> None:
         task = asyncio.create_task(self._wait_then_send(account, item, started))
         self._waiting[item.attempt_id] = task
@@ -293,8 +322,15 @@ class Dispatcher:
     async def _wait_then_send(self, account: AccountRun, item: Claimed, started: float) -> None:
         await asyncio.sleep(max(0.0, started + item.send_in_s - time.monotonic()))
         campaign = next(c for c in account.campaigns if c.id == item.campaign_id)
-        callers = campaign.spec.caller_ids
-        caller = callers[item.attempt_id % len(callers)]
+        caller = self._caller_for(campaign, item)
+        if caller is None:  # every number of the campaign rests today: show none
+            self._waiting.pop(item.attempt_id, None)
+            reason = "every caller id is resting today (answer rate below rest_caller_id_below)"
+            await self._close(item.attempt_id, "not_dialed", reason, transition="release")
+            await self._with_conn(
+                "pausing a campaign", lambda conn: leave_active(conn, campaign.id, "paused", reason)
+            )
+            return
         while True:
             # The compare-and-set commits `dialing`: once it ran, the request must be sent even
             # if this task is cancelled meanwhile (SIGTERM), so it is shielded and awaited.
@@ -315,7 +351,8 @@ class Dispatcher:
                     verdict = await pending
                     if verdict == SEND:
                         self._waiting.pop(item.attempt_id, None)
-                        await self._send_tracked(account, campaign, item, caller, deadline)
+                        sending = self._send(account, campaign, item, caller, deadline)
+                        await self._send_tracked(sending)
                 raise
             except TRANSIENT as exc:
                 # Not committed, or committed with the answer lost: asking again is safe (the

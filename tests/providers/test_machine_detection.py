@@ -122,6 +122,13 @@ async def test_who_answered_is_the_providers_decision_whatever_the_order(
         "SELECT DISTINCT state FROM contacts WHERE last_outcome = 'machine'"
     )
     assert [r["state"] for r in machine_states] == ["done"]  # machine = "done"
+    callers = await own_db.fetch(
+        "SELECT contact_id, count(DISTINCT caller_id) AS numbers, min(attempt_no) AS first"
+        " FROM attempts WHERE state <> 'not_dialed' GROUP BY contact_id"
+    )
+    assert all(r["numbers"] == 1 for r in callers)  # sticky: retries show the first number
+    shown = await own_db.fetch("SELECT DISTINCT caller_id FROM attempts")
+    assert len(shown) == 2  # both of the campaign's numbers are used
     summary = await own_db.fetchrow("SELECT * FROM campaign_summary WHERE campaign = 'amd'")
     recorded = Counter(r["outcome"] for r in await own_db.fetch("SELECT outcome FROM attempts"))
     check_answer_rates(summary, recorded)  # recomputed from the raw attempts
