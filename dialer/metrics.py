@@ -104,6 +104,7 @@ CALLER_ID = {  # from caller_id_health, per account, caller id and period (day, 
     for column, meaning in (
         ("attempts", "attempts"),
         ("answer_rate", "share of calls a person answered"),
+        ("machine_rate", "share of answered calls a machine answered"),
         ("short_call_rate", "share of answered calls shorter than 6 s"),
     )
 }

@@ -4,7 +4,10 @@ where a provider has no detection."""
 
 from __future__ import annotations
 
+import csv
+import io
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 
 import jsonschema
@@ -16,8 +19,9 @@ from dialer.providers.base import CallRequest, InboundCallback, Rejected
 from tests.db.test_reporting_views import check_answer_rates
 from tests.fakes.engine import FakeProvider, FakeSettings
 from tests.fakes.twilio import TwilioDialect, account_toml
-from tests.processes import free_port
+from tests.processes import free_port, write_campaign
 from tests.providers.harness import Workspace, check_against_fake, serving
+from tests.providers.test_exotel import account_toml as exotel_account
 from tests.providers.test_twilio import (
     CALL,
     SID,
@@ -67,6 +71,13 @@ def test_the_asynchronous_result_is_read_as_who_answered() -> None:
     )
     assert event.detection_result and event.status == "in-progress"
     assert event.answered_by == "machine_end_beep" and event.provider_call_id == "CA1"
+
+
+async def work_export(tmp_path: Path, database_url: str) -> tuple[int, str]:
+    """`dialer export amd` in the campaign's workspace: (exit code, the CSV)."""
+    work = Workspace(tmp_path, database_url, free_port())
+    code, _ = await work.dialer("export", "amd", "--out", str(tmp_path / "amd.csv"))
+    return code, (tmp_path / "amd.csv").read_text()
 
 
 async def _campaign(tmp_path, database_url, variant, settings, *, mode, machine):
@@ -133,3 +144,65 @@ async def test_who_answered_is_the_providers_decision_whatever_the_order(
     recorded = Counter(r["outcome"] for r in await own_db.fetch("SELECT outcome FROM attempts"))
     check_answer_rates(summary, recorded)  # recomputed from the raw attempts
     assert summary["machine"] == outcomes["machine"] > 0
+    hourly = await own_db.fetchval(
+        "SELECT sum(attempts) FROM hourly_outcomes WHERE campaign = 'amd' AND outcome = 'machine'"
+    )
+    assert hourly == outcomes["machine"]
+    return_code, exported = await work_export(tmp_path, own_database_url)
+    assert return_code == 0
+    rows = list(csv.DictReader(io.StringIO(exported)))
+    finals = Counter(r["dialer_final_outcome"] for r in rows)
+    machine_contacts = await own_db.fetchval(
+        "SELECT count(*) FROM contacts WHERE state = 'done' AND last_outcome = 'machine'"
+    )
+    assert finals["machine"] == machine_contacts > 0
+
+
+async def test_a_machine_is_called_again_after_the_campaigns_delay(
+    own_database_url: str, tmp_path: Path, own_db
+) -> None:
+    """TeleAPI's VoicemailDetector on the status callback; `machine = "4h"`: those contacts
+    wait four hours, the people who answered are done."""
+    settings = FakeSettings(rate=(50, 1.0), channels=10, seed=3, outcomes=WHO, talk=(0.2, 0.5))
+    code, output, stats, _ = await _campaign(
+        tmp_path, own_database_url, "teleapi", settings, mode="detect", machine="4h"
+    )
+    assert code == 3, output  # work left: the machines' contacts, four hours on
+    rows = await own_db.fetch(
+        "SELECT c.state, c.last_outcome, c.attempts, c.next_attempt_at - now() AS wait"
+        " FROM contacts c"
+    )
+    machines = [r for r in rows if r["last_outcome"] == "machine" and r["attempts"] < 3]
+    humans = [r for r in rows if r["last_outcome"] == "completed"]
+    assert machines and humans
+    assert all(r["state"] == "pending" for r in machines)
+    assert all(timedelta(hours=3, minutes=59) < r["wait"] <= timedelta(hours=4) for r in machines)
+    assert all(r["state"] == "done" for r in humans)
+    out_of_attempts = [r for r in rows if r["last_outcome"] == "machine" and r["attempts"] == 3]
+    assert all(r["state"] == "exhausted" for r in out_of_attempts)
+    decided = {c["attempt_id"]: c["outcome"] for c in stats["calls"].values()}
+    recorded = dict(
+        await own_db.fetch("SELECT id, outcome FROM attempts WHERE id = ANY($1)", list(decided))
+    )
+    assert recorded == decided
+
+
+@pytest.mark.parametrize(
+    ("toml", "kind"),
+    [
+        (exotel_account("http://127.0.0.1:9"), "exotel"),
+        (account_toml("http://127.0.0.1:9", SID, TOKEN, variant="restcomm"), "twilio"),
+    ],
+)
+async def test_detection_on_a_provider_without_it_is_refused_at_load(
+    own_database_url: str, tmp_path: Path, toml: str, kind: str
+) -> None:
+    work = Workspace(tmp_path, own_database_url, free_port())
+    work.configure("acct", toml)
+    extra = 'machine_detection = "detect"'
+    path = write_campaign(tmp_path, "nodetect", 3, account="acct", extra=extra)
+    code, output = await work.dialer("campaign", "load", str(path))
+    assert code == 2, output
+    assert "machine_detection" in output and "'acct'" in output and f"({kind})" in output
+    listed = await work.dialer("campaign", "list", "--format", "json")
+    assert "nodetect" not in listed[1]  # nothing was created
