@@ -68,6 +68,7 @@ async def reconcile_once(
         silent = await attempts.silent(conn, BATCH, SEND_WINDOW, CLIENT_TIMEOUT)
         rates = await accounts.paced_rates(conn)
         by_account: dict[str, list[PlacedCall]] = {}
+        held = {r["id"]: r["held_outcome"] for r in silent if r["held_outcome"]}
         for row in silent:
             call = PlacedCall(
                 row["id"], row["provider_call_id"], row["phone_e164"], row["requested_at"]
@@ -101,7 +102,10 @@ async def reconcile_once(
                     continue
                 try:
                     answer = answers.get(call.attempt_id)
-                    actions[await _resolve(conn, campaigns, account, call, answer)] += 1
+                    held_outcome = held.get(call.attempt_id)
+                    actions[
+                        await _resolve(conn, campaigns, account, call, answer, held_outcome)
+                    ] += 1
                 except (OSError, asyncpg.InterfaceError):
                     raise  # the database itself is away: the round ends, the loop retries
                 except Exception as exc:  # one bad item: logged, counted, asked about later
@@ -207,7 +211,11 @@ async def _resolve(
     account: str,
     call: PlacedCall,
     event: CallEvent | _Unmatched | None,
+    held_outcome: str | None = None,
 ) -> str:
+    """Apply what the provider says of a silent call; when it says nothing, close it: with
+    the final word it did send if one is held for a detection result that never came (that
+    word is a fact), else `unknown`."""
     listing = ""
     if isinstance(event, _Unmatched):
         listing = (
@@ -244,6 +252,11 @@ async def _resolve(
         else:  # the provider says it is still going: ask again, backing off
             await attempts.count_live_answer(conn, call.attempt_id)
             return "extended"
+    if held_outcome is not None:
+        reason = "no answering-machine result came, nor a call record saying who answered"
+        async with conn.transaction():
+            done = await settle(conn, campaigns, call.attempt_id, held_outcome, error=reason)
+        return "settled_without_detection" if done else "raced"
     reason = (
         "no final event from the provider"
         + ("" if call.provider_call_id else " and no call id (crash or timeout while sending)")

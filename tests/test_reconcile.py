@@ -13,10 +13,13 @@ from dialer.db.connect import open_pool
 from dialer.dispatch.claim import register_account
 from dialer.dispatch.limiter import AccountLimits
 from dialer.metrics import RECONCILE_FAILURES
+from dialer.providers.base import CallEvent
 from dialer.providers.sim import SimAccount, SimProvider
 from dialer.reconcile import reconcile_once
+from dialer.settle import apply_event
 from tests.callbacks.test_callbacks import SECRET, new_attempt
 from tests.processes import free_port
+from tests.providers.test_callback_order import new_attempt as attempt_on
 
 ANSWERS = {
     "GOOD": {"status": "busy"},
@@ -110,3 +113,28 @@ async def test_an_adapter_that_raises_is_counted_and_its_calls_asked_again(
         "SELECT state, settle_by > now() AS later FROM attempts WHERE id = $1", attempt
     )
     assert row["state"] == "accepted" and row["later"]  # not closed unknown on a bug
+
+
+async def test_a_held_final_word_is_never_closed_unknown(database_url: str, tmp_path: Path) -> None:
+    """A `completed` final kept for its answering-machine result (hold_final), when neither
+    the result nor a call record ever comes: the provider did say `completed`, so the attempt
+    settles `completed` with its duration, never `unknown`."""
+    cache = CampaignCache()
+    async with open_pool(database_url, size=2) as pool, pool.acquire() as conn:
+        attempt = await attempt_on(conn, tmp_path, "tw", "CAheld1", "detect")
+        final = CallEvent("completed", "CAheld1:9:completed", "CAheld1", duration_s=12)
+        assert await apply_event(conn, cache, "tw", attempt, final) == "stored"
+        held = await conn.fetchrow(
+            "SELECT state, held_outcome FROM attempts WHERE id = $1", attempt
+        )
+        assert tuple(held) == ("in-progress", "completed")
+        await conn.execute(
+            "UPDATE attempts SET settle_by = now() - interval '1s' WHERE id = $1", attempt
+        )
+        actions = await reconcile_once(pool, cache, {}, None)  # no adapter: nobody to ask
+        row = await conn.fetchrow(
+            "SELECT state, outcome, duration_s, error FROM attempts WHERE id = $1", attempt
+        )
+    assert actions["settled_without_detection"] == 1, actions
+    assert (row["state"], row["outcome"], row["duration_s"]) == ("completed", "completed", 12)
+    assert "answering-machine result" in row["error"]

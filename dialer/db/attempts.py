@@ -441,7 +441,7 @@ async def expired_reservations(conn: asyncpg.Connection, limit: int) -> list[int
 # request on the way until its send window and the client's timeout have passed, unless its
 # sender saw the request end (request_done_at): never before.
 _SILENT = """
-SELECT id, account, provider_call_id, phone_e164, requested_at FROM attempts
+SELECT id, account, provider_call_id, phone_e164, requested_at, held_outcome FROM attempts
 WHERE state = ANY($2::text[]) AND settle_by < now()
   AND (state <> 'dialing' OR provider_call_id IS NOT NULL OR request_done_at IS NOT NULL
        OR coalesce(send_by, requested_at + $3::interval) + $4::interval < now())

@@ -477,6 +477,18 @@ class Provider(ABC):
             raise Forbidden("bad or missing callback token")
 
 
+def listed_event(call_id: str, word: Any, duration: Any, record: Mapping[str, Any]) -> CallEvent:
+    """A call found in a provider's list of calls to a number (Provider.find_placed), as an
+    event: its status word read the usual way (a call listed with none is `accepted`)."""
+    return CallEvent(
+        status=state_of_word(word) or "accepted",
+        dedupe_key=f"{call_id}:poll:{normal_word(word)}",
+        provider_call_id=call_id,
+        duration_s=to_int(duration),
+        payload={"listed": dict(record)},
+    )
+
+
 def first(fields: Mapping[str, Any], *names: str) -> Any:
     """The first of `names` present in `fields`, compared case-insensitively."""
     lowered = {str(k).lower(): v for k, v in fields.items()}

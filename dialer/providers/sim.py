@@ -26,6 +26,7 @@ from dialer.providers.base import (
     classify,
     from_epoch,
     json_body,
+    listed_event,
     same_secret,
     state_of_word,
     to_int,
@@ -139,13 +140,8 @@ class SimProvider(Provider):
         def read(record: dict) -> tuple[CallEvent, datetime | None] | None:
             if not record.get("call_id"):
                 return None
-            event = CallEvent(
-                status=state_of_word(record.get("status")) or "accepted",
-                dedupe_key=f"{record['call_id']}:poll:{record.get('status')}",
-                provider_call_id=str(record["call_id"]),
-                duration_s=to_int(record.get("duration")),
-                payload={"listed": record},
-            )
+            call_id = str(record["call_id"])
+            event = listed_event(call_id, record.get("status"), record.get("duration"), record)
             return event, from_epoch(record.get("created"))
 
         return await self.list_each(session, calls, pace, request_for, "calls", read)

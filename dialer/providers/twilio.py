@@ -43,6 +43,7 @@ from dialer.providers.base import (
     classify,
     first,
     json_body,
+    listed_event,
     normal_word,
     same_secret,
     state_of_word,
@@ -284,13 +285,8 @@ class TwilioProvider(Provider):
         def read(record: dict) -> tuple[CallEvent, datetime | None] | None:
             if not record.get("sid"):
                 return None
-            event = CallEvent(
-                status=state_of_word(record.get("status")) or "accepted",
-                dedupe_key=f"{record['sid']}:poll:{normal_word(record.get('status'))}",
-                provider_call_id=str(record["sid"]),
-                duration_s=to_int(record.get("duration")),
-                payload={"listed": record},
-            )
+            sid = str(record["sid"])
+            event = listed_event(sid, record.get("status"), record.get("duration"), record)
             return event, _rfc2822(record.get("date_created"))
 
         return await self.list_each(session, calls, pace, request_for, "calls", read)
