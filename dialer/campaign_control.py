@@ -7,7 +7,7 @@ import logging
 import asyncpg
 
 from dialer.campaigns import Campaign
-from dialer.db import attempts, campaigns, contacts, reporting
+from dialer.db import attempts, campaigns, contacts, reporting, webhooks
 from dialer.dispatch.limiter import BREAKER_WINDOW, breaker_trips
 from dialer.errors import ConflictError, NotFoundError
 from dialer.policy.caller_ids import is_tired
@@ -39,6 +39,7 @@ async def set_status(conn: asyncpg.Connection, name: str, action: str) -> str:
         if action == "cancel":
             canceled = await contacts.cancel_waiting(conn, row["id"])
             message += f"; {canceled} waiting contacts canceled (calls in flight settle)"
+            await webhooks.record_finished(conn, [row["id"]])
     log.info("campaign status changed", extra={"campaign": name, "status": target})
     return message
 

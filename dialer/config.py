@@ -5,9 +5,13 @@ Credentials are `SecretStr` so that printing a model (or an error about it) neve
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import re
 from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AnyHttpUrl,
@@ -16,6 +20,7 @@ from pydantic import (
     Field,
     SecretStr,
     field_validator,
+    model_validator,
 )
 
 from dialer import redaction
@@ -32,6 +37,83 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+WEBHOOK_EVENTS = ("attempt.settled", "contact.final", "campaign.finished")
+WebhookEvent = Literal["attempt.settled", "contact.final", "campaign.finished"]
+NAME = r"^[a-z0-9][a-z0-9_.:/-]{0,199}$"
+
+
+class WebhookConfig(_Strict):
+    """One `[[webhooks]]` endpoint. `secret` is a Standard Webhooks secret: `whsec_` and the
+    base64 of 24 to 64 random bytes (receivers' libraries take it as it is)."""
+
+    url: AnyHttpUrl
+    secret: SecretStr
+    events: list[WebhookEvent] = Field(default=list(WEBHOOK_EVENTS), min_length=1)
+    name: str | None = Field(default=None, pattern=NAME)
+
+    @field_validator("secret")
+    @classmethod
+    def _secret(cls, value: SecretStr) -> SecretStr:
+        key = secret_bytes(value.get_secret_value())
+        if key is None or not 24 <= len(key) <= 64:
+            raise ValueError(
+                "must be 'whsec_' followed by the base64 of 24 to 64 random bytes"
+                " (e.g. python -c \"import os,base64; print('whsec_' +"
+                ' base64.b64encode(os.urandom(32)).decode())")'
+            )
+        return value
+
+    @property
+    def endpoint(self) -> str:
+        """The name deliveries, logs and metrics use: `name`, else the URL's host and path
+        (never its query, which may carry a token)."""
+        if self.name:
+            return self.name
+        parts = urlsplit(str(self.url))
+        return f"{parts.netloc}{parts.path}".rstrip("/").lower()
+
+    @property
+    def key(self) -> bytes:
+        key = secret_bytes(self.secret.get_secret_value())
+        assert key is not None  # validated
+        return key
+
+
+def secret_bytes(secret: str) -> bytes | None:
+    """The key of a `whsec_...` secret, or None if it is not base64."""
+    text = secret.removeprefix("whsec_")
+    try:
+        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+class ApiToken(_Strict):
+    """One bearer token of the campaign API: `read` sees, `write` changes."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    token: SecretStr
+    scopes: list[Literal["read", "write"]] = Field(min_length=1)
+
+    @field_validator("token")
+    @classmethod
+    def _long_enough(cls, value: SecretStr) -> SecretStr:
+        if len(value.get_secret_value()) < 16:
+            raise ValueError("use at least 16 characters (a random string)")
+        return value
+
+
+class ApiConfig(_Strict):
+    tokens: list[ApiToken] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique(self) -> ApiConfig:
+        names = [t.name for t in self.tokens]
+        if len(set(names)) != len(names):
+            raise ValueError("token names must be unique")
+        return self
+
+
 class DialerConfig(_Strict):
     """The whole of `dialer.toml`. Every key is optional: no file at all is a valid setup."""
 
@@ -42,6 +124,8 @@ class DialerConfig(_Strict):
     default_region: str | None = Field(default=None, pattern=r"^[A-Z]{2}$")
     max_dials_per_number_per_day: int = Field(default=2, ge=1, le=100)
     accounts: dict[str, Account] = Field(default_factory=dict)
+    api: ApiConfig = Field(default_factory=ApiConfig)
+    webhooks: list[WebhookConfig] = Field(default_factory=list)
     # How long `dialer run` rides out a database that is away before it gives up (exit 1).
     database_outage_limit: str = "5m"
     source: Path | None = Field(default=None, exclude=True)
@@ -57,6 +141,14 @@ class DialerConfig(_Strict):
     @property
     def outage_limit_s(self) -> float:
         return parse_duration(self.database_outage_limit).total_seconds()
+
+    @model_validator(mode="after")
+    def _webhook_names(self) -> DialerConfig:
+        names = [w.endpoint for w in self.webhooks]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"webhooks: two endpoints named {twice[0]!r}; give each a `name`")
+        return self
 
     @field_validator("accounts", mode="before")
     @classmethod
@@ -102,7 +194,12 @@ def _secret_values(model: BaseModel) -> list[str]:
     found: list[str] = []
     for name in type(model).model_fields:
         value = getattr(model, name)
-        values = value.values() if isinstance(value, dict) else [value]
+        if isinstance(value, dict):
+            values = list(value.values())
+        elif isinstance(value, list):
+            values = value
+        else:
+            values = [value]
         for item in values:
             if isinstance(item, SecretStr):
                 found.append(item.get_secret_value())

@@ -22,7 +22,7 @@ from prometheus_client import (
 
 from dialer.campaigns import from_row
 from dialer.db import campaigns as stored
-from dialer.db import contacts, reporting
+from dialer.db import contacts, reporting, webhooks
 
 log = logging.getLogger("dialer.metrics")
 REGISTRY = CollectorRegistry()
@@ -94,6 +94,20 @@ CONTACTS_DUE = Gauge(
 )
 
 
+WEBHOOK_DELIVERIES = Counter(
+    "dialer_webhook_deliveries",
+    "Webhook deliveries tried, by endpoint and result (delivered, failed, exhausted)",
+    ["endpoint", "result"],
+    registry=REGISTRY,
+)
+WEBHOOKS_WAITING = Gauge(
+    "dialer_webhooks_waiting",
+    "Webhook deliveries not yet made, by endpoint and state (pending; exhausted: retries"
+    " used up, kept for `dialer webhooks replay`)",
+    ["endpoint", "state"],
+    registry=REGISTRY,
+)
+
 CALLER_ID = {  # from caller_id_health, per account, caller id and period (day, week)
     column: Gauge(
         f"dialer_caller_id_{column}",
@@ -131,6 +145,10 @@ async def refresh_gauges(conn: asyncpg.Connection) -> None:
     CONTACTS_DUE.clear()
     for name, count in due.items():
         CONTACTS_DUE.labels(name).set(count)
+    WEBHOOKS_WAITING.clear()
+    for row in await webhooks.counts(conn):
+        for state in ("pending", "exhausted"):
+            WEBHOOKS_WAITING.labels(row["endpoint"], state).set(row[state])
     health = await reporting.caller_id_health(conn)
     for gauge in CALLER_ID.values():
         gauge.clear()

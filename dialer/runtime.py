@@ -25,8 +25,9 @@ from aiohttp import web
 from dialer.callbacks.app import Receiver, create_app, reconcile_forever
 from dialer.campaign_spec import CampaignSpec
 from dialer.campaigns import Campaign, CampaignCache, from_row
-from dialer.config import DialerConfig
+from dialer.config import DialerConfig, WebhookConfig
 from dialer.db import campaigns as stored
+from dialer.db import webhooks
 from dialer.db.connect import open_pool
 from dialer.dispatch.claim import register_account
 from dialer.dispatch.limiter import AccountLimits
@@ -40,6 +41,7 @@ from dialer.providers.send_deadline import (
     deadline_tracing,
 )
 from dialer.supervise import watch
+from dialer.webhooks.deliver import deliver_forever
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
 
@@ -78,6 +80,18 @@ class Runtime:
 
     def start_reconciler(self) -> asyncio.Task:
         return self.start("reconciler", reconcile_forever(self.receiver))
+
+    async def subscribe(self, hooks: list[WebhookConfig]) -> None:
+        """Register the configured webhook endpoints: state changes write their events from
+        now on, whichever process makes them."""
+        if hooks:
+            async with self.pool.acquire() as conn:
+                await webhooks.register(conn, {h.endpoint: list(h.events) for h in hooks})
+
+    def start_webhooks(self, hooks: list[WebhookConfig]) -> None:
+        """Deliver the outbox to each endpoint (one watched task each)."""
+        for hook in hooks:
+            self.start(f"webhooks {hook.endpoint}", deliver_forever(self.pool, hook))
 
     def on_failure(self, callback: Callable[[BaseException], None]) -> None:
         """Also tell `callback` when a background task dies (the dispatcher stops as failed)."""

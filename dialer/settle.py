@@ -15,11 +15,12 @@ from decimal import Decimal
 import asyncpg
 
 from dialer.campaigns import SETTLE_GRACE, CampaignCache
-from dialer.db import attempts, contacts, dnc, events
+from dialer.db import attempts, contacts, dnc, events, webhooks
 from dialer.metrics import DIALS
 from dialer.policy.answers import is_machine
 from dialer.policy.retry import next_step
 from dialer.policy.states import (
+    FINAL_CONTACT,
     LIVE,
     MACHINE,
     OUTCOMES,
@@ -98,6 +99,7 @@ async def settle(
         campaign.spec.retry, campaign.rules, outcome, contact["attempts"], now, contact["timezone"]
     )
     await contacts.move_on(conn, row["contact_id"], step.state, step.next_attempt_at, outcome)
+    await webhooks.record_settled(conn, attempt_id, contact_final=step.state in FINAL_CONTACT)
     if do_not_call:
         await dnc.add(conn, [row["phone_e164"]], f"provider refused: {error}"[:500])
     log.info(
@@ -232,6 +234,7 @@ async def reopen_if_unknown(conn: asyncpg.Connection, attempt_id: int, event: Ca
         await attempts.correct_unknown(
             conn, attempt_id, event.status, event.provider_call_id, event.duration_s
         )
+        await webhooks.record_settled(conn, attempt_id, contact_final=False)  # the correction
     log.warning(
         "a call closed unknown was reported after its contact was dialed again",
         extra={"attempt": attempt_id, "status": event.status},

@@ -19,6 +19,7 @@ from dialer.cli.dnc import dnc
 from dialer.cli.export import export
 from dialer.cli.migrate import migrate
 from dialer.cli.report import report
+from dialer.cli.webhooks import webhooks
 from dialer.errors import DialerError, exit_code_of
 
 
@@ -85,6 +86,7 @@ for command in (
     demo,
     sim_provider,
     config,
+    webhooks,
 ):
     cli.add_command(command)
 

@@ -168,6 +168,9 @@ def run(
             runtime.on_failure(dispatcher.fail)
             runtime.stop_on_signals(dispatcher.stop)
             runtime.start_reconciler()
+            await runtime.subscribe(config.webhooks)
+            if serve:
+                runtime.start_webhooks(config.webhooks)
             token = config.admin_token.get_secret_value() if config.admin_token else None
             serving = (
                 hosted(runtime.web_app(admin_token=token), host, port)
@@ -228,8 +231,10 @@ def serve(app: AppContext, host, port, workers, worker, log_level, log_format):
             # status look-ups are paced by the shared clock: every account needs its row
             await runtime.register([account_limits(name, config) for name in config.accounts])
             runtime.stop_on_signals()
-            if not worker:  # one reconciler per server, not per worker process
+            await runtime.subscribe(config.webhooks)
+            if not worker:  # one reconciler and deliverer per server, not per worker process
                 runtime.start_reconciler()
+                runtime.start_webhooks(config.webhooks)
             token = config.admin_token.get_secret_value() if config.admin_token else None
             application = runtime.web_app(admin_token=token)
             async with hosted(application, host, port, share_port=workers > 1 or worker):

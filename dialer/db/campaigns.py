@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncpg
 
+from dialer.db import webhooks
+
 _ROW = "SELECT id, name, account, spec FROM campaigns"
 
 
@@ -91,14 +93,17 @@ async def leave_active(
     conn: asyncpg.Connection, campaign_id: int, status: str, reason: str
 ) -> bool:
     """Move the campaign from `active` to `status` (paused, completed) with `reason`; whether
-    it was active."""
-    changed = await conn.execute(
-        """UPDATE campaigns SET status = $2, status_reason = $3, updated_at = now()
-           WHERE id = $1 AND status = 'active'""",
-        campaign_id,
-        status,
-        reason,
-    )
+    it was active. Completing it writes its `campaign.finished` webhook event."""
+    async with conn.transaction():
+        changed = await conn.execute(
+            """UPDATE campaigns SET status = $2, status_reason = $3, updated_at = now()
+               WHERE id = $1 AND status = 'active'""",
+            campaign_id,
+            status,
+            reason,
+        )
+        if changed.endswith(" 1") and status == "completed":
+            await webhooks.record_finished(conn, [campaign_id])
     return changed.endswith(" 1")
 
 
@@ -124,14 +129,18 @@ async def goal_progress(conn: asyncpg.Connection, campaign_id: int) -> tuple[int
 
 
 async def complete_finished(conn: asyncpg.Connection, ids: list[int]) -> None:
-    """Mark `completed` those of these active campaigns that have no contact left to dial."""
-    await conn.execute(
-        """UPDATE campaigns k SET status = 'completed', updated_at = now()
-           WHERE k.id = ANY($1::bigint[]) AND k.status = 'active'
-             AND NOT EXISTS (SELECT 1 FROM contacts c WHERE c.campaign_id = k.id
-                             AND c.state IN ('pending', 'dialing'))""",
-        ids,
-    )
+    """Mark `completed` those of these active campaigns that have no contact left to dial
+    (with their `campaign.finished` webhook events)."""
+    async with conn.transaction():
+        done = await conn.fetch(
+            """UPDATE campaigns k SET status = 'completed', updated_at = now()
+               WHERE k.id = ANY($1::bigint[]) AND k.status = 'active'
+                 AND NOT EXISTS (SELECT 1 FROM contacts c WHERE c.campaign_id = k.id
+                                 AND c.state IN ('pending', 'dialing'))
+               RETURNING k.id""",
+            ids,
+        )
+        await webhooks.record_finished(conn, [r["id"] for r in done])
 
 
 async def delete(conn: asyncpg.Connection, campaign_id: int) -> None:

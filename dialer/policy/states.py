@@ -20,6 +20,7 @@ TERMINAL = (*OUTCOMES, MACHINE, "not_dialed", "rejected", "unknown")
 ATTEMPT_STATES = (*LIVE, *TERMINAL)
 REPORTED = ("accepted", "ringing", "in-progress", *OUTCOMES)  # what a provider's event can say
 CONTACT_STATES = ("pending", "dialing", "done", "exhausted", "failed", "suppressed", "canceled")
+FINAL_CONTACT = ("done", "exhausted", "failed")  # decided by its calls (webhook contact.final)
 RANK = {state: rank for rank, state in enumerate(LIVE)} | {state: len(LIVE) for state in TERMINAL}
 
 

@@ -1,0 +1,184 @@
+"""The webhook outbox: events written beside the state change they report, and their
+deliveries to each subscribed endpoint (leased, marked, retried, replayed).
+
+An event is written only if some registered endpoint subscribes to its type, in the caller's
+transaction, with one delivery row per such endpoint: if the change commits, so does its
+event; if the process dies before delivery, the row is still pending for any `dialer serve`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import asyncpg
+
+# One subscribed type's event per row of `source` (which yields type, order_key, campaign_id,
+# payload); shared by the three writers below.
+_WRITE = """
+WITH wanted AS (
+    SELECT s.* FROM ({source}) s
+    WHERE EXISTS (SELECT 1 FROM webhook_endpoints w WHERE s.type = ANY (w.events))
+), written AS (
+    INSERT INTO webhook_events (type, order_key, campaign_id, payload)
+    SELECT type, order_key, campaign_id, payload FROM wanted
+    RETURNING id, type, order_key
+)
+INSERT INTO webhook_deliveries (endpoint, event_id, order_key)
+SELECT w.name, e.id, e.order_key FROM written e
+JOIN webhook_endpoints w ON e.type = ANY (w.events)
+"""
+
+_ATTEMPT = """
+    jsonb_build_object(
+        'attempt_id', a.id, 'attempt_no', a.attempt_no, 'campaign', k.name,
+        'contact_id', c.id, 'row_no', c.row_no, 'phone_e164', a.phone_e164,
+        'caller_id', a.caller_id, 'outcome', a.outcome, 'answered_by', a.answered_by,
+        'duration_s', a.duration_s, 'requested_at', a.requested_at, 'ended_at', a.ended_at,
+        'provider_call_id', a.provider_call_id, 'error', a.error)
+"""
+
+_CONTACT = """
+    jsonb_build_object(
+        'contact_id', c.id, 'campaign', k.name, 'row_no', c.row_no,
+        'phone_e164', c.phone_e164, 'name', c.name, 'state', c.state,
+        'final_outcome', c.last_outcome, 'attempts', c.attempts, 'fields', c.fields)
+"""
+
+SETTLED = _WRITE.format(
+    source=f"""
+    SELECT 'attempt.settled'::text AS type, 'contact:' || c.id AS order_key,
+           a.campaign_id, {_ATTEMPT} AS payload
+    FROM attempts a JOIN contacts c ON c.id = a.contact_id JOIN campaigns k ON k.id = a.campaign_id
+    WHERE a.id = $1
+    UNION ALL
+    SELECT 'contact.final', 'contact:' || c.id, c.campaign_id, {_CONTACT}
+    FROM attempts a JOIN contacts c ON c.id = a.contact_id JOIN campaigns k ON k.id = c.campaign_id
+    WHERE a.id = $1 AND $2
+"""
+)
+
+FINISHED = _WRITE.format(
+    source="""
+    SELECT 'campaign.finished'::text AS type, 'campaign:' || k.id AS order_key, k.id AS campaign_id,
+           jsonb_build_object('campaign', k.name, 'status', k.status, 'reason', k.status_reason,
+                              'contacts', (SELECT count(*) FROM contacts c
+                                           WHERE c.campaign_id = k.id)) AS payload
+    FROM campaigns k WHERE k.id = ANY ($1::bigint[])
+"""
+)
+
+
+async def record_settled(conn: asyncpg.Connection, attempt_id: int, contact_final: bool) -> None:
+    """`attempt.settled` for this attempt as it now stands, and `contact.final` for its
+    contact if it has reached a final state. Call in the settling transaction."""
+    await conn.execute(SETTLED, attempt_id, contact_final)
+
+
+async def record_finished(conn: asyncpg.Connection, campaign_ids: list[int]) -> None:
+    """`campaign.finished` for these campaigns (completed or canceled just now)."""
+    if campaign_ids:
+        await conn.execute(FINISHED, campaign_ids)
+
+
+async def register(conn: asyncpg.Connection, endpoints: dict[str, list[str]]) -> None:
+    """Subscribe these endpoints (name: event types) from now on."""
+    await conn.execute(
+        """INSERT INTO webhook_endpoints (name, events)
+           SELECT n, string_to_array(e, ',') FROM unnest($1::text[], $2::text[]) AS u(n, e)
+           ON CONFLICT (name) DO UPDATE SET events = excluded.events, updated_at = now()
+           WHERE webhook_endpoints.events IS DISTINCT FROM excluded.events""",
+        list(endpoints),
+        [",".join(events) for events in endpoints.values()],
+    )
+
+
+async def lease_due(
+    conn: asyncpg.Connection, endpoint: str, limit: int, lease_s: float
+) -> list[asyncpg.Record]:
+    """Up to `limit` due deliveries to `endpoint`, each the oldest pending one of its contact
+    or campaign (so per-contact order holds), leased for `lease_s` to this process."""
+    return await conn.fetch(
+        """WITH due AS (
+               SELECT d.endpoint, d.event_id FROM webhook_deliveries d
+               WHERE d.endpoint = $1 AND d.state = 'pending' AND d.next_try_at <= now()
+                 AND (d.leased_until IS NULL OR d.leased_until <= now())
+                 AND NOT EXISTS (
+                     SELECT 1 FROM webhook_deliveries p
+                     WHERE p.endpoint = d.endpoint AND p.order_key = d.order_key
+                       AND p.state = 'pending' AND p.event_id < d.event_id)
+               ORDER BY d.event_id LIMIT $2
+               FOR UPDATE OF d SKIP LOCKED)
+           UPDATE webhook_deliveries d
+           SET leased_until = now() + make_interval(secs => $3), tries = d.tries + 1
+           FROM due, webhook_events e
+           WHERE d.endpoint = due.endpoint AND d.event_id = due.event_id AND e.id = d.event_id
+           RETURNING d.event_id, d.tries, d.since, e.type, e.payload::text AS payload,
+                     e.created_at, now() AS now""",
+        endpoint,
+        limit,
+        lease_s,
+    )
+
+
+async def mark_delivered(conn: asyncpg.Connection, endpoint: str, event_ids: list[int]) -> None:
+    await conn.execute(
+        """UPDATE webhook_deliveries SET state = 'delivered', delivered_at = now(),
+                  leased_until = NULL, last_error = NULL
+           WHERE endpoint = $1 AND event_id = ANY ($2::bigint[]) AND state = 'pending'""",
+        endpoint,
+        event_ids,
+    )
+
+
+async def mark_failed(
+    conn: asyncpg.Connection,
+    endpoint: str,
+    event_ids: list[int],
+    retry_at: list[datetime | None],
+    errors: list[str],
+) -> None:
+    """Each failed delivery is tried again at its `retry_at`; None means it has exhausted its
+    retries (kept as `exhausted`, see the webhook_failures view)."""
+    await conn.execute(
+        """UPDATE webhook_deliveries d
+           SET state = CASE WHEN u.retry_at IS NULL THEN 'exhausted' ELSE 'pending' END,
+               next_try_at = coalesce(u.retry_at, d.next_try_at), leased_until = NULL,
+               last_error = u.error
+           FROM unnest($2::bigint[], $3::timestamptz[], $4::text[]) AS u(event_id, retry_at, error)
+           WHERE d.endpoint = $1 AND d.event_id = u.event_id AND d.state = 'pending'""",
+        endpoint,
+        event_ids,
+        retry_at,
+        errors,
+    )
+
+
+async def replay(
+    conn: asyncpg.Connection, since: datetime, endpoints: list[str], delivered_too: bool
+) -> int:
+    """Send again the deliveries of events created since `since` that exhausted their retries
+    (and, with `delivered_too`, those delivered): pending now, with a fresh 24 hours."""
+    states = ["exhausted", "delivered"] if delivered_too else ["exhausted"]
+    status = await conn.execute(
+        """UPDATE webhook_deliveries d
+           SET state = 'pending', tries = 0, next_try_at = now(), since = now(),
+               leased_until = NULL, delivered_at = NULL
+           FROM webhook_events e
+           WHERE e.id = d.event_id AND e.created_at >= $1 AND d.state = ANY ($2::text[])
+             AND d.endpoint = ANY ($3::text[])""",
+        since,
+        states,
+        endpoints,
+    )
+    return int(status.split()[-1])
+
+
+async def counts(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    """Per endpoint: deliveries pending and exhausted (the metric and the dashboard line)."""
+    return await conn.fetch(
+        """SELECT endpoint, count(*) FILTER (WHERE state = 'pending') AS pending,
+                  count(*) FILTER (WHERE state = 'exhausted') AS exhausted,
+                  min(next_try_at) FILTER (WHERE state = 'pending') AS next_try_at
+           FROM webhook_deliveries WHERE state <> 'delivered' GROUP BY endpoint
+           ORDER BY endpoint"""
+    )

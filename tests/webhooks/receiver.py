@@ -1,0 +1,69 @@
+"""A webhook receiver for tests: every delivery is verified with the `standardwebhooks`
+package (not the dialer's own code), and what arrived is kept in order. It can be taken down
+(its port closed: connection refused) and brought back on the same port."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from tests.processes import free_port
+
+
+@dataclass
+class Delivery:
+    msg_id: str
+    type: str
+    data: dict
+
+
+@dataclass
+class Receiver:
+    secret: str
+    delay_s: float = 0.0  # how long each answer takes
+    status: int = 204
+    port: int = field(default_factory=free_port)
+    received: list[Delivery] = field(default_factory=list)
+    forged: int = 0  # deliveries whose signature did not verify
+
+    def __post_init__(self) -> None:
+        self.verifier = Webhook(self.secret)
+        self.runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hooks/dialer"
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        try:
+            self.verifier.verify(body, dict(request.headers))
+        except WebhookVerificationError:
+            self.forged += 1
+            return web.Response(status=400)
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        envelope = json.loads(body)
+        self.received.append(
+            Delivery(request.headers["webhook-id"], envelope["type"], envelope["data"])
+        )
+        return web.Response(status=self.status)
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/hooks/dialer", self.handle)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port, reuse_address=True).start()
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+
+    def ids(self) -> set[str]:
+        return {d.msg_id for d in self.received}
