@@ -29,6 +29,8 @@ class Receiver:
     port: int = field(default_factory=free_port)
     received: list[Delivery] = field(default_factory=list)
     forged: int = 0  # deliveries whose signature did not verify
+    holding: bool = False  # verified requests wait unanswered (and unrecorded) meanwhile
+    held: int = 0  # requests waiting so
 
     def __post_init__(self) -> None:
         self.verifier = Webhook(self.secret)
@@ -47,6 +49,9 @@ class Receiver:
             return web.Response(status=400)
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
+        if self.holding:
+            self.held += 1
+            await asyncio.Event().wait()  # until the server stops
         envelope = json.loads(body)
         self.received.append(
             Delivery(request.headers["webhook-id"], envelope["type"], envelope["data"])
