@@ -35,6 +35,7 @@ class Receiver:
     def __post_init__(self) -> None:
         self.verifier = Webhook(self.secret)
         self.runner: web.AppRunner | None = None
+        self._waiting: set[asyncio.Task] = set()
 
     @property
     def url(self) -> str:
@@ -51,6 +52,7 @@ class Receiver:
             await asyncio.sleep(self.delay_s)
         if self.holding:
             self.held += 1
+            self._waiting.add(asyncio.current_task())  # type: ignore[arg-type]
             await asyncio.Event().wait()  # until the server stops
         envelope = json.loads(body)
         self.received.append(
@@ -61,11 +63,14 @@ class Receiver:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_post("/hooks/dialer", self.handle)
-        self.runner = web.AppRunner(app)
+        self.runner = web.AppRunner(app, shutdown_timeout=1)
         await self.runner.setup()
         await web.TCPSite(self.runner, "127.0.0.1", self.port, reuse_address=True).start()
 
     async def stop(self) -> None:
+        for task in self._waiting:  # held requests end unanswered
+            task.cancel()
+        self._waiting.clear()
         if self.runner is not None:
             await self.runner.cleanup()
             self.runner = None
