@@ -7,7 +7,10 @@ What an error means is its type, never its text: the CLI maps types to exit code
     ├── ConfigError                  exit 2   500  a file the user must fix
     ├── InputError                   exit 2   400  bad data or arguments
     │   ├── NotFoundError            exit 2   404  no such campaign (or other named thing)
-    │   └── BodyError                exit 2   400  a request body that does not parse
+    │   ├── BodyError                exit 2   400  a request body that does not parse
+    │   ├── InvalidFields            exit 2   422  values that break a rule, each named
+    │   ├── TooLargeError            exit 2   413  a request body over its limit
+    │   └── MediaTypeError           exit 2   415  a body of a type the endpoint does not read
     ├── ConflictError                exit 2   409  the state does not allow it
     ├── ForbiddenError               exit 1   403  not authentic (a callback's token/signature)
     └── ProviderError                exit 1   502  a provider's answer (providers.base: rate
@@ -44,6 +47,22 @@ class BodyError(InputError, ValueError):
     """A request body that does not parse as the content type it claims."""
 
 
+class InvalidFields(InputError):
+    """Values that break a rule; `fields` names each one at fault: (field or row, message)."""
+
+    def __init__(self, message: str, fields: list[tuple[str, str]]) -> None:
+        super().__init__(message)
+        self.fields = fields
+
+
+class TooLargeError(InputError):
+    """A request body over its limit."""
+
+
+class MediaTypeError(InputError):
+    """A request body of a content type the endpoint does not read."""
+
+
 class ConflictError(DialerError):
     """The database's state does not allow the request, e.g. changing a campaign that dialed."""
 
@@ -73,6 +92,9 @@ _EXIT_CODES: tuple[tuple[type[DialerError], int], ...] = (
 
 _HTTP_STATUSES: tuple[tuple[type[DialerError], int], ...] = (
     (NotFoundError, 404),
+    (InvalidFields, 422),
+    (TooLargeError, 413),
+    (MediaTypeError, 415),
     (InputError, 400),
     (ConflictError, 409),
     (ForbiddenError, 403),

@@ -110,9 +110,12 @@ class Runtime:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop or self.stopping.set)
 
-    def web_app(self, admin_token: str | None = None) -> web.Application:
-        """Callbacks, /healthz, /metrics and the dashboard, on this runtime's receiver."""
-        return create_app(self.receiver, admin_token=admin_token)
+    def web_app(
+        self, admin_token: str | None = None, config: DialerConfig | None = None
+    ) -> web.Application:
+        """Callbacks, /healthz, /metrics and the dashboard, on this runtime's receiver; with a
+        `config`, the campaign API too."""
+        return create_app(self.receiver, admin_token=admin_token, config=config)
 
     async def register(self, limits: list[AccountLimits]) -> None:
         """Create or refresh these accounts' shared limiter rows."""

@@ -93,6 +93,16 @@ def validate(model: type[Model], data: dict[str, Any], path: Path, text: str) ->
         raise ConfigError("\n".join(problems)) from None
 
 
+def field_problems(error: pydantic.ValidationError, data: dict[str, Any]) -> list[tuple[str, str]]:
+    """(dotted key, what is wrong) for each of a validation's errors, secrets never shown."""
+    problems = []
+    for item in error.errors()[:50]:
+        key = ".".join(str(part) for part in _without_union_tags(data, tuple(item["loc"])))
+        key = key or "(top level)"
+        problems.append((key, _describe(item, is_secret(key))))
+    return problems
+
+
 def _without_union_tags(data: Any, loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
     """Drop the tag pydantic adds for tagged unions: 'accounts.x.exotel.sid' -> 'accounts.x.sid'."""
     kept: list[int | str] = []

@@ -27,10 +27,12 @@ from aiohttp import web
 from multidict import MultiDict
 
 from dialer import redaction
+from dialer.api.routes import add_api
 from dialer.batching import Batcher
 from dialer.callbacks.bodies import BodyError, parse_body
 from dialer.callbacks.screening import MAX_BIGINT, Screened, clean_payload, screen
 from dialer.campaigns import CampaignCache
+from dialer.config import DialerConfig
 from dialer.dashboard.api import add_dashboard
 from dialer.db import server
 from dialer.faults import fault_point
@@ -216,10 +218,15 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"database": "ok"})
 
 
-def create_app(receiver: Receiver, *, admin_token: str | None = None) -> web.Application:
-    """Callbacks, /healthz, /metrics, and the dashboard at / with its JSON under /api/."""
+def create_app(
+    receiver: Receiver, *, admin_token: str | None = None, config: DialerConfig | None = None
+) -> web.Application:
+    """Callbacks, /healthz, /metrics, the dashboard at / with its JSON under /api/, and with a
+    `config` the campaign API under /api/v1."""
     app = web.Application(client_max_size=1 << 20)
     app[RECEIVER] = receiver
+    if config is not None:
+        add_api(app, receiver.pool, config)
     add_dashboard(app, receiver.pool, admin_token)
     app.add_routes(
         [

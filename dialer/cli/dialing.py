@@ -173,7 +173,7 @@ def run(
                 runtime.start_webhooks(config.webhooks)
             token = config.admin_token.get_secret_value() if config.admin_token else None
             serving = (
-                hosted(runtime.web_app(admin_token=token), host, port)
+                hosted(runtime.web_app(admin_token=token, config=config), host, port)
                 if serve
                 else contextlib.nullcontext()
             )
@@ -236,7 +236,7 @@ def serve(app: AppContext, host, port, workers, worker, log_level, log_format):
                 runtime.start_reconciler()
                 runtime.start_webhooks(config.webhooks)
             token = config.admin_token.get_secret_value() if config.admin_token else None
-            application = runtime.web_app(admin_token=token)
+            application = runtime.web_app(admin_token=token, config=config)
             async with hosted(application, host, port, share_port=workers > 1 or worker):
                 if not worker:
                     print(f"dialer: receiving callbacks on http://{host}:{port}", file=sys.stderr)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 
 import asyncpg
 
@@ -53,10 +54,14 @@ def literal(text: str) -> str:
 
 
 async def export_query(
-    conn: asyncpg.Connection, campaign: str, *, raw: bool = False
+    conn: asyncpg.Connection,
+    campaign: str,
+    *,
+    raw: bool = False,
+    changed: tuple[datetime, datetime] | None = None,
 ) -> tuple[list[str], str]:
     """The header and the COPY query for `campaign` (values are quoted here: COPY takes no
-    parameters)."""
+    parameters); with `changed`, only contacts last changed in [start, end)."""
     row = await conn.fetchrow(
         "SELECT id, spec ->> 'phone_column' AS phone FROM campaigns WHERE name = $1", campaign
     )
@@ -82,9 +87,13 @@ async def export_query(
     header = [name if raw else safe_cell(name) for name in columns.values()]
     header += list(RESULT_COLUMNS)
     aliased = ", ".join(f"{source} AS c{i}" for i, source in enumerate(selected))
+    window = ""
+    if changed is not None:
+        start, end = (literal(when.isoformat()) for when in changed)
+        window = f" AND r.updated_at >= {start}::timestamptz AND r.updated_at < {end}::timestamptz"
     query = (
         f"SELECT {aliased} FROM contact_results r"
-        f" WHERE r.campaign_id = {int(row['id'])} ORDER BY r.row_no, r.contact_id"
+        f" WHERE r.campaign_id = {int(row['id'])}{window} ORDER BY r.row_no, r.contact_id"
     )
     return header, query
 
@@ -95,10 +104,60 @@ async def export_csv(
     write: Callable[[bytes], Awaitable[None]],
     *,
     raw: bool = False,
+    changed: tuple[datetime, datetime] | None = None,
 ) -> None:
     """Stream the campaign's contact results as CSV (with a header) into `write`."""
-    header, query = await export_query(conn, campaign, raw=raw)
+    header, query = await export_query(conn, campaign, raw=raw, changed=changed)
     line = io.StringIO()
     csv.writer(line, lineterminator="\n").writerow(header)  # names hold no \r
     await write(line.getvalue().encode())
     await conn.copy_from_query(query, output=write, format="csv")
+
+
+_JSON_RESULT = """
+SELECT json_build_object(
+    'contact_id', r.contact_id, 'row_no', r.row_no, 'phone_e164', r.phone_e164,
+    'name', r.name, 'timezone', r.timezone, 'priority', r.priority, 'state', r.state,
+    'final_outcome', r.final_outcome, 'last_outcome', r.last_outcome, 'attempts', r.attempts,
+    'last_attempt_at', r.last_attempt_at, 'talk_s', r.talk_s,
+    'next_attempt_at', r.next_attempt_at, 'changed_at', r.updated_at, 'fields', r.fields
+)::text AS line
+FROM contact_results r
+WHERE r.campaign_id = $1 AND ($2::timestamptz IS NULL OR r.updated_at >= $2)
+  AND ($3::timestamptz IS NULL OR r.updated_at < $3)
+ORDER BY r.row_no, r.contact_id
+"""
+
+
+async def export_json_lines(
+    conn: asyncpg.Connection,
+    campaign_id: int,
+    write: Callable[[bytes], Awaitable[None]],
+    changed: tuple[datetime | None, datetime | None] = (None, None),
+) -> None:
+    """Stream the campaign's contact results as JSON lines into `write`, through a cursor
+    (memory stays flat)."""
+    batch: list[str] = []
+    async with conn.transaction(readonly=True):
+        async for row in conn.cursor(_JSON_RESULT, campaign_id, *changed, prefetch=2000):
+            batch.append(row["line"])
+            if len(batch) == 2000:
+                await write(("\n".join(batch) + "\n").encode())
+                batch.clear()
+    if batch:
+        await write(("\n".join(batch) + "\n").encode())
+
+
+async def sync_point(conn: asyncpg.Connection) -> datetime:
+    """The next `since` cursor: every contact change stamped before it has committed.
+
+    A change is stamped with its transaction's start (now()), so a transaction still open may
+    yet commit changes stamped as early as its start: the cursor is the earliest start of the
+    database's open transactions, or now if none. Read in a statement of its own, before the
+    results are: what committed before this statement is visible to the later one.
+    """
+    return await conn.fetchval(
+        """SELECT least(clock_timestamp(), min(xact_start)) FROM pg_stat_activity
+           WHERE datname = current_database() AND pid <> pg_backend_pid()
+             AND xact_start IS NOT NULL"""
+    )

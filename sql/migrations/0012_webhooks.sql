@@ -59,3 +59,33 @@ CREATE TABLE api_requests (
     created_at  timestamptz NOT NULL DEFAULT now()
 );
 
+
+-- The results API's incremental sync (`since`) reads when each contact last changed.
+CREATE OR REPLACE VIEW contact_results AS
+SELECT
+    k.name AS campaign,
+    c.campaign_id,
+    c.id AS contact_id,
+    c.row_no,
+    c.phone_e164,
+    c.name,
+    c.timezone,
+    c.priority,
+    c.state,
+    CASE WHEN c.state IN ('done', 'exhausted', 'failed') THEN c.last_outcome
+         WHEN c.state = 'suppressed' THEN 'do-not-call'
+         WHEN c.state = 'canceled' THEN 'canceled' END AS final_outcome,
+    c.last_outcome,
+    c.attempts,
+    l.last_attempt_at,
+    l.talk_s,
+    c.next_attempt_at,
+    c.fields,
+    c.updated_at
+FROM contacts c
+JOIN campaigns k ON k.id = c.campaign_id
+LEFT JOIN LATERAL (
+    SELECT max(a.requested_at) AS last_attempt_at,
+           sum(a.duration_s) FILTER (WHERE a.outcome = 'completed') AS talk_s
+    FROM attempts a WHERE a.contact_id = c.id AND a.state <> 'not_dialed'
+) l ON true;

@@ -4,6 +4,7 @@ outbox is written with the state changes, and a new serve picks up what the dead
 Checked against the database's own record of what happened, with every delivery verified by
 the `standardwebhooks` package."""
 
+# ruff: noqa: ASYNC109, ASYNC220
 from __future__ import annotations
 
 import asyncio

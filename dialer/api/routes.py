@@ -1,0 +1,425 @@
+"""The campaign API under /api/v1: what the CLI does for a campaign, for a CRM.
+
+Every request but the OpenAPI document needs `Authorization: Bearer <token>` with a token of
+`[api] tokens` in dialer.toml: `read` to look, `write` to change. Bodies are validated exactly
+as the CLI validates files (CampaignSpec, the loader); errors are problem documents naming the
+field or row at fault (api.problems). Uploads and results stream: memory stays flat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import logging
+import re
+import shutil
+import tempfile
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from pathlib import Path
+
+import asyncpg
+import pydantic
+from aiohttp import web
+
+from dialer import dnc
+from dialer.api.problems import from_error, problem
+from dialer.api.uploads import json_lines_to_csv, save_body
+from dialer.campaign_control import set_status
+from dialer.campaign_spec import CampaignFile, CampaignSpec
+from dialer.campaigns import from_row
+from dialer.config import ApiToken, DialerConfig
+from dialer.db import api_requests, campaigns, reporting
+from dialer.db.export import export_csv, export_json_lines, sync_point
+from dialer.errors import (
+    ConfigError,
+    ConflictError,
+    DialerError,
+    InputError,
+    InvalidFields,
+    MediaTypeError,
+    NotFoundError,
+)
+from dialer.loading.loader import load_campaign, rejects_path, upsert_campaign
+from dialer.phones import PhoneError, normalize
+from dialer.providers.base import same_secret
+from dialer.tomlfile import field_problems
+
+log = logging.getLogger("dialer.api")
+CONFIG = web.AppKey("api_config", DialerConfig)
+POOL = web.AppKey("api_pool", asyncpg.Pool)
+TOKEN = web.RequestKey("api_token", ApiToken)
+PREFIX = "/api/v1"
+MAX_JSON_BYTES = 1 << 20
+MAX_LISTED_REJECTS = 10_000
+CSV_TYPES = ("text/csv", "application/csv")
+JSON_LINES_TYPES = ("application/x-ndjson", "application/jsonl", "application/json-lines")
+KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _token(request: web.Request) -> ApiToken | None:
+    given = request.headers.get("Authorization", "")
+    if not given.startswith("Bearer "):
+        return None
+    secret = given.removeprefix("Bearer ").strip()
+    for token in request.app[CONFIG].api.tokens:
+        if same_secret(secret, token.token.get_secret_value()):
+            return token
+    return None
+
+
+def needs(scope: str) -> Callable[[Handler], Handler]:
+    """The handler runs only for a token with `scope`; every error becomes a problem."""
+
+    def wrap(handler: Handler) -> Handler:
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            token = _token(request)
+            if token is None:
+                log.warning("api request refused", extra={"path": request.path, "why": "token"})
+                return problem(401, "a valid bearer token is needed (see [api] in dialer.toml)")
+            if scope not in token.scopes:
+                return problem(403, f"token {token.name!r} lacks the {scope!r} scope")
+            request[TOKEN] = token
+            try:
+                return await handler(request)
+            except DialerError as exc:
+                return from_error(exc)
+            except (OSError, asyncpg.PostgresConnectionStatusError, TimeoutError) as exc:
+                log.error("api request failed", extra={"error": f"{type(exc).__name__}"})
+                return problem(503, "the database is not reachable now; try again")
+            except asyncpg.PostgresError as exc:
+                log.error("api request failed", extra={"error": f"{type(exc).__name__}: {exc}"})
+                return problem(500, "the request failed; the server log says why")
+
+        return guarded
+
+    return wrap
+
+
+async def _campaign_row(conn: asyncpg.Connection, name: str) -> asyncpg.Record:
+    row = await campaigns.by_name(conn, name)
+    if row is None:
+        raise NotFoundError(f"no such campaign: {name}")
+    return row
+
+
+async def _json_body(request: web.Request) -> object:
+    if request.content_type != "application/json":
+        raise MediaTypeError("send the body as application/json")
+    body = await request.content.read(MAX_JSON_BYTES + 1)
+    if len(body) > MAX_JSON_BYTES:
+        raise InvalidFields("body over 1 MiB", [("body", "over 1 MiB")])
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        raise InvalidFields("the body is not JSON", [("body", "not JSON")]) from None
+
+
+def _summary(row: asyncpg.Record | None) -> dict:
+    return {k: _plain(v) for k, v in dict(row or {}).items()}
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if value is None or isinstance(value, str | int | bool):
+        return value
+    return float(value)  # type: ignore[arg-type]
+
+
+@needs("read")
+async def list_campaigns(request: web.Request) -> web.Response:
+    async with request.app[POOL].acquire() as conn:
+        rows = await reporting.campaign_list(conn)
+    return web.json_response({"campaigns": [_summary(r) for r in rows]})
+
+
+@needs("read")
+async def show_campaign(request: web.Request) -> web.Response:
+    async with request.app[POOL].acquire() as conn:
+        row = await _campaign_row(conn, request.match_info["name"])
+        summary = await reporting.campaign_summary(conn, row["id"])
+    return web.json_response(
+        {
+            "name": row["name"],
+            "account": row["account"],
+            "status": row["status"],
+            "status_reason": row["status_reason"],
+            "summary": _summary(summary),
+        }
+    )
+
+
+@needs("write")
+async def put_campaign(request: web.Request) -> web.Response:
+    """Create the campaign, or change it while it has not dialed (as `campaign load`)."""
+    name = request.match_info["name"]
+    data = await _json_body(request)
+    if not isinstance(data, dict):
+        raise InvalidFields("the body must be a JSON object", [("body", "not an object")])
+    if data.get("name", name) != name:
+        raise InvalidFields("name differs from the path", [("name", "must equal the path's")])
+    if "contacts" in data:
+        raise InvalidFields(
+            "contacts are appended with POST .../contacts",
+            [("contacts", "not a key of the API (POST the contacts)")],
+        )
+    try:
+        spec = CampaignSpec.model_validate(data | {"name": name})
+    except pydantic.ValidationError as exc:
+        problems = field_problems(exc, data)
+        raise InvalidFields(
+            f"campaign {name}: " + "; ".join(f"{k}: {m}" for k, m in problems), problems
+        ) from None
+    _refuse_unsupported(spec, request.app[CONFIG])
+    async with request.app[POOL].acquire() as conn, conn.transaction():
+        _, action = await upsert_campaign(conn, spec)
+    log.info("api campaign", extra={"campaign": name, "action": action})
+    status = 201 if action == "created" else 200
+    return web.json_response({"name": name, "action": action}, status=status)
+
+
+def _refuse_unsupported(spec: CampaignSpec, config: DialerConfig) -> None:
+    from dialer.runtime import refuse_unsupported  # the runtime imports the web app
+
+    try:
+        refuse_unsupported(spec, config)
+    except ConfigError as exc:
+        raise InvalidFields(exc.message, [("machine_detection", exc.message)]) from None
+
+
+@needs("write")
+async def append_contacts(request: web.Request) -> web.Response:
+    """Load a CSV or JSON-lines body into the campaign, all or nothing, as `campaign load`."""
+    name = request.match_info["name"]
+    kind = request.content_type
+    if kind not in CSV_TYPES + JSON_LINES_TYPES:
+        raise MediaTypeError(f"send contacts as text/csv or application/x-ndjson, not {kind!r}")
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not KEY.match(key):
+        raise InvalidFields("bad Idempotency-Key", [("Idempotency-Key", "1-200 visible ASCII")])
+    folder = Path(tempfile.mkdtemp(prefix="dialer-api-"))
+    try:
+        body = folder / "body"
+        digest = await save_body(request.content.iter_chunked(1 << 16), body)
+        scoped = f"{request[TOKEN].name}:{key}" if key else None
+        fingerprint = f"POST {request.path} {kind} {digest}"
+        async with request.app[POOL].acquire() as conn, conn.transaction():
+            if scoped is not None:
+                earlier = await api_requests.claim(conn, scoped, fingerprint)
+                if earlier is not None:
+                    return _replayed(earlier, fingerprint)
+            status, answer = await _load(conn, name, kind, body, folder)
+            if scoped is not None:
+                await api_requests.answer(conn, scoped, status, answer)
+        return web.json_response(answer, status=status)
+    finally:
+        await asyncio.to_thread(shutil.rmtree, folder, True)
+
+
+def _replayed(earlier: asyncpg.Record, fingerprint: str) -> web.Response:
+    if earlier["request"] != fingerprint:
+        raise ConflictError("this Idempotency-Key was used for another request")
+    response = web.json_response(json.loads(earlier["answer"]), status=earlier["status"])
+    response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
+async def _load(
+    conn: asyncpg.Connection, name: str, kind: str, body: Path, folder: Path
+) -> tuple[int, dict]:
+    row = await _campaign_row(conn, name)
+    try:
+        spec = from_row(row).spec
+    except ValueError as exc:
+        raise ConflictError(f"campaign {name}: stored spec not readable: {exc}") from None
+    converted = None
+    source = folder / "contacts.csv"
+    if kind in JSON_LINES_TYPES:
+        converted = await asyncio.to_thread(json_lines_to_csv, body, source)
+    else:
+        await asyncio.to_thread(body.rename, source)
+    campaign = CampaignFile(path=folder / "campaign.toml", spec=spec)
+    try:
+        summary = await load_campaign(conn, campaign, str(source))
+    except InputError as exc:  # the message names our temporary file: name the body instead
+        raise type(exc)(exc.message.replace(str(source), "body")) from None
+    rows = _rejected_rows(rejects_path(source), converted)
+    answer = summary.to_json()
+    for hidden in ("source", "rejects_file"):
+        answer.pop(hidden, None)
+    if converted is not None and converted.rejects:
+        answer["rejected"] += len(converted.rejects)
+        answer["rows_read"] += len(converted.rejects)
+        reasons = answer["rejects_by_reason"]
+        for _, reason in converted.rejects:
+            reasons[reason] = reasons.get(reason, 0) + 1
+        rows = sorted(
+            [{"row": n, "reason": r} for n, r in converted.rejects] + rows,
+            key=lambda item: item["row"],
+        )
+    answer["rejected_rows"] = rows[:MAX_LISTED_REJECTS]
+    answer["rejected_rows_truncated"] = len(rows) > MAX_LISTED_REJECTS
+    log.info("api contacts loaded", extra={"campaign": name, "loaded": summary.loaded})
+    return 200, answer
+
+
+def _rejected_rows(path: Path, converted) -> list[dict]:
+    """Row (CSV line, or JSON line) and reason of each rejected record."""
+    if not path.exists():
+        return []
+    rows = []
+    with path.open(encoding="utf-8", newline="") as handle:
+        reader = csv.reader(handle)
+        next(reader, None)
+        for record in reader:
+            if len(rows) > MAX_LISTED_REJECTS:
+                break
+            row_no = int(record[0])
+            reason = record[1].removeprefix("'")
+            rows.append(
+                {"row": converted.line_of(row_no) if converted else row_no, "reason": reason}
+            )
+    return rows
+
+
+@needs("write")
+async def control(request: web.Request) -> web.Response:
+    name, action = request.match_info["name"], request.match_info["action"]
+    async with request.app[POOL].acquire() as conn:
+        message = await set_status(conn, name, action)
+    log.info("api control", extra={"campaign": name, "action": action})
+    return web.json_response({"name": name, "action": action, "message": message})
+
+
+@needs("read")
+async def results(request: web.Request) -> web.StreamResponse:
+    """The campaign's results as CSV (as `dialer export`) or JSON lines, streamed; `since`
+    takes the previous answer's `Dialer-Next-Cursor` for the contacts changed since."""
+    name = request.match_info["name"]
+    fmt = request.query.get("format", "csv")
+    if fmt not in ("csv", "jsonl"):
+        raise InvalidFields("format: csv or jsonl", [("format", "csv or jsonl")])
+    since = _cursor(request.query.get("since"))
+    async with request.app[POOL].acquire() as conn:
+        row = await _campaign_row(conn, name)
+        until = await sync_point(conn)
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/csv; charset=utf-8"
+                if fmt == "csv"
+                else "application/x-ndjson",
+                "Dialer-Next-Cursor": until.isoformat(),
+            }
+        )
+        await response.prepare(request)
+
+        async def write(chunk: bytes) -> None:
+            await response.write(chunk)
+
+        if fmt == "csv":
+            changed = (since, until) if since else None
+            await export_csv(conn, name, write, changed=changed)
+        else:
+            await export_json_lines(conn, row["id"], write, (since, until if since else None))
+    await response.write_eof()
+    return response
+
+
+def _cursor(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidFields(
+            "since: not a cursor", [("since", "a Dialer-Next-Cursor value")]
+        ) from None
+    if when.tzinfo is None:
+        raise InvalidFields("since: needs its offset", [("since", "a Dialer-Next-Cursor value")])
+    return when
+
+
+class DncBody(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+    numbers: list[str] = pydantic.Field(min_length=1, max_length=100_000)
+    reason: str | None = pydantic.Field(default=None, max_length=500)
+    region: str | None = pydantic.Field(default=None, pattern=r"^[A-Za-z]{2}$")
+
+
+async def _numbers(request: web.Request) -> tuple[list[str], DncBody]:
+    data = await _json_body(request)
+    try:
+        body = DncBody.model_validate(data)
+    except pydantic.ValidationError as exc:
+        problems = field_problems(exc, data if isinstance(data, dict) else {})
+        raise InvalidFields("; ".join(f"{k}: {m}" for k, m in problems), problems) from None
+    region = (body.region or request.app[CONFIG].default_region or "").upper() or None
+    good, bad = [], []
+    for index, raw in enumerate(body.numbers):
+        try:
+            good.append(normalize(raw, region))
+        except PhoneError as exc:
+            bad.append((f"numbers[{index}]", f"{raw!r}: {exc}"))
+    if bad:
+        detail = "; ".join(f"{where}: {what}" for where, what in bad[:20])
+        raise InvalidFields(f"nothing changed, fix these first: {detail}", bad[:100])
+    return good, body
+
+
+@needs("write")
+async def dnc_add(request: web.Request) -> web.Response:
+    numbers, body = await _numbers(request)
+    async with request.app[POOL].acquire() as conn:
+        change = await dnc.add_numbers(conn, numbers, body.reason)
+    return web.json_response(
+        {
+            "added": change.added,
+            "already_listed": change.already_listed,
+            "contacts_suppressed": change.contacts_suppressed,
+        }
+    )
+
+
+@needs("write")
+async def dnc_remove(request: web.Request) -> web.Response:
+    numbers, _ = await _numbers(request)
+    async with request.app[POOL].acquire() as conn:
+        removed = await dnc.remove_numbers(conn, numbers)
+    return web.json_response({"removed": removed})
+
+
+@web.middleware
+async def problems_for_http_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Under /api/v1, aiohttp's own errors (no such route, wrong method) are problems too."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if not request.path.startswith(PREFIX) or exc.status < 400:
+            raise
+        return problem(exc.status, f"{exc.reason}: {request.method} {request.path}")
+
+
+def add_api(app: web.Application, pool: asyncpg.Pool, config: DialerConfig) -> None:
+    from dialer.api.openapi import openapi
+
+    app[POOL] = pool
+    app[CONFIG] = config
+    app.middlewares.append(problems_for_http_errors)
+    name = PREFIX + "/campaigns/{name}"
+    app.add_routes(
+        [
+            web.get(PREFIX + "/openapi.json", openapi),
+            web.get(PREFIX + "/campaigns", list_campaigns),
+            web.get(name, show_campaign),
+            web.put(name, put_campaign),
+            web.post(name + "/contacts", append_contacts),
+            web.post(name + "/{action:pause|resume|cancel}", control),
+            web.get(name + "/results", results),
+            web.post(PREFIX + "/dnc", dnc_add),
+            web.post(PREFIX + "/dnc/remove", dnc_remove),
+        ]
+    )

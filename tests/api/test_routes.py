@@ -1,0 +1,216 @@
+"""The campaign API over real HTTP on a real database: tokens and scopes, campaigns validated
+as files are, contacts appended as `campaign load` appends them (idempotently with a key),
+control, results with an incremental cursor, the do-not-call list, and problem documents."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from collections.abc import AsyncIterator
+
+import aiohttp
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestServer
+
+from dialer.callbacks.app import Receiver, create_app
+from dialer.config import DialerConfig
+from dialer.db.connect import open_pool
+from dialer.db.export import export_csv
+
+WRITER = "w" * 24
+READER = "r" * 24
+CONFIG = DialerConfig.model_validate(
+    {
+        "default_region": "IN",
+        "api": {
+            "tokens": [
+                {"name": "crm", "token": WRITER, "scopes": ["read", "write"]},
+                {"name": "bi", "token": READER, "scopes": ["read"]},
+            ]
+        },
+    }
+)
+CAMPAIGN = {
+    "account": "sim-main",
+    "default_region": "IN",
+    "caller_id": "+918047112233",
+    "timezone": "Asia/Kolkata",
+    "window": {"start": "09:00", "end": "21:00"},
+}
+CSV = (
+    "phone,name,crm_id\n+919812345601,A,1\n09812345602,B,2\nnot-a-number,C,3\n"
+    "+919812345601,A again,4\n"
+)
+
+
+@pytest.fixture
+async def api(own_database_url: str) -> AsyncIterator[tuple[str, asyncpg.Pool]]:
+    async with open_pool(own_database_url, size=4) as pool:
+        server = TestServer(create_app(Receiver(pool, {}, "http://127.0.0.1"), config=CONFIG))
+        await server.start_server()
+        try:
+            yield str(server.make_url("/api/v1")), pool
+        finally:
+            await server.close()
+
+
+def auth(token: str = WRITER) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def call(method: str, url: str, token: str | None = WRITER, **kwargs) -> tuple[int, dict]:
+    headers = kwargs.pop("headers", {}) | (auth(token) if token else {})
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(method, url, headers=headers, **kwargs) as answer,
+    ):
+        return answer.status, await answer.json(content_type=None)
+
+
+async def create(base: str, name: str = "crm-1") -> None:
+    status, body = await call("PUT", f"{base}/campaigns/{name}", json=CAMPAIGN)
+    assert status == 201 and body["action"] == "created", body
+
+
+async def test_tokens_and_scopes(api) -> None:
+    base, _ = api
+    status, body = await call("GET", f"{base}/campaigns", token=None)
+    assert status == 401 and body["status"] == 401 and body["title"]
+    status, _ = await call("GET", f"{base}/campaigns", token="x" * 24)
+    assert status == 401
+    assert (await call("GET", f"{base}/campaigns", token=READER))[0] == 200
+    status, body = await call("PUT", f"{base}/campaigns/x", token=READER, json=CAMPAIGN)
+    assert status == 403 and "write" in body["detail"]
+
+
+async def test_a_campaign_is_validated_as_its_file_is(api) -> None:
+    base, _ = api
+    bad = CAMPAIGN | {"retry": {"busy": "soon"}, "window": {"start": "25:00", "end": "21:00"}}
+    status, body = await call("PUT", f"{base}/campaigns/crm-1", json=bad)
+    assert status == 422
+    assert {e["field"] for e in body["errors"]} >= {"retry.busy", "window.start"}, body
+    await create(base)
+    status, body = await call("PUT", f"{base}/campaigns/crm-1", json=CAMPAIGN)
+    assert (status, body["action"]) == (200, "unchanged")
+    status, body = await call("GET", f"{base}/campaigns/crm-1")
+    assert status == 200 and body["status"] == "active"
+    status, body = await call("GET", f"{base}/campaigns/nope")
+    assert status == 404 and body["status"] == 404
+
+
+async def test_contacts_append_as_campaign_load_and_a_repeated_key_changes_nothing(api) -> None:
+    base, pool = api
+    await create(base)
+    url = f"{base}/campaigns/crm-1/contacts"
+    headers = {"Content-Type": "text/csv", "Idempotency-Key": "batch-1"}
+    status, first = await call("POST", url, data=CSV, headers=headers)
+    assert status == 200, first
+    assert (first["loaded"], first["duplicates"], first["rejected"]) == (2, 1, 1)
+    assert [r["row"] for r in first["rejected_rows"]] == [4]
+    assert "phone" in first["rejected_rows"][0]["reason"]
+    async with pool.acquire() as conn:
+        await conn.execute("UPDATE contacts SET name = 'changed meanwhile'")
+    status, again = await call("POST", url, data=CSV, headers=headers)
+    assert status == 200 and again == first
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM contacts") == 2
+        assert await conn.fetchval("SELECT count(*) FROM loads") == 1
+    status, body = await call("POST", url, data=CSV + "+919812345609,D,5\n", headers=headers)
+    assert status == 409 and "Idempotency-Key" in body["detail"]
+    status, body = await call("POST", url, data="x", headers={"Content-Type": "text/plain"})
+    assert status == 415
+
+
+async def test_json_lines_are_loaded_and_a_bad_line_is_named(api) -> None:
+    base, pool = api
+    await create(base)
+    lines = [
+        '{"phone": "+919812345601", "name": "A", "crm_id": 1}',
+        "not json",
+        '{"phone": "+919812345602", "name": "multi\\nline", "tags": ["x"]}',
+        '{"phone": "12", "name": "short"}',
+        '{"phone": "+919812345603", "vip": true, "crm_id": null}',
+    ]
+    status, body = await call(
+        "POST",
+        f"{base}/campaigns/crm-1/contacts",
+        data="\n".join(lines) + "\n",
+        headers={"Content-Type": "application/x-ndjson"},
+    )
+    assert status == 200, body
+    assert body["loaded"] == 2 and body["rejected"] == 3
+    assert [r["row"] for r in body["rejected_rows"]] == [2, 3, 4], body["rejected_rows"]
+    async with pool.acquire() as conn:
+        fields = await conn.fetchval(
+            "SELECT fields FROM contacts WHERE phone_e164 = '+919812345603'"
+        )
+    assert fields["vip"] == "true"
+
+
+async def test_control_summary_and_the_do_not_call_list(api) -> None:
+    base, _ = api
+    await create(base)
+    await call(
+        "POST", f"{base}/campaigns/crm-1/contacts", data=CSV, headers={"Content-Type": "text/csv"}
+    )
+    assert (await call("POST", f"{base}/campaigns/crm-1/pause"))[0] == 200
+    status, body = await call("POST", f"{base}/campaigns/crm-1/pause")
+    assert status == 200 and "already" in body["message"]
+    assert (await call("POST", f"{base}/campaigns/crm-1/resume"))[0] == 200
+    status, body = await call("POST", f"{base}/dnc", json={"numbers": ["09812345602", "1"]})
+    assert status == 422 and body["errors"][0]["field"] == "numbers[1]"
+    status, body = await call("POST", f"{base}/dnc", json={"numbers": ["09812345602"]})
+    assert (status, body["added"], body["contacts_suppressed"]) == (200, 1, 1)
+    status, body = await call("POST", f"{base}/dnc/remove", json={"numbers": ["+919812345602"]})
+    assert (status, body["removed"]) == (200, 1)
+    assert (await call("POST", f"{base}/campaigns/crm-1/cancel"))[0] == 200
+    status, body = await call("GET", f"{base}/campaigns/crm-1")
+    assert body["status"] == "canceled" and body["summary"]["suppressed"] == 1
+    status, body = await call("POST", f"{base}/campaigns/crm-1/resume")
+    assert status == 409
+
+
+async def test_results_match_dialer_export_and_since_returns_only_changes(api) -> None:
+    base, pool = api
+    await create(base)
+    await call(
+        "POST", f"{base}/campaigns/crm-1/contacts", data=CSV, headers={"Content-Type": "text/csv"}
+    )
+    async with aiohttp.ClientSession(headers=auth(READER)) as session:
+        async with session.get(f"{base}/campaigns/crm-1/results") as answer:
+            assert answer.status == 200
+            served = await answer.read()
+            cursor = answer.headers["Dialer-Next-Cursor"]
+        exported = io.BytesIO()
+
+        async def write(chunk: bytes) -> None:
+            exported.write(chunk)
+
+        async with pool.acquire() as conn:
+            await export_csv(conn, "crm-1", write)
+        assert served == exported.getvalue() and served.count(b"\n") == 3
+        await asyncio.sleep(0.01)
+        async with pool.acquire() as conn:  # one contact settles after the first sync
+            await conn.execute(
+                """UPDATE contacts SET state = 'done', last_outcome = 'completed',
+                   updated_at = now() WHERE phone_e164 = '+919812345602'"""
+            )
+        url = f"{base}/campaigns/crm-1/results"
+        async with session.get(url, params={"format": "jsonl", "since": cursor}) as answer:
+            lines = (await answer.text()).splitlines()
+            later = answer.headers["Dialer-Next-Cursor"]
+        assert len(lines) == 1 and json.loads(lines[0])["final_outcome"] == "completed"
+        async with session.get(url, params={"format": "jsonl", "since": later}) as answer:
+            assert (await answer.text()) == ""
+        async with session.get(url, params={"since": "yesterday"}) as answer:
+            assert answer.status == 422
+
+
+async def test_unknown_routes_and_methods_are_problems(api) -> None:
+    base, _ = api
+    status, body = await call("GET", f"{base}/nothing-here")
+    assert status == 404 and body["status"] == 404
+    status, body = await call("DELETE", f"{base}/campaigns")
+    assert status == 405 and body["status"] == 405
