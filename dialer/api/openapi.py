@@ -44,12 +44,35 @@ ERRORS = {
         (503, "Database unavailable; try again"),
     )
 }
-NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+NAME = {
+    "name": "name",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+    "examples": {"campaign": {"value": "api-example"}},
+}
+EXAMPLE_CAMPAIGN = {
+    "account": "main",
+    "default_region": "IN",
+    "caller_id": "+918047112233",
+    "timezone": "Asia/Kolkata",
+    "window": {"start": "09:00", "end": "21:00"},
+}
+EXAMPLE_CSV = "phone,name,crm_id\n+919812345601,Asha,1\n09812345602,Ravi,2\n"
+EXAMPLE_LINES = '{"phone": "+919812345603", "name": "Meera", "crm_id": 3}\n'
+EXAMPLE_NUMBERS = {"numbers": ["+919812345609"], "reason": "asked not to be called"}
 SECURED = [{"bearer": []}]
 
 
 def _operation(summary: str, ok: dict, **extra: object) -> dict:
     return {"summary": summary, "security": SECURED, "responses": ok | ERRORS, **extra}
+
+
+def _body(ref: str, example: dict) -> dict:
+    return {
+        "required": True,
+        "content": {"application/json": {"schema": _ref(ref), "example": example}},
+    }
 
 
 def _schemas() -> dict:
@@ -187,7 +210,7 @@ def document() -> dict:
                 "put": _operation(
                     "Create the campaign, or change it while it has not dialed",
                     ok("CampaignAction") | ok("CampaignAction", "201"),
-                    requestBody={"required": True} | _json(_ref("CampaignBody")),
+                    requestBody=_body("CampaignBody", EXAMPLE_CAMPAIGN),
                 ),
             },
             campaign + "/contacts": {
@@ -206,8 +229,11 @@ def document() -> dict:
                     requestBody={
                         "required": True,
                         "content": {
-                            "text/csv": {"schema": {"type": "string"}},
-                            "application/x-ndjson": {"schema": {"type": "string"}},
+                            "text/csv": {"schema": {"type": "string"}, "example": EXAMPLE_CSV},
+                            "application/x-ndjson": {
+                                "schema": {"type": "string"},
+                                "example": EXAMPLE_LINES,
+                            },
                         },
                     },
                 ),
@@ -252,14 +278,14 @@ def document() -> dict:
                 "post": _operation(
                     "Add numbers to the do-not-call list (waiting contacts are suppressed)",
                     ok("DncAdded"),
-                    requestBody={"required": True} | _json(_ref("Numbers")),
+                    requestBody=_body("Numbers", EXAMPLE_NUMBERS),
                 )
             },
             "/api/v1/dnc/remove": {
                 "post": _operation(
                     "Take numbers off the do-not-call list",
                     ok("DncRemoved"),
-                    requestBody={"required": True} | _json(_ref("Numbers")),
+                    requestBody=_body("Numbers", EXAMPLE_NUMBERS),
                 )
             },
         },
