@@ -25,7 +25,8 @@ from aiohttp import web
 
 from dialer.campaign_control import set_status
 from dialer.campaigns import from_row
-from dialer.db import contacts, reporting
+from dialer.db import campaigns as stored
+from dialer.db import contacts, reporting, webhooks
 from dialer.errors import DialerError, http_status_of
 from dialer.policy.due import FirstInLine, next_due
 from dialer.policy.states import CONTACT_STATES
@@ -42,11 +43,16 @@ async def campaigns(request: web.Request) -> web.Response:
     async with request.app[POOL].acquire() as conn:
         rows = await reporting.dashboard_rows(conn)
         firsts = await contacts.first_due_per_zone(conn, [r["id"] for r in rows])
+        waiting = await webhooks.counts(conn)
     by_campaign: dict[int, list[FirstInLine]] = {}
     for first in firsts:
         by_campaign.setdefault(first.campaign_id, []).append(first)
     shown = [_shown(r, by_campaign.get(r["id"], [])) for r in rows]
-    return web.json_response(redact_value({"campaigns": shown}))
+    hooks = [
+        {"endpoint": w["endpoint"], "pending": w["pending"], "exhausted": w["exhausted"]}
+        for w in waiting
+    ]
+    return web.json_response(redact_value({"campaigns": shown, "webhooks": hooks}))
 
 
 def _shown(row: asyncpg.Record, firsts: list[FirstInLine]) -> dict:
@@ -114,6 +120,38 @@ def _campaign(row: asyncpg.Record, firsts: list[FirstInLine]) -> dict:
 
 def _rate(value: object) -> float | None:
     return float(value) if value is not None else None
+
+
+async def charts(request: web.Request) -> web.Response:
+    """One campaign's pictures: its account's requests and channels per minute over the last
+    hour against their limits, and its outcomes by hour (counts only, like the list)."""
+    async with request.app[POOL].acquire() as conn:
+        row = await stored.by_name(conn, request.match_info["name"])
+        if row is None:
+            return web.json_response({"error": "no such campaign"}, status=404)
+        minutes = await reporting.account_minutes(conn, row["account"])
+        hours = await reporting.campaign_hours(conn, row["id"])
+    first = minutes[0] if minutes else None
+    return web.json_response(
+        {
+            "name": row["name"],
+            "account": row["account"],
+            "request_limit_per_min": first["request_limit"] if first else None,
+            "channel_limit": first["channel_limit"] if first else None,
+            "minutes": [
+                {
+                    "minute": m["minute"].isoformat(),
+                    "requests": m["requests"],
+                    "channels": m["peak_channels"],
+                }
+                for m in minutes
+            ],
+            "hours": [
+                {"hour": h["hour"].isoformat(), "outcome": h["outcome"], "attempts": h["attempts"]}
+                for h in hours
+            ],
+        }
+    )
 
 
 async def control(request: web.Request) -> web.Response:
@@ -184,6 +222,7 @@ def add_dashboard(app: web.Application, pool: asyncpg.Pool, admin_token: str | N
         [
             web.get("/", page),
             web.get("/api/campaigns", campaigns),
+            web.get("/api/campaigns/{name}/charts", charts),
             web.post("/api/campaigns/{name}/{action}", control),
         ]
     )

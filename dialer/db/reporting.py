@@ -130,3 +130,29 @@ async def caller_ids_today(
 async def caller_id_health(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     """The caller_id_health view (per account, caller id and period: day, week)."""
     return await conn.fetch("SELECT * FROM caller_id_health ORDER BY account, caller_id, period")
+
+
+async def account_minutes(conn: asyncpg.Connection, account: str) -> list[asyncpg.Record]:
+    """The account's last hour by minute (account_usage): requests, peak channels, limits."""
+    return await conn.fetch(
+        """SELECT m.minute, coalesce(u.requests, 0) AS requests,
+                  coalesce(u.peak_channels, 0) AS peak_channels,
+                  x.configured_rate_per_s * 60 AS request_limit, x.channels AS channel_limit
+           FROM generate_series(date_trunc('minute', now()) - interval '59 minutes',
+                                date_trunc('minute', now()), interval '1 minute') AS m(minute)
+           LEFT JOIN accounts x ON x.name = $1
+           LEFT JOIN account_usage u ON u.account = $1 AND u.minute = m.minute
+           ORDER BY m.minute""",
+        account,
+    )
+
+
+async def campaign_hours(conn: asyncpg.Connection, campaign_id: int) -> list[asyncpg.Record]:
+    """The campaign's outcomes by hour of its timezone, last 24 hours (hourly_outcomes)."""
+    return await conn.fetch(
+        """SELECT hour, outcome, attempts FROM hourly_outcomes
+           WHERE campaign_id = $1
+             AND hour >= date_trunc('hour', now() AT TIME ZONE timezone) - interval '23 hours'
+           ORDER BY hour, outcome""",
+        campaign_id,
+    )

@@ -207,3 +207,51 @@ async def test_one_unreadable_stored_campaign_does_not_take_the_dashboard_down(
             await server.close()
     assert "window" in shown["fine-one"] and "error" not in shown["fine-one"]
     assert "not readable" in shown["old-one"]["error"]
+
+
+async def test_campaign_page_draws_its_pictures(
+    dashboard: str, campaigns: list[str], db, tmp_path
+) -> None:
+    """The campaign page: requests per minute against the account's limit, channels against
+    theirs, outcomes by hour, drawn as SVG from the server's own JSON (no external asset), with
+    the figures the database holds. DIALER_SCREENSHOT=path keeps the picture (the README's)."""
+    from playwright.async_api import async_playwright
+
+    demo = campaigns[0]
+    row = await db.fetchrow("SELECT id, account FROM campaigns WHERE name = $1", demo)
+    requests = await db.fetchval(
+        """SELECT count(*) FROM attempts WHERE account = $1
+           AND requested_at >= date_trunc('minute', now()) - interval '59 minutes'""",
+        row["account"],
+    )
+    attempts = await db.fetchval(
+        "SELECT count(*) FROM attempts WHERE campaign_id = $1 AND requested_at IS NOT NULL",
+        row["id"],
+    )
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=chromium(), args=["--no-sandbox", "--disable-gpu", "--no-first-run"]
+        )
+        try:
+            page = await browser.new_page(viewport={"width": 1100, "height": 700})
+            requested: list[str] = []
+            page.on("request", lambda request: requested.append(request.url))
+            await page.goto(f"{dashboard}/#campaign={demo}")
+            await page.locator("#chart-hours rect").first.wait_for()
+            drawn = {}
+            for chart in ("requests", "channels", "hours"):
+                titles = await page.locator(f"#chart-{chart} rect title").all_text_contents()
+                drawn[chart] = sum(int(t.rsplit(" ", 1)[-1]) for t in titles)
+            limits = await page.locator("svg line title").all_text_contents()
+            shot = await page.locator("#detail").screenshot(
+                path=os.environ.get("DIALER_SCREENSHOT") or str(tmp_path / "campaign.png")
+            )
+        finally:
+            await browser.close()
+    assert drawn["requests"] == requests > 0
+    assert drawn["hours"] == attempts
+    assert drawn["channels"] > 0
+    assert len(limits) == 2 and all(t.startswith("limit ") for t in limits)
+    assert all(url.startswith(dashboard) for url in requested), requested
+    image = Image.open(io.BytesIO(shot)).convert("RGB")
+    assert len(image.getcolors(maxcolors=1 << 16) or []) > 20
