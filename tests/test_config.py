@@ -128,3 +128,31 @@ def test_callback_url_carries_the_accounts_token(run_cli, tmp_path) -> None:
     assert len(url.rpartition("=")[2]) == 32 and "s3cret" not in url
     missing = run_cli("--config", str(tmp_path / "dialer.toml"), "config", "callback-url", "nope")
     assert missing.exit_code == 2
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ('[[webhooks]]\nurl = "https://x.test/h"\nsecret = "hunter2hunter2"\n', "whsec_"),
+        ('[[webhooks]]\nurl = "https://x.test/h"\nsecret = "whsec_AAAA"\n', "24 to 64"),
+        (
+            '[[webhooks]]\nurl = "https://x.test/h"\nsecret = "whsec_' + "A" * 40 + '"\n'
+            'events = ["call.done"]\n',
+            "'attempt.settled', 'contact.final' or 'campaign.finished'",
+        ),
+        (
+            '[[webhooks]]\nurl = "https://x.test/h"\nsecret = "whsec_' + "A" * 40 + '"\n'
+            '[[webhooks]]\nurl = "https://x.test/h?b=1"\nsecret = "whsec_' + "A" * 40 + '"\n',
+            "give each a `name`",
+        ),
+        ('[api]\ntokens = [{ name = "crm", token = "short", scopes = ["read"] }]\n', "16"),
+        ('[api]\ntokens = [{ name = "crm", token = "' + "t" * 20 + '", scopes = [] }]\n', "1"),
+    ],
+)
+def test_webhooks_and_api_tokens_are_checked(env: Path, section: str, message: str) -> None:
+    path = env / "dialer.toml"
+    path.write_text(section)
+    with pytest.raises(ConfigError) as caught:
+        load_config(str(path))
+    assert message in str(caught.value)
+    assert "hunter2" not in str(caught.value)  # a secret is never echoed

@@ -32,6 +32,7 @@ from dialer.campaigns import from_row
 from dialer.config import ApiToken, DialerConfig
 from dialer.db import api_requests, campaigns, reporting
 from dialer.db.export import export_csv, export_json_lines, sync_point
+from dialer.db.outage import TRANSIENT
 from dialer.errors import (
     ConfigError,
     ConflictError,
@@ -40,6 +41,7 @@ from dialer.errors import (
     InvalidFields,
     MediaTypeError,
     NotFoundError,
+    TooLargeError,
 )
 from dialer.loading.loader import load_campaign, rejects_path, upsert_campaign
 from dialer.phones import PhoneError, normalize
@@ -87,9 +89,15 @@ def needs(scope: str) -> Callable[[Handler], Handler]:
                 return await handler(request)
             except DialerError as exc:
                 return from_error(exc)
-            except (OSError, asyncpg.PostgresConnectionStatusError, TimeoutError) as exc:
-                log.error("api request failed", extra={"error": f"{type(exc).__name__}"})
-                return problem(503, "the database is not reachable now; try again")
+            except TRANSIENT as exc:  # database away, restarting, read-only, locked; disk full
+                log.error("api request failed", extra={"error": f"{type(exc).__name__}: {exc}"})
+                response = problem(
+                    503,
+                    "the database (or the server's disk) cannot take this now: try again; an"
+                    " Idempotency-Key makes a repeat safe",
+                )
+                response.headers["Retry-After"] = "5"
+                return response
             except asyncpg.PostgresError as exc:
                 log.error("api request failed", extra={"error": f"{type(exc).__name__}: {exc}"})
                 return problem(500, "the request failed; the server log says why")
@@ -109,9 +117,11 @@ async def _campaign_row(conn: asyncpg.Connection, name: str) -> asyncpg.Record:
 async def _json_body(request: web.Request) -> object:
     if request.content_type != "application/json":
         raise MediaTypeError("send the body as application/json")
-    body = await request.content.read(MAX_JSON_BYTES + 1)
-    if len(body) > MAX_JSON_BYTES:
-        raise InvalidFields("body over 1 MiB", [("body", "over 1 MiB")])
+    body = bytearray()
+    async for chunk in request.content.iter_chunked(1 << 16):
+        body += chunk
+        if len(body) > MAX_JSON_BYTES:
+            raise TooLargeError("request body: over 1 MiB")
     try:
         return json.loads(body)
     except (ValueError, RecursionError):

@@ -214,3 +214,38 @@ async def test_unknown_routes_and_methods_are_problems(api) -> None:
     assert status == 404 and body["status"] == 404
     status, body = await call("DELETE", f"{base}/campaigns")
     assert status == 405 and body["status"] == 405
+
+
+async def test_a_large_json_body_is_read_whole_and_a_huge_one_refused(api) -> None:
+    base, _ = api
+    numbers = [f"+9198{n:08d}" for n in range(20_000)]  # about 340 KB: many chunks
+    status, body = await call("POST", f"{base}/dnc", json={"numbers": numbers})
+    assert (status, body.get("added")) == (200, 20_000), body
+    status, body = await call("POST", f"{base}/dnc", json={"numbers": ["1" * 100] * 20_000})
+    assert status == 413 and body["status"] == 413
+
+
+async def test_a_database_that_turned_read_only_is_a_503_problem(api, own_database_url) -> None:
+    base, pool = api
+    await create(base)
+    name = own_database_url.rsplit("/", 1)[1]
+    async with pool.acquire() as conn:
+        await conn.execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
+    await pool.expire_connections()
+    try:
+        status, body = await call(
+            "POST",
+            f"{base}/campaigns/crm-1/contacts",
+            data=CSV,
+            headers={"Content-Type": "text/csv"},
+        )
+        assert status == 503 and body["status"] == 503, body
+        status, body = await call("GET", f"{base}/campaigns/crm-1")
+        assert status == 200  # reading still works
+    finally:
+        async with pool.acquire() as conn:
+            await conn.execute("SET default_transaction_read_only = off")
+            await conn.execute(f'ALTER DATABASE "{name}" RESET default_transaction_read_only')
+    await pool.expire_connections()
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM contacts") == 0  # nothing half-written
