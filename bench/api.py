@@ -191,7 +191,8 @@ database, alternating.
 Per round: CLI {", ".join(f"{x:.2f}" for x in cli)} s; API {", ".join(f"{x:.2f}" for x in api)} s.
 """
     print(body)
-    write_section("Campaign API: appending contacts (issue 14)", body)
+    title = "Campaign API: appending contacts (issue 14)"
+    write_section(title if rows == 100_000 else f"{title}, {rows:,} rows", body)
 
 
 async def fill_outbox(url: str, events: int, endpoint: str) -> None:
