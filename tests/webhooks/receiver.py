@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -24,7 +25,8 @@ class Delivery:
 @dataclass
 class Receiver:
     secret: str
-    delay_s: float = 0.0  # how long each answer takes
+    delay_s: float = 0.0  # how long each answer takes (at most, when `jitter`)
+    jitter: bool = False  # each answer takes a random part of delay_s: arrivals interleave
     status: int = 204
     port: int = field(default_factory=free_port)
     received: list[Delivery] = field(default_factory=list)
@@ -48,16 +50,15 @@ class Receiver:
         except WebhookVerificationError:
             self.forged += 1
             return web.Response(status=400)
+        envelope = json.loads(body)
+        delivery = Delivery(request.headers["webhook-id"], envelope["type"], envelope["data"])
         if self.delay_s:
-            await asyncio.sleep(self.delay_s)
+            await asyncio.sleep(self.delay_s * (random.random() if self.jitter else 1))
         if self.holding:
             self.held += 1
             self._waiting.add(asyncio.current_task())  # type: ignore[arg-type]
             await asyncio.Event().wait()  # until the server stops
-        envelope = json.loads(body)
-        self.received.append(
-            Delivery(request.headers["webhook-id"], envelope["type"], envelope["data"])
-        )
+        self.received.append(delivery)  # in the order answered: what the receiver has seen
         return web.Response(status=self.status)
 
     async def start(self) -> None:
