@@ -256,7 +256,9 @@ async def _load(
     try:
         summary = await load_campaign(conn, campaign, str(source))
     except InputError as exc:  # the message names our temporary file: name the body instead
-        raise type(exc)(exc.message.replace(str(source), "body")) from None
+        exc.message = exc.message.replace(str(source), "body")
+        exc.args = (exc.message,)
+        raise
     rows = _rejected_rows(rejects_path(source), converted)
     answer = summary.to_json()
     for hidden in ("source", "rejects_file"):

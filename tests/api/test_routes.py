@@ -249,3 +249,16 @@ async def test_a_database_that_turned_read_only_is_a_503_problem(api, own_databa
     await pool.expire_connections()
     async with pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM contacts") == 0  # nothing half-written
+
+
+async def test_a_body_the_loader_cannot_read_is_a_problem_naming_the_body(api) -> None:
+    base, pool = api
+    await create(base)
+    url = f"{base}/campaigns/crm-1/contacts"
+    latin1 = "phone,name\n+919812345601,Jos\xe9\n".encode("latin-1")
+    status, body = await call("POST", url, data=latin1, headers={"Content-Type": "text/csv"})
+    assert status == 400 and "body: line 2" in body["detail"], body
+    status, body = await call("POST", url, data=b"name\nA\n", headers={"Content-Type": "text/csv"})
+    assert status in (400, 422) and "body" in body["detail"] and "/tmp" not in body["detail"]
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM contacts") == 0
