@@ -212,8 +212,10 @@ def run(
 def serve(app: AppContext, host, port, workers, worker, log_level, log_format):
     """Receive provider callbacks (POST /callbacks/ACCOUNT[/ATTEMPT]), run the reconciler, and
     serve the live dashboard (GET /; its JSON and pause/resume/cancel under /api/, control
-    needing admin_token from dialer.toml), GET /metrics (Prometheus) and GET /healthz.
-    Runs until SIGTERM/SIGINT (which it passes on to its workers)."""
+    needing admin_token from dialer.toml), the campaign API under /api/v1 (tokens from [api]
+    in dialer.toml; described at /api/v1/openapi.json), GET /metrics (Prometheus) and GET
+    /healthz; deliver the [[webhooks]] of dialer.toml. Runs until SIGTERM/SIGINT (which it
+    passes on to its workers)."""
     setup_logging(log_level, log_format)
     config = app.config
     host, port = listen_address(config, host, port)
