@@ -122,6 +122,13 @@ async def test_control_is_off_without_an_admin_token(database_url: str, campaign
             await server.close()
 
 
+async def exhausted_webhook(db) -> None:
+    """A delivery that used up its retries: the page says so in one line."""
+    from tests.cli.test_webhooks import exhausted_event
+
+    await exhausted_event(db)
+
+
 def chromium() -> str:
     """Debian's Chromium (.ci/run installs it); $DIALER_CHROMIUM overrides."""
     path = os.environ.get("DIALER_CHROMIUM") or shutil.which("chromium")
@@ -148,9 +155,12 @@ async def test_page_in_a_real_browser(dashboard: str, campaigns: list[str], db, 
             page = await browser.new_page(viewport={"width": 1400, "height": 500})
             requested: list[str] = []
             page.on("request", lambda request: requested.append(request.url))
+            await exhausted_webhook(db)
             await page.goto(dashboard)
             rows = page.locator("tr.campaign")
             await rows.first.wait_for()
+            hooks = await page.locator("#hooks").inner_text()
+            assert "webhooks to crm: 1 events gave up" in hooks, hooks
             assert await rows.count() == len(campaigns)
             demo_row = page.locator(f'tr.campaign[data-name="{campaigns[0]}"]')
             assert "80 / 80 contacts" in await demo_row.inner_text()

@@ -2,7 +2,8 @@
 killed with SIGKILL in the middle of delivery and the receiver is down for a minute: the
 outbox is written with the state changes, and a new serve picks up what the dead one leased.
 Checked against the database's own record of what happened, with every delivery verified by
-the `standardwebhooks` package."""
+the `standardwebhooks` package. Part of the contacts are appended through the campaign API
+while the campaign is being dialed: they are dialed and reported like the rest."""
 
 # ruff: noqa: ASYNC109, ASYNC220
 from __future__ import annotations
@@ -16,6 +17,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from tests.dispatch.test_end_to_end import FAST_CALLS, env_for, load
@@ -33,6 +35,8 @@ from tests.webhooks.receiver import Receiver
 pytestmark = pytest.mark.timeout(300)
 SECRET = "whsec_" + base64.b64encode(os.urandom(32)).decode()
 DOWN_S = 60
+TOKEN = "crm-token-0123456789abcdef"
+LATE_CONTACTS = "phone,name\n" + "".join(f"+9177000000{n:02d},late {n}\n" for n in range(20))
 
 
 async def wait_until(check, timeout: float, what: str) -> None:
@@ -53,6 +57,9 @@ async def test_kill_9_and_a_receiver_down_for_a_minute_lose_no_event(
         config = write_config(tmp_path, sim, rate="30/s", channels=8, port=port)
         with config.open("a") as toml:
             toml.write(f'\n[[webhooks]]\nurl = "{receiver.url}"\nsecret = "{SECRET}"\n')
+            toml.write(
+                f'\n[api]\ntokens = [{{ name = "crm", token = "{TOKEN}", scopes = ["write"] }}]\n'
+            )
         env = env_for(own_database_url, config)
         load(tmp_path, env, write_campaign(tmp_path, "hooked", 60))
         healthz = f"http://127.0.0.1:{port}/healthz"
@@ -65,6 +72,17 @@ async def test_kill_9_and_a_receiver_down_for_a_minute_lose_no_event(
                 stdout=subprocess.DEVNULL,
                 stderr=(tmp_path / "run.log").open("wb"),
             )
+            # 20 more contacts arrive through the API while the campaign is being dialed.
+            async with (
+                aiohttp.ClientSession() as session,
+                session.post(
+                    f"http://127.0.0.1:{port}/api/v1/campaigns/hooked/contacts",
+                    data=LATE_CONTACTS,
+                    headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "text/csv"},
+                ) as answer,
+            ):
+                appended = await answer.json()
+            assert answer.status == 200 and appended["loaded"] == 20, appended
 
             async def some_delivered() -> bool:
                 return len(receiver.received) >= 15
@@ -117,7 +135,8 @@ async def test_kill_9_and_a_receiver_down_for_a_minute_lose_no_event(
     assert kinds["campaign.finished"] == 1
     reported = [e["payload"]["attempt_id"] for e in events if e["type"] == "attempt.settled"]
     assert sorted(reported) == sorted(r["id"] for r in settled)
-    assert kinds["contact.final"] == len(final) == 60
+    contacts = await own_db.fetchval("SELECT count(*) FROM contacts")
+    assert kinds["contact.final"] == len(final) == contacts == 80  # the appended ones too
     # In order per contact: the first receipt of each of a contact's events follows its ids.
     first_seen: dict[str, int] = {}
     for position, delivery in enumerate(receiver.received):
