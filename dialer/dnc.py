@@ -9,7 +9,7 @@ from pathlib import Path
 
 import asyncpg
 
-from dialer.db import contacts
+from dialer.db import contacts, webhooks
 from dialer.db import dnc as stored
 from dialer.errors import InputError
 from dialer.loading.csv_source import CsvSource
@@ -47,7 +47,9 @@ async def add_numbers(
     async with conn.transaction():
         change.added = await stored.add(conn, unique, reason)
         change.already_listed = len(unique) - change.added
-        change.contacts_suppressed = await contacts.suppress_numbers(conn, unique)
+        suppressed = await contacts.suppress_numbers(conn, unique)
+        change.contacts_suppressed = len(suppressed)
+        await webhooks.record_contacts_final(conn, suppressed)
     return change
 
 

@@ -132,14 +132,14 @@ async def cancel_waiting(conn: asyncpg.Connection, campaign_id: int) -> int:
     return int(status.split()[-1])
 
 
-async def suppress_numbers(conn: asyncpg.Connection, numbers: list[str]) -> int:
-    """Suppress every waiting contact with one of these numbers, in any campaign; how many."""
-    status = await conn.execute(
+async def suppress_numbers(conn: asyncpg.Connection, numbers: list[str]) -> list[int]:
+    """Suppress every waiting contact with one of these numbers, in any campaign; their ids."""
+    rows = await conn.fetch(
         """UPDATE contacts SET state = 'suppressed', updated_at = now()
-           WHERE phone_e164 = ANY($1::text[]) AND state = 'pending'""",
+           WHERE phone_e164 = ANY($1::text[]) AND state = 'pending' RETURNING id""",
         numbers,
     )
-    return int(status.split()[-1])
+    return [r["id"] for r in rows]
 
 
 async def first_due_per_zone(

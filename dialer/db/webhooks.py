@@ -45,7 +45,9 @@ _CONTACT = """
     jsonb_build_object(
         'contact_id', c.id, 'campaign', k.name, 'row_no', c.row_no,
         'phone_e164', c.phone_e164, 'name', c.name, 'state', c.state,
-        'final_outcome', c.last_outcome, 'attempts', c.attempts, 'fields', c.fields)
+        'final_outcome', CASE WHEN c.state = 'suppressed' THEN 'do-not-call'
+                              ELSE c.last_outcome END,
+        'attempts', c.attempts, 'fields', c.fields)
 """
 
 SETTLED = _WRITE.format(
@@ -58,6 +60,15 @@ SETTLED = _WRITE.format(
     SELECT 'contact.final', 'contact:' || c.id, c.campaign_id, {_CONTACT}
     FROM attempts a JOIN contacts c ON c.id = a.contact_id JOIN campaigns k ON k.id = c.campaign_id
     WHERE a.id = $1 AND $2 AND {_subscribed("contact.final")}
+"""
+)
+
+SUPPRESSED = _WRITE.format(
+    source=f"""
+    SELECT 'contact.final'::text AS type, 'contact:' || c.id AS order_key, c.campaign_id,
+           {_CONTACT} AS payload
+    FROM contacts c JOIN campaigns k ON k.id = c.campaign_id
+    WHERE c.id = ANY ($1::bigint[]) AND {_subscribed("contact.final")}
 """
 )
 
@@ -76,6 +87,13 @@ async def record_settled(conn: asyncpg.Connection, attempt_id: int, contact_fina
     """`attempt.settled` for this attempt as it now stands, and `contact.final` for its
     contact if it has reached a final state. Call in the settling transaction."""
     await conn.execute(SETTLED, attempt_id, contact_final)
+
+
+async def record_contacts_final(conn: asyncpg.Connection, contact_ids: list[int]) -> None:
+    """`contact.final` for contacts that ended without a call deciding it (put on the
+    do-not-call list while waiting: state `suppressed`)."""
+    if contact_ids:
+        await conn.execute(SUPPRESSED, contact_ids)
 
 
 async def record_finished(conn: asyncpg.Connection, campaign_ids: list[int]) -> None:

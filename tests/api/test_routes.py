@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestServer
 
 from dialer.callbacks.app import Receiver, create_app
 from dialer.config import DialerConfig
+from dialer.db import webhooks
 from dialer.db.connect import open_pool
 from dialer.db.export import export_csv
 
@@ -262,3 +263,25 @@ async def test_a_body_the_loader_cannot_read_is_a_problem_naming_the_body(api) -
     assert status in (400, 422) and "body" in body["detail"] and "/tmp" not in body["detail"]
     async with pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM contacts") == 0
+
+
+async def test_a_waiting_contact_put_on_the_do_not_call_list_is_reported_final(api) -> None:
+    """In the same transaction as its suppression: a `contact.final` saying do-not-call."""
+    base, pool = api
+    await create(base)
+    await call(
+        "POST", f"{base}/campaigns/crm-1/contacts", data=CSV, headers={"Content-Type": "text/csv"}
+    )
+    async with pool.acquire() as conn:
+        await webhooks.register(conn, {"crm": ["contact.final"]})
+    status, body = await call("POST", f"{base}/dnc", json={"numbers": ["+919812345601"]})
+    assert (status, body["contacts_suppressed"]) == (200, 1)
+    async with pool.acquire() as conn:
+        events = await conn.fetch(
+            """SELECT e.type, e.payload, d.endpoint FROM webhook_events e
+               JOIN webhook_deliveries d ON d.event_id = e.id"""
+        )
+    assert [(e["type"], e["endpoint"]) for e in events] == [("contact.final", "crm")]
+    payload = events[0]["payload"]
+    assert payload["state"] == "suppressed" and payload["final_outcome"] == "do-not-call"
+    assert payload["phone_e164"] == "+919812345601" and payload["fields"]["crm_id"] == "1"
