@@ -332,11 +332,15 @@ async def results(request: web.Request) -> web.StreamResponse:
         async def write(chunk: bytes) -> None:
             await response.write(chunk)
 
-        if fmt == "csv":
-            changed = (since, until) if since else None
-            await export_csv(conn, name, write, changed=changed)
-        else:
-            await export_json_lines(conn, row["id"], write, (since, until if since else None))
+        try:
+            if fmt == "csv":
+                changed = (since, until) if since else None
+                await export_csv(conn, name, write, changed=changed)
+            else:
+                await export_json_lines(conn, row["id"], write, (since, until if since else None))
+        except ConnectionResetError:  # the client stopped reading: nothing to answer
+            log.info("results stream ended by the client", extra={"campaign": name})
+            return response
     await response.write_eof()
     return response
 
