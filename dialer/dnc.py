@@ -23,14 +23,16 @@ class DncChange:
     contacts_suppressed: int = 0
 
 
-def normalize_all(raw_numbers: Iterable[str], region: str | None) -> tuple[list[str], list[str]]:
-    """(E.164 numbers, messages for the ones that are not numbers)."""
+def normalize_all(
+    raw_numbers: Iterable[str], region: str | None
+) -> tuple[list[str], list[tuple[int, str]]]:
+    """(E.164 numbers, (position, message) for the ones that are not numbers)."""
     good, bad = [], []
-    for raw in raw_numbers:
+    for index, raw in enumerate(raw_numbers):
         try:
             good.append(normalize(raw, region))
         except PhoneError as exc:
-            bad.append(f"{raw!r}: {exc}")
+            bad.append((index, f"{raw!r}: {exc}"))
     return good, bad
 
 

@@ -9,7 +9,6 @@ field or row at fault (api.problems). Uploads and results stream: memory stays f
 from __future__ import annotations
 
 import asyncio
-import csv
 import json
 import logging
 import re
@@ -43,8 +42,8 @@ from dialer.errors import (
     NotFoundError,
     TooLargeError,
 )
-from dialer.loading.loader import load_campaign, rejects_path, upsert_campaign
-from dialer.phones import PhoneError, normalize
+from dialer.loading.loader import load_campaign, upsert_campaign
+from dialer.loading.summary import LISTED_REJECTS
 from dialer.providers.base import same_secret
 from dialer.tomlfile import field_problems
 
@@ -54,7 +53,6 @@ POOL = web.AppKey("api_pool", asyncpg.Pool)
 TOKEN = web.RequestKey("api_token", ApiToken)
 PREFIX = "/api/v1"
 MAX_JSON_BYTES = 1 << 20
-MAX_LISTED_REJECTS = 10_000
 CSV_TYPES = ("text/csv", "application/csv")
 JSON_LINES_TYPES = ("application/x-ndjson", "application/jsonl", "application/json-lines")
 KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
@@ -259,10 +257,11 @@ async def _load(
         exc.message = exc.message.replace(str(source), "body")
         exc.args = (exc.message,)
         raise
-    rows = _rejected_rows(rejects_path(source), converted)
     answer = summary.to_json()
     for hidden in ("source", "rejects_file"):
         answer.pop(hidden, None)
+    line = converted.line_of if converted else (lambda row_no: row_no)
+    rows = [{"row": line(n), "reason": r} for n, r in summary.rejected_rows]
     if converted is not None and converted.rejects:
         answer["rejected"] += len(converted.rejects)
         answer["rows_read"] += len(converted.rejects)
@@ -273,29 +272,10 @@ async def _load(
             [{"row": n, "reason": r} for n, r in converted.rejects] + rows,
             key=lambda item: item["row"],
         )
-    answer["rejected_rows"] = rows[:MAX_LISTED_REJECTS]
-    answer["rejected_rows_truncated"] = len(rows) > MAX_LISTED_REJECTS
+    answer["rejected_rows"] = rows[:LISTED_REJECTS]
+    answer["rejected_rows_truncated"] = answer["rejected"] > LISTED_REJECTS
     log.info("api contacts loaded", extra={"campaign": name, "loaded": summary.loaded})
     return 200, answer
-
-
-def _rejected_rows(path: Path, converted) -> list[dict]:
-    """Row (CSV line, or JSON line) and reason of each rejected record."""
-    if not path.exists():
-        return []
-    rows = []
-    with path.open(encoding="utf-8", newline="") as handle:
-        reader = csv.reader(handle)
-        next(reader, None)
-        for record in reader:
-            if len(rows) > MAX_LISTED_REJECTS:
-                break
-            row_no = int(record[0])
-            reason = record[1].removeprefix("'")
-            rows.append(
-                {"row": converted.line_of(row_no) if converted else row_no, "reason": reason}
-            )
-    return rows
 
 
 @needs("write")
@@ -374,12 +354,8 @@ async def _numbers(request: web.Request) -> tuple[list[str], DncBody]:
         problems = field_problems(exc, data if isinstance(data, dict) else {})
         raise InvalidFields("; ".join(f"{k}: {m}" for k, m in problems), problems) from None
     region = (body.region or request.app[CONFIG].default_region or "").upper() or None
-    good, bad = [], []
-    for index, raw in enumerate(body.numbers):
-        try:
-            good.append(normalize(raw, region))
-        except PhoneError as exc:
-            bad.append((f"numbers[{index}]", f"{raw!r}: {exc}"))
+    good, problems = dnc.normalize_all(body.numbers, region)
+    bad = [(f"numbers[{index}]", message) for index, message in problems]
     if bad:
         detail = "; ".join(f"{where}: {what}" for where, what in bad[:20])
         raise InvalidFields(f"nothing changed, fix these first: {detail}", bad[:100])

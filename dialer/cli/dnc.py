@@ -24,7 +24,7 @@ def _region(app: AppContext, region: str | None) -> str | None:
 def _normalize_or_fail(numbers: list[str], region: str | None) -> list[str]:
     good, bad = dnc_list.normalize_all(numbers, region)
     if bad:
-        raise InputError("not added, fix these first: " + "; ".join(bad))
+        raise InputError("not added, fix these first: " + "; ".join(m for _, m in bad))
     return good
 
 
@@ -68,7 +68,7 @@ def import_(app: AppContext, csv_file: Path, reason: str | None, region: str | N
     for line, raw, row_reason in rows:
         normalized, problems = dnc_list.normalize_all([raw], _region(app, region))
         if problems:
-            bad.append(f"line {line}: {problems[0]}")
+            bad.append(f"line {line}: {problems[0][1]}")
         else:
             good.append((normalized[0], row_reason or reason))
     if bad:

@@ -31,7 +31,7 @@ from dialer.errors import ConflictError, InputError
 from dialer.loading.csv_source import CsvSource, UndecodableError
 from dialer.loading.rows import ChunkResult, ColumnPlan, prepare_chunk, worker_init
 from dialer.loading.seen import SeenNumbers
-from dialer.loading.summary import LoadSummary
+from dialer.loading.summary import LISTED_REJECTS, LoadSummary
 from dialer.spreadsheet import safe_cell
 
 CHUNK_ROWS = 10_000
@@ -167,6 +167,8 @@ async def _stage(
             summary.rejected += len(result.rejects)
             reasons.update(result.reasons)
             for row_no, raw, reason in result.rejects:
+                if len(summary.rejected_rows) < LISTED_REJECTS:
+                    summary.rejected_rows.append((row_no, reason))
                 user_writer.writerow([row_no, cell(reason), *map(cell, raw.values())])
                 copy_writer.writerow([row_no, json.dumps(raw, ensure_ascii=False), reason])
             new, maybe = [], []

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+LISTED_REJECTS = 10_000  # rejected rows a summary names one by one (the rest are counted)
+
 
 @dataclass
 class LoadSummary:
@@ -22,6 +24,9 @@ class LoadSummary:
     rejects_file: str | None = None
     previously_loaded_at: str | None = None
     seconds: float = 0.0
+    # (row number, reason) of the first LISTED_REJECTS rejected rows, for the campaign API's
+    # answer; the CLI has the rejects file instead.
+    rejected_rows: list[tuple[int, str]] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
@@ -34,7 +39,9 @@ class LoadSummary:
         )
 
     def to_json(self) -> dict:
-        return asdict(self) | {"changed": self.changed}
+        document = asdict(self) | {"changed": self.changed}
+        del document["rejected_rows"]
+        return document
 
     def lines(self) -> list[str]:
         """Plain-text summary, one fact per line."""

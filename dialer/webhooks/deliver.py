@@ -14,13 +14,13 @@ import asyncio
 import json
 import logging
 import time
-from dataclasses import dataclass
 
 import aiohttp
 import asyncpg
 
 from dialer.config import WebhookConfig
 from dialer.db import webhooks
+from dialer.db.outage import TRANSIENT
 from dialer.metrics import WEBHOOK_DELIVERIES
 from dialer.redaction import redact
 from dialer.webhooks.schedule import retry_at
@@ -34,12 +34,6 @@ IDLE_S = 0.5  # nothing due: look again after this
 MAX_ANSWER = 64 * 1024  # of a receiver's answer, what is read (and ignored)
 
 
-@dataclass(frozen=True)
-class Outcome:
-    event_id: int
-    error: str | None  # None: delivered
-
-
 def body_of(row: asyncpg.Record) -> bytes:
     """The delivered JSON: Standard Webhooks' recommended envelope (type, timestamp, data)."""
     envelope = {
@@ -50,26 +44,27 @@ def body_of(row: asyncpg.Record) -> bytes:
     return json.dumps(envelope, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-async def post(session: aiohttp.ClientSession, hook: WebhookConfig, row: asyncpg.Record) -> Outcome:
-    """One signed POST; any answer but 2xx (a redirect included) is a failure to retry."""
+async def post(
+    session: aiohttp.ClientSession, url: str, key: bytes, row: asyncpg.Record
+) -> str | None:
+    """One signed POST; None if delivered, else why not (any answer but 2xx, a redirect
+    included, is a failure to retry)."""
     body = body_of(row)
-    headers = signed_headers(hook.key, message_id(row["event_id"]), int(time.time()), body)
+    headers = signed_headers(key, message_id(row["event_id"]), int(time.time()), body)
     try:
         async with session.post(
-            str(hook.url),
+            url,
             data=body,
             headers=headers,
             allow_redirects=False,
             timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S),
         ) as answer:
             await answer.content.read(MAX_ANSWER)
-            if 200 <= answer.status < 300:
-                return Outcome(row["event_id"], None)
-            return Outcome(row["event_id"], f"HTTP {answer.status}")
+            return None if 200 <= answer.status < 300 else f"HTTP {answer.status}"
     except TimeoutError:
-        return Outcome(row["event_id"], f"no answer within {REQUEST_TIMEOUT_S:g} s")
+        return f"no answer within {REQUEST_TIMEOUT_S:g} s"
     except aiohttp.ClientError as exc:
-        return Outcome(row["event_id"], redact(f"{type(exc).__name__}: {exc}")[:300])
+        return redact(f"{type(exc).__name__}: {exc}")[:300]
 
 
 async def deliver_round(
@@ -81,14 +76,12 @@ async def deliver_round(
         rows = await webhooks.lease_due(conn, endpoint, BATCH, LEASE_S)
     if not rows:
         return 0
-    outcomes = await asyncio.gather(*(post(session, hook, row) for row in rows))
-    by_id = {row["event_id"]: row for row in rows}
-    delivered = [o.event_id for o in outcomes if o.error is None]
-    failed = [o for o in outcomes if o.error is not None]
+    url, key = str(hook.url), hook.key
+    errors = await asyncio.gather(*(post(session, url, key, row) for row in rows))
+    delivered = [row["event_id"] for row, error in zip(rows, errors, strict=True) if not error]
+    failed = [(row, error) for row, error in zip(rows, errors, strict=True) if error]
     now = rows[0]["now"]
-    retries = [
-        retry_at(by_id[o.event_id]["tries"], by_id[o.event_id]["since"], now) for o in failed
-    ]
+    retries = [retry_at(row["tries"], row["since"], now) for row, _ in failed]
     async with pool.acquire() as conn, conn.transaction():
         if delivered:
             await webhooks.mark_delivered(conn, endpoint, delivered)
@@ -96,18 +89,20 @@ async def deliver_round(
             await webhooks.mark_failed(
                 conn,
                 endpoint,
-                [o.event_id for o in failed],
+                [row["event_id"] for row, _ in failed],
                 retries,
-                [str(o.error) for o in failed],
+                [error for _, error in failed],
             )
+    exhausted = [
+        row["event_id"] for (row, _), when in zip(failed, retries, strict=True) if not when
+    ]
     WEBHOOK_DELIVERIES.labels(endpoint, "delivered").inc(len(delivered))
-    exhausted = [o.event_id for o, when in zip(failed, retries, strict=True) if when is None]
     WEBHOOK_DELIVERIES.labels(endpoint, "failed").inc(len(failed) - len(exhausted))
     WEBHOOK_DELIVERIES.labels(endpoint, "exhausted").inc(len(exhausted))
     if failed:
         log.warning(
             "webhook deliveries failed",
-            extra={"endpoint": endpoint, "failed": len(failed), "error": failed[0].error},
+            extra={"endpoint": endpoint, "failed": len(failed), "error": failed[0][1]},
         )
     if exhausted:
         log.error(
@@ -125,7 +120,7 @@ async def deliver_forever(pool: asyncpg.Pool, hook: WebhookConfig) -> None:
         while True:
             try:
                 tried = await deliver_round(pool, session, hook)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            except (*TRANSIENT, asyncpg.PostgresError) as exc:
                 log.error(
                     "webhook round failed",
                     extra={"endpoint": hook.endpoint, "error": f"{type(exc).__name__}: {exc}"},

@@ -285,3 +285,34 @@ async def test_a_waiting_contact_put_on_the_do_not_call_list_is_reported_final(a
     payload = events[0]["payload"]
     assert payload["state"] == "suppressed" and payload["final_outcome"] == "do-not-call"
     assert payload["phone_e164"] == "+919812345601" and payload["fields"]["crm_id"] == "1"
+
+
+async def test_nul_bytes_huge_numbers_and_formulas_in_uploads(api) -> None:
+    """A NUL byte rejects its line (named), a number too big for a phone is a bad phone, a
+    huge integer field is kept as text, and a formula comes back neutralised in the results."""
+    base, _ = api
+    await create(base)
+    lines = [
+        '{"phone": "+919812345601", "name": "=HYPERLINK(\\"http://x\\")", "big": '
+        + str(10**40)
+        + "}",
+        '{"phone": "+919812345602", "name": "a\\u0000b"}',
+        '{"phone": 1e400, "name": "inf"}',
+        '{"phone": 919812345603' + "0" * 30 + ', "name": "long"}',
+    ]
+    status, body = await call(
+        "POST",
+        f"{base}/campaigns/crm-1/contacts",
+        data="\n".join(lines),
+        headers={"Content-Type": "application/x-ndjson"},
+    )
+    assert status == 200, body
+    assert body["loaded"] == 1 and body["rejected"] == 3
+    reasons = {r["row"]: r["reason"] for r in body["rejected_rows"]}
+    assert sorted(reasons) == [2, 3, 4] and "NUL" in reasons[2], reasons
+    async with (
+        aiohttp.ClientSession(headers=auth(READER)) as session,
+        session.get(f"{base}/campaigns/crm-1/results") as answer,
+    ):
+        text = await answer.text()
+    assert "'=HYPERLINK" in text and str(10**40) in text, text

@@ -33,6 +33,7 @@ from tests.processes import (
     write_campaign,
     write_config,
 )
+from tests.webhooks.receiver import Receiver
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -349,6 +350,9 @@ async def test_requests_caught_in_a_partition_never_arrive_after_it_heals(
     await check_calls_match_attempts(own_db, stats)
 
 
+WEBHOOK_SECRET = "whsec_" + "R" * 43 + "="
+
+
 @pytest.fixture
 def restartable_postgres(tmp_path: Path):
     """A PostgreSQL cluster of this test's own (pgserver's binaries), which it may restart."""
@@ -371,8 +375,11 @@ def restartable_postgres(tmp_path: Path):
     asyncio.run(prepare())
 
     def restart(mode: str) -> None:
-        """`fast` or `immediate`; `stop` stops the server for good."""
-        action = ["-m", "fast", "stop"] if mode == "stop" else ["-m", mode, "restart"]
+        """`fast` or `immediate`; `stop` stops the server, `start` starts it again (pg_ctl
+        restart of a stopped server starts it with the options it last had)."""
+        action = {"stop": ["-m", "fast", "stop"], "start": ["restart"]}.get(
+            mode, ["-m", mode, "restart"]
+        )
         pg_ctl(["-w", *action], pgdata=server.pgdata, user=server.system_user)
 
     try:
@@ -385,11 +392,17 @@ async def test_postgres_restarts_mid_campaign_fast_and_immediate(
     restartable_postgres, tmp_path: Path
 ) -> None:
     """The whole server restarts twice mid-campaign (a clean `fast` shutdown, then an
-    `immediate` one with crash recovery): two runs and serve ride it out and finish."""
+    `immediate` one with crash recovery), then stops for 3 s: two runs and serve ride it out
+    and finish, and
+    serve's webhook deliveries, caught in the restarts, still bring every event once or more."""
     url, restart = restartable_postgres
     serve_port = free_port()
+    receiver = Receiver(WEBHOOK_SECRET)
+    await receiver.start()
     with sim_provider(tmp_path, "--rate", "20/s", "--channels", "6", *FAST_CALLS) as sim:
         config = write_config(tmp_path, sim, rate="20/s", channels=6, port=serve_port)
+        with config.open("a") as toml:
+            toml.write(f'\n[[webhooks]]\nurl = "{receiver.url}"\nsecret = "{WEBHOOK_SECRET}"\n')
         env = env_for(url, config)
         load(tmp_path, env, write_campaign(tmp_path, "restarts", 120))
         with background(dialer_command("serve"), tmp_path, env, tmp_path / "serve.log"):
@@ -399,16 +412,32 @@ async def test_postgres_restarts_mid_campaign_fast_and_immediate(
             restart("fast")
             time.sleep(3)
             restart("immediate")
-            codes = [p.wait(timeout=200) for p in runs]
+            time.sleep(2)
+            restart("stop")  # away for 3 s: every process's next statement fails meanwhile
+            time.sleep(3)
+            restart("start")
+            codes = [await asyncio.to_thread(p.wait, 200) for p in runs]
             stats = await sim_stats(sim)
+            db = await asyncpg.connect(url)
+            for _ in range(300):  # the deliveries left pending by the restarts go out
+                left = "SELECT count(*) FROM webhook_deliveries WHERE state <> 'delivered'"
+                if not await db.fetchval(left):
+                    break
+                await asyncio.sleep(0.2)
+    await receiver.stop()
     logs = [(tmp_path / f"run{i}.log").read_text() for i in range(2)]
     assert codes == [0, 0], [log[-3000:] for log in logs]
     assert any("database back" in log for log in logs)
-    db = await asyncpg.connect(url)
     try:
         await check_calls_match_attempts(db, stats)
         states = await db.fetch("SELECT DISTINCT state FROM contacts")
         assert {r["state"] for r in states} <= {"done", "exhausted", "failed"}
+        events = await db.fetch("SELECT id, type FROM webhook_events")
+        assert receiver.ids() == {f"msg_{e['id']}" for e in events} and receiver.forged == 0
+        settled = await db.fetchval(
+            "SELECT count(*) FROM attempts WHERE outcome IS NOT NULL AND outcome <> 'not_dialed'"
+        )
+        assert sum(e["type"] == "attempt.settled" for e in events) == settled
     finally:
         await db.close()
 
