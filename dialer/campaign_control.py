@@ -6,6 +6,7 @@ import logging
 
 import asyncpg
 
+from dialer.campaign_spec import is_campaign_name
 from dialer.campaigns import Campaign
 from dialer.db import attempts, campaigns, contacts, reporting, webhooks
 from dialer.dispatch.limiter import BREAKER_WINDOW, breaker_trips
@@ -17,9 +18,10 @@ log = logging.getLogger("dialer.campaign")
 
 
 async def _campaign(conn: asyncpg.Connection, name: str) -> asyncpg.Record:
-    row = await campaigns.lock_by_name(conn, name)
+    row = await campaigns.lock_by_name(conn, name) if is_campaign_name(name) else None
     if row is None:
-        raise NotFoundError(f"no such campaign: {name} (see `dialer campaign list`)")
+        shown = name if is_campaign_name(name) else repr(name)
+        raise NotFoundError(f"no such campaign: {shown} (see `dialer campaign list`)")
     return row
 
 

@@ -31,9 +31,9 @@ from dialer.tomlfile import read_toml, validate
 
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 ALL_DAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}\Z")  # \Z: no trailing newline
 ACCOUNT_NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"  # appears in callback URLs: URL-safe by itself
-_CLOCK = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?$")
+_CLOCK = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?\Z")
 _NOT_ZONES = {"Factory", "localtime", "posixrules"}  # files of the zone database, not places
 
 # Bounds of each duration key: past these a value is a typo (a "ring_timeout" of 2h, a retry
@@ -49,6 +49,12 @@ class _Strict(BaseModel):
 
 
 @cache
+def is_campaign_name(text: str) -> bool:
+    """Whether `text` can name a campaign (anything else, such as a NUL byte or a newline
+    from a request's path, is not even looked up)."""
+    return bool(_NAME.match(text))
+
+
 def zone_names() -> frozenset[str]:
     """The IANA zones of this machine's zone database: places, not its folders or files."""
     return frozenset(

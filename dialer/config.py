@@ -11,7 +11,7 @@ import os
 import re
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from pydantic import (
     AnyHttpUrl,
@@ -65,18 +65,58 @@ class WebhookConfig(_Strict):
 
     @property
     def endpoint(self) -> str:
-        """The name deliveries, logs and metrics use: `name`, else the URL's host and path
-        (never its query, which may carry a token)."""
+        """The name deliveries, logs, metrics and the dashboard use: `name`, else the URL's
+        host alone (its user, password, path and query may carry a credential)."""
+        if self.name:
+            return self.name
+        return (urlsplit(str(self.url)).hostname or "webhook").lower()
+
+    @property
+    def legacy_endpoint(self) -> str:
+        """The name versions before 0.1 (issue 19) gave an unnamed endpoint: host and path.
+        Its waiting deliveries move to `endpoint` when a process registers it."""
         if self.name:
             return self.name
         parts = urlsplit(str(self.url))
         return f"{parts.netloc}{parts.path}".rstrip("/").lower()
 
     @property
+    def shown_url(self) -> str:
+        """The URL as people may see it: scheme, host and port; anything after is masked."""
+        return masked_url(str(self.url))
+
+    @property
+    def url_secrets(self) -> list[str]:
+        """The parts of the URL that may be credentials, to mask wherever text is shown."""
+        return url_credentials(str(self.url))
+
+    @property
     def key(self) -> bytes:
         key = secret_bytes(self.secret.get_secret_value())
         assert key is not None  # validated
         return key
+
+
+def masked_url(url: str) -> str:
+    """`url` without user, password, path or query (any of which may hold a credential)."""
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    shown = f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
+    hidden = parts.username or parts.password or parts.path.strip("/") or parts.query
+    return shown + ("/****" if hidden else "")
+
+
+def url_credentials(url: str) -> list[str]:
+    """What of `url` may be a credential, to be masked wherever text is shown: the whole URL,
+    its password, its path (with its leading slash) and query, and any user name or query
+    value long enough to be a token (8 characters: short words would mask ordinary text)."""
+    parts = urlsplit(url)
+    found = [url, parts.password, parts.query]
+    if parts.path.strip("/"):
+        found.append(parts.path)
+    found += [v for v in (parts.username, *[v for _, v in parse_qsl(parts.query)]) if v]
+    found += [unquote(v) for v in found if v]
+    return [f for f in found if f and (len(f) >= 8 or f in (parts.password,))]
 
 
 def secret_bytes(secret: str) -> bytes | None:
@@ -120,7 +160,7 @@ class DialerConfig(_Strict):
     database_url: SecretStr | None = None
     public_url: AnyHttpUrl | None = None
     listen: str | None = Field(default=None, pattern=r"^[^:\s]+:\d{1,5}$")
-    admin_token: SecretStr | None = None
+    admin_token: SecretStr | None = None  # at least 16 characters, as API tokens
     default_region: str | None = Field(default=None, pattern=r"^[A-Z]{2}$")
     max_dials_per_number_per_day: int = Field(default=2, ge=1, le=100)
     accounts: dict[str, Account] = Field(default_factory=dict)
@@ -129,6 +169,13 @@ class DialerConfig(_Strict):
     # How long `dialer run` rides out a database that is away before it gives up (exit 1).
     database_outage_limit: str = "5m"
     source: Path | None = Field(default=None, exclude=True)
+
+    @field_validator("admin_token")
+    @classmethod
+    def _admin_token_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("use at least 16 characters (a random string)")
+        return value
 
     @field_validator("database_outage_limit")
     @classmethod
@@ -156,7 +203,7 @@ class DialerConfig(_Strict):
         """Account names appear in callback URLs and metrics labels: URL-safe as written."""
         if isinstance(value, dict):
             for name in value:
-                if not re.match(ACCOUNT_NAME, str(name)):
+                if not re.fullmatch(ACCOUNT_NAME, str(name)):
                     raise ValueError(
                         f"account name {name!r}: use 1-63 lower-case letters, digits, '_' or"
                         " '-', starting with a letter or digit"
@@ -186,6 +233,8 @@ def load_config(explicit: str | None = None) -> DialerConfig:
         raise ConfigError(f"{path}: {exc}") from None
     config = validate(DialerConfig, data, path, text)
     redaction.remember(*_secret_values(config))
+    for hook in config.webhooks:
+        redaction.remember(*hook.url_secrets)
     return config.model_copy(update={"source": path})
 
 

@@ -12,6 +12,7 @@ _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute|h|hour
 _RATE_UNITS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60}
 _RATE_UNITS |= {"h": 3600, "hour": 3600}
 MAX_RATE_PER_S = 1000  # requests a second: far beyond any provider account seen
+MIN_RATE_PER_S = 1 / 3600  # one request an hour: slower figures are typos (and overflow)
 
 
 MAX_DURATION = timedelta(days=3660)  # ten years: past this a figure is a typo, not a plan
@@ -79,6 +80,8 @@ def parse_rate(text: str) -> Rate:
     if float(count) <= 0:
         raise ValueError(f"a rate must be positive, got {text!r}")
     rate = Rate(float(count), _RATE_UNITS[unit])
+    if rate.per_second < MIN_RATE_PER_S * (1 - 1e-9):
+        raise ValueError(f"{text.strip()} is slower than any dialing allows (at least 1/h)")
     if rate.per_second > MAX_RATE_PER_S:
         raise ValueError(
             f"{text.strip()} is more than any provider grants (at most {MAX_RATE_PER_S}/s)"

@@ -23,6 +23,7 @@ from prometheus_client import (
 from dialer.campaigns import from_row
 from dialer.db import campaigns as stored
 from dialer.db import contacts, reporting, webhooks
+from dialer.shared_answers import SharedAnswers
 
 log = logging.getLogger("dialer.metrics")
 REGISTRY = CollectorRegistry()
@@ -86,6 +87,13 @@ RATE_LIMIT = Gauge(
     ["account"],
     registry=REGISTRY,
 )
+ACCOUNT_HELD = Gauge(
+    "dialer_account_held_seconds",
+    "Seconds until the account may send again after a provider's 429 asked it to wait"
+    " (Retry-After; 0: not held)",
+    ["account"],
+    registry=REGISTRY,
+)
 CONTACTS_DUE = Gauge(
     "dialer_contacts_due",
     "Contacts due now (db.due: pending, not do-not-call, retry delay over, window open)",
@@ -130,6 +138,7 @@ async def refresh_gauges(conn: asyncpg.Connection) -> None:
         CHANNELS_IN_USE.labels(row["name"]).set(row["in_use"])
         CHANNELS_LIMIT.labels(row["name"]).set(row["channels"])
         RATE_EFFECTIVE.labels(row["name"]).set(row["paced_rate_per_s"])
+        ACCOUNT_HELD.labels(row["name"]).set(row["held_s"] or 0)
         if row["configured_rate_per_s"] is not None:  # NULL: registered by an older version
             RATE_LIMIT.labels(row["name"]).set(row["configured_rate_per_s"])
     due: dict[str, int] = {}
@@ -159,12 +168,23 @@ async def refresh_gauges(conn: asyncpg.Connection) -> None:
 
 
 def metrics_handler(pool: asyncpg.Pool):
-    """An aiohttp handler for GET /metrics, refreshing the database gauges first."""
+    """An aiohttp handler for GET /metrics, refreshing the database gauges first: one refresh
+    at a time however many scrape at once, on `pool` (503 when its connections stay busy)."""
+    shared = SharedAnswers(0.0)  # one refresh at a time, shared by whoever asks meanwhile
+
+    async def scrape() -> bytes:
+        try:
+            conn = await pool.acquire(timeout=5)
+        except TimeoutError:
+            raise web.HTTPServiceUnavailable(headers={"Retry-After": "2"}) from None
+        try:
+            await refresh_gauges(conn)
+        finally:
+            await pool.release(conn)
+        return generate_latest(REGISTRY)
 
     async def handler(request: web.Request) -> web.Response:
-        async with pool.acquire() as conn:
-            await refresh_gauges(conn)
-        body = generate_latest(REGISTRY)
+        body = await shared.get("metrics", scrape)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     return handler

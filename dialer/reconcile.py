@@ -33,11 +33,12 @@ import asyncpg
 from dialer.callbacks.screening import screen
 from dialer.campaigns import CampaignCache
 from dialer.db import accounts, attempts, events
-from dialer.dispatch.claim import take_request_slot
+from dialer.dispatch.claim import take_idle_slot, take_request_slot
 from dialer.metrics import RECONCILE_FAILURES, RECONCILED
+from dialer.policy.late import list_again_in, may_close_unknown
 from dialer.policy.lookups import lookups_per_round
 from dialer.policy.states import is_terminal
-from dialer.providers.base import CallEvent, PlacedCall, Provider
+from dialer.providers.base import CallEvent, Pace, PlacedCall, Provider
 from dialer.providers.send_deadline import CLIENT_TIMEOUT, SEND_WINDOW
 from dialer.settle import DETECTION_WAIT, apply_event, settle
 
@@ -69,9 +70,14 @@ async def reconcile_once(
         rates = await accounts.paced_rates(conn)
         by_account: dict[str, list[PlacedCall]] = {}
         held = {r["id"]: r["held_outcome"] for r in silent if r["held_outcome"]}
+        waits = {r["id"]: r for r in silent if not r["provider_call_id"]}
         for row in silent:
             call = PlacedCall(
-                row["id"], row["provider_call_id"], row["phone_e164"], row["requested_at"]
+                row["id"],
+                row["provider_call_id"],
+                row["phone_e164"],
+                row["requested_at"],
+                placed_by=row["late_until"],
             )
             by_account.setdefault(row["account"], []).append(call)
         for account, calls in by_account.items():
@@ -91,7 +97,7 @@ async def reconcile_once(
                     listed = {c.attempt_id: None for c in unsent}
                 for call in unsent:
                     if call.attempt_id in listed:
-                        answers[call.attempt_id] = await _one_unclaimed(
+                        answers[call.attempt_id] = await one_unclaimed(
                             conn, account, listed[call.attempt_id]
                         )
             for call in calls:
@@ -102,6 +108,16 @@ async def reconcile_once(
                     continue
                 try:
                     answer = answers.get(call.attempt_id)
+                    waiting = waits.get(call.attempt_id)
+                    if _may_still_be_placed(answer, waiting):
+                        # No call of it is listed yet, but one may still be placed: it keeps
+                        # its channel (policy.late) and the list is read again later.
+                        wait = list_again_in(
+                            waiting["lookups"], waiting["now"], waiting["late_until"]
+                        )
+                        await attempts.list_again_in(conn, call.attempt_id, wait)
+                        actions["waiting_for_late_placement"] += 1
+                        continue
                     held_outcome = held.get(call.attempt_id)
                     actions[
                         await _resolve(conn, campaigns, account, call, answer, held_outcome)
@@ -115,11 +131,75 @@ async def reconcile_once(
                     )
                     RECONCILE_FAILURES.labels("attempt").inc()
                     actions[await _ask_again_later(conn, call, "failed_item")] += 1
+        if session is not None:
+            for account, adapter in adapters.items():
+                if adapter.idle_lookups:
+                    rate = rates.get(account, 1.0)
+                    actions += await _spend_idle_rate(
+                        pool, conn, campaigns, account, adapter, session, rate
+                    )
     actions = Counter({k: v for k, v in actions.items() if v})
     for action, count in actions.items():
         log.info("reconciled", extra={"action": action, "count": count})
         RECONCILED.labels(action).inc(count)
     return actions
+
+
+async def _spend_idle_rate(
+    pool: asyncpg.Pool,
+    conn: asyncpg.Connection,
+    campaigns: CampaignCache,
+    account: str,
+    adapter: Provider,
+    session: aiohttp.ClientSession,
+    rate_per_s: float,
+) -> Counter[str]:
+    """While the account's request clock is idle, ask about the live calls most likely ended
+    unheard (policy.lookups: the idle rate), one request slot at a time, each booked only if
+    no dial is waiting for it."""
+    actions: Counter[str] = Counter()
+    if not await accounts.clock_idle(conn, account, rate_per_s):
+        return actions
+    requests = max(1, int(rate_per_s * RECONCILE_EVERY.total_seconds()))
+    rows = await attempts.overdue_live(conn, account, requests * adapter.calls_per_lookup)
+    calls = [
+        PlacedCall(r["id"], r["provider_call_id"], r["phone_e164"], r["requested_at"]) for r in rows
+    ]
+    step = adapter.calls_per_lookup
+    for start in range(0, len(calls), step):
+        chunk = calls[start : start + step]
+        wait = await take_idle_slot(conn, account)
+        if wait is None:
+            break  # a dial wants the clock now: the rest wait for a later round
+        await asyncio.sleep(wait)
+        try:
+            answers = await adapter.fetch_statuses(session, chunk, _booked_first(pool, account))
+        except (OSError, asyncpg.InterfaceError, asyncpg.PostgresError):
+            raise
+        except Exception as exc:
+            log.warning("idle-rate look-up failed", extra={"account": account, "error": repr(exc)})
+            RECONCILE_FAILURES.labels("lookup").inc()
+            continue
+        for call in chunk:
+            answer = answers.get(call.attempt_id)
+            if isinstance(answer, CallEvent):  # nothing else says anything about the call
+                action = await _resolve(conn, campaigns, account, call, answer)
+                actions[f"idle_rate_{action}"] += 1
+    return actions
+
+
+def _booked_first(pool: asyncpg.Pool, account: str) -> Pace:
+    """A pace whose first request has its slot booked already; any further one waits for its
+    own on the account's shared clock."""
+    booked = [True]
+
+    async def pace() -> None:
+        if booked:
+            booked.pop()
+            return
+        await paced_on(pool, account)()
+
+    return pace
 
 
 async def _adopt_orphan_events(conn: asyncpg.Connection, campaigns: CampaignCache) -> int:
@@ -156,15 +236,9 @@ async def _ask_provider(
     either way)."""
     if adapter is None or session is None:
         return {}
-
-    async def pace() -> None:
-        async with pool.acquire() as conn:
-            wait = await take_request_slot(conn, account)
-        await asyncio.sleep(wait)
-
     ask = adapter.find_placed if listing else adapter.fetch_statuses
     try:
-        return await ask(session, calls, pace)
+        return await ask(session, calls, paced_on(pool, account))
     except (OSError, asyncpg.InterfaceError, asyncpg.PostgresError):
         raise  # pacing needs the database: the round ends, the loop retries
     except Exception as exc:  # garbage from the provider, or a bug in reading it
@@ -174,9 +248,29 @@ async def _ask_provider(
         return None
 
 
-async def _one_unclaimed(
+def _may_still_be_placed(answer: object, waiting: asyncpg.Record | None) -> bool:
+    """A silent attempt with no call id, of which the provider lists nothing we could adopt,
+    while a late placement of its request is still to be expected (policy.late)."""
+    if waiting is None or not (answer is None or isinstance(answer, Unmatched)):
+        return False
+    return not may_close_unknown(waiting["requested_at"], waiting["late_until"], waiting["now"])
+
+
+def paced_on(pool: asyncpg.Pool, account: str) -> Pace:
+    """Wait for a request slot on the account's shared clock (dispatch.claim.take_request_slot):
+    look-ups count against the same budget as dialing."""
+
+    async def pace() -> None:
+        async with pool.acquire() as conn:
+            wait = await take_request_slot(conn, account)
+        await asyncio.sleep(wait)
+
+    return pace
+
+
+async def one_unclaimed(
     conn: asyncpg.Connection, account: str, listed: list[CallEvent] | None
-) -> CallEvent | _Unmatched | None:
+) -> CallEvent | Unmatched | None:
     """Of the calls the provider lists to a number around our request, the one no attempt of
     ours has as its call id: that call is ours. None (a list that could not be read) asks again
     later; no such call, or more than one (never a guess), leaves the attempt to be closed."""
@@ -187,7 +281,7 @@ async def _one_unclaimed(
     unclaimed = [e for e in listed if e.provider_call_id not in claimed]
     if len(unclaimed) == 1:
         return unclaimed[0]
-    return _Unmatched(len(unclaimed))
+    return Unmatched(len(unclaimed))
 
 
 async def _ask_again_later(conn: asyncpg.Connection, call: PlacedCall, action: str) -> str:
@@ -198,7 +292,7 @@ async def _ask_again_later(conn: asyncpg.Connection, call: PlacedCall, action: s
 
 
 @dataclass(frozen=True)
-class _Unmatched:
+class Unmatched:
     """The provider lists `count` calls to the number that no attempt claims: none, or more
     than one (which is never guessed between)."""
 
@@ -210,14 +304,14 @@ async def _resolve(
     campaigns: CampaignCache,
     account: str,
     call: PlacedCall,
-    event: CallEvent | _Unmatched | None,
+    event: CallEvent | Unmatched | None,
     held_outcome: str | None = None,
 ) -> str:
     """Apply what the provider says of a silent call; when it says nothing, close it: with
     the final word it did send if one is held for a detection result that never came (that
     word is a fact), else `unknown`."""
     listing = ""
-    if isinstance(event, _Unmatched):
+    if isinstance(event, Unmatched):
         listing = (
             "; the provider lists no call to this number around the request"
             if event.count == 0

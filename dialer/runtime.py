@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import logging
 import signal
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -41,9 +42,17 @@ from dialer.providers.send_deadline import (
     deadline_tracing,
 )
 from dialer.supervise import watch
-from dialer.webhooks.deliver import deliver_forever
+from dialer.webhooks.deliver import deliver_forever, keep_endpoints_forever
 
+log = logging.getLogger("dialer.run")
 DEFAULT_LISTEN = "127.0.0.1:8080"
+
+
+# Database connections per use in `dialer serve` (and `run --serve`): each use has capacity of
+# its own, so no use can starve another (results streamed to a client that never reads, a
+# flood of dashboard requests): callbacks, what providers retry against, always keep theirs.
+SERVE_USES = {"callbacks": 10, "reconciler": 3, "webhooks": 2, "dashboard": 2, "api": 4}
+RUN_USES = {"dialing": 8, "reconciler": 2}
 
 
 class Runtime:
@@ -51,17 +60,20 @@ class Runtime:
 
     def __init__(
         self,
-        pool: asyncpg.Pool,
+        pools: dict[str, asyncpg.Pool] | asyncpg.Pool,
         session: aiohttp.ClientSession,
         adapters: dict[str, Provider],
         public_url: str,
     ) -> None:
-        self.pool = pool
+        self.pools = pools if isinstance(pools, dict) else {"main": pools}
+        self.pool = next(iter(self.pools.values()))  # the first use's: dialing, or callbacks
         self.session = session
         self.adapters = adapters
         self.cache = CampaignCache()
         self.stopping = asyncio.Event()
-        self.receiver = Receiver(pool, adapters, public_url, session, self.cache)
+        self.receiver = Receiver(
+            self.pool_for("callbacks"), adapters, public_url, session, self.cache
+        )
         self._tasks: dict[str, asyncio.Task] = {}
         self._on_failure: list[Callable[[BaseException], None]] = []
 
@@ -78,20 +90,34 @@ class Runtime:
         watch(task, self.fail)
         return task
 
+    def pool_for(self, use: str) -> asyncpg.Pool:
+        """The connections of one use (SERVE_USES), else the process's first pool."""
+        return self.pools.get(use, self.pool)
+
     def start_reconciler(self) -> asyncio.Task:
-        return self.start("reconciler", reconcile_forever(self.receiver))
+        return self.start(
+            "reconciler", reconcile_forever(self.receiver, self.pool_for("reconciler"))
+        )
 
     async def subscribe(self, hooks: list[WebhookConfig]) -> None:
         """Register the configured webhook endpoints: state changes write their events from
-        now on, whichever process makes them."""
+        now on, whichever process makes them; and keep saying so every minute, while endpoints
+        no process names any more are forgotten (webhooks.keep_endpoints_forever)."""
         if hooks:
             async with self.pool.acquire() as conn:
-                await webhooks.register(conn, {h.endpoint: list(h.events) for h in hooks})
+                await webhooks.register(
+                    conn,
+                    {h.endpoint: list(h.events) for h in hooks},
+                    {h.legacy_endpoint: h.endpoint for h in hooks},
+                )
+        names = [h.endpoint for h in hooks]
+        self.start("webhook endpoints", keep_endpoints_forever(self.pool_for("webhooks"), names))
 
     def start_webhooks(self, hooks: list[WebhookConfig]) -> None:
         """Deliver the outbox to each endpoint (one watched task each)."""
         for hook in hooks:
-            self.start(f"webhooks {hook.endpoint}", deliver_forever(self.pool, hook))
+            pool = self.pool_for("webhooks")
+            self.start(f"webhooks {hook.endpoint}", deliver_forever(pool, hook))
 
     def on_failure(self, callback: Callable[[BaseException], None]) -> None:
         """Also tell `callback` when a background task dies (the dispatcher stops as failed)."""
@@ -115,7 +141,13 @@ class Runtime:
     ) -> web.Application:
         """Callbacks, /healthz, /metrics and the dashboard, on this runtime's receiver; with a
         `config`, the campaign API too."""
-        return create_app(self.receiver, admin_token=admin_token, config=config)
+        return create_app(
+            self.receiver,
+            admin_token=admin_token,
+            config=config,
+            dashboard_pool=self.pool_for("dashboard"),
+            api_pool=self.pool_for("api"),
+        )
 
     async def register(self, limits: list[AccountLimits]) -> None:
         """Create or refresh these accounts' shared limiter rows."""
@@ -135,11 +167,23 @@ class Runtime:
 
 @asynccontextmanager
 async def open_runtime(
-    database_url: str, adapters: dict[str, Provider], public_url: str, *, pool_size: int = 8
+    database_url: str,
+    adapters: dict[str, Provider],
+    public_url: str,
+    *,
+    uses: dict[str, int] | None = None,
 ) -> AsyncIterator[Runtime]:
-    """A Runtime on a fresh pool and HTTP session, closed (tasks first) when the block ends."""
-    async with open_pool(database_url, size=pool_size) as pool, http_session() as session:
-        runtime = Runtime(pool, session, adapters, public_url)
+    """A Runtime on fresh pools (one per use, of its size; the schema checked once) and HTTP
+    session, closed (tasks first) when the block ends."""
+    uses = uses or RUN_USES
+    async with contextlib.AsyncExitStack() as stack:
+        pools = {}
+        for index, (use, size) in enumerate(uses.items()):
+            pools[use] = await stack.enter_async_context(
+                open_pool(database_url, size=size, migrate_first=index == 0)
+            )
+        session = await stack.enter_async_context(http_session())
+        runtime = Runtime(pools, session, adapters, public_url)
         try:
             yield runtime
         finally:
@@ -161,11 +205,30 @@ def callback_base(config: DialerConfig, host: str, port: int) -> str:
 def account_limits(name: str, config: DialerConfig) -> AccountLimits:
     account = config.accounts[name]
     rate = account.parsed_rate
-    return AccountLimits(name, account.kind, rate.per_second, rate.per_seconds, account.channels)
+    return AccountLimits(
+        name,
+        account.kind,
+        rate.per_second,
+        rate.per_seconds,
+        account.channels,
+        account.late_placement_span.total_seconds(),
+    )
 
 
 def adapters(config: DialerConfig) -> dict[str, Provider]:
     return {name: adapter_for(name, account) for name, account in config.accounts.items()}
+
+
+def refuse_unknown_account(spec: CampaignSpec, config: DialerConfig) -> None:
+    """A campaign must name an account of dialer.toml (exit 2 / 422 naming it and the known
+    ones), wherever it enters."""
+    if spec.account in config.accounts:
+        return
+    known = ", ".join(sorted(config.accounts)) or "none"
+    raise ConfigError(
+        f"campaign {spec.name}: account {spec.account!r} is not in"
+        f" {config.source or 'dialer.toml'} (accounts: {known})"
+    )
 
 
 def refuse_unsupported(spec: CampaignSpec, config: DialerConfig) -> None:
@@ -184,9 +247,15 @@ def refuse_unsupported(spec: CampaignSpec, config: DialerConfig) -> None:
 
 
 async def selected_campaigns(
-    conn: asyncpg.Connection, names: tuple[str, ...], config: DialerConfig
+    conn: asyncpg.Connection,
+    names: tuple[str, ...],
+    config: DialerConfig,
+    skipped: list[str] | None = None,
 ) -> list[Campaign]:
-    """The named campaigns (all active ones if none named); each account must be configured."""
+    """The named campaigns (all active ones if none named). A named campaign whose account is
+    not configured is an error; an active one, when none is named, is left out (logged, and
+    said in `skipped`) so that the others are still dialed."""
+    skipped = [] if skipped is None else skipped
     if names:
         rows = await stored.by_names(conn, list(names))
         missing = sorted(set(names) - {r["name"] for r in rows})
@@ -197,15 +266,22 @@ async def selected_campaigns(
     else:
         rows = await stored.all_active(conn)
     campaigns = [from_row(r) for r in rows]
+    chosen = []
     for campaign in campaigns:
         if campaign.account not in config.accounts:
             source = config.source or "dialer.toml"
-            raise ConfigError(
+            message = (
                 f"campaign {campaign.name} uses account {campaign.account!r}, which {source}"
                 " does not define (add an [accounts.NAME] section)"
             )
+            if names:  # named: the run cannot do what it was asked
+                raise ConfigError(message)
+            log.error("campaign not dialed", extra={"reason": message})
+            skipped.append(message)  # every active one: the others are dialed all the same
+            continue
         refuse_unsupported(campaign.spec, config)
-    return campaigns
+        chosen.append(campaign)
+    return chosen
 
 
 @asynccontextmanager

@@ -18,6 +18,7 @@ from dialer.campaigns import SETTLE_GRACE, CampaignCache
 from dialer.db import attempts, contacts, dnc, events, webhooks
 from dialer.metrics import DIALS
 from dialer.policy.answers import is_machine
+from dialer.policy.late import redial_not_before
 from dialer.policy.retry import next_step
 from dialer.policy.states import (
     FINAL_CONTACT,
@@ -95,8 +96,17 @@ async def settle(
         await contacts.undo_attempt(conn, row["contact_id"])
         return True
     now = row["now"]
+    not_before = None
+    if outcome == "unknown" and row["late_placement"] is not None:
+        not_before = redial_not_before(row["requested_at"], row["late_placement"])
     step = next_step(
-        campaign.spec.retry, campaign.rules, outcome, contact["attempts"], now, contact["timezone"]
+        campaign.spec.retry,
+        campaign.rules,
+        outcome,
+        contact["attempts"],
+        now,
+        contact["timezone"],
+        not_before,
     )
     await contacts.move_on(conn, row["contact_id"], step.state, step.next_attempt_at, outcome)
     await webhooks.record_settled(conn, attempt_id, contact_final=step.state in FINAL_CONTACT)
@@ -155,7 +165,7 @@ async def apply_event(
             return "held"
         if row["attempt_id"] is None:
             return "stored"
-        if not await reopen_if_unknown(conn, row["attempt_id"], event):
+        if not await reopen_if_unknown(conn, campaigns, row["attempt_id"], event):
             return "stored"  # a re-dial had already happened: the fact is recorded, no more
         if event.detection_result:
             held_outcome = await attempts.note_answered_by(
@@ -207,13 +217,16 @@ async def _result_to_come(
     return campaign.detects_machines
 
 
-async def reopen_if_unknown(conn: asyncpg.Connection, attempt_id: int, event: CallEvent) -> bool:
+async def reopen_if_unknown(
+    conn: asyncpg.Connection, campaigns: CampaignCache, attempt_id: int, event: CallEvent
+) -> bool:
     """An attempt closed `unknown` that a fact now reaches (a call id, a callback, a look-up
     answer) is re-opened: `unknown` was a lack of facts, never one. It becomes live again (in
-    the event's state, or `accepted` before a final event settles it) and its contact goes
-    back to `dialing`, which withdraws the contact's re-dial. Returns whether the caller should
-    go on applying the event: False when the contact was dialed again meanwhile (a later
-    attempt exists), in which case a final event's outcome is recorded on this attempt only.
+    the event's state, or `accepted` before a final event settles it), takes a channel slot
+    (take_slot_for_reopened), and its contact goes back to `dialing`, which withdraws the
+    contact's re-dial. Returns whether the caller should go on applying the event: False when
+    the contact was dialed again meanwhile (a later attempt exists), in which case a final
+    event's outcome is recorded on this attempt only.
     """
     row = await attempts.reopen(
         conn,
@@ -225,9 +238,10 @@ async def reopen_if_unknown(conn: asyncpg.Connection, attempt_id: int, event: Ca
     if row is None:
         return True  # not `unknown` (the common case): apply as usual
     if row["latest"]:
+        slot = await take_slot_for_reopened(conn, campaigns, attempt_id, row["account"])
         log.warning(
             "attempt re-opened: the provider reported a call closed unknown",
-            extra={"attempt": attempt_id, "status": event.status},
+            extra={"attempt": attempt_id, "status": event.status, "slot": slot},
         )
         return True
     if is_terminal(event.status) and event.status in OUTCOMES:
@@ -240,6 +254,39 @@ async def reopen_if_unknown(conn: asyncpg.Connection, attempt_id: int, event: Ca
         extra={"attempt": attempt_id, "status": event.status},
     )
     return False
+
+
+async def take_slot_for_reopened(
+    conn: asyncpg.Connection, campaigns: CampaignCache, attempt_id: int, account: str
+) -> int | None:
+    """A re-opened attempt is a live call at the provider: it counts against the account's
+    channels until it settles. Under the account's lock (as claims take it) it gets a free
+    slot; if every slot is held, the newest reservation not yet sent gives up its own (it is
+    released unsent, its contact dialed later), so no request is sent over the limit. Only
+    when every slot holds a call already sent does it stay without one, over the limit by the
+    provider's own late placement (logged); claims count it all the same and wait."""
+    await attempts.lock_account_slots(conn, account)
+    slot = await attempts.free_slot(conn, account)
+    if slot is None:
+        reserved = await attempts.newest_reservation(conn, account)
+        if reserved is not None and await settle(
+            conn,
+            campaigns,
+            reserved,
+            "not_dialed",
+            error="released unsent: its channel went to a call the provider placed late",
+            transition="release",
+        ):
+            slot = await attempts.free_slot(conn, account)
+    if slot is None:
+        log.warning(
+            "over the channel limit: the provider placed a call late while every channel"
+            " held a call already sent; no new call is sent until one ends",
+            extra={"attempt": attempt_id, "account": account},
+        )
+        return None
+    await attempts.give_slot(conn, attempt_id, slot)
+    return slot
 
 
 def stored_payload(event: CallEvent) -> dict:
@@ -263,7 +310,10 @@ async def _apply_progress_to(conn: asyncpg.Connection, attempt_id: int, event: C
 
 
 async def apply_progress_batch(
-    conn: asyncpg.Connection, account: str, items: list[tuple[int | None, CallEvent]]
+    conn: asyncpg.Connection,
+    campaigns: CampaignCache,
+    account: str,
+    items: list[tuple[int | None, CallEvent]],
 ) -> set[str]:
     """Store and apply many non-final events of one account at once; returns the new keys."""
     new = await events.store_and_advance(
@@ -284,12 +334,14 @@ async def apply_progress_batch(
         for attempt_id, event in named:
             if attempt_id in unknown:
                 async with conn.transaction():
-                    if await reopen_if_unknown(conn, attempt_id, event):
+                    if await reopen_if_unknown(conn, campaigns, attempt_id, event):
                         await _apply_progress_to(conn, attempt_id, event)
     return new
 
 
-async def record_accepted(conn: asyncpg.Connection, accepted: list[tuple[int, str | None]]) -> None:
+async def record_accepted(
+    conn: asyncpg.Connection, campaigns: CampaignCache, accepted: list[tuple[int, str | None]]
+) -> None:
     """The provider took these calls: store their call ids (a callback may have been faster),
     and end their accounts' 429 streaks. One the reconciler closed `unknown` meanwhile (this
     process was paused after sending) is re-opened: the call exists."""
@@ -297,4 +349,4 @@ async def record_accepted(conn: asyncpg.Connection, accepted: list[tuple[int, st
     for row in rows:
         async with conn.transaction():
             event = CallEvent("accepted", "", provider_call_id=row["provider_call_id"])
-            await reopen_if_unknown(conn, row["id"], event)
+            await reopen_if_unknown(conn, campaigns, row["id"], event)

@@ -82,7 +82,10 @@ def write_config(
     channels: int,
     port: int,
     secret: str = "sim-test-secret",
+    late_placement: str = "25s",
 ) -> Path:
+    """dialer.toml with one sim account; its late_placement (policy.late) is the shortest
+    allowed unless the test says otherwise, so ambiguous sends settle within the test."""
     path = tmp_path / "dialer.toml"
     path.write_text(
         f"""listen = "127.0.0.1:{port}"
@@ -93,6 +96,7 @@ base_url = "{sim_url}"
 secret = "{secret}"
 rate = "{rate}"
 channels = {channels}
+late_placement = "{late_placement}"
 """
     )
     return path
@@ -109,6 +113,7 @@ def write_campaign(
     account: str = "sim-main",
     call_limits: tuple[str, str, str] = ("5s", "10s", "2s"),
     retry_extra: str = "",
+    unknown_delay: str = "1s",
 ) -> Path:
     """A campaign file and its CSV; `call_limits` = ring timeout, max call length, settle grace."""
     from dialer.demo_data import write_contacts
@@ -136,7 +141,7 @@ max_attempts = 3
 busy = "1s"
 no-answer = "1s"
 failed = "never"
-unknown = "1s"
+unknown = "{unknown_delay}"
 {retry_extra}
 """
     )

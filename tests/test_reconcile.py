@@ -138,3 +138,70 @@ async def test_a_held_final_word_is_never_closed_unknown(database_url: str, tmp_
     assert actions["settled_without_detection"] == 1, actions
     assert (row["state"], row["outcome"], row["duration_s"]) == ("completed", "completed", 12)
     assert "answering-machine result" in row["error"]
+
+
+async def test_the_idle_rate_asks_about_the_calls_most_likely_ended_first(
+    own_database_url: str, own_db, tmp_path: Path
+) -> None:
+    """Four calls talking, none due for a look-up by the schedule; the account's clock is idle
+    (channels bind). Each round spends the free slots (1.5/s: 2 per 2 s round) on the calls
+    most overdue (answered longest ago against a typical talk of 30 s), skips the one that just
+    started, asks no call twice within 10 s, and nothing at all while a dial waits for the
+    clock."""
+    asked: list[str] = []
+
+    async def status(request: web.Request) -> web.Response:
+        call = request.match_info["call"]
+        asked.append(call)
+        return web.json_response({"status": "completed" if call == "ENDED" else "in-progress"})
+
+    app = web.Application()
+    app.router.add_get("/v1/calls/{call}", status)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    account = SimAccount(
+        kind="sim", base_url=f"http://127.0.0.1:{port}", secret=SECRET, rate="2/s", channels=9
+    )
+    adapter = SimProvider("sim-main", account)
+    talking = {"ENDED": 200, "T100": 100, "T60": 60, "FRESH": 10}
+    ids = {}
+    for call, seconds in talking.items():
+        ids[call] = await new_attempt(own_db, tmp_path)
+        await own_db.execute(
+            """UPDATE attempts SET provider_call_id = $2, state = 'in-progress',
+                   answered_at = now() - make_interval(secs => $3),
+                   requested_at = now() - make_interval(secs => $3 + 5),
+                   settle_by = now() + interval '1h'
+               WHERE id = $1""",
+            ids[call],
+            call,
+            seconds,
+        )
+    try:
+        async with open_pool(own_database_url, size=3) as pool, aiohttp.ClientSession() as session:
+            async with pool.acquire() as conn:
+                await register_account(conn, AccountLimits("sim-main", "sim", 1.5, 1.0, 9))
+                await conn.execute("UPDATE accounts SET tat = now() + interval '5 seconds'")
+            busy = await reconcile_once(pool, CampaignCache(), {"sim-main": adapter}, session)
+            assert asked == [], busy  # a dial is waiting for the clock: no idle rate
+            async with pool.acquire() as conn:
+                await conn.execute("UPDATE accounts SET tat = now() - interval '1 second'")
+            first = await reconcile_once(pool, CampaignCache(), {"sim-main": adapter}, session)
+            assert asked == ["ENDED", "T100"], first
+            second = await reconcile_once(pool, CampaignCache(), {"sim-main": adapter}, session)
+            assert asked == ["ENDED", "T100", "T60"], second  # T100 was asked just now
+    finally:
+        await runner.cleanup()
+    assert first["idle_rate_settled_from_provider"] == 1
+    states = {
+        call: await own_db.fetchval("SELECT state FROM attempts WHERE id = $1", ids[call])
+        for call in talking
+    }
+    assert states == {
+        "ENDED": "completed",
+        "T100": "in-progress",
+        "T60": "in-progress",
+        "FRESH": "in-progress",
+    }

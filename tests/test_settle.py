@@ -75,19 +75,67 @@ async def test_no_dialing_attempt_is_closed_while_its_request_may_still_leave(
     own_database_url: str, own_db, tmp_path: Path
 ) -> None:
     recent = await sent_without_id(own_db, tmp_path, 20)  # window 10 s + client timeout 15 s
-    old = await sent_without_id(own_db, tmp_path, 30)
+    waiting = await sent_without_id(own_db, tmp_path, 30)  # may still be placed late (5 min)
     answered = await sent_without_id(own_db, tmp_path, 5)  # its sender saw the request end
     await own_db.execute("UPDATE attempts SET request_done_at = now() WHERE id = $1", answered)
+    old = await sent_without_id(own_db, tmp_path, 301)  # past the account's late_placement
     fake = ListingProvider()
     async with fake as adapter:
-        await reconcile(own_database_url, adapter)
+        actions = await reconcile(own_database_url, adapter)
     rows = {
-        r["id"]: r for r in await own_db.fetch("SELECT id, state, outcome, error FROM attempts")
+        r["id"]: r
+        for r in await own_db.fetch(
+            "SELECT id, state, outcome, error, slot, settle_by - now() AS next FROM attempts"
+        )
     }
     assert rows[recent]["state"] == "dialing"
-    assert rows[old]["outcome"] == rows[answered]["outcome"] == "unknown"
+    # Asked about, nothing listed, but a front may still place them: live, holding a channel,
+    # the list asked again later (never past the span's end).
+    for attempt in (waiting, answered):
+        assert rows[attempt]["state"] == "dialing" and rows[attempt]["slot"] is not None
+        assert 0 < rows[attempt]["next"].total_seconds() <= 11
+    assert actions["waiting_for_late_placement"] == 2
+    assert rows[old]["outcome"] == "unknown" and rows[old]["slot"] is None
     assert "lists no call to this number" in rows[old]["error"]
-    assert len(fake.asked) == 2  # the provider's list was asked before closing either
+    assert len(fake.asked) == 3  # the provider's list was asked about each one it may hold
+
+
+async def test_a_call_placed_late_within_the_span_is_adopted_by_its_live_attempt(
+    own_database_url: str, own_db, tmp_path: Path
+) -> None:
+    """The front placed it 200 s after the request (the sender had long given up): the
+    attempt, still live and holding its channel, adopts it."""
+    attempt = await sent_without_id(own_db, tmp_path, 230)
+    fake = ListingProvider()
+    fake.listed = [{"call_id": "SIMLATE", "status": "in-progress", "created": time.time() - 30}]
+    async with fake as adapter:
+        await reconcile(own_database_url, adapter)
+    row = await own_db.fetchrow("SELECT * FROM attempts WHERE id = $1", attempt)
+    assert (row["state"], row["provider_call_id"], row["reopened_at"]) == (
+        "in-progress",
+        "SIMLATE",
+        None,
+    )
+    assert row["slot"] is not None
+
+
+async def test_unknown_is_never_redialed_before_the_late_placement_span_ends(
+    own_db, tmp_path: Path
+) -> None:
+    """The campaign's `unknown` delay is 1 s (tests.processes.write_campaign), the account's
+    late_placement 5 minutes: the retry waits for the span, counted from the request."""
+    await own_db.execute(
+        "INSERT INTO accounts (name, kind, rate_per_s, channels) VALUES ('sim-main', 'sim', 9, 9)"
+        " ON CONFLICT (name) DO NOTHING"
+    )
+    attempt = await sent_without_id(own_db, tmp_path, 100)
+    await close_unknown(own_db, attempt)
+    row = await own_db.fetchrow(
+        """SELECT c.next_attempt_at - a.requested_at AS after_request, c.state
+           FROM attempts a JOIN contacts c ON c.id = a.contact_id WHERE a.id = $1""",
+        attempt,
+    )
+    assert row["state"] == "pending" and row["after_request"].total_seconds() >= 300
 
 
 async def test_the_one_listed_call_nobody_claims_is_adopted(
@@ -116,12 +164,12 @@ async def test_the_one_listed_call_nobody_claims_is_adopted(
 async def test_two_unclaimed_listed_calls_are_never_guessed_between(
     own_database_url: str, own_db, tmp_path: Path
 ) -> None:
-    attempt = await sent_without_id(own_db, tmp_path, 60)
+    attempt = await sent_without_id(own_db, tmp_path, 400)
     fake = ListingProvider()
     now = time.time()
     fake.listed = [
-        {"call_id": "SIMA", "status": "busy", "created": now - 60},
-        {"call_id": "SIMB", "status": "completed", "created": now - 58},
+        {"call_id": "SIMA", "status": "busy", "created": now - 398},
+        {"call_id": "SIMB", "status": "completed", "created": now - 200},
     ]
     async with fake as adapter:
         await reconcile(own_database_url, adapter)
@@ -162,7 +210,9 @@ async def test_a_call_id_after_unknown_makes_the_attempt_live_and_withdraws_the_
         "UPDATE attempts SET state = 'dialing', provider_call_id = NULL WHERE id = $1", attempt
     )
     await close_unknown(own_db, attempt)
-    await record_accepted(own_db, [(attempt, "SIMPAUSED")])  # the paused sender wakes up
+    await register(own_db, channels=3)
+    # the paused sender wakes up
+    await record_accepted(own_db, CampaignCache(), [(attempt, "SIMPAUSED")])
     row = await own_db.fetchrow(
         "SELECT a.state, a.slot, a.provider_call_id, c.state AS contact FROM attempts a"
         " JOIN contacts c ON c.id = a.contact_id WHERE a.id = $1",
@@ -170,10 +220,50 @@ async def test_a_call_id_after_unknown_makes_the_attempt_live_and_withdraws_the_
     )
     assert dict(row) == {
         "state": "accepted",
-        "slot": None,
+        "slot": 0,  # it counts against the account's channels again
         "provider_call_id": "SIMPAUSED",
         "contact": "dialing",
     }
+
+
+async def register(conn, *, channels: int) -> None:
+    await register_account(conn, AccountLimits("sim-main", "sim", 100.0, 1.0, channels))
+
+
+async def test_a_reopened_call_takes_a_reservations_channel_rather_than_exceed_the_limit(
+    own_db, tmp_path: Path
+) -> None:
+    """Both channels are held when the late call is reported: by a call already sent and by a
+    reservation not yet sent. The reservation gives up its channel (released unsent, its
+    contact dialed later); with no reservation left, the next late call is over the limit by
+    the provider's own doing, and counted so that no claim adds to it."""
+    await register(own_db, channels=2)
+    late = await new_attempt(own_db, tmp_path)  # slot 0
+    await close_unknown(own_db, late)
+    sent = await new_attempt(own_db, tmp_path)  # slot 0 again, then
+    reserved = await new_attempt(own_db, tmp_path)  # slot 1
+    await own_db.execute("UPDATE attempts SET state = 'reserved' WHERE id = $1", reserved)
+    event = CallEvent("ringing", "SIMLATE:1:ringing", "SIMLATE")
+    await apply_event(own_db, CampaignCache(), "sim-main", late, event)
+    rows = {r["id"]: r for r in await own_db.fetch("SELECT id, state, slot, error FROM attempts")}
+    assert rows[late]["state"] == "ringing" and rows[late]["slot"] == 1
+    assert rows[reserved]["state"] == "not_dialed" and "placed late" in rows[reserved]["error"]
+    assert rows[sent]["slot"] == 0
+    contact = await own_db.fetchval("SELECT contact_id FROM attempts WHERE id = $1", reserved)
+    assert await own_db.fetchval("SELECT state FROM contacts WHERE id = $1", contact) == "pending"
+
+    other = await new_attempt(own_db, tmp_path)
+    await own_db.execute("UPDATE attempts SET slot = 7 WHERE id = $1", other)
+    await close_unknown(own_db, other)
+    event = CallEvent("ringing", "SIMLATE2:1:ringing", "SIMLATE2")
+    await apply_event(own_db, CampaignCache(), "sim-main", other, event)
+    row = await own_db.fetchrow("SELECT state, slot FROM attempts WHERE id = $1", other)
+    assert (row["state"], row["slot"]) == ("ringing", None)  # every channel holds a sent call
+    live = await own_db.fetchval(
+        "SELECT count(*) FROM attempts WHERE state IN ('reserved', 'dialing', 'accepted',"
+        " 'ringing', 'in-progress')"
+    )
+    assert live == 3  # over 2: dispatch claims nothing until one ends (dispatch.claim)
 
 
 async def test_after_a_redial_a_late_fact_is_recorded_on_its_own_attempt_only(

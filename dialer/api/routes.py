@@ -15,7 +15,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
@@ -26,7 +26,7 @@ from dialer import dnc
 from dialer.api.problems import from_error, problem
 from dialer.api.uploads import json_lines_to_csv, save_body
 from dialer.campaign_control import set_status
-from dialer.campaign_spec import CampaignFile, CampaignSpec
+from dialer.campaign_spec import CampaignFile, CampaignSpec, is_campaign_name
 from dialer.campaigns import from_row
 from dialer.config import ApiToken, DialerConfig
 from dialer.db import api_requests, campaigns, reporting
@@ -55,7 +55,17 @@ PREFIX = "/api/v1"
 MAX_JSON_BYTES = 1 << 20
 CSV_TYPES = ("text/csv", "application/csv")
 JSON_LINES_TYPES = ("application/x-ndjson", "application/jsonl", "application/json-lines")
-KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
+KEY = re.compile(r"^[\x21-\x7e]{1,200}\Z")
+CURSOR_YEARS = (2000, 9000)  # a `since` outside these was never a cursor of ours
+ACQUIRE_S = 5.0  # all of the API's connections busy this long: 503, Retry-After
+# A results client that takes nothing of a write for this long is dropped: under the 10 s a
+# transaction (the JSON lines cursor) may sit idle before PostgreSQL ends the session.
+WRITE_TIMEOUT_S = 8.0
+
+
+class ClientStalled(Exception):
+    """A client stopped reading a streamed answer (its socket buffers are full)."""
+
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -106,9 +116,11 @@ def needs(scope: str) -> Callable[[Handler], Handler]:
 
 
 async def _campaign_row(conn: asyncpg.Connection, name: str) -> asyncpg.Record:
-    row = await campaigns.by_name(conn, name)
+    """The named campaign; a name no campaign can have (a NUL byte, a newline) is not looked
+    up at all."""
+    row = await campaigns.by_name(conn, name) if is_campaign_name(name) else None
     if row is None:
-        raise NotFoundError(f"no such campaign: {name}")
+        raise NotFoundError(f"no such campaign: {name if is_campaign_name(name) else repr(name)}")
     return row
 
 
@@ -140,14 +152,14 @@ def _plain(value: object) -> object:
 
 @needs("read")
 async def list_campaigns(request: web.Request) -> web.Response:
-    async with request.app[POOL].acquire() as conn:
+    async with request.app[POOL].acquire(timeout=ACQUIRE_S) as conn:
         rows = await reporting.campaign_list(conn)
     return web.json_response({"campaigns": [_summary(r) for r in rows]})
 
 
 @needs("read")
 async def show_campaign(request: web.Request) -> web.Response:
-    async with request.app[POOL].acquire() as conn:
+    async with request.app[POOL].acquire(timeout=ACQUIRE_S) as conn:
         row = await _campaign_row(conn, request.match_info["name"])
         summary = await reporting.campaign_summary(conn, row["id"])
     return web.json_response(
@@ -183,7 +195,7 @@ async def put_campaign(request: web.Request) -> web.Response:
             f"campaign {name}: " + "; ".join(f"{k}: {m}" for k, m in problems), problems
         ) from None
     _refuse_unsupported(spec, request.app[CONFIG])
-    async with request.app[POOL].acquire() as conn, conn.transaction():
+    async with request.app[POOL].acquire(timeout=ACQUIRE_S) as conn, conn.transaction():
         _, action = await upsert_campaign(conn, spec)
     log.info("api campaign", extra={"campaign": name, "action": action})
     status = 201 if action == "created" else 200
@@ -191,8 +203,12 @@ async def put_campaign(request: web.Request) -> web.Response:
 
 
 def _refuse_unsupported(spec: CampaignSpec, config: DialerConfig) -> None:
-    from dialer.runtime import refuse_unsupported  # the runtime imports the web app
+    from dialer.runtime import refuse_unknown_account, refuse_unsupported  # imports this app
 
+    try:
+        refuse_unknown_account(spec, config)
+    except ConfigError as exc:
+        raise InvalidFields(exc.message, [("account", exc.message)]) from None
     try:
         refuse_unsupported(spec, config)
     except ConfigError as exc:
@@ -215,7 +231,7 @@ async def append_contacts(request: web.Request) -> web.Response:
         digest = await save_body(request.content.iter_chunked(1 << 16), body)
         scoped = f"{request[TOKEN].name}:{key}" if key else None
         fingerprint = f"POST {request.path} {kind} {digest}"
-        async with request.app[POOL].acquire() as conn, conn.transaction():
+        async with request.app[POOL].acquire(timeout=ACQUIRE_S) as conn, conn.transaction():
             if scoped is not None:
                 earlier = await api_requests.claim(conn, scoped, fingerprint)
                 if earlier is not None:
@@ -281,7 +297,7 @@ async def _load(
 @needs("write")
 async def control(request: web.Request) -> web.Response:
     name, action = request.match_info["name"], request.match_info["action"]
-    async with request.app[POOL].acquire() as conn:
+    async with request.app[POOL].acquire(timeout=ACQUIRE_S) as conn:
         message = await set_status(conn, name, action)
     log.info("api control", extra={"campaign": name, "action": action})
     return web.json_response({"name": name, "action": action, "message": message})
@@ -296,7 +312,7 @@ async def results(request: web.Request) -> web.StreamResponse:
     if fmt not in ("csv", "jsonl"):
         raise InvalidFields("format: csv or jsonl", [("format", "csv or jsonl")])
     since = _cursor(request.query.get("since"))
-    async with request.app[POOL].acquire() as conn:
+    async with request.app[POOL].acquire(timeout=ACQUIRE_S) as conn:
         row = await _campaign_row(conn, name)
         until = await sync_point(conn)
         response = web.StreamResponse(
@@ -310,7 +326,11 @@ async def results(request: web.Request) -> web.StreamResponse:
         await response.prepare(request)
 
         async def write(chunk: bytes) -> None:
-            await response.write(chunk)
+            try:
+                async with asyncio.timeout(WRITE_TIMEOUT_S):
+                    await response.write(chunk)
+            except TimeoutError:
+                raise ClientStalled from None
 
         try:
             if fmt == "csv":
@@ -320,6 +340,14 @@ async def results(request: web.Request) -> web.StreamResponse:
                 await export_json_lines(conn, row["id"], write, (since, until if since else None))
         except ConnectionResetError:  # the client stopped reading: nothing to answer
             log.info("results stream ended by the client", extra={"campaign": name})
+            return response
+        except ClientStalled:  # it holds a connection of ours and reads nothing: drop it
+            log.warning(
+                f"results stream dropped: the client read nothing for {WRITE_TIMEOUT_S:g} s",
+                extra={"campaign": name, "peer": request.remote},
+            )
+            if request.transport is not None:
+                request.transport.abort()
             return response
     await response.write_eof()
     return response
@@ -336,6 +364,14 @@ def _cursor(text: str | None) -> datetime | None:
         ) from None
     if when.tzinfo is None:
         raise InvalidFields("since: needs its offset", [("since", "a Dialer-Next-Cursor value")])
+    try:
+        in_utc = when.astimezone(UTC)
+    except OverflowError:
+        in_utc = None
+    if in_utc is None or not CURSOR_YEARS[0] <= in_utc.year <= CURSOR_YEARS[1]:
+        raise InvalidFields(
+            "since: out of range", [("since", "a Dialer-Next-Cursor value (years 2000-9000)")]
+        )
     return when
 
 
@@ -365,7 +401,7 @@ async def _numbers(request: web.Request) -> tuple[list[str], DncBody]:
 @needs("write")
 async def dnc_add(request: web.Request) -> web.Response:
     numbers, body = await _numbers(request)
-    async with request.app[POOL].acquire() as conn:
+    async with request.app[POOL].acquire(timeout=ACQUIRE_S) as conn:
         change = await dnc.add_numbers(conn, numbers, body.reason)
     return web.json_response(
         {
@@ -379,7 +415,7 @@ async def dnc_add(request: web.Request) -> web.Response:
 @needs("write")
 async def dnc_remove(request: web.Request) -> web.Response:
     numbers, _ = await _numbers(request)
-    async with request.app[POOL].acquire() as conn:
+    async with request.app[POOL].acquire(timeout=ACQUIRE_S) as conn:
         removed = await dnc.remove_numbers(conn, numbers)
     return web.json_response({"removed": removed})
 

@@ -76,7 +76,7 @@ class Receiver:
         new: set[tuple[str, str]] = set()
         async with self.pool.acquire() as conn:
             for account, batch in by_account.items():
-                keys = await apply_progress_batch(conn, account, batch)
+                keys = await apply_progress_batch(conn, self.cache, account, batch)
                 new |= {(account, key) for key in keys}
         return [(account, event.dedupe_key) in new for account, _, event in items]
 
@@ -173,7 +173,7 @@ async def _keep(
     return web.json_response(answer), result
 
 
-_ATTEMPT = re.compile(r"^[0-9]{1,19}$")
+_ATTEMPT = re.compile(r"^[0-9]{1,19}\Z")
 
 
 def _attempt_number(raw: str | None) -> int | None:
@@ -219,33 +219,42 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 def create_app(
-    receiver: Receiver, *, admin_token: str | None = None, config: DialerConfig | None = None
+    receiver: Receiver,
+    *,
+    admin_token: str | None = None,
+    config: DialerConfig | None = None,
+    dashboard_pool: asyncpg.Pool | None = None,
+    api_pool: asyncpg.Pool | None = None,
 ) -> web.Application:
     """Callbacks, /healthz, /metrics, the dashboard at / with its JSON under /api/, and with a
-    `config` the campaign API under /api/v1."""
+    `config` the campaign API under /api/v1. Callbacks use the receiver's connections; the
+    dashboard (and /metrics) and the API may have their own (runtime.SERVE_USES)."""
     app = web.Application(client_max_size=1 << 20)
     app[RECEIVER] = receiver
+    dashboard_pool = dashboard_pool or receiver.pool
     if config is not None:
-        add_api(app, receiver.pool, config)
-    add_dashboard(app, receiver.pool, admin_token)
+        add_api(app, api_pool or receiver.pool, config)
+    add_dashboard(app, dashboard_pool, admin_token)
     app.add_routes(
         [
             web.post("/callbacks/{account}", callback),
             web.post("/callbacks/{account}/{attempt_id}", callback),
             web.get("/healthz", healthz),
-            web.get("/metrics", metrics_handler(receiver.pool)),
+            web.get("/metrics", metrics_handler(dashboard_pool)),
         ]
     )
     return app
 
 
-async def reconcile_forever(receiver: Receiver) -> None:
-    """Reconcile every few seconds; a failed round (database away, or anything else) is logged,
-    counted and retried: this loop ends only when cancelled."""
+async def reconcile_forever(receiver: Receiver, pool: asyncpg.Pool | None = None) -> None:
+    """Reconcile every few seconds (on `pool`, else the receiver's); a failed round (database
+    away, or anything else) is logged, counted and retried: this loop ends only when
+    cancelled."""
+    pool = pool or receiver.pool
     while True:
         fault_point("reconciler-round")
         try:
-            await reconcile_once(receiver.pool, receiver.cache, receiver.adapters, receiver.session)
+            await reconcile_once(pool, receiver.cache, receiver.adapters, receiver.session)
         except Exception as exc:
             log.error("reconcile round failed", extra={"error": repr(exc)})
             RECONCILE_FAILURES.labels("round").inc()

@@ -113,7 +113,9 @@ def call_test(
     adapter = adapters(config)[account]
 
     async def go() -> int:
-        async with open_runtime(app.database_url, {account: adapter}, base, pool_size=4) as runtime:
+        async with open_runtime(
+            app.database_url, {account: adapter}, base, uses={"main": 4}
+        ) as runtime:
             async with runtime.pool.acquire() as conn:
                 call = await _call_request(
                     conn,

@@ -13,7 +13,7 @@ from dialer.campaigns import from_row
 from dialer.cli.context import AppContext, pass_app, run
 from dialer.cli.output import print_rows
 from dialer.console import byte_progress
-from dialer.db import campaigns, contacts, reporting, server
+from dialer.db import accounts, campaigns, contacts, reporting, server
 from dialer.db.connect import session
 from dialer.errors import NotFoundError
 from dialer.loading.loader import load_campaign
@@ -131,9 +131,10 @@ def show(app: AppContext, name: str) -> None:
                 raise NotFoundError(f"no such campaign: {name} (see `dialer campaign list`)")
             summary = await reporting.campaign_summary(conn, row["id"])
             firsts = await contacts.first_due_per_zone(conn, [row["id"]])
-            return row, summary, firsts, await server.now(conn)
+            hold = await accounts.hold(conn, row["account"])
+            return row, summary, firsts, hold, await server.now(conn)
 
-    row, summary, firsts, now = run(go())
+    row, summary, firsts, hold, now = run(go())
     campaign = from_row(row)
     reason = f" ({row['status_reason']})" if row["status_reason"] else ""
     lines = [
@@ -147,6 +148,15 @@ def show(app: AppContext, name: str) -> None:
         f"   mean talk {_dash(summary['mean_talk_s'])} s",
         "  window        " + _window_status(campaign.rules, now),
     ]
+    if hold is not None:
+        asked = hold["held_asked_s"]
+        lines.append(
+            f"  account       held by the provider until"
+            f" {hold['held_until'].astimezone():%Y-%m-%d %H:%M:%S %Z}"
+            f" ({round(hold['left_s'])} s left"
+            + (f"; its Retry-After asked {asked:g} s" if asked is not None else "")
+            + "): nothing is dialed on it meanwhile"
+        )
     due = next_due(firsts, {campaign.id: campaign.rules}, now)
     if due:
         when, first = due

@@ -30,6 +30,9 @@ def show(app: AppContext) -> None:
     url = database_url_from(settings)
     remember(*url_secrets(url or ""))
     document["database_url"] = describe_url(url) if url else "(none: embedded PostgreSQL)"
+    for shown, hook in zip(document.get("webhooks", []), settings.webhooks, strict=True):
+        shown["url"] = hook.shown_url
+        shown["name"] = hook.endpoint
     source = config_path(app.config_option)
     document = {"config_file": str(source) if source else None} | document
     click.echo(redact(json.dumps(document, indent=2)))

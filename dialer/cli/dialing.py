@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import subprocess
 import sys
 from datetime import datetime, timedelta
@@ -12,13 +13,22 @@ import click
 
 from dialer.cli.context import AppContext, pass_app
 from dialer.db.outage import Outage
-from dialer.dispatch.dispatcher import AccountRun, Dispatcher
+from dialer.dispatch.dispatcher import (
+    EXIT_BAD_CONFIG,
+    EXIT_DONE,
+    EXIT_WORK_LEFT,
+    AccountRun,
+    Dispatcher,
+)
 from dialer.dispatch.dry_run import dry_run as explain_dry_run
 from dialer.durations import parse_duration, parse_rate
 from dialer.errors import DialerError, InputError
+from dialer.hosting import AcceptErrors, die_with_parent, raise_open_files_limit, watch_parent
 from dialer.logs import setup as setup_logging
 from dialer.metrics import metrics_app
 from dialer.runtime import (
+    RUN_USES,
+    SERVE_USES,
     account_limits,
     adapters,
     callback_base,
@@ -40,6 +50,7 @@ def with_logging(command):
     return command
 
 
+PARENT_ENV = "DIALER_SERVE_PARENT"  # a --worker's parent: it stops when that process dies
 MAX_RUN = timedelta(days=7)  # --for: a run is started by cron, not left for weeks
 
 
@@ -120,13 +131,16 @@ def run(
     setup_logging(log_level, log_format)
     config = app.config
     deadline = _deadline(until, for_)
+    raise_open_files_limit()
     dial_cap = dial_cap if dial_cap is not None else config.max_dials_per_number_per_day
     host, port = listen_address(config, host, port)
     base = callback_base(config, host, port)
     providers = adapters(config)
 
     async def go() -> int:
-        async with open_runtime(app.database_url, providers, base) as runtime:
+        AcceptErrors().install(asyncio.get_running_loop())
+        uses = RUN_USES | (SERVE_USES if serve else {})
+        async with open_runtime(app.database_url, providers, base, uses=uses) as runtime:
             pool = runtime.pool
             outage = Outage(limit_s=config.outage_limit_s, pool=pool)
             if dry_run:
@@ -134,18 +148,24 @@ def run(
                     await explain_dry_run(conn, await selected_campaigns(conn, campaigns, config))
                 return 0
 
+            skipped: list[str] = []
+
             async def prepare() -> list:
+                skipped.clear()
                 async with pool.acquire() as conn:
-                    chosen = await selected_campaigns(conn, campaigns, config)
+                    chosen = await selected_campaigns(conn, campaigns, config, skipped)
                 names = sorted({c.account for c in chosen})
                 await runtime.register([account_limits(name, config) for name in names])
                 return chosen
 
             chosen = await outage.retrying("starting", prepare)
             names = sorted({c.account for c in chosen})
+            for message in skipped:  # said first and last: the others are dialed meanwhile
+                print(f"dialer: error: not dialed: {message}", file=sys.stderr)
             if not chosen:
-                print("dialer: no active campaign to run", file=sys.stderr)
-                return 0
+                if not skipped:
+                    print("dialer: no active campaign to run", file=sys.stderr)
+                return EXIT_BAD_CONFIG if skipped else 0
             runs = [
                 AccountRun(
                     account_limits(name, config),
@@ -190,6 +210,10 @@ def run(
             if failure is not None:
                 said = str(failure) if isinstance(failure, DialerError) else repr(failure)
                 print(f"dialer: error: stopped: {said}", file=sys.stderr)
+            for message in skipped:
+                print(f"dialer: error: not dialed: {message}", file=sys.stderr)
+            if skipped and code in (EXIT_DONE, EXIT_WORK_LEFT):
+                return EXIT_BAD_CONFIG  # the others were dialed; this needs a person
             return code
 
     sys.exit(asyncio.run(go()))
@@ -221,18 +245,30 @@ def serve(app: AppContext, host, port, workers, worker, log_level, log_format):
     host, port = listen_address(config, host, port)
     base = callback_base(config, host, port)
     providers = adapters(config)
+    parent = os.environ.get(PARENT_ENV) if worker else None
+    if parent is not None:
+        die_with_parent(int(parent))
+    raise_open_files_limit()
+    child_env = os.environ | {PARENT_ENV: str(os.getpid())}
     children = [
         subprocess.Popen(
-            [sys.executable, "-m", "dialer", *sys.argv[1:], "--worker", "--workers", "1"]
+            [sys.executable, "-m", "dialer", *sys.argv[1:], "--worker", "--workers", "1"],
+            env=child_env,
         )
         for _ in range(workers - 1)
     ]
 
     async def go() -> BaseException | None:
-        async with open_runtime(app.database_url, providers, base, pool_size=20) as runtime:
+        AcceptErrors().install(asyncio.get_running_loop())
+        async with open_runtime(app.database_url, providers, base, uses=SERVE_USES) as runtime:
             # status look-ups are paced by the shared clock: every account needs its row
             await runtime.register([account_limits(name, config) for name in config.accounts])
             runtime.stop_on_signals()
+            watching = (
+                asyncio.create_task(watch_parent(int(parent), runtime.stopping.set))
+                if parent is not None
+                else None
+            )
             await runtime.subscribe(config.webhooks)
             if not worker:  # one reconciler and deliverer per server, not per worker process
                 runtime.start_reconciler()
@@ -243,6 +279,8 @@ def serve(app: AppContext, host, port, workers, worker, log_level, log_format):
                 if not worker:
                     print(f"dialer: receiving callbacks on http://{host}:{port}", file=sys.stderr)
                 await runtime.stopping.wait()
+            if watching is not None:
+                watching.cancel()
             return runtime.failure
 
     try:

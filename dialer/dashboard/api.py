@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import logging
 import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime
 from functools import cache
 from importlib import resources
@@ -24,6 +27,7 @@ import asyncpg
 from aiohttp import web
 
 from dialer.campaign_control import set_status
+from dialer.campaign_spec import is_campaign_name
 from dialer.campaigns import from_row
 from dialer.db import campaigns as stored
 from dialer.db import contacts, reporting, webhooks
@@ -32,15 +36,26 @@ from dialer.policy.due import FirstInLine, next_due
 from dialer.policy.states import CONTACT_STATES
 from dialer.providers.base import same_secret
 from dialer.redaction import redact_value
+from dialer.shared_answers import SharedAnswers
 
 log = logging.getLogger("dialer.dashboard")
 POOL = web.AppKey("dashboard_pool", asyncpg.Pool)
+SHARED = web.AppKey("dashboard_answers", SharedAnswers)
+SHARED_FOR_S = 1.0  # the page polls every 2 s; any number of viewers share one query a second
+ACQUIRE_S = 5.0
 ADMIN_TOKEN = web.AppKey("admin_token", str)
 ACTIONS = ("pause", "resume", "cancel")
 
 
 async def campaigns(request: web.Request) -> web.Response:
-    async with request.app[POOL].acquire() as conn:
+    """Every campaign, computed at most once a second whoever asks (a flood of viewers costs
+    one query a second, on the dashboard's own connections)."""
+    body = await request.app[SHARED].get("campaigns", lambda: _campaigns(request.app[POOL]))
+    return web.Response(body=body, content_type="application/json")
+
+
+async def _campaigns(pool: asyncpg.Pool) -> bytes:
+    async with _connection(pool) as conn:
         rows = await reporting.dashboard_rows(conn)
         firsts = await contacts.first_due_per_zone(conn, [r["id"] for r in rows])
         waiting = await webhooks.counts(conn)
@@ -52,7 +67,7 @@ async def campaigns(request: web.Request) -> web.Response:
         {"endpoint": w["endpoint"], "pending": w["pending"], "exhausted": w["exhausted"]}
         for w in waiting
     ]
-    return web.json_response(redact_value({"campaigns": shown, "webhooks": hooks}))
+    return json.dumps(redact_value({"campaigns": shown, "webhooks": hooks})).encode()
 
 
 def _shown(row: asyncpg.Record, firsts: list[FirstInLine]) -> dict:
@@ -109,6 +124,14 @@ def _campaign(row: asyncpg.Record, firsts: list[FirstInLine]) -> dict:
             "limit_per_s": row["rate_limit"],
         },
         "channels": {"in_use": row["channels_in_use"], "limit": row["channel_limit"]},
+        "account_hold": (
+            {
+                "until": row["held_until"].isoformat(),
+                "retry_after_asked_s": row["held_asked_s"],
+            }
+            if row["held_until"]
+            else None
+        ),
         "window": {
             "open": window_open,
             "timezone": zone,
@@ -125,14 +148,24 @@ def _rate(value: object) -> float | None:
 async def charts(request: web.Request) -> web.Response:
     """One campaign's pictures: its account's requests and channels per minute over the last
     hour against their limits, and its outcomes by hour (counts only, like the list)."""
-    async with request.app[POOL].acquire() as conn:
-        row = await stored.by_name(conn, request.match_info["name"])
+    name = request.match_info["name"]
+    if not is_campaign_name(name):
+        return web.json_response({"error": "no such campaign"}, status=404)
+    body = await request.app[SHARED].get(f"charts:{name}", lambda: _charts(request.app[POOL], name))
+    if body is None:
+        return web.json_response({"error": "no such campaign"}, status=404)
+    return web.Response(body=body, content_type="application/json")
+
+
+async def _charts(pool: asyncpg.Pool, name: str) -> bytes | None:
+    async with _connection(pool) as conn:
+        row = await stored.by_name(conn, name)
         if row is None:
-            return web.json_response({"error": "no such campaign"}, status=404)
+            return None
         minutes = await reporting.account_minutes(conn, row["account"])
         hours = await reporting.campaign_hours(conn, row["id"])
     first = minutes[0] if minutes else None
-    return web.json_response(
+    return json.dumps(
         {
             "name": row["name"],
             "account": row["account"],
@@ -151,7 +184,7 @@ async def charts(request: web.Request) -> web.Response:
                 for h in hours
             ],
         }
-    )
+    ).encode()
 
 
 async def control(request: web.Request) -> web.Response:
@@ -165,10 +198,12 @@ async def control(request: web.Request) -> web.Response:
         log.warning("dashboard control refused", extra={"reason": "bad or missing admin token"})
         return web.json_response({"error": "bad or missing admin token"}, status=401)
     name, action = request.match_info["name"], request.match_info["action"]
+    if not is_campaign_name(name):
+        return web.json_response({"error": "no such campaign"}, status=404)
     if action not in ACTIONS:
         return web.json_response({"error": f"unknown action {action!r}"}, status=404)
     try:
-        async with request.app[POOL].acquire() as conn:
+        async with _connection(request.app[POOL]) as conn:
             message = await set_status(conn, name, action)
     except DialerError as exc:
         return web.json_response({"error": exc.message}, status=http_status_of(exc))
@@ -214,10 +249,44 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
     response.headers.setdefault("Cache-Control", "no-store")
 
 
+@asynccontextmanager
+async def _connection(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    """One of the dashboard's connections, or 503 when all are busy for ACQUIRE_S (its share
+    is bounded: the dashboard never takes the callbacks' connections)."""
+    try:
+        conn = await pool.acquire(timeout=ACQUIRE_S)
+    except TimeoutError:
+        raise web.HTTPServiceUnavailable(
+            text='{"error": "busy: try again"}',
+            content_type="application/json",
+            headers={"Retry-After": "2"},
+        ) from None
+    try:
+        yield conn
+    finally:
+        await pool.release(conn)
+
+
+@web.middleware
+async def _database_away(request: web.Request, handler) -> web.StreamResponse:
+    """The dashboard's JSON with the database away: 503, never a traceback."""
+    try:
+        return await handler(request)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        if not request.path.startswith("/api/") or request.path.startswith("/api/v1"):
+            raise
+        log.error("dashboard request failed", extra={"error": f"{type(exc).__name__}: {exc}"})
+        return web.json_response(
+            {"error": "the database cannot answer now"}, status=503, headers={"Retry-After": "5"}
+        )
+
+
 def add_dashboard(app: web.Application, pool: asyncpg.Pool, admin_token: str | None) -> None:
     app[POOL] = pool
+    app[SHARED] = SharedAnswers(SHARED_FOR_S)
     app[ADMIN_TOKEN] = admin_token or ""
     app.on_response_prepare.append(_security_headers)
+    app.middlewares.append(_database_away)
     app.add_routes(
         [
             web.get("/", page),

@@ -6,6 +6,8 @@ process on every machine changes it in turn) and writes back what the limiter de
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import asyncpg
 
 from dialer.dispatch.limiter import AccountLimits, LimiterState
@@ -19,15 +21,17 @@ async def register(conn: asyncpg.Connection, limits: AccountLimits) -> None:
     """Create or refresh the account's row from configuration: its figure, the rate aimed at
     and its channels."""
     await conn.execute(
-        """INSERT INTO accounts (name, kind, rate_per_s, channels, configured_rate_per_s)
-           VALUES ($1, $2, $3, $4, $5)
+        """INSERT INTO accounts (name, kind, rate_per_s, channels, configured_rate_per_s,
+                                late_placement_s)
+           VALUES ($1, $2, $3, $4, $5, $6)
            ON CONFLICT (name) DO UPDATE SET kind = $2, rate_per_s = $3, channels = $4,
-               configured_rate_per_s = $5, updated_at = now()""",
+               configured_rate_per_s = $5, late_placement_s = $6, updated_at = now()""",
         limits.name,
         limits.kind,
         limits.aimed_rate_per_s,
         limits.channels,
         limits.rate_per_s,
+        limits.late_placement_s,
     )
 
 
@@ -69,3 +73,40 @@ async def store_state(conn: asyncpg.Connection, account: str, state: LimiterStat
 async def paced_rates(conn: asyncpg.Connection) -> dict[str, float]:
     """Each account's paced rate now (requests per second)."""
     return dict(await conn.fetch("SELECT name, paced_rate_per_s FROM accounts"))
+
+
+async def clock_idle(conn: asyncpg.Connection, account: str, rate_per_s: float) -> bool:
+    """Whether the account's request clock has its next slot within one interval (read
+    without a lock: a hint; the booking itself is made under the lock)."""
+    return bool(
+        await conn.fetchval(
+            "SELECT tat <= now() + make_interval(secs => 1 / $2::float8) FROM accounts"
+            " WHERE name = $1",
+            account,
+            rate_per_s,
+        )
+    )
+
+
+async def note_hold(
+    conn: asyncpg.Connection, account: str, until: datetime, asked_s: float | None
+) -> None:
+    """A 429 holds the account until `until` (what the provider asked: `asked_s`)."""
+    await conn.execute(
+        """UPDATE accounts SET held_until = greatest($2, held_until), held_asked_s = $3
+           WHERE name = $1""",
+        account,
+        until,
+        asked_s,
+    )
+
+
+async def hold(conn: asyncpg.Connection, account: str) -> asyncpg.Record | None:
+    """The account's hold by a provider's 429, if it lasts now: (held_until, held_asked_s,
+    seconds left)."""
+    return await conn.fetchrow(
+        """SELECT held_until, held_asked_s,
+                  extract(epoch FROM held_until - now())::float8 AS left_s
+           FROM accounts WHERE name = $1 AND held_until > now()""",
+        account,
+    )

@@ -13,8 +13,17 @@ from decimal import Decimal
 
 import asyncpg
 
-from dialer.policy.lookups import ANSWERED_QUIET, BACKOFF_CAP, BACKOFF_FIRST, LOOKUP_GRACE
-from dialer.policy.states import LIVE, RANK, SENT, TRANSITIONS
+from dialer.policy.lookups import (
+    ANSWERED_QUIET,
+    BACKOFF_CAP,
+    BACKOFF_FIRST,
+    IDLE_FROM,
+    IDLE_REASK,
+    LOOKUP_GRACE,
+    TYPICAL_FLOOR_S,
+    TYPICAL_OVER,
+)
+from dialer.policy.states import LIVE, OUTCOMES, RANK, SENT, TRANSITIONS
 from dialer.providers.base import CallEvent
 
 
@@ -195,7 +204,9 @@ SET state = CASE WHEN $9 AND a.answered_at IS NOT NULL THEN 'completed' ELSE $2 
 FROM contacts c
 WHERE a.id = $1 AND a.state = ANY($6::text[]) AND c.id = a.contact_id
 RETURNING a.contact_id, a.campaign_id, a.attempt_no, a.phone_e164, now() AS now,
-          c.attempts, c.timezone, a.outcome, a.account, a.answered_by
+          c.attempts, c.timezone, a.outcome, a.account, a.answered_by, a.requested_at,
+          (SELECT make_interval(secs => n.late_placement_s) FROM accounts n
+           WHERE n.name = a.account) AS late_placement
 """
 
 
@@ -313,7 +324,8 @@ _REOPEN = """
 WITH target AS (
     SELECT a.id, a.contact_id,
            NOT EXISTS (SELECT 1 FROM attempts x
-                       WHERE x.contact_id = a.contact_id AND x.attempt_no > a.attempt_no) AS latest
+                       WHERE x.contact_id = a.contact_id AND x.attempt_no > a.attempt_no
+                         AND x.state <> 'not_dialed') AS latest
     FROM attempts a
     WHERE a.id = $1 AND a.state = ANY($5::text[])
       AND (a.provider_call_id IS NULL OR $3::text IS NULL OR a.provider_call_id = $3::text)
@@ -332,7 +344,8 @@ WITH target AS (
     FROM reopened r WHERE c.id = r.contact_id
     RETURNING c.id
 )
-SELECT t.latest, (SELECT count(*) FROM withdrawn) AS withdrawn FROM target t
+SELECT t.latest, (SELECT count(*) FROM withdrawn) AS withdrawn, a.account
+FROM target t JOIN attempts a ON a.id = t.id
 """
 
 
@@ -353,6 +366,43 @@ async def reopen(
         provider_call_id,
         settle_in,
         list(TRANSITIONS["reopen"].sources),
+    )
+
+
+_FREE_SLOT = """
+SELECT s FROM accounts n, generate_series(0, n.channels - 1) AS s
+WHERE n.name = $1
+  AND NOT EXISTS (SELECT 1 FROM attempts a
+                  WHERE a.account = $1 AND a.slot = s AND a.state = ANY($2::text[]))
+ORDER BY s LIMIT 1
+"""
+
+
+async def lock_account_slots(conn: asyncpg.Connection, account: str) -> None:
+    """Hold the account's row lock (as a claim does) while a channel slot is handed out."""
+    await conn.execute("SELECT 1 FROM accounts WHERE name = $1 FOR UPDATE", account)
+
+
+async def free_slot(conn: asyncpg.Connection, account: str) -> int | None:
+    """The lowest channel slot of the account no live attempt holds (under lock_account_slots)."""
+    return await conn.fetchval(_FREE_SLOT, account, list(LIVE))
+
+
+async def newest_reservation(conn: asyncpg.Connection, account: str) -> int | None:
+    """The account's newest reservation not yet sent, row-locked (SKIP LOCKED)."""
+    return await conn.fetchval(
+        """SELECT id FROM attempts WHERE account = $1 AND state = 'reserved'
+           ORDER BY id DESC LIMIT 1 FOR UPDATE SKIP LOCKED""",
+        account,
+    )
+
+
+async def give_slot(conn: asyncpg.Connection, attempt_id: int, slot: int) -> None:
+    """A re-opened attempt takes the channel slot it counts against."""
+    await conn.execute(
+        "UPDATE attempts SET slot = $2 WHERE id = $1 AND slot IS NULL AND reopened_at IS NOT NULL",
+        attempt_id,
+        slot,
     )
 
 
@@ -440,12 +490,16 @@ async def expired_reservations(conn: asyncpg.Connection, limit: int) -> list[int
 # Silent attempts, oldest deadline first. One `dialing` without a call id may still have its
 # request on the way until its send window and the client's timeout have passed, unless its
 # sender saw the request end (request_done_at): never before.
+# `late_until`: until when a call may still be placed for it (policy.late, the account's span).
 _SILENT = """
-SELECT id, account, provider_call_id, phone_e164, requested_at, held_outcome FROM attempts
-WHERE state = ANY($2::text[]) AND settle_by < now()
-  AND (state <> 'dialing' OR provider_call_id IS NOT NULL OR request_done_at IS NOT NULL
-       OR coalesce(send_by, requested_at + $3::interval) + $4::interval < now())
-ORDER BY settle_by LIMIT $1
+SELECT a.id, a.account, a.provider_call_id, a.phone_e164, a.requested_at, a.held_outcome,
+       a.lookups, now() AS now,
+       a.requested_at + make_interval(secs => coalesce(n.late_placement_s, 300)) AS late_until
+FROM attempts a LEFT JOIN accounts n ON n.name = a.account
+WHERE a.state = ANY($2::text[]) AND a.settle_by < now()
+  AND (a.state <> 'dialing' OR a.provider_call_id IS NOT NULL OR a.request_done_at IS NOT NULL
+       OR coalesce(a.send_by, a.requested_at + $3::interval) + $4::interval < now())
+ORDER BY a.settle_by LIMIT $1
 """
 
 
@@ -472,11 +526,68 @@ async def look_up_again_in(conn: asyncpg.Connection, attempt_id: int, wait: time
     )
 
 
+async def list_again_in(conn: asyncpg.Connection, attempt_id: int, wait: timedelta) -> None:
+    """No call of it is listed yet, but one may still be placed (policy.late): one more
+    look-up, the next one after `wait`; the attempt stays live and keeps its channel."""
+    await conn.execute(
+        """UPDATE attempts SET lookups = lookups + 1, settle_by = now() + $2::interval
+           WHERE id = $1""",
+        attempt_id,
+        wait,
+    )
+
+
 async def count_live_answer(conn: asyncpg.Connection, attempt_id: int) -> None:
     """The provider says the call is still live: one more look-up, the next one backed off."""
     await conn.execute(
-        f"""UPDATE attempts SET lookups = lookups + 1,
+        f"""UPDATE attempts SET lookups = lookups + 1, looked_up_at = now(),
                settle_by = {after_live_answer_sql("lookups")}
             WHERE id = $1""",
         attempt_id,
     )
+
+
+# Live calls with a call id, not yet due by the schedule, past IDLE_FROM of the typical length of
+# their phase, not asked about within IDLE_REASK; most overdue first; marked as asked about now.
+_OVERDUE = f"""
+WITH recent AS (
+    SELECT requested_at, answered_at, ended_at, duration_s FROM attempts
+    WHERE account = $1 AND outcome = ANY($3::text[]) AND requested_at IS NOT NULL
+      AND ended_at IS NOT NULL
+    ORDER BY id DESC LIMIT {TYPICAL_OVER}
+), typical AS (
+    SELECT percentile_cont(0.5) WITHIN GROUP (
+               ORDER BY extract(epoch FROM coalesce(answered_at, ended_at) - requested_at)
+           ) AS ring_s,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_s)
+               FILTER (WHERE answered_at IS NOT NULL) AS talk_s
+    FROM recent
+), picked AS (
+    SELECT a.id, CASE
+        WHEN a.answered_at IS NOT NULL
+        THEN extract(epoch FROM now() - a.answered_at)
+             / greatest(coalesce(t.talk_s, {ANSWERED_QUIET.total_seconds()}), {TYPICAL_FLOOR_S})
+        ELSE extract(epoch FROM now() - a.requested_at)
+             / greatest(coalesce(t.ring_s, a.ring_timeout_s, 30), {TYPICAL_FLOOR_S})
+        END AS overdue
+    FROM attempts a CROSS JOIN typical t
+    WHERE a.account = $1 AND a.state = ANY($4::text[]) AND a.provider_call_id IS NOT NULL
+      AND a.held_outcome IS NULL AND a.settle_by >= now() AND a.requested_at IS NOT NULL
+      AND (a.looked_up_at IS NULL
+           OR a.looked_up_at < now() - make_interval(secs => {IDLE_REASK.total_seconds()}))
+)
+UPDATE attempts a SET looked_up_at = now()
+FROM (SELECT p.id, p.overdue FROM picked p JOIN attempts x ON x.id = p.id
+      WHERE p.overdue >= {IDLE_FROM}
+      ORDER BY p.overdue DESC LIMIT $2 FOR UPDATE OF x SKIP LOCKED) o
+WHERE a.id = o.id
+RETURNING a.id, a.provider_call_id, a.phone_e164, a.requested_at, o.overdue
+"""
+
+
+async def overdue_live(conn: asyncpg.Connection, account: str, limit: int) -> list[asyncpg.Record]:
+    """Up to `limit` of the account's live calls most likely ended unheard (policy.lookups:
+    the idle rate), most overdue first, marked as asked about now so that no other process
+    asks about them within IDLE_REASK."""
+    rows = await conn.fetch(_OVERDUE, account, limit, list(OUTCOMES), list(SENT))
+    return sorted(rows, key=lambda r: r["overdue"], reverse=True)

@@ -95,8 +95,11 @@ POOL_SETTINGS = {
 
 
 @asynccontextmanager
-async def open_pool(url: str, *, size: int = 4) -> AsyncIterator[asyncpg.Pool]:
-    """A pool for long-running processes; migrations are applied first (under their lock)."""
+async def open_pool(
+    url: str, *, size: int = 4, migrate_first: bool = True
+) -> AsyncIterator[asyncpg.Pool]:
+    """A pool for long-running processes; migrations are applied first (under their lock),
+    unless `migrate_first` is False (another pool of the process did it)."""
     try:
         # No floor of idle connections: asyncpg would keep re-opening it through an outage
         # (printing a traceback each time); connections are opened when needed.
@@ -119,7 +122,8 @@ async def open_pool(url: str, *, size: int = 4) -> AsyncIterator[asyncpg.Pool]:
                 f"cannot connect to PostgreSQL at {describe_url(url)}: {exc}"
             ) from None
         try:
-            await migrate(conn)
+            if migrate_first:
+                await migrate(conn)
         finally:
             await pool.release(conn)
         yield pool

@@ -7,7 +7,7 @@ do-not-call change touches, so only the attempt's settle moves it on.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import asyncpg
 
@@ -21,9 +21,16 @@ _CANDIDATES = f"""
 SELECT c.id, c.phone_e164, c.fields, c.timezone,
        (SELECT x.caller_id FROM attempts x
         WHERE x.contact_id = c.id AND x.caller_id IS NOT NULL
-        ORDER BY x.attempt_no LIMIT 1) AS first_caller
+        ORDER BY x.attempt_no LIMIT 1) AS first_caller,
+       CASE WHEN last.state = 'unknown' AND last.provider_call_id IS NULL
+            THEN last.id END AS unplaced_id,
+       last.requested_at AS last_requested_at
 FROM contacts c
 {_DUE_LATERAL}
+LEFT JOIN LATERAL (
+    SELECT x.id, x.state, x.provider_call_id, x.requested_at FROM attempts x
+    WHERE x.contact_id = c.id AND x.state <> 'not_dialed'
+    ORDER BY x.attempt_no DESC LIMIT 1) last ON c.attempts > 0
 WHERE c.campaign_id = $1 AND {_DUE}
 ORDER BY c.priority DESC, c.attempts, c.next_attempt_at, c.id
 LIMIT $2
@@ -36,7 +43,9 @@ async def lock_due(
 ) -> list[asyncpg.Record]:
     """Up to `limit` due contacts of the campaign in its dialing order, row-locked (SKIP
     LOCKED: another claim's contacts are not waited for), with the caller id their first
-    attempt showed (NULL for a first attempt)."""
+    attempt showed (NULL for a first attempt), and `unplaced_id` (with `last_requested_at`)
+    when their last attempt ended `unknown` with no call id: a call of it may have been placed
+    after all (policy.late), so the provider's list is read before the redial."""
     return await conn.fetch(_CANDIDATES, campaign_id, limit, *rules.sql_parameters())
 
 
@@ -81,6 +90,20 @@ async def postpone(conn: asyncpg.Connection, contact_id: int, until: datetime) -
         "UPDATE contacts SET next_attempt_at = $2, updated_at = now() WHERE id = $1",
         contact_id,
         until,
+    )
+
+
+async def postpone_from_now(
+    conn: asyncpg.Connection, contact_id: int, until: datetime | None, otherwise: timedelta
+) -> None:
+    """A pending contact is not due before `until` (else `otherwise` from now)."""
+    await conn.execute(
+        """UPDATE contacts SET next_attempt_at = coalesce($2, now() + $3::interval),
+               updated_at = now()
+           WHERE id = $1 AND state = 'pending'""",
+        contact_id,
+        until,
+        otherwise,
     )
 
 

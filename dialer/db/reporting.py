@@ -63,7 +63,8 @@ async def account_gauges(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     return await conn.fetch(
         """SELECT x.name, x.channels, x.configured_rate_per_s, x.paced_rate_per_s,
                   (SELECT count(*) FROM attempts a WHERE a.account = x.name
-                   AND a.state = ANY($1::text[])) AS in_use
+                   AND a.state = ANY($1::text[])) AS in_use,
+                  greatest(0, extract(epoch FROM x.held_until - now()))::float8 AS held_s
            FROM accounts x""",
         list(LIVE),
     )
@@ -76,6 +77,7 @@ SELECT k.id, k.name, k.account, k.spec, s.status, s.status_reason, s.contacts, s
        s.in_flight, s.answer_rate, s.machine, s.human_answer_rate, s.machine_answer_rate,
        x.channels AS channel_limit,
        x.configured_rate_per_s AS rate_limit, x.paced_rate_per_s AS rate_paced,
+       CASE WHEN x.held_until > now() THEN x.held_until END AS held_until, x.held_asked_s,
        (SELECT count(*) FROM attempts a WHERE a.account = k.account
         AND a.state = ANY($1::text[])) AS channels_in_use,
        (SELECT count(*) / 60.0 FROM attempts a WHERE a.account = k.account

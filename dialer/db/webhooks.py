@@ -22,14 +22,20 @@ WITH written AS (
 )
 INSERT INTO webhook_deliveries (endpoint, event_id, order_key)
 SELECT w.name, e.id, e.order_key FROM written e
-JOIN webhook_endpoints w ON e.type = ANY (w.events)
+JOIN webhook_endpoints w ON e.type = ANY (w.events) AND {live}
 """
+
+# An endpoint some process named in its dialer.toml within the last hour (REMOVED_AFTER).
+_LIVE = "w.seen_at > now() - interval '1 hour'"
 
 
 def _subscribed(event_type: str) -> str:
     """A condition PostgreSQL checks once (an InitPlan): with nobody subscribed to the type,
     the event's row is never even built."""
-    return f"EXISTS (SELECT 1 FROM webhook_endpoints w WHERE '{event_type}' = ANY (w.events))"
+    return (
+        f"EXISTS (SELECT 1 FROM webhook_endpoints w WHERE '{event_type}' = ANY (w.events)"
+        f" AND {_LIVE})"
+    )
 
 
 _ATTEMPT = """
@@ -51,6 +57,7 @@ _CONTACT = """
 """
 
 SETTLED = _WRITE.format(
+    live=_LIVE,
     source=f"""
     SELECT 'attempt.settled'::text AS type, 'contact:' || c.id AS order_key,
            a.campaign_id, {_ATTEMPT} AS payload
@@ -60,26 +67,28 @@ SETTLED = _WRITE.format(
     SELECT 'contact.final', 'contact:' || c.id, c.campaign_id, {_CONTACT}
     FROM attempts a JOIN contacts c ON c.id = a.contact_id JOIN campaigns k ON k.id = c.campaign_id
     WHERE a.id = $1 AND $2 AND {_subscribed("contact.final")}
-"""
+""",
 )
 
 SUPPRESSED = _WRITE.format(
+    live=_LIVE,
     source=f"""
     SELECT 'contact.final'::text AS type, 'contact:' || c.id AS order_key, c.campaign_id,
            {_CONTACT} AS payload
     FROM contacts c JOIN campaigns k ON k.id = c.campaign_id
     WHERE c.id = ANY ($1::bigint[]) AND {_subscribed("contact.final")}
-"""
+""",
 )
 
 FINISHED = _WRITE.format(
+    live=_LIVE,
     source=f"""
     SELECT 'campaign.finished'::text AS type, 'campaign:' || k.id AS order_key, k.id AS campaign_id,
            jsonb_build_object('campaign', k.name, 'status', k.status, 'reason', k.status_reason,
                               'contacts', (SELECT count(*) FROM contacts c
                                            WHERE c.campaign_id = k.id)) AS payload
     FROM campaigns k WHERE k.id = ANY ($1::bigint[]) AND {_subscribed("campaign.finished")}
-"""
+""",
 )
 
 
@@ -102,16 +111,79 @@ async def record_finished(conn: asyncpg.Connection, campaign_ids: list[int]) -> 
         await conn.execute(FINISHED, campaign_ids)
 
 
-async def register(conn: asyncpg.Connection, endpoints: dict[str, list[str]]) -> None:
-    """Subscribe these endpoints (name: event types) from now on."""
-    await conn.execute(
-        """INSERT INTO webhook_endpoints (name, events)
-           SELECT n, string_to_array(e, ',') FROM unnest($1::text[], $2::text[]) AS u(n, e)
-           ON CONFLICT (name) DO UPDATE SET events = excluded.events, updated_at = now()
-           WHERE webhook_endpoints.events IS DISTINCT FROM excluded.events""",
-        list(endpoints),
-        [",".join(events) for events in endpoints.values()],
-    )
+REMOVED_AFTER_S = 3600  # an endpoint no process has named for this long was removed
+SEEN_EVERY_S = 60.0  # how often a process says which endpoints it has (keep_endpoints)
+
+
+async def register(
+    conn: asyncpg.Connection,
+    endpoints: dict[str, list[str]],
+    legacy: dict[str, str] | None = None,
+) -> None:
+    """Subscribe these endpoints (name: event types) from now on, and say they are still
+    configured (seen now). `legacy` (old name: name) renames endpoints registered under the
+    name an earlier version gave them: their waiting deliveries follow."""
+    async with conn.transaction():
+        await conn.execute(
+            """INSERT INTO webhook_endpoints (name, events)
+               SELECT n, string_to_array(e, ',') FROM unnest($1::text[], $2::text[]) AS u(n, e)
+               ON CONFLICT (name) DO UPDATE SET events = excluded.events, seen_at = now(),
+                   updated_at = CASE WHEN webhook_endpoints.events IS DISTINCT FROM excluded.events
+                                     THEN now() ELSE webhook_endpoints.updated_at END""",
+            list(endpoints),
+            [",".join(events) for events in endpoints.values()],
+        )
+        moves = {old: new for old, new in (legacy or {}).items() if old != new}
+        if moves:
+            await conn.execute(
+                """UPDATE webhook_deliveries d SET endpoint = m.new
+                   FROM unnest($1::text[], $2::text[]) AS m(old, new)
+                   WHERE d.endpoint = m.old
+                     AND NOT EXISTS (SELECT 1 FROM webhook_deliveries x
+                                     WHERE x.endpoint = m.new AND x.event_id = d.event_id)""",
+                list(moves),
+                list(moves.values()),
+            )
+            await conn.execute(
+                """WITH gone AS (DELETE FROM webhook_deliveries WHERE endpoint = ANY ($1::text[]))
+                   DELETE FROM webhook_endpoints WHERE name = ANY ($1::text[])""",
+                list(moves),
+            )
+
+
+async def keep_endpoints(conn: asyncpg.Connection, names: list[str]) -> int:
+    """Say these endpoints are still configured; forget those no process has named for
+    REMOVED_AFTER_S (their waiting deliveries and their events no other endpoint waits for go
+    with them). How many endpoints were forgotten."""
+    async with conn.transaction():
+        if names:
+            await conn.execute(
+                "UPDATE webhook_endpoints SET seen_at = now() WHERE name = ANY ($1::text[])",
+                names,
+            )
+        gone = await conn.fetch(
+            """DELETE FROM webhook_endpoints
+               WHERE seen_at < now() - make_interval(secs => $1) RETURNING name""",
+            REMOVED_AFTER_S,
+        )
+        if gone:
+            await conn.execute(
+                """WITH dropped AS (
+                       DELETE FROM webhook_deliveries WHERE endpoint = ANY ($1::text[])
+                       RETURNING event_id)
+                   DELETE FROM webhook_events e USING (SELECT DISTINCT event_id FROM dropped) d
+                   WHERE e.id = d.event_id
+                     AND NOT EXISTS (SELECT 1 FROM webhook_deliveries x
+                                     WHERE x.event_id = e.id
+                                       AND x.endpoint <> ALL ($1::text[]))""",
+                [g["name"] for g in gone],
+            )
+    return len(gone)
+
+
+async def install_id(conn: asyncpg.Connection) -> str:
+    """This database's identity (webhook ids are unique across installs)."""
+    return await conn.fetchval("SELECT id FROM dialer_install")
 
 
 async def lease_due(

@@ -26,6 +26,7 @@ from dialer.db import accounts, attempts, contacts
 from dialer.dispatch import limiter
 from dialer.dispatch.limiter import AccountLimits, LimiterState
 from dialer.faults import fault_point
+from dialer.providers.base import OPEN_ENDED, PlacedCall
 from dialer.providers.send_deadline import SEND_WINDOW
 
 LEASE = timedelta(seconds=15)  # beyond its send time, an unsent reservation is void
@@ -42,6 +43,9 @@ class Claimed:
     fields: dict
     send_in_s: float  # seconds after the claim's commit at which its request slot opens
     first_caller: str | None = None  # the caller id the contact's first attempt showed
+    # The contact's last attempt, if it ended `unknown` with no call id: a call of it may
+    # have been placed after all, so the provider's list is read before redialing (policy.late)
+    unplaced: PlacedCall | None = None
 
 
 async def register_account(conn: asyncpg.Connection, limits: AccountLimits) -> None:
@@ -150,9 +154,20 @@ async def _claim_campaign(
             fields=by_contact[a["contact_id"]]["fields"],
             send_in_s=delay,
             first_caller=by_contact[a["contact_id"]]["first_caller"],
+            unplaced=_unplaced(by_contact[a["contact_id"]]),
         )
         for a, delay in zip(inserted, send_in, strict=True)
     ]
+
+
+def _unplaced(row: asyncpg.Record) -> PlacedCall | None:
+    """The contact's last attempt when it ended `unknown` with no call id: what to ask the
+    provider's call list about before the redial (any call placed since its request)."""
+    if row["unplaced_id"] is None:
+        return None
+    return PlacedCall(
+        row["unplaced_id"], None, row["phone_e164"], row["last_requested_at"], OPEN_ENDED
+    )
 
 
 SEND = "send"
@@ -208,6 +223,7 @@ async def push_back_rate(conn: asyncpg.Connection, account: str, retry_after: fl
         if state is not None:
             throttled = limiter.after_429(state, retry_after, random.random())
             await accounts.store_state(conn, account, throttled)
+            await accounts.note_hold(conn, account, throttled.tat, retry_after)
 
 
 async def take_request_slot(conn: asyncpg.Connection, account: str) -> float:
@@ -221,3 +237,17 @@ async def take_request_slot(conn: asyncpg.Connection, account: str) -> float:
         booked, wait = limiter.booked_lookup(state)
         await accounts.store_state(conn, account, booked)
     return wait
+
+
+async def take_idle_slot(conn: asyncpg.Connection, account: str) -> float | None:
+    """Book one look-up on the account's shared clock if it is idle (limiter.booked_if_idle):
+    the seconds to wait for its slot, or None (nothing booked: a dial wants the clock)."""
+    async with conn.transaction():
+        state = await accounts.lock_state(conn, account, skip_locked=True)
+        if state is None:
+            return None
+        booked = limiter.booked_if_idle(state)
+        if booked is None:
+            return None
+        await accounts.store_state(conn, account, booked[0])
+    return booked[1]

@@ -23,12 +23,14 @@ import aiohttp
 import asyncpg
 
 from dialer.batching import Batcher
+from dialer.callbacks.screening import screen
 from dialer.campaign_control import (
     complete_if_goal_reached,
     rest_tired_caller_ids,
     trip_breaker_if_failing,
 )
 from dialer.campaigns import Campaign, CampaignCache
+from dialer.db import accounts as db_accounts
 from dialer.db import attempts, campaigns, contacts, server
 from dialer.db.campaigns import leave_active
 from dialer.db.outage import TRANSIENT, DatabaseGone, Outage
@@ -38,8 +40,10 @@ from dialer.faults import fault_point
 from dialer.metrics import AMBIGUOUS, RATE_LIMITED
 from dialer.policy.caller_ids import choose_caller
 from dialer.policy.due import next_due
+from dialer.policy.retry import retry_delay
 from dialer.providers.base import (
     Ambiguous,
+    CallEvent,
     CallRequest,
     NotDialed,
     Provider,
@@ -48,7 +52,8 @@ from dialer.providers.base import (
     Rejected,
 )
 from dialer.providers.send_deadline import SendDeadline
-from dialer.settle import record_accepted, settle
+from dialer.reconcile import Unmatched, one_unclaimed, paced_on
+from dialer.settle import apply_event, record_accepted, settle
 
 log = logging.getLogger("dialer.run")
 
@@ -58,6 +63,10 @@ MAX_BATCH = 200
 IDLE_POLL_S = 0.5
 BREAKER_EVERY_S = 2.0
 MAX_WAITING = 2 * MAX_BATCH  # claimed but not yet sent, per process: claim no more than this
+HOLD_CHECK_S = 5.0  # how often an idle claimer looks whether a 429 holds its account
+HOLD_SAID_FROM_S = 10.0  # a hold this long or longer is said (shorter ones are a 429's pause)
+HOLD_SAY_EVERY_S = 60.0
+LIST_RETRY = timedelta(seconds=30)  # a redial held back because the call list was unreadable
 
 
 @dataclass
@@ -88,6 +97,8 @@ class Dispatcher:
     _resting: dict[int, frozenset[str]] = field(default_factory=dict)  # per campaign, today
     failure: BaseException | None = None
     outage: Outage = field(default_factory=Outage)
+    _hold_checked: dict[str, float] = field(default_factory=dict)
+    _hold_said: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._begin = Batcher(self._flush_begin)
@@ -218,11 +229,39 @@ class Dispatcher:
                 self._start_sender(account, item, started)
             await self._pause(min(CLAIM_HORIZON_S / 2, max(c.send_in_s for c in claimed)))
             return False
+        await self._say_hold(account)
         decision = await self._idle_decision(account, active)
         if decision is not None:
             account.exit_code = decision
             return True
         return False
+
+    async def _say_hold(self, account: AccountRun) -> None:
+        """While a provider's 429 holds the account (Retry-After), say so once a minute, with
+        when it ends and what the provider asked for; the dashboard, `campaign show` and
+        /metrics say it too."""
+        name = account.limits.name
+        now = time.monotonic()
+        if now - self._hold_checked.get(name, -HOLD_CHECK_S) < HOLD_CHECK_S:
+            return
+        self._hold_checked[name] = now
+        async with self.pool.acquire() as conn:
+            hold = await db_accounts.hold(conn, name)
+        if hold is None or hold["left_s"] < HOLD_SAID_FROM_S:
+            return
+        if now - self._hold_said.get(name, -HOLD_SAY_EVERY_S) < HOLD_SAY_EVERY_S:
+            return
+        self._hold_said[name] = now
+        asked = hold["held_asked_s"]
+        log.warning(
+            "account held by the provider: no call is sent until it ends",
+            extra={
+                "account": name,
+                "until": hold["held_until"].isoformat(timespec="seconds"),
+                "left_s": round(hold["left_s"]),
+                "retry_after_asked_s": round(asked) if asked is not None else None,
+            },
+        )
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -322,6 +361,9 @@ class Dispatcher:
     async def _wait_then_send(self, account: AccountRun, item: Claimed, started: float) -> None:
         await asyncio.sleep(max(0.0, started + item.send_in_s - time.monotonic()))
         campaign = next(c for c in account.campaigns if c.id == item.campaign_id)
+        if item.unplaced is not None and not await self._redial_may_go(account, campaign, item):
+            self._waiting.pop(item.attempt_id, None)
+            return
         caller = self._caller_for(campaign, item)
         if caller is None:  # every number of the campaign rests today: show none
             self._waiting.pop(item.attempt_id, None)
@@ -373,6 +415,75 @@ class Dispatcher:
             return
         fault_point("after-dialing-commit")
         await self._send_tracked(self._send(account, campaign, item, caller, deadline))
+
+    async def _redial_may_go(self, account: AccountRun, campaign: Campaign, item: Claimed) -> bool:
+        """The contact's last attempt ended `unknown` with no call id: just before the redial,
+        read the provider's list of calls to the number once more (policy.late). A call placed
+        since that no attempt claims is that attempt's, placed late: it is adopted, and the
+        redial is released unsent. Two or more are never guessed between: no redial, the
+        contact waits the campaign's `unknown` delay. A list that cannot be read now: no redial
+        now, asked again shortly. A provider with no list: the redial goes (the span already
+        kept it back, policy.late)."""
+        assert item.unplaced is not None
+        name = account.limits.name
+        unplaced = item.unplaced.attempt_id
+        try:
+            listed = await account.adapter.find_placed(
+                self.session, [item.unplaced], paced_on(self.pool, name)
+            )
+        except (*TRANSIENT, asyncpg.PostgresError):
+            raise
+        except Exception as exc:  # garbage from the provider, or a bug in reading it
+            log.warning("call list look-up failed", extra={"account": name, "error": repr(exc)})
+            listed = {unplaced: None}
+        if unplaced not in listed:
+            return True
+        found = listed[unplaced]
+        extra = {"attempt": item.attempt_id, "unknown_attempt": unplaced, "to": item.phone_e164}
+
+        async def decide(conn: asyncpg.Connection) -> bool:
+            verdict = await one_unclaimed(conn, name, found)
+            if isinstance(verdict, Unmatched) and verdict.count == 0:
+                return True
+            if isinstance(verdict, CallEvent) and screen(verdict).held:
+                verdict = None  # a listed call that makes no sense: neither adopted nor ignored
+            async with conn.transaction():
+                if verdict is None:
+                    reason = "not sent: the provider's call list could not be read to check"
+                    reason += " that the last attempt's call was never placed"
+                    retry_at = None
+                elif isinstance(verdict, Unmatched):
+                    reason = f"not sent: the provider lists {verdict.count} calls to this number"
+                    reason += " since the last attempt that no attempt claims"
+                    retry_at = await self._unknown_delay_end(conn, campaign)
+                else:
+                    reason = "not sent: the provider placed the last attempt's call late"
+                    reason += f" ({verdict.provider_call_id}); that attempt adopts it"
+                    retry_at = None
+                await settle(
+                    conn,
+                    self.cache,
+                    item.attempt_id,
+                    "not_dialed",
+                    error=reason,
+                    transition="release",
+                )
+                if isinstance(verdict, CallEvent):
+                    await apply_event(conn, self.cache, name, unplaced, verdict, last_word=True)
+                else:
+                    await contacts.postpone_from_now(conn, item.contact_id, retry_at, LIST_RETRY)
+            log.warning("redial withheld", extra=extra | {"reason": reason})
+            return False
+
+        async def once() -> bool:
+            async with self.pool.acquire() as conn:
+                return await decide(conn)
+
+        return await self.outage.retrying("checking a redial against the call list", once)
+
+    async def _unknown_delay_end(self, conn: asyncpg.Connection, campaign: Campaign):
+        delay = retry_delay(campaign.spec.retry, "unknown", 1) or LIST_RETRY
+        return await server.now(conn) + delay
 
     async def _send_tracked(self, sending: Coroutine[Any, Any, None]) -> None:
         """Send and record as a task of its own: a stop waits for it instead of cancelling it."""
@@ -486,5 +597,5 @@ class Dispatcher:
 
     async def _flush_accept(self, items: list[tuple[int, str | None]]) -> list[None]:
         async with self.pool.acquire() as conn:
-            await record_accepted(conn, items)
+            await record_accepted(conn, self.cache, items)
         return [None] * len(items)

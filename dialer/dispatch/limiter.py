@@ -35,6 +35,7 @@ class AccountLimits:
     rate_per_s: float  # as configured (the provider's figure)
     window_s: float  # the unit the provider counts in (1 for N/s, 60 for N/min)
     channels: int
+    late_placement_s: float = 300.0  # policy.late: how late a call may still be placed
 
     @property
     def aimed_rate_per_s(self) -> float:
@@ -147,6 +148,16 @@ def booked_lookup(state: LimiterState) -> tuple[LimiterState, float]:
     """Book one non-dialing request (a status look-up) on the clock: the new state, and the
     seconds to wait before sending it (until its slot)."""
     return after_sends(state, 1), max(0.0, state.ahead_s)
+
+
+def booked_if_idle(state: LimiterState) -> tuple[LimiterState, float] | None:
+    """Book one look-up only if the clock is idle but for at most one request booked ahead
+    (its next slot opens within one interval: no dial is waiting for one); the new state and
+    the seconds to wait for the slot, else None (policy.lookups: the idle rate). A dial that
+    comes meanwhile waits for one slot at most, across every process."""
+    if state.ahead_s > state.interval_s:
+        return None
+    return booked_lookup(state)
 
 
 BREAKER_WINDOW = 50  # the circuit breaker judges the last N settled attempts

@@ -42,8 +42,10 @@ def next_step(
     attempts_made: int,
     now: datetime,
     timezone: str | None,
+    not_before: datetime | None = None,
 ) -> NextStep:
-    """Decide the contact's state after an attempt with `outcome` (attempts_made includes it)."""
+    """Decide the contact's state after an attempt with `outcome` (attempts_made includes it);
+    a retry is never due before `not_before` (policy.late, for an `unknown` outcome)."""
     if outcome == "completed" or (outcome == "machine" and policy.machine == "done"):
         return NextStep("done")
     if outcome == "rejected":
@@ -55,7 +57,10 @@ def next_step(
     delay = retry_delay(policy, outcome, attempts_made)
     if delay is None:
         return NextStep("failed" if outcome == "failed" else "exhausted")
-    due = rules.next_open(now + delay, timezone)
+    earliest = now + delay
+    if not_before is not None and not_before > earliest:
+        earliest = not_before
+    due = rules.next_open(earliest, timezone)
     if due is None:
         return NextStep("exhausted")
     return NextStep("pending", due)

@@ -63,7 +63,11 @@ TRANSITIONS = {
         "dialing -> next step (policy.retry)",
     ),
     "reopen": Transition(
-        ("unknown",), SENT, "none (live without a slot)", "-> dialing, withdrawing its re-dial"
+        ("unknown",),
+        SENT,
+        "takes a free slot, else an unsent reservation's (settle.take_slot_for_reopened);"
+        " none only while every slot holds a sent call (counted all the same)",
+        "-> dialing, withdrawing its re-dial",
     ),
     "correct_unknown": Transition(
         ("unknown",), OUTCOMES, "none", "untouched (it was dialed again meanwhile)"

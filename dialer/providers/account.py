@@ -6,9 +6,12 @@ Each provider module declares its own account model on this base, beside its ada
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
 
-from dialer.durations import Rate, parse_rate
+from dialer.durations import Rate, parse_duration, parse_rate
+from dialer.policy.late import LATE_PLACEMENT_MAX, LATE_PLACEMENT_MIN
 
 
 class AccountBase(BaseModel):
@@ -17,6 +20,12 @@ class AccountBase(BaseModel):
     base_url: AnyHttpUrl
     rate: str = Field(description="requests allowed by the provider, e.g. '200/min'")
     channels: int = Field(gt=0, le=10_000, description="simultaneous calls the account may hold")
+    late_placement: str = Field(
+        default="5m",  # policy.late.LATE_PLACEMENT_DEFAULT
+        description="how late the provider (or a front before it) may place a call whose"
+        " create request got no answer: such an attempt keeps its channel, and its contact is"
+        " not dialed again, until this long after the request (policy.late)",
+    )
 
     @field_validator("rate")
     @classmethod
@@ -24,6 +33,16 @@ class AccountBase(BaseModel):
         parse_rate(value)
         return value
 
+    @field_validator("late_placement")
+    @classmethod
+    def _late_placement_is_valid(cls, value: str) -> str:
+        parse_duration(value, at_least=LATE_PLACEMENT_MIN, at_most=LATE_PLACEMENT_MAX)
+        return value
+
     @property
     def parsed_rate(self) -> Rate:
         return parse_rate(self.rate)
+
+    @property
+    def late_placement_span(self) -> timedelta:
+        return parse_duration(self.late_placement)

@@ -168,27 +168,35 @@ class PlacedCall:
     provider_call_id: str | None
     phone_e164: str
     requested_at: datetime | None
+    # The latest time a call placed for it may carry (policy.late: a front or the provider may
+    # place it late); None: the request's own time. OPEN_ENDED: any time since the request.
+    placed_by: datetime | None = None
 
 
 # A call the provider lists counts as one we may have placed if it was created within this of
-# our request's time: sending takes at most the send window plus the client timeout (under a
-# minute), the rest is for the provider's clock being off from ours.
+# our request's time (or of `placed_by`): sending takes at most the send window plus the client
+# timeout (under a minute), the rest is for the provider's clock being off from ours.
 PLACED_WITHIN = timedelta(minutes=3)
+OPEN_ENDED = datetime.max.replace(tzinfo=UTC) - timedelta(days=2)
 
 
 ANY_ZONE = timedelta(hours=14)  # local times range from UTC-12 to UTC+14
 
 
 def placed_around(call: PlacedCall, created: datetime | None) -> bool:
-    """Whether a listed call created at `created` may be the one sent for `call`. A time with
-    no zone (Exotel writes the account's local time and does not say which) is matched
-    within the widest span any zone allows."""
+    """Whether a listed call created at `created` may be the one sent for `call`: from
+    PLACED_WITHIN before the request to PLACED_WITHIN after `placed_by` (else the request). A
+    time with no zone (Exotel writes the account's local time and does not say which) is
+    matched within the widest span any zone allows."""
     if call.requested_at is None or created is None:
         return False
+    earliest, latest = call.requested_at, call.placed_by or call.requested_at
+    slack = PLACED_WITHIN
     if created.tzinfo is None:
-        sent = call.requested_at.astimezone(UTC).replace(tzinfo=None)
-        return abs(created - sent) <= PLACED_WITHIN + ANY_ZONE
-    return abs(created - call.requested_at) <= PLACED_WITHIN
+        earliest = earliest.astimezone(UTC).replace(tzinfo=None)
+        latest = latest.astimezone(UTC).replace(tzinfo=None)
+        slack += ANY_ZONE
+    return earliest - slack <= created <= latest + slack
 
 
 Pace = Callable[[], Awaitable[None]]  # waits for a request slot on the account's shared budget
@@ -400,6 +408,9 @@ class Provider(ABC):
         """Verify and normalize one callback; raise Forbidden if it is not authentic."""
 
     calls_per_lookup = 1  # how many calls one status request can ask about (policy.lookups)
+    # Whether fetch_statuses asks the provider about calls by their id, cheaply enough to spend
+    # the account's idle rate on live calls that may have ended unheard (policy.lookups).
+    idle_lookups = False
 
     async def fetch_statuses(
         self, session: aiohttp.ClientSession, calls: Sequence[PlacedCall], pace: Pace

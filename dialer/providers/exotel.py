@@ -65,6 +65,7 @@ class ExotelAccount(AccountBase):
 class ExotelProvider(Provider):
     kind = "exotel"
     calls_per_lookup = LOOKUP_BATCH
+    idle_lookups = True  # calls' status by their ids (policy.lookups: the idle rate)
 
     def __init__(self, name: str, account: ExotelAccount) -> None:
         self._key = account.api_key.get_secret_value()

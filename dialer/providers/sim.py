@@ -43,6 +43,7 @@ class SimAccount(AccountBase):
 
 
 class SimProvider(Provider):
+    idle_lookups = True  # a call's status by its id (policy.lookups: the idle rate)
     kind = "sim"
 
     def __init__(self, name: str, account: SimAccount) -> None:

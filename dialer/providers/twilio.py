@@ -103,6 +103,7 @@ class TwilioAccount(AccountBase):
 
 
 class TwilioProvider(Provider):
+    idle_lookups = True  # a call's status by its id (policy.lookups: the idle rate)
     kind = "twilio"
 
     def __init__(self, name: str, account: TwilioAccount) -> None:

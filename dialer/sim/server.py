@@ -49,12 +49,16 @@ class SimCall:
     duration_s: int = 0
     created: float = field(default_factory=time.time)
     lose_final: bool = False
+    ring_s: float = 0.0
+    talk_s: float = 0.0
 
 
 @dataclass
 class SimState:
     settings: SimSettings
-    rng: random.Random
+    rng: random.Random  # each call's outcome, ring and talk, drawn in order of creation
+    loss_rng: random.Random  # which finals are lost: apart, so losing changes no call's life
+    noise_rng: random.Random  # duplicates and reordering
     requests: list[float] = field(default_factory=list)
     recent: deque[float] = field(default_factory=deque)
     active: int = 0
@@ -122,8 +126,9 @@ async def create_call(request: web.Request) -> web.Response:
         attempt_id=body.get("attempt_id"),
         callback=body["status_callback"],
         outcome=_pick(state.rng, state.settings.outcomes),
-        lose_final=bool(state.settings.lose_final)
-        and state.rng.random() < state.settings.lose_final,
+        ring_s=state.rng.uniform(*state.settings.ring),
+        talk_s=state.rng.uniform(*state.settings.talk),
+        lose_final=state.loss_rng.random() < state.settings.lose_final,
     )
     state.calls[call.call_id] = call
     state.counts["accepted"] += 1
@@ -151,9 +156,8 @@ async def _live(app: web.Application, call: SimCall) -> None:
     """Play one call's life: timed status events, then free the channel."""
     state = app[STATE]
     settings = state.settings
-    rng = state.rng
-    ring = rng.uniform(*settings.ring)
-    talk = rng.uniform(*settings.talk)
+    rng = state.noise_rng
+    ring, talk = call.ring_s, call.talk_s
     plan: list[tuple[float, str, dict[str, Any]]] = [(0.0, "initiated", {})]
     if call.outcome == "failed":
         plan.append((min(ring, 0.2), "failed", {}))
@@ -279,7 +283,12 @@ async def stats(request: web.Request) -> web.Response:
 
 def create_app(settings: SimSettings) -> web.Application:
     app = web.Application()
-    app[STATE] = SimState(settings=settings, rng=random.Random(settings.seed))
+    app[STATE] = SimState(
+        settings=settings,
+        rng=random.Random(settings.seed),
+        loss_rng=random.Random(settings.seed + 1),
+        noise_rng=random.Random(settings.seed + 2),
+    )
 
     async def client(app: web.Application):
         timeout = aiohttp.ClientTimeout(total=5)

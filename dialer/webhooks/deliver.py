@@ -45,12 +45,12 @@ def body_of(row: asyncpg.Record) -> bytes:
 
 
 async def post(
-    session: aiohttp.ClientSession, url: str, key: bytes, row: asyncpg.Record
+    session: aiohttp.ClientSession, url: str, key: bytes, row: asyncpg.Record, install: str
 ) -> str | None:
     """One signed POST; None if delivered, else why not (any answer but 2xx, a redirect
     included, is a failure to retry)."""
     body = body_of(row)
-    headers = signed_headers(key, message_id(row["event_id"]), int(time.time()), body)
+    headers = signed_headers(key, message_id(install, row["event_id"]), int(time.time()), body)
     try:
         async with session.post(
             url,
@@ -68,7 +68,7 @@ async def post(
 
 
 async def deliver_round(
-    pool: asyncpg.Pool, session: aiohttp.ClientSession, hook: WebhookConfig
+    pool: asyncpg.Pool, session: aiohttp.ClientSession, hook: WebhookConfig, install: str
 ) -> int:
     """Lease, send and mark one batch; how many deliveries were tried."""
     endpoint = hook.endpoint
@@ -77,7 +77,7 @@ async def deliver_round(
     if not rows:
         return 0
     url, key = str(hook.url), hook.key
-    errors = await asyncio.gather(*(post(session, url, key, row) for row in rows))
+    errors = await asyncio.gather(*(post(session, url, key, row, install) for row in rows))
     delivered = [row["event_id"] for row, error in zip(rows, errors, strict=True) if not error]
     failed = [(row, error) for row, error in zip(rows, errors, strict=True) if error]
     now = rows[0]["now"]
@@ -116,10 +116,14 @@ async def deliver_forever(pool: asyncpg.Pool, hook: WebhookConfig) -> None:
     """Deliver to `hook` until cancelled; a round that fails (database away) is logged and
     tried again: the outbox keeps everything meanwhile."""
     connector = aiohttp.TCPConnector(limit=BATCH)
+    install: str | None = None
     async with aiohttp.ClientSession(connector=connector) as session:
         while True:
             try:
-                tried = await deliver_round(pool, session, hook)
+                if install is None:
+                    async with pool.acquire() as conn:
+                        install = await webhooks.install_id(conn)
+                tried = await deliver_round(pool, session, hook, install)
             except (*TRANSIENT, asyncpg.PostgresError) as exc:
                 log.error(
                     "webhook round failed",
@@ -128,3 +132,20 @@ async def deliver_forever(pool: asyncpg.Pool, hook: WebhookConfig) -> None:
                 tried = 0
             if tried == 0:
                 await asyncio.sleep(IDLE_S)
+
+
+async def keep_endpoints_forever(pool: asyncpg.Pool, names: list[str]) -> None:
+    """Every minute, say which endpoints this process has in its dialer.toml, and forget the
+    ones no process has named for an hour (db.webhooks.keep_endpoints)."""
+    while True:
+        try:
+            async with pool.acquire() as conn:
+                gone = await webhooks.keep_endpoints(conn, names)
+            if gone:
+                log.warning(
+                    "webhook endpoints removed from every dialer.toml: forgotten",
+                    extra={"count": gone},
+                )
+        except (*TRANSIENT, asyncpg.PostgresError) as exc:
+            log.error("webhook endpoints not refreshed", extra={"error": f"{type(exc).__name__}"})
+        await asyncio.sleep(webhooks.SEEN_EVERY_S)

@@ -12,9 +12,10 @@ import hashlib
 import hmac
 
 
-def message_id(event_id: int) -> str:
-    """The same on every retry and replay of an event, so receivers can drop repeats."""
-    return f"msg_{event_id}"
+def message_id(install: str, event_id: int) -> str:
+    """The same on every retry and replay of an event, so receivers can drop repeats; unique
+    across databases (`install`: db.webhooks.install_id), so two installs never share one."""
+    return f"msg_{install}_{event_id}"
 
 
 def signed_headers(key: bytes, msg_id: str, timestamp: int, body: bytes) -> dict[str, str]:

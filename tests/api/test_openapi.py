@@ -40,6 +40,8 @@ def test_schemathesis_finds_no_5xx_and_no_answer_off_the_schema(
     config.write_text(
         f'listen = "127.0.0.1:{port}"\ndefault_region = "IN"\n[api]\n'
         f'tokens = [{{ name = "fuzz", token = "{TOKEN}", scopes = ["read", "write"] }}]\n'
+        '[accounts.main]\nkind = "sim"\nbase_url = "http://127.0.0.1:9"\nsecret = "fuzz-sim"\n'
+        'rate = "1/s"\nchannels = 1\n'
     )
     env = env_for(own_database_url, config)
     base = f"http://127.0.0.1:{port}/api/v1"

@@ -31,6 +31,15 @@ CONFIG = DialerConfig.model_validate(
                 {"name": "bi", "token": READER, "scopes": ["read"]},
             ]
         },
+        "accounts": {
+            "sim-main": {
+                "kind": "sim",
+                "base_url": "http://127.0.0.1:9",
+                "secret": "routes-sim-secret",
+                "rate": "1/s",
+                "channels": 1,
+            }
+        },
     }
 )
 CAMPAIGN = {

@@ -433,7 +433,9 @@ async def test_postgres_restarts_mid_campaign_fast_and_immediate(
         states = await db.fetch("SELECT DISTINCT state FROM contacts")
         assert {r["state"] for r in states} <= {"done", "exhausted", "failed"}
         events = await db.fetch("SELECT id, type FROM webhook_events")
-        assert receiver.ids() == {f"msg_{e['id']}" for e in events} and receiver.forged == 0
+        install = await db.fetchval("SELECT id FROM dialer_install")
+        assert receiver.ids() == {f"msg_{install}_{e['id']}" for e in events}
+        assert receiver.forged == 0
         settled = await db.fetchval(
             "SELECT count(*) FROM attempts WHERE outcome IS NOT NULL AND outcome <> 'not_dialed'"
         )

@@ -57,7 +57,11 @@ class Workspace:
             "DIALER_CONFIG": str(self.tmp_path / "dialer.toml"),
         }
 
-    def configure(self, account: str, account_toml: str) -> None:
+    def configure(self, account: str, account_toml: str, late_placement: str = "25s") -> None:
+        """dialer.toml with one account; its late_placement (policy.late) is the shortest
+        allowed unless the test says otherwise, so ambiguous sends settle within the test."""
+        if "late_placement" not in account_toml:
+            account_toml += f'\nlate_placement = "{late_placement}"'
         (self.tmp_path / "dialer.toml").write_text(
             f'listen = "127.0.0.1:{self.serve_port}"\n\n[accounts.{account}]\n{account_toml}\n'
         )

@@ -30,6 +30,16 @@ async def pool(own_database_url: str) -> AsyncIterator[asyncpg.Pool]:
         yield pool
 
 
+async def install_of(pool: asyncpg.Pool) -> str:
+    async with pool.acquire() as conn:
+        return await webhooks.install_id(conn)
+
+
+async def msg(pool: asyncpg.Pool, event: int) -> str:
+    """The webhook-id of an event: unique across databases (dialer_install)."""
+    return f"msg_{await install_of(pool)}_{event}"
+
+
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
     receiver = Receiver(SECRET)
@@ -74,7 +84,7 @@ async def deliver_all(pool: asyncpg.Pool, hook: WebhookConfig, rounds: int = 200
                 await conn.execute("UPDATE webhook_deliveries SET next_try_at = now()")
             if not left:
                 return
-            await deliver_round(pool, session, hook)
+            await deliver_round(pool, session, hook, await install_of(pool))
     raise AssertionError("deliveries still pending")
 
 
@@ -86,9 +96,11 @@ async def test_deliveries_are_signed_and_keep_each_contacts_order(
     receiver.delay_s, receiver.jitter = 0.02, True  # answers in random order
     await deliver_all(pool, hook_for(receiver.url))
     assert receiver.forged == 0
-    assert receiver.ids() == {f"msg_{i}" for i in ids}
+    assert receiver.ids() == {await msg(pool, i) for i in ids}
     for contact in set(keys):
-        seen = [int(d.msg_id[4:]) for d in receiver.received if d.data["key"] == contact]
+        seen = [
+            int(d.msg_id.rsplit("_", 1)[1]) for d in receiver.received if d.data["key"] == contact
+        ]
         assert seen == sorted(seen), contact
     async with pool.acquire() as conn:
         states = await conn.fetch("SELECT DISTINCT state FROM webhook_deliveries")
@@ -102,7 +114,7 @@ async def test_a_wrong_secret_is_refused_by_the_receivers_library(
     await add_events(pool, ["contact:1"])
     other = "whsec_" + base64.b64encode(os.urandom(32)).decode()
     async with aiohttp.ClientSession() as session:
-        await deliver_round(pool, session, hook_for(receiver.url, other))
+        await deliver_round(pool, session, hook_for(receiver.url, other), await install_of(pool))
     assert receiver.forged == 1 and receiver.received == []
 
 
@@ -113,13 +125,13 @@ async def test_a_failed_delivery_is_retried_with_the_same_id(
     receiver.status = 500
     hook = hook_for(receiver.url)
     async with aiohttp.ClientSession() as session:
-        await deliver_round(pool, session, hook)
+        await deliver_round(pool, session, hook, await install_of(pool))
     async with pool.acquire() as conn:
         row = await conn.fetchrow("SELECT * FROM webhook_deliveries")
     assert row["state"] == "pending" and row["tries"] == 1 and row["last_error"] == "HTTP 500"
     receiver.status = 204
     await deliver_all(pool, hook)
-    assert [d.msg_id for d in receiver.received] == [f"msg_{event}", f"msg_{event}"]
+    assert [d.msg_id for d in receiver.received] == [await msg(pool, event)] * 2
 
 
 async def test_a_redirect_is_not_followed_but_retried(pool: asyncpg.Pool) -> None:
@@ -136,7 +148,9 @@ async def test_a_redirect_is_not_followed_but_retried(pool: asyncpg.Pool) -> Non
     try:
         await add_events(pool, ["contact:1"])
         async with aiohttp.ClientSession() as session:
-            await deliver_round(pool, session, hook_for(f"http://127.0.0.1:{port}/hook"))
+            await deliver_round(
+                pool, session, hook_for(f"http://127.0.0.1:{port}/hook"), await install_of(pool)
+            )
     finally:
         await runner.cleanup()
     async with pool.acquire() as conn:
@@ -155,7 +169,7 @@ async def test_exhausted_deliveries_are_kept_counted_and_replayed(
     hook = hook_for(receiver.url)
     before = WEBHOOK_DELIVERIES.labels("crm", "exhausted")._value.get()
     async with aiohttp.ClientSession() as session:
-        await deliver_round(pool, session, hook)
+        await deliver_round(pool, session, hook, await install_of(pool))
     assert WEBHOOK_DELIVERIES.labels("crm", "exhausted")._value.get() == before + 1
     async with pool.acquire() as conn:
         failures = await conn.fetch("SELECT * FROM webhook_failures")
@@ -167,7 +181,7 @@ async def test_exhausted_deliveries_are_kept_counted_and_replayed(
         assert await webhooks.replay(conn, since, ["crm"], delivered_too=False) == 1
     receiver.status = 204
     await deliver_all(pool, hook)
-    assert receiver.ids() == {f"msg_{event}"}
+    assert receiver.ids() == {await msg(pool, event)}
     async with pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM webhook_failures") == 0
         assert await conn.fetchval("SELECT state FROM webhook_deliveries") == "delivered"
@@ -183,7 +197,11 @@ async def test_a_paused_deliverer_s_lease_expires_and_another_sends(
         leased = await webhooks.lease_due(conn, "crm", 10, 0.2)  # and this "process" dies
     assert [r["event_id"] for r in leased] == [event]
     async with aiohttp.ClientSession() as session:
-        assert await deliver_round(pool, session, hook_for(receiver.url)) == 0  # still leased
+        assert (
+            await deliver_round(pool, session, hook_for(receiver.url), await install_of(pool)) == 0
+        )  # still leased
         await asyncio.sleep(0.3)
-        assert await deliver_round(pool, session, hook_for(receiver.url)) == 1
-    assert receiver.ids() == {f"msg_{event}"}
+        assert (
+            await deliver_round(pool, session, hook_for(receiver.url), await install_of(pool)) == 1
+        )
+    assert receiver.ids() == {await msg(pool, event)}
