@@ -194,7 +194,8 @@ the campaign's ring timeout 30 s, longest call 10 min, one attempt per contact; 
 once, each on its own database, sim and `dialer serve`; `dialer run --wait` timed from start
 to the last run's exit.
 
-| case | seconds per round | median | ÷ clean | calls | finals lost | outcomes wrong | called twice | sim 429s | exits |
+| case | seconds per round | median | ÷ clean | calls | finals lost | outcomes wrong \
+| called twice | sim 429s | exits |
 |---|---|---|---|---|---|---|---|---|---|
 {rows}
 
