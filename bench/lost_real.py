@@ -109,7 +109,10 @@ def one_case(case: str, contacts: int, results: dict) -> None:
     try:
         wait_for_http(f"http://127.0.0.1:{sim_port}/stats")
         subprocess.run(
-            dialer("campaign", "load", "real.toml"), cwd=folder, env=env, check=True,
+            dialer("campaign", "load", "real.toml"),
+            cwd=folder,
+            env=env,
+            check=True,
             capture_output=True,
         )
         serve = start(dialer("serve", "--log-level", "warning"), folder, env, "serve.log")
@@ -162,8 +165,7 @@ def main() -> None:
     for round_no in range(args.repeat):
         results: dict[str, dict] = {}
         threads = [
-            threading.Thread(target=one_case, args=(case, args.contacts, results))
-            for case in cases
+            threading.Thread(target=one_case, args=(case, args.contacts, results)) for case in cases
         ]
         for thread in threads:
             thread.start()
