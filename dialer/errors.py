@@ -10,6 +10,7 @@ What an error means is its type, never its text: the CLI maps types to exit code
     │   ├── BodyError                exit 2   400  a request body that does not parse
     │   ├── InvalidFields            exit 2   422  values that break a rule, each named
     │   ├── TooLargeError            exit 2   413  a request body over its limit
+    │   ├── StalledError             exit 2   408  a request body that stopped arriving
     │   └── MediaTypeError           exit 2   415  a body of a type the endpoint does not read
     ├── ConflictError                exit 2   409  the state does not allow it
     ├── ForbiddenError               exit 1   403  not authentic (a callback's token/signature)
@@ -59,6 +60,10 @@ class TooLargeError(InputError):
     """A request body over its limit."""
 
 
+class StalledError(InputError):
+    """A request body that stopped arriving (nothing for a while)."""
+
+
 class MediaTypeError(InputError):
     """A request body of a content type the endpoint does not read."""
 
@@ -94,6 +99,7 @@ _HTTP_STATUSES: tuple[tuple[type[DialerError], int], ...] = (
     (NotFoundError, 404),
     (InvalidFields, 422),
     (TooLargeError, 413),
+    (StalledError, 408),
     (MediaTypeError, 415),
     (InputError, 400),
     (ConflictError, 409),

@@ -70,6 +70,9 @@ def test_config_from_env_variable(env: Path, monkeypatch: pytest.MonkeyPatch) ->
         (('api_token = "tok-literal-123"', "api_token = 5"), "accounts.exotel-main.api_token"),
         (("${EXOTEL_KEY}", "${NOT_SET_ANYWHERE}"), "environment variable NOT_SET_ANYWHERE"),
         (("[accounts.exotel-main]", "[accounts.exotel-main"), "malformed TOML"),
+        (('rate = "200/min"', 'rate = "0.000000000001/s"'), "slower than any dialing allows"),
+        (('rate = "200/min"', 'rate = "200/min"\nlate_placement = "5s"'), "late_placement"),
+        (("[accounts.exotel-main]", '[accounts."exotel-main\\n"]'), "account name"),
     ],
 )
 def test_bad_file_names_file_key_and_expectation(env: Path, change, message: str) -> None:

@@ -24,7 +24,7 @@ from aiohttp import web
 
 from dialer import dnc
 from dialer.api.problems import from_error, problem
-from dialer.api.uploads import json_lines_to_csv, save_body
+from dialer.api.uploads import Converted, json_lines_to_csv, save_body
 from dialer.campaign_control import set_status
 from dialer.campaign_spec import CampaignFile, CampaignSpec, is_campaign_name
 from dialer.campaigns import from_row
@@ -58,6 +58,7 @@ JSON_LINES_TYPES = ("application/x-ndjson", "application/jsonl", "application/js
 KEY = re.compile(r"^[\x21-\x7e]{1,200}\Z")
 CURSOR_YEARS = (2000, 9000)  # a `since` outside these was never a cursor of ours
 ACQUIRE_S = 5.0  # all of the API's connections busy this long: 503, Retry-After
+BODY_STALL_S = 30.0  # an upload that sends nothing for this long is dropped (408)
 # A results client that takes nothing of a write for this long is dropped: under the 10 s a
 # transaction (the JSON lines cursor) may sit idle before PostgreSQL ends the session.
 WRITE_TIMEOUT_S = 8.0
@@ -228,15 +229,23 @@ async def append_contacts(request: web.Request) -> web.Response:
     folder = Path(tempfile.mkdtemp(prefix="dialer-api-"))
     try:
         body = folder / "body"
-        digest = await save_body(request.content.iter_chunked(1 << 16), body)
+        digest = await save_body(request.content, body, BODY_STALL_S)
         scoped = f"{request[TOKEN].name}:{key}" if key else None
         fingerprint = f"POST {request.path} {kind} {digest}"
+        # Converted before any transaction opens: a million JSON lines take longer than a
+        # transaction may sit idle (PostgreSQL ends it after 10 s).
+        source = folder / "contacts.csv"
+        if kind in JSON_LINES_TYPES:
+            converted = await asyncio.to_thread(json_lines_to_csv, body, source)
+        else:
+            converted = None
+            await asyncio.to_thread(body.rename, source)
         async with request.app[POOL].acquire(timeout=ACQUIRE_S) as conn, conn.transaction():
             if scoped is not None:
                 earlier = await api_requests.claim(conn, scoped, fingerprint)
                 if earlier is not None:
                     return _replayed(earlier, fingerprint)
-            status, answer = await _load(conn, name, kind, body, folder)
+            status, answer = await _load(conn, name, source, converted, folder)
             if scoped is not None:
                 await api_requests.answer(conn, scoped, status, answer)
         return web.json_response(answer, status=status)
@@ -253,19 +262,17 @@ def _replayed(earlier: asyncpg.Record, fingerprint: str) -> web.Response:
 
 
 async def _load(
-    conn: asyncpg.Connection, name: str, kind: str, body: Path, folder: Path
+    conn: asyncpg.Connection,
+    name: str,
+    source: Path,
+    converted: Converted | None,
+    folder: Path,
 ) -> tuple[int, dict]:
     row = await _campaign_row(conn, name)
     try:
         spec = from_row(row).spec
     except ValueError as exc:
         raise ConflictError(f"campaign {name}: stored spec not readable: {exc}") from None
-    converted = None
-    source = folder / "contacts.csv"
-    if kind in JSON_LINES_TYPES:
-        converted = await asyncio.to_thread(json_lines_to_csv, body, source)
-    else:
-        await asyncio.to_thread(body.rename, source)
     campaign = CampaignFile(path=folder / "campaign.toml", spec=spec)
     try:
         summary = await load_campaign(conn, campaign, str(source))
@@ -278,12 +285,12 @@ async def _load(
         answer.pop(hidden, None)
     line = converted.line_of if converted else (lambda row_no: row_no)
     rows = [{"row": line(n), "reason": r} for n, r in summary.rejected_rows]
-    if converted is not None and converted.rejects:
-        answer["rejected"] += len(converted.rejects)
-        answer["rows_read"] += len(converted.rejects)
+    if converted is not None and converted.rejected:
+        answer["rejected"] += converted.rejected
+        answer["rows_read"] += converted.rejected
         reasons = answer["rejects_by_reason"]
-        for _, reason in converted.rejects:
-            reasons[reason] = reasons.get(reason, 0) + 1
+        for reason, count in converted.reject_counts.items():
+            reasons[reason] = reasons.get(reason, 0) + count
         rows = sorted(
             [{"row": n, "reason": r} for n, r in converted.rejects] + rows,
             key=lambda item: item["row"],

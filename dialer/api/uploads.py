@@ -9,29 +9,41 @@ its line number; the other lines load.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import hashlib
 import io
 import json
 from array import array
 from bisect import bisect_left
-from collections.abc import AsyncIterator
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dialer.errors import InvalidFields, TooLargeError
+from aiohttp import StreamReader
+
+from dialer.errors import InvalidFields, StalledError, TooLargeError
 from dialer.loading.csv_source import MAX_COLUMNS
+from dialer.loading.summary import LISTED_REJECTS as LISTED
 
 MAX_UPLOAD_BYTES = 2 << 30  # 2 GiB: ten million contacts with room to spare
 CHUNK = 1 << 16
 
 
-async def save_body(chunks: AsyncIterator[bytes], target: Path) -> str:
-    """Write the body to `target` as it arrives; its SHA-256. Over MAX_UPLOAD_BYTES: refused."""
+async def save_body(body: StreamReader, target: Path, stall_s: float) -> str:
+    """Write the body to `target` as it arrives; its SHA-256. Over MAX_UPLOAD_BYTES: refused;
+    nothing received for `stall_s`: refused (a client that stalls holds nothing for long)."""
     digest = hashlib.sha256()
     size = 0
     with target.open("wb") as out:
-        async for chunk in chunks:
+        while True:
+            try:
+                async with asyncio.timeout(stall_s):
+                    chunk = await body.read(CHUNK)
+            except TimeoutError:
+                raise StalledError(f"request body: nothing received for {stall_s:g} s") from None
+            if not chunk:
+                break
             size += len(chunk)
             if size > MAX_UPLOAD_BYTES:
                 raise TooLargeError(f"request body: over {MAX_UPLOAD_BYTES >> 30} GiB")
@@ -42,12 +54,24 @@ async def save_body(chunks: AsyncIterator[bytes], target: Path) -> str:
 
 @dataclass
 class Converted:
-    """A JSON-lines body as CSV: its rejected lines, and for each CSV record the CSV line it
-    starts on (a value holding a newline spans lines) and its JSON line."""
+    """A JSON-lines body as CSV: its rejected lines (the first LISTED of them with their
+    reasons, and how many there were by reason: memory stays flat however many), and for each
+    CSV record the CSV line it starts on (a value holding a newline spans lines) and its JSON
+    line."""
 
     rejects: list[tuple[int, str]] = field(default_factory=list)
+    reject_counts: Counter[str] = field(default_factory=Counter)
     csv_lines: array = field(default_factory=lambda: array("Q"))
     json_lines: array = field(default_factory=lambda: array("Q"))
+
+    @property
+    def rejected(self) -> int:
+        return sum(self.reject_counts.values())
+
+    def reject(self, line: int, reason: str, kind: str) -> None:
+        if len(self.rejects) < LISTED:
+            self.rejects.append((line, reason))
+        self.reject_counts[kind] += 1
 
     def line_of(self, csv_row: int) -> int:
         """The JSON line of the CSV record starting on line `csv_row`."""
@@ -67,26 +91,48 @@ def _cell(value: object) -> str | None:
     return None
 
 
+def _writable(text: str) -> bool:
+    """Whether `text` can be written as UTF-8 (JSON lets a value hold a lone surrogate)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _read(raw: bytes) -> tuple[dict | None, str, str]:
+    """A line's object, or None with (why, the kind of why: the reason counted)."""
+    try:
+        item = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None, "not a JSON object", "not a JSON object"
+    if not isinstance(item, dict):
+        return None, "not a JSON object", "not a JSON object"
+    for key, value in item.items():
+        cell = _cell(value)
+        if cell is None:
+            return None, f"field {key[:100]!r}: a nested value (use a string)", "a nested value"
+        if not _writable(key) or not _writable(cell):
+            shown = key[:100] if _writable(key) else "(its name)"
+            return (
+                None,
+                f"field {shown!r}: a lone UTF-16 surrogate (\\ud800-\\udfff), not text",
+                "a lone UTF-16 surrogate",
+            )
+    return item, "", ""
+
+
 def json_lines_to_csv(source: Path, target: Path) -> Converted:
-    """Two passes over the saved body: the columns, then the CSV rows."""
+    """Two passes over the saved body: the columns, then the CSV rows (each line is read
+    again rather than remembered, so a million bad lines cost no memory)."""
     converted = Converted()
     columns: dict[str, None] = {}
-    bad: dict[int, str] = {}
     with source.open("rb") as lines:
         for number, raw in enumerate(lines, start=1):
             if not raw.strip():
                 continue
-            try:
-                item = json.loads(raw)
-            except (ValueError, RecursionError):
-                bad[number] = "not a JSON object"
-                continue
-            if not isinstance(item, dict):
-                bad[number] = "not a JSON object"
-                continue
-            nested = next((k for k, v in item.items() if _cell(v) is None), None)
-            if nested is not None:
-                bad[number] = f"field {nested!r}: a nested value (use a string)"
+            item, _, _ = _read(raw)
+            if item is None:
                 continue
             for key in item:
                 if key not in columns:
@@ -108,12 +154,12 @@ def json_lines_to_csv(source: Path, target: Path) -> Converted:
         out.write(record.getvalue())
         csv_line = 1 + record.getvalue().count("\n")
         for number, raw in enumerate(lines, start=1):
-            if number in bad:
-                converted.rejects.append((number, bad[number]))
-                continue
             if not raw.strip():
                 continue
-            item = json.loads(raw)
+            item, why, kind = _read(raw)
+            if item is None:
+                converted.reject(number, why, kind)
+                continue
             record.seek(0)
             record.truncate()
             writer.writerow([_cell(item.get(name)) for name in names])

@@ -72,12 +72,14 @@ class CsvSource:
 
     def _lines(self) -> Iterator[str]:
         """Decoded lines, each ending in '\\n' (the last one may not); CRLF is left to csv.
+        A file whose lines end in CR alone (old Mac exports) is read with CR as the line end.
         A line over MAX_LINE_CHARS comes out as OVERLONG, its text dropped as it is read."""
         decoder = codecs.getincrementaldecoder(self.encoding)(errors="strict")
         lines_done = 0
         pending = ""
         skipping = False  # inside an overlong line: discard until its end
         first = True
+        newline: str | None = None  # decided by the first text: "\n", or "\r" if it has none
         with self.path.open("rb") as handle:
             while True:
                 block = handle.read(BLOCK_SIZE)
@@ -92,6 +94,10 @@ class CsvSource:
                 except UnicodeDecodeError as exc:
                     line = lines_done + pending.count("\n") + block[: exc.start].count(b"\n") + 1
                     raise UndecodableError(self.path, self.encoding, line) from None
+                if newline is None and text:
+                    newline = "\r" if "\n" not in text and "\r" in text else "\n"
+                if newline == "\r":
+                    text = text.replace("\r", "\n")
                 if skipping and text:
                     end = text.find("\n")
                     if end < 0:
@@ -138,20 +144,72 @@ class CsvSource:
 
         reader = csv.reader(lines, delimiter=self.delimiter)
         start = self.header_line
-        try:
-            for values in reader:
-                row_no = start + 1
-                start = self.header_line + reader.line_num
-                if not values or (len(values) == 1 and not values[0].strip()):
+        while True:
+            try:
+                values = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                row_no, start = start + 1, self.header_line + reader.line_num
+                if "new-line character" in str(exc):  # a bare CR in an unquoted cell: that row
+                    yield (
+                        row_no,
+                        UnreadableRecord(
+                            "a carriage return (CR) inside an unquoted cell (quote the cell)"
+                        ),
+                    )
                     continue
-                if self.overlong_lines and any(OVERLONG in value for value in values):
-                    yield row_no, UnreadableRecord(f"a line over {MAX_LINE_CHARS:,} characters")
-                    continue
-                yield row_no, values
-        except csv.Error as exc:
-            raise InputError(
-                f"{self.path}: line {start + 1}: cannot parse CSV ({exc}); is a quote unclosed?"
-            ) from None
+                raise InputError(
+                    f"{self.path}: line {row_no}: cannot parse CSV ({exc}); is a quote unclosed?"
+                ) from None
+            row_no = start + 1
+            start = self.header_line + reader.line_num
+            if not values or (len(values) == 1 and not values[0].strip()):
+                continue
+            if self.overlong_lines and any(OVERLONG in value for value in values):
+                yield row_no, UnreadableRecord(f"a line over {MAX_LINE_CHARS:,} characters")
+                continue
+            yield row_no, values
+
+
+WIDE_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+
+
+def encodings_to_try(path: Path, declared: str | None) -> list[str]:
+    """The encodings to read `path` with, in order: UTF-8, then the campaign's `encoding`.
+
+    A file of two- or four-byte units (UTF-16, UTF-32) is also valid UTF-8 when its text is
+    ASCII (every other byte NUL), so it is recognised first: by its BOM, else by where its NUL
+    bytes fall, which also tells the byte order a declared 'utf-16' without BOM leaves open.
+    Such a file without an `encoding` that says so is refused, naming the encoding it seems
+    to be in."""
+    with path.open("rb") as handle:
+        head = handle.read(4096)
+    wide = next((name for bom, name in WIDE_BOMS if head.startswith(bom)), None)
+    if wide is None and len(head) >= 4 and head.count(0) * 4 >= len(head):
+        even = head[0::2].count(0)
+        odd = head[1::2].count(0)
+        wide = "utf-16-be" if even > odd else "utf-16-le"
+    family = (declared or "").replace("_", "-").lower()
+    if wide is None:
+        return ["utf-8"] + ([declared] if declared else [])
+    if not family.startswith(("utf-16", "utf-32")):
+        raise InputError(
+            f"{path}: the file looks like {wide.upper()} (NUL bytes between its characters);"
+            f' set encoding = "{wide}" in the campaign'
+        )
+    if (
+        family in ("utf-16", "utf-32")
+        and wide.startswith(family)
+        and not head.startswith(tuple(bom for bom, _ in WIDE_BOMS))
+    ):
+        return [wide]  # no BOM: the byte order the NUL bytes show
+    return [declared or wide]
 
 
 def sniff_delimiter(header_line: str) -> str:
@@ -177,7 +235,10 @@ def read_header(path: Path, line: str, delimiter: str) -> list[str]:
     and the export can hold are errors that name them."""
     if line.startswith(OVERLONG):
         raise InputError(f"{path}: the header line is over {MAX_LINE_CHARS:,} characters")
-    values = next(csv.reader([line], delimiter=delimiter))
+    try:
+        values = next(csv.reader([line], delimiter=delimiter))
+    except csv.Error as exc:
+        raise InputError(f"{path}: the header line cannot be read as CSV ({exc})") from None
     if len(values) > MAX_COLUMNS:
         raise InputError(
             f"{path}: the header has {len(values):,} columns; at most {MAX_COLUMNS:,} are"

@@ -28,7 +28,7 @@ import asyncpg
 from dialer.campaign_spec import CampaignFile, CampaignSpec
 from dialer.db import attempts, campaigns, loads
 from dialer.errors import ConflictError, InputError
-from dialer.loading.csv_source import CsvSource, UndecodableError
+from dialer.loading.csv_source import CsvSource, UndecodableError, encodings_to_try
 from dialer.loading.rows import ChunkResult, ColumnPlan, prepare_chunk, worker_init
 from dialer.loading.seen import SeenNumbers
 from dialer.loading.summary import LISTED_REJECTS, LoadSummary
@@ -54,7 +54,7 @@ async def load_campaign(
     csv_path = campaign.contacts_path(csv_override)
     if csv_path is None:
         raise InputError(f"{campaign.path}: no contacts file: set 'contacts' or pass --csv")
-    encodings = ["utf-8"] + ([spec.encoding] if spec.encoding else [])
+    encodings = encodings_to_try(csv_path, spec.encoding) if csv_path.is_file() else ["utf-8"]
     started = time.monotonic()
     with ExitStack() as files:
         rejects_user = files.enter_context(_temp_beside(csv_path))

@@ -8,12 +8,15 @@ import asyncio
 import io
 import json
 from collections.abc import AsyncIterator
+from urllib.parse import quote
 
 import aiohttp
 import asyncpg
 import pytest
 from aiohttp.test_utils import TestServer
+from yarl import URL
 
+from dialer.api import routes
 from dialer.callbacks.app import Receiver, create_app
 from dialer.config import DialerConfig
 from dialer.db import webhooks
@@ -325,3 +328,50 @@ async def test_nul_bytes_huge_numbers_and_formulas_in_uploads(api) -> None:
     ):
         text = await answer.text()
     assert "'=HYPERLINK" in text and str(10**40) in text, text
+
+
+async def test_names_cursors_and_accounts_that_cannot_be_are_refused_plainly(api) -> None:
+    """A NUL byte or a trailing newline in a campaign path, a `since` no cursor of ours can
+    be, a campaign naming an account dialer.toml does not have: a 4xx naming it, never a 500
+    (nor a 500 inside a 200, once a stream has started)."""
+    base, _ = api
+    await create(base, "crm-names")
+    for path in ("crm-names%00", "%00", "crm-names%0A", "crm-names%0D%0A"):
+        for method, tail in (("GET", ""), ("POST", "/pause"), ("GET", "/results")):
+            status, body = await call(method, f"{base}/campaigns/{path}{tail}")
+            assert status == 404 and body["status"] == 404, (path, tail, body)
+    root = base.removesuffix("/api/v1")
+    async with aiohttp.ClientSession() as session:
+        for url in (f"{root}/api/campaigns/%00/charts", f"{root}/api/campaigns/x%00y/charts"):
+            async with session.get(url) as answer:
+                assert answer.status == 404, url
+    newline = CAMPAIGN | {"name": "crm-names\n"}
+    status, body = await call("PUT", f"{base}/campaigns/crm-names%0A", json=newline)
+    assert status == 422, body
+    for since in ("0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-12:00", "1900-01-01T00:00:00Z"):
+        url = f"{base}/campaigns/crm-names/results?format=jsonl&since={quote(since)}"
+        status, body = await call("GET", url)
+        assert status == 422 and body["errors"][0]["field"] == "since", (since, body)
+    elsewhere = CAMPAIGN | {"account": "not-configured"}
+    status, body = await call("PUT", f"{base}/campaigns/crm-other", json=elsewhere)
+    assert status == 422 and body["errors"][0]["field"] == "account", body
+    assert "'not-configured'" in body["detail"] and "sim-main" in body["detail"]
+    status, _ = await call("GET", f"{base}/campaigns/crm-other")
+    assert status == 404  # nothing was created
+
+
+async def test_an_upload_that_stops_arriving_is_dropped(api, monkeypatch) -> None:
+    monkeypatch.setattr(routes, "BODY_STALL_S", 0.5)
+    base, _ = api
+    await create(base, "crm-stall")
+    url = URL(f"{base}/campaigns/crm-stall/contacts")
+    reader, writer = await asyncio.open_connection(url.host, url.port)
+    head = (
+        f"POST {url.path} HTTP/1.1\r\nHost: {url.host}\r\nAuthorization: Bearer {WRITER}\r\n"
+        "Content-Type: text/csv\r\nContent-Length: 1000\r\n\r\nphone,name\n+9198"
+    )
+    writer.write(head.encode())
+    await writer.drain()
+    status = await asyncio.wait_for(reader.readline(), 10)  # the rest never comes
+    writer.close()
+    assert status.split()[1] == b"408", status

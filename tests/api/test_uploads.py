@@ -51,3 +51,27 @@ def test_an_empty_body_and_too_many_keys_are_refused(tmp_path: Path) -> None:
     wide = "{" + ", ".join(f'"c{i}": 1' for i in range(MAX_COLUMNS + 1)) + "}"
     with pytest.raises(InvalidFields, match="line 1: more than"):
         convert(tmp_path, wide)
+
+
+def test_a_lone_surrogate_rejects_its_line_not_the_upload(tmp_path: Path) -> None:
+    text = "\n".join(
+        [
+            '{"phone": "+919812345601", "name": "A"}',
+            '{"phone": "+919812345602", "name": "\\ud800"}',
+            '{"phone": "+919812345603", "\\udfff": "x"}',
+        ]
+    )
+    converted, target = convert(tmp_path, text)
+    assert [line for line, _ in converted.rejects] == [2, 3]
+    assert all("lone UTF-16 surrogate" in why for _, why in converted.rejects)
+    assert converted.reject_counts == {"a lone UTF-16 surrogate": 2}
+    assert target.read_text(encoding="utf-8").count("+9198") == 1
+
+
+def test_a_million_bad_lines_are_counted_not_kept(tmp_path: Path) -> None:
+    """Memory stays flat: the first 10,000 rejects are listed, the rest only counted."""
+    lines = ['{"phone": "+919812345601"}'] + ["x"] * 200_000
+    converted, _ = convert(tmp_path, "\n".join(lines))
+    assert converted.rejected == 200_000 and len(converted.rejects) == 10_000
+    assert converted.rejects[-1][0] == 10_001
+    assert converted.reject_counts == {"not a JSON object": 200_000}

@@ -150,3 +150,36 @@ async def test_report_csv_writes_structured_columns_as_json(run_cli, tmp_path: P
     assert report.exit_code == 0, report.stderr
     (row,) = csv.DictReader(io.StringIO(report.stdout))
     assert json.loads(row["fields"]) == {"plan": "gold"}
+
+
+async def test_line_ends_of_any_kind_and_a_bare_cr_in_a_cell(run_cli, tmp_path: Path, db) -> None:
+    """Lines ending in CR alone (old Mac exports) load like any others; one bare CR inside an
+    unquoted cell rejects that row only (a quoted one is the cell's own text)."""
+    rows = ["+919845100001,Old Mac", "+919845100002,Also Mac"]
+    (tmp_path / "mac.csv").write_bytes(("\r".join(["phone,name", *rows]) + "\r").encode())
+    result = run_cli("campaign", "load", str(campaign_file(tmp_path, "mac", "mac.csv")))
+    assert result.exit_code == 0, result.stderr
+    assert [r["name"] for r in await contacts(db, "mac")] == ["Old Mac", "Also Mac"]
+
+    text = 'phone,name\n+919845100011,One\n+919845100012,Bare\rCR\n+919845100013,"Quoted\rCR"\n'
+    (tmp_path / "bare.csv").write_bytes(text.encode())
+    result = run_cli("campaign", "load", str(campaign_file(tmp_path, "bare", "bare.csv")))
+    assert result.exit_code == 0, result.stderr
+    loaded = await contacts(db, "bare")
+    assert [r["name"] for r in loaded] == ["One", "Quoted\rCR"]
+    assert "carriage return" in (await rejects(db, "bare"))[3]
+
+
+@pytest.mark.parametrize("order", ["utf-16-le", "utf-16-be"])
+async def test_utf16_without_a_bom(run_cli, tmp_path: Path, db, order: str) -> None:
+    """UTF-16 with ASCII text is also valid UTF-8 (a NUL between characters): read in the
+    order its NUL bytes show when the campaign says utf-16; refused, naming it, otherwise."""
+    name = f"wide-{order[-2:]}"
+    text = "phone,name\n+919845200001,Wide One\n+919845200002,Wide Two\n"
+    (tmp_path / f"{name}.csv").write_bytes(text.encode(order))
+    plain = run_cli("campaign", "load", str(campaign_file(tmp_path, name, f"{name}.csv")))
+    assert plain.exit_code == 2 and f'encoding = "{order}"' in plain.stderr, plain.stderr
+    said = campaign_file(tmp_path, name, f"{name}.csv", extra='encoding = "utf-16"')
+    result = run_cli("campaign", "load", str(said))
+    assert result.exit_code == 0, result.stderr
+    assert [r["name"] for r in await contacts(db, name)] == ["Wide One", "Wide Two"]
