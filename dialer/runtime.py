@@ -51,7 +51,7 @@ DEFAULT_LISTEN = "127.0.0.1:8080"
 # Database connections per use in `dialer serve` (and `run --serve`): each use has capacity of
 # its own, so no use can starve another (results streamed to a client that never reads, a
 # flood of dashboard requests): callbacks, what providers retry against, always keep theirs.
-SERVE_USES = {"callbacks": 10, "reconciler": 3, "webhooks": 2, "dashboard": 2, "api": 4}
+SERVE_USES = {"callbacks": 8, "reconciler": 2, "webhooks": 2, "dashboard": 2, "api": 3}
 RUN_USES = {"dialing": 8, "reconciler": 2}
 
 

@@ -142,7 +142,8 @@ class CsvSource:
         self.delimiter = sniff_delimiter(header_text)
         self.header = read_header(self.path, header_text, self.delimiter)
 
-        reader = csv.reader(lines, delimiter=self.delimiter)
+        rest = _Watched(lines)
+        reader = csv.reader(rest, delimiter=self.delimiter)
         start = self.header_line
         while True:
             try:
@@ -151,17 +152,20 @@ class CsvSource:
                 return
             except csv.Error as exc:
                 row_no, start = start + 1, self.header_line + reader.line_num
-                if "new-line character" in str(exc):  # a bare CR in an unquoted cell: that row
-                    yield (
-                        row_no,
-                        UnreadableRecord(
-                            "a carriage return (CR) inside an unquoted cell (quote the cell)"
-                        ),
-                    )
-                    continue
-                raise InputError(
-                    f"{self.path}: line {row_no}: cannot parse CSV ({exc}); is a quote unclosed?"
-                ) from None
+                if rest.exhausted:  # a quote left open ran to the end of the file
+                    raise InputError(
+                        f"{self.path}: line {row_no}: cannot parse CSV ({exc});"
+                        " is a quote unclosed?"
+                    ) from None
+                # Within one line (a bare CR in an unquoted cell): that row only.
+                yield (
+                    row_no,
+                    UnreadableRecord(
+                        "a line the CSV reader cannot read (a carriage return inside an"
+                        " unquoted cell? quote the cell)"
+                    ),
+                )
+                continue
             row_no = start + 1
             start = self.header_line + reader.line_num
             if not values or (len(values) == 1 and not values[0].strip()):
@@ -210,6 +214,24 @@ def encodings_to_try(path: Path, declared: str | None) -> list[str]:
     ):
         return [wide]  # no BOM: the byte order the NUL bytes show
     return [declared or wide]
+
+
+class _Watched:
+    """The lines, telling whether the reader has taken the last one."""
+
+    def __init__(self, lines: Iterator[str]) -> None:
+        self._lines = lines
+        self.exhausted = False
+
+    def __iter__(self) -> _Watched:
+        return self
+
+    def __next__(self) -> str:
+        try:
+            return next(self._lines)
+        except StopIteration:
+            self.exhausted = True
+            raise
 
 
 def sniff_delimiter(header_line: str) -> str:

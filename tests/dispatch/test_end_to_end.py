@@ -286,3 +286,38 @@ async def test_pause_stops_new_dials_within_a_second(
     assert (last - paused_at).total_seconds() < 1.0, (last, paused_at)
     pending = await own_db.fetchval("SELECT count(*) FROM contacts WHERE state = 'pending'")
     assert pending > 0
+
+
+async def test_a_campaign_on_an_unknown_account_does_not_stop_the_others(
+    own_database_url: str, tmp_path: Path, own_db
+) -> None:
+    """An active campaign names an account dialer.toml no longer has: a plain `dialer run`
+    dials every other campaign, names the one it left out at the start and the end, and exits
+    2 (a person must fix it); named, it is refused at once."""
+    with sim_provider(tmp_path, "--rate", "20/s", "--channels", "4", *FAST_CALLS) as sim:
+        config = write_config(tmp_path, sim, rate="20/s", channels=4, port=free_port())
+        env = env_for(own_database_url, config)
+        load(tmp_path, env, write_campaign(tmp_path, "fine", 6))
+        load(tmp_path, env, write_campaign(tmp_path, "orphan", 3))
+        await own_db.execute("UPDATE campaigns SET account = 'gone' WHERE name = 'orphan'")
+        plain = subprocess.run(
+            dialer_command("run", "--wait", "--dial-cap", "3"),
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+        )
+        named = subprocess.run(
+            dialer_command("run", "orphan"), cwd=tmp_path, env=env, capture_output=True
+        )
+    said = plain.stderr.decode()
+    assert plain.returncode == 2, said[-2000:]
+    assert said.count("not dialed: campaign orphan uses account 'gone'") == 2
+    states = await own_db.fetch(
+        """SELECT k.name, c.state, count(*) FROM contacts c JOIN campaigns k
+           ON k.id = c.campaign_id GROUP BY 1, 2"""
+    )
+    assert {(r["name"], r["state"]) for r in states if r["name"] == "orphan"} == {
+        ("orphan", "pending")
+    }
+    assert {r["state"] for r in states if r["name"] == "fine"} <= FINAL
+    assert named.returncode == 2 and "account 'gone'" in named.stderr.decode()
