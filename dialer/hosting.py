@@ -75,6 +75,11 @@ class AcceptErrors:
                 self.said_at = now
                 self.count = 0
             return
+        if isinstance(exc, ValueError) and "_start_serving" in repr(context.get("handle")):
+            # accept() was paused for want of descriptors and the server closed meanwhile
+            # (shutting down): asyncio's retry finds no socket. Nothing is lost.
+            log.info("listening stopped while accepting was paused for want of descriptors")
+            return
         if self.previous is not None:
             self.previous(loop, context)
         else:

@@ -4,7 +4,10 @@
 from __future__ import annotations
 
 import importlib.machinery
+import os
+import signal
 import sys
+import threading
 
 import click
 
@@ -100,9 +103,37 @@ def _light_workers() -> None:
         entry.__spec__ = importlib.machinery.ModuleSpec("dialer.__main__", None)
 
 
+INTERRUPT_GRACE_S = 10.0  # after Ctrl-C, cleaning up may take this long, then the process ends
+INTERRUPTED = "dialer: interrupted; any unfinished transaction was rolled back"
+
+
+def _bounded_interrupt() -> None:
+    """Ctrl-C raises KeyboardInterrupt as usual, and the process ends within
+    INTERRUPT_GRACE_S whatever its cleanup waits on (a worker, a thread): an open transaction
+    dies with the connection, so nothing is half-written. An ignored SIGINT stays ignored."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        return
+
+    def interrupted(signum: int, frame: object) -> None:
+        watchdog = threading.Timer(INTERRUPT_GRACE_S, _end_interrupted)
+        watchdog.daemon = True
+        watchdog.start()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupted)
+
+
+def _end_interrupted() -> None:
+    sys.stderr.write(INTERRUPTED + "\n")
+    sys.stderr.flush()
+    os._exit(130)
+
+
 def main() -> None:
     """Entry point: one-line errors with the right exit code instead of tracebacks."""
     _light_workers()
+    _bounded_interrupt()
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Exit as exc:
@@ -114,6 +145,6 @@ def main() -> None:
         Reported(error).show()
         sys.exit(exit_code_of(error))
     except (click.Abort, KeyboardInterrupt):
-        click.echo("dialer: interrupted; any unfinished transaction was rolled back", err=True)
+        click.echo(INTERRUPTED, err=True)
         sys.exit(130)
     sys.exit(0)
