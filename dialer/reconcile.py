@@ -109,7 +109,7 @@ async def reconcile_once(
                 try:
                     answer = answers.get(call.attempt_id)
                     waiting = waits.get(call.attempt_id)
-                    if _may_still_be_placed(answer, waiting):
+                    if waiting is not None and _may_still_be_placed(answer, waiting):
                         # No call of it is listed yet, but one may still be placed: it keeps
                         # its channel (policy.late) and the list is read again later.
                         wait = list_again_in(
