@@ -108,11 +108,12 @@ def _read(raw: bytes) -> tuple[dict | None, str, str]:
         return None, "not a JSON object", "not a JSON object"
     if not isinstance(item, dict):
         return None, "not a JSON object", "not a JSON object"
+    escaped = b"\\u" in raw  # a lone surrogate can only come from a \\uXXXX escape
     for key, value in item.items():
         cell = _cell(value)
         if cell is None:
             return None, f"field {key[:100]!r}: a nested value (use a string)", "a nested value"
-        if not _writable(key) or not _writable(cell):
+        if escaped and (not _writable(key) or not _writable(cell)):
             shown = key[:100] if _writable(key) else "(its name)"
             return (
                 None,
