@@ -27,6 +27,7 @@ from pydantic import (
 
 from dialer.durations import parse_duration
 from dialer.phones import PhoneError, normalize
+from dialer.policy.packs import CAP_WINDOW_MAX, JURISDICTION, RulePack, builtin_packs, parse_cap
 from dialer.tomlfile import read_toml, validate
 
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -188,6 +189,16 @@ class CampaignSpec(_Strict):
     # or when the provider-reported cost reaches max_cost (in the account's currency).
     stop_after: StopAfter | None = None
     max_cost: float | None = Field(default=None, gt=0, le=1e12)
+    # The laws the campaign is bound by (policy.packs): built-in pack names, or in a campaign
+    # file paths of a team's own packs (read at load and kept in `rule_packs`).
+    rules: list[str] = Field(default_factory=list, max_length=20)
+    rule_packs: list[RulePack] = Field(default_factory=list, max_length=20)
+    # Caps count calls to a number on this subject, across every campaign sharing it.
+    subject: str | None = Field(default=None, min_length=1, max_length=200)
+    caps: list[str] = Field(default_factory=list, max_length=20)
+    no_call_after_conversation: str | None = None
+    # A contact whose row and number tell no jurisdiction is taken to be here ("US-NY").
+    default_jurisdiction: str | None = None
 
     @field_validator("name")
     @classmethod
@@ -275,6 +286,53 @@ class CampaignSpec(_Strict):
             )
         return self
 
+    @field_validator("caps")
+    @classmethod
+    def _caps(cls, value: list[str]) -> list[str]:
+        for cap in value:
+            parse_cap(cap)
+        return value
+
+    @field_validator("no_call_after_conversation")
+    @classmethod
+    def _quiet(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value, at_least=timedelta(minutes=1), at_most=CAP_WINDOW_MAX)
+        return value
+
+    @field_validator("default_jurisdiction")
+    @classmethod
+    def _default_jurisdiction(cls, value: str | None) -> str | None:
+        if value is not None and (value == "*" or not JURISDICTION.match(value)):
+            raise ValueError(f"a jurisdiction such as 'US-NY' or 'IN', got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _known_packs(self) -> CampaignSpec:
+        own = {pack.name for pack in self.rule_packs}
+        known = set(builtin_packs()) | own
+        unknown = [name for name in self.rules if name not in known]
+        if unknown:
+            shipped = ", ".join(sorted(builtin_packs()))
+            raise ValueError(
+                f"rules: unknown pack {unknown[0]!r} (built in: {shipped}; or the path of a"
+                " pack file ending in .toml)"
+            )
+        if len(set(self.rules)) != len(self.rules):
+            raise ValueError("rules: a pack is named twice")
+        return self
+
+    @property
+    def packs(self) -> list[RulePack]:
+        """The packs named in `rules`, a team's own before the built-in ones of that name."""
+        own = {pack.name: pack for pack in self.rule_packs}
+        return [own.get(name) or builtin_packs()[name] for name in self.rules]
+
+    @property
+    def subject_name(self) -> str:
+        """What caps count calls on: `subject`, else the campaign's name."""
+        return self.subject or self.name
+
     @property
     def caller_ids(self) -> list[str]:
         return [self.caller_id] if isinstance(self.caller_id, str) else list(self.caller_id)
@@ -301,7 +359,25 @@ class CampaignFile(BaseModel):
 
 
 def load_campaign_file(path: Path) -> CampaignFile:
-    """Read and validate a campaign file; errors name the file, the key and its line."""
+    """Read and validate a campaign file; errors name the file, the key and its line. Rule
+    packs named by path (`rules = ["our-pack.toml"]`, relative to the file) are read now and
+    kept in the spec, so every process applies the same rules whatever happens to the file."""
     data, text = read_toml(path, "campaign file")
+    if isinstance(data.get("rules"), list):
+        data = _inline_pack_files(data, path)
     spec = validate(CampaignSpec, data, path, text)
     return CampaignFile(path=path, spec=spec)
+
+
+def _inline_pack_files(data: dict[str, Any], path: Path) -> dict[str, Any]:
+    names, packs = [], list(data.get("rule_packs") or [])
+    for entry in data["rules"]:
+        if not (isinstance(entry, str) and entry.endswith(".toml")):
+            names.append(entry)
+            continue
+        pack_path = (path.parent / entry).resolve()
+        pack_data, pack_text = read_toml(pack_path, "rule pack file")
+        pack = validate(RulePack, pack_data, pack_path, pack_text)
+        names.append(pack.name)
+        packs.append(pack.model_dump(mode="json"))
+    return data | {"rules": names, "rule_packs": packs}

@@ -172,15 +172,17 @@ async def open_runtime(
     public_url: str,
     *,
     uses: dict[str, int] | None = None,
+    patience_s: float = 0.0,
 ) -> AsyncIterator[Runtime]:
     """A Runtime on fresh pools (one per use, of its size; the schema checked once) and HTTP
-    session, closed (tasks first) when the block ends."""
+    session, closed (tasks first) when the block ends. A database away at start is waited
+    for up to `patience_s` (the outage limit of run and serve)."""
     uses = uses or RUN_USES
     async with contextlib.AsyncExitStack() as stack:
         pools = {}
         for index, (use, size) in enumerate(uses.items()):
             pools[use] = await stack.enter_async_context(
-                open_pool(database_url, size=size, migrate_first=index == 0)
+                open_pool(database_url, size=size, migrate_first=index == 0, patience_s=patience_s)
             )
         session = await stack.enter_async_context(http_session())
         runtime = Runtime(pools, session, adapters, public_url)

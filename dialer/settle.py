@@ -107,6 +107,7 @@ async def settle(
         now,
         contact["timezone"],
         not_before,
+        contact["jurisdiction"],
     )
     await contacts.move_on(conn, row["contact_id"], step.state, step.next_attempt_at, outcome)
     await webhooks.record_settled(conn, attempt_id, contact_final=step.state in FINAL_CONTACT)

@@ -50,6 +50,8 @@ def with_logging(command):
     return command
 
 
+# A database away when run or serve starts (a restart) is waited for this long, then named.
+START_PATIENCE_S = 10.0
 PARENT_ENV = "DIALER_SERVE_PARENT"  # a --worker's parent: it stops when that process dies
 MAX_RUN = timedelta(days=7)  # --for: a run is started by cron, not left for weeks
 
@@ -140,7 +142,10 @@ def run(
     async def go() -> int:
         AcceptErrors().install(asyncio.get_running_loop())
         uses = RUN_USES | (SERVE_USES if serve else {})
-        async with open_runtime(app.database_url, providers, base, uses=uses) as runtime:
+        patience = min(config.outage_limit_s, START_PATIENCE_S)
+        async with open_runtime(
+            app.database_url, providers, base, uses=uses, patience_s=patience
+        ) as runtime:
             pool = runtime.pool
             outage = Outage(limit_s=config.outage_limit_s, pool=pool)
             if dry_run:
@@ -260,7 +265,10 @@ def serve(app: AppContext, host, port, workers, worker, log_level, log_format):
 
     async def go() -> BaseException | None:
         AcceptErrors().install(asyncio.get_running_loop())
-        async with open_runtime(app.database_url, providers, base, uses=SERVE_USES) as runtime:
+        patience = min(config.outage_limit_s, START_PATIENCE_S)
+        async with open_runtime(
+            app.database_url, providers, base, uses=SERVE_USES, patience_s=patience
+        ) as runtime:
             # status look-ups are paced by the shared clock: every account needs its row
             await runtime.register([account_limits(name, config) for name in config.accounts])
             runtime.stop_on_signals()

@@ -69,14 +69,14 @@ async def live_slots(conn: asyncpg.Connection, account: str) -> list[asyncpg.Rec
 
 _RESERVE = """
 INSERT INTO attempts (contact_id, campaign_id, account, attempt_no, state, phone_e164, slot,
-                      lease_expires_at, dial_before)
+                      lease_expires_at, dial_before, subject, rules_checked)
 SELECT t.id, $2, $3,
        coalesce((SELECT max(attempt_no) FROM attempts x WHERE x.contact_id = t.id), 0) + 1,
        'reserved', c.phone_e164, t.slot,
        least(now() + make_interval(secs => t.send_in) + $4::interval, t.dial_before),
-       t.dial_before
-FROM unnest($1::bigint[], $5::int[], $6::float8[], $7::timestamptz[])
-     WITH ORDINALITY AS t(id, slot, send_in, dial_before, n)
+       t.dial_before, $8, nullif(string_to_array(t.checked, E'\n'), '{}')
+FROM unnest($1::bigint[], $5::int[], $6::float8[], $7::timestamptz[], $9::text[])
+     WITH ORDINALITY AS t(id, slot, send_in, dial_before, checked, n)
 JOIN contacts c ON c.id = t.id
 ORDER BY t.n
 RETURNING id, contact_id, attempt_no
@@ -92,11 +92,23 @@ async def reserve(
     send_in_s: list[float],
     dial_before: list[datetime],
     lease: timedelta,
+    subject: str,
+    rules_checked: list[list[str]],
 ) -> list[asyncpg.Record]:
     """Insert one `reserved` attempt per contact, holding its channel slot, with a lease that
-    ends `lease` after its send time (never after its window closes); in the given order."""
+    ends `lease` after its send time (never after its window closes), on `subject`, with the
+    rules its claim checked; in the given order."""
     return await conn.fetch(
-        _RESERVE, contact_ids, campaign_id, account, lease, slots, send_in_s, dial_before
+        _RESERVE,
+        contact_ids,
+        campaign_id,
+        account,
+        lease,
+        slots,
+        send_in_s,
+        dial_before,
+        subject,
+        ["\n".join(checked) for checked in rules_checked],
     )
 
 
@@ -204,7 +216,8 @@ SET state = CASE WHEN $9 AND a.answered_at IS NOT NULL THEN 'completed' ELSE $2 
 FROM contacts c
 WHERE a.id = $1 AND a.state = ANY($6::text[]) AND c.id = a.contact_id
 RETURNING a.contact_id, a.campaign_id, a.attempt_no, a.phone_e164, now() AS now,
-          c.attempts, c.timezone, a.outcome, a.account, a.answered_by, a.requested_at,
+          c.attempts, c.timezone, c.jurisdiction, a.outcome, a.account, a.answered_by,
+          a.requested_at,
           (SELECT make_interval(secs => n.late_placement_s) FROM accounts n
            WHERE n.name = a.account) AS late_placement
 """

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from urllib.parse import parse_qsl, unquote
@@ -14,6 +17,8 @@ from dialer.config import DialerConfig, database_url_from
 from dialer.db import embedded
 from dialer.db.migrations import migrate
 from dialer.errors import DialerError
+
+log = logging.getLogger("dialer.db")
 
 
 def resolve_database_url(config: DialerConfig) -> str:
@@ -96,10 +101,12 @@ POOL_SETTINGS = {
 
 @asynccontextmanager
 async def open_pool(
-    url: str, *, size: int = 4, migrate_first: bool = True
+    url: str, *, size: int = 4, migrate_first: bool = True, patience_s: float = 0.0
 ) -> AsyncIterator[asyncpg.Pool]:
     """A pool for long-running processes; migrations are applied first (under their lock),
-    unless `migrate_first` is False (another pool of the process did it)."""
+    unless `migrate_first` is False (another pool of the process did it). A server that
+    cannot be reached is tried again for `patience_s` (a process started while PostgreSQL
+    restarts rides it out, as it would once running) before the error names it."""
     try:
         # No floor of idle connections: asyncpg would keep re-opening it through an outage
         # (printing a traceback each time); connections are opened when needed.
@@ -115,12 +122,7 @@ async def open_pool(
     except (OSError, asyncpg.PostgresError) as exc:
         raise DialerError(f"cannot connect to PostgreSQL at {describe_url(url)}: {exc}") from None
     try:
-        try:
-            conn = await pool.acquire()  # the first connection is made here
-        except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
-            raise DialerError(
-                f"cannot connect to PostgreSQL at {describe_url(url)}: {exc}"
-            ) from None
+        conn = await _first_connection(pool, url, patience_s)
         try:
             if migrate_first:
                 await migrate(conn)
@@ -129,6 +131,33 @@ async def open_pool(
         yield pool
     finally:
         await pool.close()
+
+
+# A server that is not there yet, or restarting: worth trying again (a refused password is not).
+AWAY = (OSError, TimeoutError, asyncpg.CannotConnectNowError, asyncpg.PostgresConnectionError)
+
+
+async def _first_connection(pool: asyncpg.Pool, url: str, patience_s: float) -> asyncpg.Connection:
+    """The pool's first connection; an unreachable or restarting server is tried again, with
+    backoff, for `patience_s`."""
+    deadline = time.monotonic() + patience_s
+    delay = 0.2
+    while True:
+        try:
+            return await pool.acquire()
+        except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+            away = isinstance(exc, AWAY)
+            if not away or time.monotonic() + delay > deadline:
+                raise DialerError(
+                    f"cannot connect to PostgreSQL at {describe_url(url)}: {exc}"
+                ) from None
+            if delay == 0.2:
+                log.warning(
+                    "database not reachable yet; trying again",
+                    extra={"for_s": patience_s, "error": f"{type(exc).__name__}: {exc}"},
+                )
+            await asyncio.sleep(delay)
+            delay = min(5.0, delay * 2)
 
 
 @asynccontextmanager

@@ -11,14 +11,15 @@ from datetime import datetime, timedelta
 
 import asyncpg
 
-from dialer.db.due import NOT_LISTED, due_condition, verdict_sql
+from dialer.db.due import NOT_LISTED, due_condition, jurisdiction_key_sql, verdict_sql
 from dialer.policy.due import FirstInLine
+from dialer.policy.packs import CampaignRules
 from dialer.policy.states import LIVE
 from dialer.policy.window import CallingRules
 
 _DUE_LATERAL, _DUE = due_condition(3)
 _CANDIDATES = f"""
-SELECT c.id, c.phone_e164, c.fields, c.timezone,
+SELECT c.id, c.phone_e164, c.fields, c.timezone, c.jurisdiction,
        (SELECT x.caller_id FROM attempts x
         WHERE x.contact_id = c.id AND x.caller_id IS NOT NULL
         ORDER BY x.attempt_no LIMIT 1) AS first_caller,
@@ -63,8 +64,31 @@ async def lock_numbers(conn: asyncpg.Connection, ids: list[int], phones: list[st
 
 # Run after the numbers are locked, as a new statement: its snapshot sees every attempt that a
 # competing claim committed before we got the lock.
-_NUMBER_CHECKS = """
-SELECT t.id,
+# The laws' caps and quiet times (policy.packs) for each contact's jurisdiction key: until
+# when the number may not be called again on this subject (NULL: it may be now). A cap N/W
+# holds once N calls on the subject fall in the last W, until the oldest of them leaves it; a
+# quiet time holds from a conversation (a call answered by a person) for its length.
+_LAW_HOLDS = """
+(SELECT max(until) FROM (
+    SELECT (SELECT min(x.requested_at) + make_interval(secs => cap.secs) FROM (
+                SELECT a.requested_at FROM attempts a
+                WHERE a.phone_e164 = t.phone AND a.subject = $5 AND a.state <> 'not_dialed'
+                  AND a.requested_at > now() - make_interval(secs => cap.secs)
+                ORDER BY a.requested_at DESC LIMIT cap.n) x
+            HAVING count(*) >= cap.n) AS until
+    FROM unnest($7::text[], $8::int[], $9::float8[]) AS cap(k, n, secs)
+    WHERE cap.k = jk.key
+    UNION ALL
+    SELECT (SELECT max(coalesce(a.ended_at, a.requested_at)) + make_interval(secs => q.secs)
+            FROM attempts a
+            WHERE a.phone_e164 = t.phone AND a.subject = $5 AND a.outcome = 'completed'
+              AND coalesce(a.ended_at, a.requested_at) > now() - make_interval(secs => q.secs))
+    FROM unnest($10::text[], $11::float8[]) AS q(k, secs)
+    WHERE q.k = jk.key) holds)
+"""
+
+_NUMBER_CHECKS = f"""
+SELECT t.id, jk.key AS law_key,
        EXISTS (SELECT 1 FROM attempts a
                WHERE a.phone_e164 = t.phone AND a.state = ANY($3::text[])) AS live_elsewhere,
        (SELECT min(a.requested_at) FROM (
@@ -72,17 +96,32 @@ SELECT t.id,
             WHERE a.phone_e164 = t.phone AND a.requested_at > now() - interval '24 hours'
               AND a.state <> 'not_dialed'
             ORDER BY requested_at DESC LIMIT $4) a
-        HAVING count(*) >= $4) AS capped_since
+        HAVING count(*) >= $4) AS capped_since,
+       {_LAW_HOLDS} AS held_until
 FROM unnest($1::bigint[], $2::text[]) AS t(id, phone)
+JOIN contacts c ON c.id = t.id
+CROSS JOIN LATERAL (SELECT {jurisdiction_key_sql("$6")} AS key) jk
 """
 
 
 async def check_numbers(
-    conn: asyncpg.Connection, ids: list[int], phones: list[str], dial_cap: int
+    conn: asyncpg.Connection,
+    ids: list[int],
+    phones: list[str],
+    dial_cap: int,
+    subject: str,
+    law: CampaignRules | None,
 ) -> list[asyncpg.Record]:
-    """For each locked contact: is its number live in another attempt, and since when has it
-    had its `dial_cap` dials of the last 24 hours (NULL if it has not)."""
-    return await conn.fetch(_NUMBER_CHECKS, ids, phones, list(LIVE), dial_cap)
+    """For each locked contact: is its number live in another attempt, since when has it had
+    its `dial_cap` dials of the last 24 hours (NULL if it has not), and until when do the
+    laws' caps and quiet times on `subject` hold it (`held_until`, NULL: they do not), with
+    the jurisdiction key that bound it (`law_key`)."""
+    keys = law.hours_parameters()[0] if law else []
+    caps = law.cap_parameters() if law else ([], [], [])
+    quiet = law.quiet_parameters() if law else ([], [])
+    return await conn.fetch(
+        _NUMBER_CHECKS, ids, phones, list(LIVE), dial_cap, subject, keys, *caps, *quiet
+    )
 
 
 async def postpone(conn: asyncpg.Connection, contact_id: int, until: datetime) -> None:
@@ -171,12 +210,12 @@ async def first_due_per_zone(
     """Per campaign and zone, the pending contact not on the do-not-call list whose retry
     delay ends first (policy.due.next_due says when it is due)."""
     rows = await conn.fetch(
-        f"""SELECT DISTINCT ON (c.campaign_id, c.timezone)
+        f"""SELECT DISTINCT ON (c.campaign_id, c.timezone, c.jurisdiction)
                    c.campaign_id, c.timezone, c.id, c.phone_e164, c.name, c.attempts,
-                   c.next_attempt_at
+                   c.next_attempt_at, c.jurisdiction
             FROM contacts c
             WHERE c.campaign_id = ANY($1::bigint[]) AND c.state = 'pending' AND {NOT_LISTED}
-            ORDER BY c.campaign_id, c.timezone, c.next_attempt_at NULLS FIRST,
+            ORDER BY c.campaign_id, c.timezone, c.jurisdiction, c.next_attempt_at NULLS FIRST,
                      c.priority DESC, c.id""",
         campaign_ids,
     )

@@ -20,12 +20,15 @@ def window_sql(zone: int, at: str = "now()") -> tuple[str, str]:
     tested twice, at no real cost. The same reading as CallingRules.is_open (tests/policy
     checks that they agree)."""
     tz = f"coalesce(c.timezone, ${zone})"
+    s, e, days, holidays, first, last, keys, starts, ends = (f"${zone + i}" for i in range(1, 10))
     lateral = (
         f"CROSS JOIN LATERAL (SELECT {at} AT TIME ZONE split_part({tz}, ' ', 1) AS lt,"
         f" {at} AT TIME ZONE coalesce(nullif(split_part({tz}, ' ', 2), ''),"
         f" split_part({tz}, ' ', 1)) AS lt2) w"
+        f" {jurisdiction_hours_sql(keys, starts, ends)}"
     )
-    s, e, days, holidays, first, last = (f"${zone + i}" for i in range(1, 7))
+    s = f"greatest({s}::time, coalesce(jh.s, {s}::time))"
+    e = f"least({e}::time, coalesce(jh.e, {e}::time))"
     tests = [
         f"w.{lt}::time >= {s} AND w.{lt}::time < {e}"
         f" AND extract(isodow FROM w.{lt})::int = ANY({days}::int[])"
@@ -35,6 +38,28 @@ def window_sql(zone: int, at: str = "now()") -> tuple[str, str]:
         for lt in ("lt", "lt2")
     ]
     return lateral, "(" + " AND ".join(tests) + ")"
+
+
+def jurisdiction_key_sql(keys: str) -> str:
+    """The jurisdiction key binding contact `c` among the array `keys` (packs.CampaignRules
+    .key_for: its own, else its country's '-*', else '*'; '?' when it has none)."""
+    country = "split_part(c.jurisdiction, '-', 1) || '-*'"
+    return (
+        f"CASE WHEN c.jurisdiction IS NULL THEN '?'"
+        f" WHEN c.jurisdiction = ANY({keys}::text[]) THEN c.jurisdiction"
+        f" WHEN strpos(c.jurisdiction, '-') > 0 AND {country} = ANY({keys}::text[])"
+        f" THEN {country} ELSE '*' END"
+    )
+
+
+def jurisdiction_hours_sql(keys: str, starts: str, ends: str) -> str:
+    """FROM items giving contact `c` its jurisdiction key (`jk.key`) and that key's hours
+    (`jh.s`, `jh.e`; NULL where no law sets hours)."""
+    return (
+        f"CROSS JOIN LATERAL (SELECT {jurisdiction_key_sql(keys)} AS key) jk"
+        f" LEFT JOIN LATERAL (SELECT u.s, u.e FROM unnest({keys}::text[], {starts}::time[],"
+        f" {ends}::time[]) AS u(k, s, e) WHERE u.k = jk.key) jh ON true"
+    )
 
 
 PENDING = "c.state = 'pending'"

@@ -16,12 +16,21 @@ import asyncpg
 _STAGE_TABLES = """
 CREATE TEMP TABLE load_stage (
     campaign_id bigint, row_no integer, phone_e164 text, name text, timezone text,
-    priority integer, fields jsonb
+    priority integer, fields jsonb, jurisdiction text
 ) ON COMMIT DROP;
 CREATE TEMP TABLE load_reject_stage (row_no integer, raw jsonb, reason text) ON COMMIT DROP;
 """
 
-CONTACT_COLUMNS = ["campaign_id", "row_no", "phone_e164", "name", "timezone", "priority", "fields"]
+CONTACT_COLUMNS = [
+    "campaign_id",
+    "row_no",
+    "phone_e164",
+    "name",
+    "timezone",
+    "priority",
+    "fields",
+    "jurisdiction",
+]
 
 
 async def create_stage_tables(conn: asyncpg.Connection) -> None:
@@ -53,9 +62,10 @@ async def numbers_in_campaign(
 # Rows whose number may have been seen earlier in this load: the first row of each number wins,
 # and only if the number is not in the campaign yet.
 _INSERT_REPEATS = """
-INSERT INTO contacts (campaign_id, row_no, phone_e164, name, timezone, priority, fields)
+INSERT INTO contacts (campaign_id, row_no, phone_e164, name, timezone, priority, fields,
+                      jurisdiction)
 SELECT DISTINCT ON (s.phone_e164) $1::bigint, s.row_no, s.phone_e164, s.name, s.timezone,
-       s.priority, s.fields
+       s.priority, s.fields, s.jurisdiction
 FROM load_stage s
 WHERE NOT EXISTS (
     SELECT 1 FROM contacts c WHERE c.phone_e164 = s.phone_e164 AND c.campaign_id = $1

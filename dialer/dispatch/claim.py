@@ -26,6 +26,7 @@ from dialer.db import accounts, attempts, contacts
 from dialer.dispatch import limiter
 from dialer.dispatch.limiter import AccountLimits, LimiterState
 from dialer.faults import fault_point
+from dialer.policy.packs import CampaignRules
 from dialer.providers.base import OPEN_ENDED, PlacedCall
 from dialer.providers.send_deadline import SEND_WINDOW
 
@@ -112,26 +113,32 @@ async def _claim_campaign(
         conn, [r["id"] for r in rows], [r["phone_e164"] for r in rows]
     )
     rows = [r for r in rows if r["id"] in locked]
+    law = campaign.rules.law
+    subject = campaign.spec.subject_name
     checks = await contacts.check_numbers(
-        conn, [r["id"] for r in rows], [r["phone_e164"] for r in rows], dial_cap
+        conn, [r["id"] for r in rows], [r["phone_e164"] for r in rows], dial_cap, subject, law
     )
     now = state.now
-    blocked = {c["id"]: c for c in checks if c["live_elsewhere"] or c["capped_since"]}
+    blocked = {
+        c["id"]: c for c in checks if c["live_elsewhere"] or c["capped_since"] or c["held_until"]
+    }
     for contact_id, check in blocked.items():
-        # Another campaign is calling this person now, or they had their dials for today.
-        retry_at = (
-            check["capped_since"] + timedelta(hours=24)
-            if check["capped_since"]
-            else now + LIVE_ELSEWHERE_RETRY
-        )
-        await contacts.postpone(conn, contact_id, retry_at)
+        # Another campaign is calling this person now, they had their dials for today, or a
+        # law's cap or quiet time on this subject holds them: not before it ends.
+        ends = [now + LIVE_ELSEWHERE_RETRY] if check["live_elsewhere"] else []
+        if check["capped_since"]:
+            ends.append(check["capped_since"] + timedelta(hours=24))
+        if check["held_until"]:
+            ends.append(check["held_until"])
+        await contacts.postpone(conn, contact_id, max(ends))
     rows = [r for r in rows if r["id"] not in blocked]
     if not rows:
         return []
+    keys = {c["id"]: c["law_key"] for c in checks}
     send_in = [state.ahead_s + (offset + i) * state.interval_s for i in range(len(rows))]
     # The window these contacts are in closes at a time of their own zone; nothing may be sent
     # after it, however long the attempt waits for a request slot.
-    closes = [campaign.rules.closes_at(now, r["timezone"]) or now for r in rows]
+    closes = [campaign.rules.closes_at(now, r["timezone"], r["jurisdiction"]) or now for r in rows]
     inserted = await attempts.reserve(
         conn,
         campaign.id,
@@ -141,6 +148,8 @@ async def _claim_campaign(
         send_in,
         closes,
         LEASE,
+        subject,
+        [_checked(law, keys.get(r["id"])) for r in rows],
     )
     await contacts.mark_dialing(conn, [r["id"] for r in rows])
     by_contact = {r["id"]: r for r in rows}
@@ -157,6 +166,20 @@ async def _claim_campaign(
             unplaced=_unplaced(by_contact[a["contact_id"]]),
         )
         for a, delay in zip(inserted, send_in, strict=True)
+    ]
+
+
+def _checked(law: CampaignRules | None, key: str | None) -> list[str]:
+    """What the claim of one contact checked: the rules of its jurisdiction key (with their
+    pack versions) and the caps and quiet time they make (kept on the attempt)."""
+    if law is None or key is None:
+        return []
+    limits = law.limits[key]
+    quiet = limits.quiet_after_conversation
+    return [
+        *limits.rules,
+        *(f"cap {cap}" for cap in limits.caps),
+        *([f"quiet {int(quiet.total_seconds())}s after a conversation"] if quiet else []),
     ]
 
 

@@ -147,6 +147,7 @@ async def _stage(
         spec.default_region,
         str(source.path),
         (spec.window.start, spec.window.end),
+        spec.default_jurisdiction,
     )
     user_writer = csv.writer(rejects_user)
     user_writer.writerow(["row_no", "reason", *map(cell, plan.header)])

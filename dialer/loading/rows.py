@@ -25,6 +25,7 @@ from types import SimpleNamespace
 from dialer.errors import InputError
 from dialer.loading.records import UnreadableRecord
 from dialer.phones import PhoneError, normalize
+from dialer.policy.jurisdiction import jurisdiction_of
 from dialer.policy.zones import inferred_timezone
 
 _zone_names: dict[str, str] = {}
@@ -44,6 +45,8 @@ class ColumnPlan:
     priority: int | None
     region: str
     window: tuple[TimeOfDay, TimeOfDay] = (TimeOfDay(0), TimeOfDay(23, 59, 59))  # to infer zones
+    jurisdiction: int | None = None  # a `state`, `region` or `jurisdiction` column (kept in fields)
+    default_jurisdiction: str | None = None
 
     @classmethod
     def from_header(
@@ -53,6 +56,7 @@ class ColumnPlan:
         region: str,
         path: str,
         window: tuple[TimeOfDay, TimeOfDay] = (TimeOfDay(0), TimeOfDay(23, 59, 59)),
+        default_jurisdiction: str | None = None,
     ) -> ColumnPlan:
         """Find the columns by name (case and surrounding spaces ignored)."""
         lowered = {name.strip().lower(): i for i, name in enumerate(header)}
@@ -67,7 +71,10 @@ class ColumnPlan:
                 f" {', '.join(header)} (set phone_column in the campaign file)"
             )
         columns = (find("name"), find("timezone"), find("priority"))
-        return cls(tuple(header), phone, *columns, region, window)
+        where = next(
+            (i for i in map(find, ("jurisdiction", "state", "region")) if i is not None), None
+        )
+        return cls(tuple(header), phone, *columns, region, window, where, default_jurisdiction)
 
     @property
     def field_columns(self) -> list[int]:
@@ -125,8 +132,9 @@ def _kept(value: str) -> str:
 
 def _contact(
     plan: ColumnPlan, values: list[str], phones: dict[str, str | PhoneError]
-) -> tuple[str, str, str, int, str]:
-    """(phone, name, timezone, priority, fields JSON) for one record, or ValueError(reason).
+) -> tuple[str, str, str, int, str, str | None]:
+    """(phone, name, timezone, priority, fields JSON, jurisdiction) for one record, or
+    ValueError(reason).
 
     `phones` remembers this chunk's results, so a number repeated nearby is validated once.
     """
@@ -163,7 +171,9 @@ def _contact(
             raise ValueError(f"priority is not a whole number: {text[:40]!r}") from None
         if not PRIORITY_RANGE[0] <= priority <= PRIORITY_RANGE[1]:
             raise ValueError(f"priority out of range: {text[:40]!r} (at most 2147483647)")
-    return phone, name, zone, priority, plan.fields_json(values)
+    column = values[plan.jurisdiction] if plan.jurisdiction is not None else None
+    where = jurisdiction_of(phone, column, plan.default_jurisdiction)
+    return phone, name, zone, priority, plan.fields_json(values), where
 
 
 def _check_cells(plan: ColumnPlan, values: list[str]) -> None:
@@ -183,7 +193,8 @@ def prepare_chunk(
 ) -> ChunkResult:
     """Validate a chunk of records: valid ones become `contacts` COPY lines, the rest rejects.
 
-    COPY columns: campaign_id, row_no, phone_e164, name, timezone, priority, fields.
+    COPY columns: campaign_id, row_no, phone_e164, name, timezone, priority, fields,
+    jurisdiction.
     """
     result = ChunkResult()
     # CRLF rows: Python quotes a value holding \r only if \r is in the line terminator.
@@ -191,13 +202,15 @@ def prepare_chunk(
     phones: dict[str, str | PhoneError] = {}
     for row_no, values in records:
         try:
-            phone, name, zone, priority, fields = _contact(plan, values, phones)
+            phone, name, zone, priority, fields, where = _contact(plan, values, phones)
         except ValueError as exc:  # PhoneError is a ValueError
             reason = str(exc)
             result.rejects.append((row_no, _raw(plan, values), reason))
             result.reasons[_reason_key(reason)] += 1
             continue
-        writer.writerow((campaign_id, row_no, phone, name or None, zone or None, priority, fields))
+        writer.writerow(
+            (campaign_id, row_no, phone, name or None, zone or None, priority, fields, where)
+        )
         result.phones.append(phone)
     return result
 

@@ -17,7 +17,7 @@ from dialer.policy.window import CallingRules
 
 @dataclass(frozen=True)
 class FirstInLine:
-    """The pending contact first in line in one zone of one campaign."""
+    """The pending contact first in line in one zone (and jurisdiction) of one campaign."""
 
     campaign_id: int
     timezone: str | None
@@ -26,12 +26,13 @@ class FirstInLine:
     name: str | None
     attempts: int
     next_attempt_at: datetime | None  # None: no retry delay
+    jurisdiction: str | None = None  # policy.jurisdiction: the laws' hours for it
 
 
 def due_at(contact: FirstInLine, rules: CallingRules, now: datetime) -> datetime | None:
     """When `contact` becomes due (now at the earliest); None if its window never opens again."""
     start = now if contact.next_attempt_at is None else max(now, contact.next_attempt_at)
-    return rules.next_open(start, contact.timezone)
+    return rules.next_open(start, contact.timezone, contact.jurisdiction)
 
 
 def next_due(

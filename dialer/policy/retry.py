@@ -43,6 +43,7 @@ def next_step(
     now: datetime,
     timezone: str | None,
     not_before: datetime | None = None,
+    jurisdiction: str | None = None,
 ) -> NextStep:
     """Decide the contact's state after an attempt with `outcome` (attempts_made includes it);
     a retry is never due before `not_before` (policy.late, for an `unknown` outcome)."""
@@ -60,7 +61,7 @@ def next_step(
     earliest = now + delay
     if not_before is not None and not_before > earliest:
         earliest = not_before
-    due = rules.next_open(earliest, timezone)
+    due = rules.next_open(earliest, timezone, jurisdiction)
     if due is None:
         return NextStep("exhausted")
     return NextStep("pending", due)
