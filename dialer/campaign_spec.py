@@ -191,8 +191,8 @@ class CampaignSpec(_Strict):
     max_cost: float | None = Field(default=None, gt=0, le=1e12)
     # The laws the campaign is bound by (policy.packs): built-in pack names, or in a campaign
     # file paths of a team's own packs (read at load and kept in `rule_packs`).
-    rules: list[str] = Field(default_factory=list, max_length=20)
     rule_packs: list[RulePack] = Field(default_factory=list, max_length=20)
+    rules: list[str] = Field(default_factory=list, max_length=20)
     # Caps count calls to a number on this subject, across every campaign sharing it.
     subject: str | None = Field(default=None, min_length=1, max_length=200)
     caps: list[str] = Field(default_factory=list, max_length=20)
@@ -307,20 +307,20 @@ class CampaignSpec(_Strict):
             raise ValueError(f"a jurisdiction such as 'US-NY' or 'IN', got {value!r}")
         return value
 
-    @model_validator(mode="after")
-    def _known_packs(self) -> CampaignSpec:
-        own = {pack.name for pack in self.rule_packs}
-        known = set(builtin_packs()) | own
-        unknown = [name for name in self.rules if name not in known]
+    @field_validator("rules")
+    @classmethod
+    def _known_packs(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        own = {pack.name for pack in info.data.get("rule_packs") or []}
+        unknown = [name for name in value if name not in set(builtin_packs()) | own]
         if unknown:
             shipped = ", ".join(sorted(builtin_packs()))
             raise ValueError(
-                f"rules: unknown pack {unknown[0]!r} (built in: {shipped}; or the path of a"
-                " pack file ending in .toml)"
+                f"unknown pack {unknown[0]!r} (built in: {shipped}; or the path of a pack file"
+                " ending in .toml)"
             )
-        if len(set(self.rules)) != len(self.rules):
-            raise ValueError("rules: a pack is named twice")
-        return self
+        if len(set(value)) != len(value):
+            raise ValueError("a pack is named twice")
+        return value
 
     @property
     def packs(self) -> list[RulePack]:

@@ -59,6 +59,13 @@ def campaign_file(tmp_path: Path, **changes: str) -> Path:
         ({"stop_after": "{ completed = 0 }"}, "stop_after.completed"),
         ({"stop_after": "{ completed = 5, human = 5 }"}, "stop_after"),
         ({"max_cost": "-1"}, "max_cost"),
+        ({"rules": '["us-nowhere"]'}, "rules"),
+        ({"rules": '["us-tcpa", "us-tcpa"]'}, "rules"),
+        ({"caps": '["3/0h"]'}, "caps"),
+        ({"caps": '["-1/24h"]'}, "caps"),
+        ({"caps": '["3 per day"]'}, "caps"),
+        ({"default_jurisdiction": '"Florida"'}, "default_jurisdiction"),
+        ({"no_call_after_conversation": '"soon"'}, "no_call_after_conversation"),
     ],
 )
 def test_bad_campaign_values_exit_2_naming_the_key_and_create_nothing(
@@ -158,3 +165,24 @@ def test_a_human_goal_without_detection_is_refused(run_cli, tmp_path: Path) -> N
         | {"stop_after": {"human": 5}, "machine_detection": "detect"}
     )
     assert spec.stop_after is not None and spec.stop_after.answered == 5  # with detection: fine
+
+
+def test_a_teams_own_pack_file_is_read_at_load_and_kept(run_cli, tmp_path: Path) -> None:
+    """`rules` may name a pack file beside the campaign: read at load (its errors named with
+    the pack file's line), kept in the stored spec, so every process applies the same rules."""
+    pack = tmp_path / "acme.toml"
+    pack.write_text(
+        'name = "acme"\nversion = "1"\ntitle = "Acme house rules"\n\n[[rules]]\nid = "quiet"\n'
+        'jurisdictions = ["*"]\ncaps = ["2/7d"]\nsource = "Acme compliance policy 4.2"\n'
+    )
+    result = run_cli("campaign", "load", str(campaign_file(tmp_path, rules='["acme.toml"]')))
+    assert result.exit_code == 0, result.stderr
+    shown = run_cli("campaign", "list", "--format", "json")
+    assert "spec-check" in shown.stdout
+    pack.write_text(pack.read_text().replace('caps = ["2/7d"]', 'caps = ["2/0d"]'))
+    broken = run_cli("campaign", "load", str(campaign_file(tmp_path, rules='["acme.toml"]')))
+    assert broken.exit_code == 2 and "acme.toml: line 8: rules.0.caps" in broken.stderr, (
+        broken.stderr
+    )
+    missing = run_cli("campaign", "load", str(campaign_file(tmp_path, rules='["nope.toml"]')))
+    assert missing.exit_code == 2 and "nope.toml" in missing.stderr

@@ -19,6 +19,7 @@ from dialer.cli.context import AppContext
 from dialer.cli.demo import demo
 from dialer.cli.dialing import run, serve, sim_provider
 from dialer.cli.dnc import dnc
+from dialer.cli.explain import explain
 from dialer.cli.export import export
 from dialer.cli.migrate import migrate
 from dialer.cli.report import report
@@ -90,6 +91,7 @@ for command in (
     sim_provider,
     config,
     webhooks,
+    explain,
 ):
     cli.add_command(command)
 

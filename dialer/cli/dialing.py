@@ -150,7 +150,8 @@ def run(
             outage = Outage(limit_s=config.outage_limit_s, pool=pool)
             if dry_run:
                 async with pool.acquire() as conn:
-                    await explain_dry_run(conn, await selected_campaigns(conn, campaigns, config))
+                    chosen = await selected_campaigns(conn, campaigns, config)
+                    await explain_dry_run(conn, chosen, dial_cap=dial_cap)
                 return 0
 
             skipped: list[str] = []

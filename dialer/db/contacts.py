@@ -236,7 +236,8 @@ async def any_unfinished(conn: asyncpg.Connection, campaign_ids: list[int]) -> b
 
 _VERDICT_LATERAL, _VERDICT = verdict_sql(2)
 _VERDICTS = f"""
-SELECT c.id, c.phone_e164, c.name, c.next_attempt_at, {_VERDICT} AS verdict
+SELECT c.id, c.phone_e164, c.name, c.next_attempt_at, c.timezone, c.jurisdiction,
+       {_VERDICT} AS verdict
 FROM contacts c
 {_VERDICT_LATERAL}
 WHERE c.campaign_id = $1 AND c.state = 'pending'

@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 import tomllib
 from dataclasses import dataclass
-from datetime import time, timedelta
+from datetime import datetime, time, timedelta
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -49,12 +49,21 @@ class Cap:
     window: timedelta
 
     def __str__(self) -> str:
-        seconds = int(self.window.total_seconds())
-        if seconds % 86400 == 0 and seconds > 2 * 86400:
-            return f"{self.count}/{seconds // 86400}d"
-        if seconds % 3600 == 0:
-            return f"{self.count}/{seconds // 3600}h"
-        return f"{self.count}/{seconds // 60}m"
+        return f"{self.count}/{self.window_text}"
+
+    @property
+    def window_text(self) -> str:
+        """The window as people write it: '24h', '7d', '90m'."""
+        return span_text(self.window)
+
+
+def span_text(span: timedelta) -> str:
+    seconds = int(span.total_seconds())
+    if seconds % 86400 == 0 and seconds > 2 * 86400:
+        return f"{seconds // 86400}d"
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600}h"
+    return f"{seconds // 60}m"
 
 
 def parse_cap(text: str) -> Cap:
@@ -255,3 +264,40 @@ def _strictest(
         quiet_after_conversation=max(quiets) if quiets else None,
         rules=tuple(f"{pack.label}/{rule.id}" for pack, rule in found),
     )
+
+
+@dataclass(frozen=True)
+class Hold:
+    """Why a number may not be called on a subject now, and until when."""
+
+    until: datetime
+    why: str  # "cap 3/24h: 3 calls in 24 h (at ...)" or "quiet 7d after a conversation at ..."
+
+
+def holds(
+    limits: Limits, calls: list[datetime], conversations: list[datetime], now: datetime
+) -> list[Hold]:
+    """Every cap and quiet time of `limits` that holds a number now, given the times of its
+    calls on the subject (attempts that reached the dialing stage) and of its conversations
+    (calls a person answered): the Python reading of db.contacts' _LAW_HOLDS."""
+    found = []
+    for cap in limits.caps:
+        recent = sorted((c for c in calls if c > now - cap.window), reverse=True)[: cap.count]
+        if len(recent) >= cap.count:
+            shown = ", ".join(f"{c:%Y-%m-%d %H:%M}" for c in sorted(recent))
+            found.append(
+                Hold(
+                    min(recent) + cap.window,
+                    f"cap {cap}: {len(recent)} calls within {cap.window_text} (at {shown} UTC)",
+                )
+            )
+    quiet = limits.quiet_after_conversation
+    if quiet is not None:
+        talked = [c for c in conversations if c > now - quiet]
+        if talked:
+            last = max(talked)
+            when = f"{last:%Y-%m-%d %H:%M} UTC"
+            found.append(
+                Hold(last + quiet, f"quiet {span_text(quiet)} after a conversation at {when}")
+            )
+    return found

@@ -1,0 +1,151 @@
+"""Calling lawfully, with real `dialer run` processes against the sim (policy.packs).
+
+The laws' hours are in the called party's local time, so instead of setting a clock the tests
+give each contact a zone whose local time now is the instant wanted (20:30, noon): at 20:30 a
+Florida contact is not dialed and a New York one is; three processes dialing two campaigns
+that share a subject never give a Florida number a fourth call in 24 hours; and `dialer
+explain` says why, with the calls that hold the number and the next lawful moment.
+"""
+
+# ruff: noqa: ASYNC220
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from dialer.campaign_spec import zone_names
+from tests.dispatch.test_end_to_end import FAST_CALLS, env_for, load
+from tests.processes import (
+    dialer_command,
+    free_port,
+    sim_provider,
+    sim_stats,
+    write_campaign,
+    write_config,
+)
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def zone_at(low: str, high: str) -> str:
+    """A zone whose local time now lies between `low` and `high` (HH:MM)."""
+    now = datetime.now(UTC)
+    for name in sorted(zone_names()):
+        local = now.astimezone(ZoneInfo(name)).strftime("%H:%M")
+        if low <= local <= high:
+            return name
+    raise AssertionError(f"no zone has a local time between {low} and {high} now")
+
+
+def write_contacts(path: Path, rows: list[tuple[str, str, str, str]]) -> None:
+    lines = ["phone,name,timezone,state", *(",".join(row) for row in rows)]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def campaign(tmp_path: Path, name: str, rows, rules: str, retry: str = "") -> Path:
+    path = write_campaign(tmp_path, name, 0, csv_rows=["+10000000000,x,UTC"], extra=rules)
+    write_contacts(tmp_path / f"{name}.csv", rows)
+    if retry:
+        text = path.read_text().replace('busy = "1s"', retry)
+        path.write_text(text.replace("max_attempts = 3", "max_attempts = 10"))
+    return path
+
+
+def run(tmp_path: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        dialer_command(*args), cwd=tmp_path, env=env, capture_output=True, timeout=200
+    )
+
+
+async def test_at_20_30_florida_waits_and_new_york_is_dialed(
+    own_database_url: str, tmp_path: Path, own_db
+) -> None:
+    evening = zone_at("20:05", "20:45")
+    rows = [
+        ("+13052001001", "Florida", evening, "FL"),
+        ("+12122001001", "New York", evening, "NY"),
+        ("+18002001001", "Toll free", evening, ""),  # US, state unknown: the strictest
+    ]
+    rules = 'rules = ["us-tcpa", "us-states"]'
+    with sim_provider(tmp_path, "--rate", "20/s", "--channels", "4", *FAST_CALLS) as sim:
+        config = write_config(tmp_path, sim, rate="20/s", channels=4, port=free_port())
+        env = env_for(own_database_url, config)
+        load(tmp_path, env, campaign(tmp_path, "evening", rows, rules))
+        dry = run(tmp_path, env, "run", "evening", "--dry-run")
+        result = run(tmp_path, env, "run", "evening", "--for", "6s")
+        stats = await sim_stats(sim)
+        why = run(tmp_path, env, "explain", "+13052001001", "--json")
+    said = dry.stdout.decode()
+    assert "held by the laws named (us-tcpa@2026-12-05, us-states@2026-12-05)" in said, said
+    assert "hours 08:00-20:00 (US-FL)" in said and "hours 08:00-20:00 (US) " in said
+    assert result.returncode == 3, result.stderr.decode()[-2000:]  # work left: Florida waits
+    assert set(stats["per_number"]) == {"+12122001001"}, stats["per_number"]
+    found = await own_db.fetch("SELECT phone_e164, jurisdiction FROM contacts ORDER BY 1")
+    assert [r["jurisdiction"] for r in found] == ["US-NY", "US-FL", "US"]
+    checked = await own_db.fetchval(
+        "SELECT rules_checked FROM attempts WHERE phone_e164 = '+12122001001' LIMIT 1"
+    )
+    assert any(r.startswith("us-tcpa@") and r.endswith("/calling-hours") for r in checked)
+    assert why.returncode == 0, why.stderr.decode()
+    florida = json.loads(why.stdout)[0]
+    window = next(c for c in florida["checks"] if c["rule"] == "calling window")
+    assert not window["allows"] and window["detail"].startswith("08:00-20:00 in ")
+    assert not florida["dial_now"] and florida["next_lawful"]
+    opens = datetime.fromisoformat(florida["next_lawful"]).astimezone(ZoneInfo(evening))
+    assert opens.strftime("%H:%M") == "08:00"
+
+
+async def test_three_processes_two_campaigns_one_subject_never_a_fourth_call_in_24h(
+    own_database_url: str, tmp_path: Path, own_db
+) -> None:
+    noon = zone_at("09:30", "18:30")
+    numbers = [f"+1305200{2000 + i}" for i in range(6)]
+    rows = [(n, f"c{i}", noon, "FL") for i, n in enumerate(numbers)]
+    rules = 'rules = ["us-states"]\nsubject = "renewals"'
+    sim_options = ("--rate", "20/s", "--channels", "6", *FAST_CALLS, "--outcomes", "busy=1")
+    with sim_provider(tmp_path, *sim_options) as sim:
+        config = write_config(tmp_path, sim, rate="20/s", channels=6, port=free_port())
+        env = env_for(own_database_url, config)
+        for name in ("spring", "autumn"):
+            load(tmp_path, env, campaign(tmp_path, name, rows, rules, retry='busy = "1s"'))
+        processes = [
+            subprocess.Popen(
+                dialer_command("run", "--dial-cap", "100", "--for", "25s"),
+                cwd=tmp_path,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=(tmp_path / f"run{i}.log").open("wb"),
+            )
+            for i in range(3)
+        ]
+        codes = [p.wait(timeout=200) for p in processes]
+        stats = await sim_stats(sim)
+        calls = Counter(call["to"] for call in stats["calls"].values())
+        held = next(number for number, count in calls.items() if count == 3)
+        asked = ("explain", held, "--campaign", "autumn", "--dial-cap", "100")
+        why = run(tmp_path, env, *asked)
+        later = run(tmp_path, env, *asked, "--json")
+    logs = [(tmp_path / f"run{i}.log").read_text() for i in range(3)]
+    assert set(codes) <= {0, 3}, [log[-2000:] for log in logs]
+    assert max(calls.values()) == 3, calls  # never a fourth, whichever campaign or process
+    assert set(calls) == set(numbers)
+    per_subject = await own_db.fetch(
+        """SELECT phone_e164, subject, count(*) FROM attempts WHERE state <> 'not_dialed'
+           GROUP BY 1, 2"""
+    )
+    assert {r["subject"] for r in per_subject} == {"renewals"}
+    assert max(r["count"] for r in per_subject) == 3
+    text = why.stdout.decode()
+    assert why.returncode == 0, why.stderr.decode()
+    assert "HOLD cap 3/24h: 3 calls within 24h (at" in text, text
+    assert "ok   daily dial cap 100/24h" in text
+    assert "not now; next lawful moment" in text
+    lawful = datetime.fromisoformat(json.loads(later.stdout)[0]["next_lawful"])
+    assert (lawful - datetime.now(UTC)).total_seconds() > 20 * 3600  # when the first call ages
