@@ -107,6 +107,7 @@ def _light_workers() -> None:
 
 INTERRUPT_GRACE_S = 10.0  # after Ctrl-C, cleaning up may take this long, then the process ends
 INTERRUPTED = "dialer: interrupted; any unfinished transaction was rolled back"
+INTERRUPT = threading.Event()  # Ctrl-C came: whatever the unwinding raises, it ends as 130
 
 
 def _bounded_interrupt() -> None:
@@ -117,6 +118,7 @@ def _bounded_interrupt() -> None:
         return
 
     def interrupted(signum: int, frame: object) -> None:
+        INTERRUPT.set()
         watchdog = threading.Timer(INTERRUPT_GRACE_S, _end_interrupted)
         watchdog.daemon = True
         watchdog.start()
@@ -141,12 +143,20 @@ def main() -> None:
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
+        if INTERRUPT.is_set():  # an error the interrupted work raised while it unwound
+            _end_interrupted()
         exc.show()
         sys.exit(exc.exit_code)
     except DialerError as error:  # raised before a command was invoked (the group's options)
+        if INTERRUPT.is_set():
+            _end_interrupted()
         Reported(error).show()
         sys.exit(exit_code_of(error))
     except (click.Abort, KeyboardInterrupt):
         click.echo(INTERRUPTED, err=True)
         sys.exit(130)
-    sys.exit(0)
+    except Exception:
+        if INTERRUPT.is_set():
+            _end_interrupted()
+        raise
+    sys.exit(130 if INTERRUPT.is_set() else 0)

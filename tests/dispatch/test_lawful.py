@@ -23,10 +23,12 @@ import pytest
 from dialer.campaign_spec import zone_names
 from tests.dispatch.test_end_to_end import FAST_CALLS, env_for, load
 from tests.processes import (
+    background,
     dialer_command,
     free_port,
     sim_provider,
     sim_stats,
+    wait_for_http,
     write_campaign,
     write_config,
 )
@@ -67,7 +69,7 @@ def run(tmp_path: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
 async def test_at_20_30_florida_waits_and_new_york_is_dialed(
     own_database_url: str, tmp_path: Path, own_db
 ) -> None:
-    evening = zone_at("20:05", "20:45")
+    evening = zone_at("20:00", "20:58")  # Florida closed since 20:00, the US open until 21:00
     rows = [
         ("+13052001001", "Florida", evening, "FL"),
         ("+12122001001", "New York", evening, "NY"),
@@ -105,27 +107,30 @@ async def test_at_20_30_florida_waits_and_new_york_is_dialed(
 async def test_three_processes_two_campaigns_one_subject_never_a_fourth_call_in_24h(
     own_database_url: str, tmp_path: Path, own_db
 ) -> None:
-    noon = zone_at("09:30", "18:30")
+    noon = zone_at("09:00", "19:00")
     numbers = [f"+1305200{2000 + i}" for i in range(6)]
     rows = [(n, f"c{i}", noon, "FL") for i, n in enumerate(numbers)]
     rules = 'rules = ["us-states"]\nsubject = "renewals"'
     sim_options = ("--rate", "20/s", "--channels", "6", *FAST_CALLS, "--outcomes", "busy=1")
+    serve_port = free_port()
     with sim_provider(tmp_path, *sim_options) as sim:
-        config = write_config(tmp_path, sim, rate="20/s", channels=6, port=free_port())
+        config = write_config(tmp_path, sim, rate="20/s", channels=6, port=serve_port)
         env = env_for(own_database_url, config)
         for name in ("spring", "autumn"):
             load(tmp_path, env, campaign(tmp_path, name, rows, rules, retry='busy = "1s"'))
-        processes = [
-            subprocess.Popen(
-                dialer_command("run", "--dial-cap", "100", "--for", "25s"),
-                cwd=tmp_path,
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=(tmp_path / f"run{i}.log").open("wb"),
-            )
-            for i in range(3)
-        ]
-        codes = [p.wait(timeout=200) for p in processes]
+        with background(dialer_command("serve"), tmp_path, env, tmp_path / "serve.log"):
+            wait_for_http(f"http://127.0.0.1:{serve_port}/healthz")
+            processes = [
+                subprocess.Popen(
+                    dialer_command("run", "--dial-cap", "100", "--for", "25s", "--wait"),
+                    cwd=tmp_path,
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=(tmp_path / f"run{i}.log").open("wb"),
+                )
+                for i in range(3)
+            ]
+            codes = [p.wait(timeout=200) for p in processes]
         stats = await sim_stats(sim)
         calls = Counter(call["to"] for call in stats["calls"].values())
         held = next(number for number, count in calls.items() if count == 3)

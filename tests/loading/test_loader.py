@@ -271,7 +271,7 @@ async def test_interrupted_load_leaves_nothing(
     _, alive = psutil.wait_procs(workers, timeout=10)
     assert not alive, "workers must not outlive the load"
     if sig == signal.SIGINT:
-        assert process.returncode == 130
+        assert process.returncode == 130, stderr.decode()[-3000:]
         assert stderr.decode().strip() == (
             "dialer: interrupted; any unfinished transaction was rolled back"
         )
