@@ -7,12 +7,15 @@ import logging
 import asyncpg
 
 from dialer.campaign_spec import is_campaign_name
-from dialer.campaigns import Campaign
+from dialer.campaigns import Campaign, CampaignCache
+from dialer.consent import ConsentEvent
 from dialer.db import attempts, campaigns, contacts, reporting, webhooks
+from dialer.db import consent as ledger
 from dialer.dispatch.limiter import BREAKER_WINDOW, breaker_trips
 from dialer.errors import ConflictError, NotFoundError
 from dialer.policy.caller_ids import is_tired
 from dialer.policy.goal import goal_reached
+from dialer.settle import settle
 
 log = logging.getLogger("dialer.campaign")
 
@@ -104,3 +107,22 @@ async def trip_breaker_if_failing(conn: asyncpg.Connection, campaign_id: int) ->
         log.error("campaign paused", extra={"campaign_id": campaign_id, "reason": reason})
         return reason
     return None
+
+
+async def withdraw_revoked(conn: asyncpg.Connection, revocations: list[ConsentEvent]) -> int:
+    """A revocation withdraws the number's reservations not yet sent in every campaign that
+    requires that scope (a call already sent goes on; the send itself checks the grant)."""
+    released = 0
+    cache = CampaignCache()
+    for scope in {e.scope for e in revocations}:
+        phones = [e.phone_e164 for e in revocations if e.scope == scope]
+        for attempt in await ledger.withdraw_reservations(conn, phones, scope):
+            released += await settle(
+                conn,
+                cache,
+                attempt,
+                "not_dialed",
+                error=f"consent in {scope!r} revoked before the call",
+                transition="release",
+            )
+    return released

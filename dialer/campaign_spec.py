@@ -199,6 +199,8 @@ class CampaignSpec(_Strict):
     no_call_after_conversation: str | None = None
     # A contact whose row and number tell no jurisdiction is taken to be here ("US-NY").
     default_jurisdiction: str | None = None
+    # Dial only numbers whose latest consent event in this scope is a grant (dialer consent).
+    requires_consent: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 
     @field_validator("name")
     @classmethod

@@ -61,6 +61,9 @@ EXAMPLE_CAMPAIGN = {
 EXAMPLE_CSV = "phone,name,crm_id\n+919812345601,Asha,1\n09812345602,Ravi,2\n"
 EXAMPLE_LINES = '{"phone": "+919812345603", "name": "Meera", "crm_id": 3}\n'
 EXAMPLE_NUMBERS = {"numbers": ["+919812345609"], "reason": "asked not to be called"}
+EXAMPLE_CONSENTS = {
+    "events": [{"phone": "+919812345609", "scope": "marketing", "action": "grant", "source": "web"}]
+}
 SECURED = [{"bearer": []}]
 
 
@@ -181,6 +184,29 @@ def _schemas() -> dict:
             "required": ["removed"],
             "properties": {"removed": counts},
         },
+        "Consents": {
+            "type": "object",
+            "required": ["events"],
+            "additionalProperties": False,
+            "properties": {
+                "events": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": 10000,
+                    "items": {
+                        "type": "object",
+                        "description": "phone (required), scope, action (grant or revoke),"
+                        " source, evidence or evidence_sha256, occurred_at (ISO 8601)",
+                        "additionalProperties": {"type": "string"},
+                    },
+                }
+            },
+        },
+        "ConsentsAppended": {
+            "type": "object",
+            "required": ["appended", "reservations_withdrawn"],
+            "properties": {"appended": counts, "reservations_withdrawn": counts},
+        },
     }
 
 
@@ -286,6 +312,13 @@ def document() -> dict:
                     "Take numbers off the do-not-call list",
                     ok("DncRemoved"),
                     requestBody=_body("Numbers", EXAMPLE_NUMBERS),
+                )
+            },
+            "/api/v1/consents": {
+                "post": _operation(
+                    "Append consent grants or revocations to the ledger, all or nothing",
+                    ok("ConsentsAppended"),
+                    requestBody=_body("Consents", EXAMPLE_CONSENTS),
                 )
             },
         },

@@ -25,11 +25,13 @@ from aiohttp import web
 from dialer import dnc
 from dialer.api.problems import from_error, problem
 from dialer.api.uploads import Converted, json_lines_to_csv, save_body
-from dialer.campaign_control import set_status
+from dialer.campaign_control import set_status, withdraw_revoked
 from dialer.campaign_spec import CampaignFile, CampaignSpec, is_campaign_name
 from dialer.campaigns import from_row
 from dialer.config import ApiToken, DialerConfig
-from dialer.db import api_requests, campaigns, reporting
+from dialer.consent import event_from_fields
+from dialer.db import api_requests, campaigns, reporting, server
+from dialer.db import consent as consent_ledger
 from dialer.db.export import export_csv, export_json_lines, sync_point
 from dialer.db.outage import TRANSIENT
 from dialer.errors import (
@@ -419,6 +421,41 @@ async def dnc_add(request: web.Request) -> web.Response:
     )
 
 
+class ConsentsBody(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+    events: list[dict[str, str]] = pydantic.Field(min_length=1, max_length=10_000)
+
+
+@needs("write")
+async def consents_add(request: web.Request) -> web.Response:
+    """Append consent events to the ledger (as `dialer consent import`), all or nothing."""
+    data = await _json_body(request)
+    try:
+        body = ConsentsBody.model_validate(data)
+    except pydantic.ValidationError as exc:
+        problems = field_problems(exc, data if isinstance(data, dict) else {})
+        raise InvalidFields("; ".join(f"{k}: {m}" for k, m in problems), problems) from None
+    region = request.app[CONFIG].default_region
+    async with request.app[POOL].acquire(timeout=ACQUIRE_S) as conn:
+        now = await server.now(conn)
+        events, bad = [], []
+        for index, fields in enumerate(body.events):
+            values = {k.lower(): str(v) for k, v in fields.items()}
+            event, wrong = event_from_fields(
+                values, region=region, scope=None, source=None, action=None, now=now
+            )
+            bad += [(f"events[{index}].{field}", what) for field, what in wrong]
+            if event is not None:
+                events.append(event)
+        if bad:
+            detail = "; ".join(f"{where}: {what}" for where, what in bad[:20])
+            raise InvalidFields(f"nothing was written, fix these first: {detail}", bad[:100])
+        async with conn.transaction():
+            ids = await consent_ledger.append(conn, events)
+            released = await withdraw_revoked(conn, [e for e in events if e.action == "revoke"])
+    return web.json_response({"appended": len(ids), "reservations_withdrawn": released})
+
+
 @needs("write")
 async def dnc_remove(request: web.Request) -> web.Response:
     numbers, _ = await _numbers(request)
@@ -456,5 +493,6 @@ def add_api(app: web.Application, pool: asyncpg.Pool, config: DialerConfig) -> N
             web.get(name + "/results", results),
             web.post(PREFIX + "/dnc", dnc_add),
             web.post(PREFIX + "/dnc/remove", dnc_remove),
+            web.post(PREFIX + "/consents", consents_add),
         ]
     )

@@ -15,6 +15,7 @@ from dialer import __version__
 from dialer.cli.call_test import call_test
 from dialer.cli.campaign import campaign
 from dialer.cli.config_cmd import config
+from dialer.cli.consent import consent
 from dialer.cli.context import AppContext
 from dialer.cli.demo import demo
 from dialer.cli.dialing import run, serve, sim_provider
@@ -92,6 +93,7 @@ for command in (
     config,
     webhooks,
     explain,
+    consent,
 ):
     cli.add_command(command)
 

@@ -12,6 +12,7 @@ import click
 
 from dialer.campaigns import from_row
 from dialer.cli.context import AppContext, pass_app, run
+from dialer.db import consent as ledger
 from dialer.db import explain as reading
 from dialer.db import server
 from dialer.db.connect import session
@@ -91,7 +92,8 @@ def explain(
                 raise NotFoundError(f"no contact with the number {phone}{where}")
             calls = await reading.calls_of(conn, phone, when)
             listed = await reading.listing(conn, phone)
-            return [_explain(phone, row, calls, listed, when, dial_cap) for row in rows]
+            consents = {r["scope"]: r for r in await ledger.standing(conn, phone)}
+            return [_explain(phone, row, calls, listed, consents, when, dial_cap) for row in rows]
 
     found = run(go())
     if as_json:
@@ -118,6 +120,7 @@ def _explain(
     row: asyncpg.Record,
     calls: list[asyncpg.Record],
     listed: asyncpg.Record | None,
+    consents: dict[str, asyncpg.Record],
     at: datetime,
     dial_cap: int,
 ) -> Explanation:
@@ -164,6 +167,17 @@ def _explain(
         )
     else:
         item.checks.append(Check("do-not-call", True, "not listed"))
+    scope = spec.requires_consent
+    if scope is not None:
+        latest = consents.get(scope)
+        granted = latest is not None and latest["action"] == "grant"
+        said = (
+            f"latest event: {latest['action']} ({latest['source']},"
+            f" {latest['occurred_at']:%Y-%m-%d %H:%M %Z}; ledger row {latest['id']})"
+            if latest
+            else "no consent recorded"
+        )
+        item.checks.append(Check(f"consent ({scope})", granted, said))
     on_subject = [c for c in calls if c["subject"] == subject]
     if limits is not None:
         talks = [
@@ -213,7 +227,10 @@ def _explain(
     if row["state"] == "pending" and retry is not None and retry > at:
         holding.append(retry)
         item.checks.append(Check("retry delay", False, "waits", retry.isoformat()))
-    waiting = row["state"] == "pending" and row["status"] == "active" and listed is None
+    consented = scope is None or (scope in consents and consents[scope]["action"] == "grant")
+    waiting = (
+        row["state"] == "pending" and row["status"] == "active" and listed is None and consented
+    )
     item.dial_now = waiting and open_now and not holding
     if waiting and not item.dial_now:
         after = max([at, *holding])

@@ -13,6 +13,7 @@ from decimal import Decimal
 
 import asyncpg
 
+from dialer.db.consent import LIVE_GRANT
 from dialer.policy.lookups import (
     ANSWERED_QUIET,
     BACKOFF_CAP,
@@ -112,6 +113,10 @@ async def reserve(
     )
 
 
+# A campaign that requires consent sends only while the number's grant is live: a revocation
+# committed after the claim still stops the send (db.consent).
+_CONSENTED = LIVE_GRANT.format(phone="a.phone_e164", scope="(k.spec ->> 'requires_consent')")
+
 _BEGIN_DIAL = f"""
 UPDATE attempts a
 SET state = 'dialing', requested_at = now(), caller_id = t.caller,
@@ -120,7 +125,8 @@ SET state = 'dialing', requested_at = now(), caller_id = t.caller,
 FROM unnest($1::bigint[], $2::text[], $3::int[], $5::int[]) AS t(id, caller, ring, talk)
 WHERE a.id = t.id AND a.state = ANY($6::text[]) AND a.lease_expires_at > now()
   AND (a.dial_before IS NULL OR a.dial_before > now())
-  AND EXISTS (SELECT 1 FROM campaigns k WHERE k.id = a.campaign_id AND k.status = 'active')
+  AND EXISTS (SELECT 1 FROM campaigns k WHERE k.id = a.campaign_id AND k.status = 'active'
+              AND (k.spec ->> 'requires_consent' IS NULL OR {_CONSENTED}))
 RETURNING a.id
 """
 
@@ -130,7 +136,8 @@ async def begin_dialing(
 ) -> set[int]:
     """Commit (attempt, caller id, ring timeout s, max duration s) as `dialing`, with its send
     deadline and first look-up time, where its reservation still holds: its lease, its calling
-    window, its campaign `active`. Returns the ids that matched."""
+    window, its campaign `active`, the number's consent if the campaign requires it. Returns
+    the ids that matched."""
     rows = await conn.fetch(
         _BEGIN_DIAL,
         [a[0] for a in attempts],

@@ -62,6 +62,8 @@ def jurisdiction_hours_sql(keys: str, starts: str, ends: str) -> str:
     )
 
 
+from dialer.db.consent import LIVE_GRANT  # noqa: E402 (the rule is the ledger's)
+
 PENDING = "c.state = 'pending'"
 NOT_LISTED = "NOT EXISTS (SELECT 1 FROM dnc d WHERE d.phone_e164 = c.phone_e164)"
 RETRY_OVER = "(c.next_attempt_at IS NULL OR c.next_attempt_at <= now())"
@@ -70,11 +72,15 @@ VERDICT_DUE = "due now"
 
 def due_tests(window_param: int) -> tuple[str, list[tuple[str, str]]]:
     """(the FROM item the window needs, [(what failing it is called, its SQL test)]), the
-    window's parameters numbered from $`window_param`. Every reader of "due" builds on this."""
+    window's parameters (CallingRules.sql_parameters) numbered from $`window_param`. Every
+    reader of "due" builds on this."""
     lateral, in_window = window_sql(window_param)
+    scope = f"${window_param + 10}::text"
+    consented = f"({scope} IS NULL OR {LIVE_GRANT.format(phone='c.phone_e164', scope=scope)})"
     return lateral, [
         ("not pending", PENDING),
         ("do-not-call", NOT_LISTED),
+        ("no consent", consented),
         ("retry delay", RETRY_OVER),
         ("outside calling window", in_window),
     ]

@@ -35,6 +35,7 @@ class CallingRules:
     # The laws named (policy.packs): hours per jurisdiction narrow the window; caps and quiet
     # times are judged at claim (db.contacts). None: the campaign's window alone.
     law: CampaignRules | None = None
+    consent_scope: str | None = None  # requires_consent: only numbers with a live grant
 
     @classmethod
     def of(cls, spec: CampaignSpec) -> CallingRules:
@@ -55,12 +56,13 @@ class CallingRules:
             start_date=spec.start_date,
             end_date=spec.end_date,
             law=law,
+            consent_scope=spec.requires_consent,
         )
 
     def sql_parameters(self) -> tuple:
         """The window as the parameters of the SQL window test (zone, start, end, ISO weekdays,
-        holidays, start date, end date, then the jurisdiction keys with their hours), in that
-        order."""
+        holidays, start date, end date, the jurisdiction keys with their hours, the consent
+        scope required), in that order."""
         keys, starts, ends = self.law.hours_parameters() if self.law else ([], [], [])
         return (
             self.timezone,
@@ -73,6 +75,7 @@ class CallingRules:
             keys,
             starts,
             ends,
+            self.consent_scope,
         )
 
     def hours_for(self, jurisdiction: str | None) -> tuple[time, time]:

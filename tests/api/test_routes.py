@@ -375,3 +375,18 @@ async def test_an_upload_that_stops_arriving_is_dropped(api, monkeypatch) -> Non
     status = await asyncio.wait_for(reader.readline(), 10)  # the rest never comes
     writer.close()
     assert status.split()[1] == b"408", status
+
+
+async def test_consents_are_appended_all_or_nothing(api) -> None:
+    base, pool = api
+    good = {"phone": "+919812345611", "scope": "marketing", "source": "crm form 7"}
+    status, body = await call("POST", f"{base}/consents", json={"events": [good]})
+    assert status == 200 and body == {"appended": 1, "reservations_withdrawn": 0}, body
+    bad = {"events": [good, {"phone": "12", "scope": "marketing", "source": "x"}]}
+    status, body = await call("POST", f"{base}/consents", json=bad)
+    assert status == 422 and body["errors"][0]["field"] == "events[1].phone", body
+    revoke = good | {"action": "revoke"}
+    status, body = await call("POST", f"{base}/consents", json={"events": [revoke]}, token=READER)
+    assert status == 403
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM consent_events") == 1

@@ -11,8 +11,10 @@ explain` says why, with the calls that hold the number and the next lawful momen
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
+import time
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,13 +39,17 @@ pytestmark = pytest.mark.timeout(240)
 
 
 def zone_at(low: str, high: str) -> str:
-    """A zone whose local time now lies between `low` and `high` (HH:MM)."""
-    now = datetime.now(UTC)
-    for name in sorted(zone_names()):
-        local = now.astimezone(ZoneInfo(name)).strftime("%H:%M")
-        if low <= local <= high:
-            return name
-    raise AssertionError(f"no zone has a local time between {low} and {high} now")
+    """A zone whose local time now lies between `low` and `high` (HH:MM). Zones are whole,
+    half or three-quarter hours apart, so in a few minutes of an hour none may fit: then this
+    waits for the next minute (at most two)."""
+    for _ in range(3):
+        now = datetime.now(UTC)
+        for name in sorted(zone_names()):
+            local = now.astimezone(ZoneInfo(name)).strftime("%H:%M")
+            if low <= local <= high:
+                return name
+        time.sleep(61 - now.second)
+    raise AssertionError(f"no zone has a local time between {low} and {high}")
 
 
 def write_contacts(path: Path, rows: list[tuple[str, str, str, str]]) -> None:
@@ -154,3 +160,61 @@ async def test_three_processes_two_campaigns_one_subject_never_a_fourth_call_in_
     assert "not now; next lawful moment" in text
     lawful = datetime.fromisoformat(json.loads(later.stdout)[0]["next_lawful"])
     assert (lawful - datetime.now(UTC)).total_seconds() > 20 * 3600  # when the first call ages
+
+
+async def test_consent_is_required_and_a_revocation_stops_every_process(
+    own_database_url: str, tmp_path: Path, own_db
+) -> None:
+    """`requires_consent = "marketing"`: a number never granted is never dialed; one revoked
+    mid-run is dialed by neither of two processes after the revocation commits, while the
+    others go on."""
+    numbers = [f"+91984502{i:04d}" for i in range(4)]
+    rows = [(n, f"c{i}", "Asia/Kolkata", "") for i, n in enumerate(numbers)]
+    grants = "phone,scope,source\n" + "".join(f"{n},marketing,crm\n" for n in numbers[:3])
+    (tmp_path / "grants.csv").write_text(grants)
+    serve_port = free_port()
+    sim_options = ("--rate", "20/s", "--channels", "4", *FAST_CALLS, "--outcomes", "busy=1")
+    with sim_provider(tmp_path, *sim_options) as sim:
+        config = write_config(tmp_path, sim, rate="20/s", channels=4, port=serve_port)
+        env = env_for(own_database_url, config)
+        rules = 'requires_consent = "marketing"'
+        path = campaign(tmp_path, "consented", rows, rules, retry='busy = "1s"')
+        path.write_text(path.read_text().replace("max_attempts = 10", "max_attempts = 40"))
+        load(tmp_path, env, path)
+        assert run(tmp_path, env, "consent", "import", "grants.csv").returncode == 0
+        with background(dialer_command("serve"), tmp_path, env, tmp_path / "serve.log"):
+            wait_for_http(f"http://127.0.0.1:{serve_port}/healthz")
+            processes = [
+                subprocess.Popen(
+                    dialer_command("run", "--dial-cap", "100", "--for", "16s", "--wait"),
+                    cwd=tmp_path,
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=(tmp_path / f"run{i}.log").open("wb"),
+                )
+                for i in range(2)
+            ]
+            count = "SELECT count(*) FROM attempts WHERE phone_e164 = $1"
+            while await own_db.fetchval(count, numbers[1]) < 2:  # noqa: ASYNC110 (a process)
+                await asyncio.sleep(0.2)
+            revoked = run(tmp_path, env, "consent", "revoke", numbers[1], "--scope", "marketing")
+            codes = [p.wait(timeout=200) for p in processes]
+        stats = await sim_stats(sim)
+    assert revoked.returncode == 0, revoked.stderr.decode()
+    assert set(codes) <= {0, 3}
+    when = await own_db.fetchval("SELECT recorded_at FROM consent_events WHERE action = 'revoke'")
+    late = await own_db.fetch(
+        """SELECT id, requested_at FROM attempts
+           WHERE phone_e164 = $1 AND requested_at > $2 AND state <> 'not_dialed'""",
+        numbers[1],
+        when,
+    )
+    assert not late, late  # nothing sent after the revocation committed
+    calls = Counter(call["to"] for call in stats["calls"].values())
+    assert numbers[3] not in calls  # never granted: never dialed
+    after = await own_db.fetchval(
+        "SELECT count(*) FROM attempts WHERE phone_e164 = $1 AND requested_at > $2",
+        numbers[0],
+        when,
+    )
+    assert after > 0  # the others went on

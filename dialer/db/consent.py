@@ -1,0 +1,107 @@
+"""The consent ledger's table: appending to the chain (one writer at a time, under an advisory
+lock), reading it back in order, and what a revocation withdraws."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import asyncpg
+
+from dialer.consent import GENESIS, ConsentEvent, phone_key, row_hash
+
+LEDGER_LOCK_KEY = 0x636F6E73656E74  # "consent": appends to the chain take turns
+
+
+async def privacy_key(conn: asyncpg.Connection) -> str:
+    return await conn.fetchval("SELECT privacy_key FROM dialer_install")
+
+
+async def append(conn: asyncpg.Connection, events: list[ConsentEvent]) -> list[int]:
+    """Append `events` to the chain, in order, in the caller's transaction; their ids."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", LEDGER_LOCK_KEY)
+    key = await privacy_key(conn)
+    previous = (
+        await conn.fetchval("SELECT row_hash FROM consent_events ORDER BY id DESC LIMIT 1")
+        or GENESIS
+    )
+    rows = []
+    for event in events:
+        row_id = await conn.fetchval("SELECT nextval('consent_events_id_seq')")
+        number_key = phone_key(key, event.phone_e164)
+        digest = row_hash(
+            row_id,
+            number_key,
+            event.scope,
+            event.action,
+            event.source,
+            event.evidence_sha256,
+            event.occurred_at,
+            previous,
+        )
+        rows.append(
+            (
+                row_id,
+                event.phone_e164,
+                number_key,
+                event.scope,
+                event.action,
+                event.source,
+                event.evidence_sha256,
+                event.occurred_at,
+                previous,
+                digest,
+            )
+        )
+        previous = digest
+    await conn.executemany(
+        """INSERT INTO consent_events (id, phone_e164, phone_key, scope, action, source,
+                                       evidence_sha256, occurred_at, prev_hash, row_hash)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)""",
+        rows,
+    )
+    return [r[0] for r in rows]
+
+
+async def chain(conn: asyncpg.Connection) -> AsyncIterator[asyncpg.Record]:
+    """Every row of the ledger in id order, streamed (in a transaction of its own)."""
+    async with conn.transaction(readonly=True):
+        async for row in conn.cursor(
+            """SELECT id, phone_key, scope, action, source, evidence_sha256, occurred_at,
+                      prev_hash, row_hash
+               FROM consent_events ORDER BY id""",
+            prefetch=5000,
+        ):
+            yield row
+
+
+# A number's standing in a scope: its latest event there is a grant. Used by db.due and by the
+# send's compare-and-set, so a revocation stops every process before its next claim or send.
+LIVE_GRANT = """EXISTS (
+    SELECT 1 FROM consent_events e
+    WHERE e.id = (SELECT max(x.id) FROM consent_events x
+                  WHERE x.phone_e164 = {phone} AND x.scope = {scope})
+      AND e.action = 'grant')"""
+
+
+async def withdraw_reservations(
+    conn: asyncpg.Connection, phones: list[str], scope: str
+) -> list[int]:
+    """The reservations not yet sent, of these numbers, in campaigns that require consent in
+    `scope`: their ids (the caller releases them; a call already sent goes on)."""
+    rows = await conn.fetch(
+        """SELECT a.id FROM attempts a JOIN campaigns k ON k.id = a.campaign_id
+           WHERE a.phone_e164 = ANY($1::text[]) AND a.state = 'reserved'
+             AND k.spec ->> 'requires_consent' = $2""",
+        phones,
+        scope,
+    )
+    return [r["id"] for r in rows]
+
+
+async def standing(conn: asyncpg.Connection, phone: str) -> list[asyncpg.Record]:
+    """The number's latest event per scope (for `dialer explain`)."""
+    return await conn.fetch(
+        """SELECT DISTINCT ON (scope) scope, action, source, occurred_at, id
+           FROM consent_events WHERE phone_e164 = $1 ORDER BY scope, id DESC""",
+        phone,
+    )

@@ -1,0 +1,102 @@
+"""The consent ledger: imported all or nothing, append-only, hash-chained (an edit, a deletion
+or a move is found and named by `dialer consent verify`), and what a campaign that requires
+consent may dial."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from dialer.db.consent import LIVE_GRANT
+
+GOOD = """phone,scope,action,source,evidence,occurred_at
++919845010001,marketing,grant,web form 12,I agree to be called,2026-11-01T10:00:00+05:30
++919845010002,marketing,grant,web form 12,I agree too,2026-11-01T11:00:00+05:30
++919845010003,marketing,grant,store,paper form,2026-11-02T09:00:00+05:30
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "consents.csv") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+async def rows(db: asyncpg.Connection) -> int:
+    return await db.fetchval("SELECT count(*) FROM consent_events")
+
+
+async def live(db: asyncpg.Connection, phone: str, scope: str = "marketing") -> bool:
+    query = "SELECT " + LIVE_GRANT.format(phone="$1::text", scope="$2::text")
+    return await db.fetchval(query, phone, scope)
+
+
+async def test_import_revoke_and_a_chain_that_verifies(run_cli, tmp_path: Path, db) -> None:
+    result = run_cli("consent", "import", str(write(tmp_path, GOOD)))
+    assert result.exit_code == 0, result.stderr
+    assert await rows(db) == 3 and await live(db, "+919845010002")
+    result = run_cli("consent", "revoke", "+919845010002", "--scope", "marketing")
+    assert result.exit_code == 0, result.stderr
+    assert not await live(db, "+919845010002") and await live(db, "+919845010001")
+    assert not await live(db, "+919845010001", "surveys")  # another scope: never granted
+    verified = run_cli("consent", "verify")
+    assert verified.exit_code == 0 and "4 rows, chain intact" in verified.stdout
+    evidence = await db.fetchval(
+        "SELECT evidence_sha256 FROM consent_events WHERE phone_e164 = '+919845010001'"
+    )
+    assert len(evidence) == 64  # the text's digest, not the text
+
+
+@pytest.mark.parametrize(
+    "line, where",
+    [
+        ("+919845010009,marketing,grant,web,x,2026-13-01T10:00:00+05:30", "line 3: occurred_at"),
+        ("+919845010009,marketing,grant,web,x,2026-11-01T10:00:00", "line 3: occurred_at"),
+        ("12,marketing,grant,web,x,2026-11-01T10:00:00+05:30", "line 3: phone"),
+        ("+919845010009,Marketing!,grant,web,x,2026-11-01T10:00:00+05:30", "line 3: scope"),
+        ("+919845010009,marketing,maybe,web,x,2026-11-01T10:00:00+05:30", "line 3: action"),
+        ("+919845010009,marketing,grant,,x,2026-11-01T10:00:00+05:30", "line 3: source"),
+    ],
+)
+async def test_a_bad_row_writes_nothing_and_is_named(
+    run_cli, tmp_path: Path, db, line: str, where: str
+) -> None:
+    before = await rows(db)
+    text = GOOD.splitlines()[0] + "\n" + GOOD.splitlines()[1] + "\n" + line + "\n"
+    result = run_cli("consent", "import", str(write(tmp_path, text, "bad.csv")))
+    assert result.exit_code == 2, result.stdout + result.stderr
+    assert f"bad.csv: {where}" in result.stderr and "nothing was written" in result.stderr
+    assert await rows(db) == before
+
+
+async def test_an_edited_deleted_or_moved_row_breaks_the_chain(
+    own_database_url: str, own_db, tmp_path: Path, monkeypatch
+) -> None:
+    from tests.conftest import CliRunner, cli
+
+    def invoke(*args: str):
+        env = {"DIALER_DATABASE_URL": own_database_url}
+        return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+
+    async def dialer(*args: str):  # the command runs its own event loop: a thread of its own
+        return await asyncio.to_thread(invoke, *args)
+
+    monkeypatch.delenv("DIALER_CONFIG", raising=False)
+    assert (await dialer("consent", "import", str(write(tmp_path, GOOD)))).exit_code == 0
+    with pytest.raises(asyncpg.RaiseError, match="append-only"):
+        await own_db.execute("UPDATE consent_events SET source = 'forged' WHERE id = 2")
+    with pytest.raises(asyncpg.RaiseError, match="append-only"):
+        await own_db.execute("DELETE FROM consent_events WHERE id = 2")
+    # A superuser can go around the trigger; the chain still tells.
+    await own_db.execute("ALTER TABLE consent_events DISABLE TRIGGER consent_events_append_only")
+    await own_db.execute("UPDATE consent_events SET action = 'grant', source = 'x' WHERE id = 2")
+    edited = await dialer("consent", "verify")
+    assert edited.exit_code == 1
+    assert "broken at row id 2 (row 2 of the chain)" in edited.stderr and "edited" in edited.stderr
+    await own_db.execute("DELETE FROM consent_events WHERE id = 2")
+    deleted = await dialer("consent", "verify")
+    assert deleted.exit_code == 1 and "broken at row id 3" in deleted.stderr
+    assert "deleted or moved" in deleted.stderr
