@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import date
 from itertools import chain
 from pathlib import Path
 
@@ -36,18 +37,41 @@ def normalize_all(
     return good, bad
 
 
+@dataclass(frozen=True)
+class RegistryListing:
+    """Where numbers being listed come from: a dated copy of a registry."""
+
+    registry: str
+    copy_id: int
+
+
 async def add_numbers(
-    conn: asyncpg.Connection, numbers: list[str], reason: str | None
+    conn: asyncpg.Connection,
+    numbers: list[str],
+    reason: str | None,
+    *,
+    registry: RegistryListing | None = None,
+    registered_on: list[date | None] | None = None,
 ) -> DncChange:
     """List the numbers and suppress every contact that is still waiting to be dialed with them.
 
     Pending contacts with a retry scheduled are suppressed too: once a person asks not to be
-    called, no further attempt may reach them.
+    called, no further attempt may reach them. From a registry's copy, each number keeps the
+    registry and (when known) the day it was registered there.
     """
     change = DncChange()
-    unique = sorted(set(numbers))
+    if registry is None:
+        unique = sorted(set(numbers))
+    else:
+        days = dict(zip(numbers, registered_on or [None] * len(numbers), strict=True))
+        unique = sorted(days)
     async with conn.transaction():
-        change.added = await stored.add(conn, unique, reason)
+        if registry is None:
+            change.added = await stored.add(conn, unique, reason)
+        else:
+            change.added = await stored.add_from_registry(
+                conn, unique, [days[n] for n in unique], reason, registry.registry, registry.copy_id
+            )
         change.already_listed = len(unique) - change.added
         suppressed = await contacts.suppress_numbers(conn, unique)
         change.contacts_suppressed = len(suppressed)
@@ -64,24 +88,58 @@ async def list_numbers(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     return await stored.listing(conn)
 
 
-def read_dnc_csv(path: Path) -> Iterator[tuple[int, str, str | None]]:
-    """(line, raw number, reason) from a CSV with a `phone` column (else the first column)."""
+@dataclass(frozen=True)
+class DncRow:
+    line: int
+    raw: str  # the number as written
+    reason: str | None
+    registered_on: str | None  # as written, when the file has such a column
+
+
+REGISTERED_COLUMNS = ("registered_on", "registered", "registration_date", "date_registered")
+
+
+def read_dnc_csv(path: Path) -> Iterator[DncRow]:
+    """The rows of a do-not-call file: a CSV with a `phone` column (else the first column),
+    optional `reason` and `registered_on` columns; or a bare list of numbers; or the FTC's
+    flat file (one `area code,number` pair per line, no header)."""
     source = CsvSource.open(path)
     records = source.records()
     first = next(records, None)
-    lowered = [name.lower() for name in source.header]
+    header = source.header
+    lowered = [name.strip().lower() for name in header]
+    if _ftc_pair(header):  # "212,5551234": no header, every line a pair
+        yield DncRow(source.header_line, "+1" + "".join(header).replace(" ", ""), None, None)
+        for line, values in chain([first] if first else [], records):
+            if not _ftc_pair(values):
+                shown = ",".join(values)[:60]
+                raise InputError(f"{path}: line {line}: expected 'area code,number', got {shown!r}")
+            yield DncRow(line, "+1" + "".join(values).replace(" ", ""), None, None)  # NANP
+        return
     phone = lowered.index("phone") if "phone" in lowered else 0
     reason = lowered.index("reason") if "reason" in lowered else None
-    if len(source.header) == 1 and _looks_like_number(source.header[0]):
-        yield source.header_line, source.header[0], None  # a bare list of numbers, no header
+    registered = next((lowered.index(n) for n in REGISTERED_COLUMNS if n in lowered), None)
+    if len(header) == 1 and _looks_like_number(header[0]):
+        yield DncRow(source.header_line, header[0], None, None)  # a bare list, no header
     for line, values in chain([first] if first else [], records):
         if phone >= len(values):
-            raise InputError(f"{path}: line {line}: no value in column {source.header[phone]!r}")
-        yield (
+            raise InputError(f"{path}: line {line}: no value in column {header[phone]!r}")
+        yield DncRow(
             line,
             values[phone],
             values[reason] if reason is not None and reason < len(values) else None,
+            values[registered] if registered is not None and registered < len(values) else None,
         )
+
+
+def _ftc_pair(values: list[str]) -> bool:
+    """A line of the FTC registry's flat file: a 3-digit area code and a 7-digit number."""
+    return (
+        len(values) == 2
+        and len(values[0].strip()) == 3
+        and len(values[1].strip()) == 7
+        and (values[0] + values[1]).strip().isdigit()
+    )
 
 
 def _looks_like_number(text: str) -> bool:

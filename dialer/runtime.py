@@ -41,6 +41,7 @@ from dialer.providers.send_deadline import (
     abortive_socket,
     deadline_tracing,
 )
+from dialer.registries import stale_copies
 from dialer.supervise import watch
 from dialer.webhooks.deliver import deliver_forever, keep_endpoints_forever
 
@@ -255,8 +256,9 @@ async def selected_campaigns(
     skipped: list[str] | None = None,
 ) -> list[Campaign]:
     """The named campaigns (all active ones if none named). A named campaign whose account is
-    not configured is an error; an active one, when none is named, is left out (logged, and
-    said in `skipped`) so that the others are still dialed."""
+    not configured, or whose packs find a registry copy too old (dialer.registries), is an
+    error; an active one, when none is named, is left out (logged, and said in `skipped`) so
+    that the others are still dialed."""
     skipped = [] if skipped is None else skipped
     if names:
         rows = await stored.by_names(conn, list(names))
@@ -283,7 +285,14 @@ async def selected_campaigns(
             continue
         refuse_unsupported(campaign.spec, config)
         chosen.append(campaign)
-    return chosen
+    stale = await stale_copies(conn, chosen)
+    for campaign in [c for c in chosen if c.id in stale]:
+        message = f"campaign {campaign.name}: " + "; ".join(stale[campaign.id])
+        if names:
+            raise ConfigError(message)
+        log.error("campaign not dialed", extra={"reason": message})
+        skipped.append(message)
+    return [c for c in chosen if c.id not in stale]
 
 
 @asynccontextmanager

@@ -149,10 +149,13 @@ def run(
             pool = runtime.pool
             outage = Outage(limit_s=config.outage_limit_s, pool=pool)
             if dry_run:
+                refused: list[str] = []
                 async with pool.acquire() as conn:
-                    chosen = await selected_campaigns(conn, campaigns, config)
+                    chosen = await selected_campaigns(conn, campaigns, config, refused)
                     await explain_dry_run(conn, chosen, dial_cap=dial_cap)
-                return 0
+                for message in refused:
+                    print(f"dialer: error: would not dial: {message}", file=sys.stderr)
+                return EXIT_BAD_CONFIG if refused else 0
 
             skipped: list[str] = []
 
@@ -212,6 +215,8 @@ def run(
                 code = await dispatcher.run()
             if dispatcher.account_failure:
                 print(f"dialer: error: {dispatcher.account_failure}", file=sys.stderr)
+            for message in dispatcher.refused.values():
+                print(f"dialer: error: stopped dialing: {message}", file=sys.stderr)
             failure = dispatcher.failure
             if failure is not None:
                 said = str(failure) if isinstance(failure, DialerError) else repr(failure)

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
+import re
 import sys
+from datetime import date, datetime
 from pathlib import Path
 
 import click
 
 from dialer import dnc as dnc_list
 from dialer.cli.context import AppContext, pass_app, run
+from dialer.db import registries as stored_registries
 from dialer.db.connect import session
 from dialer.errors import InputError
+from dialer.policy.packs import REGISTRY_NAME
+from dialer.registries import registry_notes, registry_report
 
 _REGION_HELP = "Region for numbers written without +CC (default: default_region in dialer.toml)."
 
@@ -57,42 +63,197 @@ def add(app: AppContext, numbers: tuple[str, ...], reason: str | None, region: s
 @click.argument("csv_file", metavar="FILE.csv", type=click.Path(path_type=Path))
 @click.option("--reason", help="Reason for rows without a `reason` column.")
 @click.option("--region", help=_REGION_HELP)
+@click.option(
+    "--registry",
+    help="The registry this file is a copy of (e.g. us-dnc, in-ncpr): each number keeps it, and"
+    " packs that demand a fresh copy (us-tcpa: 31 days) judge its age by --as-of.",
+)
+@click.option(
+    "--as-of",
+    "as_of",
+    metavar="YYYY-MM-DD",
+    help="The day the registry's administrator gave out this copy (with --registry).",
+)
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
 @pass_app
-def import_(app: AppContext, csv_file: Path, reason: str | None, region: str | None) -> None:
-    """Add every number in FILE.csv (`phone` column, else the first; optional `reason` column).
+def import_(
+    app: AppContext,
+    csv_file: Path,
+    reason: str | None,
+    region: str | None,
+    registry: str | None,
+    as_of: str | None,
+    fmt: str,
+) -> None:
+    """Add every number in FILE.csv (`phone` column, else the first; optional `reason` and
+    `registered_on` columns; or the FTC registry's flat file of `area code,number` lines).
 
-    All or nothing: if any row is not a phone number, nothing is added and the rows are listed.
+    All or nothing: if any row is not a phone number (or has a bad `registered_on`), nothing
+    is added and the rows are listed. With --registry and --as-of the copy is recorded with
+    its date: `dialer run` refuses a campaign whose packs demand a fresher copy, and a number
+    registered too recently to bind yet (India's NCPR: 7 days) is reported (and still never
+    dialed).
     """
+    copy = _copy_of(registry, as_of)
     rows = list(dnc_list.read_dnc_csv(csv_file))
-    good, bad = [], []
-    for line, raw, row_reason in rows:
-        normalized, problems = dnc_list.normalize_all([raw], _region(app, region))
+    good: list[tuple[str, str | None, date | None]] = []
+    bad = []
+    for row in rows:
+        normalized, problems = dnc_list.normalize_all([row.raw], _region(app, region))
+        day, day_problem = _registered(row.registered_on, copy)
         if problems:
-            bad.append(f"line {line}: {problems[0][1]}")
+            bad.append(f"line {row.line}: {problems[0][1]}")
+        elif day_problem:
+            bad.append(f"line {row.line}: registered_on {day_problem}")
         else:
-            good.append((normalized[0], row_reason or reason))
+            good.append((normalized[0], row.reason or reason, day))
     if bad:
         shown = "; ".join(bad[:20]) + (f"; and {len(bad) - 20} more" if len(bad) > 20 else "")
         raise InputError(f"{csv_file}: nothing imported, fix these rows first: {shown}")
 
-    async def go() -> dnc_list.DncChange:
+    async def go() -> tuple[dnc_list.DncChange, list[str]]:
         total = dnc_list.DncChange()
         async with session(app.database_url) as conn, conn.transaction():
-            by_reason: dict[str | None, list[str]] = {}
-            for number, why in good:
-                by_reason.setdefault(why, []).append(number)
-            for why, numbers in by_reason.items():
-                change = await dnc_list.add_numbers(conn, numbers, why)
+            listing = None
+            notes: list[str] = []
+            if copy is not None:
+                today = await stored_registries.today(conn)
+                if copy[1] > today:
+                    raise InputError(
+                        f"--as-of {copy[1].isoformat()} is after today ({today.isoformat()}, UTC):"
+                        " a copy cannot come from the future"
+                    )
+                copy_id = await stored_registries.record_copy(
+                    conn, copy[0], copy[1], str(csv_file), _file_sha256(csv_file), len(good)
+                )
+                listing = dnc_list.RegistryListing(copy[0], copy_id)
+            by_reason: dict[str | None, list[tuple[str, date | None]]] = {}
+            for number, why, day in good:
+                by_reason.setdefault(why, []).append((number, day))
+            for why, listed in by_reason.items():
+                change = await dnc_list.add_numbers(
+                    conn,
+                    [n for n, _ in listed],
+                    why,
+                    registry=listing,
+                    registered_on=[d for _, d in listed],
+                )
                 total.added += change.added
                 total.already_listed += change.already_listed
                 total.contacts_suppressed += change.contacts_suppressed
-        return total
+            if copy is not None:
+                notes = await registry_notes(conn, copy[0])
+        return total, notes
 
-    change = run(go())
+    change, notes = run(go())
+    if fmt == "json":
+        click.echo(
+            json.dumps(
+                {
+                    "rows": len(rows),
+                    "added": change.added,
+                    "already_listed": change.already_listed,
+                    "contacts_suppressed": change.contacts_suppressed,
+                    "registry": copy[0] if copy else None,
+                    "as_of": copy[1].isoformat() if copy else None,
+                    "notes": notes,
+                },
+                indent=2,
+            )
+        )
+        return
     click.echo(
         f"read {len(rows)} rows: added {change.added}, already listed {change.already_listed},"
         f" contacts suppressed {change.contacts_suppressed}"
     )
+    for note in notes:
+        click.echo(note)
+
+
+def _copy_of(registry: str | None, as_of: str | None) -> tuple[str, date] | None:
+    """(registry, as-of date) from the options, or None; a usage error names what is wrong."""
+    if registry is None and as_of is None:
+        return None
+    if registry is None or as_of is None:
+        raise click.UsageError("--registry and --as-of go together (which copy, of which day)")
+    if not re.match(REGISTRY_NAME, registry):
+        raise click.BadParameter(
+            f"{registry!r}: lower-case letters, digits and '-', e.g. us-dnc",
+            param_hint="--registry",
+        )
+    try:
+        day = date.fromisoformat(as_of)
+    except ValueError:
+        raise click.BadParameter(f"{as_of!r}: a date YYYY-MM-DD", param_hint="--as-of") from None
+    if day.year < 2000:
+        raise click.BadParameter(f"{as_of!r}: before 2000", param_hint="--as-of")
+    return registry, day
+
+
+def _registered(text: str | None, copy: tuple[str, date] | None) -> tuple[date | None, str | None]:
+    """A row's registration day (YYYY-MM-DD, or an ISO date-time) and what is wrong with it."""
+    if text is None or not text.strip():
+        return None, None
+    try:
+        day = datetime.fromisoformat(text.strip()).date()
+    except ValueError:
+        return None, f"{text[:40]!r} is not a date YYYY-MM-DD"
+    if day.year < 1990:
+        return None, f"{text[:40]!r} is before 1990"
+    if copy is not None and day > copy[1]:
+        return None, f"{text[:40]!r} is after the copy's date ({copy[1].isoformat()})"
+    return day, None
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dnc.command("registries")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@pass_app
+def registries(app: AppContext, fmt: str) -> None:
+    """Each registry imported or demanded by a pack: its newest copy, its age, which packs
+    demand it fresh and whether it is, and numbers registered too recently to bind yet.
+
+    Exit 0; 3 when a pack named by an active campaign finds its copy stale or missing (such a
+    campaign is not dialed until a fresh copy is imported).
+    """
+
+    async def go() -> list[dict]:
+        async with session(app.database_url) as conn:
+            return await registry_report(conn)
+
+    report = run(go())
+    if fmt == "json":
+        click.echo(json.dumps(report, indent=2, default=str))
+    else:
+        from rich.table import Table
+
+        from dialer.console import out
+
+        table = Table(
+            "registry", "as of", "age (days)", "listed", "demanded by", "status", title="registries"
+        )
+        for item in report:
+            table.add_row(
+                item["registry"],
+                item["as_of"] or "never imported",
+                "" if item["age_days"] is None else str(item["age_days"]),
+                str(item["listed"]),
+                ", ".join(item["demanded_by"]),
+                item["status"],
+            )
+        out.print(table)
+        for item in report:
+            for note in item["notes"]:
+                click.echo(note)
+    if any(item["blocks_active_campaigns"] for item in report):
+        sys.exit(3)
 
 
 @dnc.command("remove")

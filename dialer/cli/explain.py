@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
 import click
@@ -14,11 +14,13 @@ from dialer.campaigns import from_row
 from dialer.cli.context import AppContext, pass_app, run
 from dialer.db import consent as ledger
 from dialer.db import explain as reading
+from dialer.db import registries as stored_registries
 from dialer.db import server
 from dialer.db.connect import session
 from dialer.errors import InputError, NotFoundError
 from dialer.phones import PhoneError, normalize
-from dialer.policy.packs import holds, span_text
+from dialer.policy.packs import builtin_packs, holds, span_text
+from dialer.policy.registries import binds_from, freshness, registry_rule
 
 DAY = timedelta(hours=24)
 
@@ -93,7 +95,11 @@ def explain(
             calls = await reading.calls_of(conn, phone, when)
             listed = await reading.listing(conn, phone)
             consents = {r["scope"]: r for r in await ledger.standing(conn, phone)}
-            return [_explain(phone, row, calls, listed, consents, when, dial_cap) for row in rows]
+            newest = {r["registry"]: r["as_of"] for r in await stored_registries.summary(conn)}
+            return [
+                _explain(phone, row, calls, listed, consents, newest, when, dial_cap)
+                for row in rows
+            ]
 
     found = run(go())
     if as_json:
@@ -121,6 +127,7 @@ def _explain(
     calls: list[asyncpg.Record],
     listed: asyncpg.Record | None,
     consents: dict[str, asyncpg.Record],
+    newest: dict[str, date],
     at: datetime,
     dial_cap: int,
 ) -> Explanation:
@@ -162,11 +169,42 @@ def _explain(
         )
     )
     if listed is not None:
-        item.checks.append(
-            Check("do-not-call", False, f"listed {listed['added_at']:%Y-%m-%d}: {listed['reason']}")
-        )
+        said = f"listed {listed['added_at']:%Y-%m-%d}: {listed['reason']}"
+        if listed["registry"]:
+            said += f"; from registry {listed['registry']}"
+            if listed["as_of"]:
+                said += f" (copy as of {listed['as_of']:%Y-%m-%d})"
+            if listed["registered_on"]:
+                said += f", registered there {listed['registered_on']:%Y-%m-%d}"
+                rule = registry_rule(
+                    listed["registry"],
+                    [r for _, r in (law.registries if law else ())]
+                    + [r for p in builtin_packs().values() for r in p.registries],
+                )
+                if rule is not None and rule.binds_after:
+                    binds = binds_from(listed["registered_on"], rule)
+                    if binds > at.astimezone(UTC).date():
+                        said += (
+                            f"; not yet binding in law (binds from {binds:%Y-%m-%d}),"
+                            " never dialed all the same"
+                        )
+        item.checks.append(Check("do-not-call", False, said))
     else:
         item.checks.append(Check("do-not-call", True, "not listed"))
+    for fresh in freshness(law, newest, at.astimezone(UTC).date()):
+        copy = (
+            f"copy as of {fresh.as_of:%Y-%m-%d}, {fresh.age_days} days old"
+            if fresh.as_of
+            else "no copy imported"
+        )
+        item.checks.append(
+            Check(
+                f"registry {fresh.registry}",
+                fresh.fresh,
+                f"{copy}; {fresh.pack} demands at most {fresh.max_age_days} days",
+                None if fresh.fresh else "when a fresh copy is imported",
+            )
+        )
     scope = spec.requires_consent
     if scope is not None:
         latest = consents.get(scope)

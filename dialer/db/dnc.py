@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 import asyncpg
 
 
@@ -14,6 +16,37 @@ async def add(conn: asyncpg.Connection, numbers: list[str], reason: str | None) 
         reason,
     )
     return len(rows)
+
+
+async def add_from_registry(
+    conn: asyncpg.Connection,
+    numbers: list[str],
+    registered_on: list[date | None],
+    reason: str | None,
+    registry: str,
+    copy_id: int,
+) -> int:
+    """List numbers from a registry's copy; how many were new. A number already listed keeps
+    its reason and first registry, and learns its registration day if it had none; one already
+    from this registry is marked as seen in this copy."""
+    rows = await conn.fetch(
+        """INSERT INTO dnc AS d (phone_e164, reason, registry, registered_on, copy_id)
+           SELECT n, $3, $4, r, $5 FROM unnest($1::text[], $2::date[]) AS u (n, r)
+           ON CONFLICT (phone_e164) DO UPDATE SET
+               registry = coalesce(d.registry, excluded.registry),
+               registered_on = CASE WHEN coalesce(d.registry, excluded.registry) = excluded.registry
+                                    THEN coalesce(d.registered_on, excluded.registered_on)
+                                    ELSE d.registered_on END,
+               copy_id = CASE WHEN coalesce(d.registry, excluded.registry) = excluded.registry
+                              THEN excluded.copy_id ELSE d.copy_id END
+           RETURNING (xmax = 0) AS inserted""",
+        numbers,
+        registered_on,
+        reason,
+        registry,
+        copy_id,
+    )
+    return sum(1 for r in rows if r["inserted"])
 
 
 async def remove(conn: asyncpg.Connection, numbers: list[str]) -> int:

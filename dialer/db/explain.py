@@ -40,4 +40,9 @@ async def calls_of(conn: asyncpg.Connection, phone: str, before: datetime) -> li
 
 async def listing(conn: asyncpg.Connection, phone: str) -> asyncpg.Record | None:
     """The number's do-not-call entry, if it has one."""
-    return await conn.fetchrow("SELECT reason, added_at FROM dnc WHERE phone_e164 = $1", phone)
+    return await conn.fetchrow(
+        """SELECT d.reason, d.added_at, d.registry, d.registered_on, c.as_of
+           FROM dnc d LEFT JOIN dnc_registry_copies c ON c.id = d.copy_id
+           WHERE d.phone_e164 = $1""",
+        phone,
+    )

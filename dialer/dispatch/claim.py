@@ -27,8 +27,10 @@ from dialer.dispatch import limiter
 from dialer.dispatch.limiter import AccountLimits, LimiterState
 from dialer.faults import fault_point
 from dialer.policy.packs import CampaignRules
+from dialer.policy.registries import demanded
 from dialer.providers.base import OPEN_ENDED, PlacedCall
 from dialer.providers.send_deadline import SEND_WINDOW
+from dialer.registries import stale_copies
 
 LEASE = timedelta(seconds=15)  # beyond its send time, an unsent reservation is void
 LIVE_ELSEWHERE_RETRY = timedelta(minutes=1)  # a number live in another campaign: look again then
@@ -106,6 +108,8 @@ async def _claim_campaign(
     offset: int,
     dial_cap: int,
 ) -> list[Claimed]:
+    if demanded(campaign.rules.law) and await stale_copies(conn, [campaign]):
+        return []  # a registry copy turned too old: the dispatcher stops the campaign
     rows = await contacts.lock_due(conn, campaign.id, want, campaign.rules)
     if not rows:
         return []

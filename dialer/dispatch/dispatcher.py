@@ -53,6 +53,7 @@ from dialer.providers.base import (
 )
 from dialer.providers.send_deadline import SendDeadline
 from dialer.reconcile import Unmatched, one_unclaimed, paced_on
+from dialer.registries import stale_copies
 from dialer.settle import apply_event, record_accepted, settle
 
 log = logging.getLogger("dialer.run")
@@ -89,6 +90,8 @@ class Dispatcher:
     idle_s: float = 60.0
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     account_failure: str | None = None
+    # Campaigns this run stopped dialing because a registry copy turned too old (by id).
+    refused: dict[int, str] = field(default_factory=dict)
     cache: CampaignCache = field(default_factory=CampaignCache)
     _waiting: dict[int, asyncio.Task] = field(default_factory=dict)
     _sending: set[asyncio.Task] = field(default_factory=set)
@@ -122,7 +125,7 @@ class Dispatcher:
             await self._drain()
         if self.failure is not None:
             return EXIT_ERROR
-        if self.account_failure:
+        if self.account_failure or self.refused:
             return EXIT_BAD_CONFIG
         codes = [account.exit_code for account in self.accounts]
         return EXIT_WORK_LEFT if EXIT_WORK_LEFT in codes or None in codes else EXIT_DONE
@@ -279,7 +282,14 @@ class Dispatcher:
             for campaign in account.campaigns:  # before every claim: overshoot only in flight
                 await complete_if_goal_reached(conn, campaign)
             active = await campaigns.active_among(conn, [c.id for c in account.campaigns])
-        return [c for c in account.campaigns if c.id in active]
+            # A registry copy may turn too old during a long run (dialer.registries).
+            stale = await stale_copies(conn, [c for c in account.campaigns if c.id in active])
+        for campaign in account.campaigns:
+            if campaign.id in stale and campaign.id not in self.refused:
+                message = f"campaign {campaign.name}: " + "; ".join(stale[campaign.id])
+                log.error("campaign no longer dialed", extra={"reason": message})
+                self.refused[campaign.id] = message
+        return [c for c in account.campaigns if c.id in active and c.id not in self.refused]
 
     async def _idle_decision(self, account: AccountRun, active: list[Campaign]) -> int | None:
         """Nothing claimed: exit (with a code) or wait until something may become due."""

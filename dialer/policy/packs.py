@@ -37,6 +37,7 @@ from dialer.durations import parse_duration
 JURISDICTION = re.compile(r"^(\*|[A-Z]{2}(-[A-Z0-9]{1,3})?)\Z")
 _CAP = re.compile(r"^\s*(\d{1,6})\s*/\s*(.+)\Z")
 CAP_WINDOW_MAX = timedelta(days=366)
+REGISTRY_NAME = r"^[a-z0-9][a-z0-9-]{0,62}$"
 UNKNOWN = "?"  # the key of a contact whose jurisdiction cannot be told
 ANYWHERE = "*"
 
@@ -96,6 +97,13 @@ class Hours(BaseModel):
         return value
 
 
+def _known_codes(value: list[str]) -> list[str]:
+    for code in value:
+        if not JURISDICTION.match(code):
+            raise ValueError(f"jurisdiction {code!r}: 'US', 'US-FL', 'IN' or '*'")
+    return value
+
+
 class PackRule(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -108,10 +116,7 @@ class PackRule(BaseModel):
     @field_validator("jurisdictions")
     @classmethod
     def _jurisdictions(cls, value: list[str]) -> list[str]:
-        for code in value:
-            if not JURISDICTION.match(code):
-                raise ValueError(f"jurisdiction {code!r}: 'US', 'US-FL', 'IN' or '*'")
-        return value
+        return _known_codes(value)
 
     @field_validator("caps")
     @classmethod
@@ -128,12 +133,55 @@ class PackRule(BaseModel):
         return value
 
 
+class RegistryRule(BaseModel):
+    """A do-not-call registry the pack's law makes binding: how fresh the copy dialed against
+    must be (`max_age`, whole days), and how long after a number's registration it binds
+    (`takes_effect_after`): `dialer dnc import --registry NAME --as-of DATE` records both."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str = Field(pattern=REGISTRY_NAME)
+    jurisdictions: list[str] = Field(min_length=1)
+    max_age: str | None = None
+    takes_effect_after: str | None = None
+    source: str = Field(min_length=10)
+
+    @field_validator("max_age")
+    @classmethod
+    def _whole_days(cls, value: str | None) -> str | None:
+        if value is not None:
+            span = parse_duration(value, at_least=timedelta(days=1), at_most=CAP_WINDOW_MAX)
+            if span % timedelta(days=1):
+                raise ValueError(f"a registry's age is whole days ('31d'), got {value!r}")
+        return value
+
+    @field_validator("takes_effect_after")
+    @classmethod
+    def _delay(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value, at_least=timedelta(0), at_most=CAP_WINDOW_MAX)
+        return value
+
+    @field_validator("jurisdictions")
+    @classmethod
+    def _jurisdictions(cls, value: list[str]) -> list[str]:
+        return _known_codes(value)
+
+    @property
+    def max_age_days(self) -> int | None:
+        return parse_duration(self.max_age).days if self.max_age else None
+
+    @property
+    def binds_after(self) -> timedelta | None:
+        return parse_duration(self.takes_effect_after) if self.takes_effect_after else None
+
+
 class RulePack(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
     version: str = Field(min_length=1, max_length=40)
     title: str
     rules: list[PackRule] = Field(min_length=1)
+    registries: list[RegistryRule] = Field(default_factory=list)
 
     @property
     def label(self) -> str:
@@ -177,6 +225,8 @@ class CampaignRules:
     """The rules one campaign is bound by, per jurisdiction key."""
 
     limits: dict[str, Limits]
+    # The registries the packs make binding, with the pack that names each ("us-tcpa@...").
+    registries: tuple[tuple[str, RegistryRule], ...] = ()
 
     @classmethod
     def of(
@@ -207,7 +257,10 @@ class CampaignRules:
                 keys[f"{country}-*"] = [(p, r) for p, r in rules if wanted & set(r.jurisdictions)]
         keys[UNKNOWN] = list(rules)
         keys[ANYWHERE] = [(p, r) for p, r in rules if ANYWHERE in r.jurisdictions]
-        return cls({key: _strictest(found, caps or [], quiet) for key, found in keys.items()})
+        return cls(
+            {key: _strictest(found, caps or [], quiet) for key, found in keys.items()},
+            tuple((pack.label, registry) for pack in packs for registry in pack.registries),
+        )
 
     def key_for(self, jurisdiction: str | None) -> str:
         """Which key binds a contact of `jurisdiction` (the SQL reading: db.due)."""

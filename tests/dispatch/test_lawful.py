@@ -86,10 +86,20 @@ async def test_at_20_30_florida_waits_and_new_york_is_dialed(
         config = write_config(tmp_path, sim, rate="20/s", channels=4, port=free_port())
         env = env_for(own_database_url, config)
         load(tmp_path, env, campaign(tmp_path, "evening", rows, rules))
+        stale = run(tmp_path, env, "run", "evening", "--for", "6s")  # us-tcpa: no registry copy
+        registry = tmp_path / "us-dnc.csv"
+        registry.write_text("202,5550100\n")  # the FTC's flat file: area code, number
+        today = datetime.now(UTC).date().isoformat()
+        imported = run(
+            tmp_path, env, "dnc", "import", str(registry), "--registry", "us-dnc", "--as-of", today
+        )
+        assert imported.returncode == 0, imported.stderr.decode()
         dry = run(tmp_path, env, "run", "evening", "--dry-run")
         result = run(tmp_path, env, "run", "evening", "--for", "6s")
         stats = await sim_stats(sim)
         why = run(tmp_path, env, "explain", "+13052001001", "--json")
+    refused = stale.stderr.decode()
+    assert stale.returncode == 2 and "requires registry us-dnc" in refused, refused
     said = dry.stdout.decode()
     assert "held by the laws named (us-tcpa@2026-12-05, us-states@2026-12-05)" in said, said
     assert "hours 08:00-20:00 (US-FL)" in said and "hours 08:00-20:00 (US) " in said
@@ -218,3 +228,49 @@ async def test_consent_is_required_and_a_revocation_stops_every_process(
         when,
     )
     assert after > 0  # the others went on
+
+
+async def test_a_registry_copy_that_turns_stale_mid_run_stops_its_campaign(
+    own_database_url: str, tmp_path: Path, own_db
+) -> None:
+    """us-tcpa demands a us-dnc copy at most 31 days old: when the newest copy turns too old
+    during a run (here: its date moved back, as a day passing would), the run stops dialing the
+    campaign before its next claim and exits 2 naming registry and age; nothing is sent after."""
+    noon = zone_at("09:00", "19:00")
+    numbers = [f"+1212200{3000 + i}" for i in range(40)]
+    rows = [(n, f"c{i}", noon, "NY") for i, n in enumerate(numbers)]
+    with sim_provider(tmp_path, "--rate", "4/s", "--channels", "2", *FAST_CALLS) as sim:
+        config = write_config(tmp_path, sim, rate="4/s", channels=2, port=free_port())
+        env = env_for(own_database_url, config)
+        load(tmp_path, env, campaign(tmp_path, "aging", rows, 'rules = ["us-tcpa"]'))
+        (tmp_path / "us-dnc.csv").write_text("202,5550100\n")
+        today = datetime.now(UTC).date().isoformat()
+        args = ("dnc", "import", "us-dnc.csv", "--registry", "us-dnc", "--as-of", today)
+        assert run(tmp_path, env, *args).returncode == 0
+        process = subprocess.Popen(
+            dialer_command("run", "aging", "--for", "60s"),
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        sent = "SELECT count(*) FROM attempts WHERE requested_at IS NOT NULL"
+        while await own_db.fetchval(sent) < 3:  # noqa: ASYNC110 (another process)
+            await asyncio.sleep(0.1)
+        aged = await own_db.fetchval(
+            """UPDATE dnc_registry_copies SET as_of = as_of - 40 WHERE registry = 'us-dnc'
+               RETURNING now()"""
+        )
+        _, err = process.communicate(timeout=120)
+        stats = await sim_stats(sim)
+    said = err.decode()
+    assert process.returncode == 2, said[-3000:]
+    assert "stopped dialing: campaign aging: us-tcpa@" in said, said[-3000:]
+    assert "40 days old" in said
+    late = await own_db.fetch(
+        "SELECT id FROM attempts WHERE created_at > $1::timestamptz + interval '1 second'", aged
+    )
+    assert not late, late  # at most a claim already committed when the copy aged
+    assert len(stats["per_number"]) < len(numbers)
+    left = await own_db.fetchval("SELECT count(*) FROM contacts WHERE state = 'pending'")
+    assert left > 0
