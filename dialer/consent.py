@@ -113,6 +113,7 @@ def event_from_fields(
     """One event from a row's (or a request's) fields, or the problems, each naming its field.
     `scope`, `source` and `action` fill fields the row leaves out; `occurred_at` defaults to
     now; `evidence` (its text) or `evidence_sha256` records what the consent rests on."""
+    from dialer.erasure import Scrubber
     from dialer.phones import PhoneError, normalize
 
     problems: list[tuple[str, str]] = []
@@ -130,6 +131,9 @@ def event_from_fields(
     given_source = (values.get("source") or source or "").strip()
     if not given_source or len(given_source) > 500:
         problems.append(("source", "where the consent was given or taken back (1-500 characters)"))
+    elif phone and Scrubber([phone]).found_in(given_source):
+        # The chain hashes the source: it could never be erased from it (dialer.forget).
+        problems.append(("source", "names the number itself: describe where, not who"))
     digest = (values.get("evidence_sha256") or "").strip().lower() or None
     if digest is not None and not DIGEST.match(digest):
         problems.append(("evidence_sha256", "64 hexadecimal digits"))

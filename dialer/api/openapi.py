@@ -51,6 +51,13 @@ NAME = {
     "schema": {"type": "string"},
     "examples": {"campaign": {"value": "api-example"}},
 }
+NUMBER = {
+    "name": "number",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+    "examples": {"number": {"value": "+919812345699"}},
+}
 EXAMPLE_CAMPAIGN = {
     "account": "main",
     "default_region": "IN",
@@ -207,6 +214,29 @@ def _schemas() -> dict:
             "required": ["appended", "reservations_withdrawn"],
             "properties": {"appended": counts, "reservations_withdrawn": counts},
         },
+        "ContactErased": {
+            "type": "object",
+            "required": ["erased", "reservations_released", "rows_changed", "files", "also"],
+            "properties": {
+                "erased": {"type": "boolean"},
+                "reservations_released": counts,
+                "rows_changed": {"type": "object", "additionalProperties": counts},
+                "files": {
+                    "type": "array",
+                    "description": "files that may still hold the number, for the operator",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "kind": {"type": "string"},
+                            "path": {"type": "string"},
+                            "host": {"type": ["string", "null"]},
+                            "written_at": {"type": ["string", "null"]},
+                        },
+                    },
+                },
+                "also": {"type": "array", "items": {"type": "string"}},
+            },
+        },
     }
 
 
@@ -319,6 +349,14 @@ def document() -> dict:
                     "Append consent grants or revocations to the ledger, all or nothing",
                     ok("ConsentsAppended"),
                     requestBody=_body("Consents", EXAMPLE_CONSENTS),
+                )
+            },
+            "/api/v1/contacts/{number}": {
+                "delete": _operation(
+                    "Erase a number on request (GDPR Art. 17), keeping it do-not-call as a keyed"
+                    " hash; 409 while a call to it is in flight (it is held meanwhile)",
+                    ok("ContactErased"),
+                    parameters=[NUMBER],
                 )
             },
         },

@@ -44,8 +44,10 @@ from dialer.errors import (
     NotFoundError,
     TooLargeError,
 )
+from dialer.forget import LOG_FILES_NOTE, forget
 from dialer.loading.loader import load_campaign, upsert_campaign
 from dialer.loading.summary import LISTED_REJECTS
+from dialer.phones import PhoneError, normalize
 from dialer.providers.base import same_secret
 from dialer.tomlfile import field_problems
 
@@ -91,7 +93,10 @@ def needs(scope: str) -> Callable[[Handler], Handler]:
         async def guarded(request: web.Request) -> web.StreamResponse:
             token = _token(request)
             if token is None:
-                log.warning("api request refused", extra={"path": request.path, "why": "token"})
+                # The route, not the path: a path may hold a number (DELETE /contacts/...).
+                route = request.match_info.route.resource
+                where = route.canonical if route is not None else request.method
+                log.warning("api request refused", extra={"path": where, "why": "token"})
                 return problem(401, "a valid bearer token is needed (see [api] in dialer.toml)")
             if scope not in token.scopes:
                 return problem(403, f"token {token.name!r} lacks the {scope!r} scope")
@@ -457,6 +462,40 @@ async def consents_add(request: web.Request) -> web.Response:
 
 
 @needs("write")
+async def forget_contact(request: web.Request) -> web.Response:
+    """Erase a number on request, as `dialer forget` (dialer.forget), without waiting for a
+    call in flight: then 409 with Retry-After, the number held (never dialed again)."""
+    raw = request.match_info["number"]
+    try:
+        number = normalize(raw, request.app[CONFIG].default_region)
+    except PhoneError as exc:
+        raise InvalidFields(f"number: {exc}", [("number", str(exc))]) from None
+    async with request.app[POOL].acquire(timeout=ACQUIRE_S) as conn:
+        report = await forget(conn, [number], f"api:{request[TOKEN].name}", wait_s=0)
+    log.info("api erasure", extra={"erased": report.complete})  # never the number
+    if not report.complete:
+        response = problem(
+            409,
+            "a call to this number is in flight: it is held (no new call starts) and is erased"
+            " when the request is repeated after the call ends",
+        )
+        response.headers["Retry-After"] = "30"
+        return response
+    return web.json_response(
+        {
+            "erased": True,
+            "reservations_released": report.released,
+            "rows_changed": report.changed,
+            "files": [
+                {**f, "written_at": f["written_at"].isoformat() if f["written_at"] else None}
+                for f in report.files
+            ],
+            "also": [LOG_FILES_NOTE],
+        }
+    )
+
+
+@needs("write")
 async def dnc_remove(request: web.Request) -> web.Response:
     numbers, _ = await _numbers(request)
     async with request.app[POOL].acquire(timeout=ACQUIRE_S) as conn:
@@ -494,5 +533,6 @@ def add_api(app: web.Application, pool: asyncpg.Pool, config: DialerConfig) -> N
             web.post(PREFIX + "/dnc", dnc_add),
             web.post(PREFIX + "/dnc/remove", dnc_remove),
             web.post(PREFIX + "/consents", consents_add),
+            web.delete(PREFIX + "/contacts/{number}", forget_contact),
         ]
     )

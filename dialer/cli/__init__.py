@@ -22,6 +22,7 @@ from dialer.cli.dialing import run, serve, sim_provider
 from dialer.cli.dnc import dnc
 from dialer.cli.explain import explain
 from dialer.cli.export import export
+from dialer.cli.forget import forget_numbers
 from dialer.cli.migrate import migrate
 from dialer.cli.report import report
 from dialer.cli.webhooks import webhooks
@@ -94,6 +95,7 @@ for command in (
     webhooks,
     explain,
     consent,
+    forget_numbers,
 ):
     cli.add_command(command)
 

@@ -22,7 +22,7 @@ import click
 
 from dialer.campaigns import from_row
 from dialer.cli.context import AppContext, pass_app
-from dialer.db import campaigns, dnc, events, server
+from dialer.db import campaigns, dnc, erasure, events, server
 from dialer.dispatch.claim import take_request_slot
 from dialer.durations import parse_duration
 from dialer.errors import ConfigError, InputError, NotFoundError
@@ -176,6 +176,8 @@ async def _call_request(
         raise InputError(f"NUMBER {number!r}: {exc}") from None
     if await dnc.is_listed(conn, to):
         raise InputError(f"{to} is on the do-not-call list: not calling it")
+    if (await erasure.erased_numbers(conn)).holds(to):
+        raise InputError(f"{to} was erased on request (dialer forget): not calling it")
     return CallRequest(0, to, caller_id, callback_url, ring, limit, connect_to, agent_number)
 
 

@@ -10,6 +10,7 @@ import click
 
 from dialer.cli.context import AppContext, pass_app, run
 from dialer.console import err
+from dialer.db import erasure
 from dialer.db.connect import session
 from dialer.db.export import export_csv
 from dialer.errors import InputError
@@ -42,6 +43,7 @@ def export(app: AppContext, campaign: str, out_path: Path | None, raw: bool) -> 
     """
     partial = out_path.with_name(f".{out_path.name}.partial-{os.getpid()}") if out_path else None
     written = 0
+    resolved = out_path.resolve() if out_path else None
 
     async def go() -> None:
         nonlocal written
@@ -58,6 +60,8 @@ def export(app: AppContext, campaign: str, out_path: Path | None, raw: bool) -> 
                     written += len(chunk)
 
                 await export_csv(conn, campaign, write, raw=raw)
+                if out_path:  # the export holds numbers: erasure lists it
+                    await erasure.record_file(conn, "export", str(resolved), campaign)
         finally:
             if partial:
                 handle.close()

@@ -114,7 +114,8 @@ async def reserve(
 
 
 # A campaign that requires consent sends only while the number's grant is live: a revocation
-# committed after the claim still stops the send (db.consent).
+# committed after the claim still stops the send (db.consent). A number listed do-not-call (or
+# being erased) after the claim is not sent either.
 _CONSENTED = LIVE_GRANT.format(phone="a.phone_e164", scope="(k.spec ->> 'requires_consent')")
 
 _BEGIN_DIAL = f"""
@@ -127,6 +128,8 @@ WHERE a.id = t.id AND a.state = ANY($6::text[]) AND a.lease_expires_at > now()
   AND (a.dial_before IS NULL OR a.dial_before > now())
   AND EXISTS (SELECT 1 FROM campaigns k WHERE k.id = a.campaign_id AND k.status = 'active'
               AND (k.spec ->> 'requires_consent' IS NULL OR {_CONSENTED}))
+  AND NOT EXISTS (SELECT 1 FROM dnc d WHERE d.phone_e164 = a.phone_e164)
+  AND a.phone_e164 IS NOT NULL
 RETURNING a.id
 """
 
@@ -136,7 +139,8 @@ async def begin_dialing(
 ) -> set[int]:
     """Commit (attempt, caller id, ring timeout s, max duration s) as `dialing`, with its send
     deadline and first look-up time, where its reservation still holds: its lease, its calling
-    window, its campaign `active`, the number's consent if the campaign requires it. Returns
+    window, its campaign `active`, the number's consent if the campaign requires it, the
+    number not listed do-not-call since the claim. Returns
     the ids that matched."""
     rows = await conn.fetch(
         _BEGIN_DIAL,

@@ -51,7 +51,8 @@ async def numbers_in_campaign(
     """(id, phone_e164) of every contact of the campaign, streamed."""
     async with conn.transaction():
         cursor = conn.cursor(
-            "SELECT id, phone_e164 FROM contacts WHERE campaign_id = $1",
+            # An erased contact has no number any more (dialer.forget).
+            "SELECT id, phone_e164 FROM contacts WHERE campaign_id = $1 AND phone_e164 IS NOT NULL",
             campaign_id,
             prefetch=10_000,
         )
@@ -90,6 +91,21 @@ WHERE d.phone_e164 = c.phone_e164 AND c.campaign_id = $1 AND c.id > $2 AND c.sta
 async def suppress_listed(conn: asyncpg.Connection, campaign_id: int, after_id: int) -> int:
     """Suppress the contacts this load added (ids past `after_id`) whose number is listed."""
     return int((await conn.execute(_SUPPRESS_DNC, campaign_id, after_id)).split()[-1])
+
+
+async def suppress_numbers_loaded(
+    conn: asyncpg.Connection, campaign_id: int, after_id: int, numbers: list[str]
+) -> int:
+    """Suppress the contacts this load added with these numbers (erased ones: dialer.forget)."""
+    status = await conn.execute(
+        """UPDATE contacts SET state = 'suppressed'
+           WHERE campaign_id = $1 AND id > $2 AND phone_e164 = ANY($3::text[])
+             AND state = 'pending'""",
+        campaign_id,
+        after_id,
+        numbers,
+    )
+    return int(status.split()[-1])
 
 
 _INSERT_REJECTS = """

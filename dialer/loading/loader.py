@@ -26,7 +26,7 @@ from typing import IO
 import asyncpg
 
 from dialer.campaign_spec import CampaignFile, CampaignSpec
-from dialer.db import attempts, campaigns, loads
+from dialer.db import attempts, campaigns, erasure, loads
 from dialer.errors import ConflictError, InputError
 from dialer.loading.csv_source import CsvSource, UndecodableError, encodings_to_try
 from dialer.loading.rows import ChunkResult, ColumnPlan, prepare_chunk, worker_init
@@ -85,6 +85,9 @@ async def load_campaign(
                         handle.truncate()
             summary.campaign, summary.campaign_action = spec.name, action
             await _finish(conn, campaign_id, source, summary, rejects_copy)
+            if summary.rejected:  # the rejects file holds numbers: erasure lists it
+                where = str(rejects_path(csv_path).resolve())
+                await erasure.record_file(conn, "rejects", where, campaign_id)
         summary.seconds = round(time.monotonic() - started, 2)
         summary.rejects_file = _publish_rejects(rejects_user, csv_path, summary.rejected)
     return summary
@@ -155,6 +158,8 @@ async def _stage(
     reasons: Counter[str] = Counter()
     seen, newest_before = await _numbers_in_campaign(conn, campaign_id)
     inserted = 0
+    erased = await erasure.erased_numbers(conn)  # erased on request: loaded, but suppressed
+    erased_here: list[str] = []
 
     def chunks() -> Iterator[list[tuple[int, list[str]]]]:
         if first is not None:
@@ -172,6 +177,7 @@ async def _stage(
                     summary.rejected_rows.append((row_no, reason))
                 user_writer.writerow([row_no, cell(reason), *map(cell, raw.values())])
                 copy_writer.writerow([row_no, json.dumps(raw, ensure_ascii=False), reason])
+            erased_here += erased.among(result.phones)
             new, maybe = [], []
             for phone, line in zip(result.phones, result.lines, strict=True):
                 (maybe if seen.add(phone) else new).append(line)
@@ -184,6 +190,10 @@ async def _stage(
                 progress(source.bytes_read, source.size)
     inserted += await loads.insert_staged(conn, campaign_id)
     summary.suppressed = await loads.suppress_listed(conn, campaign_id, newest_before)
+    if erased_here:
+        summary.suppressed += await loads.suppress_numbers_loaded(
+            conn, campaign_id, newest_before, erased_here
+        )
     summary.loaded = inserted - summary.suppressed
     summary.duplicates = summary.rows_read - summary.rejected - inserted
     summary.encoding, summary.delimiter = source.encoding, source.delimiter

@@ -172,7 +172,9 @@ async def _live(app: web.Application, call: SimCall) -> None:
             plan.append((ring, "no-answer", {}))
     deliveries = []
     for sequence, (at, status, extra) in enumerate(plan):
+        # Like real providers' (Twilio's To, Exotel's To), an event names the number called.
         event = {"call_id": call.call_id, "attempt_id": call.attempt_id, "status": status}
+        event["to"] = call.to
         event |= {"sequence": sequence, "timestamp": time.time() + at} | extra
         delay = at
         if settings.reorder and sequence < len(plan) - 1 and rng.random() < settings.reorder:

@@ -390,3 +390,38 @@ async def test_consents_are_appended_all_or_nothing(api) -> None:
     assert status == 403
     async with pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM consent_events") == 1
+
+
+async def test_a_number_is_erased_on_request_and_stays_do_not_call(api) -> None:
+    base, pool = api
+    await create(base, "erasing")
+    url = f"{base}/campaigns/erasing/contacts"
+    text = "phone,name\n+919812345621,Priya\n+919812345622,Dev\n"
+    status, _ = await call("POST", url, data=text, headers={"Content-Type": "text/csv"})
+    assert status == 200
+    async with pool.acquire() as conn:  # a call to Dev is in flight
+        await conn.execute(
+            """INSERT INTO attempts (contact_id, campaign_id, account, attempt_no, state,
+                                     phone_e164, slot)
+               SELECT id, campaign_id, 'sim-main', 1, 'ringing', phone_e164, 0
+               FROM contacts WHERE phone_e164 = '+919812345622'"""
+        )
+        await conn.execute("UPDATE contacts SET state = 'dialing' WHERE name = 'Dev'")
+    number = f"{base}/contacts/%2B919812345621"
+    assert (await call("DELETE", number, token=READER))[0] == 403
+    status, body = await call("DELETE", f"{base}/contacts/12")
+    assert status == 422 and body["errors"][0]["field"] == "number", body
+    status, body = await call("DELETE", number)
+    assert status == 200 and body["erased"] is True, body
+    assert "+919812345621" not in json.dumps(body)  # the answer does not repeat the number
+    status, body = await call("DELETE", f"{base}/contacts/09812345622")  # national, IN
+    assert status == 409 and "in flight" in body["detail"], body
+    async with pool.acquire() as conn:
+        states = dict(await conn.fetch("SELECT name, state FROM contacts ORDER BY id"))
+        assert states == {None: "suppressed", "Dev": "dialing"}  # Priya's name is gone too
+        assert (
+            await conn.fetchval("SELECT count(*) FROM contacts WHERE phone_e164 = '+919812345621'")
+            == 0
+        )
+    status, again = await call("POST", url, data=text, headers={"Content-Type": "text/csv"})
+    assert status == 200 and again["suppressed"] == 1, again  # reloaded: suppressed, not dialed
