@@ -59,6 +59,10 @@ async def test_import_revoke_and_a_chain_that_verifies(run_cli, tmp_path: Path, 
         ("+919845010009,Marketing!,grant,web,x,2026-11-01T10:00:00+05:30", "line 3: scope"),
         ("+919845010009,marketing,maybe,web,x,2026-11-01T10:00:00+05:30", "line 3: action"),
         ("+919845010009,marketing,grant,,x,2026-11-01T10:00:00+05:30", "line 3: source"),
+        (
+            "+919845010009,marketing,grant,sms from 98450 10009,x,2026-11-01T10:00+05:30",
+            "line 3: source",
+        ),
     ],
 )
 async def test_a_bad_row_writes_nothing_and_is_named(
