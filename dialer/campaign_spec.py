@@ -249,7 +249,7 @@ class CampaignSpec(_Strict):
     def _encoding(cls, value: str | None) -> str | None:
         if value is not None:
             try:
-                text = codecs.lookup(value)._is_text_encoding  # type: ignore[attr-defined]
+                text = codecs.lookup(value)._is_text_encoding
             except LookupError:
                 raise ValueError(f"unknown text encoding {value!r}") from None
             if not text:

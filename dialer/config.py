@@ -10,7 +10,7 @@ import binascii
 import os
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from pydantic import (
@@ -48,7 +48,7 @@ class WebhookConfig(_Strict):
 
     url: AnyHttpUrl
     secret: SecretStr
-    events: list[WebhookEvent] = Field(default=list(WEBHOOK_EVENTS), min_length=1)
+    events: list[WebhookEvent] = Field(default=list(get_args(WebhookEvent)), min_length=1)
     name: str | None = Field(default=None, pattern=NAME)
 
     @field_validator("secret")

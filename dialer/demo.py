@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import asyncpg
+from pydantic import AnyHttpUrl, SecretStr
 from rich.live import Live
 from rich.table import Table
 
@@ -73,7 +74,11 @@ async def run_demo(database_url: str, contacts: int, keep: bool) -> tuple[int, l
     )
     sim_port, callback_port = _free_port(), _free_port()
     account = SimAccount(
-        kind="sim", base_url=f"http://127.0.0.1:{sim_port}", secret=secret, rate="50/s", channels=20
+        kind="sim",
+        base_url=AnyHttpUrl(f"http://127.0.0.1:{sim_port}"),
+        secret=SecretStr(secret),
+        rate="50/s",
+        channels=20,
     )
     adapter = SimProvider(ACCOUNT, account)
     limits = AccountLimits(ACCOUNT, "sim", 50.0, 1.0, 20)

@@ -16,6 +16,8 @@ def example_numbers(region: str, count: int, seed: int) -> list[str]:
     """`count` distinct valid mobile numbers of `region`, built from its example number."""
     rng = random.Random(seed)
     example = phonenumbers.example_number_for_type(region, phonenumbers.PhoneNumberType.MOBILE)
+    if example is None:
+        raise ValueError(f"phonenumbers has no example mobile number for {region!r}")
     national = str(example.national_number)
     numbers: set[str] = set()
     while len(numbers) < count:

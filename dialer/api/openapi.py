@@ -71,7 +71,7 @@ EXAMPLE_NUMBERS = {"numbers": ["+919812345609"], "reason": "asked not to be call
 EXAMPLE_CONSENTS = {
     "events": [{"phone": "+919812345609", "scope": "marketing", "action": "grant", "source": "web"}]
 }
-SECURED = [{"bearer": []}]
+SECURED: list[dict[str, list[str]]] = [{"bearer": []}]
 
 
 def _operation(summary: str, ok: dict, **extra: object) -> dict:

@@ -404,8 +404,8 @@ async def _numbers(request: web.Request) -> tuple[list[str], DncBody]:
         problems = field_problems(exc, data if isinstance(data, dict) else {})
         raise InvalidFields("; ".join(f"{k}: {m}" for k, m in problems), problems) from None
     region = (body.region or request.app[CONFIG].default_region or "").upper() or None
-    good, problems = dnc.normalize_all(body.numbers, region)
-    bad = [(f"numbers[{index}]", message) for index, message in problems]
+    good, wrong = dnc.normalize_all(body.numbers, region)
+    bad = [(f"numbers[{index}]", message) for index, message in wrong]
     if bad:
         detail = "; ".join(f"{where}: {what}" for where, what in bad[:20])
         raise InvalidFields(f"nothing changed, fix these first: {detail}", bad[:100])

@@ -34,7 +34,7 @@ class Reported(click.ClickException):
 
     def __init__(self, error: DialerError) -> None:
         super().__init__(error.message)
-        self.exit_code = exit_code_of(error)
+        self.exit_code = exit_code_of(error)  # type: ignore[misc]  # click reads it per instance
 
     def show(self, file=None) -> None:
         click.echo(f"dialer: error: {self.message}", err=True, file=file)

@@ -15,6 +15,7 @@ import logging
 import sys
 import time
 from datetime import datetime, timedelta
+from typing import Literal
 
 import aiohttp
 import asyncpg
@@ -30,6 +31,7 @@ from dialer.phones import PhoneError, normalize
 from dialer.policy.states import is_terminal
 from dialer.providers.base import (
     CallRequest,
+    Provider,
     ProviderError,
     Rejected,
     check_not_redirected,
@@ -181,7 +183,9 @@ async def _call_request(
     return CallRequest(0, to, caller_id, callback_url, ring, limit, connect_to, agent_number)
 
 
-async def _place(session: aiohttp.ClientSession, adapter, call: CallRequest) -> str | bool | None:
+async def _place(
+    session: aiohttp.ClientSession, adapter: Provider, call: CallRequest
+) -> str | Literal[False] | None:
     """Send the request, printing it and the answer; False if the provider refused."""
     try:
         request = adapter.create_request(call)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import getpass
 import json
 import sys
+from collections.abc import Callable
 from datetime import timedelta
+from typing import TypeVar
 
 import click
 
@@ -17,6 +19,7 @@ from dialer.forget import LOG_FILES_NOTE, ForgetReport, forget
 from dialer.phones import PhoneError, normalize
 
 EXIT_IN_FLIGHT = 3
+T = TypeVar("T")
 MAX_NUMBERS = 1000
 MAX_WAIT = timedelta(hours=2)
 
@@ -130,11 +133,11 @@ def _user() -> str:
         return "unknown"
 
 
-def _every(n: int, say):  # type: ignore[no-untyped-def]
+def _every(n: int, say: Callable[[T], None]) -> Callable[[T], None]:
     """Say the first time and every n-th call after."""
     count = 0
 
-    def each(value):  # type: ignore[no-untyped-def]
+    def each(value: T) -> None:
         nonlocal count
         if count % n == 0:
             say(value)

@@ -20,6 +20,7 @@ import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
+from decimal import Decimal
 from functools import cache
 from importlib import resources
 
@@ -141,7 +142,7 @@ def _campaign(row: asyncpg.Record, firsts: list[FirstInLine]) -> dict:
     }
 
 
-def _rate(value: object) -> float | None:
+def _rate(value: float | Decimal | None) -> float | None:
     return float(value) if value is not None else None
 
 

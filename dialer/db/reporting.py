@@ -28,7 +28,8 @@ async def view_rows(
     """The rows of one of VIEWS, of `campaign` (its account's, for usage) if given, from
     `since` on if given (local hours of each campaign's zone, for hourly)."""
     table, time_column, order = VIEWS[view]
-    where, args = ["TRUE"], []
+    where: list[str] = ["TRUE"]
+    args: list[object] = []
     if campaign:
         args.append(campaign)
         where.append(

@@ -362,9 +362,9 @@ class Dispatcher:
         """A sender that died (database gone, a bug) stops the whole run: exit non-zero rather
         than limp on. Its attempt stays for the reconciler."""
         self._waiting.pop(attempt_id, None)
-        if task.cancelled() or task.exception() is None:
+        error = None if task.cancelled() else task.exception()
+        if error is None:
             return
-        error = task.exception()
         log.error("sender failed; stopping", extra={"attempt": attempt_id, "error": repr(error)})
         self.fail(error)
 
@@ -596,8 +596,8 @@ class Dispatcher:
 
     async def _flush_begin(self, items: list[tuple[str, int, str, int, int]]) -> list[str | float]:
         by_account: dict[str, list[tuple[int, str, int, int]]] = {}
-        for account, *attempt in items:
-            by_account.setdefault(account, []).append(tuple(attempt))
+        for account, attempt_id, caller, ring, talk in items:
+            by_account.setdefault(account, []).append((attempt_id, caller, ring, talk))
         early = {a.limits.name: a.limits.early_s for a in self.accounts}
         verdicts: dict[int, str | float] = {}
         async with self.pool.acquire() as conn:

@@ -12,6 +12,7 @@ import codecs
 import csv
 import hashlib
 import secrets
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -275,8 +276,8 @@ def read_header(path: Path, line: str, delimiter: str) -> list[str]:
     if long:
         shown = ", ".join(repr(n[:40] + "...") for n in long[:5])
         raise InputError(f"{path}: column names over {MAX_COLUMN_NAME_CHARS} characters: {shown}")
-    seen: set[str] = set()
-    repeated = sorted({n for n in names if n in seen or seen.add(n)})
+    counted = Counter(names)
+    repeated = sorted(n for n, times in counted.items() if times > 1)
     if repeated:
         raise InputError(f"{path}: header names a column twice: {', '.join(repeated)}")
     by_case: dict[str, list[str]] = {}

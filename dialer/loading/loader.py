@@ -178,7 +178,8 @@ async def _stage(
                 user_writer.writerow([row_no, cell(reason), *map(cell, raw.values())])
                 copy_writer.writerow([row_no, json.dumps(raw, ensure_ascii=False), reason])
             erased_here += erased.among(result.phones)
-            new, maybe = [], []
+            new: list[str] = []
+            maybe: list[str] = []
             for phone, line in zip(result.phones, result.lines, strict=True):
                 (maybe if seen.add(phone) else new).append(line)
             if new:
@@ -304,7 +305,10 @@ async def _finish(
     rejects_copy.flush()
     rejects_copy.seek(0)
     summary.new_rejects = await loads.store_rejects(
-        conn, campaign_id, source.sha256, rejects_copy.buffer
+        conn,
+        campaign_id,
+        source.sha256,
+        rejects_copy.buffer,  # type: ignore[attr-defined]
     )
     previous = await loads.first_loaded_at(conn, campaign_id, source.sha256)
     summary.previously_loaded_at = previous.isoformat(timespec="seconds") if previous else None

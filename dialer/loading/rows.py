@@ -19,7 +19,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import time as TimeOfDay
 from functools import cached_property
-from json.encoder import encode_basestring  # type: ignore[attr-defined]
+from json.encoder import encode_basestring
 from types import SimpleNamespace
 
 from dialer.errors import InputError

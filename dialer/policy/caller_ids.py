@@ -26,7 +26,7 @@ def area_of(e164: str) -> tuple[int, str]:
     number = phonenumbers.parse(e164)
     national = phonenumbers.national_significant_number(number)
     length = phonenumbers.length_of_geographical_area_code(number)
-    return number.country_code, national[:length]
+    return number.country_code or 0, national[:length]
 
 
 def _local(callers: Sequence[str], to: str) -> list[str]:

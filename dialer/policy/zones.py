@@ -39,6 +39,7 @@ def _country_code(e164: str) -> int:
 def zones_for(e164: str) -> tuple[str, ...]:
     """The zones the number may be in (empty if unknown). Single-zone countries need no parse."""
     country = _country_zones(_country_code(e164))
+    zones: tuple[str, ...]
     if len(country) == 1:
         zones = country
     else:

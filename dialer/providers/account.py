@@ -17,6 +17,7 @@ from dialer.policy.late import LATE_PLACEMENT_MAX, LATE_PLACEMENT_MIN
 class AccountBase(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    kind: str  # each provider's model narrows it to its own name (providers.registry)
     base_url: AnyHttpUrl
     rate: str = Field(description="requests allowed by the provider, e.g. '200/min'")
     channels: int = Field(gt=0, le=10_000, description="simultaneous calls the account may hold")

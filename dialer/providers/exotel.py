@@ -138,7 +138,7 @@ class ExotelProvider(Provider):
         customer = _customer_leg(fields.get("Legs"))
         if event_type == "answered":
             state = "in-progress"
-        elif (customer or {}).get("Status") in FINAL_WORDS:
+        elif customer is not None and customer.get("Status") in FINAL_WORDS:
             state = str(customer["Status"])  # the customer's leg decides (see module notes)
         elif event_type == "terminal" and state_of_word(status) not in FINAL_WORDS:
             state = status or "(no status)"  # a final event in words we do not know: held
@@ -286,7 +286,8 @@ def _call_records(data: Any) -> list[dict[str, Any]]:
 
 def _polled_event(sid: str, record: Mapping[str, Any]) -> CallEvent:
     status = normal_word(record.get("Status"))
-    details = record.get("Details") if isinstance(record.get("Details"), dict) else {}
+    given = record.get("Details")
+    details: dict[str, Any] = given if isinstance(given, dict) else {}
     leg1 = normal_word(details.get("Leg1Status"))  # the customer's leg
     if status in FINAL_WORDS and leg1 in FINAL_WORDS:
         status = leg1

@@ -7,7 +7,8 @@ in tests/fakes and its tests. dialer.toml's `[accounts.NAME]` tables are read wi
 
 from __future__ import annotations
 
-from typing import Annotated, Union
+from collections.abc import Callable
+from typing import Annotated, Any, get_args
 
 from pydantic import Field
 
@@ -24,7 +25,8 @@ from dialer.providers.telecmi_click2call import (
 )
 from dialer.providers.twilio import TwilioAccount, TwilioProvider
 
-KINDS: dict[str, tuple[type[AccountBase], type[Provider]]] = {
+# An adapter is made from its account's name and model (each takes its own model).
+KINDS: dict[str, tuple[type[AccountBase], Callable[[str, Any], Provider]]] = {
     "sim": (SimAccount, SimProvider),
     "exotel": (ExotelAccount, ExotelProvider),
     "telecmi": (TelecmiAccount, TelecmiProvider),
@@ -35,9 +37,16 @@ KINDS: dict[str, tuple[type[AccountBase], type[Provider]]] = {
 
 # One account of dialer.toml: the model its `kind` names.
 Account = Annotated[
-    Union[tuple(model for model, _ in KINDS.values())],  # noqa: UP007 (built from the registry)
+    SimAccount
+    | ExotelAccount
+    | TelecmiAccount
+    | TelecmiClick2CallAccount
+    | TwilioAccount
+    | DidforsaleAccount,
     Field(discriminator="kind"),
 ]
+# Every kind above is in the union, and nothing else (checked when the module loads).
+assert set(get_args(get_args(Account)[0])) == {model for model, _ in KINDS.values()}
 
 
 def adapter_for(name: str, account: AccountBase) -> Provider:

@@ -79,7 +79,7 @@ class TelecmiAccount(AccountBase):
     # make_call lives on piopiy.telecmi.com (base_url), the CDR list APIs used to reconcile
     # silent calls on rest.telecmi.com.
     reports_url: AnyHttpUrl = Field(
-        default="https://rest.telecmi.com", description="host of the CDR list APIs"
+        default=AnyHttpUrl("https://rest.telecmi.com"), description="host of the CDR list APIs"
     )
 
 
@@ -108,7 +108,8 @@ class TelecmiCommon(Provider):
         body = data if isinstance(data, dict) else {}
         code = to_int(body.get("code"))
         if answer.status == 200 and code in (200, None) and body:
-            inner = body.get("data") if isinstance(body.get("data"), dict) else {}
+            given = body.get("data")
+            inner: dict[str, Any] = given if isinstance(given, dict) else {}
             call_id = body.get("request_id") or inner.get("request_id") or inner.get("user")
             if call_id:
                 return str(call_id)
@@ -158,9 +159,10 @@ class TelecmiCommon(Provider):
         self, session: aiohttp.ClientSession, calls: Sequence[PlacedCall], pace: Pace
     ) -> dict[int, CallEvent | None]:
         dated = [c for c in calls if c.requested_at is not None]
-        if not dated:
+        times = [c.requested_at for c in calls if c.requested_at is not None]
+        if not times:
             return {}
-        start = min(c.requested_at for c in dated) - timedelta(minutes=1)  # type: ignore[type-var]
+        start = min(times) - timedelta(minutes=1)
         found: dict[int, CallEvent | None] = {}
         complete = True
         for listing, state in (("out_answered", "completed"), ("out_missed", "no-answer")):
@@ -202,7 +204,8 @@ class TelecmiCommon(Provider):
             if not isinstance(rows, list) or not rows:
                 return records, True
             records += [r for r in rows if isinstance(r, dict)]
-            if len(rows) < CDR_PAGE or len(records) >= (to_int(data.get("count")) or 0):
+            total = to_int(data.get("count")) if isinstance(data, dict) else None
+            if len(rows) < CDR_PAGE or len(records) >= (total or 0):
                 return records, True
         return records, False  # more pages than one round reads
 
@@ -259,10 +262,11 @@ def _match(
     for record in sorted(records, key=lambda r: to_int(r.get("time")) or 0):
         by_number.setdefault(str(record.get("to", "")).lstrip("+"), []).append(record)
     matched: dict[int, dict[str, Any]] = {}
-    for call in sorted(calls, key=lambda c: c.requested_at):  # type: ignore[arg-type,return-value]
-        if call.attempt_id in settled:
+    dated = [c for c in calls if c.requested_at is not None]
+    for call in sorted(dated, key=lambda c: c.requested_at or datetime.min):
+        if call.attempt_id in settled or call.requested_at is None:
             continue
-        since = (call.requested_at - MATCH_EARLY).timestamp() * 1000  # type: ignore[operator]
+        since = (call.requested_at - MATCH_EARLY).timestamp() * 1000
         candidates = by_number.get(call.phone_e164.lstrip("+"), [])
         for index, record in enumerate(candidates):
             if (to_int(record.get("time")) or 0) >= since:

@@ -29,7 +29,7 @@ class TelecmiClick2CallAccount(AccountBase):
     webrtc: bool = True
     followme: bool = False
     reports_url: AnyHttpUrl = Field(
-        default="https://rest.telecmi.com", description="host of the CDR list APIs"
+        default=AnyHttpUrl("https://rest.telecmi.com"), description="host of the CDR list APIs"
     )
 
     @model_validator(mode="after")
