@@ -6,22 +6,18 @@ over real HTTP on loopback, against the configured or embedded PostgreSQL.
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import socket
 import tempfile
 import time
 from pathlib import Path
 
-import asyncpg
 from pydantic import AnyHttpUrl, SecretStr
-from rich.live import Live
-from rich.table import Table
 
 from dialer.campaign_spec import load_campaign_file
 from dialer.campaigns import from_row
 from dialer.console import err
-from dialer.db import campaigns, reporting
+from dialer.db import campaigns, reporting, server
 from dialer.demo_data import write_contacts
 from dialer.dispatch.dispatcher import AccountRun, Dispatcher
 from dialer.dispatch.limiter import AccountLimits
@@ -31,6 +27,7 @@ from dialer.providers.sim import SimAccount, SimProvider
 from dialer.runtime import hosted, open_runtime
 from dialer.sim.server import create_app as create_sim
 from dialer.sim.settings import SimSettings
+from dialer.watch import watched
 
 ACCOUNT = "demo-sim"
 CAMPAIGN = """\
@@ -111,33 +108,11 @@ async def run_demo(database_url: str, contacts: int, keep: bool) -> tuple[int, l
                 hosted(runtime.web_app(), "127.0.0.1", callback_port),
             ):
                 runtime.start_reconciler()
-                code = await _with_progress(pool, campaign.id, dispatcher.run())
+                async with pool.acquire() as conn:
+                    since = await server.now(conn)
+                code = await watched(dispatcher.run(), pool, [campaign], since, "dialer demo")
             async with pool.acquire() as conn:
                 report = [await reporting.campaign_summary(conn, campaign.id)]
                 if not keep:
                     await campaigns.delete(conn, campaign.id)
     return code, report, name
-
-
-async def _with_progress(pool: asyncpg.Pool, campaign_id: int, work) -> int:
-    task = asyncio.ensure_future(work)
-    started = time.monotonic()
-    with Live(console=err, refresh_per_second=4, transient=False) as live:
-        while not task.done():
-            live.update(await _progress_table(pool, campaign_id, time.monotonic() - started))
-            await asyncio.wait({task}, timeout=0.5)
-        live.update(await _progress_table(pool, campaign_id, time.monotonic() - started))
-    return task.result()
-
-
-async def _progress_table(pool: asyncpg.Pool, campaign_id: int, elapsed: float) -> Table:
-    async with pool.acquire() as conn:
-        row = await reporting.demo_progress(conn, campaign_id)
-    table = Table(title=f"dialer demo — {elapsed:.0f}s")
-    for column in ("dialed", "in flight", "completed", "busy", "no-answer", "failed", "calls/s"):
-        table.add_column(column, justify="right")
-    table.add_row(
-        *(str(row[k]) for k in ("dialed", "in_flight", "completed", "busy", "no_answer", "failed")),
-        f"{row['recent'] / 5:.1f}",
-    )
-    return table

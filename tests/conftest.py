@@ -115,11 +115,26 @@ class CliResult:
     stderr: str
 
 
+TEST_CONFIG = """\
+[accounts.sim-main]
+kind = "sim"
+base_url = "http://127.0.0.1:9"
+secret = "test-secret"
+rate = "10/s"
+channels = 4
+"""
+
+
 @pytest.fixture
 def run_cli(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Invoke `dialer ARGS...` in-process against this module's database."""
     monkeypatch.delenv("DIALER_CONFIG", raising=False)
     monkeypatch.chdir(tmp_path)
+    # Campaigns name their account, which must be in dialer.toml at load: the tests' campaigns
+    # use `sim-main` (a test that writes its own dialer.toml replaces this one).
+    config = tmp_path / "dialer.toml"
+    if not config.exists():
+        config.write_text(TEST_CONFIG)
 
     def invoke(*args: str, env: dict[str, str] | None = None) -> CliResult:
         environment = {"DIALER_DATABASE_URL": database_url} | (env or {})

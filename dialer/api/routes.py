@@ -334,7 +334,7 @@ async def results(request: web.Request) -> web.StreamResponse:
                 "Content-Type": "text/csv; charset=utf-8"
                 if fmt == "csv"
                 else "application/x-ndjson",
-                "Dialer-Next-Cursor": until.isoformat(),
+                "Dialer-Next-Cursor": cursor_text(until),
             }
         )
         await response.prepare(request)
@@ -367,9 +367,19 @@ async def results(request: web.Request) -> web.StreamResponse:
     return response
 
 
+def cursor_text(when: datetime) -> str:
+    """A cursor as sent: UTC with a `Z`, so it survives a URL pasted by hand (a `+` in a
+    query string reads as a space)."""
+    return when.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
 def _cursor(text: str | None) -> datetime | None:
     if text is None:
         return None
+    text = text.strip()
+    head, _, offset = text.rpartition(" ")
+    if head and re.fullmatch(r"\d{2}(:?\d{2})?", offset):
+        text = f"{head}+{offset}"  # an offset's `+` pasted into a URL arrives as a space
     try:
         when = datetime.fromisoformat(text)
     except ValueError:

@@ -20,7 +20,8 @@ from dialer.loading.loader import load_campaign
 from dialer.loading.summary import LoadSummary
 from dialer.policy.due import next_due
 from dialer.policy.states import CONTACT_STATES
-from dialer.runtime import refuse_unsupported
+from dialer.runtime import refuse_unknown_account, refuse_unsupported
+from dialer.waiting import cap_warnings, iso, why_not_dialed
 
 
 @click.group()
@@ -51,13 +52,18 @@ def load(
     default_region; invalid rows are rejected (listed in load_rejects and in <csv>.rejects.csv
     beside the input), numbers already in the campaign count as duplicates, and numbers on the
     do-not-call list are loaded as `suppressed`. Loading the same file twice changes nothing.
+    The campaign's account must be in dialer.toml. A campaign whose retries the daily dial
+    cap (max_dials_per_number_per_day) puts off to the next day is warned about.
     A bad cell rejects its row, never the load: a NUL byte, a priority outside the integer
     range, a cell over 65,536 characters or a line over 1 MiB. The header may have at most
     1,000 columns, names of at most 200 characters, none differing from another only in case.
     Exit codes: 0 loaded, 2 bad campaign file or CSV, 1 other error.
     """
     spec_file = load_campaign_file(campaign_file)
+    refuse_unknown_account(spec_file.spec, app.config)
     refuse_unsupported(spec_file.spec, app.config)
+    for warning in cap_warnings(spec_file.spec, app.config.max_dials_per_number_per_day):
+        click.echo(f"dialer: warning: {warning}", err=True)
 
     async def go() -> LoadSummary:
         async with session(app.database_url) as conn:
@@ -120,28 +126,60 @@ ATTEMPT_OUTCOMES = (
 
 @campaign.command("show")
 @click.argument("name")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@click.option(
+    "--dial-cap",
+    type=click.IntRange(1, 100),
+    help="The daily dial cap to judge waiting contacts by (default: max_dials_per_number_per_day"
+    " in dialer.toml, else 2).",
+)
 @pass_app
-def show(app: AppContext, name: str) -> None:
-    """Counts by state, attempts by outcome, next due contact and calling-window status."""
+def show(app: AppContext, name: str, fmt: str, dial_cap: int | None) -> None:
+    """Counts by state, attempts by outcome, calling-window status, the next due contact, and
+    why the waiting contacts are not dialed now (each reason with its figure and next time)."""
+    cap = dial_cap or app.config.max_dials_per_number_per_day
 
     async def go():
         async with session(app.database_url) as conn:
             row = await campaigns.by_name(conn, name)
             if row is None:
                 raise NotFoundError(f"no such campaign: {name} (see `dialer campaign list`)")
+            campaign = from_row(row)
             summary = await reporting.campaign_summary(conn, row["id"])
             firsts = await contacts.first_due_per_zone(conn, [row["id"]])
             hold = await accounts.hold(conn, row["account"])
-            return row, summary, firsts, hold, await server.now(conn)
+            now = await server.now(conn)
+            why = await why_not_dialed(conn, campaign, dial_cap=cap, now=now)
+            return row, campaign, summary, firsts, hold, now, why
 
-    row, summary, firsts, hold, now = run(go())
-    campaign = from_row(row)
+    row, campaign, summary, firsts, hold, now, why = run(go())
+    due = next_due(firsts, {campaign.id: campaign.rules}, now)
+    if fmt == "json":
+        click.echo(
+            json.dumps(
+                {
+                    "name": row["name"],
+                    "account": row["account"],
+                    "status": row["status"],
+                    "status_reason": row["status_reason"],
+                    "contacts": {k: summary[k] for k in CONTACT_STATES},
+                    "attempts": {k: summary[k] for k in ATTEMPT_OUTCOMES},
+                    "answer_rate": _number(summary["answer_rate"]),
+                    "window_open": campaign.rules.is_open(now),
+                    "account_held_until": iso(hold["held_until"]) if hold else None,
+                    "next_due": iso(max(due[0], now)) if due else None,
+                    "not_dialed_now": why.to_json(),
+                },
+                indent=2,
+            )
+        )
+        return
     reason = f" ({row['status_reason']})" if row["status_reason"] else ""
     lines = [
         f"campaign {row['name']}  (account {row['account']})",
         f"  status        {row['status']}{reason}",
-        "  contacts      " + ", ".join(f"{k} {summary[k]}" for k in CONTACT_STATES),
-        "  attempts      " + ", ".join(f"{k} {summary[k]}" for k in ATTEMPT_OUTCOMES),
+        "  contacts      " + ", ".join(f"{k} {summary[k]:,}" for k in CONTACT_STATES),
+        "  attempts      " + ", ".join(f"{k} {summary[k]:,}" for k in ATTEMPT_OUTCOMES),
         f"  answer rate   {_dash(summary['answer_rate'])}"
         f" (person {_dash(summary['human_answer_rate'])},"
         f" machine {_dash(summary['machine_answer_rate'])})"
@@ -151,20 +189,27 @@ def show(app: AppContext, name: str) -> None:
     if hold is not None:
         asked = hold["held_asked_s"]
         lines.append(
-            f"  account       held by the provider until"
-            f" {hold['held_until'].astimezone():%Y-%m-%d %H:%M:%S %Z}"
+            f"  account       held by the provider until {iso(hold['held_until'])}"
             f" ({round(hold['left_s'])} s left"
             + (f"; its Retry-After asked {asked:g} s" if asked is not None else "")
             + "): nothing is dialed on it meanwhile"
         )
-    due = next_due(firsts, {campaign.id: campaign.rules}, now)
     if due:
         when, first = due
-        at = "now" if when <= now else when.isoformat(timespec="seconds")
+        at = "now" if when <= now else iso(when)
         lines.append(
             f"  next due      {first.phone_e164} at {at} ({first.attempts} attempts so far)"
         )
+    lines.append("  waiting       " + ("none" if not why.waiting else ""))
+    for blocker in why.blockers:
+        lines.append(f"    nothing is dialed: {blocker}")
+    for group in why.waiting:
+        lines.append(f"    {group.said()}")
     click.echo("\n".join(lines))
+
+
+def _number(value: object) -> float | None:
+    return None if value is None else float(value)  # type: ignore[arg-type]
 
 
 def _dash(value: object) -> str:
@@ -173,7 +218,7 @@ def _dash(value: object) -> str:
 
 def _window_status(rules, now) -> str:
     if rules.is_open(now):
-        return f"open now in {rules.timezone}, closes {rules.closes_at(now):%H:%M %Z}"
+        return f"open now in {rules.timezone}, closes {iso(rules.closes_at(now))}"
     opens = rules.next_open(now)
-    when = f"{opens:%Y-%m-%d %H:%M %Z}" if opens else "never again (past end_date)"
+    when = iso(opens) if opens else "never again (past end_date)"
     return f"closed in {rules.timezone}; opens {when}"

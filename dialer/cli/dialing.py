@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import subprocess
 import sys
 from datetime import datetime, timedelta
 
+import asyncpg
 import click
+from click.core import ParameterSource
 
 from dialer.cli.context import AppContext, pass_app
-from dialer.db.outage import Outage
+from dialer.db import server
+from dialer.db.outage import TRANSIENT, Outage
 from dialer.dispatch.dispatcher import (
     EXIT_BAD_CONFIG,
     EXIT_DONE,
@@ -37,6 +41,7 @@ from dialer.runtime import (
     open_runtime,
     selected_campaigns,
 )
+from dialer.watch import closing_lines, watched
 
 log_options = [
     click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning"])),
@@ -49,6 +54,8 @@ def with_logging(command):
         command = option(command)
     return command
 
+
+log = logging.getLogger("dialer.run")
 
 # A database away when run or serve starts (a restart) is waited for this long, then named.
 START_PATIENCE_S = 10.0
@@ -97,9 +104,19 @@ def _deadline(until: str | None, for_: str | None) -> datetime | None:
     help="Dials per number per 24 h across all campaigns (default: max_dials_per_number_per_day"
     " in dialer.toml, else 2).",
 )
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="--dry-run: print its answer as text or as JSON on stdout.",
+)
 @with_logging
 @pass_app
+@click.pass_context
 def run(
+    ctx: click.Context,
     app: AppContext,
     campaigns,
     until,
@@ -111,6 +128,7 @@ def run(
     dry_run,
     dial_cap,
     metrics_port,
+    fmt,
     log_level,
     log_format,
 ):
@@ -129,6 +147,9 @@ def run(
     keeps the answers of requests already sent, and goes on when it is back; after
     `database_outage_limit` (dialer.toml, default 5m) it exits 1.
     Without --until/--for, run waits at most 60 s for the next contact to become due.
+    On a terminal, a live view shows what is dialed (warnings print above it; give
+    --log-level to see every line); the last lines say what was sent, why the run stopped and
+    why the contacts left wait (the same reasons as --dry-run and `campaign show`).
     """
     setup_logging(log_level, log_format)
     config = app.config
@@ -152,7 +173,7 @@ def run(
                 refused: list[str] = []
                 async with pool.acquire() as conn:
                     chosen = await selected_campaigns(conn, campaigns, config, refused)
-                    await explain_dry_run(conn, chosen, dial_cap=dial_cap)
+                    await explain_dry_run(conn, chosen, dial_cap=dial_cap, as_json=fmt == "json")
                 for message in refused:
                     print(f"dialer: error: would not dial: {message}", file=sys.stderr)
                 return EXIT_BAD_CONFIG if refused else 0
@@ -211,8 +232,19 @@ def run(
                 if metrics_port
                 else contextlib.nullcontext()
             )
+            async with pool.acquire() as conn:
+                since = await server.now(conn)
+            explicit_level = ctx.get_parameter_source("log_level") is not ParameterSource.DEFAULT
             async with serving, metrics:
-                code = await dispatcher.run()
+                code = await watched(
+                    dispatcher.run(),
+                    pool,
+                    chosen,
+                    since,
+                    "dialer run",
+                    quiet_logs=not explicit_level and log_format == "text",
+                )
+            await _say_closing(dispatcher, chosen, since, dial_cap, code)
             if dispatcher.account_failure:
                 print(f"dialer: error: {dispatcher.account_failure}", file=sys.stderr)
             for message in dispatcher.refused.values():
@@ -228,6 +260,45 @@ def run(
             return code
 
     sys.exit(asyncio.run(go()))
+
+
+async def _say_closing(
+    dispatcher: Dispatcher, chosen: list, since: datetime, dial_cap: int, code: int
+) -> None:
+    """The run's last lines on stderr (and one log line with the same figures)."""
+    if dispatcher.stopped_by_signal:
+        ended = ["a signal (SIGTERM/SIGINT) asked it to stop"]
+    else:
+        ended = sorted(
+            {f"{a.ended} (account {a.limits.name})" for a in dispatcher.accounts if a.ended}
+        )
+    try:
+        lines = await closing_lines(
+            dispatcher.pool,
+            chosen,
+            since,
+            dialed_here=dispatcher.dialed,
+            ended=ended,
+            dial_cap=dial_cap,
+        )
+    except (*TRANSIENT, asyncpg.PostgresError) as exc:
+        lines = [
+            f"dialer: this run sent {dispatcher.dialed:,} calls",
+            *(f"dialer: stopped because {why}" for why in ended),
+            f"dialer: the campaigns' counts could not be read: {type(exc).__name__}",
+        ]
+    log.info("run ended", extra={"exit_code": code, "sent": dispatcher.dialed, "ended": ended})
+    for line in lines:
+        print(line, file=sys.stderr)
+    print(f"dialer: exit {code} ({EXIT_MEANINGS.get(code, 'error')})", file=sys.stderr)
+
+
+EXIT_MEANINGS = {
+    EXIT_DONE: "all work done",
+    EXIT_WORK_LEFT: "stopped with work left",
+    EXIT_BAD_CONFIG: "bad configuration or input",
+    1: "error",
+}
 
 
 @click.command()

@@ -124,26 +124,57 @@ async def check_numbers(
     )
 
 
-async def postpone(conn: asyncpg.Connection, contact_id: int, until: datetime) -> None:
+async def postpone(
+    conn: asyncpg.Connection, contact_id: int, until: datetime, held_by: str, figure: str
+) -> None:
+    """A hold (waiting.HELD_*) keeps the contact until `until`, said with its figure."""
     await conn.execute(
-        "UPDATE contacts SET next_attempt_at = $2, updated_at = now() WHERE id = $1",
+        """UPDATE contacts SET next_attempt_at = $2, held_by = $3, held_figure = $4,
+               updated_at = now()
+           WHERE id = $1""",
         contact_id,
         until,
+        held_by,
+        figure,
     )
 
 
 async def postpone_from_now(
-    conn: asyncpg.Connection, contact_id: int, until: datetime | None, otherwise: timedelta
+    conn: asyncpg.Connection,
+    contact_id: int,
+    until: datetime | None,
+    otherwise: timedelta,
+    held_by: str,
+    figure: str,
 ) -> None:
-    """A pending contact is not due before `until` (else `otherwise` from now)."""
+    """A pending contact is held (`held_by`) until `until` (else `otherwise` from now)."""
     await conn.execute(
         """UPDATE contacts SET next_attempt_at = coalesce($2, now() + $3::interval),
-               updated_at = now()
+               held_by = $4, held_figure = $5, updated_at = now()
            WHERE id = $1 AND state = 'pending'""",
         contact_id,
         until,
         otherwise,
+        held_by,
+        figure,
     )
+
+
+async def release_dial_cap_holds(
+    conn: asyncpg.Connection, campaign_ids: list[int], figure: str
+) -> int:
+    """Contacts held by a daily dial cap other than `figure` (the cap this run counts with)
+    are due again at once: the claim judges them under the cap now in force (a raised cap
+    brings them back, a lowered one holds them again). How many."""
+    status = await conn.execute(
+        """UPDATE contacts SET next_attempt_at = NULL, held_by = NULL, held_figure = NULL,
+               updated_at = now()
+           WHERE campaign_id = ANY($1::bigint[]) AND state = 'pending'
+             AND held_by = 'daily dial cap' AND held_figure IS DISTINCT FROM $2""",
+        campaign_ids,
+        figure,
+    )
+    return int(status.split()[-1])
 
 
 async def mark_dialing(conn: asyncpg.Connection, ids: list[int]) -> None:
@@ -175,7 +206,7 @@ async def move_on(
     """The contact's next step after its attempt settled with `outcome` (policy.retry)."""
     await conn.execute(
         """UPDATE contacts SET state = $2, next_attempt_at = $3, last_outcome = $4,
-               updated_at = now()
+               held_by = NULL, held_figure = NULL, updated_at = now()
            WHERE id = $1 AND state = 'dialing'""",
         contact_id,
         state,
@@ -243,6 +274,28 @@ FROM contacts c
 WHERE c.campaign_id = $1 AND c.state = 'pending'
 ORDER BY c.priority DESC, c.attempts, c.next_attempt_at, c.id
 """
+
+
+_WAITING = f"""
+SELECT v.verdict,
+       CASE WHEN v.verdict = v.held_by THEN v.held_figure
+            WHEN v.verdict = 'retry delay' THEN v.last_outcome END AS figure,
+       count(*) AS contacts, min(v.next_attempt_at) AS first_at
+FROM (SELECT {_VERDICT} AS verdict, c.held_by, c.held_figure, c.last_outcome, c.next_attempt_at
+      FROM contacts c
+      {_VERDICT_LATERAL}
+      WHERE c.campaign_id = $1 AND c.state = 'pending') v
+GROUP BY 1, 2
+ORDER BY 1, 2
+"""
+
+
+async def waiting_counts(
+    conn: asyncpg.Connection, campaign_id: int, rules: CallingRules
+) -> list[asyncpg.Record]:
+    """The campaign's pending contacts by verdict (db.due) and figure (a hold's, or the last
+    outcome whose retry delay runs), each group's count and earliest `next_attempt_at`."""
+    return await conn.fetch(_WAITING, campaign_id, *rules.sql_parameters())
 
 
 async def pending_verdicts(

@@ -64,25 +64,49 @@ def jurisdiction_hours_sql(keys: str, starts: str, ends: str) -> str:
 
 from dialer.db.consent import LIVE_GRANT  # noqa: E402 (the rule is the ledger's)
 
+# What a waiting contact is told it waits for (the verdicts; dialer/waiting.py reads them).
+VERDICT_DUE = "due now"
+NOT_PENDING = "not pending"
+DO_NOT_CALL = "do-not-call"
+NO_CONSENT = "no consent"
+RETRY_DELAY = "retry delay"
+HOLIDAY = "holiday"
+OUTSIDE_WINDOW = "outside calling window"
+# Holds the claim or the dispatcher puts on a contact (contacts.held_by), blamed instead of
+# the retry delay while they last.
+HELD_DIAL_CAP = "daily dial cap"
+HELD_LIVE = "live elsewhere"
+HELD_LAW_CAP = "law cap"
+HELD_CALL_LIST = "call list unreadable"
+HELDS = (HELD_DIAL_CAP, HELD_LIVE, HELD_LAW_CAP, HELD_CALL_LIST)
+VERDICTS = (VERDICT_DUE, DO_NOT_CALL, NO_CONSENT, *HELDS, RETRY_DELAY, HOLIDAY, OUTSIDE_WINDOW)
+
 PENDING = "c.state = 'pending'"
 NOT_LISTED = "NOT EXISTS (SELECT 1 FROM dnc d WHERE d.phone_e164 = c.phone_e164)"
 RETRY_OVER = "(c.next_attempt_at IS NULL OR c.next_attempt_at <= now())"
-VERDICT_DUE = "due now"
+
+
+def _said(verdict: str) -> str:
+    return f"'{verdict}'"
 
 
 def due_tests(window_param: int) -> tuple[str, list[tuple[str, str]]]:
-    """(the FROM item the window needs, [(what failing it is called, its SQL test)]), the
-    window's parameters (CallingRules.sql_parameters) numbered from $`window_param`. Every
-    reader of "due" builds on this."""
+    """(the FROM item the window needs, [(what failing it is called, as SQL; its SQL test)]),
+    the window's parameters (CallingRules.sql_parameters) numbered from $`window_param`. Every
+    reader of "due" builds on this. A contact whose next attempt was put off by a hold
+    (`held_by`) is blamed on that hold, not on a retry delay; a holiday is named as such (the
+    window test covers it too)."""
     lateral, in_window = window_sql(window_param)
     scope = f"${window_param + 10}::text"
+    holidays = f"${window_param + 4}::date[]"
     consented = f"({scope} IS NULL OR {LIVE_GRANT.format(phone='c.phone_e164', scope=scope)})"
     return lateral, [
-        ("not pending", PENDING),
-        ("do-not-call", NOT_LISTED),
-        ("no consent", consented),
-        ("retry delay", RETRY_OVER),
-        ("outside calling window", in_window),
+        (_said(NOT_PENDING), PENDING),
+        (_said(DO_NOT_CALL), NOT_LISTED),
+        (_said(NO_CONSENT), consented),
+        (f"coalesce(c.held_by, {_said(RETRY_DELAY)})", RETRY_OVER),
+        (_said(HOLIDAY), f"NOT (w.lt::date = ANY({holidays}))"),
+        (_said(OUTSIDE_WINDOW), in_window),
     ]
 
 
@@ -95,5 +119,5 @@ def due_condition(window_param: int) -> tuple[str, str]:
 def verdict_sql(window_param: int) -> tuple[str, str]:
     """(the FROM item, a CASE naming the first test a contact fails, else VERDICT_DUE)."""
     lateral, tests = due_tests(window_param)
-    cases = " ".join(f"WHEN NOT {test} THEN '{name}'" for name, test in tests)
-    return lateral, f"CASE {cases} ELSE '{VERDICT_DUE}' END"
+    cases = " ".join(f"WHEN NOT {test} THEN {name}" for name, test in tests)
+    return lateral, f"CASE {cases} ELSE {_said(VERDICT_DUE)} END"

@@ -71,6 +71,44 @@ async def account_gauges(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     )
 
 
+async def run_outcomes(
+    conn: asyncpg.Connection, campaign_ids: list[int], since: datetime
+) -> dict[str, int]:
+    """Attempts of these campaigns requested since `since` (by every process), by outcome
+    ('in flight' while live)."""
+    rows = await conn.fetch(
+        """SELECT CASE WHEN a.state = ANY($3::text[]) THEN 'in flight'
+                       ELSE coalesce(a.outcome, a.state) END AS what, count(*) AS n
+           FROM attempts a
+           WHERE a.campaign_id = ANY($1::bigint[]) AND a.requested_at >= $2
+           GROUP BY 1""",
+        campaign_ids,
+        since,
+        list(LIVE),
+    )
+    return {r["what"]: r["n"] for r in rows}
+
+
+async def run_gauges(
+    conn: asyncpg.Connection, campaign_ids: list[int], accounts: list[str]
+) -> asyncpg.Record:
+    """Requests of these campaigns in the last 5 s; channels held on these accounts, their
+    limits and their configured rates; the database clock."""
+    return await conn.fetchrow(
+        """SELECT (SELECT count(*) FROM attempts a WHERE a.campaign_id = ANY($1::bigint[])
+                   AND a.requested_at > now() - interval '5 seconds') AS recent,
+                  (SELECT count(*) FROM attempts l WHERE l.account = ANY($2::text[])
+                   AND l.state = ANY($3::text[])) AS channels_in_use,
+                  coalesce(sum(x.channels), 0) AS channels,
+                  coalesce(sum(x.configured_rate_per_s), 0)::float8 AS rate_limit,
+                  now() AS now
+           FROM accounts x WHERE x.name = ANY($2::text[])""",
+        campaign_ids,
+        accounts,
+        list(LIVE),
+    )
+
+
 _DASHBOARD = """
 SELECT k.id, k.name, k.account, k.spec, s.status, s.status_reason, s.contacts, s.pending,
        s.dialing, s.done, s.exhausted, s.failed, s.suppressed, s.canceled, s.attempts,
@@ -94,21 +132,6 @@ ORDER BY k.status = 'active' DESC, k.id DESC
 async def dashboard_rows(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     """Every campaign with its summary and its account's channels and rates."""
     return await conn.fetch(_DASHBOARD, list(LIVE))
-
-
-async def demo_progress(conn: asyncpg.Connection, campaign_id: int) -> asyncpg.Record:
-    """The campaign's attempts so far, by outcome, and those sent in the last 5 seconds."""
-    return await conn.fetchrow(
-        """SELECT count(*) FILTER (WHERE state <> 'not_dialed') AS dialed,
-                  count(*) FILTER (WHERE outcome IS NULL) AS in_flight,
-                  count(*) FILTER (WHERE outcome = 'completed') AS completed,
-                  count(*) FILTER (WHERE outcome = 'busy') AS busy,
-                  count(*) FILTER (WHERE outcome = 'no-answer') AS no_answer,
-                  count(*) FILTER (WHERE outcome = 'failed') AS failed,
-                  count(*) FILTER (WHERE requested_at > now() - interval '5 seconds') AS recent
-           FROM attempts WHERE campaign_id = $1""",
-        campaign_id,
-    )
 
 
 async def caller_ids_today(

@@ -17,20 +17,22 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import asyncpg
 
 from dialer.campaigns import Campaign
 from dialer.db import accounts, attempts, contacts
+from dialer.db.due import HELD_DIAL_CAP, HELD_LAW_CAP, HELD_LIVE
 from dialer.dispatch import limiter
 from dialer.dispatch.limiter import AccountLimits, LimiterState
 from dialer.faults import fault_point
-from dialer.policy.packs import CampaignRules
+from dialer.policy.packs import CampaignRules, span_text
 from dialer.policy.registries import demanded
 from dialer.providers.base import OPEN_ENDED, PlacedCall
 from dialer.providers.send_deadline import SEND_WINDOW
 from dialer.registries import stale_copies
+from dialer.waiting import dial_cap_figure
 
 LEASE = timedelta(seconds=15)  # beyond its send time, an unsent reservation is void
 LIVE_ELSEWHERE_RETRY = timedelta(minutes=1)  # a number live in another campaign: look again then
@@ -128,13 +130,18 @@ async def _claim_campaign(
     }
     for contact_id, check in blocked.items():
         # Another campaign is calling this person now, they had their dials for today, or a
-        # law's cap or quiet time on this subject holds them: not before it ends.
-        ends = [now + LIVE_ELSEWHERE_RETRY] if check["live_elsewhere"] else []
+        # law's cap or quiet time on this subject holds them: not before it ends, said with
+        # the hold that ends last (waiting.py reads it back).
+        ends: list[tuple[datetime, str, str]] = []
+        if check["live_elsewhere"]:
+            ends.append((now + LIVE_ELSEWHERE_RETRY, HELD_LIVE, "in a call of another campaign"))
         if check["capped_since"]:
-            ends.append(check["capped_since"] + timedelta(hours=24))
+            until = check["capped_since"] + timedelta(hours=24)
+            ends.append((until, HELD_DIAL_CAP, dial_cap_figure(dial_cap)))
         if check["held_until"]:
-            ends.append(check["held_until"])
-        await contacts.postpone(conn, contact_id, max(ends))
+            ends.append((check["held_until"], HELD_LAW_CAP, _law_figure(law, check["law_key"])))
+        until, held_by, figure = max(ends, key=lambda end: end[0])
+        await contacts.postpone(conn, contact_id, until, held_by, figure)
     rows = [r for r in rows if r["id"] not in blocked]
     if not rows:
         return []
@@ -171,6 +178,17 @@ async def _claim_campaign(
         )
         for a, delay in zip(inserted, send_in, strict=True)
     ]
+
+
+def _law_figure(law: CampaignRules | None, key: str | None) -> str:
+    """The caps and quiet time of the jurisdiction key that held a contact, as said."""
+    if law is None or key is None or key not in law.limits:
+        return "a law's cap or quiet time"
+    limits = law.limits[key]
+    said = [str(cap) for cap in limits.caps]
+    if limits.quiet_after_conversation:
+        said.append(f"quiet {span_text(limits.quiet_after_conversation)} after a conversation")
+    return f"{', '.join(said)} ({key})"
 
 
 def _checked(law: CampaignRules | None, key: str | None) -> list[str]:

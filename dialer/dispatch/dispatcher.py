@@ -33,6 +33,7 @@ from dialer.campaigns import Campaign, CampaignCache
 from dialer.db import accounts as db_accounts
 from dialer.db import attempts, campaigns, contacts, server
 from dialer.db.campaigns import leave_active
+from dialer.db.due import HELD_CALL_LIST
 from dialer.db.outage import TRANSIENT, DatabaseGone, Outage
 from dialer.dispatch.claim import SEND, VOID, Claimed, begin_dial, claim, push_back_rate
 from dialer.dispatch.limiter import AccountLimits
@@ -55,6 +56,7 @@ from dialer.providers.send_deadline import SendDeadline
 from dialer.reconcile import Unmatched, one_unclaimed, paced_on
 from dialer.registries import stale_copies
 from dialer.settle import apply_event, record_accepted, settle
+from dialer.waiting import dial_cap_figure, iso
 
 log = logging.getLogger("dialer.run")
 
@@ -76,6 +78,7 @@ class AccountRun:
     adapter: Provider
     campaigns: list[Campaign]
     exit_code: int | None = None
+    ended: str | None = None  # why its claim loop ended, as said in run's closing lines
 
 
 @dataclass
@@ -102,6 +105,8 @@ class Dispatcher:
     outage: Outage = field(default_factory=Outage)
     _hold_checked: dict[str, float] = field(default_factory=dict)
     _hold_said: dict[str, float] = field(default_factory=dict)
+    dialed: int = 0  # requests this process sent
+    stopped_by_signal: bool = False
 
     def __post_init__(self) -> None:
         self._begin = Batcher(self._flush_begin)
@@ -110,6 +115,7 @@ class Dispatcher:
     # ---- the run ---------------------------------------------------------------------------
 
     async def run(self) -> int:
+        await self.outage.retrying("releasing holds of another dial cap", self._release_cap_holds)
         loops = [
             asyncio.create_task(self._claim_loop(account), name=f"claimer:{account.limits.name}")
             for account in self.accounts
@@ -130,6 +136,20 @@ class Dispatcher:
         codes = [account.exit_code for account in self.accounts]
         return EXIT_WORK_LEFT if EXIT_WORK_LEFT in codes or None in codes else EXIT_DONE
 
+    async def _release_cap_holds(self) -> None:
+        """A cap change applies at once: contacts a daily dial cap other than this run's put
+        off are judged again by the claim (held again if this cap holds them too)."""
+        ids = [c.id for account in self.accounts for c in account.campaigns]
+        async with self.pool.acquire() as conn:
+            released = await contacts.release_dial_cap_holds(
+                conn, ids, dial_cap_figure(self.dial_cap)
+            )
+        if released:
+            log.info(
+                "contacts held by another daily dial cap are judged again",
+                extra={"contacts": released, "dial_cap": self.dial_cap},
+            )
+
     def fail(self, error: BaseException) -> None:
         """A side task (the reconciler) died: stop as a failure, exit 1."""
         if self.failure is None:
@@ -138,6 +158,8 @@ class Dispatcher:
 
     def stop(self) -> None:
         """SIGTERM/SIGINT: stop claiming; requests in flight finish and are recorded."""
+        if self.failure is None:
+            self.stopped_by_signal = True
         if not self.stopping.is_set():
             log.info("stopping: no new claims, finishing requests in flight")
         self.stopping.set()
@@ -199,6 +221,7 @@ class Dispatcher:
         name = account.limits.name
         if self.deadline and datetime.now().astimezone() >= self.deadline:
             account.exit_code = await self._final_code(account)
+            account.ended = "the --until/--for deadline was reached"
             log.info("deadline reached", extra={"account": name})
             return True
         if len(self._waiting) >= MAX_WAITING:  # senders are behind: let them catch up
@@ -307,7 +330,13 @@ class Dispatcher:
                 return None
             if not live:
                 await self._mark_completed(account)
-            return EXIT_DONE if not await self._work_left(account) else EXIT_WORK_LEFT
+            if await self._work_left(account):
+                account.ended = "no contact may be dialed again without a change"
+                if live:
+                    account.ended += " (calls in flight settle without this run; --wait waits)"
+                return EXIT_WORK_LEFT
+            account.ended = "every contact is final"
+            return EXIT_DONE
         due = next_due(firsts, {c.id: c.rules for c in active}, now)
         next_due_at = due[0] if due else None
         limit = self.deadline or (now + timedelta(seconds=self.idle_s))
@@ -318,6 +347,12 @@ class Dispatcher:
             log.info(
                 "nothing more to dial in this run",
                 extra={"account": account.limits.name, "next_due": next_due_at, "limit": limit},
+            )
+            account.ended = (
+                f"the next contact is due at {iso(next_due_at)}, after this run's limit"
+                f" ({iso(limit)})"
+                if next_due_at is not None
+                else "no waiting contact's calling window opens again"
             )
             return EXIT_WORK_LEFT
         await self._pause(min(IDLE_POLL_S, max(0.05, (next_due_at - now).total_seconds())))
@@ -403,6 +438,7 @@ class Dispatcher:
                     verdict = await pending
                     if verdict == SEND:
                         self._waiting.pop(item.attempt_id, None)
+                        self.dialed += 1
                         sending = self._send(account, campaign, item, caller, deadline)
                         await self._send_tracked(sending)
                 raise
@@ -415,6 +451,8 @@ class Dispatcher:
                 break
             await asyncio.sleep(verdict)  # its request slot is not open yet
         self._waiting.pop(item.attempt_id, None)
+        if verdict == SEND:
+            self.dialed += 1
         if verdict != SEND:
             await self._close(
                 item.attempt_id,
@@ -481,7 +519,14 @@ class Dispatcher:
                 if isinstance(verdict, CallEvent):
                     await apply_event(conn, self.cache, name, unplaced, verdict, last_word=True)
                 else:
-                    await contacts.postpone_from_now(conn, item.contact_id, retry_at, LIST_RETRY)
+                    await contacts.postpone_from_now(
+                        conn,
+                        item.contact_id,
+                        retry_at,
+                        LIST_RETRY,
+                        HELD_CALL_LIST,
+                        "the provider's call list, read before a redial",
+                    )
             log.warning("redial withheld", extra=extra | {"reason": reason})
             return False
 

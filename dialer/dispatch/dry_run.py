@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import replace
 
@@ -9,9 +10,9 @@ import asyncpg
 import click
 
 from dialer.campaigns import Campaign
-from dialer.db import campaigns as stored
 from dialer.db import contacts, server
-from dialer.db.due import VERDICT_DUE
+from dialer.db.due import DO_NOT_CALL, OUTSIDE_WINDOW, RETRY_DELAY, VERDICT_DUE
+from dialer.waiting import Waiting, why_not_dialed
 
 
 async def _law_counts(
@@ -26,7 +27,7 @@ async def _law_counts(
     own = replace(rules, law=None)
     held: Counter[str] = Counter()
     for row in rows:
-        if row["verdict"] == "outside calling window" and own.is_open(now, row["timezone"]):
+        if row["verdict"] == OUTSIDE_WINDOW and own.is_open(now, row["timezone"]):
             key = law.key_for(row["jurisdiction"])
             start, end = rules.hours_for(row["jurisdiction"])
             held[f"hours {start:%H:%M}-{end:%H:%M} ({key})"] += 1
@@ -52,29 +53,43 @@ async def _law_counts(
 
 
 async def dry_run(
-    conn: asyncpg.Connection, campaigns: list[Campaign], show: int = 20, dial_cap: int = 2
+    conn: asyncpg.Connection,
+    campaigns: list[Campaign],
+    show: int = 20,
+    dial_cap: int = 2,
+    as_json: bool = False,
 ) -> None:
+    """Print, per campaign, who would be dialed now and why the others would not
+    (waiting.why_not_dialed), the laws' holds, and the first contacts in line."""
+    answers = []
     for campaign in campaigns:
-        rules = campaign.rules
-        status = await stored.status_of(conn, campaign.id)
-        rows = await contacts.pending_verdicts(conn, campaign.id, rules)
-        counts: dict[str, int] = {}
-        for row in rows:
-            counts[row["verdict"]] = counts.get(row["verdict"], 0) + 1
-        click.echo(f"campaign {campaign.name} ({status}, account {campaign.account})")
-        if status != "active":
-            click.echo(f"  nothing will be dialed: the campaign is {status}")
-        for verdict in (VERDICT_DUE, "outside calling window", "retry delay", "do-not-call"):
-            click.echo(f"  {verdict:<24} {counts.get(verdict, 0)}")
-        if rules.law is not None:
+        why = await why_not_dialed(conn, campaign, dial_cap=dial_cap)
+        rows = await contacts.pending_verdicts(conn, campaign.id, campaign.rules)
+        if as_json:
+            answer = why.to_json() | {
+                "account": campaign.account,
+                "next_to_dial": [r["phone_e164"] for r in rows if r["verdict"] == VERDICT_DUE][
+                    :show
+                ],
+            }
+            answers.append(answer)
+            continue
+        click.echo(f"campaign {campaign.name} ({why.status}, account {campaign.account})")
+        for blocker in why.blockers:
+            click.echo(f"  nothing will be dialed: {blocker}")
+        counted = {w.reason: w for w in why.waiting}
+        for reason in (VERDICT_DUE, OUTSIDE_WINDOW, RETRY_DELAY, DO_NOT_CALL):
+            counted.setdefault(reason, Waiting(reason, 0))
+        for group in sorted(counted.values(), key=lambda w: (w.reason != VERDICT_DUE, w.reason)):
+            detail = group.said().removeprefix(f"{group.contacts} {group.reason}")
+            detail = detail.removeprefix(", ") if group.contacts else ""
+            click.echo(f"  {group.reason:<24} {group.contacts}{'  ' + detail if detail else ''}")
+        if campaign.rules.law is not None:
             await _law_counts(conn, campaign, rows, dial_cap)
         due = [r for r in rows if r["verdict"] == VERDICT_DUE][:show]
-        if due and status == "active":
+        if due and not why.blockers:
             click.echo(f"  next to dial (first {len(due)}; limits decide the pace):")
             for row in due:
                 click.echo(f"    {row['phone_e164']}  {row['name'] or ''}")
-        waiting = [r for r in rows if r["verdict"] == "retry delay"][:5]
-        for row in waiting:
-            click.echo(
-                f"    waits until {row['next_attempt_at']:%Y-%m-%d %H:%M:%S%z}: {row['phone_e164']}"
-            )
+    if as_json:
+        click.echo(json.dumps(answers, indent=2))

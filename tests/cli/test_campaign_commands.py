@@ -54,9 +54,23 @@ def test_dry_run_explains_who_and_why(run_cli, tmp_path: Path) -> None:
     assert "+919845070001" in result.stdout
 
 
-def test_run_refuses_an_unconfigured_account(run_cli, tmp_path: Path) -> None:
+async def test_an_account_absent_from_dialer_toml_is_refused_at_load_and_at_run(
+    run_cli, tmp_path: Path, db
+) -> None:
+    """Checked when the campaign enters (exit 2 naming the account and the known ones, nothing
+    stored), and again at run for a campaign whose account left dialer.toml since."""
+    write_campaign(tmp_path, "noacct", 5)
+    other = tmp_path / "other.toml"
+    other.write_text(
+        '[accounts.exotel-1]\nkind = "sim"\nbase_url = "http://127.0.0.1:9"\n'
+        'secret = "s"\nrate = "1/s"\nchannels = 1\n'
+    )
+    refused = run_cli("--config", str(other), "campaign", "load", "noacct.toml")
+    assert refused.exit_code == 2
+    assert "account 'sim-main' is not in" in refused.stderr and "exotel-1" in refused.stderr
+    assert await db.fetchval("SELECT count(*) FROM campaigns WHERE name = 'noacct'") == 0
     load(run_cli, tmp_path, "noacct")
-    result = run_cli("run", "noacct")
+    result = run_cli("--config", str(other), "run", "noacct")
     assert result.exit_code == 2
     assert "uses account 'sim-main'" in result.stderr
 

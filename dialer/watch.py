@@ -1,0 +1,167 @@
+"""What a run shows while it works and when it ends: on a terminal, a live view (dialed, in
+flight, outcomes, calls/s against the limit, channels, next due) with warnings printed above
+it; elsewhere, plain log lines. Either way, closing lines with the counts, why it stopped and
+why the contacts left are waiting (waiting.py). `dialer demo` shows the same view."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+from rich.live import Live
+from rich.table import Table
+
+from dialer.campaigns import Campaign
+from dialer.console import err
+from dialer.db import contacts, reporting
+from dialer.policy.due import next_due
+from dialer.policy.states import OUTCOMES
+from dialer.waiting import iso, why_not_dialed
+
+REFRESH_S = 0.5
+SHOWN_OUTCOMES = (*OUTCOMES, "machine", "rejected", "unknown")
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A run's figures at one moment (attempts since it began, by every process)."""
+
+    elapsed_s: float
+    dialed: int
+    outcomes: dict[str, int]
+    per_s: float  # requests in the last 5 s, per second
+    rate_limit: float
+    channels_in_use: int
+    channels: int
+    next_due: datetime | None
+    now: datetime
+
+    @property
+    def in_flight(self) -> int:
+        return self.outcomes.get("in flight", 0)
+
+
+async def read_progress(
+    pool: asyncpg.Pool, campaigns: list[Campaign], since: datetime, started: float
+) -> Progress:
+    ids = [c.id for c in campaigns]
+    async with pool.acquire() as conn:
+        outcomes = await reporting.run_outcomes(conn, ids, since)
+        gauges = await reporting.run_gauges(conn, ids, sorted({c.account for c in campaigns}))
+        firsts = await contacts.first_due_per_zone(conn, ids)
+    due = next_due(firsts, {c.id: c.rules for c in campaigns}, gauges["now"])
+    return Progress(
+        elapsed_s=time.monotonic() - started,
+        dialed=sum(outcomes.values()),
+        outcomes=outcomes,
+        per_s=gauges["recent"] / 5,
+        rate_limit=gauges["rate_limit"],
+        channels_in_use=gauges["channels_in_use"],
+        channels=gauges["channels"],
+        next_due=due[0] if due else None,
+        now=gauges["now"],
+    )
+
+
+def progress_table(progress: Progress, title: str) -> Table:
+    """The live view's one table."""
+    table = Table(title=f"{title} — {progress.elapsed_s:.0f} s")
+    shown = [o for o in SHOWN_OUTCOMES if progress.outcomes.get(o)]
+    for column in ("dialed", "in flight", *shown, "calls/s (limit)", "channels", "next due"):
+        table.add_column(column, justify="right")
+    if progress.next_due is None:
+        due = "none waiting"
+    elif progress.next_due <= progress.now:
+        due = "now"
+    else:
+        due = iso(progress.next_due) or ""
+    table.add_row(
+        f"{progress.dialed:,}",
+        f"{progress.in_flight:,}",
+        *(f"{progress.outcomes[o]:,}" for o in shown),
+        f"{progress.per_s:.1f} ({progress.rate_limit:g})",
+        f"{progress.channels_in_use:,} / {progress.channels:,}",
+        due,
+    )
+    return table
+
+
+@contextmanager
+def _logs_above(live: Live, quiet: bool) -> Iterator[None]:
+    """While the view is live, the dialer's log lines are printed above it (warnings and
+    errors only when `quiet`)."""
+    handlers = [
+        h for h in logging.getLogger("dialer").handlers if isinstance(h, logging.StreamHandler)
+    ]
+    saved = [(h, h.stream, h.level) for h in handlers]
+    for handler in handlers:
+        handler.setStream(live.console.file)
+        if quiet:
+            handler.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for handler, stream, level in saved:
+            handler.setStream(stream)
+            handler.setLevel(level)
+
+
+async def watched(
+    work: Awaitable[int],
+    pool: asyncpg.Pool,
+    campaigns: list[Campaign],
+    since: datetime,
+    title: str,
+    *,
+    quiet_logs: bool = True,
+) -> int:
+    """Await `work`; on a terminal, with the live view of `campaigns` meanwhile."""
+    if not err.is_terminal:
+        return await work
+    task = asyncio.ensure_future(work)
+    started = time.monotonic()
+    with (
+        Live(console=err, refresh_per_second=4, transient=False) as live,
+        _logs_above(live, quiet_logs),
+    ):
+        while not task.done():
+            # the database may be away: the run says so in its own lines
+            with contextlib.suppress(TimeoutError, OSError, asyncpg.PostgresError):
+                progress = await read_progress(pool, campaigns, since, started)
+                live.update(progress_table(progress, title))
+            await asyncio.wait({task}, timeout=REFRESH_S)
+    return task.result()
+
+
+async def closing_lines(
+    pool: asyncpg.Pool,
+    campaigns: list[Campaign],
+    since: datetime,
+    *,
+    dialed_here: int,
+    ended: list[str],
+    dial_cap: int,
+) -> list[str]:
+    """What `dialer run` says last: its counts, why it stopped, why each campaign's waiting
+    contacts wait."""
+    progress = await read_progress(pool, campaigns, since, time.monotonic())
+    settled = {k: v for k, v in progress.outcomes.items() if k != "in flight"}
+    outcomes = ", ".join(f"{k} {v:,}" for k, v in sorted(settled.items())) or "none"
+    lines = [
+        f"dialer: this run sent {dialed_here:,} calls; since it began, every process sent"
+        f" {progress.dialed:,} for these campaigns: {progress.in_flight:,} in flight,"
+        f" settled: {outcomes}",
+    ]
+    lines += [f"dialer: stopped because {why}" for why in ended]
+    async with pool.acquire() as conn:
+        for campaign in campaigns:
+            why = await why_not_dialed(conn, campaign, dial_cap=dial_cap)
+            lines.append(f"dialer: {campaign.name}: {why.said()}")
+    return lines
