@@ -234,7 +234,8 @@ def create_app(
     dashboard_pool = dashboard_pool or receiver.pool
     if config is not None:
         add_api(app, api_pool or receiver.pool, config)
-    add_dashboard(app, dashboard_pool, admin_token)
+    dial_cap = config.max_dials_per_number_per_day if config is not None else None
+    add_dashboard(app, dashboard_pool, admin_token, dial_cap=dial_cap)
     app.add_routes(
         [
             web.post("/callbacks/{account}", callback),

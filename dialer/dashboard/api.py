@@ -27,17 +27,20 @@ from importlib import resources
 import asyncpg
 from aiohttp import web
 
+from dialer.api.problems import PROBLEM, problem
 from dialer.campaign_control import set_status
 from dialer.campaign_spec import is_campaign_name
 from dialer.campaigns import from_row
+from dialer.config import DialerConfig
 from dialer.db import campaigns as stored
-from dialer.db import contacts, reporting, webhooks
+from dialer.db import contacts, reporting, server, webhooks
 from dialer.errors import DialerError, http_status_of
 from dialer.policy.due import FirstInLine, next_due
 from dialer.policy.states import CONTACT_STATES
 from dialer.providers.base import same_secret
 from dialer.redaction import redact_value
 from dialer.shared_answers import SharedAnswers
+from dialer.waiting import why_not_dialed
 
 log = logging.getLogger("dialer.dashboard")
 POOL = web.AppKey("dashboard_pool", asyncpg.Pool)
@@ -45,6 +48,15 @@ SHARED = web.AppKey("dashboard_answers", SharedAnswers)
 SHARED_FOR_S = 1.0  # the page polls every 2 s; any number of viewers share one query a second
 ACQUIRE_S = 5.0
 ADMIN_TOKEN = web.AppKey("admin_token", str)
+DIAL_CAP = web.AppKey("dashboard_dial_cap", int)
+# A slow answer (a campaign of a million contacts) is kept until computing it has taken at
+# most this share of the time: the page polls every 2 s, the database is not kept busy.
+BUSY_SHARE = 0.2
+FAVICON = (
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><rect width="16" height="16"'
+    ' rx="3" fill="#1d2330"/><path d="M5 4h3a4 4 0 0 1 0 8H5z" fill="none" stroke="#2e9d5b"'
+    ' stroke-width="2"/></svg>'
+)
 ACTIONS = ("pause", "resume", "cancel")
 
 
@@ -60,6 +72,7 @@ async def _campaigns(pool: asyncpg.Pool) -> bytes:
         rows = await reporting.dashboard_rows(conn)
         firsts = await contacts.first_due_per_zone(conn, [r["id"] for r in rows])
         waiting = await webhooks.counts(conn)
+        now = await server.now(conn)
     by_campaign: dict[int, list[FirstInLine]] = {}
     for first in firsts:
         by_campaign.setdefault(first.campaign_id, []).append(first)
@@ -68,7 +81,8 @@ async def _campaigns(pool: asyncpg.Pool) -> bytes:
         {"endpoint": w["endpoint"], "pending": w["pending"], "exhausted": w["exhausted"]}
         for w in waiting
     ]
-    return json.dumps(redact_value({"campaigns": shown, "webhooks": hooks})).encode()
+    answer = {"as_of": now.isoformat(timespec="seconds"), "campaigns": shown, "webhooks": hooks}
+    return json.dumps(redact_value(answer)).encode()
 
 
 def _shown(row: asyncpg.Record, firsts: list[FirstInLine]) -> dict:
@@ -151,10 +165,10 @@ async def charts(request: web.Request) -> web.Response:
     hour against their limits, and its outcomes by hour (counts only, like the list)."""
     name = request.match_info["name"]
     if not is_campaign_name(name):
-        return web.json_response({"error": "no such campaign"}, status=404)
+        return problem(404, f"no such campaign: {name}")
     body = await request.app[SHARED].get(f"charts:{name}", lambda: _charts(request.app[POOL], name))
     if body is None:
-        return web.json_response({"error": "no such campaign"}, status=404)
+        return problem(404, f"no such campaign: {name}")
     return web.Response(body=body, content_type="application/json")
 
 
@@ -165,11 +179,17 @@ async def _charts(pool: asyncpg.Pool, name: str) -> bytes | None:
             return None
         minutes = await reporting.account_minutes(conn, row["account"])
         hours = await reporting.campaign_hours(conn, row["id"])
+        zone = _zone_of(row)
+        slots = await reporting.hour_slots(conn, zone)
+        now = await server.now(conn)
     first = minutes[0] if minutes else None
     return json.dumps(
         {
             "name": row["name"],
             "account": row["account"],
+            "as_of": now.isoformat(timespec="seconds"),
+            "timezone": zone,
+            "hour_slots": [h.isoformat() for h in slots],
             "request_limit_per_min": first["request_limit"] if first else None,
             "channel_limit": first["channel_limit"] if first else None,
             "minutes": [
@@ -188,26 +208,66 @@ async def _charts(pool: asyncpg.Pool, name: str) -> bytes | None:
     ).encode()
 
 
+async def waiting(request: web.Request) -> web.Response:
+    """Why one campaign's waiting contacts are not dialed now (dialer.waiting): counts and
+    figures only, like the list."""
+    name = request.match_info["name"]
+    if not is_campaign_name(name):
+        return problem(404, f"no such campaign: {name}")
+    app = request.app
+    body = await app[SHARED].get(
+        f"waiting:{name}", lambda: _waiting(app[POOL], name, app[DIAL_CAP])
+    )
+    if body is None:
+        return problem(404, f"no such campaign: {name}")
+    return web.Response(body=body, content_type="application/json")
+
+
+async def _waiting(pool: asyncpg.Pool, name: str, dial_cap: int) -> bytes | None:
+    async with _connection(pool) as conn:
+        row = await stored.by_name(conn, name)
+        if row is None:
+            return None
+        why = await why_not_dialed(conn, from_row(row), dial_cap=dial_cap)
+    return json.dumps(why.to_json()).encode()
+
+
+async def favicon(request: web.Request) -> web.Response:
+    return web.Response(
+        text=FAVICON,
+        content_type="image/svg+xml",
+        headers={"Cache-Control": "public, max-age=86400"},
+    )
+
+
+def _zone_of(row: asyncpg.Record) -> str:
+    """The campaign's timezone as stored (UTC if its spec cannot be read)."""
+    try:
+        return from_row(row).spec.timezone
+    except ValueError:
+        return "UTC"
+
+
 async def control(request: web.Request) -> web.Response:
     expected = request.app[ADMIN_TOKEN]
     if not expected:
-        return web.json_response(
-            {"error": "control is disabled: set admin_token in dialer.toml"}, status=403
-        )
+        return problem(403, "control is disabled: set admin_token in dialer.toml")
     given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
     if not same_secret(given, expected):
         log.warning("dashboard control refused", extra={"reason": "bad or missing admin token"})
-        return web.json_response({"error": "bad or missing admin token"}, status=401)
+        return problem(
+            401, "bad or missing admin token: type the admin_token of dialer.toml in the box above"
+        )
     name, action = request.match_info["name"], request.match_info["action"]
     if not is_campaign_name(name):
-        return web.json_response({"error": "no such campaign"}, status=404)
+        return problem(404, f"no such campaign: {name}")
     if action not in ACTIONS:
-        return web.json_response({"error": f"unknown action {action!r}"}, status=404)
+        return problem(404, f"unknown action {action!r} (pause, resume or cancel)")
     try:
         async with _connection(request.app[POOL]) as conn:
             message = await set_status(conn, name, action)
     except DialerError as exc:
-        return web.json_response({"error": exc.message}, status=http_status_of(exc))
+        return problem(http_status_of(exc), exc.message)
     log.info("dashboard control", extra={"campaign": name, "action": action})
     return web.json_response({"ok": True, "message": message})
 
@@ -258,8 +318,10 @@ async def _connection(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
         conn = await pool.acquire(timeout=ACQUIRE_S)
     except TimeoutError:
         raise web.HTTPServiceUnavailable(
-            text='{"error": "busy: try again"}',
-            content_type="application/json",
+            text=json.dumps(
+                {"type": "about:blank", "title": "Busy", "status": 503, "detail": "busy: try again"}
+            ),
+            content_type=PROBLEM,
             headers={"Retry-After": "2"},
         ) from None
     try:
@@ -277,15 +339,22 @@ async def _database_away(request: web.Request, handler) -> web.StreamResponse:
         if not request.path.startswith("/api/") or request.path.startswith("/api/v1"):
             raise
         log.error("dashboard request failed", extra={"error": f"{type(exc).__name__}: {exc}"})
-        return web.json_response(
-            {"error": "the database cannot answer now"}, status=503, headers={"Retry-After": "5"}
-        )
+        response = problem(503, "the database cannot answer now")
+        response.headers["Retry-After"] = "5"
+        return response
 
 
-def add_dashboard(app: web.Application, pool: asyncpg.Pool, admin_token: str | None) -> None:
+def add_dashboard(
+    app: web.Application,
+    pool: asyncpg.Pool,
+    admin_token: str | None,
+    *,
+    dial_cap: int | None = None,
+) -> None:
     app[POOL] = pool
-    app[SHARED] = SharedAnswers(SHARED_FOR_S)
+    app[SHARED] = SharedAnswers(SHARED_FOR_S, busy_share=BUSY_SHARE)
     app[ADMIN_TOKEN] = admin_token or ""
+    app[DIAL_CAP] = dial_cap or DialerConfig().max_dials_per_number_per_day
     app.on_response_prepare.append(_security_headers)
     app.middlewares.append(_database_away)
     app.add_routes(
@@ -293,6 +362,8 @@ def add_dashboard(app: web.Application, pool: asyncpg.Pool, admin_token: str | N
             web.get("/", page),
             web.get("/api/campaigns", campaigns),
             web.get("/api/campaigns/{name}/charts", charts),
+            web.get("/api/campaigns/{name}/waiting", waiting),
+            web.get("/favicon.ico", favicon),
             web.post("/api/campaigns/{name}/{action}", control),
         ]
     )

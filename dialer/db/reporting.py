@@ -173,6 +173,17 @@ async def account_minutes(conn: asyncpg.Connection, account: str) -> list[asyncp
     )
 
 
+async def hour_slots(conn: asyncpg.Connection, zone: str) -> list[datetime]:
+    """The last 24 hours of `zone`, as its local hour starts (oldest first)."""
+    rows = await conn.fetch(
+        """SELECT generate_series(date_trunc('hour', now() AT TIME ZONE $1) - interval '23 hours',
+                                  date_trunc('hour', now() AT TIME ZONE $1), interval '1 hour')
+                  AS hour""",
+        zone,
+    )
+    return [r["hour"] for r in rows]
+
+
 async def campaign_hours(conn: asyncpg.Connection, campaign_id: int) -> list[asyncpg.Record]:
     """The campaign's outcomes by hour of its timezone, last 24 hours (hourly_outcomes)."""
     return await conn.fetch(

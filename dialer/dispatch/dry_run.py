@@ -82,7 +82,7 @@ async def dry_run(
             counted.setdefault(reason, Waiting(reason, 0))
         for group in sorted(counted.values(), key=lambda w: (w.reason != VERDICT_DUE, w.reason)):
             detail = group.said().removeprefix(f"{group.contacts} {group.reason}")
-            detail = detail.removeprefix(", ") if group.contacts else ""
+            detail = detail.removeprefix(",").strip() if group.contacts else ""
             click.echo(f"  {group.reason:<24} {group.contacts}{'  ' + detail if detail else ''}")
         if campaign.rules.law is not None:
             await _law_counts(conn, campaign, rows, dial_cap)

@@ -20,6 +20,7 @@ from PIL import Image
 from dialer.callbacks.app import Receiver, create_app
 from dialer.cli import cli
 from dialer.db.connect import open_pool
+from tests.conftest import TEST_CONFIG
 from tests.processes import free_port, write_campaign
 
 TOKEN = "dashboard-admin-token-7"
@@ -28,19 +29,27 @@ COMPLETED_GREEN = (0x2E, 0x9D, 0x5B)
 
 @pytest.fixture(scope="module")
 def campaigns(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> list[str]:
-    """A finished simulated campaign, and a second one loaded and waiting."""
+    """A finished simulated campaign, a second one loaded and waiting, and a third of 1,500
+    contacts canceled before it dialed anyone."""
     folder = tmp_path_factory.mktemp("dash")
     write_campaign(folder, "waiting-list", 12)
+    write_campaign(folder, "never-dialed", 1500)
+    (folder / "dialer.toml").write_text(TEST_CONFIG)
 
     def call(*args: str) -> None:
         result = CliRunner().invoke(
-            cli, list(args), env={"DIALER_DATABASE_URL": database_url}, catch_exceptions=False
+            cli,
+            ["--config", str(folder / "dialer.toml"), *args],
+            env={"DIALER_DATABASE_URL": database_url},
+            catch_exceptions=False,
         )
         assert result.exit_code == 0, result.stderr
 
     with ThreadPoolExecutor(1) as thread:
         thread.submit(call, "demo", "--contacts", "80", "--keep").result()
         thread.submit(call, "campaign", "load", str(folder / "waiting-list.toml")).result()
+        thread.submit(call, "campaign", "load", str(folder / "never-dialed.toml")).result()
+        thread.submit(call, "campaign", "cancel", "never-dialed").result()
 
     async def names() -> list[str]:
         conn = await asyncpg.connect(database_url)
@@ -117,9 +126,27 @@ async def test_control_is_off_without_an_admin_token(database_url: str, campaign
         try:
             url = f"http://127.0.0.1:{server.port}/api/campaigns/waiting-list/pause"
             status, body = await post(url, "")
-            assert status == 403 and "admin_token" in body["error"]
+            assert status == 403 and "admin_token" in body["detail"]
         finally:
             await server.close()
+
+
+async def test_answers_are_problems_and_the_page_has_its_icon(dashboard: str) -> None:
+    """The control API answers as /api/v1 does (RFC 9457 problem documents); /favicon.ico is
+    served (no 404 in the browser's console)."""
+    async with aiohttp.ClientSession() as session:
+        url = f"{dashboard}/api/campaigns/waiting-list/pause"
+        async with session.post(url) as response:
+            assert response.status == 401
+            assert response.content_type == "application/problem+json"
+            body = await response.json(content_type=None)
+            assert body["status"] == 401 and "admin token" in body["detail"]
+        async with session.get(f"{dashboard}/api/campaigns/nope/charts") as response:
+            assert response.status == 404
+            assert (await response.json(content_type=None))["detail"] == "no such campaign: nope"
+        async with session.get(f"{dashboard}/favicon.ico") as response:
+            assert response.status == 200 and response.content_type == "image/svg+xml"
+            assert (await response.text()).startswith("<svg")
 
 
 async def exhausted_webhook(db) -> None:
@@ -163,8 +190,38 @@ async def test_page_in_a_real_browser(dashboard: str, campaigns: list[str], db, 
             assert "webhooks to crm: 1 events gave up" in hooks, hooks
             assert await rows.count() == len(campaigns)
             demo_row = page.locator(f'tr.campaign[data-name="{campaigns[0]}"]')
-            assert "80 / 80 contacts" in await demo_row.inner_text()
-            shot = await page.locator("table").screenshot(path=str(tmp_path / "table.png"))
+            done = await db.fetchval(
+                "SELECT done FROM campaign_summary WHERE campaign = $1", campaigns[0]
+            )
+            assert f"{done} done / 80 contacts" in await demo_row.inner_text()
+            shot = await page.locator("#list").screenshot(path=str(tmp_path / "table.png"))
+            # A campaign canceled before it dialed: no green, thousands separated.
+            canceled = page.locator('tr.campaign[data-name="never-dialed"]')
+            said = await canceled.inner_text()
+            assert "0 done / 1,500 contacts" in said and "1,500 canceled" in said, said
+            assert await canceled.locator(".progress .p-done").count() == 0
+            bar = await canceled.locator(".progress").screenshot()
+            assert green_pixels(bar) == 0
+            assert await demo_row.locator(".progress .p-done").count() == 1
+            assert green_pixels(await demo_row.locator(".progress").screenshot()) > 0
+            # The header says when its figures were read.
+            assert "figures as of" in await page.locator("#updated").inner_text()
+            # A control refused for want of a token stays said across the list's refreshes.
+            await page.fill("#token", "")
+            await page.dispatch_event("#token", "change")
+            before = int(await page.locator("body").get_attribute("data-refreshes") or 0)
+            await page.locator(
+                'tr.campaign[data-name="waiting-list"] button[data-act="pause"]'
+            ).click()
+            # three more answers drawn (each sets the counter; it stays ~2 s at each value)
+            await page.locator(f'body[data-refreshes="{before + 3}"]').wait_for(
+                state="attached", timeout=20_000
+            )
+            refused = page.locator("#control-error")
+            assert await refused.is_visible()
+            assert "pause waiting-list: bad or missing admin token" in await refused.inner_text()
+            await page.locator("#control-dismiss").click()
+            assert not await refused.is_visible()
             # The page refreshes itself: a pause through the page shows up without a reload.
             await page.fill("#token", TOKEN)
             await page.dispatch_event("#token", "change")
@@ -188,6 +245,15 @@ async def test_page_in_a_real_browser(dashboard: str, campaigns: list[str], db, 
         if all(abs(a - b) < 12 for a, b in zip(rgb, COMPLETED_GREEN, strict=True))
     )
     assert near_green > 200  # the completed part of the outcome and progress bars
+
+
+def green_pixels(png: bytes) -> int:
+    image = Image.open(io.BytesIO(png)).convert("RGB")
+    return sum(
+        count
+        for count, rgb in image.getcolors(maxcolors=1 << 16) or []
+        if all(abs(a - b) < 12 for a, b in zip(rgb, COMPLETED_GREEN, strict=True))
+    )
 
 
 async def test_one_unreadable_stored_campaign_does_not_take_the_dashboard_down(
@@ -238,6 +304,20 @@ async def test_campaign_page_draws_its_pictures(
         "SELECT count(*) FROM attempts WHERE campaign_id = $1 AND requested_at IS NOT NULL",
         row["id"],
     )
+    minutes = await db.fetch(
+        """SELECT to_char(m AT TIME ZONE 'UTC', 'HH24:MI') AS label
+           FROM generate_series(date_trunc('minute', now()) - interval '59 minutes',
+                                date_trunc('minute', now()), interval '1 minute') AS m"""
+    )
+    hours = await db.fetch(
+        """SELECT to_char(h, 'HH24:MI') AS label
+           FROM generate_series(date_trunc('hour', now() AT TIME ZONE 'UTC') - interval '23h',
+                                date_trunc('hour', now() AT TIME ZONE 'UTC'), interval '1h') AS h"""
+    )
+    limits_in_db = await db.fetchrow(
+        "SELECT configured_rate_per_s * 60 AS requests, channels FROM accounts WHERE name = $1",
+        row["account"],
+    )
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(
             executable_path=chromium(), args=["--no-sandbox", "--disable-gpu", "--no-first-run"]
@@ -253,15 +333,62 @@ async def test_campaign_page_draws_its_pictures(
                 titles = await page.locator(f"#chart-{chart} rect title").all_text_contents()
                 drawn[chart] = sum(int(t.rsplit(" ", 1)[-1]) for t in titles)
             limits = await page.locator("svg line title").all_text_contents()
+            labels = await page.locator("svg text.limit").all_text_contents()
+            axes = {
+                chart: {
+                    "x": await page.locator(f"#chart-{chart} text.tick-x").all_text_contents(),
+                    "y": await page.locator(f"#chart-{chart} text.tick-y").all_text_contents(),
+                }
+                for chart in ("requests", "channels", "hours")
+            }
+            peak = max(
+                int(t.rsplit(" ", 1)[-1])
+                for t in await page.locator("#chart-requests rect title").all_text_contents()
+            )
+            svg_width = await page.locator("#chart-hours").evaluate("e => e.clientWidth")
+            widths = [
+                float(w or 0)
+                for w in await page.locator("#chart-hours rect").evaluate_all(
+                    "rects => rects.map(r => r.getAttribute('width'))"
+                )
+            ]
+            # A label is drawn at its own size: the SVG is not stretched to the page's width.
+            box = await page.locator("svg text.limit").first.bounding_box()
+            header = await page.locator("#updated").inner_text()
+            reasons = await page.locator("#waiting-rows").inner_text()
             shot = await page.locator("#detail").screenshot(
                 path=os.environ.get("DIALER_SCREENSHOT") or str(tmp_path / "campaign.png")
             )
+            await page.goto(f"{dashboard}/#campaign=nope")
+            await page.locator("#missing").wait_for()
+            missing = await page.locator("#missing").inner_text()
+            charts_shown = await page.locator("#charts").is_visible()
         finally:
             await browser.close()
     assert drawn["requests"] == requests > 0
     assert drawn["hours"] == attempts
     assert drawn["channels"] > 0
     assert len(limits) == 2 and all(t.startswith("limit ") for t in limits)
+    assert sorted(labels) == sorted(
+        [f"limit {int(limits_in_db['requests']):,}", f"limit {limits_in_db['channels']:,}"]
+    )
+    # The axes say what the database says: the minutes of the last hour, the 24 hours of the
+    # campaign's zone (UTC), values from 0 to a top above the highest bar and the limit.
+    for chart in ("requests", "channels"):
+        assert axes[chart]["x"][0] == minutes[0]["label"], axes[chart]
+        assert axes[chart]["x"][-1] == minutes[-1]["label"], axes[chart]
+        ticks = [int(t.replace(",", "")) for t in axes[chart]["y"]]
+        assert ticks[0] == 0 and ticks == sorted(ticks) and len(ticks) >= 3
+    top = int(axes["requests"]["y"][-1].replace(",", ""))
+    assert top >= max(peak, int(limits_in_db["requests"]))
+    assert (
+        axes["hours"]["x"][0] == hours[0]["label"] and axes["hours"]["x"][-1] == hours[-1]["label"]
+    )
+    assert all(0 < w <= svg_width / 24 for w in widths), (widths, svg_width)  # one hour, 1/24
+    assert box is not None and box["height"] < 20 and box["width"] < 120
+    assert header.startswith("figures as of"), header
+    assert reasons == "nothing is dialed: campaign completed", reasons
+    assert missing == "no such campaign: nope" and not charts_shown
     assert all(url.startswith(dashboard) for url in requested), requested
     image = Image.open(io.BytesIO(shot)).convert("RGB")
     assert len(image.getcolors(maxcolors=1 << 16) or []) > 20
