@@ -1,6 +1,6 @@
-"""`python -m dialer`: the command line (dialer.cli)."""
+"""`python -m dialer`: the command line (dialer.cli), through dialer.entry."""
 
-from dialer.cli import main
+from dialer.entry import main
 
 if __name__ == "__main__":
     main()

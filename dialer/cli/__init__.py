@@ -16,7 +16,7 @@ from dialer.cli.call_test import call_test
 from dialer.cli.campaign import campaign
 from dialer.cli.config_cmd import config
 from dialer.cli.consent import consent
-from dialer.cli.context import AppContext
+from dialer.cli.context import INTERRUPT, AppContext
 from dialer.cli.demo import demo
 from dialer.cli.dialing import run, serve, sim_provider
 from dialer.cli.dnc import dnc
@@ -70,9 +70,12 @@ def cli(ctx: click.Context, config_path: str | None) -> None:
     \b
     Typical use:
       dialer campaign load campaigns/example.toml   # CSV -> contacts
-      dialer run example                             # dial (cron-friendly exit codes)
+      dialer run example-renewals                    # dial (cron-friendly exit codes)
       dialer serve                                   # receive provider callbacks
-      dialer report example                          # results
+      dialer report example-renewals                 # results
+
+    Trying it: the README's "Try it against the simulator" runs a campaign against
+    `dialer sim-provider` with campaigns/dialer.toml.example as it is.
 
     With no database URL configured (database_url in dialer.toml or $DIALER_DATABASE_URL), an
     embedded PostgreSQL is started in your user data folder. Try `dialer demo`.
@@ -111,7 +114,6 @@ def _light_workers() -> None:
 
 INTERRUPT_GRACE_S = 10.0  # after Ctrl-C, cleaning up may take this long, then the process ends
 INTERRUPTED = "dialer: interrupted; any unfinished transaction was rolled back"
-INTERRUPT = threading.Event()  # Ctrl-C came: whatever the unwinding raises, it ends as 130
 
 
 def _bounded_interrupt() -> None:

@@ -23,6 +23,7 @@ import click
 
 from dialer.campaigns import from_row
 from dialer.cli.context import AppContext, pass_app
+from dialer.cli.context import run as run_async
 from dialer.db import campaigns, dnc, erasure, events, server
 from dialer.dispatch.claim import take_request_slot
 from dialer.durations import parse_duration
@@ -142,7 +143,7 @@ def call_test(
                     return EXIT_REFUSED
                 return await _follow(runtime.pool, account, call_id, deadline)
 
-    sys.exit(asyncio.run(go()))
+    sys.exit(run_async(go()))
 
 
 async def _call_request(

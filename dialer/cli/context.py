@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -37,6 +38,21 @@ class AppContext:
 pass_app = click.make_pass_decorator(AppContext, ensure=True)
 
 
+# Ctrl-C came (set by the entry point's SIGINT handler): whatever the unwinding raises, the
+# process ends as 130 with one line.
+INTERRUPT = threading.Event()
+
+
 def run(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run a command's coroutine to completion on a fresh event loop."""
-    return asyncio.run(coroutine)
+    """Run a command's coroutine to completion on a fresh event loop. After Ctrl-C, the loose
+    ends of the work it cut short (a query the server canceled, a future nobody awaits any
+    more) are expected and not printed: the one line the entry point prints says it all."""
+    with asyncio.Runner() as runner:
+        runner.get_loop().set_exception_handler(_quiet_after_interrupt)
+        return runner.run(coroutine)
+
+
+def _quiet_after_interrupt(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    if INTERRUPT.is_set():
+        return
+    loop.default_exception_handler(context)

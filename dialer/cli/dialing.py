@@ -15,6 +15,7 @@ import click
 from click.core import ParameterSource
 
 from dialer.cli.context import AppContext, pass_app
+from dialer.cli.context import run as run_async
 from dialer.db import server
 from dialer.db.outage import TRANSIENT, Outage
 from dialer.dispatch.dispatcher import (
@@ -41,6 +42,7 @@ from dialer.runtime import (
     open_runtime,
     selected_campaigns,
 )
+from dialer.sim.settings import SIM_DEFAULT_SECRET
 from dialer.watch import closing_lines, watched
 
 log_options = [
@@ -259,7 +261,7 @@ def run(
                 return EXIT_BAD_CONFIG  # the others were dialed; this needs a person
             return code
 
-    sys.exit(asyncio.run(go()))
+    sys.exit(run_async(go()))
 
 
 async def _say_closing(
@@ -369,7 +371,7 @@ def serve(app: AppContext, host, port, workers, worker, log_level, log_format):
             return runtime.failure
 
     try:
-        failure = asyncio.run(go())
+        failure = run_async(go())
         if failure is not None:  # systemd restarts it; a process that no longer reconciles
             print(f"dialer: error: the reconciler died: {failure!r}", file=sys.stderr)
             sys.exit(1)
@@ -393,7 +395,7 @@ def serve(app: AppContext, host, port, workers, worker, log_level, log_format):
 @click.option("--talk", default="10s..120s", show_default=True)
 @click.option("--duplicates", default=0.0, show_default=True, help="Share of events sent twice.")
 @click.option("--reorder", default=0.0, show_default=True, help="Share of events delivered late.")
-@click.option("--secret", default="sim-secret", show_default=True, envvar="DIALER_SIM_SECRET")
+@click.option("--secret", default=SIM_DEFAULT_SECRET, show_default=True, envvar="DIALER_SIM_SECRET")
 @click.option("--no-callbacks", is_flag=True, help="Place calls but send no status callbacks.")
 @click.option(
     "--lose-final",

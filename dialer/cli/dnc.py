@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import re
@@ -14,6 +13,7 @@ import click
 
 from dialer import dnc as dnc_list
 from dialer.cli.context import AppContext, pass_app, run
+from dialer.cli.output import format_option, print_record, print_rows
 from dialer.db import registries as stored_registries
 from dialer.db.connect import session
 from dialer.errors import InputError
@@ -43,8 +43,11 @@ def dnc() -> None:
 @click.argument("numbers", nargs=-1, required=True)
 @click.option("--reason", help="Why the number may not be called (kept with it).")
 @click.option("--region", help=_REGION_HELP)
+@format_option
 @pass_app
-def add(app: AppContext, numbers: tuple[str, ...], reason: str | None, region: str | None) -> None:
+def add(
+    app: AppContext, numbers: tuple[str, ...], reason: str | None, region: str | None, fmt: str
+) -> None:
     """Add NUMBERS; contacts still waiting to be dialed with them become `suppressed`."""
     normalized = _normalize_or_fail(list(numbers), _region(app, region))
 
@@ -53,9 +56,15 @@ def add(app: AppContext, numbers: tuple[str, ...], reason: str | None, region: s
             return await dnc_list.add_numbers(conn, normalized, reason)
 
     change = run(go())
-    click.echo(
-        f"added {change.added}, already listed {change.already_listed},"
-        f" contacts suppressed {change.contacts_suppressed}"
+    print_record(
+        {
+            "added": change.added,
+            "already_listed": change.already_listed,
+            "contacts_suppressed": change.contacts_suppressed,
+        },
+        fmt,
+        said=f"added {change.added}, already listed {change.already_listed},"
+        f" contacts suppressed {change.contacts_suppressed}",
     )
 
 
@@ -259,8 +268,9 @@ def registries(app: AppContext, fmt: str) -> None:
 @dnc.command("remove")
 @click.argument("numbers", nargs=-1, required=True)
 @click.option("--region", help=_REGION_HELP)
+@format_option
 @pass_app
-def remove(app: AppContext, numbers: tuple[str, ...], region: str | None) -> None:
+def remove(app: AppContext, numbers: tuple[str, ...], region: str | None, fmt: str) -> None:
     """Take NUMBERS off the list. Contacts already suppressed stay suppressed."""
     normalized = _normalize_or_fail(list(numbers), _region(app, region))
 
@@ -268,7 +278,8 @@ def remove(app: AppContext, numbers: tuple[str, ...], region: str | None) -> Non
         async with session(app.database_url) as conn:
             return await dnc_list.remove_numbers(conn, normalized)
 
-    click.echo(f"removed {run(go())}")
+    removed = run(go())
+    print_record({"removed": removed}, fmt, said=f"removed {removed}")
 
 
 @dnc.command("list")
@@ -281,20 +292,8 @@ def list_(app: AppContext, fmt: str) -> None:
         async with session(app.database_url) as conn:
             return await dnc_list.list_numbers(conn)
 
-    rows = [(r["phone_e164"], r["reason"] or "", r["added_at"].isoformat()) for r in run(go())]
-    header = ("phone_e164", "reason", "added_at")
-    if fmt == "json":
-        click.echo(json.dumps([dict(zip(header, row, strict=True)) for row in rows], indent=2))
-    elif fmt == "csv":
-        writer = csv.writer(sys.stdout)
-        writer.writerow(header)
-        writer.writerows(rows)
-    else:
-        from rich.table import Table
-
-        from dialer.console import out
-
-        table = Table(*header, title=f"do-not-call list ({len(rows)})")
-        for row in rows:
-            table.add_row(*row)
-        out.print(table)
+    rows = [
+        {"phone_e164": r["phone_e164"], "reason": r["reason"] or "", "added_at": r["added_at"]}
+        for r in run(go())
+    ]
+    print_rows(rows, fmt, title=f"do-not-call list ({len(rows):,})")

@@ -6,6 +6,7 @@ import csv
 import json
 import sys
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from decimal import Decimal
 
 import click
@@ -13,6 +14,28 @@ from rich.table import Table
 
 from dialer.console import out
 from dialer.spreadsheet import safe_cell
+
+FORMATS = ("table", "csv", "json")
+
+
+def format_option(command):
+    """`--format table|csv|json` (table by default), as every command that prints data has."""
+    return click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(FORMATS),
+        default="table",
+        show_default=True,
+        help="table for people; csv or json for programs (stdout).",
+    )(command)
+
+
+def print_record(record: Mapping, fmt: str, *, said: str) -> None:
+    """One result: `said` (a sentence) as the table format, else the record as CSV or JSON."""
+    if fmt == "table":
+        click.echo(said)
+    else:
+        print_rows([record], fmt, title="")
 
 
 def _plain(value: object) -> object:
@@ -33,7 +56,10 @@ def _cell(value: object) -> object:
 
 
 def _shown(value: object) -> str:
-    """A table cell: ISO 8601 times, objects and lists as JSON (never Python's repr)."""
+    """A table cell: ISO 8601 times (to the second), objects and lists as JSON (never
+    Python's repr)."""
+    if isinstance(value, datetime):
+        return value.isoformat(timespec="seconds")
     value = _plain(value)
     if value is None:
         return ""
@@ -62,9 +88,28 @@ def print_rows(rows: Sequence[Mapping], fmt: str, *, title: str) -> None:
             table.add_row(name, _shown(value))
         out.print(table)
     else:
+        cells = [[_shown(v) for v in row.values()] for row in rows]
+        natural = sum(
+            max(len(name), *(len(line) for c in cells for line in [c[i]])) + 3
+            for i, name in enumerate(names)
+        )
+        if natural > out.width:  # too wide to read as a table: one block per row, uncut
+            _print_expanded(names, cells, title)
+            return
         table = Table(title=title)
         for name in names:
             table.add_column(name, overflow="fold")
-        for row in rows:
-            table.add_row(*(_shown(v) for v in row.values()))
+        for row_cells in cells:
+            table.add_row(*row_cells)
         out.print(table)
+
+
+def _print_expanded(names: list[str], cells: list[list[str]], title: str) -> None:
+    """Rows as blocks of `name  value` lines (as psql's expanded display): nothing cut or
+    folded however wide the values, one value per line for grep."""
+    width = max(len(name) for name in names)
+    lines = [f"{title} ({len(cells):,} rows)"]
+    for number, row_cells in enumerate(cells, 1):
+        lines.append(f"-[ {number} ]" + "-" * max(0, width - 4))
+        lines += [f"{name:<{width}}  {value}" for name, value in zip(names, row_cells, strict=True)]
+    click.echo("\n".join(lines))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from dialer.cli.context import AppContext, pass_app, run
-from dialer.cli.output import print_rows
+from dialer.cli.output import format_option, print_rows
 from dialer.cli.report import parse_since
 from dialer.db import webhooks as outbox
 from dialer.db.connect import session
@@ -18,8 +18,9 @@ def webhooks() -> None:
 
 
 @webhooks.command("status")
+@format_option
 @pass_app
-def status(app: AppContext) -> None:
+def status(app: AppContext, fmt: str) -> None:
     """Per endpoint: deliveries pending, and exhausted (retries used up for 24 hours; kept in
     the webhook_failures view until replayed)."""
 
@@ -27,7 +28,7 @@ def status(app: AppContext) -> None:
         async with session(app.database_url) as conn:
             return await outbox.counts(conn)
 
-    print_rows(run(go()), "table", title="webhook deliveries waiting")
+    print_rows(run(go()), fmt, title="webhook deliveries waiting")
 
 
 @webhooks.command("replay")

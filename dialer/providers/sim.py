@@ -32,6 +32,7 @@ from dialer.providers.base import (
     to_int,
 )
 from dialer.sim.server import sign
+from dialer.sim.settings import SIM_DEFAULT_SECRET
 
 # The sim speaks the Twilio family's status words (base.state_of_word reads them).
 STATUSES = {"initiated", "ringing", "answered", "completed", "busy", "no-answer", "failed"}
@@ -39,7 +40,9 @@ STATUSES = {"initiated", "ringing", "answered", "completed", "busy", "no-answer"
 
 class SimAccount(AccountBase):
     kind: Literal["sim"]
-    secret: SecretStr
+    # The built-in simulator's own default (`dialer sim-provider --secret`): a sim account
+    # needs no secret of yours unless its simulator was started with one.
+    secret: SecretStr = SecretStr(SIM_DEFAULT_SECRET)
 
 
 class SimProvider(Provider):

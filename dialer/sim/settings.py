@@ -6,6 +6,9 @@ from dataclasses import dataclass, field
 
 from dialer.durations import Rate, parse_duration, parse_rate
 
+# The simulator's callback secret unless --secret says otherwise (a sim account's default too):
+# it signs simulated calls, it guards nothing.
+SIM_DEFAULT_SECRET = "sim-secret"
 DEFAULT_OUTCOMES = {"completed": 0.6, "no-answer": 0.2, "busy": 0.15, "failed": 0.05}
 
 
@@ -35,7 +38,7 @@ def parse_range(text: str) -> tuple[float, float]:
 
 @dataclass
 class SimSettings:
-    secret: str = "sim-secret"
+    secret: str = SIM_DEFAULT_SECRET
     rate: Rate | None = field(default_factory=lambda: parse_rate("200/min"))  # None: unlimited
     channels: int = 16  # 0: unlimited
     seed: int = 1
