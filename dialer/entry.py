@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 
 INTERRUPTED_AT_START = "dialer: interrupted while starting; nothing was done"
 
@@ -25,4 +24,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
