@@ -232,7 +232,11 @@ def load_config(explicit: str | None = None) -> DialerConfig:
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     config = validate(DialerConfig, data, path, text)
-    redaction.remember(*_secret_values(config))
+    # A database URL is masked by its password, not as a whole: config show, logs and errors
+    # name its user, host and database (as they do for one from $DIALER_DATABASE_URL).
+    url = config.database_url.get_secret_value() if config.database_url else ""
+    redaction.remember(*(v for v in _secret_values(config) if v != url))
+    redaction.remember(*redaction.url_secrets(url))
     for hook in config.webhooks:
         redaction.remember(*hook.url_secrets)
     return config.model_copy(update={"source": path})

@@ -12,6 +12,16 @@ class PhoneError(ValueError):
     """A value that is not a dialable phone number; its message is the reject reason."""
 
 
+def read_number(raw: str, region: str | None) -> tuple[str, bool]:
+    """(E.164 form, whether its country came from `region`, the number having none of its own:
+    no '+' and no international prefix), or PhoneError as normalize."""
+    e164 = normalize(raw, region)
+    if raw.lstrip().startswith("+") or region is None:
+        return e164, False
+    source = phonenumbers.parse(raw.strip(), region, keep_raw_input=True).country_code_source
+    return e164, source == phonenumbers.CountryCodeSource.FROM_DEFAULT_COUNTRY
+
+
 def normalize(raw: str, region: str | None) -> str:
     """Return the E.164 form of `raw`, read as a national number of `region` unless it has '+'.
 

@@ -14,7 +14,7 @@ import json
 import re
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import quote, quote_plus
+from urllib.parse import parse_qsl, quote, quote_plus, unquote
 
 MASK = "****"
 MIN_SECRET_CHARS = 4  # shorter values would mask ordinary words; no real credential is this short
@@ -86,3 +86,32 @@ def _redact_each(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_redact_each(v) for v in value]
     return value
+
+
+_SECRET_PARAMETERS = {"password", "sslpassword", "passfile", "sslkey"}
+
+
+def describe_url(url: str) -> str:
+    """The URL without its password (in the user part or in the query string), for messages."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return "(unreadable database URL)"
+    rest, qmark, query = rest.partition("?")
+    credentials, at, host = rest.rpartition("@")
+    shown = f"{scheme}://" + (f"{credentials.split(':', 1)[0]}@{host}" if at else rest)
+    if qmark:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        shown += "?" + "&".join(
+            f"{k}={'****' if k.lower() in _SECRET_PARAMETERS else v}" for k, v in pairs
+        )
+    return shown
+
+
+def url_secrets(url: str) -> list[str]:
+    """The password parts of a database URL, to be masked wherever text reaches a person."""
+    rest = url.partition("://")[2]
+    rest, _, query = rest.partition("?")
+    credentials, at, _ = rest.rpartition("@")
+    found = [unquote(credentials.split(":", 1)[1])] if at and ":" in credentials else []
+    found += [v for k, v in parse_qsl(query) if k.lower() in _SECRET_PARAMETERS]
+    return [f for f in found if f]

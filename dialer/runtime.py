@@ -335,7 +335,7 @@ async def hosted(
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 raise InputError(
-                    f"{host}:{port} is already in use (another dialer serve, or another"
+                    f"{host}:{port} is already in use (another dialer process, or another"
                     " program); choose another --port, or stop that one"
                 ) from None
             raise InputError(f"cannot listen on {host}:{port}: {exc.strerror}") from None

@@ -92,6 +92,31 @@ def test_cli_exits_2_on_bad_config(env: Path) -> None:
     assert "dialer.toml: line 11: accounts.exotel-main.channels" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            "postgresql://postgres@127.0.0.1:5432/dialer",
+            "postgresql://postgres@127.0.0.1:5432/dialer",
+        ),
+        ("postgresql://app:pw-9x7q@db.internal/dialer", "postgresql://app@db.internal/dialer"),
+    ],
+)
+def test_config_show_masks_a_database_url_the_same_from_the_file_or_the_environment(
+    env: Path, monkeypatch: pytest.MonkeyPatch, url: str, shown: str
+) -> None:
+    """Only the password is a secret: a URL without one is shown whole, from either source."""
+    (env / "dialer.toml").write_text(f'database_url = "{url}"\n')
+    from_file = CliRunner().invoke(cli, ["config", "show"])
+    (env / "dialer.toml").write_text("")
+    monkeypatch.setenv("DIALER_DATABASE_URL", url)
+    from_env = CliRunner().invoke(cli, ["config", "show"])
+    for result in (from_file, from_env):
+        assert result.exit_code == 0, result.stderr
+        assert json.loads(result.stdout)["database_url"] == shown
+        assert "pw-9x7q" not in result.stdout
+
+
 def test_missing_explicit_config(env: Path) -> None:
     result = CliRunner().invoke(cli, ["--config", "nope.toml", "config", "show"])
     assert result.exit_code == 2

@@ -177,6 +177,10 @@ async def _call_request(
         to = normalize(number, region)
     except PhoneError as exc:
         raise InputError(f"NUMBER {number!r}: {exc}") from None
+    try:  # in E.164, as a campaign's caller ids are (each adapter writes it its own way)
+        caller_id = normalize(caller_id, region)
+    except PhoneError as exc:
+        raise InputError(f"--caller-id {caller_id!r}: {exc}") from None
     if await dnc.is_listed(conn, to):
         raise InputError(f"{to} is on the do-not-call list: not calling it")
     if (await erasure.erased_numbers(conn)).holds(to):

@@ -8,10 +8,9 @@ import click
 
 from dialer.cli.context import AppContext, pass_app
 from dialer.config import config_path, database_url_from
-from dialer.db.connect import describe_url, url_secrets
 from dialer.errors import ConfigError
 from dialer.providers.registry import adapter_for
-from dialer.redaction import redact, remember
+from dialer.redaction import describe_url, redact, remember, url_secrets
 from dialer.runtime import adapters, callback_base, listen_address
 
 

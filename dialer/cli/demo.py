@@ -13,7 +13,13 @@ from dialer.demo import run_demo
 
 
 @click.command()
-@click.option("--contacts", default=1000, show_default=True, help="How many contacts to generate.")
+@click.option(
+    "--contacts",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(1, 1_000_000),
+    help="How many contacts to generate (1 to 1,000,000).",
+)
 @click.option("--keep", is_flag=True, help="Keep the demo campaign's data for inspection.")
 @pass_app
 def demo(app: AppContext, contacts: int, keep: bool) -> None:

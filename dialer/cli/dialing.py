@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import subprocess
 import sys
 from datetime import datetime, timedelta
@@ -423,8 +424,6 @@ def sim_provider(
     rate (429 + Retry-After) and channels, plays each call's life with seeded outcomes, sends
     signed status callbacks (optionally duplicated or out of order), and reports what it saw
     at GET /stats."""
-    from aiohttp import web
-
     from dialer.sim.server import create_app as create_sim
     from dialer.sim.settings import SimSettings, parse_outcomes, parse_range
 
@@ -444,5 +443,15 @@ def sim_provider(
         )
     except ValueError as exc:
         raise InputError(str(exc)) from None
-    print(f"dialer: sim provider on http://{host}:{port}", file=sys.stderr)
-    web.run_app(create_sim(settings), host=host, port=port, print=None, access_log=None)
+
+    async def go() -> None:
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            if signal.getsignal(signum) is not signal.SIG_IGN:
+                loop.add_signal_handler(signum, stopping.set)
+        async with hosted(create_sim(settings), host, port):
+            print(f"dialer: sim provider on http://{host}:{port}", file=sys.stderr)
+            await stopping.wait()
+
+    run_async(go())

@@ -8,7 +8,6 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from urllib.parse import parse_qsl, unquote
 
 import asyncpg
 
@@ -17,6 +16,7 @@ from dialer.config import DialerConfig, database_url_from
 from dialer.db import embedded
 from dialer.db.migrations import migrate
 from dialer.errors import DialerError
+from dialer.redaction import describe_url, url_secrets
 
 log = logging.getLogger("dialer.db")
 
@@ -40,35 +40,6 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 async def _keep_session(conn: asyncpg.Connection) -> None:
     """Skip asyncpg's reset round trip on release: dialer keeps no session state (locks and
     settings are transaction-scoped), and at thousands of callbacks a second it matters."""
-
-
-_SECRET_PARAMETERS = {"password", "sslpassword", "passfile", "sslkey"}
-
-
-def describe_url(url: str) -> str:
-    """The URL without its password (in the user part or in the query string), for messages."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return "(unreadable database URL)"
-    rest, qmark, query = rest.partition("?")
-    credentials, at, host = rest.rpartition("@")
-    shown = f"{scheme}://" + (f"{credentials.split(':', 1)[0]}@{host}" if at else rest)
-    if qmark:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        shown += "?" + "&".join(
-            f"{k}={'****' if k.lower() in _SECRET_PARAMETERS else v}" for k, v in pairs
-        )
-    return shown
-
-
-def url_secrets(url: str) -> list[str]:
-    """The password parts of a database URL, to be masked wherever text reaches a person."""
-    rest = url.partition("://")[2]
-    rest, _, query = rest.partition("?")
-    credentials, at, _ = rest.rpartition("@")
-    found = [unquote(credentials.split(":", 1)[1])] if at and ":" in credentials else []
-    found += [v for k, v in parse_qsl(query) if k.lower() in _SECRET_PARAMETERS]
-    return [f for f in found if f]
 
 
 async def connect(url: str) -> asyncpg.Connection:

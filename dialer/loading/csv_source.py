@@ -191,8 +191,8 @@ def encodings_to_try(path: Path, declared: str | None) -> list[str]:
     A file of two- or four-byte units (UTF-16, UTF-32) is also valid UTF-8 when its text is
     ASCII (every other byte NUL), so it is recognised first: by its BOM, else by where its NUL
     bytes fall, which also tells the byte order a declared 'utf-16' without BOM leaves open.
-    Such a file without an `encoding` that says so is refused, naming the encoding it seems
-    to be in."""
+    One with a BOM is read in the encoding its BOM names; one without, and without an
+    `encoding` that says so, is refused, naming the encoding it seems to be in."""
     with path.open("rb") as handle:
         head = handle.read(4096)
     wide = next((name for bom, name in WIDE_BOMS if head.startswith(bom)), None)
@@ -203,6 +203,9 @@ def encodings_to_try(path: Path, declared: str | None) -> list[str]:
     family = (declared or "").replace("_", "-").lower()
     if wide is None:
         return ["utf-8"] + ([declared] if declared else [])
+    has_bom = head.startswith(tuple(bom for bom, _ in WIDE_BOMS))
+    if has_bom and not family.startswith(("utf-16", "utf-32")):
+        return [wide]  # its BOM says what it is (a spreadsheet's "Unicode text"): read it so
     if not family.startswith(("utf-16", "utf-32")):
         raise InputError(
             f"{path}: the file looks like {wide.upper()} (NUL bytes between its characters);"

@@ -141,7 +141,12 @@ async def _stage(
     work overlaps Python's instead of following it. Rows whose number is new to this load are
     COPied straight into `contacts`; possible repeats are resolved exactly at the end.
     """
-    summary = LoadSummary(campaign=spec.name, campaign_action="", source=str(source.path))
+    summary = LoadSummary(
+        campaign=spec.name,
+        campaign_action="",
+        source=str(source.path),
+        default_region=spec.default_region,
+    )
     records = source.records()
     first = next(records, None)  # reads the header, so the column plan can be made
     plan = ColumnPlan.from_header(
@@ -171,6 +176,7 @@ async def _stage(
         async for chunk_size, result in _validated(chunks(), plan, campaign_id, pool):
             summary.rows_read += chunk_size
             summary.rejected += len(result.rejects)
+            summary.default_region_numbers += result.default_region
             reasons.update(result.reasons)
             for row_no, raw, reason in result.rejects:
                 if len(summary.rejected_rows) < LISTED_REJECTS:

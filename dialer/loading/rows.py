@@ -24,7 +24,7 @@ from types import SimpleNamespace
 
 from dialer.errors import InputError
 from dialer.loading.records import UnreadableRecord
-from dialer.phones import PhoneError, normalize
+from dialer.phones import PhoneError, read_number
 from dialer.policy.jurisdiction import jurisdiction_of
 from dialer.policy.zones import inferred_timezone
 
@@ -102,6 +102,8 @@ class ChunkResult:
     lines: list[str] = field(default_factory=list)
     rejects: list[tuple[int, dict[str, str], str]] = field(default_factory=list)
     reasons: Counter[str] = field(default_factory=Counter)
+    # valid rows whose number had no country of its own, read in the campaign's default_region
+    default_region: int = 0
 
 
 def canonical_timezone(value: str) -> str:
@@ -131,10 +133,10 @@ def _kept(value: str) -> str:
 
 
 def _contact(
-    plan: ColumnPlan, values: list[str], phones: dict[str, str | PhoneError]
-) -> tuple[str, str, str, int, str, str | None]:
-    """(phone, name, timezone, priority, fields JSON, jurisdiction) for one record, or
-    ValueError(reason).
+    plan: ColumnPlan, values: list[str], phones: dict[str, tuple[str, bool] | PhoneError]
+) -> tuple[tuple[str, bool], str, str, int, str, str | None]:
+    """((phone, read in the default region), name, timezone, priority, fields JSON,
+    jurisdiction) for one record, or ValueError(reason).
 
     `phones` remembers this chunk's results, so a number repeated nearby is validated once.
     """
@@ -149,15 +151,16 @@ def _contact(
     if len(values) < width:
         values = values + [""] * (width - len(values))
     raw_phone = values[plan.phone]
-    phone = phones.get(raw_phone)
-    if phone is None:
+    read = phones.get(raw_phone)
+    if read is None:
         try:
-            phone = normalize(raw_phone, plan.region)
+            read = read_number(raw_phone, plan.region)
         except PhoneError as exc:
-            phone = exc
-        phones[raw_phone] = phone
-    if isinstance(phone, PhoneError):
-        raise phone
+            read = exc
+        phones[raw_phone] = read
+    if isinstance(read, PhoneError):
+        raise read
+    phone = read[0]
     name = values[plan.name].strip() if plan.name is not None else ""
     zone = values[plan.timezone].strip() if plan.timezone is not None else ""
     # None given: from the number; several zones: the most restrictive reading (policy.zones)
@@ -173,7 +176,7 @@ def _contact(
             raise ValueError(f"priority out of range: {text[:40]!r} (at most 2147483647)")
     column = values[plan.jurisdiction] if plan.jurisdiction is not None else None
     where = jurisdiction_of(phone, column, plan.default_jurisdiction)
-    return phone, name, zone, priority, plan.fields_json(values), where
+    return read, name, zone, priority, plan.fields_json(values), where
 
 
 def _check_cells(plan: ColumnPlan, values: list[str]) -> None:
@@ -199,10 +202,10 @@ def prepare_chunk(
     result = ChunkResult()
     # CRLF rows: Python quotes a value holding \r only if \r is in the line terminator.
     writer = csv.writer(SimpleNamespace(write=result.lines.append), lineterminator="\r\n")
-    phones: dict[str, str | PhoneError] = {}
+    phones: dict[str, tuple[str, bool] | PhoneError] = {}
     for row_no, values in records:
         try:
-            phone, name, zone, priority, fields, where = _contact(plan, values, phones)
+            (phone, national), name, zone, priority, fields, where = _contact(plan, values, phones)
         except ValueError as exc:  # PhoneError is a ValueError
             reason = str(exc)
             result.rejects.append((row_no, _raw(plan, values), reason))
@@ -212,6 +215,7 @@ def prepare_chunk(
             (campaign_id, row_no, phone, name or None, zone or None, priority, fields, where)
         )
         result.phones.append(phone)
+        result.default_region += national
     return result
 
 

@@ -19,6 +19,9 @@ class LoadSummary:
     duplicates: int = 0
     suppressed: int = 0
     rejected: int = 0
+    # rows whose number had no country code of its own, read in the campaign's default_region
+    default_region_numbers: int = 0
+    default_region: str | None = None
     new_rejects: int = 0
     rejects_by_reason: dict[str, int] = field(default_factory=dict)
     rejects_file: str | None = None
@@ -54,7 +57,13 @@ class LoadSummary:
             f"  suppressed  {self.suppressed} (on the do-not-call list)",
             f"  rejected    {self.rejected}",
         ]
+
         lines += [f"    {count:>8}  {reason}" for reason, count in self.rejects_by_reason.items()]
+        if self.default_region_numbers:
+            lines.append(
+                f"  national    {self.default_region_numbers} (no country code: read as"
+                f" {self.default_region} numbers, the campaign's default_region)"
+            )
         if self.rejects_file:
             lines.append(f"rejected rows written to {self.rejects_file}")
         if not self.changed:

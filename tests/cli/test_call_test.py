@@ -64,3 +64,23 @@ async def test_refusals_exit_2(own_database_url: str, tmp_path: Path, own_db) ->
         code, output = await work.dialer("call-test", "tw", "12", *ARGS)
         assert code == 2 and "NUMBER '12'" in output
     assert fake.counts["accepted"] == 0
+
+
+async def test_the_caller_id_is_sent_in_e164_as_campaigns_send_it(
+    own_database_url: str, tmp_path: Path
+) -> None:
+    """A caller id written as a national number is read in the region, as a campaign's is."""
+    fake = FakeProvider(TwilioDialect("twilio", SID, TOKEN), FakeSettings(seed=3))
+    async with serving(fake) as url:
+        work = Workspace(tmp_path, own_database_url, free_port())
+        configure(work, url)
+        national = ("--caller-id", "(415) 555-0100", *ARGS[2:])
+        code, output = await work.dialer(
+            "call-test", "tw", "+14155550123", "--region", "US", *national
+        )
+        assert code == 0, output
+        assert "From=+14155550100" in output, output
+        code, output = await work.dialer(
+            "call-test", "tw", "+14155550123", "--caller-id", "12", *ARGS[2:]
+        )
+        assert code == 2 and "--caller-id '12'" in output, output

@@ -79,3 +79,10 @@ def test_demo_runs_a_whole_campaign(run_cli) -> None:
     result = run_cli("demo", "--contacts", "60")
     assert result.exit_code == 0, result.stderr
     assert "answer_rate" in result.stdout and "completed" in result.stdout
+
+
+def test_demo_refuses_a_count_that_is_not_one(run_cli) -> None:
+    for bad in ("-5", "0", "1000001"):
+        result = run_cli("demo", "--contacts", bad)
+        assert result.exit_code == 2, (bad, result.stderr)
+        assert "--contacts" in result.stderr and "range" in result.stderr, result.stderr

@@ -183,3 +183,19 @@ async def test_utf16_without_a_bom(run_cli, tmp_path: Path, db, order: str) -> N
     result = run_cli("campaign", "load", str(said))
     assert result.exit_code == 0, result.stderr
     assert [r["name"] for r in await contacts(db, name)] == ["Wide One", "Wide Two"]
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32"])
+async def test_a_wide_file_with_its_bom_is_just_read(
+    run_cli, tmp_path: Path, db, encoding: str
+) -> None:
+    """What Excel saves as "Unicode text" (UTF-16 with a BOM): read without being told, and
+    the load summary says which encoding it read."""
+    name = f"bom-{encoding.replace('-', '')}"
+    text = "phone,name\n+919845300001,Wide Ä\n+919845300002,Wide Ω\n"
+    bom = {"utf-16": b"", "utf-16-be": b"\xfe\xff", "utf-32": b""}[encoding]
+    (tmp_path / f"{name}.csv").write_bytes(bom + text.encode(encoding))
+    result = run_cli("campaign", "load", str(campaign_file(tmp_path, name, f"{name}.csv")))
+    assert result.exit_code == 0, result.stderr
+    assert "(utf-" in result.stdout, result.stdout
+    assert [r["name"] for r in await contacts(db, name)] == ["Wide Ä", "Wide Ω"]

@@ -57,6 +57,11 @@ async def test_load_normalizes_dedupes_and_rejects(run_cli, tmp_path: Path, db) 
     assert summary["loaded"] == 2
     assert summary["duplicates"] == 1
     assert summary["rejected"] == 4
+    # "098450 12346" and "9845012345" had no country code: read in the default region (IN);
+    # "+91 ..." did, and rejected rows are not counted
+    assert (summary["default_region_numbers"], summary["default_region"]) == (2, "IN")
+    text = run_cli("campaign", "load", "c1.toml").stdout
+    assert "national    2 (no country code: read as IN numbers" in text, text
     assert summary["rejects_by_reason"] == {
         "invalid phone number": 1,
         "unknown timezone": 1,
@@ -275,6 +280,7 @@ async def test_interrupted_load_leaves_nothing(
     if sig == signal.SIGINT:
         assert process.returncode == 130, stderr.decode()[-3000:]
         said = [line for line in stderr.decode().splitlines() if "warning" not in line]
+        said = [line for line in said if line]  # click's own newline after ^C
         assert said == ["dialer: interrupted; any unfinished transaction was rolled back"]
     assert await db.fetchval("SELECT count(*) FROM campaigns WHERE name = $1", name) == 0
     assert not (tmp_path / "contacts.rejects.csv").exists()
