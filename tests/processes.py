@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
 import socket
 import subprocess
@@ -146,3 +148,61 @@ unknown = "{unknown_delay}"
 """
     )
     return path
+
+
+async def until(check, what: str, within: float = 180.0, every: float = 0.05):
+    """Wait for an event (a row written, a line logged, a process stopped): checked every
+    `every` s and over as soon as it happens, so a slow machine only makes it later; after
+    `within` s (generous, for a busy machine) the test fails naming what never happened."""
+    deadline = time.monotonic() + within
+    while True:
+        result = check()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waited {within:g} s for {what}")
+        await asyncio.sleep(every)
+
+
+async def sim_quiet(url: str) -> dict:
+    """Until the sim has nothing more to do (no call live, no callback still to send): what
+    any request it received causes has happened. Its stats then."""
+
+    async def quiet() -> dict | None:
+        stats = await sim_stats(url)
+        return stats if stats["quiet"] else None
+
+    return await until(quiet, "the sim provider to have no call live and no callback to send")
+
+
+async def attempts_requested(db, at_least: int, campaign: str | None = None) -> int:
+    """Until at least `at_least` attempts (of `campaign`) have reached their provider request:
+    the campaign is under way."""
+    query = "SELECT count(*) FROM attempts a JOIN campaigns k ON k.id = a.campaign_id"
+    query += " WHERE a.requested_at IS NOT NULL AND ($1::text IS NULL OR k.name = $1)"
+
+    async def enough() -> int:
+        count = await db.fetchval(query, campaign)
+        return count if count >= at_least else 0
+
+    return await until(enough, f"{at_least} attempts requested")
+
+
+async def attempts_requested_at(url: str, at_least: int) -> int:
+    """attempts_requested, each look on a connection of its own (for tests whose faults cut
+    or restart the server: a look between two faults)."""
+    import asyncpg
+
+    async def count() -> int:
+        conn = await asyncpg.connect(url)
+        try:
+            found = await conn.fetchval(
+                "SELECT count(*) FROM attempts WHERE requested_at IS NOT NULL"
+            )
+        finally:
+            await conn.close()
+        return found if found >= at_least else 0
+
+    return await until(count, f"{at_least} attempts requested")

@@ -13,14 +13,25 @@ from dialer.db.connect import open_pool
 from dialer.supervise import watch
 
 
-async def _run(coroutine) -> list[BaseException]:
+async def _run(coroutine, *, ends: bool) -> list[BaseException]:
+    """The deaths `watch` reports of a task that ends by itself (`ends`) or is cancelled at
+    shutdown once it runs."""
     deaths: list[BaseException] = []
-    task = asyncio.create_task(coroutine, name="loop")
+    started = asyncio.Event()
+
+    async def running():
+        started.set()
+        return await coroutine
+
+    task = asyncio.create_task(running(), name="loop")
     watch(task, deaths.append)
-    await asyncio.sleep(0.05)
-    if not task.done():
+    if ends:
+        await asyncio.wait({task})
+    else:
+        await started.wait()
         task.cancel()
-    await asyncio.sleep(0)
+        await asyncio.wait({task})
+    await asyncio.sleep(0)  # the done-callbacks run
     return deaths
 
 
@@ -34,11 +45,11 @@ async def test_a_raising_or_returning_loop_is_a_death_and_a_cancelled_one_is_not
     async def forever() -> None:
         await asyncio.sleep(3600)
 
-    (error,) = await _run(raises())
+    (error,) = await _run(raises(), ends=True)
     assert isinstance(error, ValueError)
-    (error,) = await _run(returns())
+    (error,) = await _run(returns(), ends=True)
     assert "loop returned" in str(error)
-    assert await _run(forever()) == []  # cancelled at shutdown: not a death
+    assert await _run(forever(), ends=False) == []  # cancelled at shutdown: not a death
 
 
 async def test_a_dead_reconciler_makes_healthz_503_and_stops_the_process(

@@ -69,6 +69,7 @@ class SimState:
     ids: itertools.count = field(default_factory=lambda: itertools.count(1))
     tasks: set[asyncio.Task] = field(default_factory=set)
     call_seconds: float = 0.0  # channel time used by finished calls, for makespan bounds
+    deliveries_pending: int = 0  # callbacks planned, not yet sent nor given up
 
 
 STATE = web.AppKey("state", SimState)
@@ -184,6 +185,7 @@ async def _live(app: web.Application, call: SimCall) -> None:
             deliveries.append((delay + rng.uniform(0.0, 0.1), event))
     final_at = plan[-1][0]
     started = time.monotonic()
+    state.deliveries_pending += len(deliveries)
     senders = [asyncio.create_task(_deliver_at(app, call, started + d, e)) for d, e in deliveries]
     await asyncio.sleep(final_at)
     call.status = call.outcome
@@ -194,6 +196,13 @@ async def _live(app: web.Application, call: SimCall) -> None:
 
 
 async def _deliver_at(app: web.Application, call: SimCall, when: float, event: dict) -> None:
+    try:
+        await _deliver(app, call, when, event)
+    finally:
+        app[STATE].deliveries_pending -= 1
+
+
+async def _deliver(app: web.Application, call: SimCall, when: float, event: dict) -> None:
     await asyncio.sleep(max(0.0, when - time.monotonic()))
     if event["status"] in ("ringing", "answered") and call.status == "queued":
         call.status = "ringing" if event["status"] == "ringing" else "in-progress"
@@ -269,6 +278,8 @@ async def stats(request: web.Request) -> web.Response:
     window = state.settings.rate.per_seconds if state.settings.rate else 1.0
     body = dict(state.counts) | {
         "active": state.active,
+        # nothing more will happen unless asked: no call live, no callback still to send
+        "quiet": state.active == 0 and state.deliveries_pending == 0,
         "call_seconds": round(state.call_seconds, 3),
         "peak_concurrency": state.peak_active,
         "window_s": window,

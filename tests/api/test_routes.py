@@ -8,6 +8,7 @@ import asyncio
 import io
 import json
 from collections.abc import AsyncIterator
+from datetime import datetime, timedelta, timezone
 from urllib.parse import quote
 
 import aiohttp
@@ -22,6 +23,7 @@ from dialer.config import DialerConfig
 from dialer.db import webhooks
 from dialer.db.connect import open_pool
 from dialer.db.export import export_csv
+from tests.processes import until
 
 WRITER = "w" * 24
 READER = "r" * 24
@@ -204,7 +206,11 @@ async def test_results_match_dialer_export_and_since_returns_only_changes(api) -
         async with pool.acquire() as conn:
             await export_csv(conn, "crm-1", write)
         assert served == exported.getvalue() and served.count(b"\n") == 3
-        await asyncio.sleep(0.01)
+        # a cursor survives being pasted into a URL by hand: UTC with a Z, no `+`
+        assert cursor.endswith("Z") and "+" not in cursor and " " not in cursor, cursor
+        async with pool.acquire() as conn:  # the database clock has passed the cursor
+            mark = datetime.fromisoformat(cursor)
+            await until(lambda: conn.fetchval("SELECT now() > $1", mark), "now() past the cursor")
         async with pool.acquire() as conn:  # one contact settles after the first sync
             await conn.execute(
                 """UPDATE contacts SET state = 'done', last_outcome = 'completed',
@@ -219,6 +225,13 @@ async def test_results_match_dialer_export_and_since_returns_only_changes(api) -
             assert (await answer.text()) == ""
         async with session.get(url, params={"since": "yesterday"}) as answer:
             assert answer.status == 422
+        # an offset pasted unescaped (its `+` arrives as a space) reads as the same cursor
+        pasted = mark.astimezone(timezone(timedelta(hours=5, minutes=30))).isoformat()
+        raw = URL(f"{url}?format=jsonl&since={pasted}", encoded=True)
+        assert "+05:30" in str(raw)
+        async with session.get(raw) as answer:
+            assert answer.status == 200, await answer.text()
+            assert len((await answer.text()).splitlines()) == 1
 
 
 async def test_unknown_routes_and_methods_are_problems(api) -> None:

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from dialer.errors import InputError
 from dialer.runtime import hosted
-from tests.processes import free_port
+from tests.processes import free_port, until
 from tests.providers.harness import Workspace
 
 pytestmark = pytest.mark.timeout(120)
@@ -68,7 +68,7 @@ async def test_a_request_cannot_forge_a_log_line(own_database_url: str, tmp_path
         url = f"{work.callback_base}/callbacks/{forged.replace(' ', '%20').replace(chr(10), '%0A')}"
         async with session.post(url, data=b"{}") as response:
             assert response.status == 404
-        await asyncio.sleep(0.3)
+        await until(lambda: "callback refused" in work.serve_log(), "the refusal to be logged")
     log = work.serve_log()
     assert "callback refused" in log
     assert not any(line.startswith("2026-12-01T00:00:00") for line in log.splitlines())

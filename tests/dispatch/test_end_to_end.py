@@ -4,7 +4,7 @@ The sim's own counters (what it actually received) are the witness for the limit
 orchestrate separate processes and block on them on purpose; nothing else runs on their loop.
 """
 
-# ruff: noqa: ASYNC220, ASYNC221, ASYNC251
+# ruff: noqa: ASYNC220, ASYNC221
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import asyncpg
 import pytest
 
 from tests.processes import (
+    attempts_requested,
     background,
     dialer_command,
     free_port,
@@ -141,7 +142,7 @@ async def test_kill_9_then_restart_redials_nothing(
             first = subprocess.Popen(
                 run, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
             )
-            time.sleep(4)
+            await attempts_requested(own_db, 40, "killed")  # mid-campaign
             os.kill(first.pid, signal.SIGKILL)
             first.wait()
             left = await own_db.fetch(
@@ -175,7 +176,7 @@ async def test_sigterm_stops_quickly_and_leaves_nothing_unreconciled(
         process = subprocess.Popen(
             run, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
-        time.sleep(3)
+        await attempts_requested(own_db, 8, "termed")  # calls of 1-4 s in flight now
         started = time.monotonic()
         process.send_signal(sig)
         _, stderr = process.communicate(timeout=10)
@@ -271,7 +272,7 @@ async def test_pause_stops_new_dials_within_a_second(
             )
             for i in range(2)
         ]
-        time.sleep(4)
+        await attempts_requested(own_db, 30, "paused")  # both runs are dialing
         paused = subprocess.run(
             dialer_command("campaign", "pause", "paused"),
             cwd=tmp_path,

@@ -6,7 +6,7 @@ must equal the attempts that reached it (those with a call id), and no contact m
 again after a completed call.
 """
 
-# ruff: noqa: ASYNC220, ASYNC221, ASYNC251
+# ruff: noqa: ASYNC220, ASYNC221
 
 from __future__ import annotations
 
@@ -24,11 +24,15 @@ import pytest
 from tests.dispatch.test_end_to_end import FAST_CALLS, env_for, load
 from tests.network import partition_proxy
 from tests.processes import (
+    attempts_requested,
+    attempts_requested_at,
     background,
     dialer_command,
     free_port,
     sim_provider,
+    sim_quiet,
     sim_stats,
+    until,
     wait_for_http,
     write_campaign,
     write_config,
@@ -61,15 +65,18 @@ async def check_calls_match_attempts(db: asyncpg.Connection, stats: dict) -> Non
             assert attempt["requested_at"] <= first_completed, attempt
 
 
-def wait_until_stopped(pid: int, timeout: float = 60.0) -> None:
+async def count_is(db: asyncpg.Connection, query: str, wanted: int) -> bool:
+    return len(await db.fetch(query)) == wanted
+
+
+async def wait_until_stopped(pid: int) -> None:
     """Until the process is in state T (stopped by a signal)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def stopped() -> bool:
         with open(f"/proc/{pid}/stat") as stat:
-            if stat.read().rpartition(")")[2].split()[0] == "T":
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"process {pid} did not stop")
+            return stat.read().rpartition(")")[2].split()[0] == "T"
+
+    await until(stopped, f"process {pid} to stop")
 
 
 async def test_a_run_paused_after_its_dialing_commit_never_sends_late(
@@ -90,7 +97,7 @@ async def test_a_run_paused_after_its_dialing_commit_never_sends_late(
             with background(
                 run, tmp_path, env | {"DIALER_FAULT": "after-dialing-commit"}, tmp_path / "a.log"
             ) as paused:
-                wait_until_stopped(paused.pid)
+                await wait_until_stopped(paused.pid)
                 stuck = await own_db.fetch(
                     "SELECT id FROM attempts WHERE state = 'dialing' AND provider_call_id IS NULL"
                 )
@@ -101,9 +108,8 @@ async def test_a_run_paused_after_its_dialing_commit_never_sends_late(
                     [r["id"] for r in stuck],
                 )
                 os.kill(paused.pid, signal.SIGCONT)
-                code = paused.wait(timeout=60)
-            time.sleep(1.0)  # callbacks of anything (wrongly) sent late would land by now
-            stats = await sim_stats(sim)
+                code = await asyncio.to_thread(paused.wait, 60)
+            stats = await sim_quiet(sim)  # what anything (wrongly) sent late caused has happened
     log = (tmp_path / "a.log").read_text()
     assert other.returncode == 0, other.stderr.decode()[-2000:]
     assert code == 0, log[-2000:]
@@ -158,23 +164,23 @@ async def test_a_run_rides_out_lost_connections_and_a_read_only_database(
                     )
                     for i in range(2)
                 ]
-                time.sleep(2)
+                await attempts_requested_at(own_database_url, 10)  # both under way
                 cut = 0
-                until = time.monotonic() + 3
-                while time.monotonic() < until:
+                cuts_end = time.monotonic() + 3  # the fault: connections cut for 3 s
+                while time.monotonic() < cuts_end:
                     cut += await cut_connections(admin, database)
-                    time.sleep(0.2)
-                time.sleep(1)
+                    await asyncio.sleep(0.2)
+                await asyncio.sleep(1)
                 await admin.execute(
                     f'ALTER DATABASE "{database}" SET default_transaction_read_only = on'
                 )
                 await cut_connections(admin, database)
-                time.sleep(4)
+                await asyncio.sleep(4)  # the fault: read-only for 4 s
                 await admin.execute(
                     f'ALTER DATABASE "{database}" RESET default_transaction_read_only'
                 )
                 await cut_connections(admin, database)
-                codes = [p.wait(timeout=240) for p in runs]
+                codes = [await asyncio.to_thread(p.wait, 240) for p in runs]
                 stats = await sim_stats(sim)
             serve_log = (tmp_path / "serve.log").read_text()
     finally:
@@ -282,13 +288,13 @@ async def test_serve_killed_for_half_a_minute_loses_no_outcome(
         )
         wait_for_http(f"http://127.0.0.1:{serve_port}/healthz")
         run = run_to_end(tmp_path, env, "deaf", "run.log")
-        time.sleep(3)
+        await attempts_requested(own_db, 10, "deaf")
         serve.kill()
         serve.wait()
-        time.sleep(30)
+        await asyncio.sleep(30)  # the fault: serve away for 30 s
         with background(dialer_command("serve"), tmp_path, env, tmp_path / "serve2.log"):
             wait_for_http(f"http://127.0.0.1:{serve_port}/healthz")
-            code = run.wait(timeout=200)
+            code = await asyncio.to_thread(run.wait, 200)
             stats = await sim_stats(sim)
     assert code == 0, (tmp_path / "run.log").read_text()[-2000:]
     assert stats.get("callbacks_lost", 0) >= 5, stats
@@ -320,26 +326,26 @@ async def test_requests_caught_in_a_partition_never_arrive_after_it_heals(
         with background(dialer_command("serve"), tmp_path, env, tmp_path / "serve.log"):
             wait_for_http(f"http://127.0.0.1:{serve_port}/healthz")
             run = run_to_end(tmp_path, env_for(own_database_url, through), "cut", "run.log")
-            time.sleep(3)
-            first = [
-                r["id"]
-                for r in await own_db.fetch("SELECT id FROM attempts WHERE state = 'dialing'")
-            ]
+            dialing = "SELECT id FROM attempts WHERE state = 'dialing'"
+            await until(
+                lambda: count_is(own_db, dialing, 4),
+                "the 4 channels' requests to be caught in the partition",
+            )
+            first = [r["id"] for r in await own_db.fetch(dialing)]
             # Closed once the client's timeout has ended (and aborted) each request, not before.
-            while await own_db.fetchval(
-                "SELECT count(*) FROM attempts WHERE id = ANY($1::bigint[]) AND state = 'dialing'",
-                first,
-            ):
-                time.sleep(0.5)
+            still = "SELECT id FROM attempts WHERE id = ANY($1::bigint[]) AND state = 'dialing'"
+            await until(
+                lambda: own_db.fetchval(f"SELECT NOT EXISTS ({still})", first),
+                "the requests caught in the partition to be closed",
+            )
             cut_off = await own_db.fetch(
                 "SELECT id, state, error, now() - requested_at AS waited FROM attempts"
                 " WHERE id = ANY($1::bigint[])",
                 first,
             )
             proxy.heal()
-            code = run.wait(timeout=120)
-            time.sleep(1.0)
-            stats = await sim_stats(sim)
+            code = await asyncio.to_thread(run.wait, 120)
+            stats = await sim_quiet(sim)  # what anything delivered after the heal caused
     assert code == 0, (tmp_path / "run.log").read_text()[-2000:]
     assert len(cut_off) == 4 and {r["state"] for r in cut_off} == {"unknown"}, cut_off
     # each waited out the client's timeout, which aborted its connection (nothing left to send)
@@ -409,22 +415,21 @@ async def test_postgres_restarts_mid_campaign_fast_and_immediate(
         with background(dialer_command("serve"), tmp_path, env, tmp_path / "serve.log"):
             wait_for_http(f"http://127.0.0.1:{serve_port}/healthz")
             runs = [run_to_end(tmp_path, env, "restarts", f"run{i}.log") for i in range(2)]
-            time.sleep(2)
+            await attempts_requested_at(url, 10)  # both under way
             restart("fast")
-            time.sleep(3)
+            await asyncio.sleep(3)  # the faults' schedule: running 3 s between restarts
             restart("immediate")
-            time.sleep(2)
+            await asyncio.sleep(2)
             restart("stop")  # away for 3 s: every process's next statement fails meanwhile
-            time.sleep(3)
+            await asyncio.sleep(3)
             restart("start")
             codes = [await asyncio.to_thread(p.wait, 200) for p in runs]
             stats = await sim_stats(sim)
             db = await asyncpg.connect(url)
-            for _ in range(300):  # the deliveries left pending by the restarts go out
-                left = "SELECT count(*) FROM webhook_deliveries WHERE state <> 'delivered'"
-                if not await db.fetchval(left):
-                    break
-                await asyncio.sleep(0.2)
+            left = "SELECT NOT EXISTS (SELECT 1 FROM webhook_deliveries WHERE state <> 'delivered')"
+            await until(  # the deliveries left pending by the restarts go out
+                lambda: db.fetchval(left), "every webhook delivery to be made"
+            )
     await receiver.stop()
     logs = [(tmp_path / f"run{i}.log").read_text() for i in range(2)]
     assert codes == [0, 0], [log[-3000:] for log in logs]
@@ -457,7 +462,7 @@ async def test_a_database_gone_past_the_outage_limit_ends_the_run_with_one_line(
         env = env_for(url, config)
         load(tmp_path, env, write_campaign(tmp_path, "gone", 200))
         run = run_to_end(tmp_path, env, "gone", "run.log")
-        time.sleep(2)
+        await attempts_requested_at(url, 1)  # connected and dialing, however slow the machine
         control("stop")
         started = time.monotonic()
         code = run.wait(timeout=60)

@@ -27,7 +27,7 @@ from dialer.providers.base import (
 from dialer.providers.twilio import TwilioAccount, TwilioProvider
 from tests.fakes.engine import FakeProvider, FakeSettings
 from tests.fakes.twilio import PREFIX, TwilioDialect, account_toml
-from tests.processes import free_port
+from tests.processes import free_port, until
 from tests.providers.harness import Workspace, check_against_fake, serving
 
 pytestmark = pytest.mark.timeout(300)
@@ -286,7 +286,9 @@ async def test_status_lookup_reads_outcome_duration_and_price() -> None:
     async with serving(fake) as url, aiohttp.ClientSession() as session:
         twilio = adapter(base_url=url)
         call_id = await twilio.place_call(session, CALL)
-        await asyncio.sleep(1.8)  # ring up to 0.3 s + talk 1 s
+        await until(  # ring up to 0.3 s + talk 1 s
+            lambda: fake.calls[call_id].status == "completed", "the call to end"
+        )
 
         async def no_wait() -> None:
             return None

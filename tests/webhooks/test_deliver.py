@@ -4,7 +4,6 @@ a failure kept as `exhausted` after its retries and sent again by replay."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import os
 from collections.abc import AsyncIterator
@@ -19,6 +18,7 @@ from dialer.db import webhooks
 from dialer.db.connect import open_pool
 from dialer.metrics import WEBHOOK_DELIVERIES
 from dialer.webhooks.deliver import deliver_round
+from tests.processes import until
 from tests.webhooks.receiver import Receiver
 
 SECRET = "whsec_" + base64.b64encode(os.urandom(32)).decode()
@@ -200,7 +200,9 @@ async def test_a_paused_deliverer_s_lease_expires_and_another_sends(
         assert (
             await deliver_round(pool, session, hook_for(receiver.url), await install_of(pool)) == 0
         )  # still leased
-        await asyncio.sleep(0.3)
+        async with pool.acquire() as conn:  # the dead process's lease runs out on the db clock
+            lapsed = "SELECT bool_and(leased_until <= now()) FROM webhook_deliveries"
+            await until(lambda: conn.fetchval(lapsed), "the lease to run out")
         assert (
             await deliver_round(pool, session, hook_for(receiver.url), await install_of(pool)) == 1
         )
