@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import create_database, drop_database, median, run_measured, write_section
+from common import bench_config, create_database, drop_database, median, run_measured, write_section
 from load import CAMPAIGN, OUT, generate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,8 +26,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def load_once(tree: Path) -> tuple[float, float, dict]:
     name, url = create_database()
-    env = os.environ | {"DIALER_DATABASE_URL": url, "PYTHONPATH": str(tree)}
-    env.pop("DIALER_CONFIG", None)
+    env = os.environ | {
+        "DIALER_DATABASE_URL": url,
+        "PYTHONPATH": str(tree),
+        "DIALER_CONFIG": str(bench_config(OUT / "bench-dialer.toml")),
+    }
     try:
         subprocess.run(
             [sys.executable, "-m", "dialer", "migrate"],

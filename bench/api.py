@@ -33,7 +33,7 @@ import psutil
 from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import create_database, drop_database, median, run_measured, write_section
+from common import bench_config, create_database, drop_database, median, run_measured, write_section
 from load import generate
 
 OUT = Path(__file__).with_name("out")
@@ -69,7 +69,7 @@ class Serve:
         )
         if hook_url:
             text += f'\n[[webhooks]]\nurl = "{hook_url}"\nsecret = "{SECRET}"\n'
-        config.write_text(text)
+        bench_config(config, text)
         env = os.environ | {"DIALER_DATABASE_URL": url, "DIALER_CONFIG": str(config)}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "dialer", "serve", "--log-level", "warning"],
@@ -140,7 +140,8 @@ def cli_load(url: str, csv_path: Path) -> tuple[float, dict]:
     lines = ['name = "bench-load"', f'contacts = "{csv_path.name}"']
     lines += [f"{k} = {json.dumps(v)}" for k, v in CAMPAIGN.items()]
     campaign.write_text("\n".join(lines) + "\n")
-    env = os.environ | {"DIALER_DATABASE_URL": url}
+    config = bench_config(OUT / "bench-api-dialer.toml")
+    env = os.environ | {"DIALER_DATABASE_URL": url, "DIALER_CONFIG": str(config)}
     result = run_measured(
         [sys.executable, "-m", "dialer", "campaign", "load", str(campaign), "--json"], env=env
     )

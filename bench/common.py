@@ -22,6 +22,21 @@ SERVER_URL = os.environ.get(
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
 
+# Campaigns must name an account of dialer.toml: the benchmarks' campaigns use `bench`, a sim
+# account nothing is dialed through (a secret given, for older trees that required one).
+BENCH_ACCOUNT = (
+    '[accounts.bench]\nkind = "sim"\nbase_url = "http://127.0.0.1:9"\nsecret = "bench"\n'
+    'rate = "10/s"\nchannels = 10\n'
+)
+
+
+def bench_config(path: Path, before: str = "") -> Path:
+    """A dialer.toml at `path`: `before` (top-level keys, other tables), then the bench account."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(before + ("\n" if before else "") + BENCH_ACCOUNT)
+    return path
+
+
 def url_for(name: str) -> str:
     head, _, query = SERVER_URL.partition("?")
     return f"{head.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")

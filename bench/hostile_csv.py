@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import create_database, drop_database, median, run_measured, write_section
+from common import bench_config, create_database, drop_database, median, run_measured, write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 CAMPAIGN = """name = "hostile"
@@ -47,8 +47,11 @@ def generate(path: Path, rows: int, line_mb: int) -> None:
 def load(folder: Path, csv_name: str, python: str, cwd: Path, timeout_s: float | None = None):
     (folder / "hostile.toml").write_text(CAMPAIGN.format(csv=csv_name))
     name, url = create_database()
-    env = os.environ | {"DIALER_DATABASE_URL": url, "PYTHONPATH": str(cwd)}
-    env.pop("DIALER_CONFIG", None)
+    env = os.environ | {
+        "DIALER_DATABASE_URL": url,
+        "PYTHONPATH": str(cwd),
+        "DIALER_CONFIG": str(bench_config(folder / "dialer.toml")),
+    }
     command = [python, "-m", "dialer", "campaign", "load", str(folder / "hostile.toml"), "--json"]
     if timeout_s:
         command = ["timeout", str(int(timeout_s)), *command]

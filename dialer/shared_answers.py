@@ -15,9 +15,12 @@ MAX_KEYS = 256  # keys kept at once (the oldest go first): strangers' keys canno
 
 
 class SharedAnswers:
-    def __init__(self, ttl_s: float, busy_share: float = 1.0) -> None:
+    def __init__(
+        self, ttl_s: float, busy_share: float = 1.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.ttl_s = ttl_s
         self.busy_share = busy_share
+        self.clock = clock
         self._kept: OrderedDict[str, tuple[float, Any]] = OrderedDict()
         self._took: dict[str, float] = {}
         self._running: dict[str, asyncio.Future] = {}
@@ -26,7 +29,7 @@ class SharedAnswers:
         """The answer for `key`: kept if fresh, else the one being computed, else computed now
         (an error is not kept: the next asker tries again)."""
         kept = self._kept.get(key)
-        if kept is not None and time.monotonic() - kept[0] < self.kept_for(key):
+        if kept is not None and self.clock() - kept[0] < self.kept_for(key):
             return kept[1]
         running = self._running.get(key)
         if running is None:
@@ -40,16 +43,16 @@ class SharedAnswers:
         return max(self.ttl_s, self._took.get(key, 0.0) / self.busy_share)
 
     async def _timed(self, key: str, compute: Callable[[], Awaitable[Any]]) -> Any:
-        started = time.monotonic()
+        started = self.clock()
         result = await compute()
-        self._took[key] = time.monotonic() - started
+        self._took[key] = self.clock() - started
         return result
 
     def _finished(self, key: str, done: asyncio.Future) -> None:
         self._running.pop(key, None)
         if done.cancelled() or done.exception() is not None:
             return
-        self._kept[key] = (time.monotonic(), done.result())
+        self._kept[key] = (self.clock(), done.result())
         self._kept.move_to_end(key)
         while len(self._kept) > MAX_KEYS:
             gone, _ = self._kept.popitem(last=False)

@@ -148,10 +148,12 @@ async def why_not_dialed(
     for problem in (await stale_copies(conn, [campaign])).get(campaign.id, []):
         blockers.append(problem)
     firsts = await contacts.first_due_per_zone(conn, [campaign.id])
-    opens = [
+    rules = campaign.rules
+    opens = [  # where the window is closed now: when it opens next
         when
         for first in firsts
-        if (when := campaign.rules.next_open(now, first.timezone, first.jurisdiction))
+        if not rules.is_open(now, first.timezone, first.jurisdiction)
+        and (when := rules.next_open(now, first.timezone, first.jurisdiction))
     ]
     window_next = min(opens) if opens else None
     current = dial_cap_figure(dial_cap)

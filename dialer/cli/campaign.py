@@ -126,7 +126,13 @@ ATTEMPT_OUTCOMES = (
 
 @campaign.command("show")
 @click.argument("name")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "json"]),
+    default="table",
+    help="table for people; json for everything; csv for the reasons contacts wait (a row each).",
+)
 @click.option(
     "--dial-cap",
     type=click.IntRange(1, 100),
@@ -154,6 +160,13 @@ def show(app: AppContext, name: str, fmt: str, dial_cap: int | None) -> None:
 
     row, campaign, summary, firsts, hold, now, why = run(go())
     due = next_due(firsts, {campaign.id: campaign.rules}, now)
+    if fmt == "csv":
+        rows = [
+            {"campaign": name, "reason": blocker, "contacts": None, "figure": None, "next_at": None}
+            for blocker in why.blockers
+        ] + [{"campaign": name} | group.to_json() for group in why.waiting]
+        print_rows(rows, "csv", title="")
+        return
     if fmt == "json":
         click.echo(
             json.dumps(

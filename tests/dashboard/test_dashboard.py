@@ -104,6 +104,13 @@ async def test_api_lists_every_campaign_with_progress_and_limits(
     waiting = by_name["waiting-list"]
     assert waiting["status"] == "active" and waiting["states"]["pending"] == 12
     assert waiting["window"]["open"] is True and waiting["next_due"] is not None
+    why = await get_json(f"{dashboard}/api/campaigns/waiting-list/waiting")
+    assert why["blockers"] == [] and why["waiting"][0]["reason"] == "due now"
+    assert why["waiting"][0]["contacts"] == 12
+    canceled = await get_json(f"{dashboard}/api/campaigns/never-dialed/waiting")
+    assert canceled["blockers"] == ["campaign canceled: canceled by user"]
+    assert canceled["waiting"] == []
+    assert data["as_of"] and by_name["never-dialed"]["states"]["canceled"] == 1500
 
 
 async def test_control_needs_the_admin_token(dashboard: str, db) -> None:

@@ -1,0 +1,66 @@
+"""Output people can use (dialer.cli.output): nothing cut however wide, objects as JSON,
+ISO 8601 times, one CSV line ending, empty results said, --format on every command that
+prints data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.processes import write_campaign
+
+LONG_NAME = "Dr. Venkatanarasimharajuvaripeta Subrahmanya Lakshminarayana Iyer-Chakravarthy"
+
+
+def test_wide_rows_print_whole_and_objects_as_json(run_cli, tmp_path: Path) -> None:
+    rows = [f"+91984507{i:04d},{LONG_NAME} {i},UTC" for i in range(3)]
+    write_campaign(tmp_path, "a-campaign-with-a-rather-long-name-for-its-list", 3, csv_rows=rows)
+    loaded = run_cli("campaign", "load", "a-campaign-with-a-rather-long-name-for-its-list.toml")
+    assert loaded.exit_code == 0, loaded.stderr
+    wide = run_cli(
+        "report",
+        "a-campaign-with-a-rather-long-name-for-its-list",
+        "--view",
+        "contacts",
+        env={"COLUMNS": "160"},
+    )
+    assert wide.exit_code == 0, wide.stderr
+    text = wide.stdout
+    assert "…" not in text and f"{LONG_NAME} 0" in text, text  # whole, on one line
+    assert "{'" not in text  # never Python's repr
+    fields = next(line for line in text.splitlines() if line.startswith("fields"))
+    assert fields.split(None, 1)[1] == "{}" or fields.split(None, 1)[1].startswith('{"')
+    stamp = next(line for line in text.splitlines() if line.startswith("updated_at"))
+    assert stamp.split()[1].endswith("+00:00") and "." not in stamp.split()[1]  # ISO, seconds
+    listed = run_cli("campaign", "list", env={"COLUMNS": "80"}).stdout
+    assert "a-campaign-with-a-rather-long-name-for-its-list" in listed.replace("\n", ""), listed
+    assert "…" not in listed
+    as_csv = run_cli(
+        "report", "a-campaign-with-a-rather-long-name-for-its-list", "--format", "csv"
+    ).stdout
+    assert "\r" not in as_csv and as_csv.endswith("\n")
+
+
+def test_every_command_that_prints_data_takes_a_format(run_cli, tmp_path: Path) -> None:
+    added = run_cli("dnc", "add", "+919845079999", "--format", "json")
+    assert json.loads(added.stdout) == [{"added": 1, "already_listed": 0, "contacts_suppressed": 0}]
+    assert run_cli("dnc", "add", "+919845079999").stdout.startswith("added 0, already listed 1")
+    removed = run_cli("dnc", "remove", "+919845079999", "--format", "csv").stdout
+    assert removed == "removed\n1\n"
+    assert json.loads(run_cli("migrate", "--format", "json").stdout) == []  # nothing to apply
+    assert run_cli("migrate").stdout.strip() == "schema is up to date"
+    status = run_cli("webhooks", "status", "--format", "json")
+    assert status.exit_code == 0 and isinstance(json.loads(status.stdout), list)
+    write_campaign(tmp_path, "shown-as", 2)
+    assert run_cli("campaign", "load", "shown-as.toml").exit_code == 0
+    as_json = json.loads(run_cli("campaign", "show", "shown-as", "--format", "json").stdout)
+    assert as_json["contacts"]["pending"] == 2
+    assert as_json["not_dialed_now"]["waiting"][0]["reason"] == "due now"
+    as_csv = run_cli("campaign", "show", "shown-as", "--format", "csv").stdout.splitlines()
+    assert as_csv[0] == "campaign,reason,contacts,figure,next_at"
+    assert as_csv[1].startswith("shown-as,due now,2,,")
+
+
+def test_an_empty_result_says_so(run_cli) -> None:
+    result = run_cli("webhooks", "status")
+    assert result.exit_code == 0 and result.stdout.strip() == "webhook deliveries waiting: none"

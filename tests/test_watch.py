@@ -1,0 +1,72 @@
+"""What a run shows (dialer.watch): a live view on a terminal, plain log lines otherwise, and
+closing lines either way. Real `dialer run` processes against the sim provider."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+from tests.processes import dialer_command, free_port, sim_provider, write_campaign, write_config
+from tests.test_waiting import dialer
+
+
+async def test_closing_lines_and_no_live_view_when_not_on_a_terminal(
+    own_database_url: str, tmp_path: Path
+) -> None:
+    """Off a terminal, a run prints log lines and its closing lines, no live view (no escape
+    sequence reaches a log file)."""
+    with sim_provider(tmp_path, "--ring", "0.05s..0.1s", "--talk", "0.05s..0.1s") as sim:
+        config = write_config(tmp_path, sim, rate="20/s", channels=4, port=free_port())
+        env = os.environ | {"DIALER_DATABASE_URL": own_database_url, "DIALER_CONFIG": str(config)}
+        write_campaign(tmp_path, "plain", 3)
+        assert (await dialer(tmp_path, env, "campaign", "load", "plain.toml"))[0] == 0
+        code, out, said = await dialer(tmp_path, env, "run", "plain", "--serve", "--wait")
+    assert code in (0, 3), said[-3000:]
+    assert "\x1b[" not in said and out == ""
+    assert "attempt created" in said  # the log lines
+    assert "dialer: this run sent" in said and f"dialer: exit {code}" in said
+
+
+async def test_on_a_terminal_a_run_shows_a_live_view(own_database_url: str, tmp_path: Path) -> None:
+    """On a terminal: the live view (dialed, in flight, outcomes, calls/s against the limit,
+    channels, next due) instead of info lines, then the closing lines."""
+    import pty
+
+    with sim_provider(tmp_path, "--ring", "0.3s..0.6s", "--talk", "0.3s..0.6s") as sim:
+        config = write_config(tmp_path, sim, rate="20/s", channels=4, port=free_port())
+        env = os.environ | {
+            "DIALER_DATABASE_URL": own_database_url,
+            "DIALER_CONFIG": str(config),
+            "COLUMNS": "160",
+            "TERM": "xterm",
+        }
+        write_campaign(tmp_path, "watched", 12)
+        assert (await dialer(tmp_path, env, "campaign", "load", "watched.toml"))[0] == 0
+        leader, follower = pty.openpty()
+        process = await asyncio.create_subprocess_exec(
+            *dialer_command("run", "watched", "--serve", "--wait"),
+            cwd=tmp_path,
+            env=env,
+            stdout=follower,
+            stderr=follower,
+        )
+        os.close(follower)
+        screen = bytearray()
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                chunk = await loop.run_in_executor(None, os.read, leader, 65536)
+            except OSError:  # the terminal's other end closed: the run is over
+                break
+            if not chunk:
+                break
+            screen += chunk
+        code = await asyncio.wait_for(process.wait(), timeout=120)
+        os.close(leader)
+    text = screen.decode(errors="replace")
+    assert code in (0, 3), text[-3000:]
+    for column in ("dialed", "in flight", "calls/s (limit)", "channels", "next due"):
+        assert column in text, text[-3000:]
+    assert "attempt created" not in text  # info lines stay out of the view
+    assert "dialer: this run sent" in text and f"dialer: exit {code}" in text
