@@ -231,7 +231,7 @@ async def test_a_run_stopped_holding_the_account_lock_does_not_freeze_the_accoun
             frozen = run_to_end(
                 tmp_path, env | {"DIALER_FAULT": "holding-account-lock"}, "locked", "a.log"
             )
-            wait_until_stopped(frozen.pid)
+            await wait_until_stopped(frozen.pid)
             other = run_to_end(tmp_path, env, "locked", "b.log")
             other_code = other.wait(timeout=200)
             left = await own_db.fetchval(
