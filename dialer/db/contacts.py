@@ -284,7 +284,8 @@ SELECT v.verdict,
 FROM (SELECT {_VERDICT} AS verdict, c.held_by, c.held_figure, c.last_outcome, c.next_attempt_at
       FROM contacts c
       {_VERDICT_LATERAL}
-      WHERE c.campaign_id = $1 AND c.state = 'pending') v
+      WHERE c.campaign_id = $1 AND c.state = 'pending'
+      OFFSET 0) v  -- each row's verdict computed once, not once per use
 GROUP BY 1, 2
 ORDER BY 1, 2
 """

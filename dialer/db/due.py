@@ -24,7 +24,7 @@ def window_sql(zone: int, at: str = "now()") -> tuple[str, str]:
     lateral = (
         f"CROSS JOIN LATERAL (SELECT {at} AT TIME ZONE split_part({tz}, ' ', 1) AS lt,"
         f" {at} AT TIME ZONE coalesce(nullif(split_part({tz}, ' ', 2), ''),"
-        f" split_part({tz}, ' ', 1)) AS lt2) w"
+        f" split_part({tz}, ' ', 1)) AS lt2 OFFSET 0) w"
         f" {jurisdiction_hours_sql(keys, starts, ends)}"
     )
     s = f"greatest({s}::time, coalesce(jh.s, {s}::time))"
