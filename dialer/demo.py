@@ -17,7 +17,7 @@ from pydantic import AnyHttpUrl, SecretStr
 from dialer.campaign_spec import load_campaign_file
 from dialer.campaigns import from_row
 from dialer.console import err
-from dialer.db import campaigns, reporting, server
+from dialer.db import campaigns, reporting
 from dialer.demo_data import write_contacts
 from dialer.dispatch.dispatcher import AccountRun, Dispatcher
 from dialer.dispatch.limiter import AccountLimits
@@ -109,7 +109,7 @@ async def run_demo(database_url: str, contacts: int, keep: bool) -> tuple[int, l
             ):
                 runtime.start_reconciler()
                 async with pool.acquire() as conn:
-                    since = await server.now(conn)
+                    since = await reporting.last_attempt_id(conn)
                 code = await watched(dispatcher.run(), pool, [campaign], since, "dialer demo")
             async with pool.acquire() as conn:
                 report = [await reporting.campaign_summary(conn, campaign.id)]

@@ -25,7 +25,8 @@ from dialer.policy.due import next_due
 from dialer.policy.states import OUTCOMES
 from dialer.waiting import iso, why_not_dialed
 
-REFRESH_S = 0.5
+REFRESH_S = 1.0
+NEXT_DUE_EVERY = 10  # refreshes: the next due contact is a scan of the waiting ones
 SHOWN_OUTCOMES = (*OUTCOMES, "machine", "rejected", "unknown")
 
 
@@ -49,13 +50,22 @@ class Progress:
 
 
 async def read_progress(
-    pool: asyncpg.Pool, campaigns: list[Campaign], since: datetime, started: float
+    pool: asyncpg.Pool,
+    campaigns: list[Campaign],
+    after_id: int,
+    started: float,
+    known_next_due: datetime | None = None,
+    *,
+    read_next_due: bool = True,
 ) -> Progress:
+    """The run's figures now; the next due contact read again only if `read_next_due` (else
+    `known_next_due` is kept)."""
     ids = [c.id for c in campaigns]
     async with pool.acquire() as conn:
-        outcomes = await reporting.run_outcomes(conn, ids, since)
-        gauges = await reporting.run_gauges(conn, ids, sorted({c.account for c in campaigns}))
-        firsts = await contacts.first_due_per_zone(conn, ids)
+        outcomes = await reporting.run_outcomes(conn, ids, after_id)
+        accounts = sorted({c.account for c in campaigns})
+        gauges = await reporting.run_gauges(conn, ids, accounts, after_id)
+        firsts = await contacts.first_due_per_zone(conn, ids) if read_next_due else []
     due = next_due(firsts, {c.id: c.rules for c in campaigns}, gauges["now"])
     return Progress(
         elapsed_s=time.monotonic() - started,
@@ -65,7 +75,7 @@ async def read_progress(
         rate_limit=gauges["rate_limit"],
         channels_in_use=gauges["channels_in_use"],
         channels=gauges["channels"],
-        next_due=due[0] if due else None,
+        next_due=(due[0] if due else None) if read_next_due else known_next_due,
         now=gauges["now"],
     )
 
@@ -117,12 +127,13 @@ async def watched(
     work: Awaitable[int],
     pool: asyncpg.Pool,
     campaigns: list[Campaign],
-    since: datetime,
+    after_id: int,
     title: str,
     *,
     quiet_logs: bool = True,
 ) -> int:
-    """Await `work`; on a terminal, with the live view of `campaigns` meanwhile."""
+    """Await `work`; on a terminal, with the live view of `campaigns` meanwhile (the attempts
+    made after attempt `after_id`: reporting.last_attempt_id when the run began)."""
     if not err.is_terminal:
         return await work
     task = asyncio.ensure_future(work)
@@ -131,11 +142,22 @@ async def watched(
         Live(console=err, refresh_per_second=4, transient=False) as live,
         _logs_above(live, quiet_logs),
     ):
+        shown: datetime | None = None
+        refreshes = 0
         while not task.done():
             # the database may be away: the run says so in its own lines
             with contextlib.suppress(TimeoutError, OSError, asyncpg.PostgresError):
-                progress = await read_progress(pool, campaigns, since, started)
+                progress = await read_progress(
+                    pool,
+                    campaigns,
+                    after_id,
+                    started,
+                    shown,
+                    read_next_due=refreshes % NEXT_DUE_EVERY == 0,
+                )
+                shown = progress.next_due
                 live.update(progress_table(progress, title))
+            refreshes += 1
             await asyncio.wait({task}, timeout=REFRESH_S)
     return task.result()
 
@@ -143,7 +165,7 @@ async def watched(
 async def closing_lines(
     pool: asyncpg.Pool,
     campaigns: list[Campaign],
-    since: datetime,
+    after_id: int,
     *,
     dialed_here: int,
     ended: list[str],
@@ -151,7 +173,7 @@ async def closing_lines(
 ) -> list[str]:
     """What `dialer run` says last: its counts, why it stopped, why each campaign's waiting
     contacts wait."""
-    progress = await read_progress(pool, campaigns, since, time.monotonic())
+    progress = await read_progress(pool, campaigns, after_id, time.monotonic())
     settled = {k: v for k, v in progress.outcomes.items() if k != "in flight"}
     outcomes = ", ".join(f"{k} {v:,}" for k, v in sorted(settled.items())) or "none"
     lines = [

@@ -17,7 +17,7 @@ from click.core import ParameterSource
 
 from dialer.cli.context import AppContext, pass_app
 from dialer.cli.context import run as run_async
-from dialer.db import server
+from dialer.db import reporting
 from dialer.db.outage import TRANSIENT, Outage
 from dialer.dispatch.dispatcher import (
     EXIT_BAD_CONFIG,
@@ -236,7 +236,7 @@ def run(
                 else contextlib.nullcontext()
             )
             async with pool.acquire() as conn:
-                since = await server.now(conn)
+                since = await reporting.last_attempt_id(conn)
             explicit_level = ctx.get_parameter_source("log_level") is not ParameterSource.DEFAULT
             async with serving, metrics:
                 code = await watched(
@@ -266,7 +266,7 @@ def run(
 
 
 async def _say_closing(
-    dispatcher: Dispatcher, chosen: list, since: datetime, dial_cap: int, code: int
+    dispatcher: Dispatcher, chosen: list, since: int, dial_cap: int, code: int
 ) -> None:
     """The run's last lines on stderr (and one log line with the same figures)."""
     if dispatcher.stopped_by_signal:

@@ -71,31 +71,38 @@ async def account_gauges(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     )
 
 
+async def last_attempt_id(conn: asyncpg.Connection) -> int:
+    """The newest attempt's id: a run counts the attempts made after it (a range of the key)."""
+    return await conn.fetchval("SELECT coalesce(max(id), 0) FROM attempts")
+
+
 async def run_outcomes(
-    conn: asyncpg.Connection, campaign_ids: list[int], since: datetime
+    conn: asyncpg.Connection, campaign_ids: list[int], after_id: int
 ) -> dict[str, int]:
-    """Attempts of these campaigns requested since `since` (by every process), by outcome
-    ('in flight' while live)."""
+    """Attempts of these campaigns made after attempt `after_id` and sent (by every process),
+    by outcome ('in flight' while live)."""
     rows = await conn.fetch(
         """SELECT CASE WHEN a.state = ANY($3::text[]) THEN 'in flight'
                        ELSE coalesce(a.outcome, a.state) END AS what, count(*) AS n
            FROM attempts a
-           WHERE a.campaign_id = ANY($1::bigint[]) AND a.requested_at >= $2
+           WHERE a.id > $2 AND a.campaign_id = ANY($1::bigint[])
+             AND a.requested_at IS NOT NULL
            GROUP BY 1""",
         campaign_ids,
-        since,
+        after_id,
         list(LIVE),
     )
     return {r["what"]: r["n"] for r in rows}
 
 
 async def run_gauges(
-    conn: asyncpg.Connection, campaign_ids: list[int], accounts: list[str]
+    conn: asyncpg.Connection, campaign_ids: list[int], accounts: list[str], after_id: int
 ) -> asyncpg.Record:
-    """Requests of these campaigns in the last 5 s; channels held on these accounts, their
-    limits and their configured rates; the database clock."""
+    """Requests of these campaigns in the last 5 s (of attempts after `after_id`); channels
+    held on these accounts, their limits and their configured rates; the database clock."""
     return await conn.fetchrow(
-        """SELECT (SELECT count(*) FROM attempts a WHERE a.campaign_id = ANY($1::bigint[])
+        """SELECT (SELECT count(*) FROM attempts a WHERE a.id > $4
+                   AND a.campaign_id = ANY($1::bigint[])
                    AND a.requested_at > now() - interval '5 seconds') AS recent,
                   (SELECT count(*) FROM attempts l WHERE l.account = ANY($2::text[])
                    AND l.state = ANY($3::text[])) AS channels_in_use,
@@ -106,6 +113,7 @@ async def run_gauges(
         campaign_ids,
         accounts,
         list(LIVE),
+        after_id,
     )
 
 
