@@ -9,9 +9,11 @@ from __future__ import annotations
 import io
 from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import IO
+from typing import IO, BinaryIO, cast
 
 import asyncpg
+
+from dialer.db.types import Connection
 
 _STAGE_TABLES = """
 CREATE TEMP TABLE load_stage (
@@ -33,21 +35,19 @@ CONTACT_COLUMNS = [
 ]
 
 
-async def create_stage_tables(conn: asyncpg.Connection) -> None:
+async def create_stage_tables(conn: Connection) -> None:
     """`load_stage` (rows that may repeat a number) and `load_reject_stage`, dropped at commit."""
     await conn.execute(_STAGE_TABLES)
 
 
-async def copy_contacts(conn: asyncpg.Connection, lines: list[str], *, staged: bool) -> None:
+async def copy_contacts(conn: Connection, lines: list[str], *, staged: bool) -> None:
     """COPY CSV lines of CONTACT_COLUMNS into `contacts`, or into `load_stage` if `staged`."""
     data = io.BytesIO("".join(lines).encode())
     table = "load_stage" if staged else "contacts"
     await conn.copy_to_table(table, source=data, columns=CONTACT_COLUMNS, format="csv")
 
 
-async def numbers_in_campaign(
-    conn: asyncpg.Connection, campaign_id: int
-) -> AsyncIterator[asyncpg.Record]:
+async def numbers_in_campaign(conn: Connection, campaign_id: int) -> AsyncIterator[asyncpg.Record]:
     """(id, phone_e164) of every contact of the campaign, streamed."""
     async with conn.transaction():
         cursor = conn.cursor(
@@ -75,7 +75,7 @@ ORDER BY s.phone_e164, s.row_no
 """
 
 
-async def insert_staged(conn: asyncpg.Connection, campaign_id: int) -> int:
+async def insert_staged(conn: Connection, campaign_id: int) -> int:
     """Insert the staged rows whose number the campaign does not have; how many."""
     return int((await conn.execute(_INSERT_REPEATS, campaign_id)).split()[-1])
 
@@ -88,13 +88,13 @@ WHERE d.phone_e164 = c.phone_e164 AND c.campaign_id = $1 AND c.id > $2 AND c.sta
 """
 
 
-async def suppress_listed(conn: asyncpg.Connection, campaign_id: int, after_id: int) -> int:
+async def suppress_listed(conn: Connection, campaign_id: int, after_id: int) -> int:
     """Suppress the contacts this load added (ids past `after_id`) whose number is listed."""
     return int((await conn.execute(_SUPPRESS_DNC, campaign_id, after_id)).split()[-1])
 
 
 async def suppress_numbers_loaded(
-    conn: asyncpg.Connection, campaign_id: int, after_id: int, numbers: list[str]
+    conn: Connection, campaign_id: int, after_id: int, numbers: list[str]
 ) -> int:
     """Suppress the contacts this load added with these numbers (erased ones: dialer.forget)."""
     status = await conn.execute(
@@ -116,17 +116,15 @@ ON CONFLICT (campaign_id, source_sha256, row_no) DO NOTHING
 
 
 async def store_rejects(
-    conn: asyncpg.Connection, campaign_id: int, sha256: str, csv_rows: IO[bytes]
+    conn: Connection, campaign_id: int, sha256: str, csv_rows: IO[bytes]
 ) -> int:
     """COPY the rejected rows (CSV: row_no, raw JSON, reason) and keep those not kept before
     for this file; how many were new."""
-    await conn.copy_to_table("load_reject_stage", source=csv_rows, format="csv")
+    await conn.copy_to_table("load_reject_stage", source=cast(BinaryIO, csv_rows), format="csv")
     return int((await conn.execute(_INSERT_REJECTS, campaign_id, sha256)).split()[-1])
 
 
-async def first_loaded_at(
-    conn: asyncpg.Connection, campaign_id: int, sha256: str
-) -> datetime | None:
+async def first_loaded_at(conn: Connection, campaign_id: int, sha256: str) -> datetime | None:
     """When this file (by its SHA-256) was first loaded into the campaign, if it was."""
     return await conn.fetchval(
         "SELECT min(loaded_at) FROM loads WHERE campaign_id = $1 AND sha256 = $2",
@@ -136,7 +134,7 @@ async def first_loaded_at(
 
 
 async def record_load(
-    conn: asyncpg.Connection,
+    conn: Connection,
     campaign_id: int,
     source: str,
     sha256: str,
@@ -154,3 +152,8 @@ async def record_load(
         columns,
         *counts,
     )
+
+
+async def refresh_statistics(conn: Connection) -> None:
+    """Fresh planner statistics for contacts, after a big load (autovacuum comes later)."""
+    await conn.execute("ANALYZE contacts")

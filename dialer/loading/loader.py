@@ -23,10 +23,9 @@ from itertools import islice
 from pathlib import Path
 from typing import IO
 
-import asyncpg
-
 from dialer.campaign_spec import CampaignFile, CampaignSpec
 from dialer.db import attempts, campaigns, erasure, loads
+from dialer.db.types import Connection
 from dialer.errors import ConflictError, InputError
 from dialer.loading.csv_source import CsvSource, UndecodableError, encodings_to_try
 from dialer.loading.rows import ChunkResult, ColumnPlan, prepare_chunk, worker_init
@@ -41,7 +40,7 @@ Progress = Callable[[int, int], None]  # (bytes done, bytes total)
 
 
 async def load_campaign(
-    conn: asyncpg.Connection,
+    conn: Connection,
     campaign: CampaignFile,
     csv_override: str | None = None,
     progress: Progress | None = None,
@@ -91,7 +90,7 @@ async def load_campaign(
         if summary.loaded >= ANALYZE_FROM:
             # Fresh statistics at once (autovacuum comes later): with them the claim walks the
             # due index in dialing order and stops at its batch, whatever the campaign's size.
-            await conn.execute("ANALYZE contacts")
+            await loads.refresh_statistics(conn)
         summary.seconds = round(time.monotonic() - started, 2)
         summary.rejects_file = _publish_rejects(rejects_user, csv_path, summary.rejected)
     return summary
@@ -100,7 +99,7 @@ async def load_campaign(
 ANALYZE_FROM = 10_000  # a load of this many contacts or more refreshes the table's statistics
 
 
-async def upsert_campaign(conn: asyncpg.Connection, spec: CampaignSpec) -> tuple[int, str]:
+async def upsert_campaign(conn: Connection, spec: CampaignSpec) -> tuple[int, str]:
     """Insert the campaign, or update its spec if it has never dialed; say which."""
     document = spec.to_json()
     row = await campaigns.lock_by_name(conn, spec.name)
@@ -133,7 +132,7 @@ def _as_current(stored: dict) -> dict:
 
 
 async def _stage(
-    conn: asyncpg.Connection,
+    conn: Connection,
     campaign_id: int,
     source: CsvSource,
     spec: CampaignSpec,
@@ -215,9 +214,7 @@ async def _stage(
     return summary
 
 
-async def _numbers_in_campaign(
-    conn: asyncpg.Connection, campaign_id: int
-) -> tuple[SeenNumbers, int]:
+async def _numbers_in_campaign(conn: Connection, campaign_id: int) -> tuple[SeenNumbers, int]:
     """The numbers the campaign already has, and its newest contact id (0 if none).
 
     The campaign row is locked, so no other load adds numbers to it until this one commits.
@@ -308,7 +305,7 @@ class _executor:
 
 
 async def _finish(
-    conn: asyncpg.Connection,
+    conn: Connection,
     campaign_id: int,
     source: CsvSource,
     summary: LoadSummary,
