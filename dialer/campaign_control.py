@@ -11,6 +11,7 @@ from dialer.campaigns import Campaign, CampaignCache
 from dialer.consent import ConsentEvent
 from dialer.db import attempts, campaigns, contacts, reporting, webhooks
 from dialer.db import consent as ledger
+from dialer.db.types import Connection
 from dialer.dispatch.limiter import BREAKER_WINDOW, breaker_trips
 from dialer.errors import ConflictError, NotFoundError
 from dialer.policy.caller_ids import is_tired
@@ -20,7 +21,7 @@ from dialer.settle import settle
 log = logging.getLogger("dialer.campaign")
 
 
-async def _campaign(conn: asyncpg.Connection, name: str) -> asyncpg.Record:
+async def _campaign(conn: Connection, name: str) -> asyncpg.Record:
     row = await campaigns.lock_by_name(conn, name) if is_campaign_name(name) else None
     if row is None:
         shown = name if is_campaign_name(name) else repr(name)
@@ -28,7 +29,7 @@ async def _campaign(conn: asyncpg.Connection, name: str) -> asyncpg.Record:
     return row
 
 
-async def set_status(conn: asyncpg.Connection, name: str, action: str) -> str:
+async def set_status(conn: Connection, name: str, action: str) -> str:
     """pause | resume | cancel. Takes effect for every process at its next claim (< 1 s)."""
     allowed = {"pause": ("active",), "resume": ("paused",), "cancel": ("active", "paused")}
     target = {"pause": "paused", "resume": "active", "cancel": "canceled"}[action]
@@ -49,7 +50,7 @@ async def set_status(conn: asyncpg.Connection, name: str, action: str) -> str:
     return message
 
 
-async def complete_if_goal_reached(conn: asyncpg.Connection, campaign: Campaign) -> str | None:
+async def complete_if_goal_reached(conn: Connection, campaign: Campaign) -> str | None:
     """Mark the campaign `completed` once its goal (stop_after, max_cost) is met, for every
     process at its next claim; calls in flight go on and settle. Returns the reason."""
     spec = campaign.spec
@@ -63,7 +64,7 @@ async def complete_if_goal_reached(conn: asyncpg.Connection, campaign: Campaign)
     return reason
 
 
-async def rest_tired_caller_ids(conn: asyncpg.Connection, campaign: Campaign) -> frozenset[str]:
+async def rest_tired_caller_ids(conn: Connection, campaign: Campaign) -> frozenset[str]:
     """The campaign's caller ids resting for the rest of the day (rest_caller_id_below): each
     newly resting one is logged with its figures."""
     threshold = campaign.spec.rest_caller_id_below
@@ -92,7 +93,7 @@ async def rest_tired_caller_ids(conn: asyncpg.Connection, campaign: Campaign) ->
 _RESTING_LOGGED: set[tuple[int, str]] = set()  # (campaign, caller id): said once per process
 
 
-async def trip_breaker_if_failing(conn: asyncpg.Connection, campaign_id: int) -> str | None:
+async def trip_breaker_if_failing(conn: Connection, campaign_id: int) -> str | None:
     """Pause the campaign if more than half of its last 50 settled attempts failed or were
     rejected (a broken caller id, a suspended route): better a paused campaign than thousands of
     failed calls. Returns the reason when it trips."""
@@ -109,7 +110,7 @@ async def trip_breaker_if_failing(conn: asyncpg.Connection, campaign_id: int) ->
     return None
 
 
-async def withdraw_revoked(conn: asyncpg.Connection, revocations: list[ConsentEvent]) -> int:
+async def withdraw_revoked(conn: Connection, revocations: list[ConsentEvent]) -> int:
     """A revocation withdraws the number's reservations not yet sent in every campaign that
     requires that scope (a call already sent goes on; the send itself checks the grant)."""
     released = 0

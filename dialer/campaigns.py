@@ -6,13 +6,16 @@ life of a process is safe.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import asyncpg
 
 from dialer.campaign_spec import CampaignSpec
 from dialer.db import campaigns as stored
+from dialer.db.types import Connection
 from dialer.durations import parse_duration
 from dialer.policy.window import CallingRules
 
@@ -54,14 +57,17 @@ class CampaignCache:
     def __init__(self) -> None:
         self._by_id: dict[int, Campaign] = {}
 
-    async def get(self, conn: asyncpg.Connection, campaign_id: int) -> Campaign:
+    async def get(self, conn: Connection, campaign_id: int) -> Campaign:
         campaign = self._by_id.get(campaign_id)
         if campaign is None:
-            campaign = from_row(await stored.by_id(conn, campaign_id))
+            row = await stored.by_id(conn, campaign_id)
+            if row is None:
+                raise LookupError(f"campaign {campaign_id} is not in the database")
+            campaign = from_row(row)
             self._by_id[campaign_id] = campaign
         return campaign
 
 
-def from_row(row: asyncpg.Record) -> Campaign:
+def from_row(row: asyncpg.Record | Mapping[str, Any]) -> Campaign:
     spec = CampaignSpec.model_validate(row["spec"])
     return Campaign(row["id"], row["name"], row["account"], spec, CallingRules.of(spec))

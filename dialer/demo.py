@@ -92,6 +92,8 @@ async def run_demo(database_url: str, contacts: int, keep: bool) -> tuple[int, l
                 row = await campaigns.by_name(conn, name)
             await runtime.register([limits])
             err.print(f"loaded {loaded.loaded} contacts into campaign {name}")
+            if row is None:
+                raise LookupError(f"the demo campaign {name} was not stored")
             campaign = from_row(row)
             dispatcher = Dispatcher(
                 pool,

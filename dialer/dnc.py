@@ -12,6 +12,7 @@ import asyncpg
 
 from dialer.db import contacts, webhooks
 from dialer.db import dnc as stored
+from dialer.db.types import Connection
 from dialer.errors import InputError
 from dialer.loading.csv_source import CsvSource
 from dialer.phones import PhoneError, normalize
@@ -46,7 +47,7 @@ class RegistryListing:
 
 
 async def add_numbers(
-    conn: asyncpg.Connection,
+    conn: Connection,
     numbers: list[str],
     reason: str | None,
     *,
@@ -79,12 +80,12 @@ async def add_numbers(
     return change
 
 
-async def remove_numbers(conn: asyncpg.Connection, numbers: list[str]) -> int:
+async def remove_numbers(conn: Connection, numbers: list[str]) -> int:
     """Take numbers off the list. Contacts suppressed earlier stay suppressed (never re-armed)."""
     return await stored.remove(conn, sorted(set(numbers)))
 
 
-async def list_numbers(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+async def list_numbers(conn: Connection) -> list[asyncpg.Record]:
     return await stored.listing(conn)
 
 

@@ -23,12 +23,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import asyncpg
-
 from dialer.campaigns import CampaignCache
 from dialer.consent import phone_key
 from dialer.db import erasure as stored
 from dialer.db.consent import privacy_key
+from dialer.db.types import Connection
 from dialer.settle import settle
 
 LOG_FILES_NOTE = (
@@ -59,7 +58,7 @@ class ForgetReport:
 
 
 async def forget(
-    conn: asyncpg.Connection,
+    conn: Connection,
     numbers: list[str],
     requested_by: str,
     *,

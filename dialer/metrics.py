@@ -23,6 +23,7 @@ from prometheus_client import (
 from dialer.campaigns import from_row
 from dialer.db import campaigns as stored
 from dialer.db import contacts, reporting, webhooks
+from dialer.db.types import Connection
 from dialer.shared_answers import SharedAnswers
 
 log = logging.getLogger("dialer.metrics")
@@ -132,7 +133,7 @@ CALLER_ID = {  # from caller_id_health, per account, caller id and period (day, 
 }
 
 
-async def refresh_gauges(conn: asyncpg.Connection) -> None:
+async def refresh_gauges(conn: Connection) -> None:
     """Read the shared state into the gauges."""
     for row in await reporting.account_gauges(conn):
         CHANNELS_IN_USE.labels(row["name"]).set(row["in_use"])

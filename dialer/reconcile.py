@@ -33,6 +33,7 @@ import asyncpg
 from dialer.callbacks.screening import screen
 from dialer.campaigns import CampaignCache
 from dialer.db import accounts, attempts, events
+from dialer.db.types import Connection
 from dialer.dispatch.claim import take_idle_slot, take_request_slot
 from dialer.metrics import RECONCILE_FAILURES, RECONCILED
 from dialer.policy.late import list_again_in, may_close_unknown
@@ -147,7 +148,7 @@ async def reconcile_once(
 
 async def _spend_idle_rate(
     pool: asyncpg.Pool,
-    conn: asyncpg.Connection,
+    conn: Connection,
     campaigns: CampaignCache,
     account: str,
     adapter: Provider,
@@ -202,7 +203,7 @@ def _booked_first(pool: asyncpg.Pool, account: str) -> Pace:
     return pace
 
 
-async def _adopt_orphan_events(conn: asyncpg.Connection, campaigns: CampaignCache) -> int:
+async def _adopt_orphan_events(conn: Connection, campaigns: CampaignCache) -> int:
     """Final events stored without an attempt (they came before the call id was recorded) are
     attached to their attempt now and applied."""
     settled = 0
@@ -269,7 +270,7 @@ def paced_on(pool: asyncpg.Pool, account: str) -> Pace:
 
 
 async def one_unclaimed(
-    conn: asyncpg.Connection, account: str, listed: list[CallEvent] | None
+    conn: Connection, account: str, listed: list[CallEvent] | None
 ) -> CallEvent | Unmatched | None:
     """Of the calls the provider lists to a number around our request, the one no attempt of
     ours has as its call id: that call is ours. None (a list that could not be read) asks again
@@ -284,7 +285,7 @@ async def one_unclaimed(
     return Unmatched(len(unclaimed))
 
 
-async def _ask_again_later(conn: asyncpg.Connection, call: PlacedCall, action: str) -> str:
+async def _ask_again_later(conn: Connection, call: PlacedCall, action: str) -> str:
     """Nothing was learnt of a silent attempt this round: ask the provider again after
     LOOKUP_RETRY."""
     await attempts.look_up_again_in(conn, call.attempt_id, LOOKUP_RETRY)
@@ -300,7 +301,7 @@ class Unmatched:
 
 
 async def _resolve(
-    conn: asyncpg.Connection,
+    conn: Connection,
     campaigns: CampaignCache,
     account: str,
     call: PlacedCall,

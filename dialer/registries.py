@@ -6,16 +6,15 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-import asyncpg
-
 from dialer.campaigns import Campaign, from_row
 from dialer.db import campaigns as stored_campaigns
 from dialer.db import registries as stored
+from dialer.db.types import Connection
 from dialer.policy.packs import RegistryRule, builtin_packs
 from dialer.policy.registries import binds_from, freshness, registry_rule, stale
 
 
-async def stale_copies(conn: asyncpg.Connection, campaigns: list[Campaign]) -> dict[int, list[str]]:
+async def stale_copies(conn: Connection, campaigns: list[Campaign]) -> dict[int, list[str]]:
     """Per campaign id, why the registry copies imported are too old for its packs to dial
     today (campaigns with nothing wrong are left out)."""
     wanted = sorted(
@@ -39,7 +38,7 @@ def _known_rules(campaigns: list[Campaign]) -> list[tuple[str, RegistryRule]]:
 
 
 async def registry_notes(
-    conn: asyncpg.Connection, registry: str, campaigns: list[Campaign] | None = None
+    conn: Connection, registry: str, campaigns: list[Campaign] | None = None
 ) -> list[str]:
     """What a report says about `registry` beyond its age: registrations too recent to bind."""
     rules = [rule for _, rule in _known_rules(campaigns or [])]
@@ -62,7 +61,7 @@ async def registry_notes(
     return notes
 
 
-async def registry_report(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+async def registry_report(conn: Connection) -> list[dict[str, Any]]:
     """Every registry imported or demanded by a pack (built-in, or an active campaign's own)."""
     active = [from_row(r) for r in await stored_campaigns.all_active(conn)]
     rules = _known_rules(active)

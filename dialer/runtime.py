@@ -30,6 +30,7 @@ from dialer.config import DialerConfig, WebhookConfig
 from dialer.db import campaigns as stored
 from dialer.db import webhooks
 from dialer.db.connect import open_pool
+from dialer.db.types import Connection
 from dialer.dispatch.claim import register_account
 from dialer.dispatch.limiter import AccountLimits
 from dialer.errors import ConfigError, InputError, NotFoundError
@@ -250,7 +251,7 @@ def refuse_unsupported(spec: CampaignSpec, config: DialerConfig) -> None:
 
 
 async def selected_campaigns(
-    conn: asyncpg.Connection,
+    conn: Connection,
     names: tuple[str, ...],
     config: DialerConfig,
     skipped: list[str] | None = None,

@@ -16,6 +16,7 @@ import asyncpg
 
 from dialer.campaigns import SETTLE_GRACE, CampaignCache
 from dialer.db import attempts, contacts, dnc, events, webhooks
+from dialer.db.types import Connection
 from dialer.metrics import DIALS
 from dialer.policy.answers import is_machine
 from dialer.policy.late import redial_not_before
@@ -36,7 +37,7 @@ log = logging.getLogger("dialer.settle")
 
 
 async def settle(
-    conn: asyncpg.Connection,
+    conn: Connection,
     campaigns: CampaignCache,
     attempt_id: int,
     outcome: str,
@@ -127,7 +128,7 @@ async def settle(
 
 
 async def apply_event(
-    conn: asyncpg.Connection,
+    conn: Connection,
     campaigns: CampaignCache,
     account: str,
     attempt_id: int | None,
@@ -207,7 +208,7 @@ DETECTION_WAIT = timedelta(seconds=10)  # after a final word, for its detection 
 
 
 async def _result_to_come(
-    conn: asyncpg.Connection, campaigns: CampaignCache, row: asyncpg.Record, event: CallEvent
+    conn: Connection, campaigns: CampaignCache, row: asyncpg.Record, event: CallEvent
 ) -> bool:
     """Whether this final event says the call was answered but not by whom, on a campaign
     that asked: Twilio sends the answering-machine result apart (and only there and on the
@@ -219,7 +220,7 @@ async def _result_to_come(
 
 
 async def reopen_if_unknown(
-    conn: asyncpg.Connection, campaigns: CampaignCache, attempt_id: int, event: CallEvent
+    conn: Connection, campaigns: CampaignCache, attempt_id: int, event: CallEvent
 ) -> bool:
     """An attempt closed `unknown` that a fact now reaches (a call id, a callback, a look-up
     answer) is re-opened: `unknown` was a lack of facts, never one. It becomes live again (in
@@ -258,7 +259,7 @@ async def reopen_if_unknown(
 
 
 async def take_slot_for_reopened(
-    conn: asyncpg.Connection, campaigns: CampaignCache, attempt_id: int, account: str
+    conn: Connection, campaigns: CampaignCache, attempt_id: int, account: str
 ) -> int | None:
     """A re-opened attempt is a live call at the provider: it counts against the account's
     channels until it settles. Under the account's lock (as claims take it) it gets a free
@@ -297,7 +298,7 @@ def stored_payload(event: CallEvent) -> dict:
     return redact_document(json.loads(text), text)
 
 
-async def _apply_progress_to(conn: asyncpg.Connection, attempt_id: int, event: CallEvent) -> None:
+async def _apply_progress_to(conn: Connection, attempt_id: int, event: CallEvent) -> None:
     lower = [state for state in LIVE if moves_forward(state, event.status)]
     await attempts.advance(
         conn,
@@ -311,7 +312,7 @@ async def _apply_progress_to(conn: asyncpg.Connection, attempt_id: int, event: C
 
 
 async def apply_progress_batch(
-    conn: asyncpg.Connection,
+    conn: Connection,
     campaigns: CampaignCache,
     account: str,
     items: list[tuple[int | None, CallEvent]],
@@ -341,7 +342,7 @@ async def apply_progress_batch(
 
 
 async def record_accepted(
-    conn: asyncpg.Connection, campaigns: CampaignCache, accepted: list[tuple[int, str | None]]
+    conn: Connection, campaigns: CampaignCache, accepted: list[tuple[int, str | None]]
 ) -> None:
     """The provider took these calls: store their call ids (a callback may have been faster),
     and end their accounts' 429 streaks. One the reconciler closed `unknown` meanwhile (this

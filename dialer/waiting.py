@@ -8,8 +8,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-import asyncpg
-
 from dialer.campaign_spec import CampaignSpec
 from dialer.campaigns import Campaign
 from dialer.db import accounts, contacts, server
@@ -23,6 +21,7 @@ from dialer.db.due import (
     RETRY_DELAY,
     VERDICT_DUE,
 )
+from dialer.db.types import Connection
 from dialer.registries import stale_copies
 
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -128,7 +127,7 @@ def _window_figure(campaign: Campaign) -> str:
 
 
 async def why_not_dialed(
-    conn: asyncpg.Connection, campaign: Campaign, *, dial_cap: int, now: datetime | None = None
+    conn: Connection, campaign: Campaign, *, dial_cap: int, now: datetime | None = None
 ) -> WhyNot:
     """Read why `campaign`'s contacts are or are not dialed now, on the database clock.
     `dial_cap` is the cap the reader would dial with: contacts held under another cap are said

@@ -34,6 +34,7 @@ from dialer.db import api_requests, campaigns, reporting, server
 from dialer.db import consent as consent_ledger
 from dialer.db.export import export_csv, export_json_lines, sync_point
 from dialer.db.outage import TRANSIENT
+from dialer.db.types import Connection
 from dialer.errors import (
     ConfigError,
     ConflictError,
@@ -123,7 +124,7 @@ def needs(scope: str) -> Callable[[Handler], Handler]:
     return wrap
 
 
-async def _campaign_row(conn: asyncpg.Connection, name: str) -> asyncpg.Record:
+async def _campaign_row(conn: Connection, name: str) -> asyncpg.Record:
     """The named campaign; a name no campaign can have (a NUL byte, a newline) is not looked
     up at all."""
     row = await campaigns.by_name(conn, name) if is_campaign_name(name) else None
@@ -269,7 +270,7 @@ def _replayed(earlier: asyncpg.Record, fingerprint: str) -> web.Response:
 
 
 async def _load(
-    conn: asyncpg.Connection,
+    conn: Connection,
     name: str,
     source: Path,
     converted: Converted | None,

@@ -25,6 +25,7 @@ from dialer.campaigns import from_row
 from dialer.cli.context import AppContext, pass_app
 from dialer.cli.context import run as run_async
 from dialer.db import campaigns, dnc, erasure, events, server
+from dialer.db.types import Connection
 from dialer.dispatch.claim import take_request_slot
 from dialer.durations import parse_duration
 from dialer.errors import ConfigError, InputError, NotFoundError
@@ -147,7 +148,7 @@ def call_test(
 
 
 async def _call_request(
-    conn: asyncpg.Connection,
+    conn: Connection,
     callback_url: str,
     number: str,
     region: str | None,

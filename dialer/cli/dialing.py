@@ -11,14 +11,13 @@ import subprocess
 import sys
 from datetime import datetime, timedelta
 
-import asyncpg
 import click
 from click.core import ParameterSource
 
 from dialer.cli.context import AppContext, pass_app
 from dialer.cli.context import run as run_async
 from dialer.db import reporting
-from dialer.db.outage import TRANSIENT, Outage
+from dialer.db.outage import DATABASE_FAILURES, Outage
 from dialer.dispatch.dispatcher import (
     EXIT_BAD_CONFIG,
     EXIT_DONE,
@@ -284,7 +283,7 @@ async def _say_closing(
             ended=ended,
             dial_cap=dial_cap,
         )
-    except (*TRANSIENT, asyncpg.PostgresError) as exc:
+    except DATABASE_FAILURES as exc:
         lines = [
             f"dialer: this run sent {dispatcher.dialed:,} calls",
             *(f"dialer: stopped because {why}" for why in ended),

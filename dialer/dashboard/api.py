@@ -34,6 +34,7 @@ from dialer.campaigns import from_row
 from dialer.config import DialerConfig
 from dialer.db import campaigns as stored
 from dialer.db import contacts, reporting, server, webhooks
+from dialer.db.types import Connection
 from dialer.errors import DialerError, http_status_of
 from dialer.policy.due import FirstInLine, next_due
 from dialer.policy.states import CONTACT_STATES
@@ -311,7 +312,7 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
 
 
 @asynccontextmanager
-async def _connection(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+async def _connection(pool: asyncpg.Pool) -> AsyncIterator[Connection]:
     """One of the dashboard's connections, or 503 when all are busy for ACQUIRE_S (its share
     is bounded: the dashboard never takes the callbacks' connections)."""
     try:

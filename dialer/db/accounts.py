@@ -10,6 +10,7 @@ from datetime import datetime
 
 import asyncpg
 
+from dialer.db.types import Connection
 from dialer.dispatch.limiter import AccountLimits, LimiterState
 
 _STATE = """SELECT rate_per_s, rate_factor, channels, tat, last_429_at, throttle_streak,
@@ -17,7 +18,7 @@ _STATE = """SELECT rate_per_s, rate_factor, channels, tat, last_429_at, throttle
             FROM accounts WHERE name = $1"""
 
 
-async def register(conn: asyncpg.Connection, limits: AccountLimits) -> None:
+async def register(conn: Connection, limits: AccountLimits) -> None:
     """Create or refresh the account's row from configuration: its figure, the rate aimed at
     and its channels."""
     await conn.execute(
@@ -36,7 +37,7 @@ async def register(conn: asyncpg.Connection, limits: AccountLimits) -> None:
 
 
 async def lock_state(
-    conn: asyncpg.Connection, account: str, *, skip_locked: bool = False
+    conn: Connection, account: str, *, skip_locked: bool = False
 ) -> LimiterState | None:
     """The account's limiter row, locked until the transaction ends; with `skip_locked`, None
     when another process holds it (come back later). None too for an unregistered account."""
@@ -56,7 +57,7 @@ async def lock_state(
     )
 
 
-async def store_state(conn: asyncpg.Connection, account: str, state: LimiterState) -> None:
+async def store_state(conn: Connection, account: str, state: LimiterState) -> None:
     """Write back the limiter's decision (call under the lock of lock_state)."""
     await conn.execute(
         """UPDATE accounts SET tat = $2, rate_factor = $3, throttle_streak = $4,
@@ -70,12 +71,13 @@ async def store_state(conn: asyncpg.Connection, account: str, state: LimiterStat
     )
 
 
-async def paced_rates(conn: asyncpg.Connection) -> dict[str, float]:
+async def paced_rates(conn: Connection) -> dict[str, float]:
     """Each account's paced rate now (requests per second)."""
-    return dict(await conn.fetch("SELECT name, paced_rate_per_s FROM accounts"))
+    rows = await conn.fetch("SELECT name, paced_rate_per_s FROM accounts")
+    return {row["name"]: row["paced_rate_per_s"] for row in rows}
 
 
-async def clock_idle(conn: asyncpg.Connection, account: str, rate_per_s: float) -> bool:
+async def clock_idle(conn: Connection, account: str, rate_per_s: float) -> bool:
     """Whether the account's request clock has its next slot within one interval (read
     without a lock: a hint; the booking itself is made under the lock)."""
     return bool(
@@ -88,9 +90,7 @@ async def clock_idle(conn: asyncpg.Connection, account: str, rate_per_s: float) 
     )
 
 
-async def note_hold(
-    conn: asyncpg.Connection, account: str, until: datetime, asked_s: float | None
-) -> None:
+async def note_hold(conn: Connection, account: str, until: datetime, asked_s: float | None) -> None:
     """A 429 holds the account until `until` (what the provider asked: `asked_s`)."""
     await conn.execute(
         """UPDATE accounts SET held_until = greatest($2, held_until), held_asked_s = $3
@@ -101,7 +101,7 @@ async def note_hold(
     )
 
 
-async def hold(conn: asyncpg.Connection, account: str) -> asyncpg.Record | None:
+async def hold(conn: Connection, account: str) -> asyncpg.Record | None:
     """The account's hold by a provider's 429, if it lasts now: (held_until, held_asked_s,
     seconds left)."""
     return await conn.fetchrow(

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncpg
 
+from dialer.db.types import Connection
 
-async def claim(conn: asyncpg.Connection, key: str, request: str) -> asyncpg.Record | None:
+
+async def claim(conn: Connection, key: str, request: str) -> asyncpg.Record | None:
     """Take `key` for this request in the caller's transaction; None if taken now, else the
     earlier request's row. A concurrent request with the same key waits here until the first
     commits (then sees its row) or rolls back (then takes the key)."""
@@ -23,7 +25,7 @@ async def claim(conn: asyncpg.Connection, key: str, request: str) -> asyncpg.Rec
     )
 
 
-async def answer(conn: asyncpg.Connection, key: str, status: int, document: dict) -> None:
+async def answer(conn: Connection, key: str, status: int, document: dict) -> None:
     await conn.execute(
         "UPDATE api_requests SET status = $2, answer = $3 WHERE key = $1",
         key,

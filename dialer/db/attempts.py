@@ -14,6 +14,7 @@ from decimal import Decimal
 import asyncpg
 
 from dialer.db.consent import LIVE_GRANT
+from dialer.db.types import Connection, one
 from dialer.policy.lookups import (
     ANSWERED_QUIET,
     BACKOFF_CAP,
@@ -59,7 +60,7 @@ RANK_SQL = "CASE a.state " + " ".join(f"WHEN '{s}' THEN {r}" for s, r in RANK.it
 # ---- claiming and sending --------------------------------------------------------------------
 
 
-async def live_slots(conn: asyncpg.Connection, account: str) -> list[asyncpg.Record]:
+async def live_slots(conn: Connection, account: str) -> list[asyncpg.Record]:
     """(slot, state) of the account's live attempts: the channels they hold."""
     return await conn.fetch(
         "SELECT slot, state FROM attempts WHERE account = $1 AND state = ANY($2::text[])",
@@ -85,7 +86,7 @@ RETURNING id, contact_id, attempt_no
 
 
 async def reserve(
-    conn: asyncpg.Connection,
+    conn: Connection,
     campaign_id: int,
     account: str,
     contact_ids: list[int],
@@ -135,7 +136,7 @@ RETURNING a.id
 
 
 async def begin_dialing(
-    conn: asyncpg.Connection, attempts: list[tuple[int, str, int, int]], send_window: timedelta
+    conn: Connection, attempts: list[tuple[int, str, int, int]], send_window: timedelta
 ) -> set[int]:
     """Commit (attempt, caller id, ring timeout s, max duration s) as `dialing`, with its send
     deadline and first look-up time, where its reservation still holds: its lease, its calling
@@ -154,9 +155,7 @@ async def begin_dialing(
     return {r["id"] for r in rows}
 
 
-async def extend_leases(
-    conn: asyncpg.Connection, ids: list[int], wait_s: float, lease: timedelta
-) -> None:
+async def extend_leases(conn: Connection, ids: list[int], wait_s: float, lease: timedelta) -> None:
     """Keep these reservations alive while they wait `wait_s` for a request slot."""
     await conn.execute(
         """UPDATE attempts SET lease_expires_at = least(greatest(lease_expires_at,
@@ -168,7 +167,7 @@ async def extend_leases(
     )
 
 
-async def note_request_ended(conn: asyncpg.Connection, attempt_id: int, error: str) -> None:
+async def note_request_ended(conn: Connection, attempt_id: int, error: str) -> None:
     """The request ended without a call id (a 5xx, a timeout): nothing of it can leave now."""
     await conn.execute(
         "UPDATE attempts SET error = $2, request_done_at = now() WHERE id = $1",
@@ -177,7 +176,7 @@ async def note_request_ended(conn: asyncpg.Connection, attempt_id: int, error: s
     )
 
 
-async def any_live(conn: asyncpg.Connection, campaign_ids: list[int]) -> bool:
+async def any_live(conn: Connection, campaign_ids: list[int]) -> bool:
     return await conn.fetchval(
         """SELECT EXISTS (SELECT 1 FROM attempts WHERE campaign_id = ANY($1::bigint[])
                           AND state = ANY($2::text[]))""",
@@ -186,16 +185,14 @@ async def any_live(conn: asyncpg.Connection, campaign_ids: list[int]) -> bool:
     )
 
 
-async def any_in_campaign(conn: asyncpg.Connection, campaign_id: int) -> bool:
+async def any_in_campaign(conn: Connection, campaign_id: int) -> bool:
     """Whether the campaign has ever dialed."""
     return await conn.fetchval(
         "SELECT EXISTS (SELECT 1 FROM attempts WHERE campaign_id = $1)", campaign_id
     )
 
 
-async def recent_outcomes(
-    conn: asyncpg.Connection, campaign_id: int, window: int
-) -> tuple[int, int]:
+async def recent_outcomes(conn: Connection, campaign_id: int, window: int) -> tuple[int, int]:
     """(settled, failed or rejected) among the campaign's last `window` settled attempts."""
     row = await conn.fetchrow(
         """SELECT count(*) AS settled,
@@ -206,6 +203,7 @@ async def recent_outcomes(
         campaign_id,
         window,
     )
+    row = one(row, "recent outcomes")
     return row["settled"], row["bad"]
 
 
@@ -235,7 +233,7 @@ RETURNING a.contact_id, a.campaign_id, a.attempt_no, a.phone_e164, now() AS now,
 
 
 async def close(
-    conn: asyncpg.Connection,
+    conn: Connection,
     attempt_id: int,
     outcome: str,
     from_states: tuple[str, ...],
@@ -280,7 +278,7 @@ WHERE id = $1 AND state = ANY($6::text[])
 
 
 async def advance(
-    conn: asyncpg.Connection,
+    conn: Connection,
     attempt_id: int,
     state: str,
     from_states: list[str],
@@ -295,7 +293,7 @@ async def advance(
     )
 
 
-async def reclassify(conn: asyncpg.Connection, attempt_id: int, outcome: str) -> None:
+async def reclassify(conn: Connection, attempt_id: int, outcome: str) -> None:
     """A call settled `completed` that a machine answered becomes `outcome` (`machine`)."""
     await conn.execute(
         """UPDATE attempts SET state = $2, outcome = $2, updated_at = now()
@@ -305,9 +303,7 @@ async def reclassify(conn: asyncpg.Connection, attempt_id: int, outcome: str) ->
     )
 
 
-async def hold_final(
-    conn: asyncpg.Connection, attempt_id: int, final: CallEvent, wait: timedelta
-) -> None:
+async def hold_final(conn: Connection, attempt_id: int, final: CallEvent, wait: timedelta) -> None:
     """Keep a final word whose answering-machine result is still to come: the attempt stays
     live (answered), its facts kept, and is looked up after `wait` if no result comes."""
     await conn.execute(
@@ -330,7 +326,7 @@ async def hold_final(
 
 
 async def note_answered_by(
-    conn: asyncpg.Connection, attempt_id: int, answered_by: str | None
+    conn: Connection, attempt_id: int, answered_by: str | None
 ) -> str | None:
     """Record who answered a live attempt (the first word wins); the final word held for it
     (hold_final), if one is."""
@@ -374,7 +370,7 @@ FROM target t JOIN attempts a ON a.id = t.id
 
 
 async def reopen(
-    conn: asyncpg.Connection,
+    conn: Connection,
     attempt_id: int,
     state: str,
     provider_call_id: str | None,
@@ -402,17 +398,17 @@ ORDER BY s LIMIT 1
 """
 
 
-async def lock_account_slots(conn: asyncpg.Connection, account: str) -> None:
+async def lock_account_slots(conn: Connection, account: str) -> None:
     """Hold the account's row lock (as a claim does) while a channel slot is handed out."""
     await conn.execute("SELECT 1 FROM accounts WHERE name = $1 FOR UPDATE", account)
 
 
-async def free_slot(conn: asyncpg.Connection, account: str) -> int | None:
+async def free_slot(conn: Connection, account: str) -> int | None:
     """The lowest channel slot of the account no live attempt holds (under lock_account_slots)."""
     return await conn.fetchval(_FREE_SLOT, account, list(LIVE))
 
 
-async def newest_reservation(conn: asyncpg.Connection, account: str) -> int | None:
+async def newest_reservation(conn: Connection, account: str) -> int | None:
     """The account's newest reservation not yet sent, row-locked (SKIP LOCKED)."""
     return await conn.fetchval(
         """SELECT id FROM attempts WHERE account = $1 AND state = 'reserved'
@@ -421,7 +417,7 @@ async def newest_reservation(conn: asyncpg.Connection, account: str) -> int | No
     )
 
 
-async def give_slot(conn: asyncpg.Connection, attempt_id: int, slot: int) -> None:
+async def give_slot(conn: Connection, attempt_id: int, slot: int) -> None:
     """A re-opened attempt takes the channel slot it counts against."""
     await conn.execute(
         "UPDATE attempts SET slot = $2 WHERE id = $1 AND slot IS NULL AND reopened_at IS NOT NULL",
@@ -431,7 +427,7 @@ async def give_slot(conn: asyncpg.Connection, attempt_id: int, slot: int) -> Non
 
 
 async def correct_unknown(
-    conn: asyncpg.Connection,
+    conn: Connection,
     attempt_id: int,
     outcome: str,
     provider_call_id: str | None,
@@ -454,7 +450,7 @@ async def correct_unknown(
     )
 
 
-async def look_up_now(conn: asyncpg.Connection, attempt_id: int) -> None:
+async def look_up_now(conn: Connection, attempt_id: int) -> None:
     """Make a sent attempt due for the reconciler's look-up at once."""
     await conn.execute(
         """UPDATE attempts SET settle_by = least(settle_by, now())
@@ -464,7 +460,7 @@ async def look_up_now(conn: asyncpg.Connection, attempt_id: int) -> None:
     )
 
 
-async def unknown_among(conn: asyncpg.Connection, ids: list[int], account: str) -> set[int]:
+async def unknown_among(conn: Connection, ids: list[int], account: str) -> set[int]:
     """Which of these attempts of the account are closed `unknown`."""
     rows = await conn.fetch(
         """SELECT id FROM attempts
@@ -476,7 +472,7 @@ async def unknown_among(conn: asyncpg.Connection, ids: list[int], account: str) 
 
 
 async def record_accepted(
-    conn: asyncpg.Connection, accepted: list[tuple[int, str | None]]
+    conn: Connection, accepted: list[tuple[int, str | None]]
 ) -> list[asyncpg.Record]:
     """Store the call ids of calls the provider took (`dialing` becomes `accepted`; a callback
     may have moved it further already) and end their accounts' 429 streaks. Returns (id,
@@ -502,7 +498,7 @@ async def record_accepted(
 # ---- reconciling --------------------------------------------------------------------------------
 
 
-async def expired_reservations(conn: asyncpg.Connection, limit: int) -> list[int]:
+async def expired_reservations(conn: Connection, limit: int) -> list[int]:
     """Reservations whose lease ended unsent."""
     rows = await conn.fetch(
         "SELECT id FROM attempts WHERE state = 'reserved' AND lease_expires_at < now() LIMIT $1",
@@ -528,13 +524,13 @@ ORDER BY a.settle_by LIMIT $1
 
 
 async def silent(
-    conn: asyncpg.Connection, limit: int, send_window: timedelta, client_timeout: timedelta
+    conn: Connection, limit: int, send_window: timedelta, client_timeout: timedelta
 ) -> list[asyncpg.Record]:
     """Sent attempts past their look-up time whose request can no longer be on its way."""
     return await conn.fetch(_SILENT, limit, list(SENT), send_window, client_timeout)
 
 
-async def claimed_call_ids(conn: asyncpg.Connection, account: str, ids: list[str]) -> set[str]:
+async def claimed_call_ids(conn: Connection, account: str, ids: list[str]) -> set[str]:
     """Which of these provider call ids an attempt of the account already has."""
     rows = await conn.fetch(
         "SELECT provider_call_id FROM attempts WHERE account = $1 AND provider_call_id = ANY($2)",
@@ -544,13 +540,13 @@ async def claimed_call_ids(conn: asyncpg.Connection, account: str, ids: list[str
     return {r["provider_call_id"] for r in rows}
 
 
-async def look_up_again_in(conn: asyncpg.Connection, attempt_id: int, wait: timedelta) -> None:
+async def look_up_again_in(conn: Connection, attempt_id: int, wait: timedelta) -> None:
     await conn.execute(
         "UPDATE attempts SET settle_by = now() + $2::interval WHERE id = $1", attempt_id, wait
     )
 
 
-async def list_again_in(conn: asyncpg.Connection, attempt_id: int, wait: timedelta) -> None:
+async def list_again_in(conn: Connection, attempt_id: int, wait: timedelta) -> None:
     """No call of it is listed yet, but one may still be placed (policy.late): one more
     look-up, the next one after `wait`; the attempt stays live and keeps its channel."""
     await conn.execute(
@@ -561,7 +557,7 @@ async def list_again_in(conn: asyncpg.Connection, attempt_id: int, wait: timedel
     )
 
 
-async def count_live_answer(conn: asyncpg.Connection, attempt_id: int) -> None:
+async def count_live_answer(conn: Connection, attempt_id: int) -> None:
     """The provider says the call is still live: one more look-up, the next one backed off."""
     await conn.execute(
         f"""UPDATE attempts SET lookups = lookups + 1, looked_up_at = now(),
@@ -609,7 +605,7 @@ RETURNING a.id, a.provider_call_id, a.phone_e164, a.requested_at, o.overdue
 """
 
 
-async def overdue_live(conn: asyncpg.Connection, account: str, limit: int) -> list[asyncpg.Record]:
+async def overdue_live(conn: Connection, account: str, limit: int) -> list[asyncpg.Record]:
     """Up to `limit` of the account's live calls most likely ended unheard (policy.lookups:
     the idle rate), most overdue first, marked as asked about now so that no other process
     asks about them within IDLE_REASK."""

@@ -9,16 +9,17 @@ from __future__ import annotations
 import asyncpg
 
 from dialer.db import webhooks
+from dialer.db.types import Connection, one
 
 _ROW = "SELECT id, name, account, spec FROM campaigns"
 
 
-async def by_id(conn: asyncpg.Connection, campaign_id: int) -> asyncpg.Record | None:
+async def by_id(conn: Connection, campaign_id: int) -> asyncpg.Record | None:
     """(id, name, account, spec) of the campaign, or None."""
     return await conn.fetchrow(_ROW + " WHERE id = $1", campaign_id)
 
 
-async def by_name(conn: asyncpg.Connection, name: str) -> asyncpg.Record | None:
+async def by_name(conn: Connection, name: str) -> asyncpg.Record | None:
     """(id, name, account, spec, status, status_reason) of the campaign, or None."""
     return await conn.fetchrow(
         "SELECT id, name, account, spec, status, status_reason FROM campaigns WHERE name = $1",
@@ -26,23 +27,23 @@ async def by_name(conn: asyncpg.Connection, name: str) -> asyncpg.Record | None:
     )
 
 
-async def by_names(conn: asyncpg.Connection, names: list[str]) -> list[asyncpg.Record]:
+async def by_names(conn: Connection, names: list[str]) -> list[asyncpg.Record]:
     return await conn.fetch(_ROW + " WHERE name = ANY($1::text[])", names)
 
 
-async def all_active(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+async def all_active(conn: Connection) -> list[asyncpg.Record]:
     return await conn.fetch(_ROW + " WHERE status = 'active' ORDER BY id")
 
 
-async def exists(conn: asyncpg.Connection, name: str) -> bool:
+async def exists(conn: Connection, name: str) -> bool:
     return await conn.fetchval("SELECT EXISTS (SELECT 1 FROM campaigns WHERE name = $1)", name)
 
 
-async def status_of(conn: asyncpg.Connection, campaign_id: int) -> str | None:
+async def status_of(conn: Connection, campaign_id: int) -> str | None:
     return await conn.fetchval("SELECT status FROM campaigns WHERE id = $1", campaign_id)
 
 
-async def active_among(conn: asyncpg.Connection, ids: list[int]) -> set[int]:
+async def active_among(conn: Connection, ids: list[int]) -> set[int]:
     """Which of these campaigns are `active` now."""
     rows = await conn.fetch(
         "SELECT id FROM campaigns WHERE id = ANY($1::bigint[]) AND status = 'active'", ids
@@ -50,14 +51,14 @@ async def active_among(conn: asyncpg.Connection, ids: list[int]) -> set[int]:
     return {r["id"] for r in rows}
 
 
-async def lock_by_name(conn: asyncpg.Connection, name: str) -> asyncpg.Record | None:
+async def lock_by_name(conn: Connection, name: str) -> asyncpg.Record | None:
     """(id, spec, status) of the campaign, row-locked until the transaction ends; or None."""
     return await conn.fetchrow(
         "SELECT id, spec, status FROM campaigns WHERE name = $1 FOR UPDATE", name
     )
 
 
-async def insert(conn: asyncpg.Connection, name: str, account: str, spec: dict) -> int:
+async def insert(conn: Connection, name: str, account: str, spec: dict) -> int:
     return await conn.fetchval(
         "INSERT INTO campaigns (name, account, spec) VALUES ($1, $2, $3) RETURNING id",
         name,
@@ -66,9 +67,7 @@ async def insert(conn: asyncpg.Connection, name: str, account: str, spec: dict) 
     )
 
 
-async def replace_spec(
-    conn: asyncpg.Connection, campaign_id: int, account: str, spec: dict
-) -> None:
+async def replace_spec(conn: Connection, campaign_id: int, account: str, spec: dict) -> None:
     await conn.execute(
         "UPDATE campaigns SET spec = $2, account = $3, updated_at = now() WHERE id = $1",
         campaign_id,
@@ -77,9 +76,7 @@ async def replace_spec(
     )
 
 
-async def set_status(
-    conn: asyncpg.Connection, campaign_id: int, status: str, reason: str | None
-) -> None:
+async def set_status(conn: Connection, campaign_id: int, status: str, reason: str | None) -> None:
     await conn.execute(
         """UPDATE campaigns SET status = $2, status_reason = $3, updated_at = now()
            WHERE id = $1""",
@@ -89,9 +86,7 @@ async def set_status(
     )
 
 
-async def leave_active(
-    conn: asyncpg.Connection, campaign_id: int, status: str, reason: str
-) -> bool:
+async def leave_active(conn: Connection, campaign_id: int, status: str, reason: str) -> bool:
     """Move the campaign from `active` to `status` (paused, completed) with `reason`; whether
     it was active. Completing it writes its `campaign.finished` webhook event."""
     async with conn.transaction():
@@ -107,7 +102,7 @@ async def leave_active(
     return changed.endswith(" 1")
 
 
-async def pause_account(conn: asyncpg.Connection, account: str, reason: str) -> None:
+async def pause_account(conn: Connection, account: str, reason: str) -> None:
     """Pause every active campaign of the account."""
     await conn.execute(
         """UPDATE campaigns SET status = 'paused', status_reason = $2, updated_at = now()
@@ -117,18 +112,19 @@ async def pause_account(conn: asyncpg.Connection, account: str, reason: str) -> 
     )
 
 
-async def goal_progress(conn: asyncpg.Connection, campaign_id: int) -> tuple[int, float | None]:
+async def goal_progress(conn: Connection, campaign_id: int) -> tuple[int, float | None]:
     """(calls answered by a person: outcome completed, provider-reported cost so far)."""
     row = await conn.fetchrow(
         """SELECT count(*) FILTER (WHERE state = 'completed') AS answered, sum(cost) AS cost
            FROM attempts WHERE campaign_id = $1""",
         campaign_id,
     )
+    row = one(row, "goal progress")
     cost = row["cost"]
     return row["answered"], float(cost) if cost is not None else None
 
 
-async def complete_finished(conn: asyncpg.Connection, ids: list[int]) -> None:
+async def complete_finished(conn: Connection, ids: list[int]) -> None:
     """Mark `completed` those of these active campaigns that have no contact left to dial
     (with their `campaign.finished` webhook events)."""
     async with conn.transaction():
@@ -143,7 +139,7 @@ async def complete_finished(conn: asyncpg.Connection, ids: list[int]) -> None:
         await webhooks.record_finished(conn, [r["id"] for r in done])
 
 
-async def delete(conn: asyncpg.Connection, campaign_id: int) -> None:
+async def delete(conn: Connection, campaign_id: int) -> None:
     """Remove the campaign and its contacts (contacts have no foreign key: they go first)."""
     async with conn.transaction():
         await conn.execute("DELETE FROM contacts WHERE campaign_id = $1", campaign_id)

@@ -10,11 +10,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from dialer import redaction
 from dialer.config import DialerConfig, database_url_from
 from dialer.db import embedded
 from dialer.db.migrations import migrate
+from dialer.db.types import Connection
 from dialer.errors import DialerError
 from dialer.redaction import describe_url, url_secrets
 
@@ -29,7 +31,7 @@ def resolve_database_url(config: DialerConfig) -> str:
     return url
 
 
-async def _init_connection(conn: asyncpg.Connection) -> None:
+async def _init_connection(conn: Connection) -> None:
     """jsonb in and out as Python objects, so callers never hand-encode JSON."""
     for type_name in ("json", "jsonb"):
         await conn.set_type_codec(
@@ -37,12 +39,12 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
-async def _keep_session(conn: asyncpg.Connection) -> None:
+async def _keep_session(conn: Connection) -> None:
     """Skip asyncpg's reset round trip on release: dialer keeps no session state (locks and
     settings are transaction-scoped), and at thousands of callbacks a second it matters."""
 
 
-async def connect(url: str) -> asyncpg.Connection:
+async def connect(url: str) -> Connection:
     """One connection with dialer's codecs; a failure names the server, never the password."""
     try:
         conn = await asyncpg.connect(url)
@@ -108,7 +110,9 @@ async def open_pool(
 AWAY = (OSError, TimeoutError, asyncpg.CannotConnectNowError, asyncpg.PostgresConnectionError)
 
 
-async def _first_connection(pool: asyncpg.Pool, url: str, patience_s: float) -> asyncpg.Connection:
+async def _first_connection(
+    pool: asyncpg.Pool, url: str, patience_s: float
+) -> PoolConnectionProxy[asyncpg.Record]:
     """The pool's first connection; an unreachable or restarting server is tried again, with
     backoff, for `patience_s`."""
     deadline = time.monotonic() + patience_s
@@ -132,7 +136,7 @@ async def _first_connection(pool: asyncpg.Pool, url: str, patience_s: float) -> 
 
 
 @asynccontextmanager
-async def session(url: str) -> AsyncIterator[asyncpg.Connection]:
+async def session(url: str) -> AsyncIterator[Connection]:
     """One connection for a short command, with the schema brought up to date first."""
     conn = await connect(url)
     try:

@@ -8,15 +8,16 @@ from collections.abc import AsyncIterator
 import asyncpg
 
 from dialer.consent import GENESIS, ConsentEvent, phone_key, row_hash
+from dialer.db.types import Connection
 
 LEDGER_LOCK_KEY = 0x636F6E73656E74  # "consent": appends to the chain take turns
 
 
-async def privacy_key(conn: asyncpg.Connection) -> str:
+async def privacy_key(conn: Connection) -> str:
     return await conn.fetchval("SELECT privacy_key FROM dialer_install")
 
 
-async def append(conn: asyncpg.Connection, events: list[ConsentEvent]) -> list[int]:
+async def append(conn: Connection, events: list[ConsentEvent]) -> list[int]:
     """Append `events` to the chain, in order, in the caller's transaction; their ids."""
     await conn.execute("SELECT pg_advisory_xact_lock($1)", LEDGER_LOCK_KEY)
     key = await privacy_key(conn)
@@ -62,7 +63,7 @@ async def append(conn: asyncpg.Connection, events: list[ConsentEvent]) -> list[i
     return [r[0] for r in rows]
 
 
-async def chain(conn: asyncpg.Connection) -> AsyncIterator[asyncpg.Record]:
+async def chain(conn: Connection) -> AsyncIterator[asyncpg.Record]:
     """Every row of the ledger in id order, streamed (in a transaction of its own)."""
     async with conn.transaction(readonly=True):
         async for row in conn.cursor(
@@ -83,9 +84,7 @@ LIVE_GRANT = """EXISTS (
       AND e.action = 'grant')"""
 
 
-async def withdraw_reservations(
-    conn: asyncpg.Connection, phones: list[str], scope: str
-) -> list[int]:
+async def withdraw_reservations(conn: Connection, phones: list[str], scope: str) -> list[int]:
     """The reservations not yet sent, of these numbers, in campaigns that require consent in
     `scope`: their ids (the caller releases them; a call already sent goes on)."""
     rows = await conn.fetch(
@@ -98,7 +97,7 @@ async def withdraw_reservations(
     return [r["id"] for r in rows]
 
 
-async def standing(conn: asyncpg.Connection, phone: str) -> list[asyncpg.Record]:
+async def standing(conn: Connection, phone: str) -> list[asyncpg.Record]:
     """The number's latest event per scope (for `dialer explain`)."""
     return await conn.fetch(
         """SELECT DISTINCT ON (scope) scope, action, source, occurred_at, id

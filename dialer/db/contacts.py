@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 import asyncpg
 
 from dialer.db.due import NOT_LISTED, due_condition, jurisdiction_key_sql, verdict_sql
+from dialer.db.types import Connection
 from dialer.policy.due import FirstInLine
 from dialer.policy.packs import CampaignRules
 from dialer.policy.states import LIVE
@@ -40,7 +41,7 @@ FOR UPDATE OF c SKIP LOCKED
 
 
 async def lock_due(
-    conn: asyncpg.Connection, campaign_id: int, limit: int, rules: CallingRules
+    conn: Connection, campaign_id: int, limit: int, rules: CallingRules
 ) -> list[asyncpg.Record]:
     """Up to `limit` due contacts of the campaign in its dialing order, row-locked (SKIP
     LOCKED: another claim's contacts are not waited for), with the caller id their first
@@ -50,7 +51,7 @@ async def lock_due(
     return await conn.fetch(_CANDIDATES, campaign_id, limit, *rules.sql_parameters())
 
 
-async def lock_numbers(conn: asyncpg.Connection, ids: list[int], phones: list[str]) -> set[int]:
+async def lock_numbers(conn: Connection, ids: list[int], phones: list[str]) -> set[int]:
     """Of these contacts, those whose number this transaction could lock (an advisory lock
     per number: two claims never judge the same person at once)."""
     rows = await conn.fetch(
@@ -105,7 +106,7 @@ CROSS JOIN LATERAL (SELECT {jurisdiction_key_sql("$6")} AS key) jk
 
 
 async def check_numbers(
-    conn: asyncpg.Connection,
+    conn: Connection,
     ids: list[int],
     phones: list[str],
     dial_cap: int,
@@ -125,7 +126,7 @@ async def check_numbers(
 
 
 async def postpone(
-    conn: asyncpg.Connection, contact_id: int, until: datetime, held_by: str, figure: str
+    conn: Connection, contact_id: int, until: datetime, held_by: str, figure: str
 ) -> None:
     """A hold (waiting.HELD_*) keeps the contact until `until`, said with its figure."""
     await conn.execute(
@@ -140,7 +141,7 @@ async def postpone(
 
 
 async def postpone_from_now(
-    conn: asyncpg.Connection,
+    conn: Connection,
     contact_id: int,
     until: datetime | None,
     otherwise: timedelta,
@@ -160,9 +161,7 @@ async def postpone_from_now(
     )
 
 
-async def release_dial_cap_holds(
-    conn: asyncpg.Connection, campaign_ids: list[int], figure: str
-) -> int:
+async def release_dial_cap_holds(conn: Connection, campaign_ids: list[int], figure: str) -> int:
     """Contacts held by a daily dial cap other than `figure` (the cap this run counts with)
     are due again at once: the claim judges them under the cap now in force (a raised cap
     brings them back, a lowered one holds them again). How many."""
@@ -177,7 +176,7 @@ async def release_dial_cap_holds(
     return int(status.split()[-1])
 
 
-async def mark_dialing(conn: asyncpg.Connection, ids: list[int]) -> None:
+async def mark_dialing(conn: Connection, ids: list[int]) -> None:
     """These contacts have an attempt now: one more attempt each."""
     await conn.execute(
         """UPDATE contacts SET state = 'dialing', attempts = attempts + 1, updated_at = now()
@@ -186,7 +185,7 @@ async def mark_dialing(conn: asyncpg.Connection, ids: list[int]) -> None:
     )
 
 
-async def undo_attempt(conn: asyncpg.Connection, contact_id: int) -> None:
+async def undo_attempt(conn: Connection, contact_id: int) -> None:
     """Its attempt never reached the provider: it does not count, dial again when allowed."""
     await conn.execute(
         """UPDATE contacts SET state = 'pending', attempts = greatest(attempts - 1, 0),
@@ -197,7 +196,7 @@ async def undo_attempt(conn: asyncpg.Connection, contact_id: int) -> None:
 
 
 async def move_on(
-    conn: asyncpg.Connection,
+    conn: Connection,
     contact_id: int,
     state: str,
     next_attempt_at: datetime | None,
@@ -215,7 +214,7 @@ async def move_on(
     )
 
 
-async def cancel_waiting(conn: asyncpg.Connection, campaign_id: int) -> int:
+async def cancel_waiting(conn: Connection, campaign_id: int) -> int:
     """Cancel the campaign's contacts still waiting to be dialed; how many."""
     status = await conn.execute(
         """UPDATE contacts SET state = 'canceled', updated_at = now()
@@ -225,7 +224,7 @@ async def cancel_waiting(conn: asyncpg.Connection, campaign_id: int) -> int:
     return int(status.split()[-1])
 
 
-async def suppress_numbers(conn: asyncpg.Connection, numbers: list[str]) -> list[int]:
+async def suppress_numbers(conn: Connection, numbers: list[str]) -> list[int]:
     """Suppress every waiting contact with one of these numbers, in any campaign; their ids."""
     rows = await conn.fetch(
         """UPDATE contacts SET state = 'suppressed', updated_at = now()
@@ -235,9 +234,7 @@ async def suppress_numbers(conn: asyncpg.Connection, numbers: list[str]) -> list
     return [r["id"] for r in rows]
 
 
-async def first_due_per_zone(
-    conn: asyncpg.Connection, campaign_ids: list[int]
-) -> list[FirstInLine]:
+async def first_due_per_zone(conn: Connection, campaign_ids: list[int]) -> list[FirstInLine]:
     """Per campaign and zone, the pending contact not on the do-not-call list whose retry
     delay ends first (policy.due.next_due says when it is due)."""
     rows = await conn.fetch(
@@ -253,7 +250,7 @@ async def first_due_per_zone(
     return [FirstInLine(*r.values()) for r in rows]
 
 
-async def any_unfinished(conn: asyncpg.Connection, campaign_ids: list[int]) -> bool:
+async def any_unfinished(conn: Connection, campaign_ids: list[int]) -> bool:
     """Whether any contact of these campaigns is being dialed, or waiting in a campaign that
     is not `completed` (one that met its goal leaves its waiting contacts undialed)."""
     return await conn.fetchval(
@@ -292,7 +289,7 @@ ORDER BY 1, 2
 
 
 async def waiting_counts(
-    conn: asyncpg.Connection, campaign_id: int, rules: CallingRules
+    conn: Connection, campaign_id: int, rules: CallingRules
 ) -> list[asyncpg.Record]:
     """The campaign's pending contacts by verdict (db.due) and figure (a hold's, or the last
     outcome whose retry delay runs), each group's count and earliest `next_attempt_at`."""
@@ -300,7 +297,7 @@ async def waiting_counts(
 
 
 async def pending_verdicts(
-    conn: asyncpg.Connection, campaign_id: int, rules: CallingRules
+    conn: Connection, campaign_id: int, rules: CallingRules
 ) -> list[asyncpg.Record]:
     """Every pending contact in dialing order, with why it is or is not due now."""
     return await conn.fetch(_VERDICTS, campaign_id, *rules.sql_parameters())
@@ -309,7 +306,7 @@ async def pending_verdicts(
 _COUNT_LATERAL, _COUNT_DUE = due_condition(2)
 
 
-async def count_due(conn: asyncpg.Connection, campaign_id: int, rules: CallingRules) -> int:
+async def count_due(conn: Connection, campaign_id: int, rules: CallingRules) -> int:
     """How many of the campaign's contacts are due now."""
     return await conn.fetchval(
         f"SELECT count(*) FROM contacts c {_COUNT_LATERAL} WHERE c.campaign_id = $1"

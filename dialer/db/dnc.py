@@ -6,8 +6,10 @@ from datetime import date
 
 import asyncpg
 
+from dialer.db.types import Connection
 
-async def add(conn: asyncpg.Connection, numbers: list[str], reason: str | None) -> int:
+
+async def add(conn: Connection, numbers: list[str], reason: str | None) -> int:
     """List these numbers (those already listed keep their reason); how many were new."""
     rows = await conn.fetch(
         """INSERT INTO dnc (phone_e164, reason) SELECT n, $2 FROM unnest($1::text[]) AS n
@@ -19,7 +21,7 @@ async def add(conn: asyncpg.Connection, numbers: list[str], reason: str | None) 
 
 
 async def add_from_registry(
-    conn: asyncpg.Connection,
+    conn: Connection,
     numbers: list[str],
     registered_on: list[date | None],
     reason: str | None,
@@ -49,16 +51,16 @@ async def add_from_registry(
     return sum(1 for r in rows if r["inserted"])
 
 
-async def remove(conn: asyncpg.Connection, numbers: list[str]) -> int:
+async def remove(conn: Connection, numbers: list[str]) -> int:
     status = await conn.execute("DELETE FROM dnc WHERE phone_e164 = ANY($1::text[])", numbers)
     return int(status.split()[-1])
 
 
-async def listing(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+async def listing(conn: Connection) -> list[asyncpg.Record]:
     return await conn.fetch("SELECT phone_e164, reason, added_at FROM dnc ORDER BY phone_e164")
 
 
-async def is_listed(conn: asyncpg.Connection, phone_e164: str) -> bool:
+async def is_listed(conn: Connection, phone_e164: str) -> bool:
     return await conn.fetchval(
         "SELECT EXISTS (SELECT 1 FROM dnc WHERE phone_e164 = $1)", phone_e164
     )

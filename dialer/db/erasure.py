@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 
 from dialer.db.consent import privacy_key
+from dialer.db.types import Connection
 from dialer.erasure import ErasedNumbers, Scrubber, candidate_pattern
 from dialer.policy.states import SENT
 
@@ -31,13 +32,13 @@ SCRUBBED: tuple[tuple[str, tuple[str, ...], tuple[str, ...], tuple[str, ...]], .
 )
 
 
-async def erased_numbers(conn: asyncpg.Connection) -> ErasedNumbers:
+async def erased_numbers(conn: Connection) -> ErasedNumbers:
     """The keyed hashes of every number ever erased (they stay do-not-call)."""
     rows = await conn.fetch("SELECT phone_key FROM erased_numbers")
     return ErasedNumbers(await privacy_key(conn), frozenset(r["phone_key"] for r in rows))
 
 
-async def record_file(conn: asyncpg.Connection, kind: str, path: str, campaign: int | str) -> None:
+async def record_file(conn: Connection, kind: str, path: str, campaign: int | str) -> None:
     """Remember a file dialer wrote that holds numbers (a rejects file, an export): erasure
     lists it. `campaign` is the campaign's id or name."""
     await conn.execute(
@@ -50,14 +51,14 @@ async def record_file(conn: asyncpg.Connection, kind: str, path: str, campaign: 
     )
 
 
-async def is_erased(conn: asyncpg.Connection, key: str) -> bool:
+async def is_erased(conn: Connection, key: str) -> bool:
     return await conn.fetchval(
         "SELECT EXISTS (SELECT 1 FROM erased_numbers WHERE phone_key = $1)", key
     )
 
 
 async def hold(
-    conn: asyncpg.Connection, numbers: list[str], keys: list[str], requested_by: str
+    conn: Connection, numbers: list[str], keys: list[str], requested_by: str
 ) -> list[int]:
     """In the caller's transaction: the keys become do-not-call for good, the plain numbers
     until they are erased, waiting contacts are suppressed; the reservations not yet sent
@@ -86,7 +87,7 @@ async def hold(
     return [r["id"] for r in rows]
 
 
-async def in_flight(conn: asyncpg.Connection, numbers: list[str]) -> dict[str, int]:
+async def in_flight(conn: Connection, numbers: list[str]) -> dict[str, int]:
     """Per number, its calls sent and not yet ended (erasure waits for them)."""
     rows = await conn.fetch(
         """SELECT phone_e164, count(*) AS calls FROM attempts
@@ -98,7 +99,7 @@ async def in_flight(conn: asyncpg.Connection, numbers: list[str]) -> dict[str, i
     return {r["phone_e164"]: r["calls"] for r in rows}
 
 
-async def files_naming(conn: asyncpg.Connection, numbers: list[str]) -> list[asyncpg.Record]:
+async def files_naming(conn: Connection, numbers: list[str]) -> list[asyncpg.Record]:
     """Files that may hold the numbers: the contact files loaded into their campaigns, the
     rejects files and exports dialer wrote for them, the registry copies that listed them."""
     return await conn.fetch(
@@ -119,7 +120,7 @@ async def files_naming(conn: asyncpg.Connection, numbers: list[str]) -> list[asy
     )
 
 
-async def erase(conn: asyncpg.Connection, numbers: list[str]) -> dict[str, int]:
+async def erase(conn: Connection, numbers: list[str]) -> dict[str, int]:
     """In the caller's transaction (no call to the numbers in flight): clear the numbers from
     contacts, attempts, callbacks of their attempts and the consent ledger's plain column,
     scrub every other place they were written, drop their plain do-not-call rows (the keys
@@ -170,7 +171,7 @@ async def erase(conn: asyncpg.Connection, numbers: list[str]) -> dict[str, int]:
 
 
 async def _scrub(
-    conn: asyncpg.Connection,
+    conn: Connection,
     scrubber: Scrubber,
     pattern: str,
     table: str,

@@ -12,6 +12,7 @@ from datetime import datetime
 import asyncpg
 
 from dialer.db.attempts import RANK_SQL, next_lookup_sql
+from dialer.db.types import Connection, one
 from dialer.policy.states import LIVE, RANK, SENT
 from dialer.providers.base import CallEvent
 
@@ -72,7 +73,7 @@ LEFT JOIN attempts a ON a.id = s.attempt_id
 
 
 async def store(
-    conn: asyncpg.Connection,
+    conn: Connection,
     account: str,
     attempt_id: int | None,
     event: CallEvent,
@@ -84,7 +85,7 @@ async def store(
     """Keep one event (once per dedupe key) with `payload` as its stored document: (stored,
     the attempt it was judged to, held, and that attempt's campaign and answered_by as they
     were)."""
-    return await conn.fetchrow(
+    row = await conn.fetchrow(
         _STORE,
         attempt_id,
         account,
@@ -96,6 +97,7 @@ async def store(
         held,
         problem,
     )
+    return one(row, "storing an event")
 
 
 # Many non-final events in one statement (one round trip for a whole batch of callbacks): store
@@ -138,7 +140,7 @@ SELECT p.dedupe_key FROM placed p WHERE {_HELD_KEY} IN (SELECT dedupe_key FROM s
 
 
 async def store_and_advance(
-    conn: asyncpg.Connection,
+    conn: Connection,
     account: str,
     attempt_ids: list[int | None],
     *,
@@ -169,7 +171,7 @@ async def store_and_advance(
     return {r["dedupe_key"] for r in rows}
 
 
-async def orphan_finals(conn: asyncpg.Connection, limit: int) -> list[asyncpg.Record]:
+async def orphan_finals(conn: Connection, limit: int) -> list[asyncpg.Record]:
     """Events stored without an attempt (they came before its call id was recorded) whose
     attempt, still live, now has that call id: (id, status, attempt_id, campaign_id)."""
     return await conn.fetch(
@@ -184,12 +186,12 @@ async def orphan_finals(conn: asyncpg.Connection, limit: int) -> list[asyncpg.Re
     )
 
 
-async def attach(conn: asyncpg.Connection, event_id: int, attempt_id: int) -> None:
+async def attach(conn: Connection, event_id: int, attempt_id: int) -> None:
     await conn.execute("UPDATE call_events SET attempt_id = $2 WHERE id = $1", event_id, attempt_id)
 
 
 async def unattached_since(
-    conn: asyncpg.Connection,
+    conn: Connection,
     account: str,
     since: datetime,
     after_id: int,

@@ -6,10 +6,10 @@ from datetime import datetime
 
 import asyncpg
 
+from dialer.db.types import Connection
 
-async def contacts_of(
-    conn: asyncpg.Connection, phone: str, campaign: str | None
-) -> list[asyncpg.Record]:
+
+async def contacts_of(conn: Connection, phone: str, campaign: str | None) -> list[asyncpg.Record]:
     """The number's contacts (in the named campaign, else in every one), with their campaign."""
     return await conn.fetch(
         """SELECT c.id, c.state, c.attempts, c.next_attempt_at, c.timezone, c.jurisdiction,
@@ -23,7 +23,7 @@ async def contacts_of(
     )
 
 
-async def calls_of(conn: asyncpg.Connection, phone: str, before: datetime) -> list[asyncpg.Record]:
+async def calls_of(conn: Connection, phone: str, before: datetime) -> list[asyncpg.Record]:
     """Every attempt to the number that reached the dialing stage before `before`, oldest
     first, with its subject and the rules its claim checked."""
     return await conn.fetch(
@@ -38,7 +38,7 @@ async def calls_of(conn: asyncpg.Connection, phone: str, before: datetime) -> li
     )
 
 
-async def listing(conn: asyncpg.Connection, phone: str) -> asyncpg.Record | None:
+async def listing(conn: Connection, phone: str) -> asyncpg.Record | None:
     """The number's do-not-call entry, if it has one."""
     return await conn.fetchrow(
         """SELECT d.reason, d.added_at, d.registry, d.registered_on, c.as_of

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime
+from typing import Any
 
-import asyncpg
-
+from dialer.db.types import Connection
 from dialer.errors import NotFoundError
 from dialer.spreadsheet import safe_cell
 
@@ -54,7 +54,7 @@ def literal(text: str) -> str:
 
 
 async def export_query(
-    conn: asyncpg.Connection,
+    conn: Connection,
     campaign: str,
     *,
     raw: bool = False,
@@ -99,9 +99,9 @@ async def export_query(
 
 
 async def export_csv(
-    conn: asyncpg.Connection,
+    conn: Connection,
     campaign: str,
-    write: Callable[[bytes], Awaitable[None]],
+    write: Callable[[bytes], Coroutine[Any, Any, None]],
     *,
     raw: bool = False,
     changed: tuple[datetime, datetime] | None = None,
@@ -130,7 +130,7 @@ ORDER BY r.row_no, r.contact_id
 
 
 async def export_json_lines(
-    conn: asyncpg.Connection,
+    conn: Connection,
     campaign_id: int,
     write: Callable[[bytes], Awaitable[None]],
     changed: tuple[datetime | None, datetime | None] = (None, None),
@@ -148,7 +148,7 @@ async def export_json_lines(
         await write(("\n".join(batch) + "\n").encode())
 
 
-async def sync_point(conn: asyncpg.Connection) -> datetime:
+async def sync_point(conn: Connection) -> datetime:
     """The next `since` cursor: every contact change stamped before it has committed.
 
     A change is stamped with its transaction's start (now()), so a transaction still open may

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import asyncpg
 
+from dialer.db.types import Connection
 from dialer.errors import DialerError
 
 # A fixed key for pg_advisory_xact_lock: "dialer" migrations, chosen once, never reused elsewhere.
@@ -57,7 +58,7 @@ def discover(directory: Path | None = None) -> list[Migration]:
     return found
 
 
-async def _is_current(conn: asyncpg.Connection, migrations: list[Migration]) -> bool:
+async def _is_current(conn: Connection, migrations: list[Migration]) -> bool:
     """Whether every migration is applied as written: read-only, so that a database that
     needs nothing (a read-only one included) is never written to."""
     if await conn.fetchval("SELECT to_regclass('schema_migrations')") is None:
@@ -67,7 +68,7 @@ async def _is_current(conn: asyncpg.Connection, migrations: list[Migration]) -> 
     return all(applied.get(m.version) == m.checksum for m in migrations)
 
 
-async def migrate(conn: asyncpg.Connection, *, verbose: bool = False) -> list[str]:
+async def migrate(conn: Connection, *, verbose: bool = False) -> list[str]:
     """Apply the pending migrations; return the names applied (empty when already current).
     A read-only database (a standby, or one set read-only) that needs migrations is one clear
     error naming them."""
@@ -84,7 +85,7 @@ async def migrate(conn: asyncpg.Connection, *, verbose: bool = False) -> list[st
         ) from None
 
 
-async def _apply(conn: asyncpg.Connection, migrations: list[Migration], verbose: bool) -> list[str]:
+async def _apply(conn: Connection, migrations: list[Migration], verbose: bool) -> list[str]:
     applied_now: list[str] = []
     async with conn.transaction():
         # Another process may be migrating a large table: wait for it however long it takes.

@@ -36,6 +36,8 @@ TRANSIENT: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.TransactionRollbackError,  # deadlock, serialization
     asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
 )
+# Any failure of the database: the transient ones, and any error a statement can meet.
+DATABASE_FAILURES: tuple[type[BaseException], ...] = (*TRANSIENT, asyncpg.PostgresError)
 
 DEFAULT_LIMIT_S = 300.0
 BACKOFF_FIRST_S = 0.2

@@ -6,9 +6,11 @@ from datetime import date
 
 import asyncpg
 
+from dialer.db.types import Connection
+
 
 async def record_copy(
-    conn: asyncpg.Connection, registry: str, as_of: date, source: str, sha256: str, numbers: int
+    conn: Connection, registry: str, as_of: date, source: str, sha256: str, numbers: int
 ) -> int:
     return await conn.fetchval(
         """INSERT INTO dnc_registry_copies (registry, as_of, source, sha256, numbers)
@@ -21,7 +23,7 @@ async def record_copy(
     )
 
 
-async def newest(conn: asyncpg.Connection, names: list[str]) -> dict[str, date]:
+async def newest(conn: Connection, names: list[str]) -> dict[str, date]:
     """The date of the newest copy of each named registry that was ever imported."""
     rows = await conn.fetch(
         """SELECT registry, max(as_of) AS as_of FROM dnc_registry_copies
@@ -31,12 +33,12 @@ async def newest(conn: asyncpg.Connection, names: list[str]) -> dict[str, date]:
     return {r["registry"]: r["as_of"] for r in rows}
 
 
-async def today(conn: asyncpg.Connection) -> date:
+async def today(conn: Connection) -> date:
     """The UTC date of the database's clock: the day a registry's age is counted on."""
     return await conn.fetchval("SELECT (now() AT TIME ZONE 'UTC')::date")
 
 
-async def summary(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+async def summary(conn: Connection) -> list[asyncpg.Record]:
     """Per registry: its newest copy, how many copies, how many numbers it lists now."""
     return await conn.fetch(
         """SELECT c.registry, max(c.as_of) AS as_of, count(*) AS copies,
@@ -47,7 +49,7 @@ async def summary(conn: asyncpg.Connection) -> list[asyncpg.Record]:
 
 
 async def recent_registrations(
-    conn: asyncpg.Connection, registry: str, since: date
+    conn: Connection, registry: str, since: date
 ) -> list[asyncpg.Record]:
     """How many of the registry's numbers were registered on each day from `since` on."""
     return await conn.fetch(

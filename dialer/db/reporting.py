@@ -10,6 +10,7 @@ from datetime import datetime
 
 import asyncpg
 
+from dialer.db.types import Connection, one
 from dialer.policy.states import LIVE
 
 # view name -> (SQL view, its time column for --since, how its rows are ordered)
@@ -23,7 +24,7 @@ VIEWS = {
 
 
 async def view_rows(
-    conn: asyncpg.Connection, view: str, campaign: str | None, since: datetime | None
+    conn: Connection, view: str, campaign: str | None, since: datetime | None
 ) -> list[asyncpg.Record]:
     """The rows of one of VIEWS, of `campaign` (its account's, for usage) if given, from
     `since` on if given (local hours of each campaign's zone, for hourly)."""
@@ -47,7 +48,7 @@ async def view_rows(
     return await conn.fetch(sql, *args)
 
 
-async def campaign_list(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+async def campaign_list(conn: Connection) -> list[asyncpg.Record]:
     return await conn.fetch(
         """SELECT campaign, account, status, contacts, pending, done, exhausted, failed,
                   suppressed, attempts, answer_rate
@@ -55,11 +56,11 @@ async def campaign_list(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     )
 
 
-async def campaign_summary(conn: asyncpg.Connection, campaign_id: int) -> asyncpg.Record | None:
+async def campaign_summary(conn: Connection, campaign_id: int) -> asyncpg.Record | None:
     return await conn.fetchrow("SELECT * FROM campaign_summary WHERE campaign_id = $1", campaign_id)
 
 
-async def account_gauges(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+async def account_gauges(conn: Connection) -> list[asyncpg.Record]:
     """Per account: channels, channels held by live attempts, configured and paced rates."""
     return await conn.fetch(
         """SELECT x.name, x.channels, x.configured_rate_per_s, x.paced_rate_per_s,
@@ -71,14 +72,12 @@ async def account_gauges(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     )
 
 
-async def last_attempt_id(conn: asyncpg.Connection) -> int:
+async def last_attempt_id(conn: Connection) -> int:
     """The newest attempt's id: a run counts the attempts made after it (a range of the key)."""
     return await conn.fetchval("SELECT coalesce(max(id), 0) FROM attempts")
 
 
-async def run_outcomes(
-    conn: asyncpg.Connection, campaign_ids: list[int], after_id: int
-) -> dict[str, int]:
+async def run_outcomes(conn: Connection, campaign_ids: list[int], after_id: int) -> dict[str, int]:
     """Attempts of these campaigns made after attempt `after_id` and sent (by every process),
     by outcome ('in flight' while live)."""
     rows = await conn.fetch(
@@ -96,11 +95,11 @@ async def run_outcomes(
 
 
 async def run_gauges(
-    conn: asyncpg.Connection, campaign_ids: list[int], accounts: list[str], after_id: int
+    conn: Connection, campaign_ids: list[int], accounts: list[str], after_id: int
 ) -> asyncpg.Record:
     """Requests of these campaigns in the last 5 s (of attempts after `after_id`); channels
     held on these accounts, their limits and their configured rates; the database clock."""
-    return await conn.fetchrow(
+    row = await conn.fetchrow(
         """SELECT (SELECT count(*) FROM attempts a WHERE a.id > $4
                    AND a.campaign_id = ANY($1::bigint[])
                    AND a.requested_at > now() - interval '5 seconds') AS recent,
@@ -115,6 +114,7 @@ async def run_gauges(
         list(LIVE),
         after_id,
     )
+    return one(row, "run gauges")
 
 
 _DASHBOARD = """
@@ -137,14 +137,12 @@ ORDER BY k.status = 'active' DESC, k.id DESC
 """
 
 
-async def dashboard_rows(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+async def dashboard_rows(conn: Connection) -> list[asyncpg.Record]:
     """Every campaign with its summary and its account's channels and rates."""
     return await conn.fetch(_DASHBOARD, list(LIVE))
 
 
-async def caller_ids_today(
-    conn: asyncpg.Connection, callers: list[str], zone: str
-) -> list[asyncpg.Record]:
+async def caller_ids_today(conn: Connection, callers: list[str], zone: str) -> list[asyncpg.Record]:
     """Per caller id, its attempts since midnight in `zone` (in any campaign): (caller_id,
     settled with a call outcome, answered by a person)."""
     return await conn.fetch(
@@ -161,12 +159,12 @@ async def caller_ids_today(
     )
 
 
-async def caller_id_health(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+async def caller_id_health(conn: Connection) -> list[asyncpg.Record]:
     """The caller_id_health view (per account, caller id and period: day, week)."""
     return await conn.fetch("SELECT * FROM caller_id_health ORDER BY account, caller_id, period")
 
 
-async def account_minutes(conn: asyncpg.Connection, account: str) -> list[asyncpg.Record]:
+async def account_minutes(conn: Connection, account: str) -> list[asyncpg.Record]:
     """The account's last hour by minute (account_usage): requests, peak channels, limits."""
     return await conn.fetch(
         """SELECT m.minute, coalesce(u.requests, 0) AS requests,
@@ -181,7 +179,7 @@ async def account_minutes(conn: asyncpg.Connection, account: str) -> list[asyncp
     )
 
 
-async def hour_slots(conn: asyncpg.Connection, zone: str) -> list[datetime]:
+async def hour_slots(conn: Connection, zone: str) -> list[datetime]:
     """The last 24 hours of `zone`, as its local hour starts (oldest first)."""
     rows = await conn.fetch(
         """SELECT generate_series(date_trunc('hour', now() AT TIME ZONE $1) - interval '23 hours',
@@ -192,7 +190,7 @@ async def hour_slots(conn: asyncpg.Connection, zone: str) -> list[datetime]:
     return [r["hour"] for r in rows]
 
 
-async def campaign_hours(conn: asyncpg.Connection, campaign_id: int) -> list[asyncpg.Record]:
+async def campaign_hours(conn: Connection, campaign_id: int) -> list[asyncpg.Record]:
     """The campaign's outcomes by hour of its timezone, last 24 hours (hourly_outcomes)."""
     return await conn.fetch(
         """SELECT hour, outcome, attempts FROM hourly_outcomes

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-import asyncpg
+from dialer.db.types import Connection
 
 
-async def now(conn: asyncpg.Connection) -> datetime:
+async def now(conn: Connection) -> datetime:
     return await conn.fetchval("SELECT now()")
 
 
-async def ping(conn: asyncpg.Connection) -> None:
+async def ping(conn: Connection) -> None:
     await conn.fetchval("SELECT 1")

@@ -12,6 +12,8 @@ from datetime import datetime
 
 import asyncpg
 
+from dialer.db.types import Connection
+
 # The events of `source` (rows of type, order_key, campaign_id, payload), each with a delivery
 # row per endpoint subscribed to its type; shared by the writers below.
 _WRITE = """
@@ -92,20 +94,20 @@ FINISHED = _WRITE.format(
 )
 
 
-async def record_settled(conn: asyncpg.Connection, attempt_id: int, contact_final: bool) -> None:
+async def record_settled(conn: Connection, attempt_id: int, contact_final: bool) -> None:
     """`attempt.settled` for this attempt as it now stands, and `contact.final` for its
     contact if it has reached a final state. Call in the settling transaction."""
     await conn.execute(SETTLED, attempt_id, contact_final)
 
 
-async def record_contacts_final(conn: asyncpg.Connection, contact_ids: list[int]) -> None:
+async def record_contacts_final(conn: Connection, contact_ids: list[int]) -> None:
     """`contact.final` for contacts that ended without a call deciding it (put on the
     do-not-call list while waiting: state `suppressed`)."""
     if contact_ids:
         await conn.execute(SUPPRESSED, contact_ids)
 
 
-async def record_finished(conn: asyncpg.Connection, campaign_ids: list[int]) -> None:
+async def record_finished(conn: Connection, campaign_ids: list[int]) -> None:
     """`campaign.finished` for these campaigns (completed or canceled just now)."""
     if campaign_ids:
         await conn.execute(FINISHED, campaign_ids)
@@ -116,7 +118,7 @@ SEEN_EVERY_S = 60.0  # how often a process says which endpoints it has (keep_end
 
 
 async def register(
-    conn: asyncpg.Connection,
+    conn: Connection,
     endpoints: dict[str, list[str]],
     legacy: dict[str, str] | None = None,
 ) -> None:
@@ -151,7 +153,7 @@ async def register(
             )
 
 
-async def keep_endpoints(conn: asyncpg.Connection, names: list[str]) -> int:
+async def keep_endpoints(conn: Connection, names: list[str]) -> int:
     """Say these endpoints are still configured; forget those no process has named for
     REMOVED_AFTER_S (their waiting deliveries and their events no other endpoint waits for go
     with them). How many endpoints were forgotten."""
@@ -181,13 +183,13 @@ async def keep_endpoints(conn: asyncpg.Connection, names: list[str]) -> int:
     return len(gone)
 
 
-async def install_id(conn: asyncpg.Connection) -> str:
+async def install_id(conn: Connection) -> str:
     """This database's identity (webhook ids are unique across installs)."""
     return await conn.fetchval("SELECT id FROM dialer_install")
 
 
 async def lease_due(
-    conn: asyncpg.Connection, endpoint: str, limit: int, lease_s: float
+    conn: Connection, endpoint: str, limit: int, lease_s: float
 ) -> list[asyncpg.Record]:
     """Up to `limit` due deliveries to `endpoint`, each the oldest pending one of its contact
     or campaign (so per-contact order holds), leased for `lease_s` to this process."""
@@ -214,7 +216,7 @@ async def lease_due(
     )
 
 
-async def mark_delivered(conn: asyncpg.Connection, endpoint: str, event_ids: list[int]) -> None:
+async def mark_delivered(conn: Connection, endpoint: str, event_ids: list[int]) -> None:
     await conn.execute(
         """UPDATE webhook_deliveries SET state = 'delivered', delivered_at = now(),
                   leased_until = NULL, last_error = NULL
@@ -225,7 +227,7 @@ async def mark_delivered(conn: asyncpg.Connection, endpoint: str, event_ids: lis
 
 
 async def mark_failed(
-    conn: asyncpg.Connection,
+    conn: Connection,
     endpoint: str,
     event_ids: list[int],
     retry_at: list[datetime | None],
@@ -248,7 +250,7 @@ async def mark_failed(
 
 
 async def replay(
-    conn: asyncpg.Connection, since: datetime, endpoints: list[str], delivered_too: bool
+    conn: Connection, since: datetime, endpoints: list[str], delivered_too: bool
 ) -> int:
     """Send again the deliveries of events created since `since` that exhausted their retries
     (and, with `delivered_too`, those delivered): pending now, with a fresh 24 hours."""
@@ -267,7 +269,7 @@ async def replay(
     return int(status.split()[-1])
 
 
-async def counts(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+async def counts(conn: Connection) -> list[asyncpg.Record]:
     """Per endpoint: deliveries pending and exhausted (the metric and the dashboard line)."""
     return await conn.fetch(
         """SELECT endpoint, count(*) FILTER (WHERE state = 'pending') AS pending,

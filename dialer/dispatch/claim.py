@@ -24,6 +24,7 @@ import asyncpg
 from dialer.campaigns import Campaign
 from dialer.db import accounts, attempts, contacts
 from dialer.db.due import HELD_DIAL_CAP, HELD_LAW_CAP, HELD_LIVE
+from dialer.db.types import Connection
 from dialer.dispatch import limiter
 from dialer.dispatch.limiter import AccountLimits, LimiterState
 from dialer.faults import fault_point
@@ -53,13 +54,13 @@ class Claimed:
     unplaced: PlacedCall | None = None
 
 
-async def register_account(conn: asyncpg.Connection, limits: AccountLimits) -> None:
+async def register_account(conn: Connection, limits: AccountLimits) -> None:
     """Create or refresh the account's shared limiter row from configuration."""
     await accounts.register(conn, limits)
 
 
 async def claim(
-    conn: asyncpg.Connection,
+    conn: Connection,
     limits: AccountLimits,
     campaigns: list[Campaign],
     *,
@@ -101,7 +102,7 @@ async def claim(
 
 
 async def _claim_campaign(
-    conn: asyncpg.Connection,
+    conn: Connection,
     limits: AccountLimits,
     campaign: Campaign,
     want: int,
@@ -220,7 +221,7 @@ VOID = "void"
 
 
 async def begin_dial(
-    conn: asyncpg.Connection,
+    conn: Connection,
     account: str,
     ready_attempts: list[tuple[int, str, int, int]],
     early_s: float,
@@ -260,7 +261,7 @@ async def begin_dial(
     return verdicts
 
 
-async def push_back_rate(conn: asyncpg.Connection, account: str, retry_after: float | None) -> None:
+async def push_back_rate(conn: Connection, account: str, retry_after: float | None) -> None:
     """A 429: every worker on the account waits, and the shared rate slows until 429s stop
     (limiter.after_429)."""
     async with conn.transaction():
@@ -271,7 +272,7 @@ async def push_back_rate(conn: asyncpg.Connection, account: str, retry_after: fl
             await accounts.note_hold(conn, account, throttled.tat, retry_after)
 
 
-async def take_request_slot(conn: asyncpg.Connection, account: str) -> float:
+async def take_request_slot(conn: Connection, account: str) -> float:
     """Book one request on the account's shared clock for a non-dialing request (a status
     look-up): returns the seconds to wait before sending it. Providers such as Exotel count
     look-ups against the same per-minute budget as dialing."""
@@ -284,7 +285,7 @@ async def take_request_slot(conn: asyncpg.Connection, account: str) -> float:
     return wait
 
 
-async def take_idle_slot(conn: asyncpg.Connection, account: str) -> float | None:
+async def take_idle_slot(conn: Connection, account: str) -> float | None:
     """Book one look-up on the account's shared clock if it is idle (limiter.booked_if_idle):
     the seconds to wait for its slot, or None (nothing booked: a dial wants the clock)."""
     async with conn.transaction():

@@ -34,7 +34,8 @@ from dialer.db import accounts as db_accounts
 from dialer.db import attempts, campaigns, contacts, server
 from dialer.db.campaigns import leave_active
 from dialer.db.due import HELD_CALL_LIST
-from dialer.db.outage import TRANSIENT, DatabaseGone, Outage
+from dialer.db.outage import DATABASE_FAILURES, TRANSIENT, DatabaseGone, Outage
+from dialer.db.types import Connection
 from dialer.dispatch.claim import SEND, VOID, Claimed, begin_dial, claim, push_back_rate
 from dialer.dispatch.limiter import AccountLimits
 from dialer.faults import fault_point
@@ -174,7 +175,7 @@ class Dispatcher:
             await asyncio.wait(self._sending, timeout=4.0)
         try:
             unsent = await self._release(reserved)
-        except (*TRANSIENT, asyncpg.PostgresError) as exc:  # the reconciler will release them
+        except DATABASE_FAILURES as exc:  # the reconciler will release them
             log.error("could not release unsent reservations", extra={"error": repr(exc)})
             return
         if unsent:
@@ -479,7 +480,7 @@ class Dispatcher:
             listed = await account.adapter.find_placed(
                 self.session, [item.unplaced], paced_on(self.pool, name)
             )
-        except (*TRANSIENT, asyncpg.PostgresError):
+        except DATABASE_FAILURES:
             raise
         except Exception as exc:  # garbage from the provider, or a bug in reading it
             log.warning("call list look-up failed", extra={"account": name, "error": repr(exc)})
@@ -489,7 +490,7 @@ class Dispatcher:
         found = listed[unplaced]
         extra = {"attempt": item.attempt_id, "unknown_attempt": unplaced, "to": item.phone_e164}
 
-        async def decide(conn: asyncpg.Connection) -> bool:
+        async def decide(conn: Connection) -> bool:
             verdict = await one_unclaimed(conn, name, found)
             if isinstance(verdict, Unmatched) and verdict.count == 0:
                 return True
@@ -536,7 +537,7 @@ class Dispatcher:
 
         return await self.outage.retrying("checking a redial against the call list", once)
 
-    async def _unknown_delay_end(self, conn: asyncpg.Connection, campaign: Campaign):
+    async def _unknown_delay_end(self, conn: Connection, campaign: Campaign):
         delay = retry_delay(campaign.spec.retry, "unknown", 1) or LIST_RETRY
         return await server.now(conn) + delay
 

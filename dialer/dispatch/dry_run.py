@@ -12,11 +12,12 @@ import click
 from dialer.campaigns import Campaign
 from dialer.db import contacts, server
 from dialer.db.due import DO_NOT_CALL, OUTSIDE_WINDOW, RETRY_DELAY, VERDICT_DUE
+from dialer.db.types import Connection
 from dialer.waiting import Waiting, why_not_dialed
 
 
 async def _law_counts(
-    conn: asyncpg.Connection, campaign: Campaign, rows: list[asyncpg.Record], dial_cap: int
+    conn: Connection, campaign: Campaign, rows: list[asyncpg.Record], dial_cap: int
 ) -> None:
     """Of the contacts held, how many by the laws named: hours per jurisdiction key (the
     campaign's own window open, the law's not), caps and quiet times (the due ones the claim
@@ -53,7 +54,7 @@ async def _law_counts(
 
 
 async def dry_run(
-    conn: asyncpg.Connection,
+    conn: Connection,
     campaigns: list[Campaign],
     show: int = 20,
     dial_cap: int = 2,

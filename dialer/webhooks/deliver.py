@@ -20,7 +20,7 @@ import asyncpg
 
 from dialer.config import WebhookConfig
 from dialer.db import webhooks
-from dialer.db.outage import TRANSIENT
+from dialer.db.outage import DATABASE_FAILURES
 from dialer.metrics import WEBHOOK_DELIVERIES
 from dialer.redaction import redact
 from dialer.webhooks.schedule import retry_at
@@ -124,7 +124,7 @@ async def deliver_forever(pool: asyncpg.Pool, hook: WebhookConfig) -> None:
                     async with pool.acquire() as conn:
                         install = await webhooks.install_id(conn)
                 tried = await deliver_round(pool, session, hook, install)
-            except (*TRANSIENT, asyncpg.PostgresError) as exc:
+            except DATABASE_FAILURES as exc:
                 log.error(
                     "webhook round failed",
                     extra={"endpoint": hook.endpoint, "error": f"{type(exc).__name__}: {exc}"},
@@ -146,6 +146,6 @@ async def keep_endpoints_forever(pool: asyncpg.Pool, names: list[str]) -> None:
                     "webhook endpoints removed from every dialer.toml: forgotten",
                     extra={"count": gone},
                 )
-        except (*TRANSIENT, asyncpg.PostgresError) as exc:
+        except DATABASE_FAILURES as exc:
             log.error("webhook endpoints not refreshed", extra={"error": f"{type(exc).__name__}"})
         await asyncio.sleep(webhooks.SEEN_EVERY_S)
