@@ -53,6 +53,9 @@ async def reconcile_once(
     adapters: dict[str, Provider],
     session: aiohttp.ClientSession | None,
 ) -> Counter[str]:
+    """One round. The database is read with one short connection, the providers are asked
+    holding none (their look-ups wait for request slots and for HTTP), and each answer is
+    applied on a connection of its own, in its own transaction."""
     actions: Counter[str] = Counter()
     async with pool.acquire() as conn:
         for attempt_id in await attempts.expired_reservations(conn, BATCH):
@@ -69,76 +72,52 @@ async def reconcile_once(
         actions["settled_from_stored_events"] += await _adopt_orphan_events(conn, campaigns)
         silent = await attempts.silent(conn, BATCH, SEND_WINDOW, CLIENT_TIMEOUT)
         rates = await accounts.paced_rates(conn)
-        by_account: dict[str, list[PlacedCall]] = {}
-        held = {r["id"]: r["held_outcome"] for r in silent if r["held_outcome"]}
-        waits = {r["id"]: r for r in silent if not r["provider_call_id"]}
-        for row in silent:
-            call = PlacedCall(
-                row["id"],
-                row["provider_call_id"],
-                row["phone_e164"],
-                row["requested_at"],
-                placed_by=row["late_until"],
-            )
-            by_account.setdefault(row["account"], []).append(call)
-        for account, calls in by_account.items():
-            adapter = adapters.get(account)
-            if adapter is not None:  # the oldest first, within the look-ups' share of the rate
-                share = lookups_per_round(rates.get(account, 1.0), RECONCILE_EVERY.total_seconds())
-                calls = calls[: share * adapter.calls_per_lookup]
-            answers = await _ask_provider(pool, adapter, session, account, calls)
-            if answers is None:  # the look-ups failed as a whole: ask about all of them later
+    by_account: dict[str, list[PlacedCall]] = {}
+    held = {r["id"]: r["held_outcome"] for r in silent if r["held_outcome"]}
+    waits = {r["id"]: r for r in silent if not r["provider_call_id"]}
+    for row in silent:
+        call = PlacedCall(
+            row["id"],
+            row["provider_call_id"],
+            row["phone_e164"],
+            row["requested_at"],
+            placed_by=row["late_until"],
+        )
+        by_account.setdefault(row["account"], []).append(call)
+    for account, calls in by_account.items():
+        adapter = adapters.get(account)
+        if adapter is not None:  # the oldest first, within the look-ups' share of the rate
+            share = lookups_per_round(rates.get(account, 1.0), RECONCILE_EVERY.total_seconds())
+            calls = calls[: share * adapter.calls_per_lookup]
+        answers = await _ask_provider(pool, adapter, session, account, calls)
+        if answers is None:  # the look-ups failed as a whole: ask about all of them later
+            async with pool.acquire() as conn:
                 for call in calls:
                     actions[await _ask_again_later(conn, call, "lookup_failed")] += 1
-                continue
-            unsent = [c for c in calls if not c.provider_call_id and c.attempt_id not in answers]
-            if unsent:  # sent with no call id back: does the provider list a call to them?
-                listed = await _ask_provider(pool, adapter, session, account, unsent, listing=True)
-                if listed is None:
-                    listed = {c.attempt_id: None for c in unsent}
+            continue
+        unsent = [c for c in calls if not c.provider_call_id and c.attempt_id not in answers]
+        if unsent:  # sent with no call id back: does the provider list a call to them?
+            listed = await _ask_provider(pool, adapter, session, account, unsent, listing=True)
+            if listed is None:
+                listed = {c.attempt_id: None for c in unsent}
+            async with pool.acquire() as conn:
                 for call in unsent:
                     if call.attempt_id in listed:
                         answers[call.attempt_id] = await one_unclaimed(
                             conn, account, listed[call.attempt_id]
                         )
-            for call in calls:
-                if call.attempt_id in answers and answers[call.attempt_id] is None:
-                    # The provider could not answer now (429, 5xx, network): it may still know
-                    # the call, so `unknown` would be a guess. Ask again later.
-                    actions[await _ask_again_later(conn, call, "lookup_failed")] += 1
-                    continue
-                try:
-                    answer = answers.get(call.attempt_id)
-                    waiting = waits.get(call.attempt_id)
-                    if waiting is not None and _may_still_be_placed(answer, waiting):
-                        # No call of it is listed yet, but one may still be placed: it keeps
-                        # its channel (policy.late) and the list is read again later.
-                        wait = list_again_in(
-                            waiting["lookups"], waiting["now"], waiting["late_until"]
-                        )
-                        await attempts.list_again_in(conn, call.attempt_id, wait)
-                        actions["waiting_for_late_placement"] += 1
-                        continue
-                    held_outcome = held.get(call.attempt_id)
-                    actions[
-                        await _resolve(conn, campaigns, account, call, answer, held_outcome)
-                    ] += 1
-                except (OSError, asyncpg.InterfaceError):
-                    raise  # the database itself is away: the round ends, the loop retries
-                except Exception as exc:  # one bad item: logged, counted, asked about later
-                    log.error(
-                        "reconcile item failed",
-                        extra={"attempt": call.attempt_id, "account": account, "error": repr(exc)},
+        for call in calls:
+            async with pool.acquire() as conn:
+                actions[
+                    await _apply_answer(
+                        conn, campaigns, account, call, answers, waits, held.get(call.attempt_id)
                     )
-                    RECONCILE_FAILURES.labels("attempt").inc()
-                    actions[await _ask_again_later(conn, call, "failed_item")] += 1
-        if session is not None:
-            for account, adapter in adapters.items():
-                if adapter.idle_lookups:
-                    rate = rates.get(account, 1.0)
-                    actions += await _spend_idle_rate(
-                        pool, conn, campaigns, account, adapter, session, rate
-                    )
+                ] += 1
+    if session is not None:
+        for account, adapter in adapters.items():
+            if adapter.idle_lookups:
+                rate = rates.get(account, 1.0)
+                actions += await _spend_idle_rate(pool, campaigns, account, adapter, session, rate)
     actions = Counter({k: v for k, v in actions.items() if v})
     for action, count in actions.items():
         log.info("reconciled", extra={"action": action, "count": count})
@@ -146,9 +125,43 @@ async def reconcile_once(
     return actions
 
 
+async def _apply_answer(
+    conn: Connection,
+    campaigns: CampaignCache,
+    account: str,
+    call: PlacedCall,
+    answers: dict,
+    waits: dict[int, asyncpg.Record],
+    held_outcome: str | None,
+) -> str:
+    """What the provider's answer about one silent attempt does to it (the action counted)."""
+    if call.attempt_id in answers and answers[call.attempt_id] is None:
+        # The provider could not answer now (429, 5xx, network): it may still know the call,
+        # so `unknown` would be a guess. Ask again later.
+        return await _ask_again_later(conn, call, "lookup_failed")
+    try:
+        answer = answers.get(call.attempt_id)
+        waiting = waits.get(call.attempt_id)
+        if waiting is not None and _may_still_be_placed(answer, waiting):
+            # No call of it is listed yet, but one may still be placed: it keeps its channel
+            # (policy.late) and the list is read again later.
+            wait = list_again_in(waiting["lookups"], waiting["now"], waiting["late_until"])
+            await attempts.list_again_in(conn, call.attempt_id, wait)
+            return "waiting_for_late_placement"
+        return await _resolve(conn, campaigns, account, call, answer, held_outcome)
+    except (OSError, asyncpg.InterfaceError):
+        raise  # the database itself is away: the round ends, the loop retries
+    except Exception as exc:  # one bad item: logged, counted, asked about later
+        log.error(
+            "reconcile item failed",
+            extra={"attempt": call.attempt_id, "account": account, "error": repr(exc)},
+        )
+        RECONCILE_FAILURES.labels("attempt").inc()
+        return await _ask_again_later(conn, call, "failed_item")
+
+
 async def _spend_idle_rate(
     pool: asyncpg.Pool,
-    conn: Connection,
     campaigns: CampaignCache,
     account: str,
     adapter: Provider,
@@ -157,19 +170,21 @@ async def _spend_idle_rate(
 ) -> Counter[str]:
     """While the account's request clock is idle, ask about the live calls most likely ended
     unheard (policy.lookups: the idle rate), one request slot at a time, each booked only if
-    no dial is waiting for it."""
+    no dial is waiting for it. No connection is held while a slot or the provider is awaited."""
     actions: Counter[str] = Counter()
-    if not await accounts.clock_idle(conn, account, rate_per_s):
-        return actions
-    requests = max(1, int(rate_per_s * RECONCILE_EVERY.total_seconds()))
-    rows = await attempts.overdue_live(conn, account, requests * adapter.calls_per_lookup)
+    async with pool.acquire() as conn:
+        if not await accounts.clock_idle(conn, account, rate_per_s):
+            return actions
+        requests = max(1, int(rate_per_s * RECONCILE_EVERY.total_seconds()))
+        rows = await attempts.overdue_live(conn, account, requests * adapter.calls_per_lookup)
     calls = [
         PlacedCall(r["id"], r["provider_call_id"], r["phone_e164"], r["requested_at"]) for r in rows
     ]
     step = adapter.calls_per_lookup
     for start in range(0, len(calls), step):
         chunk = calls[start : start + step]
-        wait = await take_idle_slot(conn, account)
+        async with pool.acquire() as conn:
+            wait = await take_idle_slot(conn, account)
         if wait is None:
             break  # a dial wants the clock now: the rest wait for a later round
         await asyncio.sleep(wait)
@@ -184,7 +199,8 @@ async def _spend_idle_rate(
         for call in chunk:
             answer = answers.get(call.attempt_id)
             if isinstance(answer, CallEvent):  # nothing else says anything about the call
-                action = await _resolve(conn, campaigns, account, call, answer)
+                async with pool.acquire() as conn:
+                    action = await _resolve(conn, campaigns, account, call, answer)
                 actions[f"idle_rate_{action}"] += 1
     return actions
 

@@ -3,6 +3,7 @@ retried, counted and logged, and every other attempt is still settled in the sam
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import aiohttp
@@ -205,3 +206,49 @@ async def test_the_idle_rate_asks_about_the_calls_most_likely_ended_first(
         "T60": "in-progress",
         "FRESH": "in-progress",
     }
+
+
+async def test_no_connection_is_held_while_the_provider_is_asked(
+    own_database_url: str, own_db, tmp_path: Path
+) -> None:
+    """A provider that takes its time: while the reconciler waits for its answer, the pool's
+    only connection is free for anyone else; the answer is then applied."""
+    asked, release = asyncio.Event(), asyncio.Event()
+
+    async def slow(request: web.Request) -> web.Response:
+        asked.set()
+        await release.wait()
+        return web.json_response({"status": "busy"})
+
+    app = web.Application()
+    app.router.add_get("/v1/calls/{call}", slow)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    account = SimAccount(
+        kind="sim", base_url=f"http://127.0.0.1:{port}", secret=SECRET, rate="100/s", channels=9
+    )
+    attempt = await new_attempt(own_db, tmp_path)
+    await own_db.execute(
+        "UPDATE attempts SET provider_call_id = 'SLOW', settle_by = now() - interval '1s'"
+        " WHERE id = $1",
+        attempt,
+    )
+    try:
+        async with open_pool(own_database_url, size=1) as pool, aiohttp.ClientSession() as session:
+            async with pool.acquire() as conn:
+                await register_account(conn, AccountLimits("sim-main", "sim", 100.0, 1.0, 9))
+            adapters = {"sim-main": SimProvider("sim-main", account)}
+            round_ = asyncio.ensure_future(reconcile_once(pool, CampaignCache(), adapters, session))
+            try:
+                await asyncio.wait_for(asked.wait(), timeout=60)
+                async with asyncio.timeout(5), pool.acquire() as conn:  # free: nobody holds it
+                    assert await conn.fetchval("SELECT 1") == 1
+            finally:
+                release.set()
+            actions = await asyncio.wait_for(round_, timeout=60)
+    finally:
+        await runner.cleanup()
+    assert actions["settled_from_provider"] == 1
+    assert await own_db.fetchval("SELECT state FROM attempts WHERE id = $1", attempt) == "busy"
