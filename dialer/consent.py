@@ -11,20 +11,17 @@ at fault. A number's consent in a scope is its latest event in that scope: a gra
 from __future__ import annotations
 
 import hashlib
-import hmac
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+
+from dialer.erasure import Scrubber
+from dialer.phones import PhoneError, normalize
 
 GENESIS = "0" * 64
 SCOPE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}\Z")
 DIGEST = re.compile(r"^[0-9a-f]{64}\Z")
 ACTIONS = ("grant", "revoke")
-
-
-def phone_key(privacy_key: str, phone_e164: str) -> str:
-    """The keyed hash that stands for a number (in the ledger, and for an erased number)."""
-    return hmac.new(privacy_key.encode(), phone_e164.encode(), hashlib.sha256).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -113,9 +110,6 @@ def event_from_fields(
     """One event from a row's (or a request's) fields, or the problems, each naming its field.
     `scope`, `source` and `action` fill fields the row leaves out; `occurred_at` defaults to
     now; `evidence` (its text) or `evidence_sha256` records what the consent rests on."""
-    from dialer.erasure import Scrubber
-    from dialer.phones import PhoneError, normalize
-
     problems: list[tuple[str, str]] = []
     phone = ""
     try:

@@ -9,13 +9,19 @@ scrubs). What erasure does with them is dialer.db.erasure's job.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 from dataclasses import dataclass
 from typing import Any
 
 import phonenumbers
 
-from dialer.consent import phone_key
+
+def phone_key(privacy_key: str, phone_e164: str) -> str:
+    """The keyed hash that stands for a number (in the ledger, and for an erased number)."""
+    return hmac.new(privacy_key.encode(), phone_e164.encode(), hashlib.sha256).hexdigest()
+
 
 ERASED = "[erased]"
 _SEP = r"[\s\-.()/]{0,3}"  # what people put between digits

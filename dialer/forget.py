@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from dialer.campaigns import CampaignCache
-from dialer.consent import phone_key
 from dialer.db import erasure as stored
 from dialer.db.consent import privacy_key
 from dialer.db.types import Connection
+from dialer.erasure import phone_key
 from dialer.settle import settle
 
 LOG_FILES_NOTE = (

@@ -24,7 +24,7 @@ import asyncpg
 from aiohttp import web
 
 from dialer.callbacks.app import Receiver, create_app, reconcile_forever
-from dialer.campaign_spec import CampaignSpec
+from dialer.campaign_checks import refuse_unsupported
 from dialer.campaigns import Campaign, CampaignCache, from_row
 from dialer.config import DialerConfig, WebhookConfig
 from dialer.db import campaigns as stored
@@ -221,33 +221,6 @@ def account_limits(name: str, config: DialerConfig) -> AccountLimits:
 
 def adapters(config: DialerConfig) -> dict[str, Provider]:
     return {name: adapter_for(name, account) for name, account in config.accounts.items()}
-
-
-def refuse_unknown_account(spec: CampaignSpec, config: DialerConfig) -> None:
-    """A campaign must name an account of dialer.toml (exit 2 / 422 naming it and the known
-    ones), wherever it enters."""
-    if spec.account in config.accounts:
-        return
-    known = ", ".join(sorted(config.accounts)) or "none"
-    raise ConfigError(
-        f"campaign {spec.name}: account {spec.account!r} is not in"
-        f" {config.source or 'dialer.toml'} (accounts: {known})"
-    )
-
-
-def refuse_unsupported(spec: CampaignSpec, config: DialerConfig) -> None:
-    """A campaign that asks its account for what the provider cannot do is a configuration
-    error (exit 2), at load and again at run (the account may have changed between)."""
-    if spec.machine_detection == "off" or spec.account not in config.accounts:
-        return  # an account not configured yet is named when the campaign runs
-    adapter = adapter_for(spec.account, config.accounts[spec.account])
-    why = adapter.cannot_detect_machines(spec.machine_detection)
-    if why is not None:
-        raise ConfigError(
-            f"campaign {spec.name}: machine_detection = {spec.machine_detection!r} cannot work"
-            f" on account {spec.account!r} ({adapter.kind}): {why}; set machine_detection ="
-            ' "off" or use an account that detects'
-        )
 
 
 async def selected_campaigns(

@@ -8,8 +8,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dialer.consent import phone_key
-from dialer.erasure import ERASED, ErasedNumbers, Scrubber, candidate_pattern, number_pattern
+from dialer.erasure import (
+    ERASED,
+    ErasedNumbers,
+    Scrubber,
+    candidate_pattern,
+    number_pattern,
+    phone_key,
+)
 
 NUMBER = "+919845010001"
 

@@ -23,8 +23,10 @@ import pydantic
 from aiohttp import web
 
 from dialer import dnc
+from dialer.api.openapi import openapi
 from dialer.api.problems import from_error, problem
 from dialer.api.uploads import Converted, json_lines_to_csv, save_body
+from dialer.campaign_checks import refuse_unknown_account, refuse_unsupported
 from dialer.campaign_control import set_status, withdraw_revoked
 from dialer.campaign_spec import CampaignFile, CampaignSpec, is_campaign_name
 from dialer.campaigns import from_row
@@ -212,8 +214,7 @@ async def put_campaign(request: web.Request) -> web.Response:
 
 
 def _refuse_unsupported(spec: CampaignSpec, config: DialerConfig) -> None:
-    from dialer.runtime import refuse_unknown_account, refuse_unsupported  # imports this app
-
+    """campaign_checks' refusals, as 422 problems naming the field at fault."""
     try:
         refuse_unknown_account(spec, config)
     except ConfigError as exc:
@@ -526,7 +527,6 @@ async def problems_for_http_errors(request: web.Request, handler: Handler) -> we
 
 
 def add_api(app: web.Application, pool: asyncpg.Pool, config: DialerConfig) -> None:
-    from dialer.api.openapi import openapi
 
     app[POOL] = pool
     app[CONFIG] = config

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from dialer.campaign_checks import refuse_unknown_account, refuse_unsupported
 from dialer.campaign_control import set_status
 from dialer.campaign_spec import load_campaign_file
 from dialer.campaigns import from_row
@@ -20,7 +21,6 @@ from dialer.loading.loader import load_campaign
 from dialer.loading.summary import LoadSummary
 from dialer.policy.due import next_due
 from dialer.policy.states import CONTACT_STATES
-from dialer.runtime import refuse_unknown_account, refuse_unsupported
 from dialer.waiting import cap_warnings, iso, why_not_dialed
 
 

@@ -7,8 +7,9 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 
-from dialer.consent import GENESIS, ConsentEvent, phone_key, row_hash
+from dialer.consent import GENESIS, ConsentEvent, row_hash
 from dialer.db.types import Connection
+from dialer.erasure import phone_key
 
 LEDGER_LOCK_KEY = 0x636F6E73656E74  # "consent": appends to the chain take turns
 
