@@ -23,7 +23,7 @@ import aiohttp
 import asyncpg
 from aiohttp import web
 
-from dialer.callbacks.app import Receiver, create_app, reconcile_forever
+from dialer.callbacks.app import Receiver, reconcile_forever
 from dialer.campaign_checks import refuse_unsupported
 from dialer.campaigns import Campaign, CampaignCache, from_row
 from dialer.config import DialerConfig, WebhookConfig
@@ -44,6 +44,7 @@ from dialer.providers.send_deadline import (
 )
 from dialer.registries import stale_copies
 from dialer.supervise import watch
+from dialer.web import create_app
 from dialer.webhooks.deliver import deliver_forever, keep_endpoints_forever
 
 log = logging.getLogger("dialer.run")

@@ -8,9 +8,10 @@ import asyncio
 import aiohttp
 from aiohttp.test_utils import TestServer
 
-from dialer.callbacks.app import Receiver, create_app
+from dialer.callbacks.app import Receiver
 from dialer.db.connect import open_pool
 from dialer.supervise import watch
+from dialer.web import create_app
 
 
 async def _run(coroutine, *, ends: bool) -> list[BaseException]:

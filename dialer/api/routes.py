@@ -517,33 +517,36 @@ async def dnc_remove(request: web.Request) -> web.Response:
 
 @web.middleware
 async def problems_for_http_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Under /api/v1, aiohttp's own errors (no such route, wrong method) are problems too."""
+    """aiohttp's own errors (no such route, wrong method) are problems too."""
     try:
         return await handler(request)
     except web.HTTPException as exc:
-        if not request.path.startswith(PREFIX) or exc.status < 400:
+        if exc.status < 400:
             raise
         return problem(exc.status, f"{exc.reason}: {request.method} {request.path}")
 
 
-def add_api(app: web.Application, pool: asyncpg.Pool, config: DialerConfig) -> None:
-
+def api_app(pool: asyncpg.Pool, config: DialerConfig) -> web.Application:
+    """The campaign API, to be mounted at PREFIX (dialer.web): its pool, its configuration,
+    its problem answers."""
+    app = web.Application(client_max_size=1 << 20)
     app[POOL] = pool
     app[CONFIG] = config
     app.middlewares.append(problems_for_http_errors)
-    name = PREFIX + "/campaigns/{name}"
+    name = "/campaigns/{name}"
     app.add_routes(
         [
-            web.get(PREFIX + "/openapi.json", openapi),
-            web.get(PREFIX + "/campaigns", list_campaigns),
+            web.get("/openapi.json", openapi),
+            web.get("/campaigns", list_campaigns),
             web.get(name, show_campaign),
             web.put(name, put_campaign),
             web.post(name + "/contacts", append_contacts),
             web.post(name + "/{action:pause|resume|cancel}", control),
             web.get(name + "/results", results),
-            web.post(PREFIX + "/dnc", dnc_add),
-            web.post(PREFIX + "/dnc/remove", dnc_remove),
-            web.post(PREFIX + "/consents", consents_add),
-            web.delete(PREFIX + "/contacts/{number}", forget_contact),
+            web.post("/dnc", dnc_add),
+            web.post("/dnc/remove", dnc_remove),
+            web.post("/consents", consents_add),
+            web.delete("/contacts/{number}", forget_contact),
         ]
     )
+    return app

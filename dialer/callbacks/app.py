@@ -27,16 +27,13 @@ from aiohttp import web
 from multidict import MultiDict
 
 from dialer import redaction
-from dialer.api.routes import add_api
 from dialer.batching import Batcher
 from dialer.callbacks.bodies import BodyError, parse_body
 from dialer.callbacks.screening import MAX_BIGINT, Screened, clean_payload, screen
 from dialer.campaigns import CampaignCache
-from dialer.config import DialerConfig
-from dialer.dashboard.api import add_dashboard
 from dialer.db import server
 from dialer.faults import fault_point
-from dialer.metrics import CALLBACK_SECONDS, CALLBACKS, RECONCILE_FAILURES, metrics_handler
+from dialer.metrics import CALLBACK_SECONDS, CALLBACKS, RECONCILE_FAILURES
 from dialer.policy.states import is_terminal
 from dialer.providers.base import CallEvent, Forbidden, InboundCallback, Provider, Unreadable
 from dialer.reconcile import RECONCILE_EVERY, reconcile_once
@@ -206,45 +203,34 @@ def _refused(account: str, attempt_id: int | None, reason: str, status: int) -> 
     return web.json_response({"error": message}, status=status)
 
 
-async def healthz(request: web.Request) -> web.Response:
-    receiver = request.app[RECEIVER]
-    if receiver.failure is not None:
-        return web.json_response({"reconciler": f"died: {receiver.failure!r}"}, status=503)
-    try:
-        async with receiver.pool.acquire(timeout=2) as conn:
-            await server.ping(conn)
-    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-        return web.json_response({"database": f"unreachable: {type(exc).__name__}"}, status=503)
-    return web.json_response({"database": "ok"})
-
-
-def create_app(
-    receiver: Receiver,
-    *,
-    admin_token: str | None = None,
-    config: DialerConfig | None = None,
-    dashboard_pool: asyncpg.Pool | None = None,
-    api_pool: asyncpg.Pool | None = None,
-) -> web.Application:
-    """Callbacks, /healthz, /metrics, the dashboard at / with its JSON under /api/, and with a
-    `config` the campaign API under /api/v1. Callbacks use the receiver's connections; the
-    dashboard (and /metrics) and the API may have their own (runtime.SERVE_USES)."""
+def callbacks_app(receiver: Receiver) -> web.Application:
+    """Provider callbacks, to be mounted at /callbacks (dialer.web): POST /ACCOUNT[/ATTEMPT],
+    on the receiver's connections, bodies up to 1 MiB."""
     app = web.Application(client_max_size=1 << 20)
     app[RECEIVER] = receiver
-    dashboard_pool = dashboard_pool or receiver.pool
-    if config is not None:
-        add_api(app, api_pool or receiver.pool, config)
-    dial_cap = config.max_dials_per_number_per_day if config is not None else None
-    add_dashboard(app, dashboard_pool, admin_token, dial_cap=dial_cap)
     app.add_routes(
         [
-            web.post("/callbacks/{account}", callback),
-            web.post("/callbacks/{account}/{attempt_id}", callback),
-            web.get("/healthz", healthz),
-            web.get("/metrics", metrics_handler(dashboard_pool)),
+            web.post("/{account}", callback),
+            web.post("/{account}/{attempt_id}", callback),
         ]
     )
     return app
+
+
+def healthz_handler(receiver: Receiver):
+    """GET /healthz: 503 naming the task that died, or the database unreachable; else 200."""
+
+    async def healthz(request: web.Request) -> web.Response:
+        if receiver.failure is not None:
+            return web.json_response({"reconciler": f"died: {receiver.failure!r}"}, status=503)
+        try:
+            async with receiver.pool.acquire(timeout=2) as conn:
+                await server.ping(conn)
+        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            return web.json_response({"database": f"unreachable: {type(exc).__name__}"}, status=503)
+        return web.json_response({"database": "ok"})
+
+    return healthz
 
 
 async def reconcile_forever(receiver: Receiver, pool: asyncpg.Pool | None = None) -> None:

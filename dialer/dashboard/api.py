@@ -49,6 +49,7 @@ SHARED = web.AppKey("dashboard_answers", SharedAnswers)
 SHARED_FOR_S = 1.0  # the page polls every 2 s; any number of viewers share one query a second
 ACQUIRE_S = 5.0
 ADMIN_TOKEN = web.AppKey("admin_token", str)
+JSON_PREFIX = "/api/campaigns"  # where dialer.web mounts dashboard_app
 DIAL_CAP = web.AppKey("dashboard_dial_cap", int)
 # A slow answer (a campaign of a million contacts) is kept until computing it has taken at
 # most this share of the time: the page polls every 2 s, the database is not kept busy.
@@ -301,7 +302,7 @@ async def page(request: web.Request) -> web.Response:
     return response
 
 
-async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
     """On every response, errors included: no MIME sniffing, no framing, no referrer, and a
     policy that allows nothing unless the page set its own."""
     response.headers["X-Content-Type-Options"] = "nosniff"
@@ -337,34 +338,30 @@ async def _database_away(request: web.Request, handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        if not request.path.startswith("/api/") or request.path.startswith("/api/v1"):
-            raise
         log.error("dashboard request failed", extra={"error": f"{type(exc).__name__}: {exc}"})
         response = problem(503, "the database cannot answer now")
         response.headers["Retry-After"] = "5"
         return response
 
 
-def add_dashboard(
-    app: web.Application,
-    pool: asyncpg.Pool,
-    admin_token: str | None,
-    *,
-    dial_cap: int | None = None,
-) -> None:
+def dashboard_app(
+    pool: asyncpg.Pool, admin_token: str | None, *, dial_cap: int | None = None
+) -> web.Application:
+    """The dashboard's JSON and control, to be mounted at JSON_PREFIX (dialer.web): its pool,
+    its shared answers, its admin token, and its 503 for a database away. The page itself
+    (`page`, `favicon`) is served at the root."""
+    app = web.Application()
     app[POOL] = pool
     app[SHARED] = SharedAnswers(SHARED_FOR_S, busy_share=BUSY_SHARE)
     app[ADMIN_TOKEN] = admin_token or ""
     app[DIAL_CAP] = dial_cap or DialerConfig().max_dials_per_number_per_day
-    app.on_response_prepare.append(_security_headers)
     app.middlewares.append(_database_away)
     app.add_routes(
         [
-            web.get("/", page),
-            web.get("/api/campaigns", campaigns),
-            web.get("/api/campaigns/{name}/charts", charts),
-            web.get("/api/campaigns/{name}/waiting", waiting),
-            web.get("/favicon.ico", favicon),
-            web.post("/api/campaigns/{name}/{action}", control),
+            web.get("", campaigns),
+            web.get("/{name}/charts", charts),
+            web.get("/{name}/waiting", waiting),
+            web.post("/{name}/{action}", control),
         ]
     )
+    return app

@@ -68,8 +68,11 @@ def test_schemathesis_finds_no_5xx_and_no_answer_off_the_schema(
                 "40",
                 "--seed",
                 "14",
+                # One worker: CPython 3.11.7 can fail parsing a lambda's source in two threads
+                # at once ("AST constructor recursion depth mismatch", cpython#106905), which
+                # schemathesis reports as its own runtime error.
                 "--workers",
-                "2",
+                "1",
             ],
             cwd=tmp_path,
             env=env | {"SCHEMATHESIS_HOOKS": "tests.api.schemathesis_hooks", "PYTHONPATH": ROOT},

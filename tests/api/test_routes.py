@@ -18,11 +18,12 @@ from aiohttp.test_utils import TestServer
 from yarl import URL
 
 from dialer.api import routes
-from dialer.callbacks.app import Receiver, create_app
+from dialer.callbacks.app import Receiver
 from dialer.config import DialerConfig
 from dialer.db import webhooks
 from dialer.db.connect import open_pool
 from dialer.db.export import export_csv
+from dialer.web import create_app
 from tests.processes import until
 
 WRITER = "w" * 24

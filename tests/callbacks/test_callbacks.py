@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from multidict import MultiDict
 
-from dialer.callbacks.app import Receiver, create_app
+from dialer.callbacks.app import Receiver
 from dialer.campaign_spec import load_campaign_file
 from dialer.campaigns import CampaignCache
 from dialer.db.connect import connect, open_pool
@@ -23,6 +23,7 @@ from dialer.providers.base import InboundCallback
 from dialer.providers.sim import SimAccount, SimProvider
 from dialer.settle import apply_event
 from dialer.sim.server import sign
+from dialer.web import create_app
 from tests.processes import write_campaign
 
 SECRET = "callback-test-secret"

@@ -17,9 +17,10 @@ from aiohttp.test_utils import TestServer
 from click.testing import CliRunner
 from PIL import Image
 
-from dialer.callbacks.app import Receiver, create_app
+from dialer.callbacks.app import Receiver
 from dialer.cli import cli
 from dialer.db.connect import open_pool
+from dialer.web import create_app
 from tests.conftest import TEST_CONFIG
 from tests.processes import free_port, write_campaign
 

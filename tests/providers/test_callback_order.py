@@ -23,7 +23,7 @@ from aiohttp.test_utils import TestServer
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from dialer.callbacks.app import Receiver, create_app
+from dialer.callbacks.app import Receiver
 from dialer.campaign_spec import load_campaign_file
 from dialer.db.connect import connect, open_pool
 from dialer.providers.base import Provider
@@ -33,6 +33,7 @@ from dialer.providers.registry import adapter_for
 from dialer.providers.telecmi import TelecmiAccount
 from dialer.providers.telecmi_click2call import TelecmiClick2CallAccount
 from dialer.providers.twilio import TwilioAccount
+from dialer.web import create_app
 from tests.fakes.didforsale import DidforsaleDialect
 from tests.fakes.engine import Delivery, FakeCall
 from tests.fakes.exotel import ExotelDialect

@@ -14,11 +14,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 from multidict import MultiDict
 
-from dialer.callbacks.app import Receiver, create_app
+from dialer.callbacks.app import Receiver
 from dialer.db.connect import open_pool
 from dialer.providers.base import InboundCallback, normal_word, state_of_word
 from dialer.providers.exotel import _polled_event
 from dialer.providers.twilio import signature
+from dialer.web import create_app
 from tests.providers.test_callback_order import KINDS, new_attempt
 
 BASE = "http://127.0.0.1:9"
