@@ -43,7 +43,7 @@ from dialer.providers.send_deadline import (
     deadline_tracing,
 )
 from dialer.registries import stale_copies
-from dialer.supervise import watch
+from dialer.supervise import Death, Supervisor
 from dialer.web import create_app
 from dialer.webhooks.deliver import deliver_forever, keep_endpoints_forever
 
@@ -74,23 +74,34 @@ class Runtime:
         self.adapters = adapters
         self.cache = CampaignCache()
         self.stopping = asyncio.Event()
-        self.receiver = Receiver(
-            self.pool_for("callbacks"), adapters, public_url, session, self.cache
-        )
+        self.public_url = public_url
+        # The process's health: a watched task that dies stops the process (exit 1), and
+        # /healthz, the dispatcher and the exit message name it.
+        self.supervisor = Supervisor()
+        self.supervisor.on_death(lambda death: self.stopping.set())
+        self._receiver: Receiver | None = None
         self._tasks: dict[str, asyncio.Task] = {}
-        self._on_failure: list[Callable[[BaseException], None]] = []
 
     @property
-    def failure(self) -> BaseException | None:
-        """What killed a background task, if one died."""
-        return self.receiver.failure
+    def failure(self) -> Death | None:
+        """The background task that died, and why, if one did."""
+        return self.supervisor.death
+
+    @property
+    def receiver(self) -> Receiver:
+        """The callback receiver (built when the process serves)."""
+        if self._receiver is None:
+            self._receiver = Receiver(
+                self.pool_for("callbacks"), self.adapters, self.public_url, self.session, self.cache
+            )
+        return self._receiver
 
     def start(self, name: str, work: Coroutine[Any, Any, None]) -> asyncio.Task:
-        """Run `work` as the background task `name`, watched: if it ends other than by
-        cancellation, the process fails (Runtime.fail)."""
+        """Run `work` as the background task `name`, watched by the supervisor: if it ends
+        other than by cancellation, the process fails."""
         task = asyncio.create_task(work, name=name)
         self._tasks[name] = task
-        watch(task, self.fail)
+        self.supervisor.watch(task)
         return task
 
     def pool_for(self, use: str) -> asyncpg.Pool:
@@ -98,9 +109,10 @@ class Runtime:
         return self.pools.get(use, self.pool)
 
     def start_reconciler(self) -> asyncio.Task:
-        return self.start(
-            "reconciler", reconcile_forever(self.receiver, self.pool_for("reconciler"))
+        work = reconcile_forever(
+            self.pool_for("reconciler"), self.cache, self.adapters, self.session
         )
+        return self.start("reconciler", work)
 
     async def subscribe(self, hooks: list[WebhookConfig]) -> None:
         """Register the configured webhook endpoints: state changes write their events from
@@ -124,14 +136,7 @@ class Runtime:
 
     def on_failure(self, callback: Callable[[BaseException], None]) -> None:
         """Also tell `callback` when a background task dies (the dispatcher stops as failed)."""
-        self._on_failure.append(callback)
-
-    def fail(self, error: BaseException) -> None:
-        """A background task died: /healthz answers 503, the process stops and exits 1."""
-        self.receiver.fail(error)
-        self.stopping.set()
-        for callback in self._on_failure:
-            callback(error)
+        self.supervisor.on_death(lambda death: callback(RuntimeError(death.said())))
 
     def stop_on_signals(self, stop: Callable[[], None] | None = None) -> None:
         """SIGTERM and SIGINT call `stop` (default: set `stopping`)."""
@@ -146,6 +151,7 @@ class Runtime:
         `config`, the campaign API too."""
         return create_app(
             self.receiver,
+            supervisor=self.supervisor,
             admin_token=admin_token,
             config=config,
             dashboard_pool=self.pool_for("dashboard"),
@@ -160,12 +166,11 @@ class Runtime:
                 await register_account(conn, account)
 
     async def close(self) -> None:
-        """Cancel the background tasks and wait for them."""
+        """Cancel the background tasks and wait for them (a task that died was reported by
+        the supervisor when it did: its error is not raised again here)."""
         for task in self._tasks.values():
             task.cancel()
-        for task in self._tasks.values():
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
 
 
 @asynccontextmanager

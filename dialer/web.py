@@ -19,6 +19,7 @@ from dialer.callbacks.app import Receiver, callbacks_app, healthz_handler
 from dialer.config import DialerConfig
 from dialer.dashboard.api import JSON_PREFIX, dashboard_app, favicon, page, security_headers
 from dialer.metrics import metrics_handler
+from dialer.supervise import Supervisor
 
 CALLBACKS_PREFIX = "/callbacks"
 
@@ -26,13 +27,15 @@ CALLBACKS_PREFIX = "/callbacks"
 def create_app(
     receiver: Receiver,
     *,
+    supervisor: Supervisor | None = None,
     admin_token: str | None = None,
     config: DialerConfig | None = None,
     dashboard_pool: asyncpg.Pool | None = None,
     api_pool: asyncpg.Pool | None = None,
 ) -> web.Application:
     """The whole application. Callbacks use the receiver's connections; the dashboard (and
-    /metrics) and the API may have their own (runtime.SERVE_USES)."""
+    /metrics) and the API may have their own (runtime.SERVE_USES). /healthz reads the
+    process's `supervisor` (a fresh one: nothing has died)."""
     app = web.Application(client_max_size=1 << 20)
     app.on_response_prepare.append(security_headers)
     dashboard_pool = dashboard_pool or receiver.pool
@@ -45,7 +48,7 @@ def create_app(
         [
             web.get("/", page),
             web.get("/favicon.ico", favicon),
-            web.get("/healthz", healthz_handler(receiver)),
+            web.get("/healthz", healthz_handler(supervisor or Supervisor(), receiver.pool)),
             web.get("/metrics", metrics_handler(dashboard_pool)),
         ]
     )

@@ -40,4 +40,5 @@ def test_a_dead_background_task_ends_the_process_with_exit_1(
         )
     assert done.returncode == 1, done.stderr[-2000:]
     assert "background task died" in done.stderr and "reconciler" in done.stderr
+    assert "reconciler died: InjectedCrash" in done.stderr  # the exit names the task
     assert "InjectedCrash" in done.stderr and "fault point reconciler-round" in done.stderr

@@ -18,7 +18,6 @@ import hashlib
 import logging
 import re
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -38,6 +37,7 @@ from dialer.policy.states import is_terminal
 from dialer.providers.base import CallEvent, Forbidden, InboundCallback, Provider, Unreadable
 from dialer.reconcile import RECONCILE_EVERY, reconcile_once
 from dialer.settle import apply_event, apply_progress_batch
+from dialer.supervise import Supervisor
 
 log = logging.getLogger("dialer.serve")
 BODY_SECONDS = 10.0  # a callback body not received by then is dropped (408)
@@ -52,19 +52,11 @@ class Receiver:
     public_url: str
     session: aiohttp.ClientSession | None = None
     cache: CampaignCache = field(default_factory=CampaignCache)
-    failure: BaseException | None = None  # a background task died: unhealthy, exit non-zero
-    on_failure: Callable[[], None] | None = None  # how the process stops then
 
     def __post_init__(self) -> None:
         self.progress: Batcher[ProgressItem, bool] = Batcher(self._store_progress)
         for adapter in self.adapters.values():  # whatever they echo is masked before storage
             redaction.remember(*adapter.secrets, users=adapter.auth_users)
-
-    def fail(self, error: BaseException) -> None:
-        """A background task died: /healthz says so, and the process is asked to stop."""
-        self.failure = self.failure or error
-        if self.on_failure is not None:
-            self.on_failure()
 
     async def _store_progress(self, items: list[ProgressItem]) -> list[bool]:
         by_account: dict[str, list[tuple[int | None, CallEvent]]] = {}
@@ -217,14 +209,17 @@ def callbacks_app(receiver: Receiver) -> web.Application:
     return app
 
 
-def healthz_handler(receiver: Receiver):
+def healthz_handler(supervisor: Supervisor, pool: asyncpg.Pool):
     """GET /healthz: 503 naming the task that died, or the database unreachable; else 200."""
 
     async def healthz(request: web.Request) -> web.Response:
-        if receiver.failure is not None:
-            return web.json_response({"reconciler": f"died: {receiver.failure!r}"}, status=503)
+        death = supervisor.death
+        if death is not None:
+            return web.json_response(
+                {"died": {"task": death.task, "error": repr(death.error)}}, status=503
+            )
         try:
-            async with receiver.pool.acquire(timeout=2) as conn:
+            async with pool.acquire(timeout=2) as conn:
                 await server.ping(conn)
         except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
             return web.json_response({"database": f"unreachable: {type(exc).__name__}"}, status=503)
@@ -233,15 +228,18 @@ def healthz_handler(receiver: Receiver):
     return healthz
 
 
-async def reconcile_forever(receiver: Receiver, pool: asyncpg.Pool | None = None) -> None:
-    """Reconcile every few seconds (on `pool`, else the receiver's); a failed round (database
-    away, or anything else) is logged, counted and retried: this loop ends only when
-    cancelled."""
-    pool = pool or receiver.pool
+async def reconcile_forever(
+    pool: asyncpg.Pool,
+    cache: CampaignCache,
+    adapters: dict[str, Provider],
+    session: aiohttp.ClientSession | None,
+) -> None:
+    """Reconcile every few seconds on `pool`; a failed round (database away, or anything
+    else) is logged, counted and retried: this loop ends only when cancelled."""
     while True:
         fault_point("reconciler-round")
         try:
-            await reconcile_once(pool, receiver.cache, receiver.adapters, receiver.session)
+            await reconcile_once(pool, cache, adapters, session)
         except Exception as exc:
             log.error("reconcile round failed", extra={"error": repr(exc)})
             RECONCILE_FAILURES.labels("round").inc()

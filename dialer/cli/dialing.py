@@ -43,6 +43,7 @@ from dialer.runtime import (
     selected_campaigns,
 )
 from dialer.sim.settings import SIM_DEFAULT_SECRET
+from dialer.supervise import Death
 from dialer.watch import closing_lines, watched
 
 log_options = [
@@ -216,6 +217,7 @@ def run(
                 dial_cap=dial_cap,
                 outage=outage,
                 cache=runtime.cache,
+                supervisor=runtime.supervisor,
             )
             runtime.on_failure(dispatcher.fail)
             runtime.stop_on_signals(dispatcher.stop)
@@ -342,7 +344,7 @@ def serve(app: AppContext, host, port, workers, worker, log_level, log_format):
         for _ in range(workers - 1)
     ]
 
-    async def go() -> BaseException | None:
+    async def go() -> Death | None:
         AcceptErrors().install(asyncio.get_running_loop())
         patience = min(config.outage_limit_s, START_PATIENCE_S)
         async with open_runtime(
@@ -372,8 +374,8 @@ def serve(app: AppContext, host, port, workers, worker, log_level, log_format):
 
     try:
         failure = run_async(go())
-        if failure is not None:  # systemd restarts it; a process that no longer reconciles
-            print(f"dialer: error: the reconciler died: {failure!r}", file=sys.stderr)
+        if failure is not None:  # systemd restarts it; a process that no longer works
+            print(f"dialer: error: {failure.said()}", file=sys.stderr)
             sys.exit(1)
     finally:
         for child in children:

@@ -57,6 +57,7 @@ from dialer.providers.send_deadline import SendDeadline
 from dialer.reconcile import Unmatched, one_unclaimed, paced_on
 from dialer.registries import stale_copies
 from dialer.settle import apply_event, record_accepted, settle
+from dialer.supervise import Supervisor
 from dialer.waiting import dial_cap_figure, iso
 
 log = logging.getLogger("dialer.run")
@@ -107,6 +108,7 @@ class Dispatcher:
     _hold_checked: dict[str, float] = field(default_factory=dict)
     _hold_said: dict[str, float] = field(default_factory=dict)
     dialed: int = 0  # requests this process sent
+    supervisor: Supervisor | None = None  # the process's health: a dead sender is a death
     stopped_by_signal: bool = False
 
     def __post_init__(self) -> None:
@@ -402,6 +404,8 @@ class Dispatcher:
         if error is None:
             return
         log.error("sender failed; stopping", extra={"attempt": attempt_id, "error": repr(error)})
+        if self.supervisor is not None:  # it tells this dispatcher too (Runtime.on_failure)
+            self.supervisor.died(f"sender of attempt {attempt_id}", error)
         self.fail(error)
 
     async def _wait_then_send(self, account: AccountRun, item: Claimed, started: float) -> None:
