@@ -8,6 +8,7 @@ move an attempt backwards or settle it twice. A statement returns what matched; 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -281,7 +282,7 @@ async def advance(
     conn: Connection,
     attempt_id: int,
     state: str,
-    from_states: list[str],
+    from_states: Sequence[str],
     *,
     provider_call_id: str | None,
     occurred_at: datetime | None,

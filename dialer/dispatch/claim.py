@@ -18,6 +18,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 
 import asyncpg
 
@@ -216,8 +217,22 @@ def _unplaced(row: asyncpg.Record) -> PlacedCall | None:
     )
 
 
-SEND = "send"
-VOID = "void"
+class DialAction(StrEnum):
+    SEND = "send"  # committed `dialing`: send it at once, or never
+    VOID = "void"  # lease expired, window closed or campaign stopped: release it unsent
+    WAIT = "wait"  # its request slot is not open yet: ask again after `wait_s`
+
+
+@dataclass(frozen=True)
+class DialVerdict:
+    """What begin_dial decided for one reserved attempt."""
+
+    action: DialAction
+    wait_s: float = 0.0
+
+
+SEND = DialVerdict(DialAction.SEND)
+VOID = DialVerdict(DialAction.VOID)
 
 
 async def begin_dial(
@@ -225,7 +240,7 @@ async def begin_dial(
     account: str,
     ready_attempts: list[tuple[int, str, int, int]],
     early_s: float,
-) -> dict[int, str | float]:
+) -> dict[int, DialVerdict]:
     """Give request slots to attempts that are ready to send, and commit them as `dialing`.
 
     Under the account row lock: slots follow the GCRA clock (`tat`), one emission interval
@@ -245,7 +260,7 @@ async def begin_dial(
         sent = await attempts.begin_dialing(conn, ready_attempts[:ready], SEND_WINDOW)
         if sent:
             await accounts.store_state(conn, account, limiter.after_sends(state, len(sent)))
-        verdicts: dict[int, str | float] = {}
+        verdicts: dict[int, DialVerdict] = {}
         for index, (attempt_id, *_) in enumerate(ready_attempts):
             if attempt_id in sent:
                 verdicts[attempt_id] = SEND
@@ -253,10 +268,11 @@ async def begin_dial(
                 verdicts[attempt_id] = VOID
             else:
                 position = len(sent) + (index - ready)
-                verdicts[attempt_id] = limiter.wait_for_slot(state, position, early_s)
-        waiting = [a for a, v in verdicts.items() if isinstance(v, float)]
+                wait_s = limiter.wait_for_slot(state, position, early_s)
+                verdicts[attempt_id] = DialVerdict(DialAction.WAIT, wait_s)
+        waiting = [a for a, v in verdicts.items() if v.action == DialAction.WAIT]
         if waiting:  # keep their reservations alive while they wait for a slot
-            longest = max(float(verdicts[a]) for a in waiting)
+            longest = max(verdicts[a].wait_s for a in waiting)
             await attempts.extend_leases(conn, waiting, longest, LEASE)
     return verdicts
 

@@ -36,7 +36,16 @@ from dialer.db.campaigns import leave_active
 from dialer.db.due import HELD_CALL_LIST
 from dialer.db.outage import DATABASE_FAILURES, TRANSIENT, DatabaseGone, Outage
 from dialer.db.types import Connection
-from dialer.dispatch.claim import SEND, VOID, Claimed, begin_dial, claim, push_back_rate
+from dialer.dispatch.claim import (
+    SEND,
+    VOID,
+    Claimed,
+    DialAction,
+    DialVerdict,
+    begin_dial,
+    claim,
+    push_back_rate,
+)
 from dialer.dispatch.limiter import AccountLimits
 from dialer.faults import fault_point
 from dialer.metrics import AMBIGUOUS, RATE_LIMITED
@@ -404,9 +413,9 @@ class Dispatcher:
         if error is None:
             return
         log.error("sender failed; stopping", extra={"attempt": attempt_id, "error": repr(error)})
-        if self.supervisor is not None:  # it tells this dispatcher too (Runtime.on_failure)
+        self.fail(error)  # first: the run says its own cause (a database gone past its limit)
+        if self.supervisor is not None:  # /healthz and the exit name it too
             self.supervisor.died(f"sender of attempt {attempt_id}", error)
-        self.fail(error)
 
     async def _wait_then_send(self, account: AccountRun, item: Claimed, started: float) -> None:
         await asyncio.sleep(max(0.0, started + item.send_in_s - time.monotonic()))
@@ -452,9 +461,9 @@ class Dispatcher:
                 # compare-and-set then finds it no longer `reserved`, and nothing is sent).
                 await self.outage.wait_after(exc, "committing an attempt as dialing")
                 continue
-            if not isinstance(verdict, float):
+            if verdict.action != DialAction.WAIT:
                 break
-            await asyncio.sleep(verdict)  # its request slot is not open yet
+            await asyncio.sleep(verdict.wait_s)  # its request slot is not open yet
         self._waiting.pop(item.attempt_id, None)
         if verdict == SEND:
             self.dialed += 1
@@ -644,12 +653,12 @@ class Dispatcher:
         self.account_failure = f"account {account.limits.name}: {reason}"
         self.stop()
 
-    async def _flush_begin(self, items: list[tuple[str, int, str, int, int]]) -> list[str | float]:
+    async def _flush_begin(self, items: list[tuple[str, int, str, int, int]]) -> list[DialVerdict]:
         by_account: dict[str, list[tuple[int, str, int, int]]] = {}
         for account, attempt_id, caller, ring, talk in items:
             by_account.setdefault(account, []).append((attempt_id, caller, ring, talk))
         early = {a.limits.name: a.limits.early_s for a in self.accounts}
-        verdicts: dict[int, str | float] = {}
+        verdicts: dict[int, DialVerdict] = {}
         async with self.pool.acquire() as conn:
             for account, ready in by_account.items():
                 verdicts |= await begin_dial(conn, account, ready, early[account])

@@ -11,66 +11,117 @@ exactly ATTEMPT_STATES and CONTACT_STATES.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
-LIVE = ("reserved", "dialing", "accepted", "ringing", "in-progress")
+
+class AttemptState(StrEnum):
+    """Where an attempt is; each value is the word stored in attempts.state."""
+
+    RESERVED = "reserved"
+    DIALING = "dialing"
+    ACCEPTED = "accepted"
+    RINGING = "ringing"
+    IN_PROGRESS = "in-progress"
+    COMPLETED = "completed"
+    BUSY = "busy"
+    NO_ANSWER = "no-answer"
+    FAILED = "failed"
+    CANCELED = "canceled"
+    MACHINE = "machine"  # answered, by a machine, voicemail or fax (policy.answers)
+    NOT_DIALED = "not_dialed"
+    REJECTED = "rejected"
+    UNKNOWN = "unknown"
+
+
+class ContactState(StrEnum):
+    """Where a contact is; each value is the word stored in contacts.state."""
+
+    PENDING = "pending"
+    DIALING = "dialing"
+    DONE = "done"
+    EXHAUSTED = "exhausted"
+    FAILED = "failed"
+    SUPPRESSED = "suppressed"
+    CANCELED = "canceled"
+
+
+class TransitionName(StrEnum):
+    """The changes an attempt's state may go through (TRANSITIONS)."""
+
+    RESERVE = "reserve"
+    BEGIN_DIAL = "begin_dial"
+    ADVANCE = "advance"
+    HOLD_FINAL = "hold_final"
+    RELEASE = "release"
+    NOT_PLACED = "not_placed"
+    SETTLE = "settle"
+    REOPEN = "reopen"
+    CORRECT_UNKNOWN = "correct_unknown"
+
+
+A = AttemptState
+LIVE: tuple[AttemptState, ...] = (A.RESERVED, A.DIALING, A.ACCEPTED, A.RINGING, A.IN_PROGRESS)
 SENT = LIVE[1:]  # live and (possibly) at the provider: what the reconciler asks about
-OUTCOMES = ("completed", "busy", "no-answer", "failed", "canceled")
-MACHINE = "machine"  # answered, by a machine, voicemail or fax (policy.answers)
-TERMINAL = (*OUTCOMES, MACHINE, "not_dialed", "rejected", "unknown")
-ATTEMPT_STATES = (*LIVE, *TERMINAL)
-REPORTED = ("accepted", "ringing", "in-progress", *OUTCOMES)  # what a provider's event can say
-CONTACT_STATES = ("pending", "dialing", "done", "exhausted", "failed", "suppressed", "canceled")
-FINAL_CONTACT = ("done", "exhausted", "failed")  # decided by its calls (webhook contact.final)
-RANK = {state: rank for rank, state in enumerate(LIVE)} | {state: len(LIVE) for state in TERMINAL}
+OUTCOMES: tuple[AttemptState, ...] = (A.COMPLETED, A.BUSY, A.NO_ANSWER, A.FAILED, A.CANCELED)
+MACHINE = A.MACHINE
+TERMINAL: tuple[AttemptState, ...] = (*OUTCOMES, MACHINE, A.NOT_DIALED, A.REJECTED, A.UNKNOWN)
+ATTEMPT_STATES: tuple[AttemptState, ...] = (*LIVE, *TERMINAL)
+REPORTED = (A.ACCEPTED, A.RINGING, A.IN_PROGRESS, *OUTCOMES)  # what a provider's event can say
+CONTACT_STATES: tuple[ContactState, ...] = tuple(ContactState)
+FINAL_CONTACT = (ContactState.DONE, ContactState.EXHAUSTED, ContactState.FAILED)  # by its calls
+RANK: dict[str, int] = {state: rank for rank, state in enumerate(LIVE)}
+RANK |= {state: len(LIVE) for state in TERMINAL}
+assert set(ATTEMPT_STATES) == set(AttemptState), "every state is live or terminal"
 
 
 @dataclass(frozen=True)
 class Transition:
     """A change of an attempt's state: from any of `sources` to one of `targets`."""
 
-    sources: tuple[str, ...]
-    targets: tuple[str, ...]
+    sources: tuple[AttemptState, ...]
+    targets: tuple[AttemptState, ...]
     channel: str  # what happens to its channel slot
     contact: str  # what happens to its contact
 
 
-TRANSITIONS = {
-    "reserve": Transition(
-        (), ("reserved",), "takes a free slot", "pending -> dialing, one attempt more"
+# Keyed by TransitionName (a str: callers may name one by its word)
+TRANSITIONS: dict[str, Transition] = {
+    TransitionName.RESERVE: Transition(
+        (), (A.RESERVED,), "takes a free slot", "pending -> dialing, one attempt more"
     ),
-    "begin_dial": Transition(
-        ("reserved",), ("dialing",), "keeps it", "stays dialing (lease, window, campaign hold)"
+    TransitionName.BEGIN_DIAL: Transition(
+        (A.RESERVED,), (A.DIALING,), "keeps it", "stays dialing (lease, window, campaign hold)"
     ),
-    "advance": Transition(
-        LIVE, ("accepted", "ringing", "in-progress"), "keeps it", "stays dialing (only upward)"
+    TransitionName.ADVANCE: Transition(
+        LIVE, (A.ACCEPTED, A.RINGING, A.IN_PROGRESS), "keeps it", "stays dialing (only upward)"
     ),
-    "hold_final": Transition(
+    TransitionName.HOLD_FINAL: Transition(
         SENT,
-        ("in-progress",),
+        (A.IN_PROGRESS,),
         "keeps it",
         "stays dialing: a final word waits for its answering-machine result",
     ),
-    "release": Transition(
-        ("reserved",), ("not_dialed",), "frees it", "dialing -> pending, the attempt uncounted"
+    TransitionName.RELEASE: Transition(
+        (A.RESERVED,), (A.NOT_DIALED,), "frees it", "dialing -> pending, the attempt uncounted"
     ),
-    "not_placed": Transition(
-        ("dialing",), ("not_dialed",), "frees it", "dialing -> pending, the attempt uncounted"
+    TransitionName.NOT_PLACED: Transition(
+        (A.DIALING,), (A.NOT_DIALED,), "frees it", "dialing -> pending, the attempt uncounted"
     ),  # the provider answered that it placed no call (a 429, a refusal before dialing)
-    "settle": Transition(
+    TransitionName.SETTLE: Transition(
         LIVE,
-        (*OUTCOMES, MACHINE, "rejected", "unknown"),
+        (*OUTCOMES, MACHINE, A.REJECTED, A.UNKNOWN),
         "frees it",
         "dialing -> next step (policy.retry)",
     ),
-    "reopen": Transition(
-        ("unknown",),
+    TransitionName.REOPEN: Transition(
+        (A.UNKNOWN,),
         SENT,
         "takes a free slot, else an unsent reservation's (settle.take_slot_for_reopened);"
         " none only while every slot holds a sent call (counted all the same)",
         "-> dialing, withdrawing its re-dial",
     ),
-    "correct_unknown": Transition(
-        ("unknown",), OUTCOMES, "none", "untouched (it was dialed again meanwhile)"
+    TransitionName.CORRECT_UNKNOWN: Transition(
+        (A.UNKNOWN,), OUTCOMES, "none", "untouched (it was dialed again meanwhile)"
     ),
 }
 

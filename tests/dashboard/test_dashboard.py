@@ -361,7 +361,8 @@ async def test_campaign_page_draws_its_pictures(
                 )
             ]
             # A label is drawn at its own size: the SVG is not stretched to the page's width.
-            box = await page.locator("svg text.limit").first.bounding_box()
+            box = await page.locator("#chart-requests text.limit").bounding_box()
+            line = await page.locator("#chart-requests line[stroke-dasharray]").bounding_box()
             header = await page.locator("#updated").inner_text()
             reasons = await page.locator("#waiting-rows").inner_text()
             shot = await page.locator("#detail").screenshot(
@@ -394,6 +395,7 @@ async def test_campaign_page_draws_its_pictures(
     )
     assert all(0 < w <= svg_width / 24 for w in widths), (widths, svg_width)  # one hour, 1/24
     assert box is not None and box["height"] < 20 and box["width"] < 120
+    assert line is not None and box["y"] + box["height"] <= line["y"] + 1  # above, not crossed
     assert header.startswith("figures as of"), header
     assert reasons == "nothing is dialed: campaign completed", reasons
     assert missing == "no such campaign: nope" and not charts_shown
