@@ -16,7 +16,7 @@ from dialer.dispatch.limiter import BREAKER_WINDOW, breaker_trips
 from dialer.errors import ConflictError, NotFoundError
 from dialer.policy.caller_ids import is_tired
 from dialer.policy.goal import goal_reached
-from dialer.settle import settle
+from dialer.settle import Settlement, settle
 
 log = logging.getLogger("dialer.campaign")
 
@@ -118,12 +118,6 @@ async def withdraw_revoked(conn: Connection, revocations: list[ConsentEvent]) ->
     for scope in {e.scope for e in revocations}:
         phones = [e.phone_e164 for e in revocations if e.scope == scope]
         for attempt in await ledger.withdraw_reservations(conn, phones, scope):
-            released += await settle(
-                conn,
-                cache,
-                attempt,
-                "not_dialed",
-                error=f"consent in {scope!r} revoked before the call",
-                transition="release",
-            )
+            reason = f"consent in {scope!r} revoked before the call"
+            released += await settle(conn, cache, attempt, Settlement.released(reason))
     return released

@@ -28,7 +28,7 @@ from dialer.db import erasure as stored
 from dialer.db.consent import privacy_key
 from dialer.db.types import Connection
 from dialer.erasure import phone_key
-from dialer.settle import settle
+from dialer.settle import Settlement, settle
 
 LOG_FILES_NOTE = (
     "logs of dialer's processes name the numbers they dialed (field `to`): erase them from"
@@ -76,14 +76,8 @@ async def forget(
         cache = CampaignCache()
         released = 0
         for attempt in reservations:
-            released += await settle(
-                conn,
-                cache,
-                attempt,
-                "not_dialed",
-                error="erasure requested before the call",
-                transition="release",
-            )
+            reason = "erasure requested before the call"
+            released += await settle(conn, cache, attempt, Settlement.released(reason))
     deadline = time.monotonic() + wait_s
     while True:
         flying = await stored.in_flight(conn, unique)

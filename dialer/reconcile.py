@@ -41,7 +41,7 @@ from dialer.policy.lookups import lookups_per_round
 from dialer.policy.states import is_terminal
 from dialer.providers.base import CallEvent, Pace, PlacedCall, Provider
 from dialer.providers.send_deadline import CLIENT_TIMEOUT, SEND_WINDOW
-from dialer.settle import DETECTION_WAIT, apply_event, settle
+from dialer.settle import DETECTION_WAIT, Settlement, apply_event, settle
 
 log = logging.getLogger("dialer.reconcile")
 BATCH = 500
@@ -61,12 +61,7 @@ async def reconcile_once(
         for attempt_id in await attempts.expired_reservations(conn, BATCH):
             async with conn.transaction():
                 if await settle(
-                    conn,
-                    campaigns,
-                    attempt_id,
-                    "not_dialed",
-                    error="reservation expired unsent",
-                    transition="release",
+                    conn, campaigns, attempt_id, Settlement.released("reservation expired unsent")
                 ):
                     actions["released"] += 1
         actions["settled_from_stored_events"] += await _adopt_orphan_events(conn, campaigns)
@@ -233,7 +228,7 @@ async def _adopt_orphan_events(conn: Connection, campaigns: CampaignCache) -> in
                 # who answered is still to come (its callback, or the call resource)
                 final = CallEvent("completed", "")
                 await attempts.hold_final(conn, row["attempt_id"], final, DETECTION_WAIT)
-            elif await settle(conn, campaigns, row["attempt_id"], row["status"]):
+            elif await settle(conn, campaigns, row["attempt_id"], Settlement(row["status"])):
                 settled += 1
     return settled
 
@@ -366,7 +361,9 @@ async def _resolve(
     if held_outcome is not None:
         reason = "no answering-machine result came, nor a call record saying who answered"
         async with conn.transaction():
-            done = await settle(conn, campaigns, call.attempt_id, held_outcome, error=reason)
+            done = await settle(
+                conn, campaigns, call.attempt_id, Settlement(held_outcome, error=reason)
+            )
         return "settled_without_detection" if done else "raced"
     reason = (
         "no final event from the provider"
@@ -374,7 +371,7 @@ async def _resolve(
         + listing
     )
     async with conn.transaction():
-        done = await settle(conn, campaigns, call.attempt_id, "unknown", error=reason)
+        done = await settle(conn, campaigns, call.attempt_id, Settlement("unknown", error=reason))
     if done:
         log.warning(
             "attempt closed as unknown", extra={"attempt": call.attempt_id, "reason": reason}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -27,6 +28,8 @@ from dialer.policy.states import (
     MACHINE,
     OUTCOMES,
     TRANSITIONS,
+    AttemptState,
+    TransitionName,
     is_terminal,
     moves_forward,
 )
@@ -36,33 +39,62 @@ from dialer.redaction import redact, redact_document
 log = logging.getLogger("dialer.settle")
 
 
+@dataclass(frozen=True)
+class Settlement:
+    """How an attempt ends: its outcome, what is known of the call, and the transition that
+    may close it (policy.states.TRANSITIONS: a `release` only ever closes `reserved`)."""
+
+    outcome: str
+    error: str | None = None
+    duration_s: int | None = None
+    ended_at: datetime | None = None
+    do_not_call: bool = False
+    transition: str = TransitionName.SETTLE
+    provider_call_id: str | None = None
+    answered_by: str | None = None
+    completed_if_answered: bool = False
+    cost: Decimal | None = None
+    cost_unit: str | None = None
+
+    @classmethod
+    def released(cls, reason: str) -> Settlement:
+        """A reservation given back unsent (the attempt does not count)."""
+        return cls(AttemptState.NOT_DIALED, error=reason, transition=TransitionName.RELEASE)
+
+    @classmethod
+    def not_placed(cls, reason: str) -> Settlement:
+        """Sent, and the provider answered that it placed no call (the attempt does not
+        count)."""
+        return cls(AttemptState.NOT_DIALED, error=reason, transition=TransitionName.NOT_PLACED)
+
+    @classmethod
+    def of_event(cls, event: CallEvent) -> Settlement:
+        """What a provider's final word says of the call."""
+        return cls(
+            event.status,
+            duration_s=event.duration_s,
+            ended_at=event.occurred_at,
+            provider_call_id=event.provider_call_id,
+            answered_by=event.answered_by,
+            completed_if_answered=event.completed_if_answered,
+            cost=event.cost,
+            cost_unit=event.cost_unit,
+        )
+
+
 async def settle(
-    conn: Connection,
-    campaigns: CampaignCache,
-    attempt_id: int,
-    outcome: str,
-    *,
-    error: str | None = None,
-    duration_s: int | None = None,
-    ended_at: datetime | None = None,
-    do_not_call: bool = False,
-    transition: str = "settle",
-    provider_call_id: str | None = None,
-    answered_by: str | None = None,
-    completed_if_answered: bool = False,
-    cost: Decimal | None = None,
-    cost_unit: str | None = None,
+    conn: Connection, campaigns: CampaignCache, attempt_id: int, settlement: Settlement
 ) -> bool:
-    """Close a live attempt with `outcome`, free its channel, decide the contact's next step.
+    """Close a live attempt as `settlement` says, free its channel, decide the contact's
+    next step.
 
     `completed_if_answered`: the outcome becomes `completed` if the attempt was seen answered
-    (for providers whose final event cannot tell, see CallEvent).
-
-    `transition` (policy.states.TRANSITIONS) says which states may be closed: a `release` of an
-    unsent reservation only ever matches `reserved`, so an attempt that was meanwhile sent is
-    never re-armed.
+    (for providers whose final event cannot tell, see CallEvent). The transition says which
+    states may be closed: a `release` of an unsent reservation only ever matches `reserved`,
+    so an attempt that was meanwhile sent is never re-armed.
     Returns False if nothing matched (nothing changes). Call inside a transaction.
     """
+    outcome, transition, error = settlement.outcome, settlement.transition, settlement.error
     # No lock on the contact is needed: while its attempt is live the contact is `dialing`,
     # which no claim or do-not-call update touches, and only one settle can win the CAS below.
     error = redact(error) if error else error
@@ -75,13 +107,13 @@ async def settle(
         outcome,
         allowed.sources,
         error=error,
-        duration_s=duration_s,
-        ended_at=ended_at,
-        provider_call_id=provider_call_id,
-        answered_by=answered_by,
-        completed_if_answered=completed_if_answered,
-        cost=cost,
-        cost_unit=cost_unit,
+        duration_s=settlement.duration_s,
+        ended_at=settlement.ended_at,
+        provider_call_id=settlement.provider_call_id,
+        answered_by=settlement.answered_by,
+        completed_if_answered=settlement.completed_if_answered,
+        cost=settlement.cost,
+        cost_unit=settlement.cost_unit,
     )
     if row is None:
         return False
@@ -112,7 +144,7 @@ async def settle(
     )
     await contacts.move_on(conn, row["contact_id"], step.state, step.next_attempt_at, outcome)
     await webhooks.record_settled(conn, attempt_id, contact_final=step.state in FINAL_CONTACT)
-    if do_not_call:
+    if settlement.do_not_call:
         await dnc.add(conn, [row["phone_e164"]], f"provider refused: {error}"[:500])
     log.info(
         "attempt settled",
@@ -174,7 +206,7 @@ async def apply_event(
                 conn, row["attempt_id"], event.answered_by
             )
             if held_outcome is not None:
-                await settle(conn, campaigns, row["attempt_id"], held_outcome)
+                await settle(conn, campaigns, row["attempt_id"], Settlement(held_outcome))
             else:
                 await _apply_progress_to(conn, row["attempt_id"], event)
             return "stored"
@@ -186,19 +218,7 @@ async def apply_event(
             await attempts.hold_final(conn, row["attempt_id"], event, DETECTION_WAIT)
             return "stored"
         if is_terminal(event.status):
-            await settle(
-                conn,
-                campaigns,
-                row["attempt_id"],
-                event.status,
-                duration_s=event.duration_s,
-                ended_at=event.occurred_at,
-                provider_call_id=event.provider_call_id,
-                answered_by=event.answered_by,
-                completed_if_answered=event.completed_if_answered,
-                cost=event.cost,
-                cost_unit=event.cost_unit,
-            )
+            await settle(conn, campaigns, row["attempt_id"], Settlement.of_event(event))
         else:
             await _apply_progress_to(conn, row["attempt_id"], event)
         return "stored"
@@ -271,13 +291,9 @@ async def take_slot_for_reopened(
     slot = await attempts.free_slot(conn, account)
     if slot is None:
         reserved = await attempts.newest_reservation(conn, account)
+        reason = "released unsent: its channel went to a call the provider placed late"
         if reserved is not None and await settle(
-            conn,
-            campaigns,
-            reserved,
-            "not_dialed",
-            error="released unsent: its channel went to a call the provider placed late",
-            transition="release",
+            conn, campaigns, reserved, Settlement.released(reason)
         ):
             slot = await attempts.free_slot(conn, account)
     if slot is None:

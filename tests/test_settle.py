@@ -17,7 +17,7 @@ from dialer.dispatch.limiter import AccountLimits
 from dialer.providers.base import CallEvent
 from dialer.providers.sim import SimAccount, SimProvider
 from dialer.reconcile import reconcile_once
-from dialer.settle import apply_event, record_accepted, settle
+from dialer.settle import Settlement, apply_event, record_accepted, settle
 from tests.callbacks.test_callbacks import SECRET, new_attempt
 from tests.processes import free_port
 
@@ -180,7 +180,8 @@ async def test_two_unclaimed_listed_calls_are_never_guessed_between(
 
 async def close_unknown(conn, attempt: int) -> None:
     async with conn.transaction():
-        assert await settle(conn, CampaignCache(), attempt, "unknown", error="no final event")
+        unknown = Settlement("unknown", error="no final event")
+        assert await settle(conn, CampaignCache(), attempt, unknown)
 
 
 async def test_a_final_callback_after_unknown_reopens_with_the_real_outcome(

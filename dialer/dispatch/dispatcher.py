@@ -65,7 +65,7 @@ from dialer.providers.base import (
 from dialer.providers.send_deadline import SendDeadline
 from dialer.reconcile import Unmatched, one_unclaimed, paced_on
 from dialer.registries import stale_copies
-from dialer.settle import apply_event, record_accepted, settle
+from dialer.settle import Settlement, apply_event, record_accepted, settle
 from dialer.supervise import Supervisor
 from dialer.waiting import dial_cap_figure, iso
 
@@ -200,12 +200,7 @@ class Dispatcher:
             for attempt_id in attempt_ids:
                 async with conn.transaction():
                     released += await settle(
-                        conn,
-                        self.cache,
-                        attempt_id,
-                        "not_dialed",
-                        error="stopped before sending",
-                        transition="release",
+                        conn, self.cache, attempt_id, Settlement.released("stopped before sending")
                     )
         return released
 
@@ -427,7 +422,7 @@ class Dispatcher:
         if caller is None:  # every number of the campaign rests today: show none
             self._waiting.pop(item.attempt_id, None)
             reason = "every caller id is resting today (answer rate below rest_caller_id_below)"
-            await self._close(item.attempt_id, "not_dialed", reason, transition="release")
+            await self._close(item.attempt_id, Settlement.released(reason))
             await self._with_conn(
                 "pausing a campaign", lambda conn: leave_active(conn, campaign.id, "paused", reason)
             )
@@ -469,10 +464,7 @@ class Dispatcher:
             self.dialed += 1
         if verdict != SEND:
             await self._close(
-                item.attempt_id,
-                "not_dialed",
-                "not sent: paused or lease expired",
-                transition="release",
+                item.attempt_id, Settlement.released("not sent: paused or lease expired")
             )
             return
         fault_point("after-dialing-commit")
@@ -522,14 +514,7 @@ class Dispatcher:
                     reason = "not sent: the provider placed the last attempt's call late"
                     reason += f" ({verdict.provider_call_id}); that attempt adopts it"
                     retry_at = None
-                await settle(
-                    conn,
-                    self.cache,
-                    item.attempt_id,
-                    "not_dialed",
-                    error=reason,
-                    transition="release",
-                )
+                await settle(conn, self.cache, item.attempt_id, Settlement.released(reason))
                 if isinstance(verdict, CallEvent):
                     await apply_event(conn, self.cache, name, unplaced, verdict, last_word=True)
                 else:
@@ -592,23 +577,18 @@ class Dispatcher:
             await self._with_conn(
                 "recording a 429", lambda conn: push_back_rate(conn, account.limits.name, delay)
             )
-            await self._close(
-                item.attempt_id, "not_dialed", f"429: {exc.detail}", transition="not_placed"
-            )
+            await self._close(item.attempt_id, Settlement.not_placed(f"429: {exc.detail}"))
         except NotDialed as exc:
             log.warning("not dialed", extra=extra | {"error": exc.detail})
-            await self._close(item.attempt_id, "not_dialed", exc.detail, transition="not_placed")
+            await self._close(item.attempt_id, Settlement.not_placed(exc.detail))
         except Rejected as exc:
             log.warning("rejected", extra=extra | {"error": exc.detail})
             if exc.account_wide:
-                await self._close(
-                    item.attempt_id, "not_dialed", exc.detail, transition="not_placed"
-                )
+                await self._close(item.attempt_id, Settlement.not_placed(exc.detail))
                 await self._account_refused(account, exc.detail)
             else:
-                await self._close(
-                    item.attempt_id, "rejected", exc.detail, do_not_call=exc.do_not_call
-                )
+                rejected = Settlement("rejected", error=exc.detail, do_not_call=exc.do_not_call)
+                await self._close(item.attempt_id, rejected)
         except (Ambiguous, ProviderError) as exc:
             # The call may exist: never resend; callbacks or the reconciler will settle it.
             log.warning("ambiguous answer, left to reconcile", extra=extra | {"error": exc.detail})
@@ -635,12 +615,13 @@ class Dispatcher:
 
         await self.outage.retrying(doing, once)
 
-    async def _close(self, attempt_id: int, outcome: str, error: str, **kwargs) -> None:
+    async def _close(self, attempt_id: int, settlement: Settlement) -> None:
         async def once() -> None:
             async with self.pool.acquire() as conn, conn.transaction():
-                await settle(conn, self.cache, attempt_id, outcome, error=error, **kwargs)
+                await settle(conn, self.cache, attempt_id, settlement)
 
-        await self.outage.retrying(f"recording attempt {attempt_id} as {outcome}", once)
+        doing = f"recording attempt {attempt_id} as {settlement.outcome}"
+        await self.outage.retrying(doing, once)
 
     async def _account_refused(self, account: AccountRun, detail: str) -> None:
         """Bad credentials or no balance: pause the account's campaigns and stop, loudly."""
