@@ -31,6 +31,7 @@ import aiohttp
 import asyncpg
 
 from dialer.callbacks.screening import screen
+from dialer.calls import CallEvent, PlacedCall
 from dialer.campaigns import CampaignCache
 from dialer.db import accounts, attempts, events
 from dialer.db.types import Connection
@@ -39,7 +40,7 @@ from dialer.metrics import RECONCILE_FAILURES, RECONCILED
 from dialer.policy.late import list_again_in, may_close_unknown
 from dialer.policy.lookups import lookups_per_round
 from dialer.policy.states import is_terminal
-from dialer.providers.base import CallEvent, Pace, PlacedCall, Provider
+from dialer.providers.base import Pace, Provider
 from dialer.providers.send_deadline import CLIENT_TIMEOUT, SEND_WINDOW
 from dialer.settle import DETECTION_WAIT, Settlement, apply_event, settle
 

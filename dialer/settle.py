@@ -15,6 +15,7 @@ from decimal import Decimal
 
 import asyncpg
 
+from dialer.calls import CallEvent
 from dialer.campaigns import SETTLE_GRACE, CampaignCache
 from dialer.db import attempts, contacts, dnc, events, webhooks
 from dialer.db.types import Connection
@@ -33,7 +34,6 @@ from dialer.policy.states import (
     is_terminal,
     moves_forward,
 )
-from dialer.providers.base import CallEvent
 from dialer.redaction import redact, redact_document
 
 log = logging.getLogger("dialer.settle")

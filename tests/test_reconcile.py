@@ -9,12 +9,12 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
+from dialer.calls import CallEvent
 from dialer.campaigns import CampaignCache
 from dialer.db.connect import open_pool
 from dialer.dispatch.claim import register_account
 from dialer.dispatch.limiter import AccountLimits
 from dialer.metrics import RECONCILE_FAILURES
-from dialer.providers.base import CallEvent
 from dialer.providers.sim import SimAccount, SimProvider
 from dialer.reconcile import reconcile_once
 from dialer.settle import apply_event

@@ -10,11 +10,11 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
+from dialer.calls import CallEvent
 from dialer.campaigns import CampaignCache
 from dialer.db.connect import open_pool
 from dialer.dispatch.claim import register_account
 from dialer.dispatch.limiter import AccountLimits
-from dialer.providers.base import CallEvent
 from dialer.providers.sim import SimAccount, SimProvider
 from dialer.reconcile import reconcile_once
 from dialer.settle import Settlement, apply_event, record_accepted, settle

@@ -29,12 +29,13 @@ from dialer import redaction
 from dialer.batching import Batcher
 from dialer.callbacks.bodies import BodyError, parse_body
 from dialer.callbacks.screening import MAX_BIGINT, Screened, clean_payload, screen
+from dialer.calls import CallEvent
 from dialer.campaigns import CampaignCache
 from dialer.db import server
 from dialer.faults import fault_point
 from dialer.metrics import CALLBACK_SECONDS, CALLBACKS, RECONCILE_FAILURES
 from dialer.policy.states import is_terminal
-from dialer.providers.base import CallEvent, Forbidden, InboundCallback, Provider, Unreadable
+from dialer.providers.base import Forbidden, InboundCallback, Provider, Unreadable
 from dialer.reconcile import RECONCILE_EVERY, reconcile_once
 from dialer.settle import apply_event, apply_progress_batch
 from dialer.supervise import Supervisor

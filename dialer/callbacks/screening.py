@@ -19,8 +19,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from dialer.calls import CallEvent
 from dialer.policy.states import REPORTED
-from dialer.providers.base import CallEvent
 
 MAX_INT = 2**31 - 1  # PostgreSQL integer
 MAX_BIGINT = 2**63 - 1

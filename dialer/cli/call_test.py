@@ -21,6 +21,7 @@ import aiohttp
 import asyncpg
 import click
 
+from dialer.calls import CallRequest
 from dialer.campaigns import from_row
 from dialer.cli.context import AppContext, pass_app
 from dialer.cli.context import run as run_async
@@ -32,7 +33,6 @@ from dialer.errors import ConfigError, InputError, NotFoundError
 from dialer.phones import PhoneError, normalize
 from dialer.policy.states import is_terminal
 from dialer.providers.base import (
-    CallRequest,
     Provider,
     ProviderError,
     Rejected,

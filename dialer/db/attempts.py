@@ -14,6 +14,7 @@ from decimal import Decimal
 
 import asyncpg
 
+from dialer.calls import CallEvent
 from dialer.db.consent import LIVE_GRANT
 from dialer.db.types import Connection, one
 from dialer.policy.lookups import (
@@ -27,7 +28,6 @@ from dialer.policy.lookups import (
     TYPICAL_OVER,
 )
 from dialer.policy.states import LIVE, OUTCOMES, RANK, SENT, TRANSITIONS
-from dialer.providers.base import CallEvent
 
 
 def after_event_sql(state: str, ring_s: str, talk_s: str) -> str:

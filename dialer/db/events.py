@@ -11,10 +11,10 @@ from datetime import datetime
 
 import asyncpg
 
+from dialer.calls import CallEvent
 from dialer.db.attempts import RANK_SQL, next_lookup_sql
 from dialer.db.types import Connection, one
 from dialer.policy.states import LIVE, RANK, SENT
-from dialer.providers.base import CallEvent
 
 # Which attempt an event belongs to, for rows of `input` (attempt_id named in the URL or the
 # payload, call_id, held, problem) of account $ACCOUNT: the named attempt if it is this

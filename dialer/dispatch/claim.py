@@ -22,6 +22,7 @@ from enum import StrEnum
 
 import asyncpg
 
+from dialer.calls import OPEN_ENDED, PlacedCall
 from dialer.campaigns import Campaign
 from dialer.db import accounts, attempts, contacts
 from dialer.db.due import HELD_DIAL_CAP, HELD_LAW_CAP, HELD_LIVE
@@ -31,7 +32,6 @@ from dialer.dispatch.limiter import AccountLimits, LimiterState
 from dialer.faults import fault_point
 from dialer.policy.packs import CampaignRules, span_text
 from dialer.policy.registries import demanded
-from dialer.providers.base import OPEN_ENDED, PlacedCall
 from dialer.providers.send_deadline import SEND_WINDOW
 from dialer.registries import stale_copies
 from dialer.waiting import dial_cap_figure

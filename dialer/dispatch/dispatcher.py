@@ -24,6 +24,7 @@ import asyncpg
 
 from dialer.batching import Batcher
 from dialer.callbacks.screening import screen
+from dialer.calls import CallEvent, CallRequest
 from dialer.campaign_control import (
     complete_if_goal_reached,
     rest_tired_caller_ids,
@@ -54,8 +55,6 @@ from dialer.policy.due import next_due
 from dialer.policy.retry import retry_delay
 from dialer.providers.base import (
     Ambiguous,
-    CallEvent,
-    CallRequest,
     NotDialed,
     Provider,
     ProviderError,

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 from dialer.campaign_spec import RetryPolicy
 from dialer.durations import parse_duration
+from dialer.policy.states import AttemptState
 from dialer.policy.window import CallingRules
 
 RETRYABLE = {"busy", "no-answer", "failed", "unknown", "canceled", "machine"}
@@ -21,13 +22,13 @@ class NextStep:
 def retry_delay(policy: RetryPolicy, outcome: str, attempt_no: int) -> timedelta | None:
     """The wait before the next attempt after `outcome` on attempt `attempt_no`; None: never."""
     setting = {
-        "busy": policy.busy,
-        "no-answer": policy.no_answer,
-        "failed": policy.failed,
-        "unknown": policy.unknown,
-        "canceled": policy.no_answer,
-        "machine": policy.machine,
-    }[outcome]
+        AttemptState.BUSY: policy.busy,
+        AttemptState.NO_ANSWER: policy.no_answer,
+        AttemptState.FAILED: policy.failed,
+        AttemptState.UNKNOWN: policy.unknown,
+        AttemptState.CANCELED: policy.no_answer,
+        AttemptState.MACHINE: policy.machine,
+    }[AttemptState(outcome)]
     if setting == "never":
         return None
     if isinstance(setting, list):

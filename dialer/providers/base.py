@@ -22,7 +22,7 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -30,7 +30,14 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import aiohttp
 from multidict import MultiDict, MultiDictProxy
 
+from dialer.calls import (
+    CallEvent,
+    CallRequest,
+    PlacedCall,
+    placed_around,
+)
 from dialer.errors import ForbiddenError, ProviderError
+from dialer.policy.states import OUTCOMES, AttemptState
 from dialer.redaction import MASK, forms, redact
 
 
@@ -62,46 +69,6 @@ class Forbidden(ForbiddenError):
 class Unreadable(ValueError):
     """An authentic callback whose content is not an event we can read (a missing call id, a
     status word we do not know): stored as it came, never applied."""
-
-
-@dataclass(frozen=True)
-class CallRequest:
-    attempt_id: int
-    to: str  # E.164
-    caller_id: str
-    callback_url: str
-    ring_timeout_s: int
-    max_duration_s: int
-    connect_to: str | None = None
-    agent_number: str | None = None
-    fields: Mapping[str, Any] = field(default_factory=dict)
-    machine_detection: str = "off"  # "detect" | "message-end": ask who answered (Provider)
-
-
-@dataclass(frozen=True)
-class CallEvent:
-    """A provider callback, normalized. `status` is an attempt state word (see policy.states).
-
-    `completed_if_answered`: the provider cannot tell a short answered call from an unanswered
-    one in this event (DIDforSale); settle turns its `no-answer` into `completed` if the attempt
-    was seen answered.
-    """
-
-    status: str
-    dedupe_key: str
-    provider_call_id: str | None = None
-    attempt_id: int | None = None
-    sequence: int | None = None
-    occurred_at: datetime | None = None
-    duration_s: int | None = None
-    answered_by: str | None = None
-    payload: Mapping[str, Any] = field(default_factory=dict)
-    completed_if_answered: bool = False
-    cost: Decimal | None = None  # what the provider charged, where it says
-    cost_unit: str | None = None
-    # An answering-machine detection result (Twilio's asynchronous AMD callback): it carries
-    # `answered_by` and says the call was answered, nothing more (no call status).
-    detection_result: bool = False
 
 
 @dataclass(frozen=True)
@@ -158,45 +125,6 @@ class InboundCallback:
     @property
     def query(self) -> dict[str, list[str]]:
         return parse_qs(urlsplit(self.url).query)
-
-
-@dataclass(frozen=True)
-class PlacedCall:
-    """What the reconciler knows of a silent attempt when it asks the provider."""
-
-    attempt_id: int
-    provider_call_id: str | None
-    phone_e164: str
-    requested_at: datetime | None
-    # The latest time a call placed for it may carry (policy.late: a front or the provider may
-    # place it late); None: the request's own time. OPEN_ENDED: any time since the request.
-    placed_by: datetime | None = None
-
-
-# A call the provider lists counts as one we may have placed if it was created within this of
-# our request's time (or of `placed_by`): sending takes at most the send window plus the client
-# timeout (under a minute), the rest is for the provider's clock being off from ours.
-PLACED_WITHIN = timedelta(minutes=3)
-OPEN_ENDED = datetime.max.replace(tzinfo=UTC) - timedelta(days=2)
-
-
-ANY_ZONE = timedelta(hours=14)  # local times range from UTC-12 to UTC+14
-
-
-def placed_around(call: PlacedCall, created: datetime | None) -> bool:
-    """Whether a listed call created at `created` may be the one sent for `call`: from
-    PLACED_WITHIN before the request to PLACED_WITHIN after `placed_by` (else the request). A
-    time with no zone (Exotel writes the account's local time and does not say which) is
-    matched within the widest span any zone allows."""
-    if call.requested_at is None or created is None:
-        return False
-    earliest, latest = call.requested_at, call.placed_by or call.requested_at
-    slack = PLACED_WITHIN
-    if created.tzinfo is None:
-        earliest = earliest.astimezone(UTC).replace(tzinfo=None)
-        latest = latest.astimezone(UTC).replace(tzinfo=None)
-        slack += ANY_ZONE
-    return earliest - slack <= created <= latest + slack
 
 
 Pace = Callable[[], Awaitable[None]]  # waits for a request slot on the account's shared budget
@@ -534,13 +462,13 @@ def from_epoch(seconds: Any) -> datetime | None:
         return None
 
 
-FINAL_WORDS = ("completed", "busy", "no-answer", "failed", "canceled")
+FINAL_WORDS: tuple[str, ...] = OUTCOMES  # a provider's final words are our outcomes
 _PROGRESS_WORDS = {
-    "queued": "accepted",
-    "initiated": "accepted",
-    "ringing": "ringing",
-    "answered": "in-progress",
-    "in-progress": "in-progress",
+    "queued": AttemptState.ACCEPTED,
+    "initiated": AttemptState.ACCEPTED,
+    "ringing": AttemptState.RINGING,
+    "answered": AttemptState.IN_PROGRESS,
+    "in-progress": AttemptState.IN_PROGRESS,
 }
 _RUN_TOGETHER = {"noanswer": "no-answer", "inprogress": "in-progress", "cancelled": "canceled"}
 

@@ -23,10 +23,9 @@ from typing import Any, Literal
 
 from pydantic import SecretStr
 
+from dialer.calls import CallEvent, CallRequest
 from dialer.providers.account import AccountBase
 from dialer.providers.base import (
-    CallEvent,
-    CallRequest,
     Forbidden,
     HttpAnswer,
     HttpRequest,

@@ -25,16 +25,14 @@ import aiohttp
 import phonenumbers
 from pydantic import SecretStr
 
+from dialer.calls import CallEvent, CallRequest, PlacedCall
 from dialer.providers.account import AccountBase
 from dialer.providers.base import (
     FINAL_WORDS,
-    CallEvent,
-    CallRequest,
     HttpAnswer,
     HttpRequest,
     InboundCallback,
     Pace,
-    PlacedCall,
     Provider,
     ProviderError,
     Rejected,

@@ -10,16 +10,14 @@ from urllib.parse import urlencode, urlsplit
 import aiohttp
 from pydantic import SecretStr
 
+from dialer.calls import CallEvent, CallRequest, PlacedCall
 from dialer.providers.account import AccountBase
 from dialer.providers.base import (
-    CallEvent,
-    CallRequest,
     Forbidden,
     HttpAnswer,
     HttpRequest,
     InboundCallback,
     Pace,
-    PlacedCall,
     Provider,
     ProviderError,
     Unreadable,

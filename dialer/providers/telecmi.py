@@ -27,15 +27,13 @@ from typing import Any, Literal
 import aiohttp
 from pydantic import AnyHttpUrl, Field, SecretStr
 
+from dialer.calls import CallEvent, CallRequest, PlacedCall
 from dialer.providers.account import AccountBase
 from dialer.providers.base import (
-    CallEvent,
-    CallRequest,
     HttpAnswer,
     HttpRequest,
     InboundCallback,
     Pace,
-    PlacedCall,
     Provider,
     ProviderError,
     Rejected,

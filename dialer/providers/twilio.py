@@ -26,16 +26,14 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 import aiohttp
 from pydantic import Field, SecretStr
 
+from dialer.calls import CallEvent, CallRequest, PlacedCall
 from dialer.providers.account import AccountBase
 from dialer.providers.base import (
-    CallEvent,
-    CallRequest,
     Forbidden,
     HttpAnswer,
     HttpRequest,
     InboundCallback,
     Pace,
-    PlacedCall,
     Provider,
     ProviderError,
     Rejected,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from dialer.calls import CallEvent
 from dialer.db import attempts
 from dialer.policy.states import (
     ATTEMPT_STATES,
@@ -17,7 +18,6 @@ from dialer.policy.states import (
     TRANSITIONS,
     moves_forward,
 )
-from dialer.providers.base import CallEvent
 from dialer.providers.send_deadline import SEND_WINDOW
 from tests.callbacks.test_callbacks import new_attempt
 

@@ -8,7 +8,8 @@ from urllib.parse import urlencode
 import pytest
 
 from dialer.callbacks.bodies import parse_body
-from dialer.providers.base import CallRequest, Forbidden, HttpAnswer, InboundCallback, Rejected
+from dialer.calls import CallRequest
+from dialer.providers.base import Forbidden, HttpAnswer, InboundCallback, Rejected
 from dialer.providers.didforsale import DidforsaleAccount, DidforsaleProvider
 from tests.fakes.didforsale import DidforsaleDialect
 from tests.fakes.engine import FakeProvider, FakeSettings

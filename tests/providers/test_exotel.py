@@ -9,8 +9,8 @@ import pytest
 from multidict import MultiDict
 
 from dialer.callbacks.bodies import parse_body
+from dialer.calls import CallRequest
 from dialer.providers.base import (
-    CallRequest,
     Forbidden,
     HttpAnswer,
     InboundCallback,

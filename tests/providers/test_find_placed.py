@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import aiohttp
 
-from dialer.providers.base import PlacedCall
+from dialer.calls import PlacedCall
 from dialer.providers.exotel import ExotelProvider
 from tests.fakes.engine import FakeProvider, FakeSettings
 from tests.fakes.exotel import ExotelDialect

@@ -15,7 +15,8 @@ import pytest
 from multidict import MultiDict
 from twilio.request_validator import RequestValidator
 
-from dialer.providers.base import CallRequest, InboundCallback, Rejected
+from dialer.calls import CallRequest
+from dialer.providers.base import InboundCallback, Rejected
 from tests.db.test_reporting_views import check_answer_rates
 from tests.fakes.engine import FakeProvider, FakeSettings
 from tests.fakes.twilio import TwilioDialect, account_toml

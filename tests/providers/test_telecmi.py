@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from multidict import MultiDict
 
+from dialer.calls import CallRequest
 from dialer.providers.base import (
-    CallRequest,
     Forbidden,
     HttpAnswer,
     InboundCallback,

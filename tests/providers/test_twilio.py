@@ -16,14 +16,8 @@ from multidict import MultiDict
 from twilio.request_validator import RequestValidator
 
 from dialer.callbacks.bodies import parse_body
-from dialer.providers.base import (
-    CallRequest,
-    Forbidden,
-    HttpAnswer,
-    InboundCallback,
-    RateLimited,
-    Rejected,
-)
+from dialer.calls import CallRequest
+from dialer.providers.base import Forbidden, HttpAnswer, InboundCallback, RateLimited, Rejected
 from dialer.providers.twilio import TwilioAccount, TwilioProvider
 from tests.fakes.engine import FakeProvider, FakeSettings
 from tests.fakes.twilio import PREFIX, TwilioDialect, account_toml
@@ -277,7 +271,7 @@ async def test_status_lookup_reads_outcome_duration_and_price() -> None:
 
     import aiohttp
 
-    from dialer.providers.base import PlacedCall
+    from dialer.calls import PlacedCall
 
     fake = FakeProvider(
         TwilioDialect("twilio", SID, TOKEN),
