@@ -27,7 +27,13 @@ from pydantic import (
 
 from dialer.durations import parse_duration
 from dialer.phones import PhoneError, normalize
-from dialer.policy.packs import CAP_WINDOW_MAX, JURISDICTION, RulePack, builtin_packs, parse_cap
+from dialer.policy.packs import (
+    JURISDICTION,
+    RulePack,
+    builtin_packs,
+    checked_caps,
+    checked_quiet,
+)
 from dialer.tomlfile import read_toml, validate
 
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -291,16 +297,12 @@ class CampaignSpec(_Strict):
     @field_validator("caps")
     @classmethod
     def _caps(cls, value: list[str]) -> list[str]:
-        for cap in value:
-            parse_cap(cap)
-        return value
+        return checked_caps(value)
 
     @field_validator("no_call_after_conversation")
     @classmethod
     def _quiet(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_duration(value, at_least=timedelta(minutes=1), at_most=CAP_WINDOW_MAX)
-        return value
+        return checked_quiet(value)
 
     @field_validator("default_jurisdiction")
     @classmethod

@@ -22,6 +22,7 @@ from dialer.db.due import (
     VERDICT_DUE,
 )
 from dialer.db.types import Connection
+from dialer.policy.due import FirstInLine
 from dialer.registries import stale_copies
 
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -127,15 +128,21 @@ def _window_figure(campaign: Campaign) -> str:
 
 
 async def why_not_dialed(
-    conn: Connection, campaign: Campaign, *, dial_cap: int, now: datetime | None = None
+    conn: Connection,
+    campaign: Campaign,
+    *,
+    dial_cap: int,
+    now: datetime | None = None,
+    firsts: list[FirstInLine] | None = None,
 ) -> WhyNot:
     """Read why `campaign`'s contacts are or are not dialed now, on the database clock.
     `dial_cap` is the cap the reader would dial with: contacts held under another cap are said
-    to be judged again when `dialer run` starts (Dispatcher.run releases them)."""
+    to be judged again when `dialer run` starts (Dispatcher.run releases them). `firsts`
+    (contacts.first_due_per_zone) when the caller has read them already."""
     now = now or await server.now(conn)
-    status = await stored.status_of(conn, campaign.id) or "gone"
-    blockers: list[str] = []
     row = await stored.by_name(conn, campaign.name)
+    status = row["status"] if row is not None else "gone"
+    blockers: list[str] = []
     if status != "active":
         reason = f": {row['status_reason']}" if row is not None and row["status_reason"] else ""
         blockers.append(f"campaign {status}{reason}")
@@ -146,7 +153,8 @@ async def why_not_dialed(
         )
     for problem in (await stale_copies(conn, [campaign])).get(campaign.id, []):
         blockers.append(problem)
-    firsts = await contacts.first_due_per_zone(conn, [campaign.id])
+    if firsts is None:
+        firsts = await contacts.first_due_per_zone(conn, [campaign.id])
     rules = campaign.rules
     opens = [  # where the window is closed now: when it opens next
         when

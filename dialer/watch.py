@@ -173,7 +173,7 @@ async def closing_lines(
 ) -> list[str]:
     """What `dialer run` says last: its counts, why it stopped, why each campaign's waiting
     contacts wait."""
-    progress = await read_progress(pool, campaigns, after_id, time.monotonic())
+    progress = await read_progress(pool, campaigns, after_id, time.monotonic(), read_next_due=False)
     settled = {k: v for k, v in progress.outcomes.items() if k != "in flight"}
     outcomes = ", ".join(f"{k} {v:,}" for k, v in sorted(settled.items())) or "none"
     lines = [

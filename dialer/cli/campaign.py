@@ -155,7 +155,7 @@ def show(app: AppContext, name: str, fmt: str, dial_cap: int | None) -> None:
             firsts = await contacts.first_due_per_zone(conn, [row["id"]])
             hold = await accounts.hold(conn, row["account"])
             now = await server.now(conn)
-            why = await why_not_dialed(conn, campaign, dial_cap=cap, now=now)
+            why = await why_not_dialed(conn, campaign, dial_cap=cap, now=now, firsts=firsts)
             return row, campaign, summary, firsts, hold, now, why
 
     row, campaign, summary, firsts, hold, now, why = run(go())

@@ -21,6 +21,7 @@ from dialer.db.outage import DATABASE_FAILURES, Outage
 from dialer.dispatch.dispatcher import (
     EXIT_BAD_CONFIG,
     EXIT_DONE,
+    EXIT_ERROR,
     EXIT_WORK_LEFT,
     AccountRun,
     Dispatcher,
@@ -220,7 +221,7 @@ def run(
                 supervisor=runtime.supervisor,
             )
             runtime.on_failure(dispatcher.fail)
-            runtime.stop_on_signals(dispatcher.stop)
+            runtime.stop_on_signals(dispatcher.signalled)
             runtime.start_reconciler()
             await runtime.subscribe(config.webhooks)
             if serve:
@@ -301,7 +302,7 @@ EXIT_MEANINGS = {
     EXIT_DONE: "all work done",
     EXIT_WORK_LEFT: "stopped with work left",
     EXIT_BAD_CONFIG: "bad configuration or input",
-    1: "error",
+    EXIT_ERROR: "error",
 }
 
 

@@ -90,7 +90,7 @@ def print_rows(rows: Sequence[Mapping], fmt: str, *, title: str) -> None:
     else:
         cells = [[_shown(v) for v in row.values()] for row in rows]
         natural = sum(
-            max(len(name), *(len(line) for c in cells for line in [c[i]])) + 3
+            max(len(name), *(len(row_cells[i]) for row_cells in cells)) + 3
             for i, name in enumerate(names)
         )
         if natural > out.width:  # too wide to read as a table: one block per row, uncut

@@ -78,8 +78,6 @@ HELD_DIAL_CAP = "daily dial cap"
 HELD_LIVE = "live elsewhere"
 HELD_LAW_CAP = "law cap"
 HELD_CALL_LIST = "call list unreadable"
-HELDS = (HELD_DIAL_CAP, HELD_LIVE, HELD_LAW_CAP, HELD_CALL_LIST)
-VERDICTS = (VERDICT_DUE, DO_NOT_CALL, NO_CONSENT, *HELDS, RETRY_DELAY, HOLIDAY, OUTSIDE_WINDOW)
 
 PENDING = "c.state = 'pending'"
 NOT_LISTED = "NOT EXISTS (SELECT 1 FROM dnc d WHERE d.phone_e164 = c.phone_e164)"

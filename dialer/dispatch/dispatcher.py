@@ -167,10 +167,13 @@ class Dispatcher:
             self.failure = error
         self.stop()
 
+    def signalled(self) -> None:
+        """SIGTERM/SIGINT: stop, and say so in the closing lines."""
+        self.stopped_by_signal = True
+        self.stop()
+
     def stop(self) -> None:
-        """SIGTERM/SIGINT: stop claiming; requests in flight finish and are recorded."""
-        if self.failure is None:
-            self.stopped_by_signal = True
+        """Stop claiming; requests in flight finish and are recorded."""
         if not self.stopping.is_set():
             log.info("stopping: no new claims, finishing requests in flight")
         self.stopping.set()

@@ -67,6 +67,20 @@ def span_text(span: timedelta) -> str:
     return f"{seconds // 60}m"
 
 
+def checked_caps(caps: list[str]) -> list[str]:
+    """`caps` as written ("3/24h"), each read by parse_cap (its ValueError names it)."""
+    for cap in caps:
+        parse_cap(cap)
+    return caps
+
+
+def checked_quiet(quiet: str | None) -> str | None:
+    """A quiet time after a conversation: from a minute to CAP_WINDOW_MAX, or none."""
+    if quiet is not None:
+        parse_duration(quiet, at_least=timedelta(minutes=1), at_most=CAP_WINDOW_MAX)
+    return quiet
+
+
 def parse_cap(text: str) -> Cap:
     """'3/24h' -> Cap(3, 24 h); ValueError naming what is wrong ('3/0h', '-1/24h', 'x')."""
     match = _CAP.match(text) if isinstance(text, str) and len(text) <= 40 else None
@@ -121,16 +135,12 @@ class PackRule(BaseModel):
     @field_validator("caps")
     @classmethod
     def _caps(cls, value: list[str]) -> list[str]:
-        for cap in value:
-            parse_cap(cap)
-        return value
+        return checked_caps(value)
 
     @field_validator("no_call_after_conversation")
     @classmethod
     def _quiet(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_duration(value, at_least=timedelta(minutes=1), at_most=CAP_WINDOW_MAX)
-        return value
+        return checked_quiet(value)
 
 
 class RegistryRule(BaseModel):

@@ -183,6 +183,7 @@ async def test_sigterm_stops_quickly_and_leaves_nothing_unreconciled(
         elapsed = time.monotonic() - started
     assert elapsed < 5, elapsed
     assert process.returncode == 3, stderr.decode()[-2000:]
+    assert "stopped because a signal (SIGTERM/SIGINT) asked it to stop" in stderr.decode()
     reserved = await own_db.fetchval(
         "SELECT count(*) FROM attempts a JOIN campaigns k ON k.id = a.campaign_id"
         " WHERE k.name = 'termed' AND a.state = 'reserved'"

@@ -225,6 +225,7 @@ async def test_bad_credentials_pause_the_campaign_and_exit_2(
         code, output = await work.run_campaign("exo-auth")
     assert code == 2, output
     assert "provider refused the account" in output and "wrong-token" not in output
+    assert "a signal (SIGTERM/SIGINT)" not in output  # the refusal is why it stopped
     status = await own_db.fetchrow("SELECT status, status_reason FROM campaigns")
     assert status["status"] == "paused" and "HTTP 401" in status["status_reason"]
     counts = await own_db.fetchrow(
