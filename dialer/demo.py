@@ -18,13 +18,14 @@ from dialer.campaign_spec import load_campaign_file
 from dialer.campaigns import from_row
 from dialer.console import err
 from dialer.db import campaigns, reporting
+from dialer.db.outage import Outage
 from dialer.demo_data import write_contacts
-from dialer.dispatch.dispatcher import AccountRun, Dispatcher
+from dialer.dispatch.account_run import AccountRun
 from dialer.dispatch.limiter import AccountLimits
 from dialer.durations import parse_rate
 from dialer.loading.loader import load_campaign
 from dialer.providers.sim import SimAccount, SimProvider
-from dialer.runtime import hosted, open_runtime
+from dialer.runtime import DEMO, hosted, open_runtime
 from dialer.sim.server import create_app as create_sim
 from dialer.sim.settings import SimSettings
 from dialer.watch import watched
@@ -85,7 +86,7 @@ async def run_demo(database_url: str, contacts: int, keep: bool) -> tuple[int, l
         (Path(folder) / "demo.toml").write_text(CAMPAIGN.format(name=name, account=ACCOUNT))
         write_contacts(Path(folder) / "contacts.csv", contacts)
         campaign_file = load_campaign_file(Path(folder) / "demo.toml")
-        async with open_runtime(database_url, {ACCOUNT: adapter}, base) as runtime:
+        async with open_runtime(database_url, {ACCOUNT: adapter}, base, profile=DEMO) as runtime:
             pool = runtime.pool
             async with pool.acquire() as conn:
                 loaded = await load_campaign(conn, campaign_file)
@@ -95,21 +96,13 @@ async def run_demo(database_url: str, contacts: int, keep: bool) -> tuple[int, l
             if row is None:
                 raise LookupError(f"the demo campaign {name} was not stored")
             campaign = from_row(row)
-            dispatcher = Dispatcher(
-                pool,
-                runtime.session,
-                [AccountRun(limits, adapter, [campaign])],
-                base,
-                wait=True,
-                dial_cap=3,
-                cache=runtime.cache,
-            )
-            runtime.on_failure(dispatcher.fail)
+            runs = [AccountRun(limits, adapter, [campaign])]
+            dispatcher = runtime.dispatcher(runs, Outage(pool=pool), wait=True, dial_cap=3)
             async with (
                 hosted(create_sim(settings), "127.0.0.1", sim_port),
-                hosted(runtime.web_app(), "127.0.0.1", callback_port),
+                runtime.hosting("127.0.0.1", callback_port),
             ):
-                runtime.start_reconciler()
+                await runtime.begin([])
                 async with pool.acquire() as conn:
                     since = await reporting.last_attempt_id(conn)
                 code = await watched(dispatcher.run(), pool, [campaign], since, "dialer demo")

@@ -2,10 +2,12 @@
 from config, campaigns from the database, the callback base URL, the HTTP client session, and
 hosting web apps.
 
-`run`, `serve`, `demo` and `call-test` are configurations of one Runtime: its pool, its HTTP
-session, its accounts' adapters, the receiver that stores and applies provider events, and its
-background tasks (the reconciler), each named and watched. A task that dies is logged, makes
-/healthz answer 503 and stops the process, which exits non-zero (supervise.watch).
+`run`, `serve`, `demo` and `call-test` each state a Profile (dialing, serving, both; with or
+without the background tasks and signal handling) and get one Runtime wired for it in one
+place (Runtime.begin, Runtime.hosting, Runtime.dispatcher): its pools, its HTTP session, its
+accounts' adapters, the receiver that stores and applies provider events, and its background
+tasks (the reconciler, webhook delivery), each named and watched. A task that dies is logged,
+makes /healthz answer 503 and stops the process, which exits non-zero (dialer.supervise).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import logging
 import signal
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -30,9 +33,13 @@ from dialer.config import DialerConfig, WebhookConfig
 from dialer.db import campaigns as stored
 from dialer.db import webhooks
 from dialer.db.connect import open_pool
+from dialer.db.outage import Outage
 from dialer.db.types import Connection
+from dialer.dispatch.account_run import AccountRun
 from dialer.dispatch.claim import register_account
+from dialer.dispatch.dispatcher import Dispatcher
 from dialer.dispatch.limiter import AccountLimits
+from dialer.dispatch.pg_store import PgDispatchStore
 from dialer.errors import ConfigError, InputError, NotFoundError
 from dialer.providers.base import Provider
 from dialer.providers.registry import adapter_for
@@ -56,6 +63,33 @@ DEFAULT_LISTEN = "127.0.0.1:8080"
 # flood of dashboard requests): callbacks, what providers retry against, always keep theirs.
 SERVE_USES = {"callbacks": 8, "reconciler": 2, "webhooks": 2, "dashboard": 2, "api": 3}
 RUN_USES = {"dialing": 8, "reconciler": 2}
+ONE_OFF_USES = {"main": 4}  # a process that neither dials nor serves (call-test --no-serve)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What one process does; Runtime wires what each part implies, once."""
+
+    dials: bool  # claims and sends calls (a Dispatcher)
+    serves: bool  # hosts callbacks, the API, the dashboard, /metrics and /healthz
+    background: bool = True  # runs the reconciler, and (serving) delivers webhooks
+    signals: bool = True  # SIGTERM/SIGINT stop it gracefully
+    one_off: bool = False  # a short command: a few connections in one pool
+
+    @property
+    def uses(self) -> dict[str, int]:
+        """Its database connections per use, each use a pool of its own."""
+        if self.one_off:
+            return ONE_OFF_USES
+        uses = (RUN_USES if self.dials else {}) | (SERVE_USES if self.serves else {})
+        return uses or ONE_OFF_USES
+
+
+DIALING = Profile(dials=True, serves=False)  # dialer run
+SERVING = Profile(dials=False, serves=True)  # dialer serve
+BOTH = Profile(dials=True, serves=True)  # dialer run --serve
+SERVING_WORKER = Profile(dials=False, serves=True, background=False)  # serve --workers: others
+DEMO = Profile(dials=True, serves=True, signals=False)  # dialer demo (Ctrl-C: dialer.entry)
 
 
 class Runtime:
@@ -67,7 +101,9 @@ class Runtime:
         session: aiohttp.ClientSession,
         adapters: dict[str, Provider],
         public_url: str,
+        profile: Profile = DIALING,
     ) -> None:
+        self.profile = profile
         self.pools = pools if isinstance(pools, dict) else {"main": pools}
         self.pool = next(iter(self.pools.values()))  # the first use's: dialing, or callbacks
         self.session = session
@@ -134,6 +170,50 @@ class Runtime:
             pool = self.pool_for("webhooks")
             self.start(f"webhooks {hook.endpoint}", deliver_forever(pool, hook))
 
+    async def begin(
+        self, hooks: list[WebhookConfig], *, stop: Callable[[], None] | None = None
+    ) -> None:
+        """Start what the profile implies: signal handling (calling `stop`), the webhook
+        subscriptions, and the background tasks (reconciler; serving, webhook delivery)."""
+        if self.profile.signals:
+            self.stop_on_signals(stop)
+        await self.subscribe(hooks)
+        if self.profile.background:
+            self.start_reconciler()
+            if self.profile.serves:
+                self.start_webhooks(hooks)
+
+    def hosting(
+        self,
+        host: str,
+        port: int,
+        *,
+        admin_token: str | None = None,
+        config: DialerConfig | None = None,
+        share_port: bool = False,
+    ) -> contextlib.AbstractAsyncContextManager[None]:
+        """Serve the web application on host:port while the block runs, if the profile serves."""
+        if not self.profile.serves:
+            return contextlib.nullcontext()
+        app = self.web_app(admin_token=admin_token, config=config)
+        return hosted(app, host, port, share_port=share_port)
+
+    def dispatcher(self, runs: list[AccountRun], outage: Outage, **options: Any) -> Dispatcher:
+        """The Dispatcher of a dialing profile, on this runtime's store, session and health:
+        a background task that dies stops it as failed, a signal stops it gracefully."""
+        store = PgDispatchStore(self.pool_for("dialing"), self.cache)
+        dispatcher = Dispatcher(
+            store,
+            self.session,
+            runs,
+            self.public_url,
+            outage=outage,
+            supervisor=self.supervisor,
+            **options,
+        )
+        self.on_failure(dispatcher.fail)
+        return dispatcher
+
     def on_failure(self, callback: Callable[[BaseException], None]) -> None:
         """Also tell `callback` when a background task dies (the dispatcher stops as failed)."""
         self.supervisor.on_death(lambda death: callback(RuntimeError(death.said())))
@@ -179,13 +259,13 @@ async def open_runtime(
     adapters: dict[str, Provider],
     public_url: str,
     *,
-    uses: dict[str, int] | None = None,
+    profile: Profile = DIALING,
     patience_s: float = 0.0,
 ) -> AsyncIterator[Runtime]:
     """A Runtime on fresh pools (one per use, of its size; the schema checked once) and HTTP
     session, closed (tasks first) when the block ends. A database away at start is waited
     for up to `patience_s` (the outage limit of run and serve)."""
-    uses = uses or RUN_USES
+    uses = profile.uses
     async with contextlib.AsyncExitStack() as stack:
         pools = {}
         for index, (use, size) in enumerate(uses.items()):
@@ -193,7 +273,7 @@ async def open_runtime(
                 open_pool(database_url, size=size, migrate_first=index == 0, patience_s=patience_s)
             )
         session = await stack.enter_async_context(http_session())
-        runtime = Runtime(pools, session, adapters, public_url)
+        runtime = Runtime(pools, session, adapters, public_url, profile)
         try:
             yield runtime
         finally:

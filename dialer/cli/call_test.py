@@ -9,7 +9,6 @@ and logged; its callbacks are stored in `call_events` (with no attempt) like any
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import sys
@@ -41,10 +40,10 @@ from dialer.providers.base import (
     send,
 )
 from dialer.runtime import (
+    Profile,
     account_limits,
     adapters,
     callback_base,
-    hosted,
     listen_address,
     open_runtime,
 )
@@ -117,9 +116,10 @@ def call_test(
     adapter = adapters(config)[account]
 
     async def go() -> int:
-        async with open_runtime(
-            app.database_url, {account: adapter}, base, uses={"main": 4}
-        ) as runtime:
+        # it hosts the callback receiver only (no reconciler: it follows its one call itself)
+        profile = Profile(dials=False, serves=not no_serve, background=False, one_off=True)
+        providers = {account: adapter}
+        async with open_runtime(app.database_url, providers, base, profile=profile) as runtime:
             async with runtime.pool.acquire() as conn:
                 call = await _call_request(
                     conn,
@@ -135,10 +135,7 @@ def call_test(
             await runtime.register([account_limits(account, config)])
             async with runtime.pool.acquire() as conn:
                 await asyncio.sleep(await take_request_slot(conn, account))
-            serving = (
-                contextlib.nullcontext() if no_serve else hosted(runtime.web_app(), host, port)
-            )
-            async with serving:
+            async with runtime.hosting(host, port):
                 call_id = await _place(runtime.session, adapter, call)
                 if call_id is False:
                     return EXIT_REFUSED

@@ -20,7 +20,7 @@ from dialer.errors import NotFoundError
 from dialer.loading.loader import load_campaign
 from dialer.loading.summary import LoadSummary
 from dialer.policy.due import next_due
-from dialer.policy.states import CONTACT_STATES
+from dialer.policy.states import CONTACT_STATES, TALLIES
 from dialer.waiting import cap_warnings, iso, why_not_dialed
 
 
@@ -112,16 +112,7 @@ def list_(app: AppContext, fmt: str) -> None:
     print_rows(run(go()), fmt, title="campaigns")
 
 
-ATTEMPT_OUTCOMES = (
-    "completed",
-    "busy",
-    "no_answer",
-    "call_failed",
-    "rejected",
-    "unknown",
-    "in_flight",
-    "machine",
-)
+ATTEMPT_OUTCOMES = tuple(t.column for t in TALLIES)  # as the campaign_summary view names them
 
 
 @campaign.command("show")

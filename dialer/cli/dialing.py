@@ -11,6 +11,7 @@ import subprocess
 import sys
 from datetime import datetime, timedelta
 
+import asyncpg
 import click
 from click.core import ParameterSource
 
@@ -33,8 +34,10 @@ from dialer.hosting import AcceptErrors, die_with_parent, raise_open_files_limit
 from dialer.logs import setup as setup_logging
 from dialer.metrics import metrics_app
 from dialer.runtime import (
-    RUN_USES,
-    SERVE_USES,
+    BOTH,
+    DIALING,
+    SERVING,
+    SERVING_WORKER,
     account_limits,
     adapters,
     callback_base,
@@ -166,10 +169,10 @@ def run(
 
     async def go() -> int:
         AcceptErrors().install(asyncio.get_running_loop())
-        uses = RUN_USES | (SERVE_USES if serve else {})
+        profile = BOTH if serve else DIALING
         patience = min(config.outage_limit_s, START_PATIENCE_S)
         async with open_runtime(
-            app.database_url, providers, base, uses=uses, patience_s=patience
+            app.database_url, providers, base, profile=profile, patience_s=patience
         ) as runtime:
             pool = runtime.pool
             outage = Outage(limit_s=config.outage_limit_s, pool=pool)
@@ -208,30 +211,12 @@ def run(
                 )
                 for name in names
             ]
-            dispatcher = Dispatcher(
-                pool,
-                runtime.session,
-                runs,
-                base,
-                deadline=deadline,
-                wait=wait,
-                dial_cap=dial_cap,
-                outage=outage,
-                cache=runtime.cache,
-                supervisor=runtime.supervisor,
+            dispatcher = runtime.dispatcher(
+                runs, outage, deadline=deadline, wait=wait, dial_cap=dial_cap
             )
-            runtime.on_failure(dispatcher.fail)
-            runtime.stop_on_signals(dispatcher.signalled)
-            runtime.start_reconciler()
-            await runtime.subscribe(config.webhooks)
-            if serve:
-                runtime.start_webhooks(config.webhooks)
+            await runtime.begin(config.webhooks, stop=dispatcher.signalled)
             token = config.admin_token.get_secret_value() if config.admin_token else None
-            serving = (
-                hosted(runtime.web_app(admin_token=token, config=config), host, port)
-                if serve
-                else contextlib.nullcontext()
-            )
+            serving = runtime.hosting(host, port, admin_token=token, config=config)
             metrics = (
                 hosted(metrics_app(pool), host, metrics_port)
                 if metrics_port
@@ -249,7 +234,7 @@ def run(
                     "dialer run",
                     quiet_logs=not explicit_level and log_format == "text",
                 )
-            await _say_closing(dispatcher, chosen, since, dial_cap, code)
+            await _say_closing(pool, dispatcher, chosen, since, dial_cap, code)
             if dispatcher.account_failure:
                 print(f"dialer: error: {dispatcher.account_failure}", file=sys.stderr)
             for message in dispatcher.refused.values():
@@ -268,7 +253,12 @@ def run(
 
 
 async def _say_closing(
-    dispatcher: Dispatcher, chosen: list, since: int, dial_cap: int, code: int
+    pool: asyncpg.Pool,
+    dispatcher: Dispatcher,
+    chosen: list,
+    since: int,
+    dial_cap: int,
+    code: int,
 ) -> None:
     """The run's last lines on stderr (and one log line with the same figures)."""
     if dispatcher.stopped_by_signal:
@@ -279,7 +269,7 @@ async def _say_closing(
         )
     try:
         lines = await closing_lines(
-            dispatcher.pool,
+            pool,
             chosen,
             since,
             dialed_here=dispatcher.dialed,
@@ -298,7 +288,7 @@ async def _say_closing(
     print(f"dialer: exit {code} ({EXIT_MEANINGS.get(code, 'error')})", file=sys.stderr)
 
 
-EXIT_MEANINGS = {
+EXIT_MEANINGS: dict[int, str] = {
     EXIT_DONE: "all work done",
     EXIT_WORK_LEFT: "stopped with work left",
     EXIT_BAD_CONFIG: "bad configuration or input",
@@ -348,24 +338,24 @@ def serve(app: AppContext, host, port, workers, worker, log_level, log_format):
     async def go() -> Death | None:
         AcceptErrors().install(asyncio.get_running_loop())
         patience = min(config.outage_limit_s, START_PATIENCE_S)
+        # one reconciler and webhook deliverer per server, not per worker process
+        profile = SERVING_WORKER if worker else SERVING
         async with open_runtime(
-            app.database_url, providers, base, uses=SERVE_USES, patience_s=patience
+            app.database_url, providers, base, profile=profile, patience_s=patience
         ) as runtime:
             # status look-ups are paced by the shared clock: every account needs its row
             await runtime.register([account_limits(name, config) for name in config.accounts])
-            runtime.stop_on_signals()
             watching = (
                 asyncio.create_task(watch_parent(int(parent), runtime.stopping.set))
                 if parent is not None
                 else None
             )
-            await runtime.subscribe(config.webhooks)
-            if not worker:  # one reconciler and deliverer per server, not per worker process
-                runtime.start_reconciler()
-                runtime.start_webhooks(config.webhooks)
+            await runtime.begin(config.webhooks)
             token = config.admin_token.get_secret_value() if config.admin_token else None
-            application = runtime.web_app(admin_token=token, config=config)
-            async with hosted(application, host, port, share_port=workers > 1 or worker):
+            hosting = runtime.hosting(
+                host, port, admin_token=token, config=config, share_port=workers > 1 or worker
+            )
+            async with hosting:
                 if not worker:
                     print(f"dialer: receiving callbacks on http://{host}:{port}", file=sys.stderr)
                 await runtime.stopping.wait()

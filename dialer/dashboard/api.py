@@ -37,7 +37,7 @@ from dialer.db import contacts, reporting, server, webhooks
 from dialer.db.types import Connection
 from dialer.errors import DialerError, http_status_of
 from dialer.policy.due import FirstInLine, next_due
-from dialer.policy.states import CONTACT_STATES
+from dialer.policy.states import CONTACT_STATES, TALLIES
 from dialer.providers.base import same_secret
 from dialer.redaction import redact_value
 from dialer.shared_answers import SharedAnswers
@@ -121,17 +121,7 @@ def _campaign(row: asyncpg.Record, firsts: list[FirstInLine]) -> dict:
         "finished": finished,
         "progress": round(finished / row["contacts"], 4) if row["contacts"] else 0,
         "states": {k: row[k] for k in CONTACT_STATES},
-        "outcomes": {
-            "completed": row["completed"],
-            "busy": row["busy"],
-            "no-answer": row["no_answer"],
-            "failed": row["call_failed"],
-            "canceled": row["call_canceled"],
-            "rejected": row["rejected"],
-            "unknown": row["unknown"],
-            "in-flight": row["in_flight"],
-            "machine": row["machine"],
-        },
+        "outcomes": {t.word: row[t.column] for t in TALLIES},
         "answer_rate": _rate(row["answer_rate"]),
         "human_answer_rate": _rate(row["human_answer_rate"]),
         "machine_answer_rate": _rate(row["machine_answer_rate"]),

@@ -11,7 +11,7 @@ from datetime import datetime
 import asyncpg
 
 from dialer.db.types import Connection, one
-from dialer.policy.states import LIVE
+from dialer.policy.states import CALL_OUTCOMES, LIVE
 
 # view name -> (SQL view, its time column for --since, how its rows are ordered)
 VIEWS = {
@@ -147,8 +147,7 @@ async def caller_ids_today(conn: Connection, callers: list[str], zone: str) -> l
     settled with a call outcome, answered by a person)."""
     return await conn.fetch(
         """SELECT caller_id,
-                  count(*) FILTER (WHERE outcome IN ('completed', 'busy', 'no-answer', 'failed',
-                                                     'canceled', 'unknown', 'machine')) AS settled,
+                  count(*) FILTER (WHERE outcome = ANY($3::text[])) AS settled,
                   count(*) FILTER (WHERE outcome = 'completed') AS answered
            FROM attempts
            WHERE caller_id = ANY($1::text[])
@@ -156,6 +155,7 @@ async def caller_ids_today(conn: Connection, callers: list[str], zone: str) -> l
            GROUP BY caller_id""",
         callers,
         zone,
+        list(CALL_OUTCOMES),
     )
 
 

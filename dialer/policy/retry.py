@@ -7,10 +7,11 @@ from datetime import datetime, timedelta
 
 from dialer.campaign_spec import RetryPolicy
 from dialer.durations import parse_duration
-from dialer.policy.states import AttemptState
+from dialer.policy.states import CALL_OUTCOMES, AttemptState
 from dialer.policy.window import CallingRules
 
-RETRYABLE = {"busy", "no-answer", "failed", "unknown", "canceled", "machine"}
+# A call that ended any other way than answered by a person may be tried again.
+RETRYABLE = frozenset(CALL_OUTCOMES) - {AttemptState.COMPLETED}
 
 
 @dataclass(frozen=True)

@@ -133,3 +133,30 @@ def is_terminal(state: str) -> bool:
 def moves_forward(current: str, new: str) -> bool:
     """Whether an event saying `new` may change an attempt in `current` (never out of terminal)."""
     return not is_terminal(current) and RANK[new] > RANK[current]
+
+
+@dataclass(frozen=True)
+class Tally:
+    """One count of a campaign's attempts as every report says it, in this order (the
+    campaign_summary view's column, the dashboard API's and page's word, `campaign show`)."""
+
+    word: str  # the attempt state's word ("in-flight": every live one)
+    column: str  # the column of the campaign_summary view (sql/migrations)
+
+
+IN_FLIGHT = "in-flight"
+TALLIES: tuple[Tally, ...] = (
+    Tally(A.COMPLETED, "completed"),
+    Tally(A.BUSY, "busy"),
+    Tally(A.NO_ANSWER, "no_answer"),
+    Tally(A.FAILED, "call_failed"),
+    Tally(A.CANCELED, "call_canceled"),
+    Tally(A.REJECTED, "rejected"),
+    Tally(A.UNKNOWN, "unknown"),
+    Tally(IN_FLIGHT, "in_flight"),
+    Tally(MACHINE, "machine"),
+)
+# Every terminal state a call can end in is counted, and only `not_dialed` (no call) is not.
+assert {t.word for t in TALLIES} == {*TERMINAL, IN_FLIGHT} - {A.NOT_DIALED}
+# The outcomes of a call that was placed: what a caller id's answer rate is judged over.
+CALL_OUTCOMES: tuple[AttemptState, ...] = (*OUTCOMES, A.UNKNOWN, MACHINE)

@@ -1,0 +1,331 @@
+"""The dispatcher in-process, on the in-memory store (dispatch.memory_store) and an adapter
+that answers from a script: the claim loop, stopping, draining, exit decisions and the mapping
+of provider refusals, in milliseconds. The PostgreSQL store keeps the process tests
+(test_end_to_end, test_faults, test_lawful...)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+
+import aiohttp
+import pytest
+
+from dialer.calls import CallRequest
+from dialer.campaign_spec import CampaignSpec
+from dialer.campaigns import Campaign
+from dialer.db.outage import Outage
+from dialer.dispatch.account_run import AccountRun
+from dialer.dispatch.dispatcher import Dispatcher, ExitCode
+from dialer.dispatch.limiter import AccountLimits
+from dialer.dispatch.memory_store import MemoryDispatchStore
+from dialer.policy.states import AttemptState, ContactState
+from dialer.policy.window import CallingRules
+from dialer.providers.base import (
+    Ambiguous,
+    HttpAnswer,
+    HttpRequest,
+    InboundCallback,
+    Provider,
+    RateLimited,
+    Rejected,
+)
+from dialer.supervise import Supervisor
+
+ACCOUNT = "scripted"
+Answer = Callable[[CallRequest], Awaitable[str]]
+
+
+class ScriptedProvider(Provider):
+    """An adapter whose create-call answer is a coroutine per request (no HTTP): the port
+    the dispatcher sends through, as a test plays the provider."""
+
+    kind = "scripted"
+
+    def __init__(self, answer: Answer) -> None:
+        super().__init__(ACCOUNT, "secret")
+        self.answer = answer
+        self.placed: list[CallRequest] = []
+
+    @property
+    def secrets(self) -> list[str]:
+        return ["secret"]
+
+    def create_request(self, call: CallRequest) -> HttpRequest:
+        raise AssertionError("not sent over HTTP")
+
+    def read_created(self, answer: HttpAnswer) -> str | None:
+        raise AssertionError("not sent over HTTP")
+
+    def parse_callback(self, callback: InboundCallback):
+        raise AssertionError("no callbacks here")
+
+    async def place_call(self, session, call: CallRequest, deadline: object | None = None):
+        self.placed.append(call)
+        return await self.answer(call)
+
+
+def campaign(campaign_id: int = 1, **spec: object) -> Campaign:
+    made = CampaignSpec.model_validate(
+        {
+            "name": f"c{campaign_id}",
+            "account": ACCOUNT,
+            "caller_id": ["+918047112233"],
+            "default_region": "IN",
+            "timezone": "UTC",
+            "window": {"start": "00:00", "end": "23:59:59"},
+        }
+        | spec
+    )
+    return Campaign(campaign_id, made.name, ACCOUNT, made, CallingRules.of(made))
+
+
+NUMBERS = [f"+9198450{n:05d}" for n in range(40)]
+
+
+def dialing(
+    answer: Answer,
+    *,
+    numbers: list[str] = NUMBERS,
+    rate: float = 2000.0,
+    channels: int = 8,
+    **options: object,
+) -> tuple[Dispatcher, MemoryDispatchStore, ScriptedProvider]:
+    store = MemoryDispatchStore()
+    limits = AccountLimits(ACCOUNT, "scripted", rate, 1.0, channels)
+    store.add_account(limits)
+    chosen = campaign()
+    store.add_campaign(chosen, numbers)
+    provider = ScriptedProvider(answer)
+    session = aiohttp.ClientSession()  # never used: the scripted adapter sends nothing
+    dispatcher = Dispatcher(
+        store,
+        session,
+        [AccountRun(limits, provider, [chosen])],
+        "http://127.0.0.1:9",
+        outage=Outage(limit_s=30),
+        **options,  # type: ignore[arg-type]
+    )
+    return dispatcher, store, provider
+
+
+async def run(dispatcher: Dispatcher) -> int:
+    try:
+        return await asyncio.wait_for(dispatcher.run(), timeout=60)
+    finally:
+        await dispatcher.session.close()
+
+
+def answered_at_once(store_of: Callable[[], MemoryDispatchStore], outcome=AttemptState.COMPLETED):
+    """Accept each call and send its final word on the next turn of the loop."""
+
+    async def answer(call: CallRequest) -> str:
+        loop = asyncio.get_running_loop()
+        loop.call_soon(lambda: store_of().finish(call.attempt_id, outcome))
+        return f"call-{call.attempt_id}"
+
+    return answer
+
+
+async def test_every_contact_is_dialed_once_within_channels_and_the_run_ends_done() -> None:
+    most_live = 0
+    holder: list[MemoryDispatchStore] = []
+    finish = answered_at_once(lambda: holder[0])
+
+    async def answer(call: CallRequest) -> str:
+        nonlocal most_live
+        most_live = max(most_live, len(holder[0].live(ACCOUNT)))
+        return await finish(call)
+
+    dispatcher, store, provider = dialing(answer, channels=5, wait=True)
+    holder.append(store)
+    assert await run(dispatcher) == ExitCode.DONE
+    assert Counter(c.to for c in provider.placed) == Counter(NUMBERS)  # each number once
+    assert most_live <= 5  # never more calls live than the account's channels
+    assert {c.state for c in store.contacts.values()} == {ContactState.DONE}
+    assert store.status[1] == "completed"
+    assert dispatcher.dialed == len(NUMBERS)
+    assert dispatcher.accounts[0].ended == "every contact is final"
+
+
+async def test_requests_never_leave_faster_than_the_account_rate() -> None:
+    sent_at: list[float] = []
+    holder: list[MemoryDispatchStore] = []
+    finish = answered_at_once(lambda: holder[0])
+
+    async def answer(call: CallRequest) -> str:
+        sent_at.append(asyncio.get_running_loop().time())
+        return await finish(call)
+
+    dispatcher, store, _ = dialing(answer, numbers=NUMBERS[:12], rate=40.0, wait=True)
+    holder.append(store)
+    assert await run(dispatcher) == ExitCode.DONE
+    # 40/s aimed at 95%: 12 requests span at least 11 intervals of 1/38 s, less the early
+    # margin the limiter allows one request (limits.early_s)
+    assert sent_at[-1] - sent_at[0] >= 11 / 38 - 0.05
+
+
+async def test_a_stop_releases_reservations_and_records_the_request_in_flight() -> None:
+    in_flight = asyncio.Event()
+    let_go = asyncio.Event()
+
+    async def answer(call: CallRequest) -> str:
+        in_flight.set()
+        await let_go.wait()  # the provider holds the first request
+        return f"call-{call.attempt_id}"
+
+    dispatcher, store, provider = dialing(answer, rate=5.0, channels=4)
+    running = asyncio.create_task(run(dispatcher))
+    await in_flight.wait()
+    dispatcher.signalled()
+    await asyncio.sleep(0)
+    let_go.set()
+    code = await running
+    assert code == ExitCode.WORK_LEFT
+    assert dispatcher.stopped_by_signal
+    sent = [a for a in store.attempts.values() if a.state == AttemptState.ACCEPTED]
+    assert [a.call_id for a in sent] == [f"call-{provider.placed[0].attempt_id}"]
+    released = [a for a in store.attempts.values() if a.state == AttemptState.NOT_DIALED]
+    assert released and all(a.error == "stopped before sending" for a in released)
+    assert not [a for a in store.attempts.values() if a.state == AttemptState.RESERVED]
+    for attempt in released:  # its contact waits, the attempt uncounted
+        contact = store.contacts[attempt.contact_id]
+        assert (contact.state, contact.attempts) == (ContactState.PENDING, 0)
+
+
+async def test_a_deadline_already_passed_claims_nothing_and_says_so() -> None:
+    past = datetime.now().astimezone() - timedelta(seconds=1)
+    dispatcher, store, provider = dialing(answered_at_once(lambda: store), deadline=past)
+    assert await run(dispatcher) == ExitCode.WORK_LEFT
+    assert provider.placed == [] and "claim" not in store.calls
+    assert dispatcher.accounts[0].ended == "the --until/--for deadline was reached"
+
+
+async def test_nothing_due_before_the_run_limit_ends_with_work_left() -> None:
+    dispatcher, store, provider = dialing(answered_at_once(lambda: store), idle_s=5.0)
+    later = datetime.now().astimezone() + timedelta(hours=1)
+    for contact in store.contacts.values():
+        contact.next_attempt_at = later
+    assert await run(dispatcher) == ExitCode.WORK_LEFT
+    assert provider.placed == []
+    assert "after this run's limit" in (dispatcher.accounts[0].ended or "")
+
+
+async def test_a_429_slows_the_account_and_its_contact_is_dialed_again() -> None:
+    refused: set[str] = set()
+    holder: list[MemoryDispatchStore] = []
+    finish = answered_at_once(lambda: holder[0])
+
+    async def answer(call: CallRequest) -> str:
+        if not refused:
+            refused.add(call.to)
+            raise RateLimited("too many requests", retry_after=0.2)
+        return await finish(call)
+
+    dispatcher, store, provider = dialing(answer, numbers=NUMBERS[:5], wait=True)
+    holder.append(store)
+    assert await run(dispatcher) == ExitCode.DONE
+    assert "push_back_rate" in store.calls
+    assert store.limiters[ACCOUNT].rate_factor < 1.0  # the shared rate slowed
+    first = [a for a in store.attempts.values() if a.state == AttemptState.NOT_DIALED]
+    assert [a.error for a in first] == ["429: too many requests"]
+    assert Counter(c.to for c in provider.placed)[next(iter(refused))] == 2  # asked again
+    assert {c.state for c in store.contacts.values()} == {ContactState.DONE}
+
+
+async def test_an_account_refused_pauses_its_campaigns_and_exits_2() -> None:
+    async def answer(call: CallRequest) -> str:
+        raise Rejected("401 bad credentials", account_wide=True)
+
+    dispatcher, store, _ = dialing(answer, rate=5.0)
+    assert await run(dispatcher) == ExitCode.BAD_CONFIG
+    assert store.status[1] == "paused"
+    assert store.paused_why[1] == "provider refused the account: 401 bad credentials"
+    assert dispatcher.account_failure == (
+        f"account {ACCOUNT}: provider refused the account: 401 bad credentials"
+    )
+    # the refused request does not count; nothing stays reserved
+    assert all(a.state == AttemptState.NOT_DIALED for a in store.attempts.values())
+
+
+async def test_a_number_rejected_ends_rejected_and_the_others_are_dialed() -> None:
+    holder: list[MemoryDispatchStore] = []
+    finish = answered_at_once(lambda: holder[0])
+
+    async def answer(call: CallRequest) -> str:
+        if call.to == NUMBERS[0]:
+            raise Rejected("21215: number not allowed")
+        return await finish(call)
+
+    dispatcher, store, _ = dialing(answer, numbers=NUMBERS[:6], wait=True)
+    holder.append(store)
+    assert await run(dispatcher) == ExitCode.DONE
+    outcomes = {store.contacts[a.contact_id].phone_e164: a.state for a in store.attempts.values()}
+    assert outcomes[NUMBERS[0]] == AttemptState.REJECTED
+    assert set(outcomes.values()) == {AttemptState.REJECTED, AttemptState.COMPLETED}
+
+
+async def test_an_ambiguous_answer_is_never_resent_and_stays_for_the_reconciler() -> None:
+    async def answer(call: CallRequest) -> str:
+        raise Ambiguous("timed out after the request left")
+
+    dispatcher, store, provider = dialing(answer, numbers=NUMBERS[:3], idle_s=0.5)
+    assert await run(dispatcher) == ExitCode.WORK_LEFT
+    assert sorted(c.to for c in provider.placed) == NUMBERS[:3]  # each sent once, no more
+    assert {a.state for a in store.attempts.values()} == {AttemptState.DIALING}
+    assert {a.error for a in store.attempts.values()} == {"timed out after the request left"}
+    assert "calls in flight settle without this run" in (dispatcher.accounts[0].ended or "")
+
+
+async def test_a_paused_campaign_sends_nothing_more() -> None:
+    holder: list[MemoryDispatchStore] = []
+    finish = answered_at_once(lambda: holder[0])
+
+    async def answer(call: CallRequest) -> str:
+        holder[0].status[1] = "paused"  # an operator pauses it after the first call
+        return await finish(call)
+
+    dispatcher, store, provider = dialing(answer, rate=20.0, channels=2)
+    holder.append(store)
+    assert await run(dispatcher) == ExitCode.WORK_LEFT
+    # what was reserved when the pause came is released at the send's compare-and-set
+    assert len(provider.placed) <= 2
+    assert not store.live(ACCOUNT)
+
+
+async def test_a_sender_that_dies_stops_the_run_as_failed_and_names_itself() -> None:
+    dispatcher, store, _ = dialing(answered_at_once(lambda: store), numbers=NUMBERS[:1])
+    store.failing["record_accepted"] = [RuntimeError("a bug in recording")]
+    supervisor = Supervisor()
+    dispatcher.supervisor = supervisor
+    assert await run(dispatcher) == ExitCode.ERROR
+    assert isinstance(dispatcher.failure, RuntimeError)
+    assert supervisor.death is not None and supervisor.death.task.startswith("sender of attempt")
+
+
+async def test_a_database_outage_is_ridden_out() -> None:
+    holder: list[MemoryDispatchStore] = []
+    dispatcher, store, provider = dialing(
+        answered_at_once(lambda: holder[0]), numbers=NUMBERS[:4], wait=True
+    )
+    holder.append(store)
+    store.failing["claim"] = [ConnectionRefusedError("database restarting")]
+    store.failing["record_accepted"] = [ConnectionResetError("cut mid-statement")]
+    assert await run(dispatcher) == ExitCode.DONE
+    assert Counter(c.to for c in provider.placed) == Counter(NUMBERS[:4])
+    assert dispatcher.outage.started is None  # recovered
+
+
+@pytest.mark.parametrize("stale", [True, False])
+async def test_a_registry_copy_that_turns_stale_stops_its_campaign(stale: bool) -> None:
+    dispatcher, store, provider = dialing(
+        answered_at_once(lambda: store), numbers=NUMBERS[:2], wait=True
+    )
+    if stale:
+        store.stale[1] = ["us-dnc copy is 40 days old (at most 31)"]
+    code = await run(dispatcher)
+    assert code == (ExitCode.BAD_CONFIG if stale else ExitCode.DONE)
+    assert (provider.placed == []) is stale
+    assert bool(dispatcher.refused) is stale
