@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from common import create_database, drop_database, median, write_section
 
-from dialer.providers.base import derive_token
+from dialer.providers.secrets import derive_token
 from dialer.sim.server import sign
 from tests.processes import free_port, wait_for_http
 

@@ -21,7 +21,7 @@ from dialer.errors import (
     exit_code_of,
     http_status_of,
 )
-from dialer.providers.base import Ambiguous, Forbidden, NotDialed, RateLimited, Rejected
+from dialer.providers.errors import Ambiguous, Forbidden, NotDialed, RateLimited, Rejected
 
 PACKAGE = Path(__file__).resolve().parents[1] / "dialer"
 

@@ -90,3 +90,27 @@ def test_the_package_has_no_import_cycle() -> None:
 def test_a_cycle_would_be_found() -> None:
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert cycles(graph) == [["a", "b", "c"]]
+
+
+def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        node = todo.pop()
+        if node not in seen:
+            seen.add(node)
+            todo.extend(graph[node])
+    return seen
+
+
+DATA_LAYER = ["dialer.db.connect", "dialer.db.attempts", "dialer.settle", "dialer.calls"]
+
+
+def test_the_data_layer_imports_no_adapter_and_no_configuration() -> None:
+    """The domain values (dialer.calls) and the runtime SQL are usable without the provider
+    adapters or dialer.toml's models, which import every adapter."""
+    graph = import_graph()
+    for module in DATA_LAYER + [m for m in graph if m.startswith("dialer.db.")]:
+        below = reachable(graph, module)
+        adapters = sorted(m for m in below if m.startswith("dialer.providers."))
+        assert adapters == [], f"{module} imports {adapters}"
+        assert "dialer.config" not in below, module

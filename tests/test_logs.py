@@ -12,7 +12,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from dialer.providers.base import derive_token
+from dialer.providers.secrets import derive_token
 from tests.fakes.engine import FakeProvider, FakeSettings
 from tests.fakes.twilio import TwilioDialect, account_toml
 from tests.processes import dialer_command, free_port

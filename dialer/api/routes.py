@@ -51,7 +51,7 @@ from dialer.forget import LOG_FILES_NOTE, forget
 from dialer.loading.loader import load_campaign, upsert_campaign
 from dialer.loading.summary import LISTED_REJECTS
 from dialer.phones import PhoneError, normalize
-from dialer.providers.base import same_secret
+from dialer.providers.secrets import same_secret
 from dialer.tomlfile import field_problems
 
 log = logging.getLogger("dialer.api")

@@ -35,7 +35,8 @@ from dialer.db import server
 from dialer.faults import fault_point
 from dialer.metrics import CALLBACK_SECONDS, CALLBACKS, RECONCILE_FAILURES
 from dialer.policy.states import is_terminal
-from dialer.providers.base import Forbidden, InboundCallback, Provider, Unreadable
+from dialer.providers.base import InboundCallback, Provider
+from dialer.providers.errors import Forbidden, Unreadable
 from dialer.reconcile import RECONCILE_EVERY, reconcile_once
 from dialer.settle import apply_event, apply_progress_batch
 from dialer.supervise import Supervisor

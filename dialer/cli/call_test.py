@@ -31,14 +31,10 @@ from dialer.durations import parse_duration
 from dialer.errors import ConfigError, InputError, NotFoundError
 from dialer.phones import PhoneError, normalize
 from dialer.policy.states import is_terminal
-from dialer.providers.base import (
-    Provider,
-    ProviderError,
-    Rejected,
-    check_not_redirected,
-    mask,
-    send,
-)
+from dialer.providers.base import Provider, ProviderError
+from dialer.providers.errors import Rejected
+from dialer.providers.http import check_not_redirected, send
+from dialer.providers.secrets import mask
 from dialer.runtime import (
     Profile,
     account_limits,

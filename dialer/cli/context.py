@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import click
 
-from dialer.config import DialerConfig, load_config
+from dialer.config import DialerConfig, database_url_from, load_config
 from dialer.db.connect import resolve_database_url
 
 T = TypeVar("T")
@@ -31,7 +31,7 @@ class AppContext:
     @property
     def database_url(self) -> str:
         if self._database_url is None:
-            self._database_url = resolve_database_url(self.config)
+            self._database_url = resolve_database_url(database_url_from(self.config))
         return self._database_url
 
 

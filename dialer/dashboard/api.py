@@ -38,7 +38,7 @@ from dialer.db.types import Connection
 from dialer.errors import DialerError, http_status_of
 from dialer.policy.due import FirstInLine, next_due
 from dialer.policy.states import CONTACT_STATES, TALLIES
-from dialer.providers.base import same_secret
+from dialer.providers.secrets import same_secret
 from dialer.redaction import redact_value
 from dialer.shared_answers import SharedAnswers
 from dialer.waiting import why_not_dialed

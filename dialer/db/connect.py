@@ -13,7 +13,6 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from dialer import redaction
-from dialer.config import DialerConfig, database_url_from
 from dialer.db import embedded
 from dialer.db.migrations import migrate
 from dialer.db.types import Connection
@@ -23,10 +22,10 @@ from dialer.redaction import describe_url, url_secrets
 log = logging.getLogger("dialer.db")
 
 
-def resolve_database_url(config: DialerConfig) -> str:
-    """The configured URL, else the embedded server's (started on demand). Its password is
-    registered for masking."""
-    url = database_url_from(config) or embedded.start_embedded()
+def resolve_database_url(configured: str | None) -> str:
+    """The configured URL (config.database_url_from), else the embedded server's (started on
+    demand). Its password is registered for masking."""
+    url = configured or embedded.start_embedded()
     redaction.remember(*url_secrets(url))
     return url
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dialer.policy.states import AttemptState
-from dialer.providers.base import NotDialed, ProviderError, RateLimited, Rejected
+from dialer.providers.base import ProviderError
+from dialer.providers.errors import NotDialed, RateLimited, Rejected
 from dialer.settle import Settlement
 
 

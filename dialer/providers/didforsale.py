@@ -25,22 +25,11 @@ from pydantic import SecretStr
 
 from dialer.calls import CallEvent, CallRequest
 from dialer.providers.account import AccountBase
-from dialer.providers.base import (
-    Forbidden,
-    HttpAnswer,
-    HttpRequest,
-    InboundCallback,
-    Provider,
-    Rejected,
-    Unreadable,
-    classify,
-    first,
-    json_body,
-    normal_word,
-    same_secret,
-    state_of_word,
-    to_int,
-)
+from dialer.providers.base import InboundCallback, Provider
+from dialer.providers.errors import Forbidden, Rejected, Unreadable
+from dialer.providers.http import HttpAnswer, HttpRequest, classify, json_body
+from dialer.providers.secrets import same_secret
+from dialer.providers.words import first, normal_word, state_of_word, to_int
 
 PATH = "/didforsaleapi/index.php/api/V2/CallTermination/"
 EVENTS = "initiated,ringing,answered,completed"

@@ -27,26 +27,10 @@ from pydantic import SecretStr
 
 from dialer.calls import CallEvent, CallRequest, PlacedCall
 from dialer.providers.account import AccountBase
-from dialer.providers.base import (
-    FINAL_WORDS,
-    HttpAnswer,
-    HttpRequest,
-    InboundCallback,
-    Pace,
-    Provider,
-    ProviderError,
-    Rejected,
-    Unreadable,
-    classify,
-    first,
-    json_body,
-    lookup,
-    normal_word,
-    state_of_word,
-    to_cost,
-    to_int,
-    unanswered,
-)
+from dialer.providers.base import InboundCallback, Pace, Provider, ProviderError
+from dialer.providers.errors import Rejected, Unreadable
+from dialer.providers.http import HttpAnswer, HttpRequest, classify, json_body, lookup, unanswered
+from dialer.providers.words import FINAL_WORDS, first, normal_word, state_of_word, to_cost, to_int
 
 LOOKUP_BATCH = 100  # Exotel's limit of Sids per bulk call-details request
 CUSTOM_PREFIX = "dialer-attempt:"

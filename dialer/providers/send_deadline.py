@@ -26,7 +26,7 @@ from typing import Any
 
 import aiohttp
 
-from dialer.providers.base import NotDialed
+from dialer.providers.errors import NotDialed
 
 SEND_WINDOW_S = 10.0  # from the `dialing` commit to the last moment a request may be written
 CLIENT_TIMEOUT_S = 15.0  # the whole of one request to a provider, connect to last byte

@@ -12,23 +12,11 @@ from pydantic import SecretStr
 
 from dialer.calls import CallEvent, CallRequest, PlacedCall
 from dialer.providers.account import AccountBase
-from dialer.providers.base import (
-    Forbidden,
-    HttpAnswer,
-    HttpRequest,
-    InboundCallback,
-    Pace,
-    Provider,
-    ProviderError,
-    Unreadable,
-    classify,
-    from_epoch,
-    json_body,
-    listed_event,
-    same_secret,
-    state_of_word,
-    to_int,
-)
+from dialer.providers.base import InboundCallback, Pace, Provider, ProviderError
+from dialer.providers.errors import Forbidden, Unreadable
+from dialer.providers.http import HttpAnswer, HttpRequest, classify, json_body
+from dialer.providers.secrets import same_secret
+from dialer.providers.words import from_epoch, listed_event, state_of_word, to_int
 from dialer.sim.server import sign
 from dialer.sim.settings import SIM_DEFAULT_SECRET
 

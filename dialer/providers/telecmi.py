@@ -29,23 +29,10 @@ from pydantic import AnyHttpUrl, Field, SecretStr
 
 from dialer.calls import CallEvent, CallRequest, PlacedCall
 from dialer.providers.account import AccountBase
-from dialer.providers.base import (
-    HttpAnswer,
-    HttpRequest,
-    InboundCallback,
-    Pace,
-    Provider,
-    ProviderError,
-    Rejected,
-    Unreadable,
-    classify,
-    from_epoch,
-    json_body,
-    lookup,
-    normal_word,
-    to_int,
-    unanswered,
-)
+from dialer.providers.base import InboundCallback, Pace, Provider, ProviderError
+from dialer.providers.errors import Rejected, Unreadable
+from dialer.providers.http import HttpAnswer, HttpRequest, classify, json_body, lookup, unanswered
+from dialer.providers.words import from_epoch, normal_word, to_int
 
 LIVE_WORDS = {
     "started": "accepted",

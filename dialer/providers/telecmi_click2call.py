@@ -17,7 +17,7 @@ from pydantic import AnyHttpUrl, Field, SecretStr, model_validator
 
 from dialer.calls import CallRequest
 from dialer.providers.account import AccountBase
-from dialer.providers.base import HttpRequest
+from dialer.providers.http import HttpRequest
 from dialer.providers.telecmi import ATTEMPT_KEY, TelecmiCommon, digits
 
 

@@ -28,26 +28,11 @@ from pydantic import Field, SecretStr
 
 from dialer.calls import CallEvent, CallRequest, PlacedCall
 from dialer.providers.account import AccountBase
-from dialer.providers.base import (
-    Forbidden,
-    HttpAnswer,
-    HttpRequest,
-    InboundCallback,
-    Pace,
-    Provider,
-    ProviderError,
-    Rejected,
-    Unreadable,
-    classify,
-    first,
-    json_body,
-    listed_event,
-    normal_word,
-    same_secret,
-    state_of_word,
-    to_cost,
-    to_int,
-)
+from dialer.providers.base import InboundCallback, Pace, Provider, ProviderError
+from dialer.providers.errors import Forbidden, Rejected, Unreadable
+from dialer.providers.http import HttpAnswer, HttpRequest, classify, json_body
+from dialer.providers.secrets import same_secret
+from dialer.providers.words import first, listed_event, normal_word, state_of_word, to_cost, to_int
 
 EVENTS = ("initiated", "ringing", "answered", "completed")
 # Twilio error codes that condemn the number, not the account (21211 invalid To, 21214 To not

@@ -27,7 +27,7 @@ import psutil
 import pytest
 
 from dialer.campaign_spec import load_campaign_file
-from dialer.providers.base import derive_token
+from dialer.providers.secrets import derive_token
 from dialer.runtime import SERVE_USES
 from dialer.sim.server import sign
 from tests.callbacks.test_callbacks import new_attempt

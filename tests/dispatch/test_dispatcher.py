@@ -23,15 +23,9 @@ from dialer.dispatch.limiter import AccountLimits
 from dialer.dispatch.memory_store import MemoryDispatchStore
 from dialer.policy.states import AttemptState, ContactState
 from dialer.policy.window import CallingRules
-from dialer.providers.base import (
-    Ambiguous,
-    HttpAnswer,
-    HttpRequest,
-    InboundCallback,
-    Provider,
-    RateLimited,
-    Rejected,
-)
+from dialer.providers.base import InboundCallback, Provider
+from dialer.providers.errors import Ambiguous, RateLimited, Rejected
+from dialer.providers.http import HttpAnswer, HttpRequest
 from dialer.supervise import Supervisor
 
 ACCOUNT = "scripted"

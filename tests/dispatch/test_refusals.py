@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dialer.dispatch.refusals import refusal
 from dialer.policy.states import AttemptState, TransitionName
-from dialer.providers.base import Ambiguous, NotDialed, ProviderError, RateLimited, Rejected
+from dialer.providers.base import ProviderError
+from dialer.providers.errors import Ambiguous, NotDialed, RateLimited, Rejected
 
 
 def test_a_429_slows_the_account_and_the_attempt_does_not_count() -> None:

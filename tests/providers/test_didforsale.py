@@ -9,8 +9,10 @@ import pytest
 
 from dialer.callbacks.bodies import parse_body
 from dialer.calls import CallRequest
-from dialer.providers.base import Forbidden, HttpAnswer, InboundCallback, Rejected
+from dialer.providers.base import InboundCallback
 from dialer.providers.didforsale import DidforsaleAccount, DidforsaleProvider
+from dialer.providers.errors import Forbidden, Rejected
+from dialer.providers.http import HttpAnswer
 from tests.fakes.didforsale import DidforsaleDialect
 from tests.fakes.engine import FakeProvider, FakeSettings
 from tests.processes import free_port

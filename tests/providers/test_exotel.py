@@ -10,15 +10,11 @@ from multidict import MultiDict
 
 from dialer.callbacks.bodies import parse_body
 from dialer.calls import CallRequest
-from dialer.providers.base import (
-    Forbidden,
-    HttpAnswer,
-    InboundCallback,
-    RateLimited,
-    Rejected,
-    derive_token,
-)
+from dialer.providers.base import InboundCallback
+from dialer.providers.errors import Forbidden, RateLimited, Rejected
 from dialer.providers.exotel import ExotelAccount, ExotelProvider
+from dialer.providers.http import HttpAnswer
+from dialer.providers.secrets import derive_token
 from tests.fakes.engine import FakeProvider, FakeSettings
 from tests.fakes.exotel import ExotelDialect, _multipart_delivery
 from tests.providers.harness import Workspace, check_against_fake, serving

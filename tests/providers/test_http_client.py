@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from dialer.providers.base import MAX_ANSWER_BYTES, HttpRequest, send
+from dialer.providers.http import MAX_ANSWER_BYTES, HttpRequest, send
 from dialer.redaction import forms
 from tests.fakes.twilio import account_toml
 from tests.processes import free_port

@@ -16,7 +16,8 @@ from multidict import MultiDict
 from twilio.request_validator import RequestValidator
 
 from dialer.calls import CallRequest
-from dialer.providers.base import InboundCallback, Rejected
+from dialer.providers.base import InboundCallback
+from dialer.providers.errors import Rejected
 from tests.db.test_reporting_views import check_answer_rates
 from tests.fakes.engine import FakeProvider, FakeSettings
 from tests.fakes.twilio import TwilioDialect, account_toml

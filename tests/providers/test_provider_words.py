@@ -16,9 +16,10 @@ from multidict import MultiDict
 
 from dialer.callbacks.app import Receiver
 from dialer.db.connect import open_pool
-from dialer.providers.base import InboundCallback, normal_word, state_of_word
+from dialer.providers.base import InboundCallback
 from dialer.providers.exotel import _polled_event
 from dialer.providers.twilio import signature
+from dialer.providers.words import normal_word, state_of_word
 from dialer.web import create_app
 from tests.providers.test_callback_order import KINDS, new_attempt
 

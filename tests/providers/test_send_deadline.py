@@ -8,7 +8,7 @@ import struct
 
 from aiohttp import web
 
-from dialer.providers.base import HttpRequest, send
+from dialer.providers.http import HttpRequest, send
 from dialer.providers.send_deadline import SendDeadline, TooLate, abortive_socket
 from dialer.runtime import http_session
 from tests.processes import free_port

@@ -9,14 +9,10 @@ import pytest
 from multidict import MultiDict
 
 from dialer.calls import CallRequest
-from dialer.providers.base import (
-    Forbidden,
-    HttpAnswer,
-    InboundCallback,
-    ProviderError,
-    Rejected,
-    derive_token,
-)
+from dialer.providers.base import InboundCallback, ProviderError
+from dialer.providers.errors import Forbidden, Rejected
+from dialer.providers.http import HttpAnswer
+from dialer.providers.secrets import derive_token
 from dialer.providers.telecmi import TelecmiAccount, TelecmiProvider
 from dialer.providers.telecmi_click2call import TelecmiClick2CallAccount, TelecmiClick2CallProvider
 from tests.fakes.engine import FakeProvider, FakeSettings

@@ -17,7 +17,9 @@ from twilio.request_validator import RequestValidator
 
 from dialer.callbacks.bodies import parse_body
 from dialer.calls import CallRequest
-from dialer.providers.base import Forbidden, HttpAnswer, InboundCallback, RateLimited, Rejected
+from dialer.providers.base import InboundCallback
+from dialer.providers.errors import Forbidden, RateLimited, Rejected
+from dialer.providers.http import HttpAnswer
 from dialer.providers.twilio import TwilioAccount, TwilioProvider
 from tests.fakes.engine import FakeProvider, FakeSettings
 from tests.fakes.twilio import PREFIX, TwilioDialect, account_toml
