@@ -49,6 +49,10 @@ class CallEvent:
     # An answering-machine detection result (Twilio's asynchronous AMD callback): it carries
     # `answered_by` and says the call was answered, nothing more (no call status).
     detection_result: bool = False
+    # What the network said, where the provider reports it: the SIP response code that ended
+    # the call, and the STIR/SHAKEN verification status of the caller id as presented.
+    sip_code: int | None = None
+    stir_verstat: str | None = None
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from dialer.db import consent as ledger
 from dialer.db.types import Connection
 from dialer.dispatch.limiter import BREAKER_WINDOW, breaker_trips
 from dialer.errors import ConflictError, NotFoundError
+from dialer.policy.attestation import is_blocked
 from dialer.policy.caller_ids import is_tired
 from dialer.policy.goal import goal_reached
 from dialer.settle import Settlement, settle
@@ -68,25 +69,34 @@ async def rest_tired_caller_ids(conn: Connection, campaign: Campaign) -> frozens
     """The campaign's caller ids resting for the rest of the day (rest_caller_id_below): each
     newly resting one is logged with its figures."""
     threshold = campaign.spec.rest_caller_id_below
-    if threshold is None:
+    blocked_above = campaign.spec.rest_caller_id_blocked_above
+    if threshold is None and blocked_above is None:
         return frozenset()
     rows = await reporting.caller_ids_today(conn, campaign.spec.caller_ids, campaign.spec.timezone)
     resting = set()
     for row in rows:
+        caller = row["caller_id"]
         if is_tired(row["settled"], row["answered"], threshold):
-            resting.add(row["caller_id"])
-            if (campaign.id, row["caller_id"]) not in _RESTING_LOGGED:
-                _RESTING_LOGGED.add((campaign.id, row["caller_id"]))
-                log.warning(
-                    "caller id resting for the rest of the day",
-                    extra={
-                        "campaign": campaign.name,
-                        "caller_id": row["caller_id"],
-                        "settled": row["settled"],
-                        "answered": row["answered"],
-                        "threshold": threshold,
-                    },
-                )
+            why = "its answer rate fell below rest_caller_id_below"
+            figures = {"answered": row["answered"], "threshold": threshold}
+        elif is_blocked(row["settled"], row["blocked"], blocked_above):
+            why = "carriers blocked (SIP 603/608) more than rest_caller_id_blocked_above"
+            figures = {"blocked": row["blocked"], "threshold": blocked_above}
+        else:
+            continue
+        resting.add(caller)
+        if (campaign.id, caller) not in _RESTING_LOGGED:
+            _RESTING_LOGGED.add((campaign.id, caller))
+            log.warning(
+                "caller id resting for the rest of the day",
+                extra={
+                    "campaign": campaign.name,
+                    "caller_id": caller,
+                    "why": why,
+                    "settled": row["settled"],
+                }
+                | figures,
+            )
     return frozenset(resting)
 
 

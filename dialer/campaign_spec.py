@@ -161,19 +161,37 @@ class StopAfter(_Strict):
         return self.completed if self.completed is not None else self.human or 0
 
 
+class CallerIdEntry(_Strict):
+    """A caller id rented from one account of the pool: `{ number = "+1…", account = "a" }`."""
+
+    number: str
+    account: str = Field(pattern=ACCOUNT_NAME)
+
+
 class CampaignSpec(_Strict):
     """Everything a campaign file may say. Unknown keys are errors, so typos cannot hide."""
 
     name: str
-    account: str = Field(pattern=ACCOUNT_NAME)
+    # The account it dials through, or a pool of them (`accounts`): the campaign then dials
+    # at the sum of their rates, each account within its own limits. `account` with a pool
+    # names its primary account (the first, if not given).
+    account: str | None = Field(default=None, pattern=ACCOUNT_NAME)
+    accounts: list[str] | None = Field(default=None, max_length=50)
     default_region: str  # before caller_id, which is read in it
-    caller_id: str | list[str]
+    # A number, or a list; an entry may name the account of the pool it belongs to (a number
+    # is rented from one provider): an account with named entries shows only those; the others
+    # show the plain numbers (or their own `caller_ids` of dialer.toml, when the campaign has
+    # no plain number).
+    caller_id: str | list[str | CallerIdEntry] = Field(default_factory=list)
     # Which caller id an attempt shows (policy.caller_ids): a contact's retries keep its first
     # number (sticky), also preferring the contact's own area (local), or in turn (rotate).
     caller_id_policy: Literal["sticky", "local", "rotate"] = "sticky"
     # Rest a caller id for the rest of the day when its answer rate over at least 50 settled
     # attempts today falls below this (a number flagged as spam).
     rest_caller_id_below: float | None = Field(default=None, gt=0, lt=1)
+    # Rest a caller id for the rest of the day when carriers blocked (SIP 603/608) more than
+    # this share of its calls over at least 20 today (policy.attestation).
+    rest_caller_id_blocked_above: float | None = Field(default=None, gt=0, lt=1)
     connect_to: str | None = None
     agent_number: str | None = None
     contacts: str | None = None
@@ -220,23 +238,73 @@ class CampaignSpec(_Strict):
 
     @field_validator("caller_id")
     @classmethod
-    def _caller_ids(cls, value: str | list[str], info: ValidationInfo) -> str | list[str]:
+    def _caller_ids(
+        cls, value: str | list[str | CallerIdEntry], info: ValidationInfo
+    ) -> str | list[str | CallerIdEntry]:
         """Caller ids in E.164, read like contacts' numbers (default_region without +CC); each
         adapter writes them as its account sends numbers."""
-        if isinstance(value, list) and not value:
-            raise ValueError("caller_id must name at least one number")
         if isinstance(value, list) and len(value) > 1000:
             raise ValueError("caller_id lists at most 1000 numbers")
         region = info.data.get("default_region")
         if region is None:  # itself invalid, and reported
             return value
-        normalized = []
+        normalized: list[str | CallerIdEntry] = []
         for raw in [value] if isinstance(value, str) else value:
+            number = raw.number if isinstance(raw, CallerIdEntry) else str(raw)
             try:
-                normalized.append(normalize(str(raw), region))
+                e164 = normalize(number, region)
             except PhoneError as exc:
-                raise ValueError(f"{raw!r}: {exc}") from None
-        return normalized[0] if isinstance(value, str) else normalized
+                raise ValueError(f"{number!r}: {exc}") from None
+            if isinstance(raw, CallerIdEntry):
+                normalized.append(CallerIdEntry(number=e164, account=raw.account))
+            else:
+                normalized.append(e164)
+        if isinstance(value, str):
+            return str(normalized[0])
+        return normalized
+
+    @field_validator("accounts")
+    @classmethod
+    def _accounts(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        if not value:
+            raise ValueError("an empty pool names no account to dial through")
+        for name in value:
+            if not re.match(ACCOUNT_NAME, name):
+                raise ValueError(f"{name!r} is not an account name")
+        if len(set(value)) != len(value):
+            twice = next(name for name in value if value.count(name) > 1)
+            raise ValueError(f"account {twice!r} is named twice")
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_or_a_pool(cls, data: Any) -> Any:
+        """`account` alone is a pool of one; `accounts` alone has its first as the primary."""
+        if not isinstance(data, dict):
+            return data
+        account, pool = data.get("account"), data.get("accounts")
+        if account is None and pool is None:
+            raise ValueError("give `account` (one account) or `accounts` (a pool)")
+        if pool is None:
+            return data | {"accounts": [account]}
+        if account is None and isinstance(pool, list) and pool and isinstance(pool[0], str):
+            return data | {"account": pool[0]}
+        return data
+
+    @model_validator(mode="after")
+    def _pool(self) -> CampaignSpec:
+        """`account` one of the pool; every named caller id's account in the pool."""
+        if self.accounts is not None and self.account not in self.accounts:
+            raise ValueError(f"account {self.account!r} is not in accounts {self.accounts}")
+        for entry in self.caller_id if isinstance(self.caller_id, list) else []:
+            if isinstance(entry, CallerIdEntry) and entry.account not in self.pool:
+                raise ValueError(
+                    f"caller_id {entry.number} names account {entry.account!r}, which is not"
+                    f" in the campaign's accounts {self.pool}"
+                )
+        return self
 
     @field_validator("default_region")
     @classmethod
@@ -338,8 +406,24 @@ class CampaignSpec(_Strict):
         return self.subject or self.name
 
     @property
+    def pool(self) -> list[str]:
+        """The accounts it dials through, the primary first."""
+        assert self.account is not None and self.accounts is not None  # set by _pool
+        return [self.account] + [a for a in self.accounts if a != self.account]
+
+    @property
     def caller_ids(self) -> list[str]:
-        return [self.caller_id] if isinstance(self.caller_id, str) else list(self.caller_id)
+        """Every number it may show, on any account."""
+        entries = [self.caller_id] if isinstance(self.caller_id, str) else self.caller_id
+        return [e.number if isinstance(e, CallerIdEntry) else e for e in entries]
+
+    def caller_ids_for(self, account: str, own: list[str] | None = None) -> list[str]:
+        """The numbers it shows on `account`: the entries naming it, else the plain numbers,
+        else the account's own `caller_ids` of dialer.toml (`own`)."""
+        entries = [self.caller_id] if isinstance(self.caller_id, str) else self.caller_id
+        named = [e.number for e in entries if isinstance(e, CallerIdEntry) and e.account == account]
+        plain = [e for e in entries if isinstance(e, str)]
+        return named or plain or list(own or [])
 
     def to_json(self) -> dict:
         """The form stored in `campaigns.spec`: the file's own key names, dates as ISO strings."""

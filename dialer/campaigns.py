@@ -31,6 +31,11 @@ class Campaign:
     rules: CallingRules
 
     @property
+    def accounts(self) -> list[str]:
+        """The accounts it dials through (its pool), the primary (`account`) first."""
+        return self.spec.pool
+
+    @property
     def ring_timeout_s(self) -> int:
         return int(parse_duration(self.spec.ring_timeout).total_seconds())
 

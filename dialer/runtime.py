@@ -332,10 +332,11 @@ async def selected_campaigns(
     campaigns = [from_row(r) for r in rows]
     chosen = []
     for campaign in campaigns:
-        if campaign.account not in config.accounts:
+        unknown = [name for name in campaign.accounts if name not in config.accounts]
+        if unknown:
             source = config.source or "dialer.toml"
             message = (
-                f"campaign {campaign.name} uses account {campaign.account!r}, which {source}"
+                f"campaign {campaign.name} uses account {unknown[0]!r}, which {source}"
                 " does not define (add an [accounts.NAME] section)"
             )
             if names:  # named: the run cannot do what it was asked

@@ -55,6 +55,8 @@ class Settlement:
     completed_if_answered: bool = False
     cost: Decimal | None = None
     cost_unit: str | None = None
+    sip_code: int | None = None
+    stir_verstat: str | None = None
 
     @classmethod
     def released(cls, reason: str) -> Settlement:
@@ -79,6 +81,8 @@ class Settlement:
             completed_if_answered=event.completed_if_answered,
             cost=event.cost,
             cost_unit=event.cost_unit,
+            sip_code=event.sip_code,
+            stir_verstat=event.stir_verstat,
         )
 
 
@@ -114,6 +118,8 @@ async def settle(
         completed_if_answered=settlement.completed_if_answered,
         cost=settlement.cost,
         cost_unit=settlement.cost_unit,
+        sip_code=settlement.sip_code,
+        stir_verstat=settlement.stir_verstat,
     )
     if row is None:
         return False

@@ -146,11 +146,13 @@ async def why_not_dialed(
     if status != "active":
         reason = f": {row['status_reason']}" if row is not None and row["status_reason"] else ""
         blockers.append(f"campaign {status}{reason}")
-    hold = await accounts.hold(conn, campaign.account)
-    if hold is not None:
-        blockers.append(
-            f"account {campaign.account} held by the provider until {iso(hold['held_until'])}"
-        )
+    holds = [(name, await accounts.hold(conn, name)) for name in campaign.accounts]
+    if all(hold is not None for _, hold in holds):  # a pool dials on while one account is free
+        blockers += [
+            f"account {name} held by the provider until {iso(hold['held_until'])}"
+            for name, hold in holds
+            if hold is not None
+        ]
     for problem in (await stale_copies(conn, [campaign])).get(campaign.id, []):
         blockers.append(problem)
     if firsts is None:

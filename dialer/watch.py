@@ -63,7 +63,7 @@ async def read_progress(
     ids = [c.id for c in campaigns]
     async with pool.acquire() as conn:
         outcomes = await reporting.run_outcomes(conn, ids, after_id)
-        accounts = sorted({c.account for c in campaigns})
+        accounts = sorted({a for c in campaigns for a in c.accounts})
         gauges = await reporting.run_gauges(conn, ids, accounts, after_id)
         firsts = await contacts.first_due_per_zone(conn, ids) if read_next_due else []
     due = next_due(firsts, {c.id: c.rules for c in campaigns}, gauges["now"])

@@ -12,6 +12,7 @@ import threading
 import click
 
 from dialer import __version__
+from dialer.cli.account import account
 from dialer.cli.call_test import call_test
 from dialer.cli.campaign import campaign
 from dialer.cli.config_cmd import config
@@ -85,6 +86,7 @@ def cli(ctx: click.Context, config_path: str | None) -> None:
 
 for command in (
     migrate,
+    account,
     campaign,
     dnc,
     run,

@@ -191,12 +191,12 @@ def run(
                 skipped.clear()
                 async with pool.acquire() as conn:
                     chosen = await selected_campaigns(conn, campaigns, config, skipped)
-                names = sorted({c.account for c in chosen})
+                names = sorted({a for c in chosen for a in c.accounts})
                 await runtime.register([account_limits(name, config) for name in names])
                 return chosen
 
             chosen = await outage.retrying("starting", prepare)
-            names = sorted({c.account for c in chosen})
+            names = sorted({a for c in chosen for a in c.accounts})
             for message in skipped:  # said first and last: the others are dialed meanwhile
                 print(f"dialer: error: not dialed: {message}", file=sys.stderr)
             if not chosen:
@@ -207,7 +207,8 @@ def run(
                 AccountRun(
                     account_limits(name, config),
                     providers[name],
-                    [c for c in chosen if c.account == name],
+                    [c for c in chosen if name in c.accounts],
+                    caller_ids=config.accounts[name].caller_ids,
                 )
                 for name in names
             ]
@@ -397,6 +398,24 @@ def serve(app: AppContext, host, port, workers, worker, log_level, log_format):
     type=click.FloatRange(0, 1),
     help="Share of calls whose final callback is never sent (a provider's webhook outage).",
 )
+@click.option(
+    "--declines",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Share of calls the person declines: busy (SIP 486) or failed (603), half each.",
+)
+@click.option(
+    "--blocked",
+    multiple=True,
+    metavar="CALLER_ID=SHARE",
+    help="Share of this caller id's calls a carrier blocks (failed, SIP 603); repeatable.",
+)
+@click.option(
+    "--journal",
+    type=click.Path(dir_okay=False),
+    help="Append each accepted call (id, number, attempt, outcome) to this file as JSON lines.",
+)
 def sim_provider(
     host,
     port,
@@ -411,13 +430,16 @@ def sim_provider(
     secret,
     no_callbacks,
     lose_final,
+    declines,
+    blocked,
+    journal,
 ):
     """Run the built-in simulated telephony provider: a real HTTP calls API that enforces its
     rate (429 + Retry-After) and channels, plays each call's life with seeded outcomes, sends
     signed status callbacks (optionally duplicated or out of order), and reports what it saw
     at GET /stats."""
     from dialer.sim.server import create_app as create_sim
-    from dialer.sim.settings import SimSettings, parse_outcomes, parse_range
+    from dialer.sim.settings import SimSettings, parse_blocked, parse_outcomes, parse_range
 
     try:
         settings = SimSettings(
@@ -432,6 +454,9 @@ def sim_provider(
             reorder=reorder,
             callbacks=not no_callbacks,
             lose_final=lose_final,
+            journal=journal,
+            declines=declines,
+            blocked=parse_blocked(blocked),
         )
     except ValueError as exc:
         raise InputError(str(exc)) from None

@@ -14,7 +14,9 @@ from dialer.db.types import Connection
 from dialer.dispatch.limiter import AccountLimits, LimiterState
 
 _STATE = """SELECT rate_per_s, rate_factor, channels, tat, last_429_at, throttle_streak,
-                   now() AS now
+                   now() AS now,
+                   paused_reason IS NULL AND (down_until IS NULL OR down_until <= now())
+                       AS sendable
             FROM accounts WHERE name = $1"""
 
 
@@ -54,6 +56,7 @@ async def lock_state(
         last_429_at=row["last_429_at"],
         throttle_streak=row["throttle_streak"],
         now=row["now"],
+        sendable=row["sendable"],
     )
 
 
@@ -110,3 +113,81 @@ async def hold(conn: Connection, account: str) -> asyncpg.Record | None:
            FROM accounts WHERE name = $1 AND held_until > now()""",
         account,
     )
+
+
+async def rest(conn: Connection, account: str, seconds: float, reason: str) -> None:
+    """The account's API failed: no new sends for `seconds` (every process), with the reason;
+    its streak of rests grows (dispatch.account_health.rest_s reads it)."""
+    await conn.execute(
+        """UPDATE accounts SET down_until = greatest(down_until, now() + make_interval(
+                   secs => $2::float8)),
+               down_reason = $3, down_streak = down_streak + 1, last_error = $3,
+               last_error_at = now()
+           WHERE name = $1""",
+        account,
+        seconds,
+        reason,
+    )
+
+
+async def down_streak(conn: Connection, account: str) -> int:
+    """How many rests in a row the account has had (0 once it worked again)."""
+    return await conn.fetchval("SELECT down_streak FROM accounts WHERE name = $1", account) or 0
+
+
+async def recovered(conn: Connection, account: str) -> bool:
+    """The account's API worked again: its rest and streak end. Whether it was resting."""
+    result = await conn.execute(
+        """UPDATE accounts SET down_until = NULL, down_reason = NULL, down_streak = 0
+           WHERE name = $1 AND (down_streak > 0 OR down_until IS NOT NULL)""",
+        account,
+    )
+    return result != "UPDATE 0"
+
+
+async def pause(conn: Connection, account: str, reason: str) -> bool:
+    """An operator pauses the account: no new sends until resumed. False if unknown."""
+    result = await conn.execute(
+        "UPDATE accounts SET paused_reason = $2, paused_at = now() WHERE name = $1",
+        account,
+        reason,
+    )
+    return result != "UPDATE 0"
+
+
+async def resume(conn: Connection, account: str) -> bool:
+    """An operator resumes the account, ending its pause and any rest. False if unknown."""
+    result = await conn.execute(
+        """UPDATE accounts SET paused_reason = NULL, paused_at = NULL, down_until = NULL,
+               down_reason = NULL, down_streak = 0
+           WHERE name = $1""",
+        account,
+    )
+    return result != "UPDATE 0"
+
+
+_STATUS = """
+SELECT x.name, x.kind, x.configured_rate_per_s AS rate_per_s, x.paced_rate_per_s,
+       x.channels,
+       (SELECT count(*) FROM attempts a WHERE a.account = x.name
+          AND a.state = ANY($2::text[])) AS live_calls,
+       x.paused_reason, x.paused_at,
+       CASE WHEN x.down_until > now() THEN x.down_until END AS resting_until,
+       CASE WHEN x.down_until > now() THEN x.down_reason END AS resting_reason,
+       x.down_streak, x.last_error, x.last_error_at,
+       CASE WHEN x.held_until > now() THEN x.held_until END AS held_until,
+       CASE WHEN x.paused_reason IS NOT NULL THEN 'paused'
+            WHEN x.down_until > now() THEN 'resting'
+            WHEN x.held_until > now() THEN 'held'
+            ELSE 'sending' END AS health
+FROM accounts x
+WHERE $1::text[] IS NULL OR x.name = ANY($1::text[])
+ORDER BY x.name
+"""
+
+
+async def statuses(
+    conn: Connection, names: list[str] | None, live_states: list[str]
+) -> list[asyncpg.Record]:
+    """Each account's kind, limits, live calls and health (all, or those in `names`)."""
+    return await conn.fetch(_STATUS, names, live_states)

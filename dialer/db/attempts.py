@@ -17,6 +17,7 @@ import asyncpg
 from dialer.calls import CallEvent
 from dialer.db.consent import LIVE_GRANT
 from dialer.db.types import Connection, one
+from dialer.policy.attestation import attestation_of
 from dialer.policy.lookups import (
     ANSWERED_QUIET,
     BACKOFF_CAP,
@@ -222,7 +223,9 @@ SET state = CASE WHEN $9 AND a.answered_at IS NOT NULL THEN 'completed' ELSE $2 
     held_outcome = NULL,
     provider_call_id = coalesce(a.provider_call_id, $7),
     answered_by = coalesce(a.answered_by, $8), cost = coalesce($10, a.cost),
-    cost_unit = coalesce($11, a.cost_unit), updated_at = now()
+    cost_unit = coalesce($11, a.cost_unit), sip_code = coalesce($12, a.sip_code),
+    stir_verstat = coalesce($13, a.stir_verstat), attestation = coalesce($14, a.attestation),
+    updated_at = now()
 FROM contacts c
 WHERE a.id = $1 AND a.state = ANY($6::text[]) AND c.id = a.contact_id
 RETURNING a.contact_id, a.campaign_id, a.attempt_no, a.phone_e164, now() AS now,
@@ -247,9 +250,12 @@ async def close(
     completed_if_answered: bool,
     cost: Decimal | None,
     cost_unit: str | None,
+    sip_code: int | None = None,
+    stir_verstat: str | None = None,
 ) -> asyncpg.Record | None:
     """Close the attempt with `outcome` if it is in one of `from_states`, freeing its channel
-    slot; the row (with its contact's attempts and zone) or None if it did not match."""
+    slot; the row (with its contact's attempts and zone) or None if it did not match. The
+    attestation (A, B, C) is read from `stir_verstat` (policy.attestation)."""
     return await conn.fetchrow(
         _CLOSE,
         attempt_id,
@@ -263,6 +269,9 @@ async def close(
         completed_if_answered,
         cost,
         cost_unit,
+        sip_code,
+        stir_verstat,
+        attestation_of(stir_verstat),
     )
 
 

@@ -11,6 +11,7 @@ from datetime import datetime
 import asyncpg
 
 from dialer.db.types import Connection, one
+from dialer.policy.attestation import BLOCKED_SIP_CODES
 from dialer.policy.states import CALL_OUTCOMES, LIVE
 
 # view name -> (SQL view, its time column for --since, how its rows are ordered)
@@ -144,11 +145,12 @@ async def dashboard_rows(conn: Connection) -> list[asyncpg.Record]:
 
 async def caller_ids_today(conn: Connection, callers: list[str], zone: str) -> list[asyncpg.Record]:
     """Per caller id, its attempts since midnight in `zone` (in any campaign): (caller_id,
-    settled with a call outcome, answered by a person)."""
+    settled with a call outcome, answered by a person, blocked by a carrier)."""
     return await conn.fetch(
         """SELECT caller_id,
                   count(*) FILTER (WHERE outcome = ANY($3::text[])) AS settled,
-                  count(*) FILTER (WHERE outcome = 'completed') AS answered
+                  count(*) FILTER (WHERE outcome = 'completed') AS answered,
+                  count(*) FILTER (WHERE sip_code = ANY($4::int[])) AS blocked
            FROM attempts
            WHERE caller_id = ANY($1::text[])
              AND requested_at >= date_trunc('day', now() AT TIME ZONE $2) AT TIME ZONE $2
@@ -156,6 +158,7 @@ async def caller_ids_today(conn: Connection, callers: list[str], zone: str) -> l
         callers,
         zone,
         list(CALL_OUTCOMES),
+        list(BLOCKED_SIP_CODES),
     )
 
 

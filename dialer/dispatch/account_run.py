@@ -15,6 +15,7 @@ class AccountRun:
     limits: AccountLimits
     adapter: Provider
     campaigns: list[Campaign]
+    caller_ids: list[str] | None = None  # its own numbers (dialer.toml), for pools
     exit_code: int | None = None
     ended: str | None = None  # why its claim loop ended, as said in run's closing lines
 

@@ -21,13 +21,16 @@ class CallerChoice:
         """The campaign's numbers resting today (campaign_control.rest_tired_caller_ids)."""
         self._resting[campaign_id] = numbers
 
-    def choose(self, campaign: Campaign, item: Claimed) -> str | None:
-        """The caller id this attempt shows, counted as used; None if every one rests."""
+    def choose(
+        self, campaign: Campaign, item: Claimed, account: str, own: list[str] | None = None
+    ) -> str | None:
+        """The caller id this attempt shows on `account` (CampaignSpec.caller_ids_for; `own`:
+        the account's own numbers), counted as used; None if every one rests."""
         spec = campaign.spec
         usage = self._use.setdefault(campaign.id, Counter())
         caller = choose_caller(
             spec.caller_id_policy,
-            spec.caller_ids,
+            spec.caller_ids_for(account, own),
             item.phone_e164,
             first=item.first_caller,
             usage=usage,

@@ -72,7 +72,7 @@ async def claim(
     """Reserve up to `max_batch` attempts for the account's campaigns; [] if nothing is allowed."""
     async with conn.transaction():
         state = await accounts.lock_state(conn, limits.name, skip_locked=True)
-        if state is None:
+        if state is None or not state.sendable:  # paused, or resting (dispatch.account_health)
             return []
         fault_point("holding-account-lock")
         tokens = limiter.slots_within(state, horizon_s)
@@ -256,6 +256,8 @@ async def begin_dial(
         state = await accounts.lock_state(conn, account)
         if state is None:
             raise LookupError(f"account {account} is not registered")
+        if not state.sendable:  # paused or resting since the claim: release them unsent
+            return {attempt_id: VOID for attempt_id, *_ in ready_attempts}
         ready = limiter.ready_slots(state.ahead_s, early_s, state.interval_s, len(ready_attempts))
         sent = await attempts.begin_dialing(conn, ready_attempts[:ready], SEND_WINDOW)
         if sent:

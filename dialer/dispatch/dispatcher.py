@@ -75,7 +75,7 @@ class Dispatcher:
             self.callback_base,
             self.outage,
             callers,
-            early_s={a.name: a.limits.early_s for a in self.accounts},
+            self.accounts,
             on_account_refused=self._account_refused,
             on_death=self._sender_died,
         )
@@ -149,10 +149,14 @@ class Dispatcher:
         if self.supervisor is not None:  # /healthz and the exit name it too
             self.supervisor.died(f"sender of attempt {attempt_id}", error)
 
-    def _account_refused(self, account: AccountRun, reason: str) -> None:
-        """Bad credentials or no balance (its campaigns are paused): stop, loudly."""
-        self.account_failure = f"account {account.name}: {reason}"
-        self.stop()
+    def _account_refused(self, account: AccountRun, reason: str, alone: bool) -> None:
+        """Bad credentials or no balance: the run ends with exit 2, at once if the account
+        was its campaigns' only one (they are paused), else once the other accounts of their
+        pools finished the work."""
+        if self.account_failure is None:
+            self.account_failure = f"account {account.name}: {reason}"
+        if alone:
+            self.stop()
 
     # ---- claiming --------------------------------------------------------------------------
 

@@ -60,6 +60,9 @@ class LimiterState:
     last_429_at: datetime | None
     throttle_streak: int
     now: datetime
+    # Whether the account may send now: no operator's pause, no rest after its API failed
+    # (dispatch.account_health). Not the limiter's: read with its row, under the same lock.
+    sendable: bool = True
 
     @property
     def paced_rate_per_s(self) -> float:

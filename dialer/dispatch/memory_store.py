@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from dialer.calls import CallEvent
 from dialer.campaigns import Campaign
 from dialer.dispatch import limiter
+from dialer.dispatch.account_health import rest_s
 from dialer.dispatch.claim import SEND, VOID, Claimed, DialAction, DialVerdict
 from dialer.dispatch.limiter import AccountLimits, LimiterState
 from dialer.dispatch.store import AccountHold, CampaignFacts, DialRequest, IdleFacts
@@ -71,6 +72,9 @@ class MemoryDispatchStore:
     limiters: dict[str, LimiterState] = field(default_factory=dict)
     holds: dict[str, AccountHold] = field(default_factory=dict)
     stale: dict[int, list[str]] = field(default_factory=dict)  # set by a test
+    resting: dict[str, tuple[datetime, str]] = field(default_factory=dict)  # account -> until
+    streaks: dict[str, int] = field(default_factory=dict)
+    paused_accounts: set[str] = field(default_factory=set)  # an operator's pause
     calls: list[str] = field(default_factory=list)  # each method called, in order
     # A test's hook: raise this error from the next call of the named method (an outage).
     failing: dict[str, list[BaseException]] = field(default_factory=dict)
@@ -132,6 +136,8 @@ class MemoryDispatchStore:
         dial_cap: int,
     ) -> list[Claimed]:
         self._called("claim")
+        if not self.sendable(limits.name):
+            return []
         state = self._state(limits.name)
         tokens = limiter.slots_within(state, horizon_s)
         live = self.live(limits.name)
@@ -263,6 +269,9 @@ class MemoryDispatchStore:
             by_account.setdefault(request.account, []).append(request)
         sources = TRANSITIONS["begin_dial"].sources
         for account, ready_requests in by_account.items():
+            if not self.sendable(account):
+                verdicts |= {r.attempt_id: VOID for r in ready_requests}
+                continue
             state = self._state(account)
             early = early_s[account]
             ready = limiter.ready_slots(state.ahead_s, early, state.interval_s, len(ready_requests))
@@ -329,6 +338,25 @@ class MemoryDispatchStore:
             if self.account_of[campaign_id] == account and status == "active":
                 self.status[campaign_id] = "paused"
                 self.paused_why[campaign_id] = reason
+
+    async def rest_account(self, account: str, reason: str, *, refused: bool) -> float:
+        self._called("rest_account")
+        seconds = rest_s(self.streaks.get(account, 0), refused=refused)
+        self.streaks[account] = self.streaks.get(account, 0) + 1
+        self.resting[account] = (self.clock() + timedelta(seconds=seconds), reason)
+        return seconds
+
+    async def account_works(self, account: str) -> None:
+        self._called("account_works")
+        self.streaks.pop(account, None)
+        self.resting.pop(account, None)
+
+    def sendable(self, account: str) -> bool:
+        """Not paused by an operator, not resting after failures."""
+        if account in self.paused_accounts:
+            return False
+        rest = self.resting.get(account)
+        return rest is None or rest[0] <= self.clock()
 
     async def pause_campaign(self, campaign_id: int, reason: str) -> None:
         self._called("pause_campaign")

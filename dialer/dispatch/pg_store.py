@@ -22,6 +22,7 @@ from dialer.db import campaigns as stored
 from dialer.db.campaigns import leave_active
 from dialer.db.due import HELD_CALL_LIST
 from dialer.dispatch import claim as claiming
+from dialer.dispatch.account_health import rest_s
 from dialer.dispatch.claim import Claimed, DialVerdict, begin_dial, push_back_rate
 from dialer.dispatch.limiter import AccountLimits
 from dialer.dispatch.store import AccountHold, CampaignFacts, DialRequest, IdleFacts
@@ -133,6 +134,17 @@ class PgDispatchStore:
     async def pause_account(self, account: str, reason: str) -> None:
         async with self.pool.acquire() as conn:
             await stored.pause_account(conn, account, reason)
+
+    async def rest_account(self, account: str, reason: str, *, refused: bool) -> float:
+        async with self.pool.acquire() as conn, conn.transaction():
+            streak = await db_accounts.down_streak(conn, account)
+            seconds = rest_s(streak, refused=refused)
+            await db_accounts.rest(conn, account, seconds, reason)
+        return seconds
+
+    async def account_works(self, account: str) -> None:
+        async with self.pool.acquire() as conn:
+            await db_accounts.recovered(conn, account)
 
     async def pause_campaign(self, campaign_id: int, reason: str) -> None:
         async with self.pool.acquire() as conn:

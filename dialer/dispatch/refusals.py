@@ -23,6 +23,8 @@ class Refusal:
     slows_account: bool = False  # a 429: every process on the account waits, the rate slows
     retry_after: float | None = None  # the provider's Retry-After, with slows_account
     refuses_account: bool = False  # bad credentials or no balance: its campaigns pause
+    unreachable: bool = False  # the provider could not be reached: the account rests
+    unsure: bool = False  # the call may exist: a run of these rests the account
 
 
 def refusal(error: ProviderError) -> Refusal:
@@ -37,11 +39,13 @@ def refusal(error: ProviderError) -> Refusal:
             retry_after=error.retry_after,
         )
     if isinstance(error, NotDialed):
-        return Refusal("not dialed", detail, Settlement.not_placed(detail))
+        return Refusal(
+            "not dialed", detail, Settlement.not_placed(detail), unreachable=error.unreachable
+        )
     if isinstance(error, Rejected):
         if error.account_wide:
             return Refusal("rejected", detail, Settlement.not_placed(detail), refuses_account=True)
         rejected = Settlement(AttemptState.REJECTED, error=detail, do_not_call=error.do_not_call)
         return Refusal("rejected", detail, rejected)
     # Ambiguous, or any other ProviderError: the request may have left and the call exist.
-    return Refusal("ambiguous answer, left to reconcile", detail, None)
+    return Refusal("ambiguous answer, left to reconcile", detail, None, unsure=True)

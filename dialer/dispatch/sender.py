@@ -13,6 +13,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Coroutine
+from functools import partial
 from typing import Any
 
 import aiohttp
@@ -21,6 +22,7 @@ from dialer.batching import Batcher
 from dialer.calls import CallRequest
 from dialer.campaigns import Campaign
 from dialer.db.outage import DATABASE_FAILURES, TRANSIENT, Outage
+from dialer.dispatch.account_health import HealthWatch
 from dialer.dispatch.account_run import AccountRun
 from dialer.dispatch.callers import CallerChoice
 from dialer.dispatch.claim import VOID, Claimed, DialAction, DialVerdict
@@ -46,9 +48,9 @@ class Sender:
         callback_base: str,
         outage: Outage,
         callers: CallerChoice,
+        accounts: list[AccountRun],
         *,
-        early_s: dict[str, float],
-        on_account_refused: Callable[[AccountRun, str], None],
+        on_account_refused: Callable[[AccountRun, str, bool], None],
         on_death: Callable[[int, BaseException], None],
     ) -> None:
         self.store = store
@@ -56,7 +58,9 @@ class Sender:
         self.callback_base = callback_base
         self.outage = outage
         self.callers = callers
-        self.early_s = early_s
+        self.accounts = accounts
+        self.early_s = {a.name: a.limits.early_s for a in accounts}
+        self.health = HealthWatch()
         self.on_account_refused = on_account_refused
         self.on_death = on_death
         self.dialed = 0  # requests this process sent
@@ -118,7 +122,7 @@ class Sender:
         if item.unplaced is not None and not await self._redial_may_go(account, campaign, item):
             self._waiting.pop(item.attempt_id, None)
             return
-        caller = self.callers.choose(campaign, item)
+        caller = self.callers.choose(campaign, item, account.name, account.caller_ids)
         if caller is None:  # every number of the campaign rests today: show none
             self._waiting.pop(item.attempt_id, None)
             reason = "every caller id is resting today (answer rate below rest_caller_id_below)"
@@ -238,6 +242,12 @@ class Sender:
                 "recording an accepted call",
                 lambda: self._accept.submit((item.attempt_id, call_id)),
             )
+            if self.health.worked(account.name):
+                name = account.name
+                await self.outage.retrying(
+                    "recording an account at work", lambda: self.store.account_works(name)
+                )
+                log.warning("account works again: it gets its share", extra={"account": name})
 
     async def _refused(
         self, account: AccountRun, item: Claimed, said: Refusal, extra: dict[str, Any]
@@ -257,18 +267,56 @@ class Sender:
                 "recording an ambiguous answer",
                 lambda: self.store.note_request_ended(item.attempt_id, said.detail),
             )
+            if said.unsure and self.health.ambiguous(name):
+                why = f"answers that may have placed a call: {said.detail}"
+                await self._rest(account, why, refused=False)
             return
         else:
             log.warning(said.said, extra=extra | {"error": said.detail})
         assert said.settlement is not None  # every refusal but an ambiguous answer ends it
         await self._close(item.attempt_id, said.settlement)
+        if said.unreachable and self.health.unreachable(name):
+            await self._rest(account, said.detail, refused=False)
         if said.refuses_account:
             reason = f"provider refused the account: {said.detail}"
+            if self.health.refused(name):
+                await self._rest(account, reason, refused=True)
+            await self._pause_alone(account, reason)
+
+    async def _rest(self, account: AccountRun, reason: str, *, refused: bool) -> None:
+        """The account's API failed: it gets no new sends for a while; its campaigns' other
+        accounts take its share (dispatch.account_health)."""
+        name = account.name
+        seconds = await self.outage.retrying(
+            "resting an account", lambda: self.store.rest_account(name, reason, refused=refused)
+        )
+        log.warning(
+            "account resting: its API failed; the campaigns' other accounts take its share",
+            extra={"account": name, "seconds": round(seconds, 1), "reason": reason},
+        )
+
+    async def _pause_alone(self, account: AccountRun, reason: str) -> None:
+        """The provider refused the account (credentials, balance): a campaign that has no
+        other account in this run is paused with the reason, and if every one of this
+        account's campaigns is, the run stops (exit 2) instead of failing its contacts."""
+        name = account.name
+        others = {a.name for a in self.accounts if a.name != name}
+        alone = [c for c in account.campaigns if not set(c.accounts) & others]
+        if len(alone) == len(account.campaigns):
             await self.outage.retrying(
                 "pausing the account's campaigns", lambda: self.store.pause_account(name, reason)
             )
             log.error("account refused; campaigns paused", extra={"account": name})
-            self.on_account_refused(account, reason)
+        else:
+            for campaign in alone:
+                await self.outage.retrying(
+                    "pausing a campaign", partial(self.store.pause_campaign, campaign.id, reason)
+                )
+            log.error(
+                "account refused; its campaigns dial through their other accounts",
+                extra={"account": name, "paused": [c.name for c in alone]},
+            )
+        self.on_account_refused(account, reason, len(alone) == len(account.campaigns))
 
     async def _close(self, attempt_id: int, settlement: Settlement) -> None:
         doing = f"recording attempt {attempt_id} as {settlement.outcome}"

@@ -126,6 +126,15 @@ class DispatchStore(Protocol):
         """Pause every active campaign of the account, with the reason."""
         ...
 
+    async def rest_account(self, account: str, reason: str, *, refused: bool) -> float:
+        """The account's API failed: no new sends for a while (dispatch.account_health), in
+        every process; the seconds it rests."""
+        ...
+
+    async def account_works(self, account: str) -> None:
+        """The account's API worked again: its rest and its streak of rests end."""
+        ...
+
     async def pause_campaign(self, campaign_id: int, reason: str) -> None:
         """Pause one campaign, with the reason."""
         ...

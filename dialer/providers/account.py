@@ -11,6 +11,7 @@ from datetime import timedelta
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
 
 from dialer.durations import Rate, parse_duration, parse_rate
+from dialer.phones import PhoneError, normalize
 from dialer.policy.late import LATE_PLACEMENT_MAX, LATE_PLACEMENT_MIN
 
 
@@ -27,6 +28,26 @@ class AccountBase(BaseModel):
         " create request got no answer: such an attempt keeps its channel, and its contact is"
         " not dialed again, until this long after the request (policy.late)",
     )
+
+    caller_ids: list[str] | None = Field(
+        default=None,
+        max_length=1000,
+        description="numbers rented on this account, in E.164: a campaign of a pool shows them on"
+        " this account when its caller_id has no plain number and no entry naming the account",
+    )
+
+    @field_validator("caller_ids")
+    @classmethod
+    def _caller_ids_are_e164(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        checked = []
+        for number in value:
+            try:
+                checked.append(normalize(number, None))
+            except PhoneError as exc:
+                raise ValueError(f"{number!r}: {exc} (write it in E.164, +CC…)") from None
+        return checked
 
     @field_validator("rate")
     @classmethod

@@ -20,7 +20,9 @@ class RateLimited(ProviderError):
 
 
 class NotDialed(ProviderError):
-    pass
+    def __init__(self, detail: str, *, unreachable: bool = False) -> None:
+        super().__init__(detail)
+        self.unreachable = unreachable  # the provider could not be reached (not a late send)
 
 
 class Rejected(ProviderError):

@@ -123,7 +123,7 @@ async def send(
             truncated = len(body) > MAX_ANSWER_BYTES
             return HttpAnswer(response.status, response.headers, body[:MAX_ANSWER_BYTES], truncated)
     except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
-        raise NotDialed(f"could not connect: {type(exc).__name__}") from None
+        raise NotDialed(f"could not connect: {type(exc).__name__}", unreachable=True) from None
     except (TimeoutError, aiohttp.ClientError) as exc:
         raise Ambiguous(f"no answer after sending: {type(exc).__name__}") from None
 

@@ -11,6 +11,7 @@ import aiohttp
 from pydantic import SecretStr
 
 from dialer.calls import CallEvent, CallRequest, PlacedCall
+from dialer.policy.attestation import sip_code
 from dialer.providers.account import AccountBase
 from dialer.providers.base import InboundCallback, Pace, Provider, ProviderError
 from dialer.providers.errors import Forbidden, Unreadable
@@ -95,6 +96,8 @@ class SimProvider(Provider):
             occurred_at=from_epoch(occurred),
             duration_s=to_int(event.get("duration")),
             payload=event,
+            sip_code=sip_code(event.get("sip_code")),
+            stir_verstat=str(event["verstat"])[:64] if event.get("verstat") else None,
         )
 
     async def fetch_statuses(

@@ -27,6 +27,7 @@ import aiohttp
 from pydantic import Field, SecretStr
 
 from dialer.calls import CallEvent, CallRequest, PlacedCall
+from dialer.policy.attestation import sip_code
 from dialer.providers.account import AccountBase
 from dialer.providers.base import InboundCallback, Pace, Provider, ProviderError
 from dialer.providers.errors import Forbidden, Rejected, Unreadable
@@ -212,6 +213,10 @@ class TwilioProvider(Provider):
             duration_s=to_int(first(fields, "CallDuration")) if state == "completed" else None,
             answered_by=first(fields, "AnsweredBy", "VoicemailDetector"),
             payload=dict(fields),
+            # on the final event: the SIP code that ended the call; the caller id's
+            # STIR/SHAKEN verification as the far end saw it (policy.attestation)
+            sip_code=sip_code(first(fields, "SipResponseCode", "SipCode")),
+            stir_verstat=_short(first(fields, "StirVerstat", "StirStatus")),
         )
 
     def _detection_result(self, callback: InboundCallback, sid: str) -> CallEvent:
@@ -321,3 +326,8 @@ def _rfc2822(value: Any):
         return parsedate_to_datetime(str(value)) if value else None
     except (TypeError, ValueError):
         return None
+
+
+def _short(value: object, limit: int = 64) -> str | None:
+    """A provider's short code word as text, cut to `limit` characters (None if absent)."""
+    return None if value is None else str(value)[:limit]

@@ -7,9 +7,13 @@
   from a seeded distribution, each POSTed as JSON to the call's `status_callback`, signed with
   `X-Sim-Signature` = hex HMAC-SHA256(secret, path + "\\n" + body); optionally duplicated or
   delivered out of order. A channel is busy from acceptance until the final event is sent.
+  The final event carries `sip_code` (200, 486 busy, 480 no answer, 404; 603 when a person
+  declines or a carrier blocks the caller id: --declines, --blocked) and `verstat`.
 - `GET /v1/calls/{id}`: the call's current status (for reconciliation); `GET /v1/calls?to=N`:
   the calls to number N, newest first, each with `created` (epoch seconds).
 - `GET /stats`: what the provider saw, so tests can check the dialer from the outside.
+- `POST /v1/admin/revoke` (with the secret): the credentials are revoked from now on; every
+  request answers 401 (an account whose key was rotated or suspended).
 """
 
 from __future__ import annotations
@@ -51,6 +55,8 @@ class SimCall:
     lose_final: bool = False
     ring_s: float = 0.0
     talk_s: float = 0.0
+    caller: str = ""
+    sip_code: int = 200
 
 
 @dataclass
@@ -59,6 +65,7 @@ class SimState:
     rng: random.Random  # each call's outcome, ring and talk, drawn in order of creation
     loss_rng: random.Random  # which finals are lost: apart, so losing changes no call's life
     noise_rng: random.Random  # duplicates and reordering
+    network_rng: random.Random  # declines and blocks: apart, so they change no other draw
     requests: list[float] = field(default_factory=list)
     recent: deque[float] = field(default_factory=deque)
     active: int = 0
@@ -70,6 +77,7 @@ class SimState:
     tasks: set[asyncio.Task] = field(default_factory=set)
     call_seconds: float = 0.0  # channel time used by finished calls, for makespan bounds
     deliveries_pending: int = 0  # callbacks planned, not yet sent nor given up
+    revoked: bool = False  # POST /v1/admin/revoke: every request answers 401
 
 
 STATE = web.AppKey("state", SimState)
@@ -78,7 +86,15 @@ SESSION = web.AppKey("session", aiohttp.ClientSession)
 
 def _authorized(state: SimState, request: web.Request) -> bool:
     given = request.headers.get("Authorization", "")
-    return hmac.compare_digest(given, f"Bearer {state.settings.secret}")
+    return not state.revoked and hmac.compare_digest(given, f"Bearer {state.settings.secret}")
+
+
+async def revoke(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    if not _authorized(state, request):
+        return web.json_response({"error": "invalid credentials"}, status=401)
+    state.revoked = True
+    return web.json_response({"revoked": True})
 
 
 def _rate_limited(state: SimState, now: float) -> float | None:
@@ -130,8 +146,12 @@ async def create_call(request: web.Request) -> web.Response:
         ring_s=state.rng.uniform(*state.settings.ring),
         talk_s=state.rng.uniform(*state.settings.talk),
         lose_final=state.loss_rng.random() < state.settings.lose_final,
+        caller=str(body["from"]),
     )
+    _network(state, call)
     state.calls[call.call_id] = call
+    if state.settings.journal:  # written before the answer: a kill loses no accepted call
+        _journal(state.settings.journal, call)
     state.counts["accepted"] += 1
     state.per_number[call.to] += 1
     state.active += 1
@@ -140,6 +160,30 @@ async def create_call(request: web.Request) -> web.Response:
     state.tasks.add(task)
     task.add_done_callback(state.tasks.discard)
     return web.json_response({"call_id": call.call_id, "status": "queued"}, status=201)
+
+
+SIP_OF_OUTCOME = {"completed": 200, "busy": 486, "no-answer": 480, "failed": 404}
+
+
+def _network(state: SimState, call: SimCall) -> None:
+    """What the network does to the call: a carrier blocks a share of a caller id's calls
+    (603, failed), a person declines a share (486 busy or 603 failed); else the outcome's
+    own SIP code."""
+    settings, rng = state.settings, state.network_rng
+    call.sip_code = SIP_OF_OUTCOME[call.outcome]
+    if rng.random() < settings.blocked.get(call.caller, 0.0):
+        call.outcome, call.sip_code = "failed", 603
+    elif rng.random() < settings.declines:
+        call.outcome, call.sip_code = ("busy", 486) if rng.random() < 0.5 else ("failed", 603)
+
+
+def _journal(path: str, call: SimCall) -> None:
+    record = {"call_id": call.call_id, "to": call.to, "attempt_id": call.attempt_id}
+    record |= {"outcome": call.outcome, "at": time.time(), "from": call.caller}
+    record |= {"sip_code": call.sip_code}
+    with open(path, "a", encoding="utf-8") as journal:
+        journal.write(json.dumps(record) + "\n")
+        journal.flush()
 
 
 def _too_many(message: str, wait: float) -> web.Response:
@@ -160,17 +204,19 @@ async def _live(app: web.Application, call: SimCall) -> None:
     rng = state.noise_rng
     ring, talk = call.ring_s, call.talk_s
     plan: list[tuple[float, str, dict[str, Any]]] = [(0.0, "initiated", {})]
+    # the final event says how the network ended the call and how it saw the caller id
+    network = {"sip_code": call.sip_code, "verstat": settings.verstat}
     if call.outcome == "failed":
-        plan.append((min(ring, 0.2), "failed", {}))
+        plan.append((min(ring, 0.2), "failed", network))
     else:
         plan.append((min(0.05, ring / 4), "ringing", {}))
         if call.outcome == "completed":
             plan.append((ring, "answered", {}))
-            plan.append((ring + talk, "completed", {"duration": round(talk)}))
+            plan.append((ring + talk, "completed", {"duration": round(talk)} | network))
         elif call.outcome == "busy":
-            plan.append((min(ring, 0.5), "busy", {}))
+            plan.append((min(ring, 0.5), "busy", network))
         else:
-            plan.append((ring, "no-answer", {}))
+            plan.append((ring, "no-answer", network))
     deliveries = []
     for sequence, (at, status, extra) in enumerate(plan):
         # Like real providers' (Twilio's To, Exotel's To), an event names the number called.
@@ -301,6 +347,7 @@ def create_app(settings: SimSettings) -> web.Application:
         rng=random.Random(settings.seed),
         loss_rng=random.Random(settings.seed + 1),
         noise_rng=random.Random(settings.seed + 2),
+        network_rng=random.Random(settings.seed + 3),
     )
 
     async def client(app: web.Application):
@@ -319,6 +366,7 @@ def create_app(settings: SimSettings) -> web.Application:
             web.get("/v1/calls", list_calls),
             web.get("/v1/calls/{call_id}", get_call),
             web.get("/stats", stats),
+            web.post("/v1/admin/revoke", revoke),
         ]
     )
     return app

@@ -26,6 +26,21 @@ def parse_outcomes(text: str) -> dict[str, float]:
     return weights
 
 
+def parse_blocked(items: tuple[str, ...]) -> dict[str, float]:
+    """('+15550001111=0.3', ...) -> {caller id: share of its calls carriers block}."""
+    blocked: dict[str, float] = {}
+    for item in items:
+        caller, _, share = item.partition("=")
+        try:
+            value = float(share)
+        except ValueError:
+            raise ValueError(f"--blocked {item!r}: give CALLER_ID=SHARE, e.g. +1555…=0.3") from None
+        if not caller.strip() or not 0 <= value <= 1:
+            raise ValueError(f"--blocked {item!r}: give CALLER_ID=SHARE with a share in 0..1")
+        blocked[caller.strip()] = value
+    return blocked
+
+
 def parse_range(text: str) -> tuple[float, float]:
     """'2s..20s' -> (2.0, 20.0) seconds; a single duration is a fixed value."""
     low, _, high = text.partition("..")
@@ -49,3 +64,7 @@ class SimSettings:
     reorder: float = 0.0
     callbacks: bool = True
     lose_final: float = 0.0  # share of calls whose final callback is never sent
+    journal: str | None = None  # a file each accepted call is appended to (survives SIGKILL)
+    declines: float = 0.0  # share of calls the person declines: busy (SIP 486) or 603, half each
+    blocked: dict[str, float] = field(default_factory=dict)  # caller id -> share blocked (603)
+    verstat: str = "TN-Validation-Passed-A"  # the STIR/SHAKEN status each final event carries

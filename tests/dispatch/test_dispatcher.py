@@ -12,6 +12,8 @@ from datetime import datetime, timedelta
 
 import aiohttp
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from dialer.calls import CallRequest
 from dialer.campaign_spec import CampaignSpec
@@ -323,3 +325,78 @@ async def test_a_registry_copy_that_turns_stale_stops_its_campaign(stale: bool) 
     assert code == (ExitCode.BAD_CONFIG if stale else ExitCode.DONE)
     assert (provider.placed == []) is stale
     assert bool(dispatcher.refused) is stale
+
+
+def pool_run(
+    rates: list[float], channels: list[int], rest: tuple[int, int] | None
+) -> tuple[MemoryDispatchStore, dict[str, list[float]], list[str], int]:
+    """One campaign on a pool of accounts (a0, a1, …) of these rates and channels, on the
+    memory store; `rest` = (after how many sends, which account) rests that account for a
+    moment. Per account, when its sends were committed; problems seen at send time."""
+    names = [f"a{i}" for i in range(len(rates))]
+    store = MemoryDispatchStore()
+    problems: list[str] = []
+    committed: dict[str, list[float]] = {name: [] for name in names}
+    sends = 0
+
+    def answer_for(name: str, limit: int) -> Answer:
+        async def answer(call: CallRequest) -> str:
+            nonlocal sends
+            attempt = store.attempts[call.attempt_id]
+            if len(store.live(name)) > limit:
+                problems.append(f"{name}: {len(store.live(name))} live > {limit} channels")
+            rested = store.resting.get(name)
+            assert attempt.requested_at is not None
+            if (
+                rested is not None
+                and rested[1] == "test rest"
+                and rested[0] - timedelta(seconds=0.2) <= attempt.requested_at < rested[0]
+            ):
+                problems.append(f"{name}: sent at {attempt.requested_at} while resting")
+            committed[name].append(attempt.requested_at.timestamp())
+            sends += 1
+            if rest is not None and sends == rest[0]:
+                until = store.clock() + timedelta(seconds=0.2)
+                store.resting[names[rest[1]]] = (until, "test rest")
+            asyncio.get_running_loop().call_soon(store.finish, call.attempt_id)
+            return f"{name}-{call.attempt_id}"
+
+        return answer
+
+    pooled = campaign(account=names[0], accounts=names)
+    store.add_campaign(pooled, NUMBERS)
+    runs = []
+    for name, rate, limit in zip(names, rates, channels, strict=True):
+        limits = AccountLimits(name, "scripted", rate, 1.0, limit)
+        store.add_account(limits)
+        provider = ScriptedProvider(answer_for(name, limit))
+        provider.name = name
+        runs.append(AccountRun(limits, provider, [pooled]))
+
+    async def go() -> int:
+        async with aiohttp.ClientSession() as session:
+            dispatcher = Dispatcher(store, session, runs, "http://127.0.0.1:9", wait=True)
+            return await asyncio.wait_for(dispatcher.run(), 60)
+
+    code = asyncio.run(go())
+    return store, committed, problems, code
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    rates=st.lists(st.sampled_from([30.0, 60.0, 120.0]), min_size=2, max_size=3),
+    channels=st.lists(st.integers(2, 6), min_size=3, max_size=3),
+    rest=st.none() | st.tuples(st.integers(1, 30), st.integers(0, 1)),
+)
+def test_a_pool_sends_only_through_healthy_accounts_within_each_ones_limits(
+    rates: list[float], channels: list[int], rest: tuple[int, int] | None
+) -> None:
+    store, committed, problems, code = pool_run(rates, channels[: len(rates)], rest)
+    assert code == ExitCode.DONE and problems == []
+    assert {c.state for c in store.contacts.values()} == {ContactState.DONE}
+    assert sum(len(times) for times in committed.values()) == len(NUMBERS)  # each once
+    for (name, times), rate in zip(committed.items(), rates, strict=True):
+        times.sort()
+        for i, start in enumerate(times):  # any 1 s window: at most the rate (+1: early)
+            in_window = sum(1 for t in times[i:] if t < start + 1.0)
+            assert in_window <= rate + 1, (name, rate, in_window)
