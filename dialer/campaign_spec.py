@@ -175,7 +175,7 @@ class CampaignSpec(_Strict):
     # The account it dials through, or a pool of them (`accounts`): the campaign then dials
     # at the sum of their rates, each account within its own limits. `account` with a pool
     # names its primary account (the first, if not given).
-    account: str | None = Field(default=None, pattern=ACCOUNT_NAME)
+    account: str = Field(pattern=ACCOUNT_NAME)
     accounts: list[str] | None = Field(default=None, max_length=50)
     default_region: str  # before caller_id, which is read in it
     # A number, or a list; an entry may name the account of the pool it belongs to (a number
@@ -285,10 +285,8 @@ class CampaignSpec(_Strict):
         if not isinstance(data, dict):
             return data
         account, pool = data.get("account"), data.get("accounts")
-        if account is None and pool is None:
-            raise ValueError("give `account` (one account) or `accounts` (a pool)")
-        if pool is None:
-            return data | {"accounts": [account]}
+        if pool is None:  # `account` alone (or nothing: "account: required key is missing")
+            return data if account is None else data | {"accounts": [account]}
         if account is None and isinstance(pool, list) and pool and isinstance(pool[0], str):
             return data | {"account": pool[0]}
         return data
@@ -408,8 +406,7 @@ class CampaignSpec(_Strict):
     @property
     def pool(self) -> list[str]:
         """The accounts it dials through, the primary first."""
-        assert self.account is not None and self.accounts is not None  # set by _pool
-        return [self.account] + [a for a in self.accounts if a != self.account]
+        return [self.account] + [a for a in self.accounts or [] if a != self.account]
 
     @property
     def caller_ids(self) -> list[str]:

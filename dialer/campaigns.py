@@ -32,8 +32,10 @@ class Campaign:
 
     @property
     def accounts(self) -> list[str]:
-        """The accounts it dials through (its pool), the primary (`account`) first."""
-        return self.spec.pool
+        """The accounts it dials through (its pool), the primary first: the stored
+        campaign's `account` column, then the rest of the spec's pool."""
+        rest = [a for a in self.spec.pool if a not in (self.account, self.spec.account)]
+        return [self.account, *rest]
 
     @property
     def ring_timeout_s(self) -> int:

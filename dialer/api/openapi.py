@@ -51,6 +51,13 @@ NAME = {
     "schema": {"type": "string"},
     "examples": {"campaign": {"value": "api-example"}},
 }
+ACCOUNT = {
+    "name": "account",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+    "examples": {"account": {"value": "sim-main"}},
+}
 NUMBER = {
     "name": "number",
     "in": "path",
@@ -123,6 +130,36 @@ def _schemas() -> dict:
             },
         },
         "Summary": {"type": "object", "additionalProperties": True},
+        "AccountStatus": {
+            "type": "object",
+            "required": ["name", "kind", "health", "channels", "live_calls"],
+            "properties": {
+                "name": {"type": "string"},
+                "kind": {"type": "string"},
+                "health": {"enum": ["sending", "held", "resting", "paused"]},
+                "rate_per_s": {"type": ["number", "null"]},
+                "paced_rate_per_s": {"type": ["number", "null"]},
+                "channels": {"type": "integer"},
+                "live_calls": {"type": "integer"},
+                "paused_reason": {"type": ["string", "null"]},
+                "resting_until": {"type": ["string", "null"]},
+                "resting_reason": {"type": ["string", "null"]},
+                "held_until": {"type": ["string", "null"]},
+                "last_error": {"type": ["string", "null"]},
+                "last_error_at": {"type": ["string", "null"]},
+                "caller_ids_resting": {"type": "array", "items": {"type": "string"}},
+            },
+        },
+        "AccountList": {
+            "type": "object",
+            "required": ["accounts"],
+            "properties": {"accounts": {"type": "array", "items": _ref("AccountStatus")}},
+        },
+        "AccountAction": {
+            "type": "object",
+            "required": ["name", "action"],
+            "properties": {"name": {"type": "string"}, "action": {"type": "string"}},
+        },
         "Campaign": {
             "type": "object",
             "required": ["name", "account", "status", "summary"],
@@ -358,6 +395,27 @@ def document() -> dict:
                     ok("ContactErased"),
                     parameters=[NUMBER],
                 )
+            },
+            "/api/v1/accounts": {
+                "get": _operation(
+                    "Every provider account: health, limits, live calls", ok("AccountList")
+                )
+            },
+            "/api/v1/accounts/{account}": {
+                "parameters": [ACCOUNT],
+                "get": _operation(
+                    "One account, with its caller ids resting today", ok("AccountStatus")
+                ),
+            },
+            **{
+                f"/api/v1/accounts/{{account}}/{action}": {
+                    "parameters": [ACCOUNT],
+                    "post": _operation(
+                        f"{action.capitalize()} the account in every dialing process",
+                        ok("AccountAction"),
+                    ),
+                }
+                for action in ("pause", "resume")
             },
         },
     }

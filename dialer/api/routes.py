@@ -23,6 +23,7 @@ import pydantic
 from aiohttp import web
 
 from dialer import dnc
+from dialer.account_status import account_status, resting_caller_ids
 from dialer.api.openapi import openapi
 from dialer.api.problems import from_error, problem
 from dialer.api.uploads import Converted, json_lines_to_csv, save_body
@@ -32,6 +33,7 @@ from dialer.campaign_spec import CampaignFile, CampaignSpec, is_campaign_name
 from dialer.campaigns import from_row
 from dialer.config import ApiToken, DialerConfig
 from dialer.consent import event_from_fields
+from dialer.db import accounts as db_accounts
 from dialer.db import api_requests, campaigns, reporting, server
 from dialer.db import consent as consent_ledger
 from dialer.db.export import export_csv, export_json_lines, sync_point
@@ -319,6 +321,48 @@ async def control(request: web.Request) -> web.Response:
     return web.json_response({"name": name, "action": action, "message": message})
 
 
+def _status_json(status: dict) -> dict:
+    return {k: _plain(v) if not isinstance(v, list) else v for k, v in status.items()}
+
+
+@needs("read")
+async def list_accounts(request: web.Request) -> web.Response:
+    """Every registered account's health, limits and live calls (dialer account list)."""
+    async with request.app[POOL].acquire(timeout=ACQUIRE_S) as conn:
+        found = await account_status(conn, None)
+    return web.json_response({"accounts": [_status_json(s) for s in found]})
+
+
+@needs("read")
+async def show_account(request: web.Request) -> web.Response:
+    """One account, with the caller ids resting today (dialer account show)."""
+    name = request.match_info["account"]
+    config = request.app[CONFIG]
+    own = config.accounts[name].caller_ids if name in config.accounts else None
+    async with request.app[POOL].acquire(timeout=ACQUIRE_S) as conn:
+        found = await account_status(conn, [name])
+        if not found:
+            raise NotFoundError(f"no account {name!r} is registered")
+        resting = await resting_caller_ids(conn, name, own)
+    return web.json_response(_status_json(found[0] | {"caller_ids_resting": resting}))
+
+
+@needs("write")
+async def account_control(request: web.Request) -> web.Response:
+    """Pause or resume an account in every process (dialer account pause|resume)."""
+    name, action = request.match_info["account"], request.match_info["action"]
+    reason = f"paused through the API by token {request[TOKEN].name!r}"
+    async with request.app[POOL].acquire(timeout=ACQUIRE_S) as conn:
+        if action == "pause":
+            known = await db_accounts.pause(conn, name, reason)
+        else:
+            known = await db_accounts.resume(conn, name)
+    if not known:
+        raise NotFoundError(f"no account {name!r} is registered")
+    log.info("api account control", extra={"account": name, "action": action})
+    return web.json_response({"name": name, "action": action})
+
+
 @needs("read")
 async def results(request: web.Request) -> web.StreamResponse:
     """The campaign's results as CSV (as `dialer export`) or JSON lines, streamed; `since`
@@ -547,6 +591,9 @@ def api_app(pool: asyncpg.Pool, config: DialerConfig) -> web.Application:
             web.post("/dnc/remove", dnc_remove),
             web.post("/consents", consents_add),
             web.delete("/contacts/{number}", forget_contact),
+            web.get("/accounts", list_accounts),
+            web.get("/accounts/{account}", show_account),
+            web.post("/accounts/{account}/{action:pause|resume}", account_control),
         ]
     )
     return app

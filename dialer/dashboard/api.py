@@ -27,6 +27,7 @@ from importlib import resources
 import asyncpg
 from aiohttp import web
 
+from dialer.account_status import account_status
 from dialer.api.problems import PROBLEM, problem
 from dialer.campaign_control import set_status
 from dialer.campaign_spec import is_campaign_name
@@ -74,6 +75,7 @@ async def _campaigns(pool: asyncpg.Pool) -> bytes:
         rows = await reporting.dashboard_rows(conn)
         firsts = await contacts.first_due_per_zone(conn, [r["id"] for r in rows])
         waiting = await webhooks.counts(conn)
+        accounts = await account_status(conn, None)
         now = await server.now(conn)
     by_campaign: dict[int, list[FirstInLine]] = {}
     for first in firsts:
@@ -83,7 +85,16 @@ async def _campaigns(pool: asyncpg.Pool) -> bytes:
         {"endpoint": w["endpoint"], "pending": w["pending"], "exhausted": w["exhausted"]}
         for w in waiting
     ]
-    answer = {"as_of": now.isoformat(timespec="seconds"), "campaigns": shown, "webhooks": hooks}
+    shown_accounts = [
+        {k: v.isoformat(timespec="seconds") if isinstance(v, datetime) else v for k, v in a.items()}
+        for a in accounts
+    ]
+    answer = {
+        "as_of": now.isoformat(timespec="seconds"),
+        "campaigns": shown,
+        "webhooks": hooks,
+        "accounts": shown_accounts,
+    }
     return json.dumps(redact_value(answer)).encode()
 
 

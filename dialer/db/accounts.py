@@ -13,11 +13,19 @@ import asyncpg
 from dialer.db.types import Connection
 from dialer.dispatch.limiter import AccountLimits, LimiterState
 
-_STATE = """SELECT rate_per_s, rate_factor, channels, tat, last_429_at, throttle_streak,
-                   now() AS now,
-                   paused_reason IS NULL AND (down_until IS NULL OR down_until <= now())
-                       AS sendable
-            FROM accounts WHERE name = $1"""
+
+def sendable_sql(alias: str) -> str:
+    """The one SQL test that an account may send now: no operator's pause, no rest after its
+    API failed (dispatch.account_health)."""
+    return (
+        f"({alias}.paused_reason IS NULL"
+        f" AND ({alias}.down_until IS NULL OR {alias}.down_until <= now()))"
+    )
+
+
+_STATE = f"""SELECT rate_per_s, rate_factor, channels, tat, last_429_at, throttle_streak,
+                    now() AS now, {sendable_sql("accounts")} AS sendable
+             FROM accounts WHERE name = $1"""
 
 
 async def register(conn: Connection, limits: AccountLimits) -> None:

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 
 import asyncpg
 
+from dialer.db.accounts import sendable_sql
 from dialer.db.due import NOT_LISTED, due_condition, jurisdiction_key_sql, verdict_sql
 from dialer.db.types import Connection
 from dialer.policy.due import FirstInLine
@@ -21,19 +22,26 @@ from dialer.policy.window import CallingRules
 _DUE_LATERAL, _DUE = due_condition(3)
 _CANDIDATES = f"""
 SELECT c.id, c.phone_e164, c.fields, c.timezone, c.jurisdiction,
-       (SELECT x.caller_id FROM attempts x
-        WHERE x.contact_id = c.id AND x.caller_id IS NOT NULL
-        ORDER BY x.attempt_no LIMIT 1) AS first_caller,
+       first.caller_id AS first_caller,
        CASE WHEN last.state = 'unknown' AND last.provider_call_id IS NULL
             THEN last.id END AS unplaced_id,
        last.requested_at AS last_requested_at
 FROM contacts c
 {_DUE_LATERAL}
 LEFT JOIN LATERAL (
+    SELECT x.caller_id, x.account FROM attempts x
+    WHERE x.contact_id = c.id AND x.caller_id IS NOT NULL
+    ORDER BY x.attempt_no LIMIT 1) first ON true
+LEFT JOIN LATERAL (
     SELECT x.id, x.state, x.provider_call_id, x.requested_at FROM attempts x
     WHERE x.contact_id = c.id AND x.state <> 'not_dialed'
     ORDER BY x.attempt_no DESC LIMIT 1) last ON c.attempts > 0
 WHERE c.campaign_id = $1 AND {_DUE}
+  -- a pool with sticky caller ids ($14: the account claiming): a contact first called through
+  -- another account keeps it while that account may send
+  AND ($14::text IS NULL OR first.account IS NULL OR first.account = $14
+       OR NOT EXISTS (SELECT 1 FROM accounts n
+                      WHERE n.name = first.account AND {sendable_sql("n")}))
 ORDER BY c.priority DESC, c.attempts, c.next_attempt_at, c.id
 LIMIT $2
 FOR UPDATE OF c SKIP LOCKED
@@ -41,14 +49,22 @@ FOR UPDATE OF c SKIP LOCKED
 
 
 async def lock_due(
-    conn: Connection, campaign_id: int, limit: int, rules: CallingRules
+    conn: Connection,
+    campaign_id: int,
+    limit: int,
+    rules: CallingRules,
+    sticky_account: str | None = None,
 ) -> list[asyncpg.Record]:
     """Up to `limit` due contacts of the campaign in its dialing order, row-locked (SKIP
     LOCKED: another claim's contacts are not waited for), with the caller id their first
     attempt showed (NULL for a first attempt), and `unplaced_id` (with `last_requested_at`)
     when their last attempt ended `unknown` with no call id: a call of it may have been placed
-    after all (policy.late), so the provider's list is read before the redial."""
-    return await conn.fetch(_CANDIDATES, campaign_id, limit, *rules.sql_parameters())
+    after all (policy.late), so the provider's list is read before the redial. With
+    `sticky_account` (a pool whose caller ids are sticky), a contact first called through
+    another account that may still send is left to that account."""
+    return await conn.fetch(
+        _CANDIDATES, campaign_id, limit, *rules.sql_parameters(), sticky_account
+    )
 
 
 async def lock_numbers(conn: Connection, ids: list[int], phones: list[str]) -> set[int]:

@@ -114,7 +114,10 @@ async def _claim_campaign(
 ) -> list[Claimed]:
     if demanded(campaign.rules.law) and await stale_copies(conn, [campaign]):
         return []  # a registry copy turned too old: the dispatcher stops the campaign
-    rows = await contacts.lock_due(conn, campaign.id, want, campaign.rules)
+    sticky = len(campaign.accounts) > 1 and campaign.spec.caller_id_policy == "sticky"
+    rows = await contacts.lock_due(
+        conn, campaign.id, want, campaign.rules, limits.name if sticky else None
+    )
     if not rows:
         return []
     locked = await contacts.lock_numbers(

@@ -104,7 +104,7 @@ async def upsert_campaign(conn: Connection, spec: CampaignSpec) -> tuple[int, st
     document = spec.to_json()
     row = await campaigns.lock_by_name(conn, spec.name)
     if row is None:
-        return await campaigns.insert(conn, spec.name, spec.pool[0], document), "created"
+        return await campaigns.insert(conn, spec.name, spec.account, document), "created"
     if row["status"] == "canceled":
         raise ConflictError(f"campaign {spec.name} is canceled; load contacts into a new campaign")
     stored = _as_current(row["spec"])
@@ -118,7 +118,7 @@ async def upsert_campaign(conn: Connection, spec: CampaignSpec) -> tuple[int, st
             f"campaign {spec.name} has already dialed, so its file can no longer change"
             f" (changed: {', '.join(changed)}); restore the file or start a new campaign"
         )
-    await campaigns.replace_spec(conn, row["id"], spec.pool[0], document)
+    await campaigns.replace_spec(conn, row["id"], spec.account, document)
     return row["id"], "updated"
 
 

@@ -439,3 +439,25 @@ async def test_a_number_is_erased_on_request_and_stays_do_not_call(api) -> None:
         )
     status, again = await call("POST", url, data=text, headers={"Content-Type": "text/csv"})
     assert status == 200 and again["suppressed"] == 1, again  # reloaded: suppressed, not dialed
+
+
+async def test_accounts_health_pause_and_resume(api) -> None:
+    from dialer.dispatch.claim import register_account
+    from dialer.dispatch.limiter import AccountLimits
+
+    base, pool = api
+    async with pool.acquire() as conn:
+        await register_account(conn, AccountLimits("sim-main", "sim", 1.0, 1.0, 1))
+    status, body = await call("GET", f"{base}/accounts", token=READER)
+    assert status == 200 and [a["health"] for a in body["accounts"]] == ["sending"]
+    status, body = await call("POST", f"{base}/accounts/sim-main/pause", token=READER)
+    assert status == 403
+    status, body = await call("POST", f"{base}/accounts/sim-main/pause")
+    assert (status, body) == (200, {"name": "sim-main", "action": "pause"})
+    status, body = await call("GET", f"{base}/accounts/sim-main")
+    assert status == 200 and body["health"] == "paused" and "crm" in body["paused_reason"]
+    assert body["caller_ids_resting"] == []
+    assert (await call("POST", f"{base}/accounts/sim-main/resume"))[0] == 200
+    assert (await call("GET", f"{base}/accounts/sim-main"))[1]["health"] == "sending"
+    status, body = await call("GET", f"{base}/accounts/nobody")
+    assert status == 404 and body["status"] == 404
