@@ -23,6 +23,8 @@ def attestation_of(verstat: str | None) -> str | None:
     """A, B or C from a verification status; None when it tells no level."""
     if not verstat:
         return None
+    if verstat.strip().upper() in ("A", "B", "C"):  # Telnyx TeXML: ShakenStirAttestation
+        return verstat.strip().upper()
     found = _LEVEL.match(verstat.strip().upper().replace("_", "-"))
     if found is None:
         return None

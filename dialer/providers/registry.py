@@ -23,6 +23,7 @@ from dialer.providers.telecmi_click2call import (
     TelecmiClick2CallAccount,
     TelecmiClick2CallProvider,
 )
+from dialer.providers.telnyx import TelnyxAccount, TelnyxProvider
 from dialer.providers.twilio import TwilioAccount, TwilioProvider
 
 # An adapter is made from its account's name and model (each takes its own model).
@@ -33,6 +34,7 @@ KINDS: dict[str, tuple[type[AccountBase], Callable[[str, Any], Provider]]] = {
     "telecmi-click2call": (TelecmiClick2CallAccount, TelecmiClick2CallProvider),
     "twilio": (TwilioAccount, TwilioProvider),
     "didforsale": (DidforsaleAccount, DidforsaleProvider),
+    "telnyx": (TelnyxAccount, TelnyxProvider),
 }
 
 # One account of dialer.toml: the model its `kind` names.
@@ -42,7 +44,8 @@ Account = Annotated[
     | TelecmiAccount
     | TelecmiClick2CallAccount
     | TwilioAccount
-    | DidforsaleAccount,
+    | DidforsaleAccount
+    | TelnyxAccount,
     Field(discriminator="kind"),
 ]
 # Every kind above is in the union, and nothing else (checked when the module loads).

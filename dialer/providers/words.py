@@ -7,6 +7,7 @@ import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 from dialer.calls import (
@@ -59,6 +60,23 @@ def from_epoch(seconds: Any) -> datetime | None:
         return datetime.fromtimestamp(float(seconds), UTC) if seconds else None
     except (TypeError, ValueError, OverflowError, OSError):
         return None
+
+
+def from_iso(value: Any) -> datetime | None:
+    """An instant from ISO 8601 ("2024-01-15T10:30:00Z", with or without fractions or an
+    offset) or, as some providers send, RFC 2822; None when absent or unreadable. An instant
+    without a zone is taken as UTC."""
+    if not value:
+        return None
+    text = str(value).strip()[:64]
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        try:
+            moment = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 FINAL_WORDS: tuple[str, ...] = OUTCOMES  # a provider's final words are our outcomes
