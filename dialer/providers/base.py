@@ -154,8 +154,9 @@ class Provider(ABC):
         for call in calls:
             await pace()
             answer = await lookup(session, request_for(call))
-            data = json_body(answer) if answer and answer.status == 200 else None
-            listed = data.get(records) if isinstance(data, dict) else None
+            listed = json_body(answer) if answer and answer.status == 200 else None
+            for key in records.split("."):  # "_embedded.calls": a list nested in objects
+                listed = listed.get(key) if isinstance(listed, dict) else None
             if not isinstance(listed, list):
                 found[call.attempt_id] = None
                 continue

@@ -17,6 +17,7 @@ from dialer.providers.account import AccountBase
 from dialer.providers.base import Provider
 from dialer.providers.didforsale import DidforsaleAccount, DidforsaleProvider
 from dialer.providers.exotel import ExotelAccount, ExotelProvider
+from dialer.providers.plivo import PlivoAccount, PlivoProvider
 from dialer.providers.sim import SimAccount, SimProvider
 from dialer.providers.telecmi import TelecmiAccount, TelecmiProvider
 from dialer.providers.telecmi_click2call import (
@@ -25,6 +26,7 @@ from dialer.providers.telecmi_click2call import (
 )
 from dialer.providers.telnyx import TelnyxAccount, TelnyxProvider
 from dialer.providers.twilio import TwilioAccount, TwilioProvider
+from dialer.providers.vonage import VonageAccount, VonageProvider
 
 # An adapter is made from its account's name and model (each takes its own model).
 KINDS: dict[str, tuple[type[AccountBase], Callable[[str, Any], Provider]]] = {
@@ -35,6 +37,8 @@ KINDS: dict[str, tuple[type[AccountBase], Callable[[str, Any], Provider]]] = {
     "twilio": (TwilioAccount, TwilioProvider),
     "didforsale": (DidforsaleAccount, DidforsaleProvider),
     "telnyx": (TelnyxAccount, TelnyxProvider),
+    "plivo": (PlivoAccount, PlivoProvider),
+    "vonage": (VonageAccount, VonageProvider),
 }
 
 # One account of dialer.toml: the model its `kind` names.
@@ -45,7 +49,9 @@ Account = Annotated[
     | TelecmiClick2CallAccount
     | TwilioAccount
     | DidforsaleAccount
-    | TelnyxAccount,
+    | TelnyxAccount
+    | PlivoAccount
+    | VonageAccount,
     Field(discriminator="kind"),
 ]
 # Every kind above is in the union, and nothing else (checked when the module loads).

@@ -71,16 +71,19 @@ class TelnyxDialect:
                 return _error(422, "10015", "TimeLimit must be 30-14400", "/TimeLimit")
             events = str(body.get("StatusCallbackEvent", "")).split(" ")
             if not set(events) <= EVENTS:
-                return _error(422, "10015", "StatusCallbackEvent: events separated by a space",
-                              "/StatusCallbackEvent")  # fmt: skip
+                return _error(
+                    422,
+                    "10015",
+                    "StatusCallbackEvent: events separated by a space",
+                    "/StatusCallbackEvent",
+                )
             to = str(body["To"])
             if not E164.match(to) or to.endswith(INVALID_SUFFIX):
                 self.invalid_refused.append(to)
                 return _error(422, "10016", "Invalid phone number", "/To")
             wait = fake.admit()
             if wait is not None:
-                return _error(429, "10011", "Too many requests", "",
-                              fake.retry_after_headers(wait))  # fmt: skip
+                return _error(429, "10011", "Too many requests", "", fake.retry_after_headers(wait))
             fault = fake.fault()
             if fault == "phantom":
                 return _error(500, "10007", "Unexpected error", "")
@@ -94,8 +97,9 @@ class TelnyxDialect:
             if body.get("MachineDetection"):
                 mode = body["MachineDetection"]
                 if mode not in MACHINE_WORDS or body.get("AsyncAmd") is not True:
-                    return _error(422, "10015", "this fake answers asynchronous AMD only",
-                                  "/MachineDetection")  # fmt: skip
+                    return _error(
+                        422, "10015", "this fake answers asynchronous AMD only", "/MachineDetection"
+                    )
                 params["amd"] = {
                     "mode": mode,
                     "callback": str(body.get("AsyncAmdStatusCallback") or callback),
@@ -144,8 +148,9 @@ class TelnyxDialect:
 
     def _resource(self, call: FakeCall) -> dict[str, Any]:
         final = call.status in ("completed", "busy", "no-answer", "failed", "machine")
-        status = call.status if final else ("in-progress" if call.status == "answered" else
-                                            "ringing")  # fmt: skip
+        status = (
+            call.status if final else ("in-progress" if call.status == "answered" else "ringing")
+        )
         status = "completed" if status == "machine" else status
         answered = call.status in ("completed", "machine")
         return {
