@@ -84,3 +84,48 @@ async def test_the_caller_id_is_sent_in_e164_as_campaigns_send_it(
             "call-test", "tw", "+14155550123", "--caller-id", "12", *ARGS[2:]
         )
         assert code == 2 and "--caller-id '12'" in output, output
+
+
+def _telnyx():
+    from tests.fakes.telnyx import TelnyxDialect, account_toml
+
+    key = "KEY-call-test-0123456789"
+    dialect = TelnyxDialect("acct-1", key, "1293384261075731499")
+    return dialect, lambda url: account_toml(url, dialect), key, "+13125550123"
+
+
+def _plivo():
+    from tests.fakes.plivo import PlivoDialect, account_toml
+
+    auth_id, token = "MACALLTEST0000000000", "plivo-call-test-token-0123456789"
+    return (
+        PlivoDialect(auth_id, token),
+        lambda url: account_toml(url, auth_id, token),
+        token,
+        "+919845012345",
+    )
+
+
+def _vonage():
+    from tests.fakes.vonage import VonageDialect, account_toml
+
+    secret = "vonage-call-test-signature-secret-0123456789"
+    dialect = VonageDialect("aaaaaaaa-bbbb-cccc-dddd-0123456789ab", "abcd1234", secret)
+    return dialect, lambda url: account_toml(url, dialect), secret, "+447911123456"
+
+
+@pytest.mark.parametrize("make", [_telnyx, _plivo, _vonage], ids=["telnyx", "plivo", "vonage"])
+async def test_call_test_works_with_each_new_provider(
+    make, own_database_url: str, tmp_path: Path
+) -> None:
+    dialect, toml, secret, number = make()
+    fake = FakeProvider(dialect, FakeSettings(seed=4, rate=(2, 1.0)))
+    async with serving(fake) as url:
+        work = Workspace(tmp_path, own_database_url, free_port())
+        work.configure("acct", toml(url))
+        flow = ("--caller-id", "+14155550100", "--connect-to", "https://d.example.com/flow")
+        code, output = await work.dialer("call-test", "acct", number, *flow, "--wait", "20s")
+        stats = fake.snapshot()
+    (decided,) = [c["outcome"] for c in stats["calls"].values()]
+    assert code == 0, output
+    assert f"outcome: {decided}" in output and secret not in output
