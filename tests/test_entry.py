@@ -31,9 +31,16 @@ def test_ctrl_c_while_starting_says_one_line(tmp_path: Path) -> None:
     process.send_signal(signal.SIGINT)  # at once: the interpreter is still importing
     out, err = process.communicate(timeout=30)
     said = err.decode()
-    # Before Python runs any of ours it dies of the signal itself, silently (a shell says 130)
-    assert (process.returncode, said) == (-signal.SIGINT, "") or (
-        process.returncode == 130 and said.strip() == INTERRUPTED_AT_START
+    # Before Python runs any of ours it dies of the signal itself, silently (a shell says 130);
+    # on a loaded machine the signal can land inside the interpreter's own start-up (its `site`
+    # import), where Python reports a fatal error of its own before any of our code exists.
+    python_starting = process.returncode == 1 and said.startswith(
+        "Fatal Python error: init_import_site"
+    )
+    assert (
+        (process.returncode, said) == (-signal.SIGINT, "")
+        or (process.returncode == 130 and said.strip() == INTERRUPTED_AT_START)
+        or python_starting
     ), (process.returncode, said)
     assert out == b""
 

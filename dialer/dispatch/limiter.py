@@ -16,6 +16,11 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 DERATE = 0.95  # aim under the provider's figure, so a provider counting calendar windows agrees
+# Requests that leave on their slots may reach the provider this much closer together (network,
+# a busy machine, a paused process): every window keeps at least this much headroom in time,
+# which for providers counting per second lowers the aim below DERATE (policy: 429s are rare,
+# never routine).
+JITTER_S = 0.05
 SLOWDOWN = 0.8  # the paced rate after a 429 episode, as a factor of the one before
 RECOVERY = 1.05  # per claim once 429s have stopped for QUIET
 FLOOR = 0.2  # the paced rate never falls below this share of the aimed rate
@@ -38,15 +43,29 @@ class AccountLimits:
     late_placement_s: float = 300.0  # policy.late: how late a call may still be placed
 
     @property
+    def derate(self) -> float:
+        """The share of the figure aimed at: DERATE, lower when that leaves less than JITTER_S
+        of headroom in a window (the headroom in time is half of `window * (1/derate - 1)`,
+        the other half being a request's early leave)."""
+        return min(DERATE, 1 / (1 + 2 * JITTER_S / self.window_s))
+
+    @property
     def aimed_rate_per_s(self) -> float:
-        """The rate the limiter paces at when no 429 slowed it: DERATE under the figure."""
-        return self.rate_per_s * DERATE
+        """The rate the limiter paces at when no 429 slowed it: `derate` under the figure."""
+        return self.rate_per_s * self.derate
 
     @property
     def early_s(self) -> float:
         """How far ahead of its slot a request may leave and still keep every window of the
-        provider's unit within its figure: the 5% headroom, with a margin for network jitter."""
-        return 0.5 * self.window_s * (1 / DERATE - 1)
+        provider's unit within its figure: half the headroom, the other half left for jitter
+        (at least JITTER_S)."""
+        return 0.5 * self.window_s * (1 / self.derate - 1)
+
+    @property
+    def jitter_allowed_s(self) -> float:
+        """How much closer together than their send times requests may arrive and still keep
+        every window within the figure."""
+        return 0.5 * self.window_s * (1 / self.derate - 1)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ import math
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -14,6 +15,7 @@ from dialer.dispatch.limiter import (
     BACKOFF_CAP_S,
     DERATE,
     FLOOR,
+    JITTER_S,
     QUIET,
     RECOVERY,
     RETRY_AFTER_CAP_S,
@@ -72,7 +74,7 @@ FIGURES = st.sampled_from([(1, 1), (2, 1), (5, 1), (20, 1), (50, 1), (200, 60), 
 def test_no_window_holds_more_than_the_figure(figure, factor, calls) -> None:
     count, unit = figure
     limits = AccountLimits("a", "sim", count / unit, unit, 1)
-    interval = 1 / (limits.rate_per_s * DERATE * factor)  # as begin_dial reads the account row
+    interval = 1 / (limits.aimed_rate_per_s * factor)  # as begin_dial reads the account row
     early = limits.early_s
     now = tat = 0.0
     sends: list[float] = []
@@ -132,6 +134,7 @@ def test_through_429s_and_recovery_no_window_holds_more_than_the_figure(figure, 
             state = recovered(after_sends(state, ready))
         assert FLOOR <= state.rate_factor <= 1.0
         assert state.paced_rate_per_s <= limits.rate_per_s * DERATE + 1e-9
+        assert state.paced_rate_per_s <= limits.aimed_rate_per_s + 1e-9
     for i, first in enumerate(sends):
         in_window = sum(1 for t in sends[i:] if t < first + timedelta(seconds=unit))
         assert in_window <= count, (in_window, count, unit)
@@ -176,3 +179,56 @@ def test_the_breaker_judges_only_enough_attempts_and_trips_past_half() -> None:
     assert not breaker_trips(settled=19, bad=19)
     assert not breaker_trips(settled=20, bad=10)
     assert breaker_trips(settled=20, bad=11)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    figure=FIGURES,
+    calls=st.lists(
+        st.tuples(
+            st.floats(0, 2),  # seconds since the previous claim, x unit / 10
+            st.integers(1, 40),  # requests waiting
+            st.lists(st.floats(0, 1), max_size=40),  # each one's early leave, x early
+            st.lists(st.floats(0, 1), max_size=40),  # each one's way to the provider, x jitter
+        ),
+        min_size=1,
+        max_size=80,
+    ),
+)
+def test_arrivals_up_to_the_jitter_allowance_apart_keep_every_window_within_the_figure(
+    figure, calls
+) -> None:
+    """Requests leave up to `early_s` before their slots and reach the provider after delays
+    that differ by up to JITTER_S (a loaded machine, the network): counted where the provider
+    counts them, on arrival, no window holds more than the figure."""
+    count, unit = figure
+    limits = AccountLimits("a", "sim", count / unit, unit, 1)
+    assert limits.jitter_allowed_s >= JITTER_S - 1e-9
+    interval, early = 1 / limits.aimed_rate_per_s, limits.early_s
+    now = tat = 0.0
+    arrivals: list[float] = []
+    for gap, waiting, leaves, ways in calls:
+        now += gap * unit / 10
+        start = max(tat, now)
+        ready = ready_slots(start - now, early, interval, waiting)
+        for k in range(ready):
+            slot = start + k * interval
+            leave = max(now, slot - (leaves[k] if k < len(leaves) else 0.0) * early)
+            arrivals.append(leave + (ways[k] if k < len(ways) else 0.0) * JITTER_S)
+        tat = start + ready * interval
+    arrivals.sort()
+    for i, first in enumerate(arrivals):
+        in_window = sum(1 for t in arrivals[i:] if t < first + unit)
+        assert in_window <= count, (in_window, count, unit)
+
+
+@pytest.mark.parametrize("figure", [(1, 1), (3, 1), (20, 1), (50, 1), (200, 60), (3000, 3600)])
+def test_the_worst_arrivals_still_fit_the_window(figure: tuple[int, int]) -> None:
+    """The first of a window's requests arrives JITTER_S late, the one after the figure leaves
+    `early_s` before its slot and arrives at once: it still falls outside the window."""
+    count, unit = figure
+    limits = AccountLimits("a", "sim", count / unit, unit, 1)
+    interval = 1 / limits.aimed_rate_per_s
+    first_arrives = JITTER_S
+    one_too_many_arrives = count * interval - limits.early_s
+    assert one_too_many_arrives >= first_arrives + unit - 1e-9
