@@ -1,25 +1,75 @@
-"""Phone number normalization to E.164, the one form the database keeps."""
+"""Phone number normalization to E.164, the one form the database keeps.
+
+Read with `rphonenumbers` (a Rust port of the same library, about 10x faster: loading a
+million rows spends most of its validation time here) where it agrees with `phonenumbers`,
+and with `phonenumbers` itself everywhere else: numbers of SLOW_REGIONS (whose metadata the
+two disagree on, found by the differential run `bench/phones.py` over every region and kept
+true by `tests/test_phones.py`), and every number when `rphonenumbers` is not installed.
+"""
 
 from __future__ import annotations
 
-import phonenumbers
-from phonenumbers import NumberParseException, PhoneNumberFormat
+from types import ModuleType
 
-E164 = PhoneNumberFormat.E164
+import phonenumbers
+
+try:  # a wheel for the common platforms; elsewhere phonenumbers reads every number
+    import rphonenumbers as _fast  # type: ignore[import-untyped]
+except ImportError:  # pragma: no cover - depends on the platform
+    _fast = None
+
+FAST: ModuleType | None = _fast
+# Regions whose numbers the two libraries read differently (a valid number one of them calls
+# invalid): phonenumbers decides for these. bench/phones.py lists the disagreements it finds.
+SLOW_REGIONS = frozenset({"AC", "BW", "GH", "GY", "SH", "TA"})
+FROM_DEFAULT_COUNTRY = int(phonenumbers.CountryCodeSource.FROM_DEFAULT_COUNTRY)
 
 
 class PhoneError(ValueError):
     """A value that is not a dialable phone number; its message is the reject reason."""
 
 
+def library_for(region: str | None) -> ModuleType:
+    """The library that reads national numbers of `region` (and, first, '+' numbers)."""
+    if FAST is None or region in SLOW_REGIONS:
+        return phonenumbers
+    return FAST
+
+
 def read_number(raw: str, region: str | None) -> tuple[str, bool]:
     """(E.164 form, whether its country came from `region`, the number having none of its own:
     no '+' and no international prefix), or PhoneError as normalize."""
-    e164 = normalize(raw, region)
-    if raw.lstrip().startswith("+") or region is None:
-        return e164, False
-    source = phonenumbers.parse(raw.strip(), region, keep_raw_input=True).country_code_source
-    return e164, source == phonenumbers.CountryCodeSource.FROM_DEFAULT_COUNTRY
+    text = raw.strip()
+    if not text:
+        raise PhoneError("missing phone number")
+    library = library_for(region)
+    number = _parse(library, text, region)
+    if library is not phonenumbers:
+        country = library.region_code_for_country_code(number.country_code)
+        if country in SLOW_REGIONS:  # a '+' number of a region the fast one misreads
+            library = phonenumbers
+            number = _parse(library, text, region)
+    if not library.is_valid_number(number):
+        raise PhoneError("invalid phone number")
+    e164 = library.format_number(number, library.PhoneNumberFormat.E164)
+    from_region = (
+        region is not None
+        and not text.startswith("+")
+        and int(number.country_code_source) == FROM_DEFAULT_COUNTRY
+    )
+    return e164, from_region
+
+
+def _parse(library: ModuleType, text: str, region: str | None):
+    try:
+        return library.parse(text, region, keep_raw_input=True)
+    except library.NumberParseException as exc:
+        invalid_country = exc.error_type == library.NumberParseException.INVALID_COUNTRY_CODE
+        if invalid_country and region is None:
+            raise PhoneError(
+                "national number without a region (give --region or use +CC)"
+            ) from None
+        raise PhoneError("not a phone number") from None
 
 
 def normalize(raw: str, region: str | None) -> str:
@@ -27,17 +77,4 @@ def normalize(raw: str, region: str | None) -> str:
 
     Raises PhoneError with a short reason (used as the reject reason in load reports).
     """
-    text = raw.strip()
-    if not text:
-        raise PhoneError("missing phone number")
-    try:
-        number = phonenumbers.parse(text, region)
-    except NumberParseException as exc:
-        if exc.error_type == NumberParseException.INVALID_COUNTRY_CODE and region is None:
-            raise PhoneError(
-                "national number without a region (give --region or use +CC)"
-            ) from None
-        raise PhoneError("not a phone number") from None
-    if not phonenumbers.is_valid_number(number):
-        raise PhoneError("invalid phone number")
-    return phonenumbers.format_number(number, E164)
+    return read_number(raw, region)[0]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import time
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,15 +39,19 @@ pytestmark = pytest.mark.timeout(240)
 
 
 def zone_at(low: str, high: str) -> str:
-    """A zone whose local time now lies between `low` and `high` (HH:MM). Zones are whole and
-    half hours apart (and some a quarter), so a span of more than 30 minutes always holds the
-    local time of one of them: no waiting for the clock."""
+    """A zone whose local time now lies between `low` and `high` (HH:MM). Every whole-hour
+    offset has a zone (Etc/GMT±N), so any span of an hour's first 59 minutes holds one except
+    in the last minute of a UTC hour, when only half- and quarter-hour zones could, and some
+    hours have none: then, and only then, the test waits for the next minute (at most once)."""
     assert (int(high[:2]) * 60 + int(high[3:])) - (int(low[:2]) * 60 + int(low[3:])) > 30
-    now = datetime.now(UTC)
-    for name in sorted(zone_names()):
-        local = now.astimezone(ZoneInfo(name)).strftime("%H:%M")
-        if low <= local <= high:
-            return name
+    for attempt in range(2):
+        now = datetime.now(UTC)
+        for name in sorted(zone_names()):
+            local = now.astimezone(ZoneInfo(name)).strftime("%H:%M")
+            if low <= local <= high:
+                return name
+        if attempt == 0:
+            time.sleep(61 - now.second)  # the first seconds of the next minute
     raise AssertionError(f"no zone has a local time between {low} and {high}")
 
 

@@ -31,7 +31,7 @@ from tests.processes import (
 pytestmark = pytest.mark.timeout(300)
 
 CALLS = ("--ring", "0.2s..0.6s", "--talk", "0.2s..1s")
-RATE, CHANNELS, CONTACTS = 5, 10, 120
+RATE, CHANNELS, CONTACTS = 5, 10, 90
 SECRET = "sim-test-secret"
 
 

@@ -126,9 +126,11 @@ class FakeProvider:
 
     # ---- limits -----------------------------------------------------------------------------
 
-    def admit(self, *, uses_channel: bool = True) -> float | None:
+    def admit(self, *, uses_channel: bool = True, rated: bool = True) -> float | None:
         """Count one API request against the limits: None if it may proceed, else the seconds
-        to put in Retry-After (the dialect answers 429 in its own words)."""
+        to put in Retry-After (the dialect answers 429 in its own words). `rated=False`: a
+        request the provider's calls-per-second limit does not count (a status look-up where
+        the limit is on creating calls)."""
         now = time.monotonic()
         self.counts["requests"] += 1
         self.requests.append(now)
@@ -137,7 +139,7 @@ class FakeProvider:
         if storm and int(served * storm) != int((served - 1) * storm):
             self.counts["storm_429"] += 1
             return 1.0
-        rate = self.settings.rate
+        rate = self.settings.rate if rated else None
         if rate is not None:
             count, window = rate
             while self.recent and self.recent[0] <= now - window:

@@ -91,7 +91,7 @@ class PlivoDialect:
         async def fetch(request: web.Request) -> web.Response:
             if not basic_auth_is(request, self.auth_id, self.token):
                 return _error(401, "authentication failed")
-            if fake.admit(uses_channel=False) is not None:
+            if fake.admit(uses_channel=False, rated=False) is not None:
                 return _error(429, "too many requests")
             fake.counts["lookups"] += 1
             call = fake.calls.get(request.match_info["call"])
@@ -102,7 +102,7 @@ class PlivoDialect:
         async def listing(request: web.Request) -> web.Response:
             if not basic_auth_is(request, self.auth_id, self.token):
                 return _error(401, "authentication failed")
-            if fake.admit(uses_channel=False) is not None:
+            if fake.admit(uses_channel=False, rated=False) is not None:
                 return _error(429, "too many requests")
             fake.counts["lists"] += 1
             to = request.query.get("to_number")

@@ -115,7 +115,7 @@ class TelnyxDialect:
         async def fetch(request: web.Request) -> web.Response:
             if request.headers.get("Authorization") != f"Bearer {self.key}":
                 return _error(401, "10009", "Authentication failed", "")
-            if fake.admit(uses_channel=False) is not None:
+            if fake.admit(uses_channel=False, rated=False) is not None:
                 return _error(429, "10011", "Too many requests", "")
             fake.counts["lookups"] += 1
             call = fake.calls.get(request.match_info["call"])
@@ -126,7 +126,7 @@ class TelnyxDialect:
         async def listing(request: web.Request) -> web.Response:
             if request.headers.get("Authorization") != f"Bearer {self.key}":
                 return _error(401, "10009", "Authentication failed", "")
-            if fake.admit(uses_channel=False) is not None:
+            if fake.admit(uses_channel=False, rated=False) is not None:
                 return _error(429, "10011", "Too many requests", "")
             fake.counts["lists"] += 1
             to = request.query.get("To")

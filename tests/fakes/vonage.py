@@ -112,7 +112,7 @@ class VonageDialect:
         async def fetch(request: web.Request) -> web.Response:
             if not self._authorized(request):
                 return _problem(401, "Unauthorized", "")
-            if fake.admit(uses_channel=False) is not None:
+            if fake.admit(uses_channel=False, rated=False) is not None:
                 return _problem(429, "Too Many Requests", "")
             fake.counts["lookups"] += 1
             call = fake.calls.get(request.match_info["call"])
@@ -123,7 +123,7 @@ class VonageDialect:
         async def listing(request: web.Request) -> web.Response:
             if not self._authorized(request):
                 return _problem(401, "Unauthorized", "")
-            if fake.admit(uses_channel=False) is not None:
+            if fake.admit(uses_channel=False, rated=False) is not None:
                 return _problem(429, "Too Many Requests", "")
             fake.counts["lists"] += 1
             try:

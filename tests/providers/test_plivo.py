@@ -150,7 +150,7 @@ async def test_a_campaign_with_lost_and_duplicated_callbacks_ends_as_the_fake_de
         rate=(2, 1.0), channels=6, duplicates=0.2, reorder=0.3, lose=0.1, seed=3
     )
     fake = FakeProvider(dialect, settings)
-    rows = [f"+9198450{n:05d},Person {n},Asia/Kolkata" for n in range(1, 25)]
+    rows = [f"+9198450{n:05d},Person {n},Asia/Kolkata" for n in range(1, 19)]
     rows.append("+919845000000,Not A Number,Asia/Kolkata")
     async with serving(fake) as url:
         work = Workspace(tmp_path, own_database_url, free_port())
