@@ -149,3 +149,38 @@ def run_cli(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
             return thread.submit(call).result()
 
     return invoke
+
+
+# The modules whose tests take the longest (the real-process campaigns and faults), longest
+# first: the workers (`-n`, a module each) start with them, so no long module starts last and
+# keeps the suite waiting on one worker after the others are done. Any module not named keeps
+# its place after these.
+LONGEST_FIRST = (
+    "tests/dispatch/test_shared_runs.py",
+    "tests/dispatch/test_late_placement.py",
+    "tests/dispatch/test_faults_outside.py",
+    "tests/providers/test_ambiguous.py",
+    "tests/webhooks/test_delivery_survives.py",
+    "tests/dispatch/test_faults.py",
+    "tests/test_packaging.py",
+    "tests/dispatch/test_pools.py",
+    "tests/api/test_openapi.py",
+    "tests/dispatch/test_end_to_end.py",
+    "tests/providers/test_machine_detection.py",
+    "tests/dispatch/test_lost_finals.py",
+    "tests/dispatch/test_lawful.py",
+    "tests/providers/test_twilio.py",
+    "tests/providers/test_plivo.py",
+    "tests/providers/test_vonage.py",
+    "tests/providers/test_telnyx.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    root = Path(__file__).parent.parent
+
+    def rank(item: pytest.Item) -> int:
+        module = item.path.relative_to(root).as_posix()
+        return LONGEST_FIRST.index(module) if module in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: a module's tests keep their order
