@@ -45,7 +45,16 @@ from dialer.providers.base import InboundCallback, Pace, Provider, ProviderError
 from dialer.providers.errors import Forbidden, Rejected, Unreadable
 from dialer.providers.http import HttpAnswer, HttpRequest, classify, json_body
 from dialer.providers.secrets import same_secret
-from dialer.providers.words import first, from_iso, normal_word, state_of_word, to_cost, to_int
+from dialer.providers.words import (
+    first,
+    from_iso,
+    listed_event,
+    normal_word,
+    polled_event,
+    state_of_word,
+    to_cost,
+    to_int,
+)
 
 # Plivo's own words for how a call ended, in ours (the rest are Twilio's words already)
 WORDS = {"timeout": "failed", "cancel": "canceled"}
@@ -198,13 +207,12 @@ class PlivoProvider(Provider):
             state = state_of_word(WORDS.get(word, word))
             if state is None:
                 continue
-            found[call.attempt_id] = CallEvent(
-                status=state,
-                dedupe_key=f"{call.provider_call_id}:poll:{state}",
-                provider_call_id=call.provider_call_id,
-                duration_s=to_int(first(data, "call_duration")) if state == "completed" else None,
-                payload={"polled": data},
-                cost=to_cost(first(data, "total_amount")),
+            found[call.attempt_id] = polled_event(
+                call,
+                state,
+                data,
+                duration=first(data, "call_duration"),
+                cost=first(data, "total_amount"),
             )
         return found
 
@@ -223,12 +231,8 @@ class PlivoProvider(Provider):
             if not call_uuid:
                 return None
             word = normal_word(first(record, "call_state", "call_status"))
-            event = CallEvent(
-                status=state_of_word(WORDS.get(word, word)) or "unknown",
-                dedupe_key=f"{call_uuid}:listed",
-                provider_call_id=str(call_uuid),
-                duration_s=to_int(first(record, "call_duration")),
-                payload={"listed": record},
+            event = listed_event(
+                str(call_uuid), WORDS.get(word, word), first(record, "call_duration"), record
             )
             return event, from_iso(first(record, "initiation_time", "answer_time"))
 

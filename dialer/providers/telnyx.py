@@ -56,8 +56,9 @@ from dialer.providers.words import (
     from_iso,
     listed_event,
     normal_word,
+    polled_event,
+    short_text,
     state_of_word,
-    to_cost,
     to_int,
 )
 
@@ -192,7 +193,7 @@ class TelnyxProvider(Provider):
             answered_by=first(fields, "AnsweredBy"),
             payload=dict(fields),
             sip_code=sip_code(first(fields, "SipResponseCode", "SipHangupCause")),
-            stir_verstat=_short(first(fields, "ShakenStirAttestation", "StirVerstat")),
+            stir_verstat=short_text(first(fields, "ShakenStirAttestation", "StirVerstat")),
         )
 
     def _check_signature(self, callback: InboundCallback) -> None:
@@ -227,14 +228,13 @@ class TelnyxProvider(Provider):
             state = state_of_word(first(data, "status"))
             if state is None:
                 continue
-            found[call.attempt_id] = CallEvent(
-                status=state,
-                dedupe_key=f"{call.provider_call_id}:poll:{state}",
-                provider_call_id=call.provider_call_id,
-                duration_s=to_int(first(data, "duration")) if state == "completed" else None,
+            found[call.attempt_id] = polled_event(
+                call,
+                state,
+                data,
+                duration=first(data, "duration"),
                 answered_by=first(data, "answered_by"),
-                payload={"polled": data},
-                cost=to_cost(first(data, "price")),
+                cost=first(data, "price"),
                 cost_unit=first(data, "price_unit"),
             )
         return found
@@ -279,7 +279,3 @@ def _error(data: Any, answer: HttpAnswer) -> tuple[str | None, str, str]:
             message[:300],
         )
     return None, "", answer.text()
-
-
-def _short(value: object, limit: int = 64) -> str | None:
-    return None if value is None else str(value)[:limit]

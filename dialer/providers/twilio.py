@@ -33,7 +33,15 @@ from dialer.providers.base import InboundCallback, Pace, Provider, ProviderError
 from dialer.providers.errors import Forbidden, Rejected, Unreadable
 from dialer.providers.http import HttpAnswer, HttpRequest, classify, json_body
 from dialer.providers.secrets import same_secret
-from dialer.providers.words import first, listed_event, normal_word, state_of_word, to_cost, to_int
+from dialer.providers.words import (
+    first,
+    listed_event,
+    normal_word,
+    polled_event,
+    short_text,
+    state_of_word,
+    to_int,
+)
 
 EVENTS = ("initiated", "ringing", "answered", "completed")
 # Twilio error codes that condemn the number, not the account (21211 invalid To, 21214 To not
@@ -216,7 +224,7 @@ class TwilioProvider(Provider):
             # on the final event: the SIP code that ended the call; the caller id's
             # STIR/SHAKEN verification as the far end saw it (policy.attestation)
             sip_code=sip_code(first(fields, "SipResponseCode", "SipCode")),
-            stir_verstat=_short(first(fields, "StirVerstat", "StirStatus")),
+            stir_verstat=short_text(first(fields, "StirVerstat", "StirStatus")),
         )
 
     def _detection_result(self, callback: InboundCallback, sid: str) -> CallEvent:
@@ -248,14 +256,13 @@ class TwilioProvider(Provider):
             state = state_of_word(first(data, "status"))
             if state is None:
                 continue
-            found[call.attempt_id] = CallEvent(
-                status=state,
-                dedupe_key=f"{call.provider_call_id}:poll:{state}",
-                provider_call_id=call.provider_call_id,
-                duration_s=to_int(first(data, "duration")) if state == "completed" else None,
+            found[call.attempt_id] = polled_event(
+                call,
+                state,
+                data,
+                duration=first(data, "duration"),
                 answered_by=first(data, "answered_by"),
-                payload={"polled": data},
-                cost=to_cost(first(data, "price")),
+                cost=first(data, "price"),
                 cost_unit=first(data, "price_unit"),
             )
         return found
@@ -326,8 +333,3 @@ def _rfc2822(value: Any):
         return parsedate_to_datetime(str(value)) if value else None
     except (TypeError, ValueError):
         return None
-
-
-def _short(value: object, limit: int = 64) -> str | None:
-    """A provider's short code word as text, cut to `limit` characters (None if absent)."""
-    return None if value is None else str(value)[:limit]

@@ -44,7 +44,16 @@ from dialer.providers.account import AccountBase
 from dialer.providers.base import InboundCallback, Pace, Provider, ProviderError
 from dialer.providers.errors import Forbidden, Rejected, Unreadable
 from dialer.providers.http import HttpAnswer, HttpRequest, classify, json_body
-from dialer.providers.words import first, from_iso, normal_word, state_of_word, to_cost, to_int
+from dialer.providers.words import (
+    first,
+    from_iso,
+    listed_event,
+    normal_word,
+    polled_event,
+    state_of_word,
+    to_cost,
+    to_int,
+)
 
 # Vonage's words in ours; `machine` and `human` are detection results, not states
 WORDS = {
@@ -220,13 +229,8 @@ class VonageProvider(Provider):
             state = state_of_word(WORDS.get(word, word))
             if state is None:
                 continue
-            found[call.attempt_id] = CallEvent(
-                status=state,
-                dedupe_key=f"{call.provider_call_id}:poll:{state}",
-                provider_call_id=call.provider_call_id,
-                duration_s=to_int(first(data, "duration")) if state == "completed" else None,
-                payload={"polled": data},
-                cost=to_cost(first(data, "price")),
+            found[call.attempt_id] = polled_event(
+                call, state, data, duration=first(data, "duration"), cost=first(data, "price")
             )
         return found
 
@@ -253,12 +257,8 @@ class VonageProvider(Provider):
                 if not call_id or not isinstance(to, dict) or str(to.get("number")) != number:
                     return None
                 word = normal_word(first(record, "status"))
-                event = CallEvent(
-                    status=state_of_word(WORDS.get(word, word)) or "unknown",
-                    dedupe_key=f"{call_id}:listed",
-                    provider_call_id=str(call_id),
-                    duration_s=to_int(first(record, "duration")),
-                    payload={"listed": record},
+                event = listed_event(
+                    str(call_id), WORDS.get(word, word), first(record, "duration"), record
                 )
                 return event, from_iso(first(record, "start_time"))
 

@@ -10,9 +10,7 @@ from decimal import Decimal, InvalidOperation
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from dialer.calls import (
-    CallEvent,
-)
+from dialer.calls import CallEvent, PlacedCall
 from dialer.policy.states import OUTCOMES, AttemptState
 
 
@@ -26,6 +24,35 @@ def listed_event(call_id: str, word: Any, duration: Any, record: Mapping[str, An
         duration_s=to_int(duration),
         payload={"listed": dict(record)},
     )
+
+
+def polled_event(
+    call: PlacedCall,
+    state: str,
+    record: Mapping[str, Any],
+    *,
+    duration: Any = None,
+    answered_by: Any = None,
+    cost: Any = None,
+    cost_unit: Any = None,
+) -> CallEvent:
+    """What a provider's status look-up says of one call (Provider.fetch_statuses), as an
+    event: its talk time only once completed, its price as a positive amount."""
+    return CallEvent(
+        status=state,
+        dedupe_key=f"{call.provider_call_id}:poll:{state}",
+        provider_call_id=call.provider_call_id,
+        duration_s=to_int(duration) if state == "completed" else None,
+        answered_by=answered_by,
+        payload={"polled": dict(record)},
+        cost=to_cost(cost),
+        cost_unit=cost_unit,
+    )
+
+
+def short_text(value: object, limit: int = 64) -> str | None:
+    """A provider's short code word as text, cut to `limit` characters (None if absent)."""
+    return None if value is None else str(value)[:limit]
 
 
 def first(fields: Mapping[str, Any], *names: str) -> Any:
