@@ -74,14 +74,16 @@ async def test_forget_erases_every_form_and_keeps_the_number_do_not_call(
     receiver = Receiver(SECRET)
     await receiver.start()
     port = free_port()
-    sim_options = ("--rate", "20/s", "--channels", "4", "--ring", "4s..4s", "--talk", "0.2s..0.4s")
+    # Each call lasts 16 s: the `forget` below must find A's call still in flight on a busy
+    # machine, where starting its process alone may take seconds.
+    sim_options = ("--rate", "20/s", "--channels", "4", "--ring", "1s..1s", "--talk", "15s..15s")
     with sim_provider(tmp_path, *sim_options, "--outcomes", "completed=1") as sim:
         config = write_config(tmp_path, sim, rate="20/s", channels=4, port=port)
         with config.open("a") as toml:
             toml.write(f'\n[[webhooks]]\nurl = "{receiver.url}"\nsecret = "{SECRET}"\n')
         env = env_for(own_database_url, config)
         campaign = write_campaign(
-            tmp_path, "erase", 0, csv_rows=[], call_limits=("8s", "10s", "2s")
+            tmp_path, "erase", 0, csv_rows=[], call_limits=("8s", "30s", "2s")
         )
         (tmp_path / "erase.csv").write_text(CONTACTS)
         load(tmp_path, env, campaign)

@@ -12,7 +12,8 @@ any window of the provider's unit, no more requests leave than its figure.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from collections import deque
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 DERATE = 0.95  # aim under the provider's figure, so a provider counting calendar windows agrees
@@ -66,6 +67,39 @@ class AccountLimits:
         """How much closer together than their send times requests may arrive and still keep
         every window within the figure."""
         return 0.5 * self.window_s * (1 / self.derate - 1)
+
+
+@dataclass
+class DepartureSpacing:
+    """One process's own create-call requests to one account, as they leave: a request waits
+    until the figure's worth of requests before it left at least a window plus
+    `jitter_allowed_s` ago. Requests sent on their slots always do (the slots are that far
+    apart), so this waits only when a commit came back late and bunched requests that the
+    slots had spread: their wait in a busy database never spends the headroom kept for the
+    network. Across processes, the slots alone keep the figure."""
+
+    limits: AccountLimits
+    left: deque[float] = field(default_factory=deque)
+
+    @property
+    def figure(self) -> tuple[int, float]:
+        """The provider's figure as (requests, seconds); under one a window, one per 1/rate."""
+        count = math.floor(self.limits.rate_per_s * self.limits.window_s + 1e-9)
+        if count >= 1:
+            return count, self.limits.window_s
+        return 1, 1 / self.limits.rate_per_s
+
+    def reserve(self, now: float) -> float:
+        """Book the next request's departure: the seconds it waits from `now` (0 mostly)."""
+        count, window = self.figure
+        leaves = now
+        if len(self.left) >= count:
+            leaves = self.left[-count] + window + self.limits.jitter_allowed_s
+            leaves = now if leaves - now < 1e-9 else leaves  # float noise is not a wait
+        self.left.append(leaves)
+        while len(self.left) > count:
+            self.left.popleft()
+        return leaves - now
 
 
 @dataclass(frozen=True)

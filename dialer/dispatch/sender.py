@@ -1,6 +1,7 @@
 """Sending claimed attempts: one task per attempt waits for its request slot, commits
 `dialing` (a compare-and-set, batched across senders), sends the request with no transaction
-open, and records the answer; a stop releases what was not sent and waits for what was.
+open (spaced as its slot was, however late the commit came back), and records the answer; a
+stop releases what was not sent and waits for what was.
 
 A request that left is never sent again: once `dialing` is committed the send is shielded from
 cancellation, and an ambiguous answer leaves the attempt live for callbacks or the reconciler.
@@ -26,6 +27,7 @@ from dialer.dispatch.account_health import HealthWatch
 from dialer.dispatch.account_run import AccountRun
 from dialer.dispatch.callers import CallerChoice
 from dialer.dispatch.claim import VOID, Claimed, DialAction, DialVerdict
+from dialer.dispatch.limiter import DepartureSpacing
 from dialer.dispatch.refusals import Refusal, refusal
 from dialer.dispatch.store import DialRequest, DispatchStore
 from dialer.faults import fault_point
@@ -60,6 +62,7 @@ class Sender:
         self.callers = callers
         self.accounts = accounts
         self.early_s = {a.name: a.limits.early_s for a in accounts}
+        self.spacing = {a.name: DepartureSpacing(a.limits) for a in accounts}
         self.health = HealthWatch()
         self.on_account_refused = on_account_refused
         self.on_death = on_death
@@ -232,6 +235,9 @@ class Sender:
         )
         extra = {"attempt": item.attempt_id, "campaign": campaign.name, "to": item.phone_e164}
         try:
+            held_s = self.spacing[account.name].reserve(time.monotonic())
+            if held_s > 0:  # a late commit bunched it with the ones before (DepartureSpacing)
+                await asyncio.sleep(held_s)
             deadline.check()  # and again once the connection is ready (the session's hook)
             call_id = await account.adapter.place_call(self.session, request, deadline)
         except ProviderError as exc:

@@ -21,6 +21,7 @@ from dialer.dispatch.limiter import (
     RETRY_AFTER_CAP_S,
     SLOWDOWN,
     AccountLimits,
+    DepartureSpacing,
     LimiterState,
     after_429,
     after_sends,
@@ -232,3 +233,65 @@ def test_the_worst_arrivals_still_fit_the_window(figure: tuple[int, int]) -> Non
     first_arrives = JITTER_S
     one_too_many_arrives = count * interval - limits.early_s
     assert one_too_many_arrives >= first_arrives + unit - 1e-9
+
+
+@given(
+    figure=FIGURES,
+    calls=st.lists(
+        st.tuples(
+            st.floats(0, 2),  # seconds since the previous claim, x unit / 10
+            st.integers(1, 40),  # requests waiting
+            st.lists(st.floats(0, 1), max_size=40),  # each one's commit delay, x unit / 2
+            st.lists(st.floats(0, 1), max_size=40),  # each one's way to the provider, x jitter
+        ),
+        min_size=1,
+        max_size=80,
+    ),
+)
+def test_late_commits_are_spaced_again_before_they_leave(figure, calls) -> None:
+    """Commits come back up to half a window late, in any order, bunching requests the slots
+    had spread; DepartureSpacing holds them back, so that arriving up to JITTER_S apart from
+    their leave, no window of the provider's unit holds more than the figure."""
+    count, unit = figure
+    limits = AccountLimits("a", "sim", count / unit, unit, 1)
+    interval, early = 1 / limits.aimed_rate_per_s, limits.early_s
+    now = tat = 0.0
+    committed: list[tuple[float, float]] = []  # (commit back, way to the provider)
+    for gap, waiting, delays, ways in calls:
+        now += gap * unit / 10
+        start = max(tat, now)
+        ready = ready_slots(start - now, early, interval, waiting)
+        for k in range(ready):
+            delay = (delays[k] if k < len(delays) else 0.0) * unit / 2
+            committed.append((now + delay, (ways[k] if k < len(ways) else 0.0) * JITTER_S))
+        tat = start + ready * interval
+    spacing = DepartureSpacing(limits)
+    arrivals = []
+    for back, way in sorted(committed):
+        arrivals.append(back + spacing.reserve(back) + way)
+    arrivals.sort()
+    for i, first in enumerate(arrivals):
+        in_window = sum(1 for t in arrivals[i:] if t < first + unit)
+        assert in_window <= count, (in_window, count, unit)
+
+
+def test_requests_on_their_slots_are_never_held() -> None:
+    """Requests that leave as their slots say, even `early_s` early, wait for nothing."""
+    limits = AccountLimits("a", "sim", 3.0, 1.0, 1)
+    spacing = DepartureSpacing(limits)
+    interval = 1 / limits.aimed_rate_per_s
+    for k in range(50):
+        leave = k * interval - (limits.early_s if k % 2 else 0.0)
+        assert spacing.reserve(max(0.0, leave)) == 0.0
+
+
+def test_a_bunch_after_a_late_commit_leaves_a_window_apart() -> None:
+    """Three requests to a 3/s account leave together, a fourth comes back 10 ms later: it
+    waits until a second and the headroom have passed since the first."""
+    limits = AccountLimits("a", "sim", 3.0, 1.0, 1)
+    spacing = DepartureSpacing(limits)
+    assert [spacing.reserve(0.0) for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert spacing.reserve(0.01) == pytest.approx(1.0 + limits.jitter_allowed_s - 0.01)
+    slow = DepartureSpacing(AccountLimits("b", "sim", 0.5, 1.0, 1))  # one per two seconds
+    assert slow.reserve(0.0) == 0.0
+    assert slow.reserve(0.5) == pytest.approx(1.5 + slow.limits.jitter_allowed_s)
