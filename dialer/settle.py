@@ -352,15 +352,13 @@ async def apply_progress_batch(
         occurred_at=[e.occurred_at for _, e in items],
         answered_by=[e.answered_by for _, e in items],
     )
-    named = [(a, e) for a, e in items if a is not None and e.dedupe_key in new]
-    if named:  # the batch moves live attempts only: one closed `unknown` is re-opened here
-        unknown = await attempts.unknown_among(conn, [a for a, _ in named], account)
-        for attempt_id, event in named:
-            if attempt_id in unknown:
-                async with conn.transaction():
-                    if await reopen_if_unknown(conn, campaigns, attempt_id, event):
-                        await _apply_progress_to(conn, attempt_id, event)
-    return new
+    # the batch moves live attempts only: one closed `unknown` is re-opened here
+    for attempt_id, event in items:
+        if attempt_id is not None and new.get(event.dedupe_key):
+            async with conn.transaction():
+                if await reopen_if_unknown(conn, campaigns, attempt_id, event):
+                    await _apply_progress_to(conn, attempt_id, event)
+    return set(new)
 
 
 async def record_accepted(

@@ -17,7 +17,7 @@ from dialer.dispatch.claim import register_account
 from dialer.dispatch.limiter import AccountLimits
 from dialer.providers.sim import SimAccount, SimProvider
 from dialer.reconcile import reconcile_once
-from dialer.settle import Settlement, apply_event, record_accepted, settle
+from dialer.settle import Settlement, apply_event, apply_progress_batch, record_accepted, settle
 from tests.callbacks.test_callbacks import SECRET, new_attempt
 from tests.processes import free_port
 
@@ -229,6 +229,31 @@ async def test_a_call_id_after_unknown_makes_the_attempt_live_and_withdraws_the_
 
 async def register(conn, *, channels: int) -> None:
     await register_account(conn, AccountLimits("sim-main", "sim", 100.0, 1.0, channels))
+
+
+async def test_a_progress_event_in_a_batch_reopens_unknown_and_a_repeat_does_not(
+    own_db, tmp_path: Path
+) -> None:
+    """Progress events arrive in batches (apply_progress_batch): one naming an attempt closed
+    `unknown` re-opens it and moves it on; the same event again, or one misrouted by its call
+    id, changes nothing."""
+    attempt = await new_attempt(own_db, tmp_path)
+    other = await new_attempt(own_db, tmp_path)
+    await close_unknown(own_db, attempt)
+    await close_unknown(own_db, other)
+    await own_db.execute("UPDATE attempts SET provider_call_id = 'SIMOTHER' WHERE id = $1", other)
+    ringing = CallEvent("ringing", "SIMLATE:1:ringing", "SIMLATE")
+    misrouted = CallEvent("ringing", "SIMX:1:ringing", "SIMX")  # not `other`'s call id
+    new = await apply_progress_batch(
+        own_db, CampaignCache(), "sim-main", [(attempt, ringing), (other, misrouted)]
+    )
+    assert new == {"SIMLATE:1:ringing", "SIMX:1:ringing"}
+    row = await own_db.fetchrow("SELECT * FROM attempts WHERE id = $1", attempt)
+    assert (row["state"], row["provider_call_id"]) == ("ringing", "SIMLATE")
+    assert row["reopened_at"] is not None
+    assert await own_db.fetchval("SELECT state FROM attempts WHERE id = $1", other) == "unknown"
+    again = await apply_progress_batch(own_db, CampaignCache(), "sim-main", [(attempt, ringing)])
+    assert again == set()
 
 
 async def test_a_reopened_call_takes_a_reservations_channel_rather_than_exceed_the_limit(

@@ -470,17 +470,6 @@ async def look_up_now(conn: Connection, attempt_id: int) -> None:
     )
 
 
-async def unknown_among(conn: Connection, ids: list[int], account: str) -> set[int]:
-    """Which of these attempts of the account are closed `unknown`."""
-    rows = await conn.fetch(
-        """SELECT id FROM attempts
-           WHERE id = ANY($1::bigint[]) AND account = $2 AND state = 'unknown'""",
-        ids,
-        account,
-    )
-    return {r["id"] for r in rows}
-
-
 async def record_accepted(
     conn: Connection, accepted: list[tuple[int, str | None]]
 ) -> list[asyncpg.Record]:

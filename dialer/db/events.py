@@ -135,7 +135,9 @@ WITH input AS (
     WHERE a.id = best.known AND a.state = ANY($11::text[]) AND {RANK_SQL} < best.rank
     RETURNING a.id
 )
-SELECT p.dedupe_key FROM placed p WHERE {_HELD_KEY} IN (SELECT dedupe_key FROM stored)
+SELECT p.dedupe_key, p.named IS NOT NULL AND n.state = 'unknown' AS unknown
+FROM placed p LEFT JOIN attempts n ON n.id = p.named
+WHERE {_HELD_KEY} IN (SELECT dedupe_key FROM stored)
 """
 
 
@@ -151,9 +153,10 @@ async def store_and_advance(
     payloads: list[dict],
     occurred_at: list[datetime | None],
     answered_by: list[str | None],
-) -> set[str]:
+) -> dict[str, bool]:
     """Keep many non-final events of one account, and move each live attempt forward to the
-    highest of its new ones; returns the dedupe keys that were new."""
+    highest of its new ones; returns the dedupe keys that were new, each with whether the
+    attempt it names is closed `unknown` (the batch moves live attempts only)."""
     rows = await conn.fetch(
         _PROGRESS_BATCH,
         attempt_ids,
@@ -168,7 +171,7 @@ async def store_and_advance(
         account,
         list(LIVE),
     )
-    return {r["dedupe_key"] for r in rows}
+    return {r["dedupe_key"]: r["unknown"] for r in rows}
 
 
 async def orphan_finals(conn: Connection, limit: int) -> list[asyncpg.Record]:

@@ -1,0 +1,386 @@
+"""What one settled call costs PostgreSQL (issue 16, item 4), on a cluster of its own.
+
+    python bench/statements.py [--calls 2000] [--rounds 3]
+
+Each round starts a fresh PostgreSQL cluster (initdb, `pg_stat_statements` preloaded with
+`track = all`, so statements run inside functions and triggers, foreign-key checks among them,
+count too; `track_utility = off`, so BEGIN and COMMIT are counted as commits, not statements),
+loads a campaign, subscribes a webhook endpoint (the outbox is part of a call's cost), starts
+the simulator and `dialer serve`, resets the counters, runs `dialer run --wait` and waits until
+every webhook is delivered. Then it reads, per settled attempt:
+
+- statements (every execution the dialer's own role made, nested ones included),
+- of which foreign-key checks (`SELECT 1 FROM ONLY ... FOR KEY SHARE OF x`),
+- commits (pg_stat_database.xact_commit),
+- bytes of WAL (pg_current_wal_lsn before and after),
+- CPU of the server's processes (the postmaster's reaped children plus the live ones).
+
+The bench reads through a role of its own, whose statements are left out. Everything the
+dialer's processes did in the window counts, background loops included (the reconciler, the
+webhook deliverer, the dashboard's nothing): that is what a call costs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import glob
+import json
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp.web
+import asyncpg
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from common import median, write_section
+
+from tests.processes import free_port, wait_for_http
+
+SECRET = "bench-secret"
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"b" * 32).decode()
+FK_CHECK = ("FROM ONLY", "FOR KEY SHARE OF")  # how PostgreSQL's RI triggers check a key
+
+
+def dialer(*args: str) -> list[str]:
+    return [sys.executable, "-m", "dialer", *args]
+
+
+def pg_bin() -> Path:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if found:
+        return Path(found[-1]).parent
+    return Path(subprocess.check_output(["pg_config", "--bindir"], text=True).strip())
+
+
+@contextlib.contextmanager
+def own_cluster() -> Iterator[tuple[str, int]]:
+    """A PostgreSQL cluster of this round's own, with pg_stat_statements: (url, port)."""
+    folder = Path(tempfile.mkdtemp(prefix="bench-pg-"))
+    data, sockets = folder / "data", folder / "sock"
+    sockets.mkdir()
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+        user = pwd.getpwnam("postgres")
+        shutil.chown(folder, user.pw_uid, user.pw_gid)
+        shutil.chown(sockets, user.pw_uid, user.pw_gid)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    port = free_port()
+    bindir = pg_bin()
+    subprocess.run(
+        [*as_user, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust"],
+        check=True,
+        capture_output=True,
+    )
+    server = subprocess.Popen(
+        [
+            *as_user,
+            str(bindir / "postgres"),
+            "-D",
+            str(data),
+            "-p",
+            str(port),
+            "-k",
+            str(sockets),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "shared_preload_libraries=pg_stat_statements",
+            "-c",
+            "pg_stat_statements.track=all",
+            "-c",
+            "pg_stat_statements.track_utility=off",
+            "-c",
+            "pg_stat_statements.max=10000",
+            "-c",
+            "max_connections=200",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=(folder / "postgres.log").open("wb"),
+    )
+    url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    try:
+        for _ in range(300):
+            if (
+                subprocess.run(
+                    [str(bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)],
+                    capture_output=True,
+                ).returncode
+                == 0
+            ):
+                break
+            time.sleep(0.1)
+        yield url, server.pid
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def server_cpu_s(postmaster: int) -> float:
+    """CPU seconds of the cluster's processes: the postmaster's own and its reaped children's,
+    plus those of children still running."""
+    root = psutil.Process(postmaster)
+    if root.name() == "runuser":  # started through runuser: the postmaster is its child
+        root = root.children()[0]
+    times = root.cpu_times()
+    total = times.user + times.system + times.children_user + times.children_system
+    for child in root.children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            child_times = child.cpu_times()
+            total += child_times.user + child_times.system
+    return total
+
+
+def write_files(folder: Path, calls: int, sim_port: int, serve_port: int, hook_port: int) -> None:
+    (folder / "dialer.toml").write_text(
+        f'listen = "127.0.0.1:{serve_port}"\n\n[accounts.sim-main]\nkind = "sim"\n'
+        f'base_url = "http://127.0.0.1:{sim_port}"\nsecret = "{SECRET}"\nrate = "50/s"\n'
+        "channels = 60\n\n"
+        f'[[webhooks]]\nurl = "http://127.0.0.1:{hook_port}/hook"\nsecret = "{WEBHOOK_SECRET}"\n'
+    )
+    with (folder / "cost.csv").open("w") as handle:
+        handle.write("phone,name\n")
+        for i in range(calls):
+            handle.write(f"+9198{i + 10_000_000:08d},c{i}\n")
+    (folder / "cost.toml").write_text(
+        'name = "cost"\naccount = "sim-main"\ncaller_id = "+918047112233"\n'
+        'contacts = "cost.csv"\ndefault_region = "IN"\ntimezone = "UTC"\n'
+        'ring_timeout = "5s"\nmax_call_duration = "10s"\nsettle_grace = "5s"\n'
+        'window = { start = "00:00", end = "23:59:59" }\n'
+        "[retry]\nmax_attempts = 1\n"
+    )
+
+
+async def hook_receiver(port: int) -> aiohttp.web.AppRunner:
+    async def take(request: aiohttp.web.Request) -> aiohttp.web.Response:
+        await request.read()
+        return aiohttp.web.Response(status=204)
+
+    app = aiohttp.web.Application()
+    app.router.add_post("/hook", take)
+    runner = aiohttp.web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await aiohttp.web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner
+
+
+async def reset(observer: asyncpg.Connection) -> tuple[str, int]:
+    await observer.execute("SELECT pg_stat_statements_reset()")
+    await observer.execute("SELECT pg_stat_reset()")
+    lsn = await observer.fetchval("SELECT pg_current_wal_lsn()::text")
+    commits = await observer.fetchval(
+        "SELECT xact_commit FROM pg_stat_database WHERE datname = 'cost'"
+    )
+    return lsn, commits
+
+
+async def read_costs(observer: asyncpg.Connection, lsn: str, commits: int) -> dict:
+    await asyncio.sleep(1.0)  # pg_stat_database is sent by backends at most every 500 ms
+    await observer.execute("SELECT pg_stat_clear_snapshot()")
+    wal = await observer.fetchval(
+        "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::text::pg_lsn)", lsn
+    )
+    dialer_role = "(SELECT oid FROM pg_roles WHERE rolname = 'postgres')"
+    rows = await observer.fetch(
+        f"""SELECT query, calls, toplevel FROM pg_stat_statements
+            WHERE userid = {dialer_role} AND dbid = (SELECT oid FROM pg_database
+                                                     WHERE datname = 'cost')
+            ORDER BY calls DESC"""
+    )
+    committed = await observer.fetchval(
+        "SELECT xact_commit FROM pg_stat_database WHERE datname = 'cost'"
+    )
+    settled = await observer.fetchval(
+        "SELECT count(*) FROM attempts WHERE state NOT IN ('reserved', 'dialing', 'accepted',"
+        " 'ringing', 'in-progress')"
+    )
+    fk = sum(r["calls"] for r in rows if all(part in r["query"] for part in FK_CHECK))
+    return {
+        "settled": settled,
+        "statements": sum(r["calls"] for r in rows),
+        "fk_checks": fk,
+        "top": [(r["calls"], r["toplevel"], " ".join(r["query"].split())[:110]) for r in rows],
+        "commits": committed - commits,
+        "wal_bytes": float(wal),
+    }
+
+
+async def settled_everything(url: str, calls: int, timeout_s: float = 600) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            done = await conn.fetchval(
+                """SELECT count(*) FROM attempts WHERE state NOT IN
+                   ('reserved', 'dialing', 'accepted', 'ringing', 'in-progress')"""
+            )
+            pending = await conn.fetchval(
+                "SELECT count(*) FROM webhook_deliveries WHERE state = 'pending'"
+            )
+            if done >= calls and pending == 0:
+                return
+            await asyncio.sleep(0.5)
+        raise TimeoutError(f"{done} of {calls} settled, {pending} webhooks pending")
+    finally:
+        await conn.close()
+
+
+def one_round(calls: int) -> dict:
+    with own_cluster() as (server_url, postmaster):
+        cost_url = server_url.rsplit("/", 1)[0] + "/cost"
+
+        async def prepare() -> None:
+            conn = await asyncpg.connect(server_url)
+            await conn.execute("CREATE DATABASE cost")
+            await conn.execute("CREATE ROLE observer SUPERUSER LOGIN")
+            await conn.close()
+            conn = await asyncpg.connect(cost_url)
+            await conn.execute("CREATE EXTENSION pg_stat_statements")
+            await conn.close()
+
+        asyncio.run(prepare())
+        folder = Path(tempfile.mkdtemp(prefix="bench-cost-"))
+        sim_port, serve_port, hook_port = free_port(), free_port(), free_port()
+        write_files(folder, calls, sim_port, serve_port, hook_port)
+        env = os.environ | {
+            "DIALER_DATABASE_URL": cost_url,
+            "DIALER_CONFIG": str(folder / "dialer.toml"),
+        }
+        sim_options = ["--rate", "50/s", "--channels", "60", "--ring", "0.2s..1s"]
+        sim_options += [
+            "--talk",
+            "0.5s..1.5s",
+            "--outcomes",
+            "completed=0.7,no-answer=0.2,busy=0.1",
+        ]
+        sim = subprocess.Popen(
+            dialer("sim-provider", "--port", str(sim_port), "--secret", SECRET, *sim_options),
+            cwd=folder,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=(folder / "sim.log").open("wb"),
+        )
+        serve: subprocess.Popen | None = None
+        try:
+            wait_for_http(f"http://127.0.0.1:{sim_port}/stats")
+            subprocess.run(
+                dialer("campaign", "load", "cost.toml"),
+                cwd=folder,
+                env=env,
+                check=True,
+                capture_output=True,
+            )
+            serve = subprocess.Popen(
+                dialer("serve", "--log-level", "warning"),
+                cwd=folder,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=(folder / "serve.log").open("wb"),
+            )
+            wait_for_http(f"http://127.0.0.1:{serve_port}/healthz")
+
+            async def measure() -> dict:
+                runner = await hook_receiver(hook_port)
+                observer_url = server_url.replace("postgres@", "observer@").rsplit("/", 1)[0]
+                observer = await asyncpg.connect(observer_url + "/cost")
+                try:
+                    lsn, commits = await reset(observer)
+                    cpu_before = server_cpu_s(postmaster)
+                    run = await asyncio.create_subprocess_exec(
+                        *dialer("run", "cost", "--wait", "--log-level", "warning"),
+                        cwd=folder,
+                        env=env,
+                        stdout=asyncio.subprocess.DEVNULL,
+                        stderr=(folder / "run.log").open("wb"),
+                    )
+                    code = await run.wait()
+                    if code != 0:
+                        raise RuntimeError(f"dialer run exited {code}: see {folder}/run.log")
+                    await settled_everything(cost_url, calls)
+                    costs = await read_costs(observer, lsn, commits)
+                    costs["cpu_s"] = server_cpu_s(postmaster) - cpu_before
+                    return costs
+                finally:
+                    await observer.close()
+                    await runner.cleanup()
+
+            costs = asyncio.run(measure())
+        finally:
+            if serve is not None:
+                serve.terminate()
+                serve.wait(timeout=60)
+            sim.terminate()
+            sim.wait(timeout=60)
+        shutil.rmtree(folder, ignore_errors=True)
+        return costs
+
+
+def report(rounds: list[dict], calls: int) -> str:
+    def per_call(key: str) -> list[float]:
+        return [r[key] / r["settled"] for r in rounds]
+
+    statements, fk = per_call("statements"), per_call("fk_checks")
+    commits, wal = per_call("commits"), per_call("wal_bytes")
+    cpu = [1000 * r["cpu_s"] / r["settled"] for r in rounds]
+    top = rounds[len(rounds) // 2]["top"][:25]
+    settled = rounds[len(rounds) // 2]["settled"]
+    lines = "\n".join(
+        f"| {n / settled:.2f} | {'top' if toplevel else 'nested'} | `{query.replace('|', '¦')}` |"
+        for n, toplevel, query in top
+    )
+
+    def fmt(values: list[float], digits: int = 2) -> str:
+        return f"{median(values):.{digits}f} ({', '.join(f'{v:.{digits}f}' for v in values)})"
+
+    return f"""
+Command: `python bench/statements.py --calls {calls} --rounds {len(rounds)}`: per round a
+PostgreSQL cluster of its own (pg_stat_statements, `track = all`, utility statements not
+counted), {calls} contacts, one attempt each, the simulator at 50/s and 60 channels (ring
+0.2–1 s, talk 0.5–1.5 s; 70% completed, 20% no answer, 10% busy), `dialer serve`, one webhook
+endpoint subscribed; counted from just before `dialer run --wait` until every attempt is settled
+and every webhook delivered, divided by the settled attempts. Medians (rounds).
+
+| per settled call | measured | target |
+|---|---|---|
+| statements, nested ones and foreign-key checks included | {fmt(statements)} | ≤ 8 |
+| of which foreign-key checks | {fmt(fk)} | |
+| commits | {fmt(commits)} | |
+| WAL bytes | {fmt(wal, 0)} | ≤ 4096 |
+| server CPU, ms | {fmt(cpu)} | |
+
+The statements of the middle round, executions per settled call:
+
+| per call | level | statement |
+|---|---|---|
+{lines}
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--json", action="store_true", help="print the raw rounds as JSON too")
+    options = parser.parse_args()
+    rounds = [one_round(options.calls) for _ in range(options.rounds)]
+    if options.json:
+        print(json.dumps(rounds, indent=1))
+    result = report(rounds, options.calls)
+    print(result)
+    write_section("What one settled call costs PostgreSQL (issue 16)", result)
+
+
+if __name__ == "__main__":
+    main()
