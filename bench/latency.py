@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from common import SERVER_URL, create_database, drop_database, median, write_section
 
+from dialer.dispatch.limiter import AccountLimits
 from tests.processes import free_port, wait_for_http
 
 SECRET = "bench-secret"
@@ -329,12 +330,13 @@ def main() -> None:
                     f" | {sorted({c for r in runs for c in r['codes']})} |"
                 )
     table = "\n".join(rows)
+    paced = AccountLimits("x", "sim", RATE, 1.0, 1).aimed_rate_per_s
     result = f"""
 Command: `python bench/latency.py --rtt-ms {options.rtt_ms} --processes {options.processes}
 --rounds {options.rounds} --contacts {options.contacts}` (as root): each `dialer run` in a
 network namespace of its own, reaching PostgreSQL through a relay that adds the round trip
 shown (this kernel has no `sch_netem`, see the script), one account at {RATE}/s (paced at
-{RATE * 0.95:.0f}/s) with 10,000 channels, a simulator that answers at once; {options.contacts}
+{paced:.0f}/s) with 10,000 channels, a simulator that answers at once; {options.contacts}
 contacts per run, one attempt each. Rates are medians of the rounds (rounds in brackets);
 exit 3 is `dialer run` stopping with calls still live (the simulator sends no callbacks).
 

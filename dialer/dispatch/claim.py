@@ -221,7 +221,7 @@ def _unplaced(row: asyncpg.Record) -> PlacedCall | None:
 
 
 class DialAction(StrEnum):
-    SEND = "send"  # committed `dialing`: send it at once, or never
+    SEND = "send"  # committed `dialing`: send it after `wait_s` (0: at once), or never
     VOID = "void"  # lease expired, window closed or campaign stopped: release it unsent
     WAIT = "wait"  # its request slot is not open yet: ask again after `wait_s`
 
@@ -243,6 +243,7 @@ async def begin_dial(
     account: str,
     ready_attempts: list[tuple[int, str, int, int]],
     early_s: float,
+    lead_s: float = 0.0,
 ) -> dict[int, DialVerdict]:
     """Give request slots to attempts that are ready to send, and commit them as `dialing`.
 
@@ -251,7 +252,10 @@ async def begin_dial(
     allows however late a process is. An attempt whose slot opens within `early_s` is
     committed as `dialing` (a compare-and-set on its lease, and the campaign must still be
     `active`) with its `send_by` (providers.send_deadline), and must be sent at once or not at
-    all: SEND; the others get the seconds to wait before asking again; one whose lease
+    all: SEND. With `lead_s` (about one commit's length, when the database is far), slots
+    opening up to that much later are committed too, each SEND saying when it may leave
+    (`early_s` before its slot): the next commit finds them on their way. The others get the
+    seconds to wait before asking again; one whose lease
     expired, whose calling window closed (`dial_before`) or whose campaign stopped gets VOID
     (release it, nothing is sent).
     """
@@ -261,14 +265,18 @@ async def begin_dial(
             raise LookupError(f"account {account} is not registered")
         if not state.sendable:  # paused or resting since the claim: release them unsent
             return {attempt_id: VOID for attempt_id, *_ in ready_attempts}
-        ready = limiter.ready_slots(state.ahead_s, early_s, state.interval_s, len(ready_attempts))
+        reach = early_s + lead_s
+        ready = limiter.ready_slots(state.ahead_s, reach, state.interval_s, len(ready_attempts))
         sent = await attempts.begin_dialing(conn, ready_attempts[:ready], SEND_WINDOW)
         if sent:
             await accounts.store_state(conn, account, limiter.after_sends(state, len(sent)))
         verdicts: dict[int, DialVerdict] = {}
+        given = 0  # slots given so far, in order
         for index, (attempt_id, *_) in enumerate(ready_attempts):
             if attempt_id in sent:
-                verdicts[attempt_id] = SEND
+                leave_s = limiter.leave_in(state, given, early_s)
+                verdicts[attempt_id] = DialVerdict(DialAction.SEND, leave_s)
+                given += 1
             elif index < ready:
                 verdicts[attempt_id] = VOID
             else:

@@ -153,6 +153,12 @@ def ready_slots(ahead_s: float, early_s: float, interval_s: float, waiting: int)
     return min(waiting, math.floor((early_s - ahead_s) / interval_s) + 1)
 
 
+def leave_in(state: LimiterState, position: int, early_s: float) -> float:
+    """Seconds until the request `position` slots from the next one may leave: `early_s`
+    before its slot, at once if that has come (0 for every slot within `early_s`)."""
+    return max(0.0, state.ahead_s + position * state.interval_s - early_s)
+
+
 def after_sends(state: LimiterState, sent: int) -> LimiterState:
     """The clock once `sent` requests took the next slots."""
     return replace(state, tat=state.start + timedelta(seconds=state.interval_s * sent))

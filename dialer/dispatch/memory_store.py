@@ -19,7 +19,7 @@ from dialer.calls import CallEvent
 from dialer.campaigns import Campaign
 from dialer.dispatch import limiter
 from dialer.dispatch.account_health import rest_s
-from dialer.dispatch.claim import SEND, VOID, Claimed, DialAction, DialVerdict
+from dialer.dispatch.claim import VOID, Claimed, DialAction, DialVerdict
 from dialer.dispatch.limiter import AccountLimits, LimiterState
 from dialer.dispatch.store import AccountHold, CampaignFacts, DialRequest, IdleFacts
 from dialer.policy.due import FirstInLine, due_at
@@ -260,7 +260,7 @@ class MemoryDispatchStore:
                 self.status[campaign_id] = "completed"
 
     async def begin_dial(
-        self, requests: list[DialRequest], early_s: Mapping[str, float]
+        self, requests: list[DialRequest], early_s: Mapping[str, float], lead_s: float = 0.0
     ) -> dict[int, DialVerdict]:
         self._called("begin_dial")
         verdicts: dict[int, DialVerdict] = {}
@@ -274,7 +274,8 @@ class MemoryDispatchStore:
                 continue
             state = self._state(account)
             early = early_s[account]
-            ready = limiter.ready_slots(state.ahead_s, early, state.interval_s, len(ready_requests))
+            reach = early + lead_s
+            ready = limiter.ready_slots(state.ahead_s, reach, state.interval_s, len(ready_requests))
             sent = 0
             for index, request in enumerate(ready_requests):
                 attempt = self.attempts[request.attempt_id]
@@ -289,7 +290,8 @@ class MemoryDispatchStore:
                 ):
                     attempt.state, attempt.caller = AttemptState.DIALING, request.caller
                     attempt.requested_at = state.now
-                    verdicts[attempt.id] = SEND
+                    leave_s = limiter.leave_in(state, sent, early)
+                    verdicts[attempt.id] = DialVerdict(DialAction.SEND, leave_s)
                     sent += 1
                 else:
                     verdicts[attempt.id] = VOID

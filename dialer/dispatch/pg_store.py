@@ -103,7 +103,7 @@ class PgDispatchStore:
             await stored.complete_finished(conn, campaign_ids)
 
     async def begin_dial(
-        self, requests: list[DialRequest], early_s: Mapping[str, float]
+        self, requests: list[DialRequest], early_s: Mapping[str, float], lead_s: float = 0.0
     ) -> dict[int, DialVerdict]:
         by_account: dict[str, list[tuple[int, str, int, int]]] = {}
         for r in requests:
@@ -112,7 +112,7 @@ class PgDispatchStore:
         verdicts: dict[int, DialVerdict] = {}
         async with self.pool.acquire() as conn:
             for account, ready in by_account.items():
-                verdicts |= await begin_dial(conn, account, ready, early_s[account])
+                verdicts |= await begin_dial(conn, account, ready, early_s[account], lead_s)
         return verdicts
 
     async def record_accepted(self, accepted: list[tuple[int, str | None]]) -> None:

@@ -38,6 +38,11 @@ from dialer.settle import Settlement
 
 log = logging.getLogger("dialer.run")
 DRAIN_S = 4.0  # how long a stop waits for requests in flight to be answered and recorded
+# How far past `early_s` a commit may give slots (dispatch.claim.begin_dial's `lead_s`): the
+# last commit's length, so that with the database far away the next commit finds the requests
+# on their way, never more than this (what a process that dies between commit and send
+# leaves to the reconciler as sent-or-not: this much of its account's rate).
+LEAD_CAP_S = 0.5
 
 
 class Sender:
@@ -67,6 +72,7 @@ class Sender:
         self.on_account_refused = on_account_refused
         self.on_death = on_death
         self.dialed = 0  # requests this process sent
+        self.lead_s = 0.0  # how long the last `dialing` commit took (LEAD_CAP_S)
         self._waiting: dict[int, asyncio.Task] = {}  # claimed, not yet committed `dialing`
         self._sending: set[asyncio.Task] = set()  # sent, answer not yet recorded
         self._begin: Batcher[DialRequest, DialVerdict] = Batcher(self._flush_begin)
@@ -120,7 +126,9 @@ class Sender:
             log.info("released unsent reservations", extra={"count": unsent})
 
     async def _wait_then_send(self, account: AccountRun, item: Claimed, claimed_at: float) -> None:
-        await asyncio.sleep(max(0.0, claimed_at + item.send_in_s - time.monotonic()))
+        # ask for the slot one commit ahead of it: the commit then gives it on time
+        due = claimed_at + item.send_in_s - self.lead_s
+        await asyncio.sleep(max(0.0, due - time.monotonic()))
         campaign = account.campaign(item.campaign_id)
         if item.unplaced is not None and not await self._redial_may_go(account, campaign, item):
             self._waiting.pop(item.attempt_id, None)
@@ -151,7 +159,9 @@ class Sender:
                     if verdict.action == DialAction.SEND:
                         self._waiting.pop(item.attempt_id, None)
                         self.dialed += 1
-                        sending = self._send(account, campaign, item, caller, deadline)
+                        sending = self._send(
+                            account, campaign, item, caller, deadline, verdict.wait_s
+                        )
                         await self._send_tracked(sending)
                 raise
             except TRANSIENT as exc:
@@ -161,7 +171,8 @@ class Sender:
                 continue
             if verdict.action != DialAction.WAIT:
                 break
-            await asyncio.sleep(verdict.wait_s)  # its request slot is not open yet
+            # its request slot is not open yet: ask again one commit ahead of it
+            await asyncio.sleep(max(0.001, verdict.wait_s - self.lead_s))
         self._waiting.pop(item.attempt_id, None)
         if verdict.action != DialAction.SEND:
             await self._close(
@@ -170,7 +181,8 @@ class Sender:
             return
         self.dialed += 1
         fault_point("after-dialing-commit")
-        await self._send_tracked(self._send(account, campaign, item, caller, deadline))
+        leave_s = verdict.wait_s
+        await self._send_tracked(self._send(account, campaign, item, caller, deadline, leave_s))
 
     async def _redial_may_go(self, account: AccountRun, campaign: Campaign, item: Claimed) -> bool:
         """The contact's last attempt ended `unknown` with no call id: just before the redial,
@@ -220,7 +232,12 @@ class Sender:
         item: Claimed,
         caller: str,
         deadline: SendDeadline,
+        leave_in_s: float = 0.0,
     ) -> None:
+        """Send one committed attempt when its slot allows (`leave_in_s`, spaced as its slot
+        was), and record the answer."""
+        if leave_in_s > 0:  # committed ahead of its slot (LEAD_CAP_S)
+            await asyncio.sleep(leave_in_s)
         request = CallRequest(
             attempt_id=item.attempt_id,
             to=item.phone_e164,
@@ -329,7 +346,9 @@ class Sender:
         await self.outage.retrying(doing, lambda: self.store.settle(attempt_id, settlement))
 
     async def _flush_begin(self, requests: list[DialRequest]) -> list[DialVerdict]:
-        verdicts = await self.store.begin_dial(requests, self.early_s)
+        started = time.monotonic()
+        verdicts = await self.store.begin_dial(requests, self.early_s, self.lead_s)
+        self.lead_s = min(LEAD_CAP_S, time.monotonic() - started)
         return [verdicts.get(r.attempt_id, VOID) for r in requests]
 
     async def _flush_accept(self, accepted: list[tuple[int, str | None]]) -> list[None]:

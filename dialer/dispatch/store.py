@@ -101,9 +101,10 @@ class DispatchStore(Protocol):
         ...
 
     async def begin_dial(
-        self, requests: list[DialRequest], early_s: Mapping[str, float]
+        self, requests: list[DialRequest], early_s: Mapping[str, float], lead_s: float = 0.0
     ) -> dict[int, DialVerdict]:
-        """Give request slots and commit `dialing` (a compare-and-set) where one is open."""
+        """Give request slots and commit `dialing` (a compare-and-set) where one opens within
+        `early_s` and `lead_s` (dispatch.claim.begin_dial)."""
         ...
 
     async def record_accepted(self, accepted: list[tuple[int, str | None]]) -> None:

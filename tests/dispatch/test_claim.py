@@ -40,6 +40,26 @@ async def test_no_send_after_the_window_closed(db, tmp_path: Path) -> None:
     assert states == {closed: "reserved", still_open: "dialing"}
 
 
+async def test_a_lead_commits_slots_ahead_and_says_when_each_may_leave(db, tmp_path: Path) -> None:
+    """The account's next slot opens 100 ms from now: with no lead the attempt waits for it;
+    with a lead of 200 ms (a commit that long) it is committed now and told to leave `early_s`
+    before its slot, not at once."""
+    from dialer.dispatch.claim import DialAction
+
+    early_s = 0.02
+    waiting = await reserve(db, tmp_path, 60.0)
+    await db.execute("UPDATE accounts SET tat = now() + interval '100 ms' WHERE name = 'sim-main'")
+    verdicts = await begin_dial(db, "sim-main", [(waiting, "+918047112233", 20, 60)], early_s)
+    assert verdicts[waiting].action == DialAction.WAIT
+    await db.execute("UPDATE accounts SET tat = now() + interval '100 ms' WHERE name = 'sim-main'")
+    verdicts = await begin_dial(
+        db, "sim-main", [(waiting, "+918047112233", 20, 60)], early_s, lead_s=0.2
+    )
+    assert verdicts[waiting].action == DialAction.SEND
+    assert 0.0 < verdicts[waiting].wait_s <= 0.1 - early_s
+    assert await db.fetchval("SELECT state FROM attempts WHERE id = $1", waiting) == "dialing"
+
+
 async def test_a_contact_spanning_zones_is_dialed_only_when_all_are_open(
     run_cli, db, tmp_path: Path
 ) -> None:

@@ -28,6 +28,7 @@ from dialer.dispatch.limiter import (
     backoff_s,
     booked_lookup,
     breaker_trips,
+    leave_in,
     ready_slots,
     recovered,
 )
@@ -295,3 +296,14 @@ def test_a_bunch_after_a_late_commit_leaves_a_window_apart() -> None:
     slow = DepartureSpacing(AccountLimits("b", "sim", 0.5, 1.0, 1))  # one per two seconds
     assert slow.reserve(0.0) == 0.0
     assert slow.reserve(0.5) == pytest.approx(1.5 + slow.limits.jitter_allowed_s)
+
+
+def test_a_slot_committed_ahead_leaves_early_s_before_it_and_never_sooner() -> None:
+    """leave_in: slots within `early_s` leave at once; one further ahead `early_s` before it."""
+    limits = AccountLimits("a", "sim", 10.0, 1.0, 1)
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    state = _state(limits, now=now, tat=now + timedelta(milliseconds=30))
+    interval = state.interval_s
+    assert leave_in(state, 0, 0.05) == 0.0
+    assert leave_in(state, 2, 0.05) == pytest.approx(0.03 + 2 * interval - 0.05)
+    assert all(leave_in(state, k, 0.05) >= 0.0 for k in range(10))
