@@ -15,8 +15,10 @@
   callback `Machine` true | false). Authentic when the URL token matches and
   `X-Plivo-Signature-V3` verifies: base64 HMAC-SHA256 with the auth token over the URL (its
   query sorted), then `.` and the sorted form fields as name+value, then `.` and the
-  `X-Plivo-Signature-V3-Nonce` (Plivo's `validate_v3_signature`). V3 carries no timestamp: a
-  nonce seen before by this process is refused as a replay.
+  `X-Plivo-Signature-V3-Nonce` (Plivo's `validate_v3_signature`). V3 carries no timestamp, and
+  a nonce seen before is accepted: a replay can only repeat a genuine callback, which is
+  stored once and moves nothing back, while a provider's retry of a callback this process
+  answered 5xx (the database away) may well carry the same nonce, and must not be lost.
 - Look-ups: `GET …/Call/{CallUUID}/` (the call's record) and `GET …/Call/?to_number=`.
 - Rate: 2 calls a second by default; in India, a second for every 25 channels.
 
@@ -30,7 +32,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal
@@ -58,7 +59,6 @@ from dialer.providers.words import (
 
 # Plivo's own words for how a call ended, in ours (the rest are Twilio's words already)
 WORDS = {"timeout": "failed", "cancel": "canceled"}
-NONCES_KEPT = 50_000  # replays are refused among this many most recent nonces
 RING_TIMEOUT_S = (15, 120)
 
 
@@ -79,7 +79,6 @@ class PlivoProvider(Provider):
         super().__init__(name, self._token)
         self.auth_id = account.auth_id
         self.api = f"{str(account.base_url).rstrip('/')}/v1/Account/{account.auth_id}"
-        self._nonces: OrderedDict[str, None] = OrderedDict()
 
     @property
     def secrets(self) -> list[str]:
@@ -185,11 +184,6 @@ class PlivoProvider(Provider):
         expected = signature_v3(self._token, callback.url, callback.fields, nonce)
         if not any(same_secret(part.strip(), expected) for part in given.split(",")):
             raise Forbidden("bad X-Plivo-Signature-V3")
-        if nonce in self._nonces:
-            raise Forbidden("X-Plivo-Signature-V3-Nonce seen before: a replay")
-        self._nonces[nonce] = None
-        if len(self._nonces) > NONCES_KEPT:
-            self._nonces.popitem(last=False)
 
     async def fetch_statuses(
         self, session: aiohttp.ClientSession, calls: Sequence[PlacedCall], pace: Pace

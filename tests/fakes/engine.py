@@ -25,6 +25,10 @@ from dialer.sim.server import peak_in_window
 STAGES = ("initiated", "ringing", "answered", "final")
 
 
+LAG_TICK_S = 0.005  # how often the fake checks that its own loop runs on time
+STALL_S = 0.02  # a wake-up this late is a stall of the fake's own (arrivals timed late)
+
+
 @dataclass
 class FakeSettings:
     rate: tuple[int, float] | None = (20, 1.0)  # requests per window (seconds); None: unlimited
@@ -105,6 +109,10 @@ class FakeProvider:
         self.counts: Counter[str] = Counter()
         self.requests: list[float] = []
         self.recent: deque[float] = deque()
+        # When this fake's own event loop was held up (LagWatch): a request that reached it
+        # meanwhile is seen, and timed, only when the loop runs again.
+        self.stalls: deque[tuple[float, float]] = deque(maxlen=10_000)
+        self.rate_429_seen: list[dict[str, Any]] = []
         self.active = 0
         self.peak_active = 0
         self.calls: dict[str, FakeCall] = {}
@@ -119,10 +127,22 @@ class FakeProvider:
     async def _client(self, app: web.Application):
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
             self.session = session
+            watching = asyncio.create_task(self._watch_lag())
             yield
+            watching.cancel()
             for task in list(self.tasks):
                 task.cancel()
-            await asyncio.gather(*self.tasks, return_exceptions=True)
+            await asyncio.gather(watching, *self.tasks, return_exceptions=True)
+
+    async def _watch_lag(self) -> None:
+        """Note every time this fake's loop woke more than STALL_S late (the test process not
+        scheduled on a busy machine, or busy elsewhere): (when it should have, when it did)."""
+        while True:
+            due = time.monotonic() + LAG_TICK_S
+            await asyncio.sleep(LAG_TICK_S)
+            woke = time.monotonic()
+            if woke - due > STALL_S:
+                self.stalls.append((due, woke))
 
     # ---- limits -----------------------------------------------------------------------------
 
@@ -145,7 +165,21 @@ class FakeProvider:
             while self.recent and self.recent[0] <= now - window:
                 self.recent.popleft()
             if len(self.recent) >= count:
-                self.counts["rate_429"] += 1
+                # A request timed late by this fake's own stall may have arrived before the
+                # window began: such a 429 is the fake's doing, counted apart (still answered).
+                edge = now - window
+                own = any(start <= edge + STALL_S and end >= edge for start, end in self.stalls)
+                self.counts["rate_429_fake_stalled" if own else "rate_429"] += 1
+                self.rate_429_seen.append(
+                    {
+                        "window_s": [round(t - now, 3) for t in self.recent],
+                        "stalls_s": [
+                            (round(a - now, 3), round(b - now, 3))
+                            for a, b in self.stalls
+                            if b >= edge - 1
+                        ],
+                    }
+                )
                 return self.recent[0] + window - now
             self.recent.append(now)
         if uses_channel and self.settings.channels and self.active >= self.settings.channels:
@@ -248,6 +282,7 @@ class FakeProvider:
 
     def snapshot(self) -> dict[str, Any]:
         return dict(self.counts) | {
+            "rate_429_seen": self.rate_429_seen,
             "active": self.active,
             "peak_concurrency": self.peak_active,
             "peak_requests_per_window": peak_in_window(

@@ -29,16 +29,22 @@ from dialer.db.connect import connect, open_pool
 from dialer.providers.base import Provider
 from dialer.providers.didforsale import DidforsaleAccount
 from dialer.providers.exotel import ExotelAccount
+from dialer.providers.plivo import PlivoAccount
 from dialer.providers.registry import adapter_for
 from dialer.providers.telecmi import TelecmiAccount
 from dialer.providers.telecmi_click2call import TelecmiClick2CallAccount
+from dialer.providers.telnyx import TelnyxAccount
 from dialer.providers.twilio import TwilioAccount
+from dialer.providers.vonage import VonageAccount
 from dialer.web import create_app
 from tests.fakes.didforsale import DidforsaleDialect
 from tests.fakes.engine import Delivery, FakeCall
 from tests.fakes.exotel import ExotelDialect
+from tests.fakes.plivo import PlivoDialect
 from tests.fakes.telecmi import TelecmiDialect
+from tests.fakes.telnyx import TelnyxDialect
 from tests.fakes.twilio import PREFIX, TwilioDialect
+from tests.fakes.vonage import VonageDialect
 from tests.processes import free_port, write_campaign
 
 LIMITS = {"rate": "10/s", "channels": 4, "base_url": "http://127.0.0.1:1"}
@@ -130,6 +136,53 @@ def didforsale() -> Kind:
     )
 
 
+def telnyx() -> Kind:
+    dialect = TelnyxDialect("tx-account", "KEY0123456789abcdef", "1293384261075731499")
+    account = TelnyxAccount(
+        kind="telnyx",
+        api_key="KEY0123456789abcdef",
+        account_sid="tx-account",
+        application_sid="1293384261075731499",
+        public_key=dialect.public_key,
+        **(LIMITS | {"rate": "6/s"}),
+    )
+    events = ["initiated", "ringing", "answered", "completed"]
+    return Kind(
+        adapter_for("tx", account),
+        dialect,
+        lambda attempt, url: {"events": events, "callback": url},
+    )
+
+
+def plivo() -> Kind:
+    account = PlivoAccount(
+        kind="plivo", auth_id="MAXXXXXXXXXXXXXXXXXX", auth_token="plivo-token", **LIMITS
+    )
+    return Kind(
+        adapter_for("pl", account),
+        PlivoDialect("MAXXXXXXXXXXXXXXXXXX", "plivo-token"),
+        lambda attempt, url: {"ring": url, "hangup": url, "request_uuid": f"req-{attempt}"},
+    )
+
+
+def vonage() -> Kind:
+    secret = "vonage-signature-secret-" + "0" * 24
+    dialect = VonageDialect("aaaaaaaa-bbbb-cccc-dddd-0123456789ab", "abcd1234", secret)
+    account = VonageAccount(
+        kind="vonage",
+        application_id="aaaaaaaa-bbbb-cccc-dddd-0123456789ab",
+        private_key=dialect.private_pem,
+        api_key="abcd1234",
+        signature_secret=secret,
+        **(LIMITS | {"rate": "3/s"}),
+    )
+    return Kind(
+        adapter_for("vg", account),
+        dialect,
+        lambda attempt, url: {"event_url": url, "amd": False},
+    )
+
+
 KINDS = {
     "exotel-json": lambda: exotel("application/json"),
     "exotel-multipart": lambda: exotel(None),
@@ -142,6 +195,9 @@ KINDS = {
     "telecmi": lambda: telecmi("make_call"),
     "telecmi-click2call": lambda: telecmi("click2call"),
     "didforsale": didforsale,
+    "telnyx": telnyx,
+    "plivo": plivo,
+    "vonage": vonage,
 }
 
 
