@@ -2,9 +2,9 @@
 
     python bench/growth.py [--base 1000] [--rounds 3] [--only load,export,dispatch,intake]
 
-For each kind of work, three sizes (`base`, 10x, 100x; dispatch and intake use a tenth of the
-base in attempts, for time), each in a fresh database, rounds outermost so every size runs in
-every hour. Reported per size: the time per unit (µs per row, per attempt or per callback,
+For each kind of work, three sizes (`base`, 10x, 100x; dispatch and intake use a twentieth of
+the base in attempts, for time), each in a fresh database, rounds outermost so every size runs
+in every hour. Reported per size: the time per unit (µs per row, per attempt or per callback,
 process start to exit where a process does the whole job) and the peak RSS of the dialer's
 processes (sampled every 20 ms). Flat columns are the goal: a cost per unit or a memory that
 grows with the size is a scan or a buffer that grows with the work.
@@ -197,8 +197,8 @@ def measure_intake(attempts: int) -> tuple[float, float]:
 WORK = {
     "load": (measure_load, 1, "row"),
     "export": (measure_export, 1, "contact"),
-    "dispatch": (measure_dispatch, 10, "attempt"),
-    "intake": (measure_intake, 10, "callback"),
+    "dispatch": (measure_dispatch, 20, "attempt"),
+    "intake": (measure_intake, 20, "callback"),
 }
 
 
@@ -239,7 +239,7 @@ def main() -> None:
     result = f"""
 Command: `python bench/growth.py --base {options.base} --rounds {options.rounds}` — each size
 in a fresh database, rounds outermost; medians of {options.rounds} rounds (rounds in brackets).
-Cost is µs of wall time per unit ({units}); dispatch and intake run a tenth of the base in
+Cost is µs of wall time per unit ({units}); dispatch and intake run a twentieth of the base in
 attempts (intake: 4 callbacks per attempt).
 
 | work | size | µs per unit | ÷ the smallest size | peak RSS, MB |
