@@ -11,8 +11,10 @@ grows with the size is a scan or a buffer that grows with the work.
 
 - load: `dialer campaign load` of bench/load.py's CSV (8 columns, 2% invalid, 3% duplicate).
 - export: `dialer export` of bench/export.py's settled campaign.
-- dispatch: one `dialer run` against the simulator with no limits (as `bench/dialing.py
-  ceiling`, an account at 1,000/s): µs per attempt over the span of `requested_at`.
+- dispatch: one `dialer run --wait` and one `dialer serve` against the simulator with no
+  limits of its own, every call completed at once by its callbacks, an account at the largest
+  figures dialer.toml accepts (1,000/s, 10,000 channels): µs per attempt over the span of
+  `requested_at`; peak RSS of `dialer run`.
 - intake: `dialer serve --workers 2` storing 4 signed callbacks per live attempt (as
   `bench/dialing.py intake`): µs per callback.
 """
@@ -116,7 +118,7 @@ def measure_export(contacts: int) -> tuple[float, float]:
 
 def measure_dispatch(contacts: int) -> tuple[float, float]:
     folder = Path(tempfile.mkdtemp(prefix="bench-growth-dispatch-"))
-    sim_port = free_port()
+    sim_port, serve_port = free_port(), free_port()
     sim = dialing.start(
         dialing.sim_command(
             sim_port,
@@ -124,25 +126,28 @@ def measure_dispatch(contacts: int) -> tuple[float, float]:
             "unlimited",
             "--channels",
             "0",
-            "--no-callbacks",
             "--ring",
             "0s",
             "--talk",
             "0s",
+            "--outcomes",
+            "completed=1",
         ),
         folder,
         dict(os.environ),
         "sim.log",
     )
     name, url = create_database()
+    serve: subprocess.Popen | None = None
     try:
         wait_for_http(f"http://127.0.0.1:{sim_port}/stats")
         env = os.environ | {
             "DIALER_DATABASE_URL": url,
             "DIALER_CONFIG": str(folder / "dialer.toml"),
         }
+        # the largest figures dialer.toml accepts; every call ends at once, by its callbacks
         dialing.write_files(
-            folder, "growth", contacts, sim_port, free_port(), rate="1000/s", channels=200_000
+            folder, "growth", contacts, sim_port, serve_port, rate="1000/s", channels=10_000
         )
         subprocess.run(
             dialing.dialer("campaign", "load", "growth.toml"),
@@ -151,8 +156,15 @@ def measure_dispatch(contacts: int) -> tuple[float, float]:
             check=True,
             capture_output=True,
         )
+        serve = dialing.start(
+            dialing.dialer("serve", "--log-level", "warning"), folder, env, "s.log"
+        )
+        wait_for_http(f"http://127.0.0.1:{serve_port}/healthz")
         run = dialing.start(
-            dialing.dialer("run", "growth", "--log-level", "warning"), folder, env, "run.log"
+            dialing.dialer("run", "growth", "--wait", "--log-level", "warning"),
+            folder,
+            env,
+            "run.log",
         )
         with rss_peak(run) as peak:
             run.wait(timeout=3600)
@@ -161,6 +173,9 @@ def measure_dispatch(contacts: int) -> tuple[float, float]:
             sys.exit(f"dispatch: {dialed} of {contacts} dialed; see {folder}/run.log")
         return 1e6 * span / dialed, peak["mb"]
     finally:
+        if serve is not None:
+            serve.terminate()
+            serve.wait()
         sim.terminate()
         sim.wait()
         drop_database(name)
@@ -225,14 +240,19 @@ def main() -> None:
     rows = []
     for kind in kinds:
         _, divisor, _ = WORK[kind]
-        base_cost = median([c for c, _ in results[(kind, 1)]])
+        before: tuple[int, float] | None = None
         for factor in (1, 10, 100):
+            size = options.base * factor // divisor
             costs = [c for c, _ in results[(kind, factor)]]
             peaks = [m for _, m in results[(kind, factor)]]
             each = ", ".join(f"{c:.0f}" for c in costs)
+            total = median(costs) * size  # µs for the whole size
+            # what the extra units cost, start-up left out: (t(n) - t(n/10)) / (n - n/10)
+            margin = "" if before is None else f"{(total - before[1]) / (size - before[0]):.1f}"
+            before = (size, total)
             rows.append(
-                f"| {kind} | {options.base * factor // divisor:,} | {median(costs):.1f} ({each})"
-                f" | {median(costs) / base_cost:.2f} | {median(peaks):.0f} |"
+                f"| {kind} | {size:,} | {median(costs):.1f} ({each}) | {margin}"
+                f" | {median(peaks):.0f} |"
             )
     table = "\n".join(rows)
     units = ", ".join(f"{k}: per {WORK[k][2]}" for k in kinds)
@@ -242,7 +262,7 @@ in a fresh database, rounds outermost; medians of {options.rounds} rounds (round
 Cost is µs of wall time per unit ({units}); dispatch and intake run a twentieth of the base in
 attempts (intake: 4 callbacks per attempt).
 
-| work | size | µs per unit | ÷ the smallest size | peak RSS, MB |
+| work | size | µs per unit, whole run | µs per unit added (from the size before) | peak RSS, MB |
 |---|---|---|---|---|
 {table}
 """

@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 
 import phonenumbers
-from phonenumbers import geocoder
 
 US_STATES = {
     "Alabama": "AL", "Alaska": "AK", "Arizona": "AZ", "Arkansas": "AR", "California": "CA",
@@ -89,6 +88,11 @@ def _resolve(phone_e164: str) -> str | None:
     names = _SUBDIVISIONS.get(country)
     if names is None:
         return country
+    # phonenumbers' geocoder holds the place names of every prefix of every country (about 90
+    # MB in each process that imports it, load workers included): imported only here, for a
+    # number of a country whose subdivisions are told apart (US, CA)
+    from phonenumbers import geocoder
+
     place = geocoder.description_for_number(number, "en")
     trailing = _TRAILING_CODE.search(place)
     if trailing and trailing.group(1) in names.values():
