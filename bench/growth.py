@@ -11,7 +11,7 @@ grows with the size is a scan or a buffer that grows with the work.
 
 - load: `dialer campaign load` of bench/load.py's CSV (8 columns, 2% invalid, 3% duplicate).
 - export: `dialer export` of bench/export.py's settled campaign.
-- dispatch: one `dialer run --wait` and one `dialer serve` against the simulator with no
+- dispatch: one `dialer run --wait` and one `dialer serve --workers 2` against the simulator with no
   limits of its own, every call completed at once by its callbacks, an account at the largest
   figures dialer.toml accepts (1,000/s, 10,000 channels): µs per attempt over the span of
   `requested_at`; peak RSS of `dialer run`.
@@ -157,7 +157,10 @@ def measure_dispatch(contacts: int) -> tuple[float, float]:
             capture_output=True,
         )
         serve = dialing.start(
-            dialing.dialer("serve", "--log-level", "warning"), folder, env, "s.log"
+            dialing.dialer("serve", "--log-level", "warning", "--workers", str(dialing.WORKERS)),
+            folder,
+            env,
+            "s.log",
         )
         wait_for_http(f"http://127.0.0.1:{serve_port}/healthz")
         run = dialing.start(
