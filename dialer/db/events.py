@@ -23,7 +23,7 @@ from dialer.policy.states import LIVE, RANK, SENT
 # `misrouted`: the event is stored against it, held, and never settles it.
 _JUDGE = """
 judged AS (
-    SELECT i.*, n.id AS named,
+    SELECT i.*, n.id AS named, n.state AS named_state,
            CASE WHEN i.attempt_id IS NULL THEN b.id
                 WHEN n.id IS NULL THEN NULL
                 WHEN b.id IS NOT NULL AND b.id <> n.id THEN NULL
@@ -135,9 +135,8 @@ WITH input AS (
     WHERE a.id = best.known AND a.state = ANY($11::text[]) AND {RANK_SQL} < best.rank
     RETURNING a.id
 )
-SELECT p.dedupe_key, p.named IS NOT NULL AND n.state = 'unknown' AS unknown
-FROM placed p LEFT JOIN attempts n ON n.id = p.named
-WHERE {_HELD_KEY} IN (SELECT dedupe_key FROM stored)
+SELECT p.dedupe_key, coalesce(p.named_state = 'unknown', false) AS unknown
+FROM placed p WHERE {_HELD_KEY} IN (SELECT dedupe_key FROM stored)
 """
 
 
