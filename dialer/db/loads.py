@@ -40,11 +40,10 @@ async def create_stage_tables(conn: Connection) -> None:
     await conn.execute(_STAGE_TABLES)
 
 
-async def copy_contacts(conn: Connection, lines: list[str], *, staged: bool) -> None:
+async def copy_contacts(conn: Connection, data: bytes, *, staged: bool) -> None:
     """COPY CSV lines of CONTACT_COLUMNS into `contacts`, or into `load_stage` if `staged`."""
-    data = io.BytesIO("".join(lines).encode())
     table = "load_stage" if staged else "contacts"
-    await conn.copy_to_table(table, source=data, columns=CONTACT_COLUMNS, format="csv")
+    await conn.copy_to_table(table, source=io.BytesIO(data), columns=CONTACT_COLUMNS, format="csv")
 
 
 async def numbers_in_campaign(conn: Connection, campaign_id: int) -> AsyncIterator[asyncpg.Record]:

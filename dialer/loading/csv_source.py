@@ -18,15 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dialer.errors import InputError
-from dialer.loading.records import UnreadableRecord
+from dialer.loading.records import MAX_LINE_CHARS, Record, Segment, read_records
 
 BLOCK_SIZE = 1 << 20
 DELIMITERS = (",", ";", "\t")
 UTF8_BOM = codecs.BOM_UTF8
-MAX_LINE_CHARS = 1 << 20  # one line (a record may span several) of at most 1 MiB
 MAX_COLUMNS = 1000  # what one export row (and PostgreSQL's select list) can carry
 MAX_COLUMN_NAME_CHARS = 200
-csv.field_size_limit(1 << 20)  # one cell over 1 MiB across lines means a broken quote
 # Stands in for a line too long to keep: a record containing it is rejected (random, so no
 # file can contain it by chance).
 OVERLONG = f"\x00dialer-overlong-line-{secrets.token_hex(8)}\x00"
@@ -127,12 +125,8 @@ class CsvSource:
                         yield pending
                     return
 
-    def records(self) -> Iterator[tuple[int, list[str]]]:
-        """Yield (line number where the record starts, values) for each non-blank data row.
-
-        The first non-blank line is the header; its delimiter decides the file's delimiter.
-        """
-        lines = self._lines()
+    def _read_header(self, lines: Iterator[str]) -> None:
+        """Take the first non-blank line as the header; its delimiter is the file's."""
         header_text = ""
         for number, line in enumerate(lines, 1):
             if line.strip():
@@ -143,38 +137,41 @@ class CsvSource:
         self.delimiter = sniff_delimiter(header_text)
         self.header = read_header(self.path, header_text, self.delimiter)
 
-        rest = _Watched(lines)
-        reader = csv.reader(rest, delimiter=self.delimiter)
-        start = self.header_line
-        while True:
-            try:
-                values = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as exc:
-                row_no, start = start + 1, self.header_line + reader.line_num
-                if rest.exhausted:  # a quote left open ran to the end of the file
-                    raise InputError(
-                        f"{self.path}: line {row_no}: cannot parse CSV ({exc});"
-                        " is a quote unclosed?"
-                    ) from None
-                # Within one line (a bare CR in an unquoted cell): that row only.
-                yield (
-                    row_no,
-                    UnreadableRecord(
-                        "a line the CSV reader cannot read (a carriage return inside an"
-                        " unquoted cell? quote the cell)"
-                    ),
-                )
+    def records(self) -> Iterator[Record]:
+        """Yield (line number where the record starts, values) for each non-blank data row.
+
+        The first non-blank line is the header; its delimiter decides the file's delimiter.
+        """
+        lines = self._lines()
+        self._read_header(lines)
+        yield from read_records(lines, self.delimiter, self.header_line, OVERLONG, str(self.path))
+
+    def segments(self, lines_each: int, chars_each: int) -> Iterator[Segment]:
+        """The data lines after the header, cut into segments of about `lines_each` lines or
+        `chars_each` characters, each cut where the segment's quotes balance (so, almost
+        always, between records: records.read_segment makes it exact). The header is read
+        when the first segment is asked for. Where quotes do not balance for four times the
+        size (a stray quote in a cell), the cut is made anyway."""
+        lines = self._lines()
+        self._read_header(lines)
+        first_line = self.header_line + 1
+        kept: list[str] = []
+        chars = quotes = 0
+        overlong_before = self.overlong_lines
+        for line in lines:
+            kept.append(line)
+            chars += len(line)
+            quotes += line.count('"')
+            if len(kept) < lines_each and chars < chars_each:
                 continue
-            row_no = start + 1
-            start = self.header_line + reader.line_num
-            if not values or (len(values) == 1 and not values[0].strip()):
+            if quotes % 2 and len(kept) < 4 * lines_each and chars < 4 * chars_each:
                 continue
-            if self.overlong_lines and any(OVERLONG in value for value in values):
-                yield row_no, UnreadableRecord(f"a line over {MAX_LINE_CHARS:,} characters")
-                continue
-            yield row_no, values
+            overlong = OVERLONG if self.overlong_lines > overlong_before else None
+            yield Segment(first_line, "".join(kept), False, overlong)
+            first_line += len(kept)
+            kept, chars, quotes, overlong_before = [], 0, 0, self.overlong_lines
+        overlong = OVERLONG if self.overlong_lines > overlong_before else None
+        yield Segment(first_line, "".join(kept), True, overlong)
 
 
 WIDE_BOMS = (
@@ -218,24 +215,6 @@ def encodings_to_try(path: Path, declared: str | None) -> list[str]:
     ):
         return [wide]  # no BOM: the byte order the NUL bytes show
     return [declared or wide]
-
-
-class _Watched:
-    """The lines, telling whether the reader has taken the last one."""
-
-    def __init__(self, lines: Iterator[str]) -> None:
-        self._lines = lines
-        self.exhausted = False
-
-    def __iter__(self) -> _Watched:
-        return self
-
-    def __next__(self) -> str:
-        try:
-            return next(self._lines)
-        except StopIteration:
-            self.exhausted = True
-            raise
 
 
 def sniff_delimiter(header_line: str) -> str:

@@ -1,9 +1,11 @@
 """`dialer campaign load`: one transaction that creates the campaign and stages its contacts.
 
-Records are parsed here, validated in worker processes (phone parsing is the expensive part),
-streamed into a temporary table with COPY, then moved into `contacts` by one INSERT that skips
-numbers already present. A crash or Ctrl-C anywhere rolls back everything, and the rejects file
-only appears beside the CSV once the transaction has committed.
+The file is decoded here and cut into segments of whole lines; worker processes read them as
+CSV and validate their records (phone parsing is the expensive part) into COPY bytes, which
+go straight into `contacts` unless their number may repeat one seen before (those go through
+a temporary table and one INSERT that keeps the first of each number at the end). A crash
+or Ctrl-C anywhere rolls back everything, and the rejects file only appears beside the CSV
+once the transaction has committed.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor
 from contextlib import ExitStack
-from itertools import islice
+from itertools import chain
 from pathlib import Path
 from typing import IO
 
@@ -28,12 +30,14 @@ from dialer.db import attempts, campaigns, erasure, loads
 from dialer.db.types import Connection
 from dialer.errors import ConflictError, InputError
 from dialer.loading.csv_source import CsvSource, UndecodableError, encodings_to_try
-from dialer.loading.rows import ChunkResult, ColumnPlan, prepare_chunk, worker_init
+from dialer.loading.records import Segment
+from dialer.loading.rows import ChunkResult, ColumnPlan, prepare_segment, worker_init
 from dialer.loading.seen import SeenNumbers
 from dialer.loading.summary import LISTED_REJECTS, LoadSummary
 from dialer.spreadsheet import safe_cell
 
-CHUNK_ROWS = 10_000
+CHUNK_ROWS = 10_000  # lines of a segment
+SEGMENT_CHARS = 4 << 20  # or characters, whichever comes first
 PARALLEL_FROM_BYTES = 2 << 20  # below this, worker start-up costs more than it saves
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes total)
@@ -153,8 +157,8 @@ async def _stage(
         source=str(source.path),
         default_region=spec.default_region,
     )
-    records = source.records()
-    first = next(records, None)  # reads the header, so the column plan can be made
+    segments = source.segments(CHUNK_ROWS, SEGMENT_CHARS)
+    first = next(segments, None)  # reads the header, so the column plan can be made
     plan = ColumnPlan.from_header(
         source.header,
         spec.phone_column,
@@ -172,15 +176,10 @@ async def _stage(
     erased = await erasure.erased_numbers(conn)  # erased on request: loaded, but suppressed
     erased_here: list[str] = []
 
-    def chunks() -> Iterator[list[tuple[int, list[str]]]]:
-        if first is not None:
-            yield [first, *islice(records, CHUNK_ROWS - 1)]
-        while chunk := list(islice(records, CHUNK_ROWS)):
-            yield chunk
-
+    read = _Reading(plan, campaign_id, source.delimiter, str(source.path))
     with _executor(source.size) as pool:
-        async for chunk_size, result in _validated(chunks(), plan, campaign_id, pool):
-            summary.rows_read += chunk_size
+        async for result in read.validated(chain([first] if first else [], segments), pool):
+            summary.rows_read += result.records
             summary.rejected += len(result.rejects)
             summary.default_region_numbers += result.default_region
             reasons.update(result.reasons)
@@ -190,13 +189,11 @@ async def _stage(
                 user_writer.writerow([row_no, cell(reason), *map(cell, raw.values())])
                 copy_writer.writerow([row_no, json.dumps(raw, ensure_ascii=False), reason])
             erased_here += erased.among(result.phones)
-            new: list[str] = []
-            maybe: list[str] = []
-            for phone, line in zip(result.phones, result.lines, strict=True):
-                (maybe if seen.add(phone) else new).append(line)
+            repeats = [index for index, phone in enumerate(result.phones) if seen.add(phone)]
+            new, maybe = result.split(repeats)
             if new:
                 await loads.copy_contacts(conn, new, staged=False)
-                inserted += len(new)
+                inserted += len(result.phones) - len(repeats)
             if maybe:
                 await loads.copy_contacts(conn, maybe, staged=True)
             if progress:
@@ -227,40 +224,64 @@ async def _numbers_in_campaign(conn: Connection, campaign_id: int) -> tuple[Seen
     return seen, newest
 
 
-async def _validated(
-    chunks: Iterator[list[tuple[int, list[str]]]],
-    plan: ColumnPlan,
-    campaign_id: int,
-    pool: Executor | None,
-) -> AsyncIterator[tuple[int, ChunkResult]]:
-    """Keep a few chunks in flight in the workers; hand results on in file order."""
-    loop = asyncio.get_running_loop()
-    in_flight: deque[tuple[int, asyncio.Future[ChunkResult]]] = deque()
-    depth = 2 * (os.cpu_count() or 1) if pool else 1
-    exhausted = False
-    try:
-        while True:
-            while not exhausted and len(in_flight) < depth:
-                chunk = next(chunks, None)
-                if chunk is None:
-                    exhausted = True
-                elif pool is None:
-                    done: asyncio.Future[ChunkResult] = loop.create_future()
-                    done.set_result(prepare_chunk(plan, campaign_id, chunk))
-                    in_flight.append((len(chunk), done))
-                else:
-                    future = loop.run_in_executor(pool, prepare_chunk, plan, campaign_id, chunk)
-                    in_flight.append((len(chunk), future))
-            if not in_flight:
-                return
-            size, pending = in_flight[0]
-            result = await pending
-            in_flight.popleft()
-            yield size, result
-    finally:
-        for _, abandoned in in_flight:  # interrupted: nobody will read these, say so quietly
-            abandoned.cancel()
-            abandoned.add_done_callback(_consume)
+class _Reading:
+    """Segments through the workers, a few in flight, results handed on in file order."""
+
+    def __init__(self, plan: ColumnPlan, campaign_id: int, delimiter: str, path: str) -> None:
+        self.task = (plan, campaign_id)
+        self.delimiter, self.path = delimiter, path
+
+    def _submit(self, pool: Executor | None, segment: Segment) -> asyncio.Future[ChunkResult]:
+        loop = asyncio.get_running_loop()
+        plan, campaign_id = self.task
+        if pool is None:
+            done: asyncio.Future[ChunkResult] = loop.create_future()
+            done.set_result(prepare_segment(plan, campaign_id, segment, self.delimiter, self.path))
+            return done
+        return loop.run_in_executor(
+            pool, prepare_segment, plan, campaign_id, segment, self.delimiter, self.path
+        )
+
+    async def validated(
+        self, segments: Iterator[Segment], pool: Executor | None
+    ) -> AsyncIterator[ChunkResult]:
+        """Each segment's result. One that ended inside a quoted cell (a cut made at a stray
+        quote) hands back its unfinished record, which is read again with the next segment:
+        that one's result, read from the wrong start, is dropped."""
+        in_flight: deque[tuple[Segment, asyncio.Future[ChunkResult]]] = deque()
+        depth = 2 * (os.cpu_count() or 1) if pool else 1
+        exhausted = False
+        try:
+            while True:
+                while not exhausted and len(in_flight) < depth:
+                    segment = next(segments, None)
+                    if segment is None:
+                        exhausted = True
+                    else:
+                        in_flight.append((segment, self._submit(pool, segment)))
+                if not in_flight:
+                    return
+                result = await in_flight[0][1]
+                in_flight.popleft()
+                if result.open_tail is not None:
+                    after: Segment | None
+                    if in_flight:
+                        after, stale = in_flight.popleft()
+                        _abandon(stale)
+                    else:
+                        after = next(segments, None)
+                        exhausted = exhausted or after is None
+                    again = result.open_tail.followed_by(after)
+                    in_flight.appendleft((again, self._submit(pool, again)))
+                yield result
+        finally:
+            for _, abandoned in in_flight:  # interrupted: nobody will read these, say so quietly
+                _abandon(abandoned)
+
+
+def _abandon(future: asyncio.Future) -> None:
+    future.cancel()
+    future.add_done_callback(_consume)
 
 
 def _consume(future: asyncio.Future) -> None:

@@ -104,8 +104,8 @@ def _resolve(phone_e164: str) -> str | None:
 def jurisdiction_of(phone_e164: str, column: str | None, default: str | None) -> str | None:
     """The contact's jurisdiction: its column, else its number, else the campaign's default."""
     by_number = from_number(phone_e164)
-    country = by_number.split("-")[0] if by_number else None
     if column:
+        country = by_number.split("-")[0] if by_number else None
         found = from_column(column, country)
         if found:
             return found

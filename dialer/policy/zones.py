@@ -10,6 +10,7 @@ refused with a reason: a timezone column is needed.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime, time, timedelta
 from functools import lru_cache
 
@@ -36,14 +37,27 @@ def _country_code(e164: str) -> int:
     raise ValueError(f"no country code in {e164}")
 
 
+# stands for "a country of several zones: the number tells which" (no zone has this name)
+_BY_NUMBER: tuple[str, ...] = ("(several: read the number)",)
+_by_country: dict[str, tuple[str, ...]] = {}
+
+
 def zones_for(e164: str) -> tuple[str, ...]:
-    """The zones the number may be in (empty if unknown). Single-zone countries need no parse."""
-    country = _country_zones(_country_code(e164))
-    zones: tuple[str, ...]
-    if len(country) == 1:
-        zones = country
-    else:
-        zones = tuple(number_zones.time_zones_for_number(phonenumbers.parse(e164)))
+    """The zones the number may be in (empty if unknown). Single-zone countries need no parse,
+    and are looked up once: "+" and three digits always tell the country (country codes are
+    prefix-free and at most three digits long)."""
+    country = e164[:4]
+    found = _by_country.get(country)
+    if found is None:
+        zones = _country_zones(_country_code(e164))
+        found = _known(zones) if len(zones) == 1 else _BY_NUMBER
+        _by_country[country] = found
+    if found is not _BY_NUMBER:
+        return found
+    return _known(number_zones.time_zones_for_number(phonenumbers.parse(e164)))
+
+
+def _known(zones: Iterable[str]) -> tuple[str, ...]:
     return tuple(z for z in zones if z != UNKNOWN)
 
 

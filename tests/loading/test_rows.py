@@ -38,10 +38,10 @@ def test_chunk_results() -> None:
     )
     fields = '"{""plan"": ""gold"", ""note"": ""says \\""hi\\"", twice""}"'
     # the last column: the contact's jurisdiction (policy.jurisdiction), from its number
-    assert result.lines[0] == f"42,2,+919845012345,Asha,Asia/Kolkata,5,{fields},IN\r\n"
+    assert result.lines()[0] == f"42,2,+919845012345,Asha,Asia/Kolkata,5,{fields},IN\r\n"
     # no zone given: read from the number (India has one)
-    assert result.lines[1].startswith("42,3,+919845012345,Again,Asia/Calcutta,0,")
-    assert result.lines[2].startswith("42,5,+919845012347,Short row,Asia/Calcutta,0,")
+    assert result.lines()[1].startswith("42,3,+919845012345,Again,Asia/Calcutta,0,")
+    assert result.lines()[2].startswith("42,5,+919845012347,Short row,Asia/Calcutta,0,")
     assert result.phones == ["+919845012345", "+919845012345", "+919845012347"]
     bad = ["+919845012346", "Bad prio", "", "high", "gold", ""]
     assert result.rejects == [
