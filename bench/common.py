@@ -71,6 +71,7 @@ class Measured:
     returncode: int
     stdout: str
     stderr: str
+    cpu_seconds: float = 0.0  # user + system of every process of the tree, as last sampled
 
 
 def run_measured(command: list[str], env: dict[str, str] | None = None, cwd=None) -> Measured:
@@ -80,6 +81,7 @@ def run_measured(command: list[str], env: dict[str, str] | None = None, cwd=None
         command, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     peaks = {"tree": 0, "single": 0}
+    cpu: dict[int, float] = {}
 
     def sample() -> None:
         root = psutil.Process(process.pid)
@@ -87,6 +89,9 @@ def run_measured(command: list[str], env: dict[str, str] | None = None, cwd=None
             try:
                 procs = [root, *root.children(recursive=True)]
                 sizes = [p.memory_info().rss for p in procs]
+                for p in procs:
+                    times = p.cpu_times()
+                    cpu[p.pid] = times.user + times.system
             except psutil.Error:
                 continue
             peaks["tree"] = max(peaks["tree"], sum(sizes))
@@ -100,7 +105,13 @@ def run_measured(command: list[str], env: dict[str, str] | None = None, cwd=None
     sampler.join()
     mb = 1024 * 1024
     return Measured(
-        elapsed, peaks["tree"] / mb, peaks["single"] / mb, process.returncode, stdout, stderr
+        elapsed,
+        peaks["tree"] / mb,
+        peaks["single"] / mb,
+        process.returncode,
+        stdout,
+        stderr,
+        sum(cpu.values()),
     )
 
 

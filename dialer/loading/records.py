@@ -110,8 +110,15 @@ def read_records(
     start = after_line
     while True:
         try:
-            values = next(reader)
-        except StopIteration:
+            for values in reader:  # the common case, without a try per record
+                row_no = start + 1
+                start = after_line + reader.line_num
+                if not values or (len(values) == 1 and not values[0].strip()):
+                    continue
+                if overlong and any(overlong in value for value in values):
+                    yield row_no, UnreadableRecord(f"a line over {MAX_LINE_CHARS:,} characters")
+                    continue
+                yield row_no, values
             return
         except csv.Error as exc:
             row_no, start = start + 1, after_line + reader.line_num
@@ -120,23 +127,14 @@ def read_records(
                     f"{path}: line {row_no}: cannot parse CSV ({exc}); is a quote unclosed?",
                     row_no,
                 ) from None
-            # Within one line (a bare CR in an unquoted cell): that row only.
-            yield (
-                row_no,
-                UnreadableRecord(
-                    "a line the CSV reader cannot read (a carriage return inside an"
-                    " unquoted cell? quote the cell)"
-                ),
-            )
-            continue
-        row_no = start + 1
-        start = after_line + reader.line_num
-        if not values or (len(values) == 1 and not values[0].strip()):
-            continue
-        if overlong and any(overlong in value for value in values):
-            yield row_no, UnreadableRecord(f"a line over {MAX_LINE_CHARS:,} characters")
-            continue
-        yield row_no, values
+        # Within one line (a bare CR in an unquoted cell): that row only.
+        yield (
+            row_no,
+            UnreadableRecord(
+                "a line the CSV reader cannot read (a carriage return inside an"
+                " unquoted cell? quote the cell)"
+            ),
+        )
 
 
 def read_segment(segment: Segment, delimiter: str, path: str) -> SegmentRecords:

@@ -105,7 +105,7 @@ def test_segments_read_exactly_as_the_whole_file(rows, lines_each, chars_each) -
 
 
 def test_a_stray_quote_does_not_shift_the_records_after_it() -> None:
-    rows = ["+919845012345,5\" pipe,x"] + [f'+9198450{i:05d},"n,{i}",y' for i in range(40)]
+    rows = ['+919845012345,5" pipe,x'] + [f'+9198450{i:05d},"n,{i}",y' for i in range(40)]
     rows += ['+919845099999,"a\nb",z']
     text = "phone,b,c\n" + "\n".join(rows) + "\n"
     records, expected, results = load_both_ways(text, 3, 1 << 20)
