@@ -3,7 +3,8 @@
     python bench/dialing.py makespan   # 3,000 contacts, sim at 50/s and 40 channels
     python bench/dialing.py ceiling    # attempts/s with no provider limits, 1 and 2 processes,
                                        # beside a bare aiohttp client's POST rate to the same sim
-    python bench/dialing.py intake     # callbacks/s stored by `dialer serve`, nothing lost
+    python bench/dialing.py intake     # callbacks/s stored by `dialer serve`, nothing lost,
+                                       # beside a bare aiohttp server reading the same bodies
     python bench/dialing.py all
 
 Results are printed and written to bench/RESULTS.md.
@@ -360,8 +361,42 @@ async def _send_callbacks(port: int, attempts: list[int], concurrency: int) -> t
         return time.perf_counter() - started, failures
 
 
+def bare_server(port: int) -> None:
+    """One process of the bare reference: aiohttp reading each callback's body as JSON and
+    answering 200, nothing else (run WORKERS of them on one port, as `serve --workers`)."""
+    from aiohttp import web
+
+    async def receive(request: web.Request) -> web.Response:
+        json.loads(await request.read())
+        return web.json_response({"stored": True})
+
+    app = web.Application()
+    app.router.add_post("/callbacks/{account}/{attempt}", receive)
+    app.router.add_get("/healthz", lambda _: web.Response(text="ok"))
+    web.run_app(app, host="127.0.0.1", port=port, reuse_port=True, print=None)
+
+
+def bare_intake(ids: list[int]) -> float:
+    """Callbacks/s the bare reference takes from the same load generator."""
+    port = free_port()
+    servers = [
+        subprocess.Popen([sys.executable, __file__, "bare-server", str(port)])
+        for _ in range(WORKERS)
+    ]
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/healthz")
+        time.sleep(1.0)  # let every process bind
+        elapsed, failures = asyncio.run(_send_callbacks(port, ids, 64))
+        assert failures == 0, failures
+        return len(ids) * 4 / elapsed
+    finally:
+        for server in servers:
+            server.terminate()
+            server.wait()
+
+
 def intake(attempts: int = 5000, rounds: int = 3) -> str:
-    rates, lost_total = [], 0
+    rates, bare, lost_total = [], [], 0
     for _ in range(rounds):
         name, url = create_database()
         folder = Path(tempfile.mkdtemp(prefix="bench-intake-"))
@@ -402,16 +437,23 @@ def intake(attempts: int = 5000, rounds: int = 3) -> str:
         lost_total += sent - events + failures
         rates.append(sent / elapsed)
         assert settled == attempts, (settled, attempts)
+        bare.append(bare_intake(ids))
     per_round = ", ".join(f"{r:.0f}" for r in rates)
+    bare_rounds = ", ".join(f"{r:.0f}" for r in bare)
+    ratio = median([r / b for r, b in zip(rates, bare, strict=True)])
     result = f"""
 Command: `python bench/dialing.py intake` — {attempts} live attempts, 4 signed callbacks each
 ({attempts * 4} in all), sent by a load generator on the same machine with 64 in flight to
 `dialer serve --workers {WORKERS}` (processes sharing the port); each callback is verified,
-stored in `call_events` and applied before its 200. Median of {rounds} rounds.
+stored in `call_events` and applied before its 200. The reference, after each round: the same
+callbacks to {WORKERS} bare aiohttp processes on one port that read each body as JSON and answer
+200. Median of {rounds} rounds.
 
 | measure | value |
 |---|---|
 | callbacks stored per second | {median(rates):.0f} (rounds: {per_round}) |
+| bare aiohttp server, callbacks per second | {median(bare):.0f} (rounds: {bare_rounds}) |
+| `dialer serve` ÷ bare server (median of the rounds' ratios) | {ratio:.2f} |
 | callbacks lost or refused | {lost_total} |
 
 Target: ≥ 2,000 callbacks/s with nothing lost.
@@ -423,8 +465,12 @@ Target: ≥ 2,000 callbacks/s with nothing lost.
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("which", choices=["makespan", "ceiling", "intake", "all"])
+    parser.add_argument("which", choices=["makespan", "ceiling", "intake", "all", "bare-server"])
+    parser.add_argument("port", type=int, nargs="?", help="bare-server: the port to share")
     args = parser.parse_args()
+    if args.which == "bare-server":
+        bare_server(args.port)
+        return
     for name, bench in (("makespan", makespan), ("ceiling", ceiling), ("intake", intake)):
         if args.which in (name, "all"):
             bench()

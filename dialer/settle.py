@@ -16,18 +16,20 @@ from decimal import Decimal
 import asyncpg
 
 from dialer.calls import CallEvent
-from dialer.campaigns import SETTLE_GRACE, CampaignCache
+from dialer.campaigns import SETTLE_GRACE, Campaign, CampaignCache
 from dialer.db import attempts, contacts, dnc, events, webhooks
+from dialer.db.attempts import Closing
 from dialer.db.types import Connection
 from dialer.metrics import DIALS
 from dialer.policy.answers import is_machine
 from dialer.policy.late import redial_not_before
-from dialer.policy.retry import next_step
+from dialer.policy.retry import NextStep, next_step
 from dialer.policy.states import (
     FINAL_CONTACT,
     LIVE,
     MACHINE,
     OUTCOMES,
+    SENT,
     TRANSITIONS,
     AttemptState,
     TransitionName,
@@ -129,8 +131,8 @@ async def settle(
     if outcome == "completed" and campaign.detects_machines and is_machine(row["answered_by"]):
         await attempts.reclassify(conn, attempt_id, MACHINE)
         outcome = MACHINE
-    DIALS.labels(row["account"], campaign.name, outcome).inc()
     if outcome == "not_dialed":
+        DIALS.labels(row["account"], campaign.name, outcome).inc()
         # Nothing reached the provider: the attempt does not count; dial again when allowed.
         await contacts.undo_attempt(conn, row["contact_id"])
         return True
@@ -152,6 +154,15 @@ async def settle(
     await webhooks.record_settled(conn, attempt_id, contact_final=step.state in FINAL_CONTACT)
     if settlement.do_not_call:
         await dnc.add(conn, [row["phone_e164"]], f"provider refused: {error}"[:500])
+    _settled(attempt_id, row["account"], campaign, outcome, step)
+    return True
+
+
+def _settled(
+    attempt_id: int, account: str, campaign: Campaign, outcome: str, step: NextStep
+) -> None:
+    """Count and log an attempt settled (one line per attempt, whichever path settled it)."""
+    DIALS.labels(account, campaign.name, outcome).inc()
     log.info(
         "attempt settled",
         extra={
@@ -162,7 +173,6 @@ async def settle(
             "next_attempt_at": step.next_attempt_at.isoformat() if step.next_attempt_at else None,
         },
     )
-    return True
 
 
 async def apply_event(
@@ -199,35 +209,168 @@ async def apply_event(
         )
         if not row["stored"]:
             return "repeated"
-        if row["held"]:
-            if ask_provider and row["attempt_id"] is not None:
-                await attempts.look_up_now(conn, row["attempt_id"])
-            return "held"
-        if row["attempt_id"] is None:
-            return "stored"
-        if not await reopen_if_unknown(conn, campaigns, row["attempt_id"], event):
-            return "stored"  # a re-dial had already happened: the fact is recorded, no more
-        if event.detection_result:
-            held_outcome = await attempts.note_answered_by(
-                conn, row["attempt_id"], event.answered_by
-            )
-            if held_outcome is not None:
-                await settle(conn, campaigns, row["attempt_id"], Settlement(held_outcome))
-            else:
-                await _apply_progress_to(conn, row["attempt_id"], event)
-            return "stored"
-        if (
-            is_terminal(event.status)
-            and not last_word
-            and await _result_to_come(conn, campaigns, row, event)
-        ):
-            await attempts.hold_final(conn, row["attempt_id"], event, DETECTION_WAIT)
-            return "stored"
-        if is_terminal(event.status):
-            await settle(conn, campaigns, row["attempt_id"], Settlement.of_event(event))
+        return await _apply_stored(
+            conn, campaigns, row, event, ask_provider=ask_provider, last_word=last_word
+        )
+
+
+async def _apply_stored(
+    conn: Connection,
+    campaigns: CampaignCache,
+    row: asyncpg.Record,
+    event: CallEvent,
+    *,
+    ask_provider: bool = False,
+    last_word: bool = False,
+) -> str:
+    """apply_event's part after the event was stored: `row` says where (attempt_id, held,
+    and the attempt's campaign_id and answered_by as they were). Inside its transaction."""
+    if row["held"]:
+        if ask_provider and row["attempt_id"] is not None:
+            await attempts.look_up_now(conn, row["attempt_id"])
+        return "held"
+    if row["attempt_id"] is None:
+        return "stored"
+    if not await reopen_if_unknown(conn, campaigns, row["attempt_id"], event):
+        return "stored"  # a re-dial had already happened: the fact is recorded, no more
+    if event.detection_result:
+        held_outcome = await attempts.note_answered_by(conn, row["attempt_id"], event.answered_by)
+        if held_outcome is not None:
+            await settle(conn, campaigns, row["attempt_id"], Settlement(held_outcome))
         else:
             await _apply_progress_to(conn, row["attempt_id"], event)
         return "stored"
+    if (
+        is_terminal(event.status)
+        and not last_word
+        and await _result_to_come(conn, campaigns, row, event)
+    ):
+        await attempts.hold_final(conn, row["attempt_id"], event, DETECTION_WAIT)
+        return "stored"
+    if is_terminal(event.status):
+        await settle(conn, campaigns, row["attempt_id"], Settlement.of_event(event))
+    else:
+        await _apply_progress_to(conn, row["attempt_id"], event)
+    return "stored"
+
+
+async def apply_finals(
+    conn: Connection,
+    campaigns: CampaignCache,
+    account: str,
+    items: list[tuple[int | None, CallEvent]],
+) -> list[str]:
+    """apply_event for many final events of one account, in one transaction: for each,
+    "stored", "repeated" or "held", as apply_event would answer.
+
+    The common case, a live attempt's first final word in the batch with no answering-machine
+    result to wait for, is settled for the whole batch by two statements after the store: the
+    attempts closed with their contacts moved on (each only if still as it was read when its
+    outcome and next step were decided), then their webhook events. Anything else, and an
+    attempt that changed meanwhile, is applied one by one as apply_event does, in their order.
+
+    Events are judged to their attempts (events._JUDGE) as the batch begins. That is how one
+    by one would judge them too, unless an earlier event of the batch records a call id a
+    later one is judged by: a batch where two events name one attempt with different call ids,
+    or one call id with different attempts (or none), is applied one by one instead.
+    """
+    if not _judged_alike(items):
+        return [await apply_event(conn, campaigns, account, a, e) for a, e in items]
+    finals = [event for _, event in items]
+    settled: list[tuple[Closing, Campaign, NextStep]] = []
+    async with conn.transaction():
+        payloads = [stored_payload(event) for event in finals]
+        attempt_ids = [attempt_id for attempt_id, _ in items]
+        rows = await events.store_finals(conn, account, attempt_ids, finals, payloads)
+        results: list[str] = ["repeated"] * len(items)
+        planned: list[tuple[int, Closing, Campaign, NextStep]] = []
+        one_by_one: list[int] = []
+        seen: set[int] = set()
+        for index, (row, event) in enumerate(zip(rows, finals, strict=True)):
+            if not row["stored"]:
+                continue
+            first = row["attempt_id"] not in seen
+            seen.add(row["attempt_id"])
+            plan = await _plan_closing(conn, campaigns, row, event) if first else None
+            if plan is None:
+                one_by_one.append(index)
+            else:
+                planned.append((index, *plan))
+        closed = await attempts.close_and_move_on(conn, [plan[1] for plan in planned])
+        for index, closing, campaign, step in planned:
+            if closing.attempt_id in closed:
+                results[index] = "stored"
+                settled.append((closing, campaign, step))
+            else:
+                one_by_one.append(index)
+        await webhooks.record_settled_many(
+            conn,
+            [closing.attempt_id for closing, _, _ in settled],
+            [c.attempt_id for c, _, step in settled if step.state in FINAL_CONTACT],
+        )
+        for index in sorted(one_by_one):
+            results[index] = await _apply_stored(conn, campaigns, rows[index], finals[index])
+    for closing, campaign, step in settled:
+        _settled(closing.attempt_id, account, campaign, closing.outcome, step)
+    return results
+
+
+def _judged_alike(items: list[tuple[int | None, CallEvent]]) -> bool:
+    """Whether judging every event as the batch begins is judging each after the ones before
+    it: no attempt named with two call ids, no call id with two attempts (or one and none)."""
+    call_ids: dict[int, set[str | None]] = {}
+    attempts_of: dict[str, set[int | None]] = {}
+    for attempt_id, event in items:
+        if attempt_id is not None:
+            call_ids.setdefault(attempt_id, set()).add(event.provider_call_id)
+        if event.provider_call_id is not None:
+            attempts_of.setdefault(event.provider_call_id, set()).add(attempt_id)
+    return all(len(ids) == 1 for ids in call_ids.values()) and all(
+        len(named) == 1 for named in attempts_of.values()
+    )
+
+
+async def _plan_closing(
+    conn: Connection, campaigns: CampaignCache, row: asyncpg.Record, event: CallEvent
+) -> tuple[Closing, Campaign, NextStep] | None:
+    """How a stored final event settles its live attempt, decided as settle() decides it
+    (outcome, answering machine, the contact's next step); None where settle's own path must
+    run (held, no attempt, not live, an answering-machine result to come, not a settling
+    outcome)."""
+    if row["held"] or row["attempt_id"] is None or event.detection_result:
+        return None
+    if not is_terminal(event.status) or row["state"] not in SENT:
+        return None  # closed already, `unknown` (re-opened one by one), or never sent
+    if await _result_to_come(conn, campaigns, row, event):
+        return None
+    outcome = "completed" if event.completed_if_answered and row["answered"] else event.status
+    if outcome not in TRANSITIONS["settle"].targets:
+        return None
+    campaign = await campaigns.get(conn, row["campaign_id"])
+    answered_by = row["answered_by"] or event.answered_by
+    if outcome == "completed" and campaign.detects_machines and is_machine(answered_by):
+        outcome = MACHINE
+    step = next_step(
+        campaign.spec.retry,
+        campaign.rules,
+        outcome,
+        row["attempts"],
+        row["now"],
+        row["timezone"],
+        None,
+        row["jurisdiction"],
+    )
+    closing = Closing(
+        row["attempt_id"],
+        row["state"],
+        row["answered"],
+        row["answered_by"],
+        outcome,
+        event,
+        step.state,
+        step.next_attempt_at,
+    )
+    return closing, campaign, step
 
 
 DETECTION_WAIT = timedelta(seconds=10)  # after a final word, for its detection result

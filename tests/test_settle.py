@@ -4,20 +4,32 @@ the attempt with the real outcome and withdraws the contact's re-dial."""
 
 from __future__ import annotations
 
+import random
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
+import pytest
 from aiohttp import web
 
 from dialer.calls import CallEvent
 from dialer.campaigns import CampaignCache
+from dialer.db.attempts import Closing, close_and_move_on
 from dialer.db.connect import open_pool
 from dialer.dispatch.claim import register_account
 from dialer.dispatch.limiter import AccountLimits
 from dialer.providers.sim import SimAccount, SimProvider
 from dialer.reconcile import reconcile_once
-from dialer.settle import Settlement, apply_event, apply_progress_batch, record_accepted, settle
+from dialer.settle import (
+    Settlement,
+    _judged_alike,
+    apply_event,
+    apply_finals,
+    apply_progress_batch,
+    record_accepted,
+    settle,
+)
 from tests.callbacks.test_callbacks import SECRET, new_attempt
 from tests.processes import free_port
 
@@ -313,3 +325,159 @@ async def test_after_a_redial_a_late_fact_is_recorded_on_its_own_attempt_only(
     assert old["state"] == "busy" and "dialed again" in old["error"]
     assert await own_db.fetchval("SELECT state FROM attempts WHERE id = $1", redial) == "accepted"
     assert await own_db.fetchval("SELECT state FROM contacts WHERE id = $1", contact) == "dialing"
+
+
+# ---- final events in batches (apply_finals) ---------------------------------------------------
+
+FINAL_WORDS = ["completed", "busy", "no-answer", "failed"]
+START_STATES = ["accepted", "ringing", "in-progress", "unknown", "completed"]
+
+
+async def twin_attempts(conn, tmp_path: Path, rng: random.Random, count: int):
+    """`count` pairs of attempts, each pair alike (state, answered, call id, contact)."""
+    pairs = []
+    for index in range(count):
+        start = rng.choice(START_STATES)
+        call_id = f"CALL{index}" if rng.random() < 0.5 else None
+        made = rng.randint(1, 3)
+        pair = []
+        for side in "AB":
+            attempt = await new_attempt(conn, tmp_path, attempts=made)
+            await conn.execute(
+                "UPDATE attempts SET provider_call_id = $2, answered_at = CASE WHEN $3"
+                " THEN now() END, state = CASE WHEN $3 THEN 'in-progress' ELSE state END"
+                " WHERE id = $1",
+                attempt,
+                f"{side}{call_id}" if call_id else None,
+                start == "in-progress",
+            )
+            if start == "ringing":
+                await conn.execute("UPDATE attempts SET state = 'ringing' WHERE id = $1", attempt)
+            if start in ("unknown", "completed"):
+                async with conn.transaction():
+                    await settle(conn, CampaignCache(), attempt, Settlement(start))
+            pair.append(attempt)
+        pairs.append((pair[0], pair[1], call_id))
+    return pairs
+
+
+def final_events(rng: random.Random, pairs, misrouted: bool) -> list[tuple[int, dict]]:
+    """Final words for the pairs: some repeated, some contradicting, one misrouted by its call
+    id if asked, in a random order; (pair index, the event's fields before its side's
+    prefix)."""
+    chosen = []
+    for index, (_, _, call_id) in enumerate(pairs):
+        for word in rng.sample(FINAL_WORDS, rng.randint(0, 2)):
+            fields = {
+                "status": word,
+                "key": f"{index}:{word}",
+                "call_id": call_id or f"NEW{index}",
+                "duration_s": rng.choice([None, 0, 42]),
+                "answered_by": rng.choice([None, "human", "machine_start"]),
+                "completed_if_answered": rng.random() < 0.3,
+            }
+            chosen.append((index, fields))
+            if rng.random() < 0.3:
+                chosen.append((index, fields))  # delivered twice
+    if misrouted:
+        chosen.append((0, {"status": "busy", "key": "0:misrouted", "call_id": "SOMEONE_ELSE"}))
+    rng.shuffle(chosen)
+    return chosen
+
+
+def as_event(side: str, fields: dict) -> CallEvent:
+    return CallEvent(
+        fields["status"],
+        f"{side}:{fields['key']}",
+        f"{side}{fields['call_id']}",
+        duration_s=fields.get("duration_s"),
+        occurred_at=datetime(2026, 12, 1, 9, 30, tzinfo=UTC),
+        answered_by=fields.get("answered_by"),
+        completed_if_answered=fields.get("completed_if_answered", False),
+    )
+
+
+async def side_state(conn, attempt: int, side: str) -> dict:
+    """What a settled attempt leaves behind, its side's prefixes taken off."""
+    row = dict(
+        await conn.fetchrow(
+            """SELECT a.state, a.outcome, a.duration_s, a.answered_by,
+                      a.ended_at = '2026-12-01 09:30+00' AS ended_as_told,
+                      a.error, a.slot IS NULL AS no_slot, a.reopened_at IS NULL AS not_reopened,
+                      ltrim(a.provider_call_id, 'AB') AS call_id, c.state AS contact,
+                      c.attempts, c.last_outcome, c.next_attempt_at IS NULL AS no_next
+               FROM attempts a JOIN contacts c ON c.id = a.contact_id WHERE a.id = $1""",
+            attempt,
+        )
+    )
+    row["events"] = [
+        tuple(r)
+        for r in await conn.fetch(
+            """SELECT status, held, replace(problem, ' ' || $2, ' '),
+                      replace(replace(dedupe_key, 'held:' || $1::bigint || ':', 'held:'),
+                              $2 || ':', '')
+               FROM call_events WHERE attempt_id = $1 ORDER BY dedupe_key""",
+            attempt,
+            side,
+        )
+    ]
+    row["webhooks"] = [
+        (r["type"], r["payload"].get("outcome"), r["payload"].get("state"))
+        for r in await conn.fetch(
+            """SELECT e.type, e.payload FROM webhook_events e JOIN attempts a
+               ON e.order_key = 'contact:' || a.contact_id WHERE a.id = $1 ORDER BY e.id""",
+            attempt,
+        )
+    ]
+    return row
+
+
+@pytest.mark.parametrize("seed", range(6))
+async def test_a_batch_of_finals_ends_as_applying_them_one_by_one(
+    own_db, tmp_path: Path, seed: int
+) -> None:
+    """apply_finals settles a batch as apply_event does one event after another: the same
+    answers, attempts, contacts, stored events and webhook events, whatever the batch holds
+    (repeats, contradicting words, misrouted, closed or `unknown` attempts). A misrouted event
+    makes the batch one that is applied one by one; without one, it is settled together."""
+    rng = random.Random(seed)
+    await register(own_db, channels=100)
+    await own_db.execute(
+        "INSERT INTO webhook_endpoints (name, events) VALUES ('hook', $1)",
+        ["attempt.settled", "contact.final"],
+    )
+    pairs = await twin_attempts(own_db, tmp_path, rng, 8)
+    misrouted = seed % 2 == 1
+    chosen = final_events(rng, pairs, misrouted)
+    batch = [(pairs[i][0], as_event("A", fields)) for i, fields in chosen]
+    assert misrouted or _judged_alike(batch)  # settled together, not one by one
+    answers = await apply_finals(own_db, CampaignCache(), "sim-main", batch)
+    one_by_one = [
+        await apply_event(own_db, CampaignCache(), "sim-main", pairs[i][1], as_event("B", f))
+        for i, f in chosen
+    ]
+    assert answers == one_by_one
+    for a, b, _ in pairs:
+        assert await side_state(own_db, a, "A") == await side_state(own_db, b, "B")
+    assert any(answer == "stored" for answer in answers)
+
+
+async def test_an_attempt_changed_since_it_was_read_is_not_closed_by_the_batch(
+    own_db, tmp_path: Path
+) -> None:
+    """The batch closes an attempt only if it is as it was read when its outcome was decided:
+    answered meanwhile (the outcome may then be `completed`), it is left to settle()."""
+    attempt = await new_attempt(own_db, tmp_path)
+    event = CallEvent("no-answer", "K", "SIMC", completed_if_answered=True)
+    stale = Closing(attempt, "accepted", False, None, "no-answer", event, "pending", None)
+    await own_db.execute("UPDATE attempts SET answered_at = now() WHERE id = $1", attempt)
+    assert await close_and_move_on(own_db, [stale]) == set()
+    assert await own_db.fetchval("SELECT state FROM attempts WHERE id = $1", attempt) == "accepted"
+    fresh = Closing(attempt, "accepted", True, None, "completed", event, "done", None)
+    assert await close_and_move_on(own_db, [fresh]) == {attempt}
+    row = await own_db.fetchrow(
+        "SELECT a.state, c.state AS contact FROM attempts a JOIN contacts c"
+        " ON c.id = a.contact_id WHERE a.id = $1",
+        attempt,
+    )
+    assert tuple(row) == ("completed", "done")

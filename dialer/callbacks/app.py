@@ -32,13 +32,14 @@ from dialer.callbacks.screening import MAX_BIGINT, Screened, clean_payload, scre
 from dialer.calls import CallEvent
 from dialer.campaigns import CampaignCache
 from dialer.db import server
+from dialer.db.types import Connection
 from dialer.faults import fault_point
 from dialer.metrics import CALLBACK_SECONDS, CALLBACKS, RECONCILE_FAILURES
 from dialer.policy.states import is_terminal
 from dialer.providers.base import InboundCallback, Provider
 from dialer.providers.errors import Forbidden, Unreadable
 from dialer.reconcile import RECONCILE_EVERY, reconcile_once
-from dialer.settle import apply_event, apply_progress_batch
+from dialer.settle import apply_event, apply_finals, apply_progress_batch
 from dialer.supervise import Supervisor
 
 log = logging.getLogger("dialer.serve")
@@ -57,6 +58,7 @@ class Receiver:
 
     def __post_init__(self) -> None:
         self.progress: Batcher[ProgressItem, bool] = Batcher(self._store_progress)
+        self.finals: Batcher[ProgressItem, str | Exception] = Batcher(self._store_finals)
         for adapter in self.adapters.values():  # whatever they echo is masked before storage
             redaction.remember(*adapter.secrets, users=adapter.auth_users)
 
@@ -70,6 +72,35 @@ class Receiver:
                 keys = await apply_progress_batch(conn, self.cache, account, batch)
                 new |= {(account, key) for key in keys}
         return [(account, event.dedupe_key) in new for account, _, event in items]
+
+    async def _store_finals(self, items: list[ProgressItem]) -> list[str | Exception]:
+        """Final events from concurrent requests, settled a batch per account (settle.
+        apply_finals); where a batch fails in the database (one event's values, a deadlock
+        with another process), each of its events is applied on its own, and an event that
+        still fails gets its own error (its provider retries it)."""
+        by_account: dict[str, list[int]] = {}
+        for index, (account, _, _) in enumerate(items):
+            by_account.setdefault(account, []).append(index)
+        results: list[str | Exception] = [""] * len(items)
+        async with self.pool.acquire() as conn:
+            for account, indexes in by_account.items():
+                batch = [(items[i][1], items[i][2]) for i in indexes]
+                answers: list[str | Exception]
+                try:
+                    answers = list(await apply_finals(conn, self.cache, account, batch))
+                except asyncpg.PostgresError:
+                    answers = [await self._final_alone(conn, account, *item) for item in batch]
+                for index, answer in zip(indexes, answers, strict=True):
+                    results[index] = answer
+        return results
+
+    async def _final_alone(
+        self, conn: Connection, account: str, attempt_id: int | None, event: CallEvent
+    ) -> str | Exception:
+        try:
+            return await apply_event(conn, self.cache, account, attempt_id, event)
+        except asyncpg.PostgresError as exc:
+            return exc
 
 
 RECEIVER = web.AppKey("receiver", Receiver)
@@ -141,7 +172,13 @@ async def _keep(
     extra = {"account": account, "attempt": attempt_id, "status": event.status}
     if screened.held or screened.problems:
         log.warning("callback with problems", extra=extra | {"problem": screened.problem})
-    if screened.held or is_terminal(event.status) or event.detection_result:
+    if is_terminal(event.status) and not (screened.held or screened.problems):
+        # final words from concurrent requests are settled together (settle.apply_finals)
+        settled = await receiver.finals.submit((account, attempt_id, event))
+        if isinstance(settled, Exception):
+            raise settled
+        result = settled
+    elif screened.held or is_terminal(event.status) or event.detection_result:
         async with receiver.pool.acquire() as conn:
             result = await apply_event(
                 conn,

@@ -9,6 +9,7 @@ move an attempt backwards or settle it twice. A statement returns what matched; 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -16,6 +17,7 @@ import asyncpg
 
 from dialer.calls import CallEvent
 from dialer.db.consent import LIVE_GRANT
+from dialer.db.contacts import DIALING, move_on_set
 from dialer.db.types import Connection, one
 from dialer.policy.attestation import attestation_of
 from dialer.policy.lookups import (
@@ -211,21 +213,46 @@ async def recent_outcomes(conn: Connection, campaign_id: int, window: int) -> tu
 
 # ---- settling ----------------------------------------------------------------------------------
 
-_CLOSE = """
-UPDATE attempts a
-SET state = CASE WHEN $9 AND a.answered_at IS NOT NULL THEN 'completed' ELSE $2 END,
-    outcome = CASE WHEN $9 AND a.answered_at IS NOT NULL THEN 'completed' ELSE $2 END,
-    slot = NULL,
-    error = CASE WHEN a.error IS NULL OR $3::text IS NULL
-                 THEN coalesce($3::text, a.error)
-                 ELSE a.error || '; ' || $3::text END,
-    duration_s = coalesce($4, a.duration_s), ended_at = coalesce($5, a.ended_at, now()),
+
+def _close_set(v: dict[str, str]) -> str:
+    """The SET list that closes an attempt, from SQL expressions for its inputs (`v`): one
+    definition for closing one attempt (close) and a batch of them (close_and_move_on)."""
+    return f"""
+    state = {v["outcome"]}, outcome = {v["outcome"]}, slot = NULL,
+    error = CASE WHEN a.error IS NULL OR {v["error"]}::text IS NULL
+                 THEN coalesce({v["error"]}::text, a.error)
+                 ELSE a.error || '; ' || {v["error"]}::text END,
+    duration_s = coalesce({v["duration_s"]}, a.duration_s),
+    ended_at = coalesce({v["ended_at"]}, a.ended_at, now()),
     held_outcome = NULL,
-    provider_call_id = coalesce(a.provider_call_id, $7),
-    answered_by = coalesce(a.answered_by, $8), cost = coalesce($10, a.cost),
-    cost_unit = coalesce($11, a.cost_unit), sip_code = coalesce($12, a.sip_code),
-    stir_verstat = coalesce($13, a.stir_verstat), attestation = coalesce($14, a.attestation),
-    updated_at = now()
+    provider_call_id = coalesce(a.provider_call_id, {v["call_id"]}),
+    answered_by = coalesce(a.answered_by, {v["answered_by"]}), cost = coalesce({v["cost"]}, a.cost),
+    cost_unit = coalesce({v["cost_unit"]}, a.cost_unit),
+    sip_code = coalesce({v["sip_code"]}, a.sip_code),
+    stir_verstat = coalesce({v["stir_verstat"]}, a.stir_verstat),
+    attestation = coalesce({v["attestation"]}, a.attestation),
+    updated_at = now()"""
+
+
+_CLOSE = f"""
+UPDATE attempts a
+SET {
+    _close_set(
+        {
+            "outcome": "CASE WHEN $9 AND a.answered_at IS NOT NULL THEN 'completed' ELSE $2 END",
+            "error": "$3",
+            "duration_s": "$4",
+            "ended_at": "$5",
+            "call_id": "$7",
+            "answered_by": "$8",
+            "cost": "$10",
+            "cost_unit": "$11",
+            "sip_code": "$12",
+            "stir_verstat": "$13",
+            "attestation": "$14",
+        }
+    )
+}
 FROM contacts c
 WHERE a.id = $1 AND a.state = ANY($6::text[]) AND c.id = a.contact_id
 RETURNING a.contact_id, a.campaign_id, a.attempt_no, a.phone_e164, now() AS now,
@@ -273,6 +300,97 @@ async def close(
         stir_verstat,
         attestation_of(stir_verstat),
     )
+
+
+@dataclass(frozen=True)
+class Closing:
+    """One attempt to close in a batch (close_and_move_on), with what its contact does next.
+
+    `state`, `answered` and `answered_by_before` are the attempt as read when the outcome and
+    the contact's step were decided: the attempt closes only if it is still so."""
+
+    attempt_id: int
+    state: str
+    answered: bool
+    answered_by_before: str | None
+    outcome: str
+    event: CallEvent
+    contact_state: str
+    next_attempt_at: datetime | None
+
+
+_CLOSE_AND_MOVE_ON = f"""
+WITH input AS (
+    SELECT * FROM unnest($1::bigint[], $2::text[], $3::boolean[], $4::text[], $5::text[],
+                         $6::int[], $7::timestamptz[], $8::text[], $9::text[], $10::numeric[],
+                         $11::text[], $12::int[], $13::text[], $14::text[], $15::text[],
+                         $16::timestamptz[])
+        AS t(attempt_id, state, answered, answered_by_before, outcome, duration_s, ended_at,
+             call_id, answered_by, cost, cost_unit, sip_code, stir_verstat, attestation,
+             contact_state, next_attempt_at)
+), closed AS (
+    UPDATE attempts a
+    SET {
+    _close_set(
+        {
+            "outcome": "i.outcome",
+            "error": "NULL",
+            "duration_s": "i.duration_s",
+            "ended_at": "i.ended_at",
+            "call_id": "i.call_id",
+            "answered_by": "i.answered_by",
+            "cost": "i.cost",
+            "cost_unit": "i.cost_unit",
+            "sip_code": "i.sip_code",
+            "stir_verstat": "i.stir_verstat",
+            "attestation": "i.attestation",
+        }
+    )
+}
+    FROM input i
+    WHERE a.id = i.attempt_id AND a.state = i.state AND a.state = ANY($17::text[])
+      AND (a.answered_at IS NOT NULL) = i.answered
+      AND a.answered_by IS NOT DISTINCT FROM i.answered_by_before
+    RETURNING a.id, a.contact_id
+), moved AS (
+    UPDATE contacts c
+    SET {move_on_set("i.contact_state", "i.next_attempt_at", "i.outcome")}
+    FROM closed x JOIN input i ON i.attempt_id = x.id
+    WHERE c.id = x.contact_id AND {DIALING}
+    RETURNING c.id
+)
+SELECT id FROM closed
+"""
+
+
+async def close_and_move_on(conn: Connection, closings: list[Closing]) -> set[int]:
+    """Close many attempts, each with its outcome and only if it is still as it was read,
+    and move their contacts on, in one statement; the ids of those closed. Call inside the
+    transaction that stored their events."""
+    if not closings:
+        return set()
+    events = [c.event for c in closings]
+    rows = await conn.fetch(
+        _CLOSE_AND_MOVE_ON,
+        [c.attempt_id for c in closings],
+        [c.state for c in closings],
+        [c.answered for c in closings],
+        [c.answered_by_before for c in closings],
+        [c.outcome for c in closings],
+        [e.duration_s for e in events],
+        [e.occurred_at for e in events],
+        [e.provider_call_id for e in events],
+        [e.answered_by for e in events],
+        [e.cost for e in events],
+        [e.cost_unit for e in events],
+        [e.sip_code for e in events],
+        [e.stir_verstat for e in events],
+        [attestation_of(e.stir_verstat) for e in events],
+        [c.contact_state for c in closings],
+        [c.next_attempt_at for c in closings],
+        list(TRANSITIONS["settle"].sources),
+    )
+    return {r["id"] for r in rows}
 
 
 _ADVANCE = f"""

@@ -211,6 +211,18 @@ async def undo_attempt(conn: Connection, contact_id: int) -> None:
     )
 
 
+def move_on_set(state: str, next_attempt_at: str, outcome: str) -> str:
+    """The SET list of a contact moving on after its attempt settled (SQL expressions): one
+    definition for one contact (move_on) and a batch (attempts.close_and_move_on)."""
+    return (
+        f"state = {state}, next_attempt_at = {next_attempt_at}, last_outcome = {outcome},"
+        " held_by = NULL, held_figure = NULL, updated_at = now()"
+    )
+
+
+DIALING = "c.state = 'dialing'"  # the only state a contact with a live attempt is in
+
+
 async def move_on(
     conn: Connection,
     contact_id: int,
@@ -220,9 +232,7 @@ async def move_on(
 ) -> None:
     """The contact's next step after its attempt settled with `outcome` (policy.retry)."""
     await conn.execute(
-        """UPDATE contacts SET state = $2, next_attempt_at = $3, last_outcome = $4,
-               held_by = NULL, held_figure = NULL, updated_at = now()
-           WHERE id = $1 AND state = 'dialing'""",
+        f"UPDATE contacts c SET {move_on_set('$2', '$3', '$4')} WHERE c.id = $1 AND {DIALING}",
         contact_id,
         state,
         next_attempt_at,

@@ -173,6 +173,62 @@ async def store_and_advance(
     return {r["dedupe_key"]: r["unknown"] for r in rows}
 
 
+# Many final events in one statement: each stored once (the first of a key in the batch),
+# judged as one event is; per event, its attempt and contact as they stand, for the settling
+# that follows in the same transaction (settle.apply_finals).
+_FINALS_BATCH = f"""
+WITH input AS (
+    SELECT t.*, false AS held, NULL::text AS problem
+    FROM unnest($1::bigint[], $2::text[], $3::text[], $4::int[], $5::text[], $6::jsonb[])
+        WITH ORDINALITY AS t(attempt_id, call_id, status, sequence, dedupe_key, payload, n)
+), {_JUDGE.replace("$ACCOUNT", "$7")}, keyed AS (
+    SELECT p.*, {_HELD_KEY} AS stored_key FROM placed p
+), firsts AS (
+    SELECT DISTINCT ON (stored_key) n FROM keyed ORDER BY stored_key, n
+), stored AS (
+    INSERT INTO call_events (attempt_id, account, provider_call_id, status, sequence,
+                             dedupe_key, payload, held, problem)
+    SELECT k.stored_for, $7, k.call_id, k.status, k.sequence, k.stored_key, k.payload,
+           k.keep_held, k.why
+    FROM keyed k WHERE k.n IN (SELECT n FROM firsts)
+    ORDER BY k.n
+    ON CONFLICT (account, dedupe_key) DO NOTHING
+    RETURNING dedupe_key
+)
+SELECT k.n, (s.dedupe_key IS NOT NULL AND k.n IN (SELECT n FROM firsts)) AS stored,
+       k.stored_for AS attempt_id, k.keep_held AS held, a.campaign_id, a.answered_by, a.state,
+       a.answered_at IS NOT NULL AS answered, a.contact_id, c.attempts, c.timezone,
+       c.jurisdiction, now() AS now
+FROM keyed k
+LEFT JOIN stored s ON s.dedupe_key = k.stored_key
+LEFT JOIN attempts a ON a.id = k.stored_for
+LEFT JOIN contacts c ON c.id = a.contact_id
+ORDER BY k.n
+"""
+
+
+async def store_finals(
+    conn: Connection,
+    account: str,
+    attempt_ids: list[int | None],
+    events: list[CallEvent],
+    payloads: list[dict],
+) -> list[asyncpg.Record]:
+    """Keep many events of one account (as `store` keeps one); per event, in order: stored,
+    the attempt it was judged to, held, and that attempt's campaign, answered_by, state,
+    whether it was answered, its contact (id, attempts, timezone, jurisdiction), and now()."""
+    return await conn.fetch(
+        _FINALS_BATCH,
+        attempt_ids,
+        [e.provider_call_id for e in events],
+        [e.status for e in events],
+        [e.sequence for e in events],
+        [e.dedupe_key for e in events],
+        payloads,
+        account,
+    )
+
+
 async def orphan_finals(conn: Connection, limit: int) -> list[asyncpg.Record]:
     """Events stored without an attempt (they came before its call id was recorded) whose
     attempt, still live, now has that call id: (id, status, attempt_id, campaign_id)."""

@@ -64,11 +64,11 @@ SETTLED = _WRITE.format(
     SELECT 'attempt.settled'::text AS type, 'contact:' || c.id AS order_key,
            a.campaign_id, {_ATTEMPT} AS payload
     FROM attempts a JOIN contacts c ON c.id = a.contact_id JOIN campaigns k ON k.id = a.campaign_id
-    WHERE a.id = $1 AND {_subscribed("attempt.settled")}
+    WHERE a.id = ANY ($1::bigint[]) AND {_subscribed("attempt.settled")}
     UNION ALL
     SELECT 'contact.final', 'contact:' || c.id, c.campaign_id, {_CONTACT}
     FROM attempts a JOIN contacts c ON c.id = a.contact_id JOIN campaigns k ON k.id = c.campaign_id
-    WHERE a.id = $1 AND $2 AND {_subscribed("contact.final")}
+    WHERE a.id = ANY ($2::bigint[]) AND {_subscribed("contact.final")}
 """,
 )
 
@@ -97,7 +97,17 @@ FINISHED = _WRITE.format(
 async def record_settled(conn: Connection, attempt_id: int, contact_final: bool) -> None:
     """`attempt.settled` for this attempt as it now stands, and `contact.final` for its
     contact if it has reached a final state. Call in the settling transaction."""
-    await conn.execute(SETTLED, attempt_id, contact_final)
+    await record_settled_many(conn, [attempt_id], [attempt_id] if contact_final else [])
+
+
+async def record_settled_many(
+    conn: Connection, attempt_ids: list[int], contacts_final: list[int]
+) -> None:
+    """record_settled for many attempts in one statement: `contacts_final` names those whose
+    contact has reached a final state. Every `attempt.settled` is written before any
+    `contact.final` (a contact's events keep that order)."""
+    if attempt_ids:
+        await conn.execute(SETTLED, attempt_ids, contacts_final)
 
 
 async def record_contacts_final(conn: Connection, contact_ids: list[int]) -> None:
