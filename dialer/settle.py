@@ -264,9 +264,9 @@ async def apply_finals(
     "stored", "repeated" or "held", as apply_event would answer.
 
     The common case, a live attempt's first final word in the batch with no answering-machine
-    result to wait for, is settled for the whole batch by two statements after the store: the
-    attempts closed with their contacts moved on (each only if still as it was read when its
-    outcome and next step were decided), then their webhook events. Anything else, and an
+    result to wait for, is settled for the whole batch by one statement after the store: the
+    attempts closed (each only if still as it was read when its outcome and next step were
+    decided), their contacts moved on and their webhook events written. Anything else, and an
     attempt that changed meanwhile, is applied one by one as apply_event does, in their order.
 
     Events are judged to their attempts (events._JUDGE) as the batch begins. That is how one
@@ -303,11 +303,6 @@ async def apply_finals(
                 settled.append((closing, campaign, step))
             else:
                 one_by_one.append(index)
-        await webhooks.record_settled_many(
-            conn,
-            [closing.attempt_id for closing, _, _ in settled],
-            [c.attempt_id for c, _, step in settled if step.state in FINAL_CONTACT],
-        )
         for index in sorted(one_by_one):
             results[index] = await _apply_stored(conn, campaigns, rows[index], finals[index])
     for closing, campaign, step in settled:
@@ -369,6 +364,7 @@ async def _plan_closing(
         event,
         step.state,
         step.next_attempt_at,
+        step.state in FINAL_CONTACT,
     )
     return closing, campaign, step
 

@@ -469,11 +469,11 @@ async def test_an_attempt_changed_since_it_was_read_is_not_closed_by_the_batch(
     answered meanwhile (the outcome may then be `completed`), it is left to settle()."""
     attempt = await new_attempt(own_db, tmp_path)
     event = CallEvent("no-answer", "K", "SIMC", completed_if_answered=True)
-    stale = Closing(attempt, "accepted", False, None, "no-answer", event, "pending", None)
+    stale = Closing(attempt, "accepted", False, None, "no-answer", event, "pending", None, False)
     await own_db.execute("UPDATE attempts SET answered_at = now() WHERE id = $1", attempt)
     assert await close_and_move_on(own_db, [stale]) == set()
     assert await own_db.fetchval("SELECT state FROM attempts WHERE id = $1", attempt) == "accepted"
-    fresh = Closing(attempt, "accepted", True, None, "completed", event, "done", None)
+    fresh = Closing(attempt, "accepted", True, None, "completed", event, "done", None, True)
     assert await close_and_move_on(own_db, [fresh]) == {attempt}
     row = await own_db.fetchrow(
         "SELECT a.state, c.state AS contact FROM attempts a JOIN contacts c"

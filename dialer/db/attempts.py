@@ -19,6 +19,7 @@ from dialer.calls import CallEvent
 from dialer.db.consent import LIVE_GRANT
 from dialer.db.contacts import DIALING, move_on_set
 from dialer.db.types import Connection, one
+from dialer.db.webhooks import settled_source, write_ctes
 from dialer.policy.attestation import attestation_of
 from dialer.policy.lookups import (
     ANSWERED_QUIET,
@@ -317,17 +318,25 @@ class Closing:
     event: CallEvent
     contact_state: str
     next_attempt_at: datetime | None
+    contact_final: bool  # the contact's state is final: its `contact.final` webhook is due
 
+
+# the contacts of the closed attempts as they stand after the statement
+_CLOSED_CONTACTS = """(
+    SELECT * FROM moved
+    UNION ALL
+    SELECT x.* FROM contacts x
+    WHERE x.id IN (SELECT contact_id FROM closed) AND x.id NOT IN (SELECT id FROM moved))"""
 
 _CLOSE_AND_MOVE_ON = f"""
 WITH input AS (
     SELECT * FROM unnest($1::bigint[], $2::text[], $3::boolean[], $4::text[], $5::text[],
                          $6::int[], $7::timestamptz[], $8::text[], $9::text[], $10::numeric[],
                          $11::text[], $12::int[], $13::text[], $14::text[], $15::text[],
-                         $16::timestamptz[])
+                         $16::timestamptz[], $18::boolean[])
         AS t(attempt_id, state, answered, answered_by_before, outcome, duration_s, ended_at,
              call_id, answered_by, cost, cost_unit, sip_code, stir_verstat, attestation,
-             contact_state, next_attempt_at)
+             contact_state, next_attempt_at, contact_final)
 ), closed AS (
     UPDATE attempts a
     SET {
@@ -351,22 +360,32 @@ WITH input AS (
     WHERE a.id = i.attempt_id AND a.state = i.state AND a.state = ANY($17::text[])
       AND (a.answered_at IS NOT NULL) = i.answered
       AND a.answered_by IS NOT DISTINCT FROM i.answered_by_before
-    RETURNING a.id, a.contact_id
+    RETURNING a.*
 ), moved AS (
     UPDATE contacts c
     SET {move_on_set("i.contact_state", "i.next_attempt_at", "i.outcome")}
     FROM closed x JOIN input i ON i.attempt_id = x.id
     WHERE c.id = x.contact_id AND {DIALING}
-    RETURNING c.id
-)
+    RETURNING c.*
+), {
+    write_ctes(
+        settled_source(
+            "closed",
+            _CLOSED_CONTACTS,
+            "true",
+            "a.id IN (SELECT attempt_id FROM input WHERE contact_final)",
+        )
+    )
+}
 SELECT id FROM closed
 """
 
 
 async def close_and_move_on(conn: Connection, closings: list[Closing]) -> set[int]:
     """Close many attempts, each with its outcome and only if it is still as it was read,
-    and move their contacts on, in one statement; the ids of those closed. Call inside the
-    transaction that stored their events."""
+    move their contacts on and write their webhook events (as webhooks.record_settled), in
+    one statement; the ids of those closed. Call inside the transaction that stored their
+    events."""
     if not closings:
         return set()
     events = [c.event for c in closings]
@@ -389,6 +408,7 @@ async def close_and_move_on(conn: Connection, closings: list[Closing]) -> set[in
         [c.contact_state for c in closings],
         [c.next_attempt_at for c in closings],
         list(TRANSITIONS["settle"].sources),
+        [c.contact_final for c in closings],
     )
     return {r["id"] for r in rows}
 

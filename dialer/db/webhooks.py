@@ -14,21 +14,30 @@ import asyncpg
 
 from dialer.db.types import Connection
 
-# The events of `source` (rows of type, order_key, campaign_id, payload), each with a delivery
-# row per endpoint subscribed to its type; shared by the writers below.
-_WRITE = """
-WITH written AS (
+# An endpoint some process named in its dialer.toml within the last hour (REMOVED_AFTER).
+_LIVE = "w.seen_at > now() - interval '1 hour'"
+
+
+def write_ctes(source: str) -> str:
+    """Common table expressions (`written`, `delivered`) that write the events of `source`
+    (rows of type, order_key, campaign_id, payload), each with a delivery row per endpoint
+    subscribed to its type: the writers below, and statements that write events beside the
+    change they report (attempts.close_and_move_on)."""
+    return f"""
+written AS (
     INSERT INTO webhook_events (type, order_key, campaign_id, payload)
     SELECT type, order_key, campaign_id, payload FROM ({source}) s
     RETURNING id, type, order_key
-)
-INSERT INTO webhook_deliveries (endpoint, event_id, order_key)
-SELECT w.name, e.id, e.order_key FROM written e
-JOIN webhook_endpoints w ON e.type = ANY (w.events) AND {live}
-"""
+), delivered AS (
+    INSERT INTO webhook_deliveries (endpoint, event_id, order_key)
+    SELECT w.name, e.id, e.order_key FROM written e
+    JOIN webhook_endpoints w ON e.type = ANY (w.events) AND {_LIVE}
+    RETURNING 1
+)"""
 
-# An endpoint some process named in its dialer.toml within the last hour (REMOVED_AFTER).
-_LIVE = "w.seen_at > now() - interval '1 hour'"
+
+def _write(source: str) -> str:
+    return f"WITH {write_ctes(source)} SELECT count(*) FROM delivered"
 
 
 def _subscribed(event_type: str) -> str:
@@ -58,39 +67,46 @@ _CONTACT = """
         'attempts', c.attempts, 'fields', c.fields)
 """
 
-SETTLED = _WRITE.format(
-    live=_LIVE,
-    source=f"""
+
+def settled_source(attempts: str, contacts: str, settled: str, final: str) -> str:
+    """`attempt.settled` for the attempts (rows of `attempts`, with their contacts' rows in
+    `contacts`) that `settled` selects, then `contact.final` for those `final` selects (SQL
+    conditions on `a`): every `attempt.settled` is written before any `contact.final`."""
+    return f"""
     SELECT 'attempt.settled'::text AS type, 'contact:' || c.id AS order_key,
            a.campaign_id, {_ATTEMPT} AS payload
-    FROM attempts a JOIN contacts c ON c.id = a.contact_id JOIN campaigns k ON k.id = a.campaign_id
-    WHERE a.id = ANY ($1::bigint[]) AND {_subscribed("attempt.settled")}
+    FROM {attempts} a JOIN {contacts} c ON c.id = a.contact_id
+    JOIN campaigns k ON k.id = a.campaign_id
+    WHERE {settled} AND {_subscribed("attempt.settled")}
     UNION ALL
     SELECT 'contact.final', 'contact:' || c.id, c.campaign_id, {_CONTACT}
-    FROM attempts a JOIN contacts c ON c.id = a.contact_id JOIN campaigns k ON k.id = c.campaign_id
-    WHERE a.id = ANY ($2::bigint[]) AND {_subscribed("contact.final")}
-""",
+    FROM {attempts} a JOIN {contacts} c ON c.id = a.contact_id
+    JOIN campaigns k ON k.id = c.campaign_id
+    WHERE {final} AND {_subscribed("contact.final")}
+"""
+
+
+SETTLED = _write(
+    settled_source("attempts", "contacts", "a.id = ANY ($1::bigint[])", "a.id = ANY ($2::bigint[])")
 )
 
-SUPPRESSED = _WRITE.format(
-    live=_LIVE,
-    source=f"""
+SUPPRESSED = _write(
+    f"""
     SELECT 'contact.final'::text AS type, 'contact:' || c.id AS order_key, c.campaign_id,
            {_CONTACT} AS payload
     FROM contacts c JOIN campaigns k ON k.id = c.campaign_id
     WHERE c.id = ANY ($1::bigint[]) AND {_subscribed("contact.final")}
-""",
+"""
 )
 
-FINISHED = _WRITE.format(
-    live=_LIVE,
-    source=f"""
+FINISHED = _write(
+    f"""
     SELECT 'campaign.finished'::text AS type, 'campaign:' || k.id AS order_key, k.id AS campaign_id,
            jsonb_build_object('campaign', k.name, 'status', k.status, 'reason', k.status_reason,
                               'contacts', (SELECT count(*) FROM contacts c
                                            WHERE c.campaign_id = k.id)) AS payload
     FROM campaigns k WHERE k.id = ANY ($1::bigint[]) AND {_subscribed("campaign.finished")}
-""",
+"""
 )
 
 

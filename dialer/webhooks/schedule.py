@@ -20,5 +20,8 @@ def retry_at(
 ) -> datetime | None:
     """The time of the next try after `tries` failed ones, or None: retries are exhausted."""
     delay = DELAYS_S[min(max(tries, 1), len(DELAYS_S)) - 1]
-    when = now + timedelta(seconds=delay * (rng or random).uniform(0.8, 1.2))
-    return None if when > since + GIVE_UP_AFTER else when
+    deadline = since + GIVE_UP_AFTER
+    if now + timedelta(seconds=0.8 * delay) > deadline:
+        return None  # even the earliest the jitter allows is too late
+    # a jittered time past the deadline is the deadline: the last try is not lost to the jitter
+    return min(now + timedelta(seconds=delay * (rng or random).uniform(0.8, 1.2)), deadline)
