@@ -24,6 +24,7 @@ from pathlib import Path
 
 import aiohttp
 import asyncpg
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -395,8 +396,24 @@ def bare_intake(ids: list[int]) -> float:
             server.wait()
 
 
+def _postgres_cpu() -> float:
+    """CPU seconds of this machine's PostgreSQL so far (its processes and those it reaped)."""
+    total = 0.0
+    for process in psutil.process_iter(["name", "cpu_times"]):
+        times = process.info["cpu_times"]
+        if times is not None and "postgres" in (process.info["name"] or ""):
+            total += times.user + times.system + times.children_user + times.children_system
+    return total
+
+
+def _tree_cpu(pid: int) -> float:
+    root = psutil.Process(pid)
+    return sum(sum(p.cpu_times()[:2]) for p in [root, *root.children(recursive=True)])
+
+
 def intake(attempts: int = 5000, rounds: int = 3) -> str:
     rates, bare, lost_total = [], [], 0
+    cpu: dict[str, list[float]] = {"serve": [], "postgres": [], "generator": []}
     for _ in range(rounds):
         name, url = create_database()
         folder = Path(tempfile.mkdtemp(prefix="bench-intake-"))
@@ -417,7 +434,12 @@ def intake(attempts: int = 5000, rounds: int = 3) -> str:
         try:
             wait_for_http(f"http://127.0.0.1:{serve_port}/healthz")
             time.sleep(1.0)  # let every worker bind
+            generator = psutil.Process()  # this process alone (serve is its child)
+            before = (_tree_cpu(serve.pid), _postgres_cpu(), sum(generator.cpu_times()[:2]))
             elapsed, failures = asyncio.run(_send_callbacks(serve_port, ids, 64))
+            after = (_tree_cpu(serve.pid), _postgres_cpu(), sum(generator.cpu_times()[:2]))
+            for name, a, b in zip(cpu, after, before, strict=True):
+                cpu[name].append((a - b) / (attempts * 4) * 1e6)
 
             async def stored(url: str = url) -> tuple[int, int]:
                 conn = await asyncpg.connect(url)
@@ -441,6 +463,7 @@ def intake(attempts: int = 5000, rounds: int = 3) -> str:
     per_round = ", ".join(f"{r:.0f}" for r in rates)
     bare_rounds = ", ".join(f"{r:.0f}" for r in bare)
     ratio = median([r / b for r, b in zip(rates, bare, strict=True)])
+    cpu_line = " / ".join(f"{median(v):.0f} µs" for v in cpu.values())
     result = f"""
 Command: `python bench/dialing.py intake` — {attempts} live attempts, 4 signed callbacks each
 ({attempts * 4} in all), sent by a load generator on the same machine with 64 in flight to
@@ -455,6 +478,7 @@ callbacks to {WORKERS} bare aiohttp processes on one port that read each body as
 | bare aiohttp server, callbacks per second | {median(bare):.0f} (rounds: {bare_rounds}) |
 | `dialer serve` ÷ bare server (median of the rounds' ratios) | {ratio:.2f} |
 | callbacks lost or refused | {lost_total} |
+| CPU per callback: `serve`'s processes / PostgreSQL's / the load generator's | {cpu_line} |
 
 Target: ≥ 2,000 callbacks/s with nothing lost.
 """
