@@ -18,7 +18,7 @@ import asyncpg
 from dialer.calls import CallEvent
 from dialer.campaigns import SETTLE_GRACE, Campaign, CampaignCache
 from dialer.db import attempts, contacts, dnc, events, webhooks
-from dialer.db.attempts import Closing
+from dialer.db.events import Closing
 from dialer.db.types import Connection
 from dialer.metrics import DIALS
 from dialer.policy.answers import is_machine
@@ -260,54 +260,51 @@ async def apply_finals(
     account: str,
     items: list[tuple[int | None, CallEvent]],
 ) -> list[str]:
-    """apply_event for many final events of one account, in one transaction: for each,
-    "stored", "repeated" or "held", as apply_event would answer.
+    """apply_event for many final events of one account: for each, "stored", "repeated" or
+    "held", as apply_event one after another would answer, with the same effects.
 
     The common case, a live attempt's first final word in the batch with no answering-machine
-    result to wait for, is settled for the whole batch by one statement after the store: the
-    attempts closed (each only if still as it was read when its outcome and next step were
-    decided), their contacts moved on and their webhook events written. Anything else, and an
-    attempt that changed meanwhile, is applied one by one as apply_event does, in their order.
+    result to wait for, takes two round trips for the whole batch: one read of the attempts and
+    their contacts, from which Python decides each outcome and next step as settle() does; then
+    one statement that stores each word and settles its attempt (closed, contact moved on,
+    webhook events written), each only if its word is new, is judged to that attempt, and the
+    attempt is still as it was read (events.store_and_settle). Everything else, and every word
+    that statement left untouched, is applied one by one by apply_event, in the batch's order.
 
-    Events are judged to their attempts (events._JUDGE) as the batch begins. That is how one
-    by one would judge them too, unless an earlier event of the batch records a call id a
-    later one is judged by: a batch where two events name one attempt with different call ids,
-    or one call id with different attempts (or none), is applied one by one instead.
+    Words are judged to their attempts (events._JUDGE) in one statement. That is how one by
+    one would judge them too, unless an earlier word of the batch records a call id a later one
+    is judged by: a batch where two words name one attempt with different call ids, or one call
+    id with different attempts (or none), is applied one by one instead.
     """
     if not _judged_alike(items):
         return [await apply_event(conn, campaigns, account, a, e) for a, e in items]
-    finals = [event for _, event in items]
-    settled: list[tuple[Closing, Campaign, NextStep]] = []
-    async with conn.transaction():
-        payloads = [stored_payload(event) for event in finals]
-        attempt_ids = [attempt_id for attempt_id, _ in items]
-        rows = await events.store_finals(conn, account, attempt_ids, finals, payloads)
-        results: list[str] = ["repeated"] * len(items)
-        planned: list[tuple[int, Closing, Campaign, NextStep]] = []
-        one_by_one: list[int] = []
-        seen: set[int] = set()
-        for index, (row, event) in enumerate(zip(rows, finals, strict=True)):
-            if not row["stored"]:
-                continue
-            first = row["attempt_id"] not in seen
-            seen.add(row["attempt_id"])
-            plan = await _plan_closing(conn, campaigns, row, event) if first else None
-            if plan is None:
-                one_by_one.append(index)
-            else:
-                planned.append((index, *plan))
-        closed = await attempts.close_and_move_on(conn, [plan[1] for plan in planned])
-        for index, closing, campaign, step in planned:
-            if closing.attempt_id in closed:
-                results[index] = "stored"
-                settled.append((closing, campaign, step))
-            else:
-                one_by_one.append(index)
-        for index in sorted(one_by_one):
-            results[index] = await _apply_stored(conn, campaigns, rows[index], finals[index])
-    for closing, campaign, step in settled:
-        _settled(closing.attempt_id, account, campaign, closing.outcome, step)
-    return results
+    named = sorted({attempt_id for attempt_id, _ in items if attempt_id is not None})
+    read = await events.read_for_finals(conn, account, named)
+    planned: list[tuple[int, Closing, Campaign, NextStep]] = []
+    attempts_seen: set[int | None] = set()
+    keys_seen: set[str] = set()
+    for index, (attempt_id, event) in enumerate(items):
+        first = attempt_id not in attempts_seen and event.dedupe_key not in keys_seen
+        attempts_seen.add(attempt_id)
+        keys_seen.add(event.dedupe_key)
+        row = read.get(attempt_id) if attempt_id is not None else None
+        plan = await _plan_closing(conn, campaigns, row, event) if row and first else None
+        if plan is not None:
+            planned.append((index, *plan))
+    closings = [closing for _, closing, _, _ in planned]
+    payloads = [stored_payload(closing.event) for closing in closings]
+    closed = await events.store_and_settle(conn, account, closings, payloads)
+    results: dict[int, str] = {}
+    for index, closing, campaign, step in planned:
+        if closing.attempt_id in closed:
+            results[index] = "stored"
+            _settled(closing.attempt_id, account, campaign, closing.outcome, step)
+    return [
+        results[index]
+        if index in results
+        else await apply_event(conn, campaigns, account, attempt_id, event)
+        for index, (attempt_id, event) in enumerate(items)
+    ]
 
 
 def _judged_alike(items: list[tuple[int | None, CallEvent]]) -> bool:

@@ -15,8 +15,8 @@ from aiohttp import web
 
 from dialer.calls import CallEvent
 from dialer.campaigns import CampaignCache
-from dialer.db.attempts import Closing, close_and_move_on
 from dialer.db.connect import open_pool
+from dialer.db.events import Closing, store_and_settle
 from dialer.dispatch.claim import register_account
 from dialer.dispatch.limiter import AccountLimits
 from dialer.providers.sim import SimAccount, SimProvider
@@ -462,22 +462,49 @@ async def test_a_batch_of_finals_ends_as_applying_them_one_by_one(
     assert any(answer == "stored" for answer in answers)
 
 
-async def test_an_attempt_changed_since_it_was_read_is_not_closed_by_the_batch(
+async def test_a_word_is_stored_and_settles_its_attempt_together_or_not_at_all(
     own_db, tmp_path: Path
 ) -> None:
-    """The batch closes an attempt only if it is as it was read when its outcome was decided:
-    answered meanwhile (the outcome may then be `completed`), it is left to settle()."""
+    """store_and_settle stores a final word and settles its attempt only together, and only if
+    the attempt is still as it was read (answered meanwhile, the outcome may be `completed`),
+    the word is new and it is judged to that attempt; otherwise it touches nothing, and the
+    word is left to apply_event."""
     attempt = await new_attempt(own_db, tmp_path)
+    other = await new_attempt(own_db, tmp_path)
+    await own_db.execute("UPDATE attempts SET provider_call_id = 'SIMO' WHERE id = $1", other)
     event = CallEvent("no-answer", "K", "SIMC", completed_if_answered=True)
-    stale = Closing(attempt, "accepted", False, None, "no-answer", event, "pending", None, False)
+
+    def closing(answered: bool, outcome: str, word: CallEvent = event, of: int = attempt):
+        return Closing(of, "accepted", answered, None, outcome, word, "done", None, True)
+
+    async def settles(*closings: Closing) -> set[int]:
+        return await store_and_settle(own_db, "sim-main", list(closings), [{}] * len(closings))
+
+    async def kept(key: str) -> int:
+        return await own_db.fetchval("SELECT count(*) FROM call_events WHERE dedupe_key = $1", key)
+
     await own_db.execute("UPDATE attempts SET answered_at = now() WHERE id = $1", attempt)
-    assert await close_and_move_on(own_db, [stale]) == set()
+    assert await settles(closing(False, "no-answer")) == set()
+    misrouted = CallEvent("busy", "M", "SIMO")  # the other attempt's call id
+    assert (
+        await store_and_settle(own_db, "sim-main", [closing(True, "busy", misrouted)], [{}])
+        == set()
+    )
     assert await own_db.fetchval("SELECT state FROM attempts WHERE id = $1", attempt) == "accepted"
-    fresh = Closing(attempt, "accepted", True, None, "completed", event, "done", None, True)
-    assert await close_and_move_on(own_db, [fresh]) == {attempt}
+    assert (await kept("K"), await kept("M")) == (0, 0)
+    await own_db.execute(
+        "INSERT INTO call_events (account, dedupe_key, status, payload) VALUES"
+        " ('sim-main', 'R', 'busy', '{}')"
+    )
+    repeated = CallEvent("busy", "R", "SIMC")
+    assert (
+        await store_and_settle(own_db, "sim-main", [closing(True, "busy", repeated)], [{}]) == set()
+    )
+    assert await settles(closing(True, "completed")) == {attempt}
     row = await own_db.fetchrow(
         "SELECT a.state, c.state AS contact FROM attempts a JOIN contacts c"
         " ON c.id = a.contact_id WHERE a.id = $1",
         attempt,
     )
     assert tuple(row) == ("completed", "done")
+    assert await kept("K") == 1

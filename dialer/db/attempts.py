@@ -9,7 +9,6 @@ move an attempt backwards or settle it twice. A statement returns what matched; 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -17,9 +16,7 @@ import asyncpg
 
 from dialer.calls import CallEvent
 from dialer.db.consent import LIVE_GRANT
-from dialer.db.contacts import DIALING, move_on_set
 from dialer.db.types import Connection, one
-from dialer.db.webhooks import settled_source, write_ctes
 from dialer.policy.attestation import attestation_of
 from dialer.policy.lookups import (
     ANSWERED_QUIET,
@@ -215,9 +212,9 @@ async def recent_outcomes(conn: Connection, campaign_id: int, window: int) -> tu
 # ---- settling ----------------------------------------------------------------------------------
 
 
-def _close_set(v: dict[str, str]) -> str:
+def close_set(v: dict[str, str]) -> str:
     """The SET list that closes an attempt, from SQL expressions for its inputs (`v`): one
-    definition for closing one attempt (close) and a batch of them (close_and_move_on)."""
+    definition for closing one attempt (close) and a batch of them (events.store_and_settle)."""
     return f"""
     state = {v["outcome"]}, outcome = {v["outcome"]}, slot = NULL,
     error = CASE WHEN a.error IS NULL OR {v["error"]}::text IS NULL
@@ -238,7 +235,7 @@ def _close_set(v: dict[str, str]) -> str:
 _CLOSE = f"""
 UPDATE attempts a
 SET {
-    _close_set(
+    close_set(
         {
             "outcome": "CASE WHEN $9 AND a.answered_at IS NOT NULL THEN 'completed' ELSE $2 END",
             "error": "$3",
@@ -301,116 +298,6 @@ async def close(
         stir_verstat,
         attestation_of(stir_verstat),
     )
-
-
-@dataclass(frozen=True)
-class Closing:
-    """One attempt to close in a batch (close_and_move_on), with what its contact does next.
-
-    `state`, `answered` and `answered_by_before` are the attempt as read when the outcome and
-    the contact's step were decided: the attempt closes only if it is still so."""
-
-    attempt_id: int
-    state: str
-    answered: bool
-    answered_by_before: str | None
-    outcome: str
-    event: CallEvent
-    contact_state: str
-    next_attempt_at: datetime | None
-    contact_final: bool  # the contact's state is final: its `contact.final` webhook is due
-
-
-# the contacts of the closed attempts as they stand after the statement
-_CLOSED_CONTACTS = """(
-    SELECT * FROM moved
-    UNION ALL
-    SELECT x.* FROM contacts x
-    WHERE x.id IN (SELECT contact_id FROM closed) AND x.id NOT IN (SELECT id FROM moved))"""
-
-_CLOSE_AND_MOVE_ON = f"""
-WITH input AS (
-    SELECT * FROM unnest($1::bigint[], $2::text[], $3::boolean[], $4::text[], $5::text[],
-                         $6::int[], $7::timestamptz[], $8::text[], $9::text[], $10::numeric[],
-                         $11::text[], $12::int[], $13::text[], $14::text[], $15::text[],
-                         $16::timestamptz[], $18::boolean[])
-        AS t(attempt_id, state, answered, answered_by_before, outcome, duration_s, ended_at,
-             call_id, answered_by, cost, cost_unit, sip_code, stir_verstat, attestation,
-             contact_state, next_attempt_at, contact_final)
-), closed AS (
-    UPDATE attempts a
-    SET {
-    _close_set(
-        {
-            "outcome": "i.outcome",
-            "error": "NULL",
-            "duration_s": "i.duration_s",
-            "ended_at": "i.ended_at",
-            "call_id": "i.call_id",
-            "answered_by": "i.answered_by",
-            "cost": "i.cost",
-            "cost_unit": "i.cost_unit",
-            "sip_code": "i.sip_code",
-            "stir_verstat": "i.stir_verstat",
-            "attestation": "i.attestation",
-        }
-    )
-}
-    FROM input i
-    WHERE a.id = i.attempt_id AND a.state = i.state AND a.state = ANY($17::text[])
-      AND (a.answered_at IS NOT NULL) = i.answered
-      AND a.answered_by IS NOT DISTINCT FROM i.answered_by_before
-    RETURNING a.*
-), moved AS (
-    UPDATE contacts c
-    SET {move_on_set("i.contact_state", "i.next_attempt_at", "i.outcome")}
-    FROM closed x JOIN input i ON i.attempt_id = x.id
-    WHERE c.id = x.contact_id AND {DIALING}
-    RETURNING c.*
-), {
-    write_ctes(
-        settled_source(
-            "closed",
-            _CLOSED_CONTACTS,
-            "true",
-            "a.id IN (SELECT attempt_id FROM input WHERE contact_final)",
-        )
-    )
-}
-SELECT id FROM closed
-"""
-
-
-async def close_and_move_on(conn: Connection, closings: list[Closing]) -> set[int]:
-    """Close many attempts, each with its outcome and only if it is still as it was read,
-    move their contacts on and write their webhook events (as webhooks.record_settled), in
-    one statement; the ids of those closed. Call inside the transaction that stored their
-    events."""
-    if not closings:
-        return set()
-    events = [c.event for c in closings]
-    rows = await conn.fetch(
-        _CLOSE_AND_MOVE_ON,
-        [c.attempt_id for c in closings],
-        [c.state for c in closings],
-        [c.answered for c in closings],
-        [c.answered_by_before for c in closings],
-        [c.outcome for c in closings],
-        [e.duration_s for e in events],
-        [e.occurred_at for e in events],
-        [e.provider_call_id for e in events],
-        [e.answered_by for e in events],
-        [e.cost for e in events],
-        [e.cost_unit for e in events],
-        [e.sip_code for e in events],
-        [e.stir_verstat for e in events],
-        [attestation_of(e.stir_verstat) for e in events],
-        [c.contact_state for c in closings],
-        [c.next_attempt_at for c in closings],
-        list(TRANSITIONS["settle"].sources),
-        [c.contact_final for c in closings],
-    )
-    return {r["id"] for r in rows}
 
 
 _ADVANCE = f"""

@@ -213,7 +213,7 @@ async def undo_attempt(conn: Connection, contact_id: int) -> None:
 
 def move_on_set(state: str, next_attempt_at: str, outcome: str) -> str:
     """The SET list of a contact moving on after its attempt settled (SQL expressions): one
-    definition for one contact (move_on) and a batch (attempts.close_and_move_on)."""
+    definition for one contact (move_on) and a batch (events.store_and_settle)."""
     return (
         f"state = {state}, next_attempt_at = {next_attempt_at}, last_outcome = {outcome},"
         " held_by = NULL, held_figure = NULL, updated_at = now()"

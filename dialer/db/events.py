@@ -7,14 +7,18 @@ the same way for one event and for a batch.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
 
 from dialer.calls import CallEvent
-from dialer.db.attempts import RANK_SQL, next_lookup_sql
+from dialer.db.attempts import RANK_SQL, close_set, next_lookup_sql
+from dialer.db.contacts import DIALING, move_on_set
 from dialer.db.types import Connection, one
-from dialer.policy.states import LIVE, RANK, SENT
+from dialer.db.webhooks import settled_source, write_ctes
+from dialer.policy.attestation import attestation_of
+from dialer.policy.states import LIVE, RANK, SENT, TRANSITIONS
 
 # Which attempt an event belongs to, for rows of `input` (attempt_id named in the URL or the
 # payload, call_id, held, problem) of account $ACCOUNT: the named attempt if it is this
@@ -173,60 +177,160 @@ async def store_and_advance(
     return {r["dedupe_key"]: r["unknown"] for r in rows}
 
 
-# Many final events in one statement: each stored once (the first of a key in the batch),
-# judged as one event is; per event, its attempt and contact as they stand, for the settling
-# that follows in the same transaction (settle.apply_finals).
-_FINALS_BATCH = f"""
+async def read_for_finals(
+    conn: Connection, account: str, attempt_ids: list[int]
+) -> dict[int, asyncpg.Record]:
+    """The account's attempts among these, as settling a final word needs them: state,
+    answered, answered_by, campaign_id, their contact's attempts, timezone and jurisdiction,
+    and now()."""
+    rows = await conn.fetch(
+        """SELECT a.id AS attempt_id, false AS held, a.state, a.answered_at IS NOT NULL AS answered,
+                  a.answered_by, a.campaign_id, c.attempts, c.timezone, c.jurisdiction,
+                  now() AS now
+           FROM attempts a JOIN contacts c ON c.id = a.contact_id
+           WHERE a.id = ANY($1::bigint[]) AND a.account = $2""",
+        attempt_ids,
+        account,
+    )
+    return {row["attempt_id"]: row for row in rows}
+
+
+@dataclass(frozen=True)
+class Closing:
+    """One final word to store and settle its attempt with (store_and_settle), with what the
+    attempt's contact does next.
+
+    `state`, `answered` and `answered_by_before` are the attempt as read when the outcome and
+    the contact's step were decided: it is settled only if it is still so."""
+
+    attempt_id: int
+    state: str
+    answered: bool
+    answered_by_before: str | None
+    outcome: str
+    event: CallEvent
+    contact_state: str
+    next_attempt_at: datetime | None
+    contact_final: bool  # the contact's state is final: its `contact.final` webhook is due
+
+
+# the contacts of the closed attempts as they stand after the statement
+_CLOSED_CONTACTS = """(
+    SELECT * FROM moved
+    UNION ALL
+    SELECT x.* FROM contacts x
+    WHERE x.id IN (SELECT contact_id FROM closed) AND x.id NOT IN (SELECT id FROM moved))"""
+
+# Final words stored and their attempts settled in one statement, each only where everything
+# holds: judged to the attempt it names (events._JUDGE), not stored before, and the attempt
+# still as it was read. Then the attempt is closed, the event kept, the contact moved on and
+# the webhook events written, all or nothing; where anything fails, nothing of that word is.
+_STORE_AND_SETTLE = f"""
 WITH input AS (
     SELECT t.*, false AS held, NULL::text AS problem
-    FROM unnest($1::bigint[], $2::text[], $3::text[], $4::int[], $5::text[], $6::jsonb[])
-        WITH ORDINALITY AS t(attempt_id, call_id, status, sequence, dedupe_key, payload, n)
-), {_JUDGE.replace("$ACCOUNT", "$7")}, keyed AS (
-    SELECT p.*, {_HELD_KEY} AS stored_key FROM placed p
-), firsts AS (
-    SELECT DISTINCT ON (stored_key) n FROM keyed ORDER BY stored_key, n
+    FROM unnest($1::bigint[], $2::text[], $3::text[], $4::int[], $5::text[], $6::jsonb[],
+                $7::text[], $8::boolean[], $9::text[], $10::text[], $11::int[],
+                $12::timestamptz[], $13::text[], $14::numeric[], $15::text[], $16::int[],
+                $17::text[], $18::text[], $19::text[], $20::timestamptz[], $21::boolean[])
+        AS t(attempt_id, call_id, status, sequence, dedupe_key, payload, state, answered,
+             answered_by_before, outcome, duration_s, ended_at, answered_by, cost, cost_unit,
+             sip_code, stir_verstat, attestation, contact_state, next_attempt_at,
+             contact_final)
+), {_JUDGE.replace("$ACCOUNT", "$22")}, eligible AS (
+    SELECT p.* FROM placed p
+    WHERE p.known = p.attempt_id AND NOT p.keep_held
+      AND NOT EXISTS (SELECT 1 FROM call_events e
+                      WHERE e.account = $22 AND e.dedupe_key = p.dedupe_key)
+), closed AS (
+    UPDATE attempts a
+    SET {
+    close_set(
+        {
+            "outcome": "i.outcome",
+            "error": "NULL",
+            "duration_s": "i.duration_s",
+            "ended_at": "i.ended_at",
+            "call_id": "i.call_id",
+            "answered_by": "i.answered_by",
+            "cost": "i.cost",
+            "cost_unit": "i.cost_unit",
+            "sip_code": "i.sip_code",
+            "stir_verstat": "i.stir_verstat",
+            "attestation": "i.attestation",
+        }
+    )
+}
+    FROM eligible i
+    WHERE a.id = i.attempt_id AND a.state = i.state AND a.state = ANY($23::text[])
+      AND (a.answered_at IS NOT NULL) = i.answered
+      AND a.answered_by IS NOT DISTINCT FROM i.answered_by_before
+    RETURNING a.*
 ), stored AS (
     INSERT INTO call_events (attempt_id, account, provider_call_id, status, sequence,
                              dedupe_key, payload, held, problem)
-    SELECT k.stored_for, $7, k.call_id, k.status, k.sequence, k.stored_key, k.payload,
-           k.keep_held, k.why
-    FROM keyed k WHERE k.n IN (SELECT n FROM firsts)
-    ORDER BY k.n
+    SELECT i.attempt_id, $22, i.call_id, i.status, i.sequence, i.dedupe_key, i.payload, false,
+           NULL
+    FROM eligible i WHERE i.attempt_id IN (SELECT id FROM closed)
     ON CONFLICT (account, dedupe_key) DO NOTHING
-    RETURNING dedupe_key
-)
-SELECT k.n, (s.dedupe_key IS NOT NULL AND k.n IN (SELECT n FROM firsts)) AS stored,
-       k.stored_for AS attempt_id, k.keep_held AS held, a.campaign_id, a.answered_by, a.state,
-       a.answered_at IS NOT NULL AS answered, a.contact_id, c.attempts, c.timezone,
-       c.jurisdiction, now() AS now
-FROM keyed k
-LEFT JOIN stored s ON s.dedupe_key = k.stored_key
-LEFT JOIN attempts a ON a.id = k.stored_for
-LEFT JOIN contacts c ON c.id = a.contact_id
-ORDER BY k.n
+    RETURNING attempt_id
+), moved AS (
+    UPDATE contacts c
+    SET {move_on_set("i.contact_state", "i.next_attempt_at", "i.outcome")}
+    FROM closed x JOIN input i ON i.attempt_id = x.id
+    WHERE c.id = x.contact_id AND {DIALING}
+    RETURNING c.*
+), {
+    write_ctes(
+        settled_source(
+            "closed",
+            _CLOSED_CONTACTS,
+            "true",
+            "a.id IN (SELECT attempt_id FROM input WHERE contact_final)",
+        )
+    )
+}
+SELECT id FROM closed
 """
 
 
-async def store_finals(
-    conn: Connection,
-    account: str,
-    attempt_ids: list[int | None],
-    events: list[CallEvent],
-    payloads: list[dict],
-) -> list[asyncpg.Record]:
-    """Keep many events of one account (as `store` keeps one); per event, in order: stored,
-    the attempt it was judged to, held, and that attempt's campaign, answered_by, state,
-    whether it was answered, its contact (id, attempts, timezone, jurisdiction), and now()."""
-    return await conn.fetch(
-        _FINALS_BATCH,
-        attempt_ids,
+async def store_and_settle(
+    conn: Connection, account: str, closings: list[Closing], payloads: list[dict]
+) -> set[int]:
+    """Store each final word and settle its attempt (as settle() would: the attempt closed
+    with its outcome, its contact moved on, the webhook events written) in one statement,
+    each only if its event was judged to its attempt, is new, and the attempt is still as it
+    was read; the ids of the attempts settled. The rest is untouched: their words are to be
+    applied one by one (settle.apply_event)."""
+    if not closings:
+        return set()
+    events = [c.event for c in closings]
+    rows = await conn.fetch(
+        _STORE_AND_SETTLE,
+        [c.attempt_id for c in closings],
         [e.provider_call_id for e in events],
         [e.status for e in events],
         [e.sequence for e in events],
         [e.dedupe_key for e in events],
         payloads,
+        [c.state for c in closings],
+        [c.answered for c in closings],
+        [c.answered_by_before for c in closings],
+        [c.outcome for c in closings],
+        [e.duration_s for e in events],
+        [e.occurred_at for e in events],
+        [e.answered_by for e in events],
+        [e.cost for e in events],
+        [e.cost_unit for e in events],
+        [e.sip_code for e in events],
+        [e.stir_verstat for e in events],
+        [attestation_of(e.stir_verstat) for e in events],
+        [c.contact_state for c in closings],
+        [c.next_attempt_at for c in closings],
+        [c.contact_final for c in closings],
         account,
+        list(TRANSITIONS["settle"].sources),
     )
+    return {r["id"] for r in rows}
 
 
 async def orphan_finals(conn: Connection, limit: int) -> list[asyncpg.Record]:

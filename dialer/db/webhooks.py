@@ -22,7 +22,7 @@ def write_ctes(source: str) -> str:
     """Common table expressions (`written`, `delivered`) that write the events of `source`
     (rows of type, order_key, campaign_id, payload), each with a delivery row per endpoint
     subscribed to its type: the writers below, and statements that write events beside the
-    change they report (attempts.close_and_move_on)."""
+    change they report (events.store_and_settle)."""
     return f"""
 written AS (
     INSERT INTO webhook_events (type, order_key, campaign_id, payload)
