@@ -73,12 +73,15 @@ async def live_slots(conn: Connection, account: str) -> list[asyncpg.Record]:
 
 _RESERVE = """
 INSERT INTO attempts (contact_id, campaign_id, account, attempt_no, state, phone_e164, slot,
-                      lease_expires_at, dial_before, subject, rules_checked)
+                      lease_expires_at, dial_before, subject, rules_checked, created_at)
 SELECT t.id, $2, $3,
        coalesce((SELECT max(attempt_no) FROM attempts x WHERE x.contact_id = t.id), 0) + 1,
        'reserved', c.phone_e164, t.slot,
        least(now() + make_interval(secs => t.send_in) + $4::interval, t.dial_before),
-       t.dial_before, $8, nullif(string_to_array(t.checked, E'\n'), '{}')
+       t.dial_before, $8, nullif(string_to_array(t.checked, E'\n'), '{}'),
+       -- when the slot was taken, not when the claim's transaction began: a slot freed
+       -- meanwhile (its call's end recorded a moment ago) is never shown held twice at once
+       clock_timestamp()
 FROM unnest($1::bigint[], $5::int[], $6::float8[], $7::timestamptz[], $9::text[])
      WITH ORDINALITY AS t(id, slot, send_in, dial_before, checked, n)
 JOIN contacts c ON c.id = t.id
