@@ -80,6 +80,7 @@ class DepartureSpacing:
 
     limits: AccountLimits
     left: deque[float] = field(default_factory=deque)
+    written: deque[float] = field(default_factory=deque)  # when requests were really written
 
     @property
     def figure(self) -> tuple[int, float]:
@@ -100,6 +101,22 @@ class DepartureSpacing:
         while len(self.left) > count:
             self.left.popleft()
         return leaves - now
+
+    def admit(self, now: float) -> float:
+        """At the moment a request is written: 0 if it may go now (and it is counted as gone),
+        else the seconds to wait before asking again. Booking (reserve) spaces requests as
+        they are planned; this spaces them as they really leave, so that a process that
+        stalls between the two (a busy or paused event loop) does not let the requests that
+        piled up meanwhile out together. Called with nothing awaited between it and the write."""
+        count, window = self.figure
+        if len(self.written) >= count:
+            opens = self.written[-count] + window + self.limits.jitter_allowed_s
+            if opens - now > 1e-9:
+                return opens - now
+        self.written.append(now)
+        while len(self.written) > count:
+            self.written.popleft()
+        return 0.0
 
 
 @dataclass(frozen=True)

@@ -252,9 +252,11 @@ class Sender:
         )
         extra = {"attempt": item.attempt_id, "campaign": campaign.name, "to": item.phone_e164}
         try:
-            held_s = self.spacing[account.name].reserve(time.monotonic())
+            spacing = self.spacing[account.name]
+            held_s = spacing.reserve(time.monotonic())
             if held_s > 0:  # a late commit bunched it with the ones before (DepartureSpacing)
                 await asyncio.sleep(held_s)
+            deadline.admit = spacing.admit  # and as it really leaves, after any stall of ours
             deadline.check()  # and again once the connection is ready (the session's hook)
             call_id = await account.adapter.place_call(self.session, request, deadline)
         except ProviderError as exc:

@@ -16,9 +16,11 @@ written later (after a SIGSTOP, a VM suspend, a stall) could place a call nobody
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from types import SimpleNamespace
@@ -54,6 +56,9 @@ class SendDeadline:
     window_s: float = SEND_WINDOW_S
     _boot: float = field(default_factory=_boot_clock)
     _wall: float = field(default_factory=time.time)
+    # asked when the request is about to be written: seconds to wait first, 0 to go now (and
+    # then the request counts as gone; dispatch.limiter.DepartureSpacing.admit)
+    admit: Callable[[float], float] | None = None
 
     def elapsed_s(self) -> float:
         return max(_boot_clock() - self._boot, time.time() - self._wall)
@@ -74,11 +79,16 @@ async def _check_before_writing(
     deadline = (context.trace_request_ctx or {}).get("deadline")
     if isinstance(deadline, SendDeadline):
         deadline.check()
+        if deadline.admit is not None:
+            while (wait_s := deadline.admit(time.monotonic())) > 0:
+                await asyncio.sleep(wait_s)
+                deadline.check()
 
 
 def deadline_tracing() -> aiohttp.TraceConfig:
     """Checks a request's SendDeadline (passed as trace_request_ctx={"deadline": ...}) once its
-    connection is ready, new or reused, right before the request is written."""
+    connection is ready, new or reused, right before the request is written; and waits there
+    for its admission (SendDeadline.admit), if it has one."""
     config = aiohttp.TraceConfig()
     config.on_connection_create_end.append(_check_before_writing)
     config.on_connection_reuseconn.append(_check_before_writing)

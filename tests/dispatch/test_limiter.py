@@ -3,6 +3,7 @@ and network delays, no window of the provider's unit carries more requests than 
 
 from __future__ import annotations
 
+import heapq
 import math
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -307,3 +308,41 @@ def test_a_slot_committed_ahead_leaves_early_s_before_it_and_never_sooner() -> N
     assert leave_in(state, 0, 0.05) == 0.0
     assert leave_in(state, 2, 0.05) == pytest.approx(0.03 + 2 * interval - 0.05)
     assert all(leave_in(state, k, 0.05) >= 0.0 for k in range(10))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    figure=FIGURES,
+    ready=st.lists(st.floats(0, 5), min_size=1, max_size=60),  # x unit: when each may be written
+    ways=st.lists(st.floats(0, 1), max_size=60),  # each one's way to the provider, x jitter
+)
+def test_requests_piled_up_by_a_stall_are_admitted_a_window_apart(figure, ready, ways) -> None:
+    """However the requests reach the moment of writing (all at once after a stall of the
+    process, in any order), admitting each just before it is written lets no window of the
+    provider's unit hold more than the figure, with up to JITTER_S on the way."""
+    count, unit = figure
+    spacing = DepartureSpacing(AccountLimits("a", "sim", count / unit, unit, 1))
+    pending = [(t * unit, k) for k, t in enumerate(ready)]
+    heapq.heapify(pending)
+    arrivals = []
+    while pending:
+        now, k = heapq.heappop(pending)
+        wait = spacing.admit(now)
+        if wait > 0:
+            heapq.heappush(pending, (now + wait, k))
+        else:
+            arrivals.append(now + (ways[k] if k < len(ways) else 0.0) * JITTER_S)
+    assert len(arrivals) == len(ready)
+    arrivals.sort()
+    for i, first in enumerate(arrivals):
+        assert sum(1 for t in arrivals[i:] if t < first + unit) <= count
+
+
+def test_a_stall_that_piles_requests_up_lets_them_out_a_window_apart() -> None:
+    """Six requests to a 3/s account reach the write together after a stall: three go, the
+    fourth waits a second and the headroom from the first."""
+    limits = AccountLimits("a", "sim", 3.0, 1.0, 1)
+    spacing = DepartureSpacing(limits)
+    assert [spacing.admit(5.0) for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert spacing.admit(5.0) == pytest.approx(1.0 + limits.jitter_allowed_s)
+    assert spacing.admit(6.0 + limits.jitter_allowed_s) == 0.0
