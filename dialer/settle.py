@@ -209,49 +209,35 @@ async def apply_event(
         )
         if not row["stored"]:
             return "repeated"
-        return await _apply_stored(
-            conn, campaigns, row, event, ask_provider=ask_provider, last_word=last_word
-        )
-
-
-async def _apply_stored(
-    conn: Connection,
-    campaigns: CampaignCache,
-    row: asyncpg.Record,
-    event: CallEvent,
-    *,
-    ask_provider: bool = False,
-    last_word: bool = False,
-) -> str:
-    """apply_event's part after the event was stored: `row` says where (attempt_id, held,
-    and the attempt's campaign_id and answered_by as they were). Inside its transaction."""
-    if row["held"]:
-        if ask_provider and row["attempt_id"] is not None:
-            await attempts.look_up_now(conn, row["attempt_id"])
-        return "held"
-    if row["attempt_id"] is None:
-        return "stored"
-    if not await reopen_if_unknown(conn, campaigns, row["attempt_id"], event):
-        return "stored"  # a re-dial had already happened: the fact is recorded, no more
-    if event.detection_result:
-        held_outcome = await attempts.note_answered_by(conn, row["attempt_id"], event.answered_by)
-        if held_outcome is not None:
-            await settle(conn, campaigns, row["attempt_id"], Settlement(held_outcome))
+        if row["held"]:
+            if ask_provider and row["attempt_id"] is not None:
+                await attempts.look_up_now(conn, row["attempt_id"])
+            return "held"
+        if row["attempt_id"] is None:
+            return "stored"
+        if not await reopen_if_unknown(conn, campaigns, row["attempt_id"], event):
+            return "stored"  # a re-dial had already happened: the fact is recorded, no more
+        if event.detection_result:
+            held_outcome = await attempts.note_answered_by(
+                conn, row["attempt_id"], event.answered_by
+            )
+            if held_outcome is not None:
+                await settle(conn, campaigns, row["attempt_id"], Settlement(held_outcome))
+            else:
+                await _apply_progress_to(conn, row["attempt_id"], event)
+            return "stored"
+        if (
+            is_terminal(event.status)
+            and not last_word
+            and await _result_to_come(conn, campaigns, row, event)
+        ):
+            await attempts.hold_final(conn, row["attempt_id"], event, DETECTION_WAIT)
+            return "stored"
+        if is_terminal(event.status):
+            await settle(conn, campaigns, row["attempt_id"], Settlement.of_event(event))
         else:
             await _apply_progress_to(conn, row["attempt_id"], event)
         return "stored"
-    if (
-        is_terminal(event.status)
-        and not last_word
-        and await _result_to_come(conn, campaigns, row, event)
-    ):
-        await attempts.hold_final(conn, row["attempt_id"], event, DETECTION_WAIT)
-        return "stored"
-    if is_terminal(event.status):
-        await settle(conn, campaigns, row["attempt_id"], Settlement.of_event(event))
-    else:
-        await _apply_progress_to(conn, row["attempt_id"], event)
-    return "stored"
 
 
 async def apply_finals(
@@ -259,9 +245,10 @@ async def apply_finals(
     campaigns: CampaignCache,
     account: str,
     items: list[tuple[int | None, CallEvent]],
-) -> list[str]:
+) -> list[str | asyncpg.PostgresError]:
     """apply_event for many final events of one account: for each, "stored", "repeated" or
-    "held", as apply_event one after another would answer, with the same effects.
+    "held", as apply_event one after another would answer, with the same effects; or the
+    database's error for that event alone (its provider retries it).
 
     The common case, a live attempt's first final word in the batch with no answering-machine
     result to wait for, takes two round trips for the whole batch: one read of the attempts and
@@ -277,7 +264,7 @@ async def apply_finals(
     id with different attempts (or none), is applied one by one instead.
     """
     if not _judged_alike(items):
-        return [await apply_event(conn, campaigns, account, a, e) for a, e in items]
+        return [await _apply_alone(conn, campaigns, account, a, e) for a, e in items]
     named = sorted({attempt_id for attempt_id, _ in items if attempt_id is not None})
     read = await events.read_for_finals(conn, account, named)
     planned: list[tuple[int, Closing, Campaign, NextStep]] = []
@@ -293,7 +280,10 @@ async def apply_finals(
             planned.append((index, *plan))
     closings = [closing for _, closing, _, _ in planned]
     payloads = [stored_payload(closing.event) for closing in closings]
-    closed = await events.store_and_settle(conn, account, closings, payloads)
+    try:
+        closed = await events.store_and_settle(conn, account, closings, payloads)
+    except asyncpg.PostgresError:  # one statement: nothing of it was kept; one by one, below
+        closed = set()
     results: dict[int, str] = {}
     for index, closing, campaign, step in planned:
         if closing.attempt_id in closed:
@@ -302,9 +292,24 @@ async def apply_finals(
     return [
         results[index]
         if index in results
-        else await apply_event(conn, campaigns, account, attempt_id, event)
+        else await _apply_alone(conn, campaigns, account, attempt_id, event)
         for index, (attempt_id, event) in enumerate(items)
     ]
+
+
+async def _apply_alone(
+    conn: Connection,
+    campaigns: CampaignCache,
+    account: str,
+    attempt_id: int | None,
+    event: CallEvent,
+) -> str | asyncpg.PostgresError:
+    """apply_event, its database error kept for this event alone (a connection lost is
+    everybody's, and raised)."""
+    try:
+        return await apply_event(conn, campaigns, account, attempt_id, event)
+    except asyncpg.PostgresError as exc:
+        return exc
 
 
 def _judged_alike(items: list[tuple[int | None, CallEvent]]) -> bool:
@@ -325,11 +330,11 @@ def _judged_alike(items: list[tuple[int | None, CallEvent]]) -> bool:
 async def _plan_closing(
     conn: Connection, campaigns: CampaignCache, row: asyncpg.Record, event: CallEvent
 ) -> tuple[Closing, Campaign, NextStep] | None:
-    """How a stored final event settles its live attempt, decided as settle() decides it
-    (outcome, answering machine, the contact's next step); None where settle's own path must
-    run (held, no attempt, not live, an answering-machine result to come, not a settling
-    outcome)."""
-    if row["held"] or row["attempt_id"] is None or event.detection_result:
+    """How a final event settles its live attempt (`row`: events.read_for_finals), decided as
+    settle() decides it (outcome, answering machine, the contact's next step); None where
+    apply_event must run (a detection result, not live, an answering-machine result to come,
+    not a settling outcome)."""
+    if event.detection_result:
         return None
     if not is_terminal(event.status) or row["state"] not in SENT:
         return None  # closed already, `unknown` (re-opened one by one), or never sent

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 import pytest
 from aiohttp import web
 
@@ -508,3 +509,24 @@ async def test_a_word_is_stored_and_settles_its_attempt_together_or_not_at_all(
     )
     assert tuple(row) == ("completed", "done")
     assert await kept("K") == 1
+
+
+async def test_a_word_the_database_refuses_fails_alone_and_nothing_of_it_is_kept(
+    own_db, tmp_path: Path
+) -> None:
+    """A batch whose one word the database cannot store (a NUL byte in its payload, which
+    screening would have cleaned): the others are settled, that one gets its own error (its
+    provider retries it) and leaves nothing half-written."""
+    good, bad = await new_attempt(own_db, tmp_path), await new_attempt(own_db, tmp_path)
+    batch = [
+        (good, CallEvent("busy", "G", "SIMG")),
+        (bad, CallEvent("busy", "B", "SIMB", payload={"note": "a\x00b"})),
+    ]
+    answers = await apply_finals(own_db, CampaignCache(), "sim-main", batch)
+    assert answers[0] == "stored"
+    assert isinstance(answers[1], asyncpg.PostgresError)
+    states = dict(
+        await own_db.fetch("SELECT id, state FROM attempts WHERE id = ANY($1)", [good, bad])
+    )
+    assert states == {good: "busy", bad: "accepted"}
+    assert await own_db.fetchval("SELECT count(*) FROM call_events WHERE dedupe_key = 'B'") == 0

@@ -32,7 +32,6 @@ from dialer.callbacks.screening import MAX_BIGINT, Screened, clean_payload, scre
 from dialer.calls import CallEvent
 from dialer.campaigns import CampaignCache
 from dialer.db import server
-from dialer.db.types import Connection
 from dialer.faults import fault_point
 from dialer.metrics import CALLBACK_SECONDS, CALLBACKS, RECONCILE_FAILURES
 from dialer.policy.states import is_terminal
@@ -75,9 +74,8 @@ class Receiver:
 
     async def _store_finals(self, items: list[ProgressItem]) -> list[str | Exception]:
         """Final events from concurrent requests, settled a batch per account (settle.
-        apply_finals); where a batch fails in the database (one event's values, a deadlock
-        with another process), each of its events is applied on its own, and an event that
-        still fails gets its own error (its provider retries it)."""
+        apply_finals); an event the database refuses gets its own error, and its provider
+        retries it."""
         by_account: dict[str, list[int]] = {}
         for index, (account, _, _) in enumerate(items):
             by_account.setdefault(account, []).append(index)
@@ -85,22 +83,10 @@ class Receiver:
         async with self.pool.acquire() as conn:
             for account, indexes in by_account.items():
                 batch = [(items[i][1], items[i][2]) for i in indexes]
-                answers: list[str | Exception]
-                try:
-                    answers = list(await apply_finals(conn, self.cache, account, batch))
-                except asyncpg.PostgresError:
-                    answers = [await self._final_alone(conn, account, *item) for item in batch]
+                answers = await apply_finals(conn, self.cache, account, batch)
                 for index, answer in zip(indexes, answers, strict=True):
                     results[index] = answer
         return results
-
-    async def _final_alone(
-        self, conn: Connection, account: str, attempt_id: int | None, event: CallEvent
-    ) -> str | Exception:
-        try:
-            return await apply_event(conn, self.cache, account, attempt_id, event)
-        except asyncpg.PostgresError as exc:
-            return exc
 
 
 RECEIVER = web.AppKey("receiver", Receiver)

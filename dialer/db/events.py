@@ -184,7 +184,7 @@ async def read_for_finals(
     answered, answered_by, campaign_id, their contact's attempts, timezone and jurisdiction,
     and now()."""
     rows = await conn.fetch(
-        """SELECT a.id AS attempt_id, false AS held, a.state, a.answered_at IS NOT NULL AS answered,
+        """SELECT a.id AS attempt_id, a.state, a.answered_at IS NOT NULL AS answered,
                   a.answered_by, a.campaign_id, c.attempts, c.timezone, c.jurisdiction,
                   now() AS now
            FROM attempts a JOIN contacts c ON c.id = a.contact_id

@@ -113,17 +113,7 @@ FINISHED = _write(
 async def record_settled(conn: Connection, attempt_id: int, contact_final: bool) -> None:
     """`attempt.settled` for this attempt as it now stands, and `contact.final` for its
     contact if it has reached a final state. Call in the settling transaction."""
-    await record_settled_many(conn, [attempt_id], [attempt_id] if contact_final else [])
-
-
-async def record_settled_many(
-    conn: Connection, attempt_ids: list[int], contacts_final: list[int]
-) -> None:
-    """record_settled for many attempts in one statement: `contacts_final` names those whose
-    contact has reached a final state. Every `attempt.settled` is written before any
-    `contact.final` (a contact's events keep that order)."""
-    if attempt_ids:
-        await conn.execute(SETTLED, attempt_ids, contacts_final)
+    await conn.execute(SETTLED, [attempt_id], [attempt_id] if contact_final else [])
 
 
 async def record_contacts_final(conn: Connection, contact_ids: list[int]) -> None:

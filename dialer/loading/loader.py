@@ -228,12 +228,12 @@ class _Reading:
     """Segments through the workers, a few in flight, results handed on in file order."""
 
     def __init__(self, plan: ColumnPlan, campaign_id: int, delimiter: str, path: str) -> None:
-        self.task = (plan, campaign_id)
+        self.plan, self.campaign_id = plan, campaign_id
         self.delimiter, self.path = delimiter, path
 
     def _submit(self, pool: Executor | None, segment: Segment) -> asyncio.Future[ChunkResult]:
         loop = asyncio.get_running_loop()
-        plan, campaign_id = self.task
+        plan, campaign_id = self.plan, self.campaign_id
         if pool is None:
             done: asyncio.Future[ChunkResult] = loop.create_future()
             done.set_result(prepare_segment(plan, campaign_id, segment, self.delimiter, self.path))
