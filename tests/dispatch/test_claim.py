@@ -187,20 +187,19 @@ async def test_a_claim_gives_each_attempt_the_clock_s_next_slot_once(
     limits = AccountLimits("slots-account", "sim", 10.0, 1.0, 50)
     await register_account(db, limits)
     first = await claim(db, limits, [campaign], max_batch=50, horizon_s=0.5, dial_cap=5)
+    second = await claim(db, limits, [campaign], max_batch=50, horizon_s=0.5, dial_cap=5)
     interval = 1 / limits.aimed_rate_per_s
     assert len(first) == 5  # slots at 0, 0.11, ..., 0.44 s: within the half second
-    # the clock is past them: however much time passed, the next claim starts after them
+    assert second == []  # the clock is past the horizon now
     third = await claim(db, limits, [campaign], max_batch=50, horizon_s=1.0, dial_cap=5)
-    assert 5 <= len(third) <= 7  # 0.55 .. 0.99 s, and more if the clock idled meanwhile
+    assert 4 <= len(third) <= 6  # 0.55 .. 0.88 s from the first claim, and what time passed
     rows = await db.fetch(
         """SELECT extract(epoch FROM send_at - min(send_at) OVER ())::float8 AS at
            FROM attempts WHERE account = 'slots-account' ORDER BY send_at"""
     )
     slots = [r["at"] for r in rows]
     assert len(slots) == 5 + len(third)
-    gaps = [b - a for a, b in itertools.pairwise(slots)]
-    assert all(abs(gap - interval) < 0.02 for gap in gaps[:4])  # the first claim's
-    assert all(gap > interval - 0.02 for gap in gaps)  # never two slots closer, none twice
+    assert all(abs(b - a - interval) < 0.02 for a, b in itertools.pairwise(slots))
     tat_in = await db.fetchval(
         """SELECT extract(epoch FROM tat - (SELECT max(send_at) FROM attempts
                                            WHERE account = 'slots-account'))::float8
