@@ -1,9 +1,8 @@
 """Benchmarks of the dialing loop (issue 2), each against real processes on loopback:
 
     python bench/dialing.py makespan   # 3,000 contacts, sim at 50/s and 40 channels
-    python bench/dialing.py ceiling    # attempts/s at one account's cap (1 and 2 processes) and
-                                       # on a pool of 4 (one process), beside a bare aiohttp
-                                       # client's POST rate to the same sim
+    python bench/dialing.py ceiling    # attempts/s with no provider limits, 1 and 2 processes,
+                                       # beside a bare aiohttp client's POST rate to the same sim
     python bench/dialing.py intake     # callbacks/s stored by `dialer serve`, nothing lost,
                                        # beside a bare aiohttp server reading the same bodies
     python bench/dialing.py all
@@ -31,7 +30,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from common import create_database, drop_database, median, write_section
 
-from dialer.dispatch.limiter import AccountLimits
 from dialer.providers.secrets import derive_token
 from dialer.sim.server import sign
 from tests.processes import free_port, wait_for_http
@@ -60,27 +58,18 @@ def write_files(
     rate: str,
     channels: int,
     max_attempts: int = 1,
-    accounts: int = 1,
 ) -> None:
-    """With `accounts` > 1, the campaign dials through a pool of that many accounts on the
-    same simulator (sim-0, sim-1, ...), each with `rate` and `channels`."""
-    names = ["sim-main"] if accounts == 1 else [f"sim-{i}" for i in range(accounts)]
     (folder / "dialer.toml").write_text(
-        f'listen = "127.0.0.1:{serve_port}"\n'
-        + "".join(
-            f'\n[accounts.{account}]\nkind = "sim"\n'
-            f'base_url = "http://127.0.0.1:{sim_port}"\nsecret = "{SECRET}"\nrate = "{rate}"\n'
-            f"channels = {channels}\n"
-            for account in names
-        )
+        f'listen = "127.0.0.1:{serve_port}"\n\n[accounts.sim-main]\nkind = "sim"\n'
+        f'base_url = "http://127.0.0.1:{sim_port}"\nsecret = "{SECRET}"\nrate = "{rate}"\n'
+        f"channels = {channels}\n"
     )
-    chosen = f'account = "{names[0]}"' if accounts == 1 else f"accounts = {json.dumps(names)}"
     with (folder / f"{name}.csv").open("w") as handle:
         handle.write("phone,name\n")
         for i in range(contacts):
             handle.write(f"+9198{i + 10_000_000:08d},c{i}\n")
     (folder / f"{name}.toml").write_text(
-        f'name = "{name}"\n{chosen}\ncaller_id = "+918047112233"\n'
+        f'name = "{name}"\naccount = "sim-main"\ncaller_id = "+918047112233"\n'
         f'contacts = "{name}.csv"\ndefault_region = "IN"\ntimezone = "UTC"\n'
         'ring_timeout = "5s"\nmax_call_duration = "10s"\nsettle_grace = "5s"\n'
         'window = { start = "00:00", end = "23:59:59" }\n'
@@ -208,11 +197,8 @@ async def dial_span(url: str) -> tuple[int, float]:
         await conn.close()
 
 
-def ceiling(contacts: int = 9000, rounds: int = 3, profile: Path | None = None) -> str:
-    """With `profile`, each one-process run is sampled by py-spy (collapsed stacks, written
-    there as one-<round>.txt)."""
-    measured: dict[str, list[float]] = {"bare": [], "one": [], "two": [], "pool": []}
-    pool = 4  # accounts in the pool of the last configuration: no one account's cap binds
+def ceiling(contacts: int = 9000, rounds: int = 3) -> str:
+    measured: dict[str, list[float]] = {"bare": [], "one": [], "two": []}
     for _ in range(rounds):
         sim_port = free_port()
         folder = Path(tempfile.mkdtemp(prefix="bench-ceiling-"))
@@ -236,7 +222,7 @@ def ceiling(contacts: int = 9000, rounds: int = 3, profile: Path | None = None) 
         try:
             wait_for_http(f"http://127.0.0.1:{sim_port}/stats")
             measured["bare"].append(asyncio.run(bare_posts(sim_port, contacts)))
-            for label, processes, accounts in (("one", 1, 1), ("two", 2, 1), ("pool", 1, pool)):
+            for label, processes in (("one", 1), ("two", 2)):
                 name, url = create_database()
                 try:
                     env = os.environ | {
@@ -246,12 +232,11 @@ def ceiling(contacts: int = 9000, rounds: int = 3, profile: Path | None = None) 
                     write_files(
                         folder,
                         "ceiling",
-                        contacts * (2 if accounts > 1 else 1),
+                        contacts,
                         sim_port,
                         free_port(),
-                        rate="1000/s",  # the most dialer.toml accepts (paced at 909/s)
+                        rate="1000/s",  # the most dialer.toml accepts (paced at 950/s)
                         channels=10_000,  # no callbacks: every attempt keeps its channel
-                        accounts=accounts,
                     )
                     subprocess.run(
                         dialer("campaign", "load", "ceiling.toml"),
@@ -260,14 +245,9 @@ def ceiling(contacts: int = 9000, rounds: int = 3, profile: Path | None = None) 
                         check=True,
                         capture_output=True,
                     )
-                    command = dialer("run", "ceiling", "--log-level", "warning")
-                    if profile is not None and processes == 1:
-                        out = profile / f"one-{len(measured['one'])}.txt"
-                        spy = ["py-spy", "record", "--format", "raw", "-r", "250", "-o", str(out)]
-                        command = [*spy, "--", *command]
                     runs = [
                         start(
-                            command,
+                            dialer("run", "ceiling", "--log-level", "warning"),
                             folder,
                             env,
                             f"run-{label}-{i}.log",
@@ -284,27 +264,21 @@ def ceiling(contacts: int = 9000, rounds: int = 3, profile: Path | None = None) 
             sim.terminate()
             sim.wait()
     rounds_json = json.dumps({k: [round(v) for v in vs] for k, vs in measured.items()})
-    paced = AccountLimits("ceiling", "sim", 1000.0, 1.0, 1).aimed_rate_per_s
-    one, two, pooled = (median(measured[k]) for k in ("one", "two", "pool"))
-    bare = median(measured["bare"])
-    pool_share = pooled / (pool * paced)
     result = f"""
-Command: `python bench/dialing.py ceiling` — a sim with no rate or channel limit that answers
-at once and sends no callbacks; {contacts} contacts on one account at the largest figures
-dialer.toml accepts (1,000/s, paced at {paced:.0f}/s; 10,000 channels), then {2 * contacts}
-on a pool of {pool} such accounts (no one account's cap binds: what one process can send).
-Attempts/s = attempts recorded ÷ the time between the first and last `requested_at`; the bare
-client is aiohttp POSTing to the same sim with 100 requests in flight, no database. Medians of
-{rounds} rounds, run side by side.
+Command: `python bench/dialing.py ceiling` — {contacts} contacts, a sim with no rate or channel
+limit that answers at once and sends no callbacks, an account at the largest figures dialer.toml
+accepts (1,000/s, paced at 950/s; 10,000 channels); attempts/s = attempts recorded ÷ the time
+between the first and last `requested_at`; the bare client is aiohttp POSTing to the same sim
+with 100 requests in flight, no database. Medians of {rounds} rounds, run side by side.
 
-| sender | attempts (requests) per second | ÷ the account's paced rate | ÷ bare client |
-|---|---|---|---|
-| bare aiohttp client | {bare:.0f} | | 1 |
-| one `dialer run`, one account | {one:.0f} | {one / paced:.2f} | {one / bare:.2f} |
-| two `dialer run` processes, one account | {two:.0f} | {two / paced:.2f} | {two / bare:.2f} |
-| one `dialer run`, {pool} accounts | {pooled:.0f} | {pool_share:.2f} | {pooled / bare:.2f} |
+| sender | attempts (requests) per second |
+|---|---|
+| bare aiohttp client | {median(measured["bare"]):.0f} |
+| one `dialer run` | {median(measured["one"]):.0f} |
+| two `dialer run` processes | {median(measured["two"]):.0f} |
+| one process ÷ bare client | {median(measured["one"]) / median(measured["bare"]):.2f} |
 
-Rounds: {rounds_json}
+Target: ≥ 1,000 attempts/s with one process. Rounds: {rounds_json}
 """
     print(result)
     write_section("Dispatch ceiling (issue 2)", result)
@@ -517,21 +491,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("which", choices=["makespan", "ceiling", "intake", "all", "bare-server"])
     parser.add_argument("port", type=int, nargs="?", help="bare-server: the port to share")
-    parser.add_argument(
-        "--profile", type=Path, help="ceiling: sample the one-process runs with py-spy into here"
-    )
     args = parser.parse_args()
-    if args.profile is not None:
-        args.profile.mkdir(parents=True, exist_ok=True)
     if args.which == "bare-server":
         bare_server(args.port)
         return
-    if args.which in ("makespan", "all"):
-        makespan()
-    if args.which in ("ceiling", "all"):
-        ceiling(profile=args.profile)
-    if args.which in ("intake", "all"):
-        intake()
+    for name, bench in (("makespan", makespan), ("ceiling", ceiling), ("intake", intake)):
+        if args.which in (name, "all"):
+            bench()
 
 
 if __name__ == "__main__":

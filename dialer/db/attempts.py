@@ -15,7 +15,6 @@ from decimal import Decimal
 import asyncpg
 
 from dialer.calls import CallEvent
-from dialer.db.accounts import sendable_sql
 from dialer.db.consent import LIVE_GRANT
 from dialer.db.types import Connection, one
 from dialer.policy.attestation import attestation_of
@@ -74,10 +73,10 @@ async def live_slots(conn: Connection, account: str) -> list[asyncpg.Record]:
 
 _RESERVE = """
 INSERT INTO attempts (contact_id, campaign_id, account, attempt_no, state, phone_e164, slot,
-                      send_at, lease_expires_at, dial_before, subject, rules_checked, created_at)
+                      lease_expires_at, dial_before, subject, rules_checked, created_at)
 SELECT t.id, $2, $3,
        coalesce((SELECT max(attempt_no) FROM attempts x WHERE x.contact_id = t.id), 0) + 1,
-       'reserved', c.phone_e164, t.slot, now() + make_interval(secs => t.send_in),
+       'reserved', c.phone_e164, t.slot,
        least(now() + make_interval(secs => t.send_in) + $4::interval, t.dial_before),
        t.dial_before, $8, nullif(string_to_array(t.checked, E'\n'), '{}'),
        -- when the slot was taken, not when the claim's transaction began: a slot freed
@@ -103,10 +102,9 @@ async def reserve(
     subject: str,
     rules_checked: list[list[str]],
 ) -> list[asyncpg.Record]:
-    """Insert one `reserved` attempt per contact, holding its channel slot and its request
-    slot (`send_in_s` from the transaction's start), with a lease that ends `lease` after it
-    (never after its window closes), on `subject`, with the rules its claim checked; in the
-    given order."""
+    """Insert one `reserved` attempt per contact, holding its channel slot, with a lease that
+    ends `lease` after its send time (never after its window closes), on `subject`, with the
+    rules its claim checked; in the given order."""
     return await conn.fetch(
         _RESERVE,
         contact_ids,
@@ -126,51 +124,30 @@ async def reserve(
 # being erased) after the claim is not sent either.
 _CONSENTED = LIVE_GRANT.format(phone="a.phone_e164", scope="(k.spec ->> 'requires_consent')")
 
-
-def _sendable(states: str) -> str:
-    """SQL: whether reserved attempt `a` may still be sent, apart from its request slot: its
-    state among `states` (a parameter), its lease, its calling window, its campaign `active`,
-    the number's consent if the campaign requires it, the number not listed do-not-call since
-    the claim, its account not paused or resting."""
-    return f"""
-a.state = ANY({states}::text[]) AND a.lease_expires_at > now()
-  AND (a.dial_before IS NULL OR a.dial_before > now())
-  AND EXISTS (SELECT 1 FROM campaigns k WHERE k.id = a.campaign_id AND k.status = 'active'
-              AND (k.spec ->> 'requires_consent' IS NULL OR {_CONSENTED}))
-  AND NOT EXISTS (SELECT 1 FROM dnc d WHERE d.phone_e164 = a.phone_e164)
-  AND a.phone_e164 IS NOT NULL
-  AND EXISTS (SELECT 1 FROM accounts acc WHERE acc.name = a.account AND {sendable_sql("acc")})"""
-
-
-# On its slot: the slot has not passed (a request is never sent later than the slot it was
-# given, but for the commit's own time) and opens within the reach ($7 s), and no 429's hold
-# covers it (a hold set after the claim takes the slots it covers back: they get new ones).
-_ON_SLOT = """
-a.send_at BETWEEN now() AND now() + make_interval(secs => $7::float8)
-  AND NOT EXISTS (SELECT 1 FROM accounts h WHERE h.name = a.account AND h.held_until > a.send_at)"""
-
 _BEGIN_DIAL = f"""
 UPDATE attempts a
 SET state = 'dialing', requested_at = now(), caller_id = t.caller,
     send_by = now() + $4::interval, ring_timeout_s = t.ring, max_duration_s = t.talk,
     settle_by = {after_event_sql("'dialing'", "t.ring", "t.talk")}, updated_at = now()
 FROM unnest($1::bigint[], $2::text[], $3::int[], $5::int[]) AS t(id, caller, ring, talk)
-WHERE a.id = t.id AND {_sendable("$6")} AND {_ON_SLOT}
-RETURNING a.id, extract(epoch FROM a.send_at - now())::float8 AS slot_in_s
+WHERE a.id = t.id AND a.state = ANY($6::text[]) AND a.lease_expires_at > now()
+  AND (a.dial_before IS NULL OR a.dial_before > now())
+  AND EXISTS (SELECT 1 FROM campaigns k WHERE k.id = a.campaign_id AND k.status = 'active'
+              AND (k.spec ->> 'requires_consent' IS NULL OR {_CONSENTED}))
+  AND NOT EXISTS (SELECT 1 FROM dnc d WHERE d.phone_e164 = a.phone_e164)
+  AND a.phone_e164 IS NOT NULL
+RETURNING a.id
 """
 
 
 async def begin_dialing(
-    conn: Connection,
-    attempts: list[tuple[int, str, int, int]],
-    send_window: timedelta,
-    reach_s: float,
-) -> dict[int, float]:
+    conn: Connection, attempts: list[tuple[int, str, int, int]], send_window: timedelta
+) -> set[int]:
     """Commit (attempt, caller id, ring timeout s, max duration s) as `dialing`, with its send
-    deadline and first look-up time, where its reservation still holds (_sendable) and its
-    request slot opens now or within `reach_s` (_ON_SLOT). No lock on the account's row: the
-    slot was given by the claim. Returns the ids that matched, each with the seconds until its
-    slot opens."""
+    deadline and first look-up time, where its reservation still holds: its lease, its calling
+    window, its campaign `active`, the number's consent if the campaign requires it, the
+    number not listed do-not-call since the claim. Returns
+    the ids that matched."""
     rows = await conn.fetch(
         _BEGIN_DIAL,
         [a[0] for a in attempts],
@@ -179,40 +156,20 @@ async def begin_dialing(
         send_window,
         [a[3] for a in attempts],
         list(TRANSITIONS["begin_dial"].sources),
-        reach_s,
-    )
-    return {r["id"]: r["slot_in_s"] for r in rows}
-
-
-_NEW_SLOTS = f"""
-UPDATE attempts a
-SET send_at = now() + make_interval(secs => $2::float8 + (t.n - 1) * $3::float8),
-    lease_expires_at = least(greatest(a.lease_expires_at,
-        now() + make_interval(secs => $2::float8 + (t.n - 1) * $3::float8) + $4::interval),
-        a.dial_before)
-FROM unnest($1::bigint[]) WITH ORDINALITY AS t(id, n)
-WHERE a.id = t.id AND {_sendable("$5")}
-RETURNING a.id
-"""
-
-
-async def give_new_slots(
-    conn: Connection, ids: list[int], ahead_s: float, interval_s: float, lease: timedelta
-) -> set[int]:
-    """Give the k-th of these reserved attempts (in order) the request slot `ahead_s + k *
-    interval_s` from now, its lease kept that far and `lease` beyond; only those that may
-    still be sent (_sendable). Call under the account's lock, and store the clock advanced by
-    len(ids) slots (a slot of one that no longer may be sent stays unused). Returns the ids
-    given one."""
-    rows = await conn.fetch(
-        _NEW_SLOTS,
-        ids,
-        ahead_s,
-        interval_s,
-        lease,
-        list(TRANSITIONS["begin_dial"].sources),
     )
     return {r["id"] for r in rows}
+
+
+async def extend_leases(conn: Connection, ids: list[int], wait_s: float, lease: timedelta) -> None:
+    """Keep these reservations alive while they wait `wait_s` for a request slot."""
+    await conn.execute(
+        """UPDATE attempts SET lease_expires_at = least(greatest(lease_expires_at,
+               now() + make_interval(secs => $2::float8) + $3::interval), dial_before)
+           WHERE id = ANY($1::bigint[]) AND state = 'reserved'""",
+        ids,
+        wait_s,
+        lease,
+    )
 
 
 async def note_request_ended(conn: Connection, attempt_id: int, error: str) -> None:

@@ -7,14 +7,10 @@
 3. Pick that many due contacts (db.due), in the campaign's order, row-locked with SKIP LOCKED;
    lock their numbers (advisory locks) and, with a fresh snapshot, drop numbers already live
    elsewhere or at their daily dial cap.
-4. Insert their attempts as `reserved`, each holding a channel slot and its request slot (the
-   clock's next ones, one interval apart), advance the clock past them, store the limiter's
-   row, commit. All times come from the database clock.
+4. Insert their attempts as `reserved`, each holding a channel slot and a send time, store the
+   limiter's row, commit. All times come from the database clock.
 
-Each send gets its request slot once, here. At send time, begin_dial commits `dialing` where
-the slot is open (a compare-and-set that takes no lock on the account's row, so processes
-sending for one account never wait for each other); only an attempt whose slot passed unsent,
-or that a 429's hold covers, takes the lock to be given a new one.
+At send time, begin_dial gives request slots on the same clock and commits `dialing`.
 """
 
 from __future__ import annotations
@@ -52,7 +48,7 @@ class Claimed:
     attempt_no: int
     phone_e164: str
     fields: dict
-    send_in_s: float  # seconds after the claim's transaction began at which its request slot opens
+    send_in_s: float  # seconds after the claim's commit at which its request slot opens
     first_caller: str | None = None  # the caller id the contact's first attempt showed
     # The contact's last attempt, if it ended `unknown` with no call id: a call of it may
     # have been placed after all, so the provider's list is read before redialing (policy.late)
@@ -85,7 +81,8 @@ async def claim(
         # A re-opened attempt (closed `unknown`, then a fact came) is live without a slot.
         free = [s for s in range(state.channels) if s not in taken]
         free = free[: max(0, state.channels - len(used))]
-        want = min(tokens, len(free), max_batch)
+        waiting = sum(1 for r in used if r["state"] == "reserved")  # claimed, not yet sent
+        want = min(tokens - waiting, len(free), max_batch)
         claimed: list[Claimed] = []
         for campaign in campaigns:
             if len(claimed) >= want:
@@ -97,12 +94,11 @@ async def claim(
                 want - len(claimed),
                 free[len(claimed) :],
                 state,
-                len(claimed),
+                waiting + len(claimed),
                 dial_cap,
             )
         if claimed:
-            taken_slots = limiter.after_sends(state, len(claimed))
-            await accounts.store_state(conn, limits.name, limiter.recovered(taken_slots))
+            await accounts.store_state(conn, limits.name, limiter.recovered(state))
         return claimed
 
 
@@ -249,65 +245,48 @@ async def begin_dial(
     early_s: float,
     lead_s: float = 0.0,
 ) -> dict[int, DialVerdict]:
-    """Commit attempts whose request slots are open as `dialing`, and say when each may leave.
+    """Give request slots to attempts that are ready to send, and commit them as `dialing`.
 
-    The slot is the one the claim gave (`send_at`). An attempt is committed `dialing` (a
-    compare-and-set on its lease and calling window, its campaign still `active`, its account
-    sendable, its number still consented and not do-not-call) with its `send_by`
-    (providers.send_deadline) when its slot has not passed and opens within `early_s` (or
-    `early_s + lead_s`, about one commit's length when the database is far: the next commit
-    finds it on its way); it must then be sent at once or not at all: SEND, saying when it may
-    leave (`early_s` before its slot). This takes no lock on the account's row.
-
-    The others, if their reservation still holds, had a slot that passed unsent (a stalled
-    process), that a 429's hold covers, or none (reserved by an older version): under the
-    account's lock they are given the clock's next slots, once, so that requests are never
-    closer together than the rate allows however late a process is. Those whose new slot opens
-    within reach are committed too; the rest get the seconds to wait before asking again
-    (WAIT). One whose reservation no longer holds (lease expired, window closed, campaign or
-    account stopped) gets VOID: release it, nothing is sent.
+    Under the account row lock: slots follow the GCRA clock (`tat`), one emission interval
+    apart, assigned now, at send time, so requests are never closer together than the rate
+    allows however late a process is. An attempt whose slot opens within `early_s` is
+    committed as `dialing` (a compare-and-set on its lease, and the campaign must still be
+    `active`) with its `send_by` (providers.send_deadline), and must be sent at once or not at
+    all: SEND. With `lead_s` (about one commit's length, when the database is far), slots
+    opening up to that much later are committed too, each SEND saying when it may leave
+    (`early_s` before its slot): the next commit finds them on their way. The others get the
+    seconds to wait before asking again; one whose lease
+    expired, whose calling window closed (`dial_before`) or whose campaign stopped gets VOID
+    (release it, nothing is sent).
     """
-    reach = early_s + lead_s
-    on_slot = await attempts.begin_dialing(conn, ready_attempts, SEND_WINDOW, reach)
-    verdicts = {
-        a: DialVerdict(DialAction.SEND, limiter.leave_after(s, early_s)) for a, s in on_slot.items()
-    }
-    off_slot = [one for one in ready_attempts if one[0] not in on_slot]
-    if off_slot:
-        verdicts |= await _new_slots(conn, account, off_slot, early_s, reach)
-    return verdicts
-
-
-async def _new_slots(
-    conn: Connection,
-    account: str,
-    off_slot: list[tuple[int, str, int, int]],
-    early_s: float,
-    reach: float,
-) -> dict[int, DialVerdict]:
-    """Under the account's lock: the next slots of its clock for attempts whose own did not
-    serve, and `dialing` for those whose new slot opens within `reach` (begin_dial)."""
     async with conn.transaction():
         state = await accounts.lock_state(conn, account)
         if state is None:
             raise LookupError(f"account {account} is not registered")
-        ids = [attempt_id for attempt_id, *_ in off_slot]
         if not state.sendable:  # paused or resting since the claim: release them unsent
-            return {attempt_id: VOID for attempt_id in ids}
-        given = await attempts.give_new_slots(conn, ids, state.ahead_s, state.interval_s, LEASE)
-        await accounts.store_state(conn, account, limiter.after_sends(state, len(ids)))
-        sent = await attempts.begin_dialing(conn, off_slot, SEND_WINDOW, reach)
-    verdicts: dict[int, DialVerdict] = {}
-    for position, attempt_id in enumerate(ids):
-        if attempt_id in sent:
-            verdicts[attempt_id] = DialVerdict(
-                DialAction.SEND, limiter.leave_after(sent[attempt_id], early_s)
-            )
-        elif attempt_id in given:
-            wait_s = limiter.wait_for_slot(state, position, early_s)
-            verdicts[attempt_id] = DialVerdict(DialAction.WAIT, wait_s)
-        else:
-            verdicts[attempt_id] = VOID
+            return {attempt_id: VOID for attempt_id, *_ in ready_attempts}
+        reach = early_s + lead_s
+        ready = limiter.ready_slots(state.ahead_s, reach, state.interval_s, len(ready_attempts))
+        sent = await attempts.begin_dialing(conn, ready_attempts[:ready], SEND_WINDOW)
+        if sent:
+            await accounts.store_state(conn, account, limiter.after_sends(state, len(sent)))
+        verdicts: dict[int, DialVerdict] = {}
+        given = 0  # slots given so far, in order
+        for index, (attempt_id, *_) in enumerate(ready_attempts):
+            if attempt_id in sent:
+                leave_s = limiter.leave_in(state, given, early_s)
+                verdicts[attempt_id] = DialVerdict(DialAction.SEND, leave_s)
+                given += 1
+            elif index < ready:
+                verdicts[attempt_id] = VOID
+            else:
+                position = len(sent) + (index - ready)
+                wait_s = limiter.wait_for_slot(state, position, early_s)
+                verdicts[attempt_id] = DialVerdict(DialAction.WAIT, wait_s)
+        waiting = [a for a, v in verdicts.items() if v.action == DialAction.WAIT]
+        if waiting:  # keep their reservations alive while they wait for a slot
+            longest = max(verdicts[a].wait_s for a in waiting)
+            await attempts.extend_leases(conn, waiting, longest, LEASE)
     return verdicts
 
 

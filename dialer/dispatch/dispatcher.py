@@ -189,9 +189,6 @@ class Dispatcher:
             return False
         active = await self.gate.open_campaigns(account.campaigns)
         claimed = []
-        # before the claim's transaction starts, so its slots are never thought later than they
-        # are (a sender asks ahead of its slot, limiter.ask_ahead_s)
-        started = time.monotonic()
         if active:
             claimed = await self.store.claim(
                 account.limits,
@@ -201,6 +198,7 @@ class Dispatcher:
                 dial_cap=self.dial_cap,
             )
         if claimed:
+            started = time.monotonic()
             for item in claimed:
                 log.info(
                     "attempt created",
@@ -213,11 +211,7 @@ class Dispatcher:
                     },
                 )
                 self.sender.start(account, item, started)
-            # claim again before the slots this claim took run out (two claims' length ahead
-            # of the last), so the account's clock never idles while contacts wait
-            took = time.monotonic() - started
-            last_slot = max(c.send_in_s for c in claimed)
-            await self._pause(min(CLAIM_HORIZON_S / 2, last_slot - 2 * took))
+            await self._pause(min(CLAIM_HORIZON_S / 2, max(c.send_in_s for c in claimed)))
             return False
         await self._say_hold(account)
         step = await self._when_idle(account, active)

@@ -159,18 +159,21 @@ def slots_within(state: LimiterState, horizon_s: float) -> int:
     return math.floor(ahead / state.interval_s) + 1 if ahead >= 0 else 0
 
 
-def on_slot(slot_in_s: float, reach_s: float) -> bool:
-    """Whether a request whose slot opens in `slot_in_s` seconds may be committed to leave now:
-    its slot has not passed and opens within `reach_s` (db.attempts' _ON_SLOT says the same in
-    SQL). One whose slot passed is given a new one: sent late, it could bunch with the requests
-    of the slots after its own."""
-    return 0.0 <= slot_in_s <= reach_s
+def ready_slots(ahead_s: float, early_s: float, interval_s: float, waiting: int) -> int:
+    """How many of `waiting` requests may be sent now: those whose slot opens within `early_s`.
+
+    Rounded down, never toward zero: a slot even a little past `early_s` waits (the old
+    `int()` let one leave up to a whole interval early, one request too many in a window).
+    """
+    if waiting <= 0 or ahead_s > early_s:
+        return 0
+    return min(waiting, math.floor((early_s - ahead_s) / interval_s) + 1)
 
 
-def leave_after(slot_in_s: float, early_s: float) -> float:
-    """Seconds until a request whose slot opens in `slot_in_s` seconds may leave: `early_s`
-    before its slot, at once if that has come."""
-    return max(0.0, slot_in_s - early_s)
+def leave_in(state: LimiterState, position: int, early_s: float) -> float:
+    """Seconds until the request `position` slots from the next one may leave: `early_s`
+    before its slot, at once if that has come (0 for every slot within `early_s`)."""
+    return max(0.0, state.ahead_s + position * state.interval_s - early_s)
 
 
 def after_sends(state: LimiterState, sent: int) -> LimiterState:
@@ -180,14 +183,8 @@ def after_sends(state: LimiterState, sent: int) -> LimiterState:
 
 def wait_for_slot(state: LimiterState, position: int, early_s: float) -> float:
     """Seconds until the request `position` slots from the next one may ask again (at least
-    1 ms): ask_ahead_s before its slot, so it is ready when it asks."""
-    return max(0.001, state.ahead_s + position * state.interval_s - ask_ahead_s(early_s))
-
-
-def ask_ahead_s(early_s: float) -> float:
-    """How long before its slot a sender asks to commit: half of `early_s`, so that a commit
-    that starts a little late still finds the slot open (on_slot) and within reach."""
-    return early_s / 2
+    1 ms): half of `early_s` before its slot, so it is ready when it asks."""
+    return max(0.001, state.ahead_s + position * state.interval_s - early_s / 2)
 
 
 def recovered(state: LimiterState) -> LimiterState:

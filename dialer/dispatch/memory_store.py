@@ -57,7 +57,6 @@ class MemoryAttempt:
     call_id: str | None = None
     error: str | None = None
     requested_at: datetime | None = None
-    send_at: datetime | None = None  # its request slot (dispatch.claim)
 
 
 @dataclass
@@ -144,7 +143,8 @@ class MemoryDispatchStore:
         live = self.live(limits.name)
         taken = {a.slot for a in live}
         free = [s for s in range(state.channels) if s not in taken]
-        want = min(tokens, len(free), max_batch)
+        waiting = sum(1 for a in live if a.state == AttemptState.RESERVED)
+        want = min(tokens - waiting, len(free), max_batch)
         claimed: list[Claimed] = []
         busy_numbers = {self.contacts[a.contact_id].phone_e164 for a in self.live()}
         for campaign in campaigns:
@@ -154,8 +154,7 @@ class MemoryDispatchStore:
                 if contact.phone_e164 in busy_numbers or self._capped(contact, dial_cap):
                     continue
                 busy_numbers.add(contact.phone_e164)
-                send_in = state.ahead_s + len(claimed) * state.interval_s
-                send_at = state.now + timedelta(seconds=send_in)
+                send_in = state.ahead_s + (waiting + len(claimed)) * state.interval_s
                 attempt = MemoryAttempt(
                     self._next_id(),
                     contact.id,
@@ -163,8 +162,7 @@ class MemoryDispatchStore:
                     limits.name,
                     free[len(claimed)],
                     contact.attempts + 1,
-                    send_at + LEASE,
-                    send_at=send_at,
+                    state.now + timedelta(seconds=send_in) + LEASE,
                 )
                 self.attempts[attempt.id] = attempt
                 contact.state, contact.attempts = ContactState.DIALING, contact.attempts + 1
@@ -180,8 +178,7 @@ class MemoryDispatchStore:
                     )
                 )
         if claimed:
-            taken_slots = limiter.after_sends(state, len(claimed))
-            self.limiters[limits.name] = limiter.recovered(taken_slots)
+            self.limiters[limits.name] = limiter.recovered(state)
         return claimed
 
     def _due(self, campaign: Campaign, now: datetime) -> list[MemoryContact]:
@@ -270,58 +267,37 @@ class MemoryDispatchStore:
         by_account: dict[str, list[DialRequest]] = {}
         for request in requests:
             by_account.setdefault(request.account, []).append(request)
+        sources = TRANSITIONS["begin_dial"].sources
         for account, ready_requests in by_account.items():
+            if not self.sendable(account):
+                verdicts |= {r.attempt_id: VOID for r in ready_requests}
+                continue
+            state = self._state(account)
             early = early_s[account]
             reach = early + lead_s
-            off_slot = []
-            for request in ready_requests:  # on their slots: no lock in PostgreSQL
-                if not self._may_send(request.attempt_id):
-                    verdicts[request.attempt_id] = VOID
-                elif (slot_in := self._slot_in(request.attempt_id)) is not None and (
-                    limiter.on_slot(slot_in, reach)
+            ready = limiter.ready_slots(state.ahead_s, reach, state.interval_s, len(ready_requests))
+            sent = 0
+            for index, request in enumerate(ready_requests):
+                attempt = self.attempts[request.attempt_id]
+                if index >= ready:
+                    wait_s = limiter.wait_for_slot(state, sent + (index - ready), early)
+                    verdicts[attempt.id] = DialVerdict(DialAction.WAIT, wait_s)
+                    continue
+                if (
+                    attempt.state in sources
+                    and attempt.lease_until >= state.now
+                    and self.status.get(attempt.campaign_id) == "active"
                 ):
-                    verdicts[request.attempt_id] = self._dialing(request, slot_in, early)
+                    attempt.state, attempt.caller = AttemptState.DIALING, request.caller
+                    attempt.requested_at = state.now
+                    leave_s = limiter.leave_in(state, sent, early)
+                    verdicts[attempt.id] = DialVerdict(DialAction.SEND, leave_s)
+                    sent += 1
                 else:
-                    off_slot.append(request)
-            if off_slot:  # given the clock's next slots, as under the account's lock
-                state = self._state(account)
-                for position, request in enumerate(off_slot):
-                    attempt = self.attempts[request.attempt_id]
-                    slot_in = state.ahead_s + position * state.interval_s
-                    attempt.send_at = state.now + timedelta(seconds=slot_in)
-                    attempt.lease_until = max(attempt.lease_until, attempt.send_at + LEASE)
-                    if limiter.on_slot(slot_in, reach):
-                        verdicts[attempt.id] = self._dialing(request, slot_in, early)
-                    else:
-                        wait_s = limiter.wait_for_slot(state, position, early)
-                        verdicts[attempt.id] = DialVerdict(DialAction.WAIT, wait_s)
-                self.limiters[account] = limiter.after_sends(state, len(off_slot))
+                    verdicts[attempt.id] = VOID
+            if sent:
+                self.limiters[account] = limiter.after_sends(state, sent)
         return verdicts
-
-    def _may_send(self, attempt_id: int) -> bool:
-        """The reservation still holds (db.attempts' _sendable, in what this store keeps)."""
-        attempt = self.attempts[attempt_id]
-        return (
-            attempt.state in TRANSITIONS["begin_dial"].sources
-            and attempt.lease_until >= self.clock()
-            and self.status.get(attempt.campaign_id) == "active"
-            and self.sendable(attempt.account)
-        )
-
-    def _slot_in(self, attempt_id: int) -> float | None:
-        """Seconds until the attempt's slot opens; None if it has none or a 429's hold covers
-        it (db.attempts' _ON_SLOT)."""
-        attempt = self.attempts[attempt_id]
-        hold = self.holds.get(attempt.account)
-        if attempt.send_at is None or (hold is not None and hold.until > attempt.send_at):
-            return None
-        return (attempt.send_at - self.clock()).total_seconds()
-
-    def _dialing(self, request: DialRequest, slot_in: float, early: float) -> DialVerdict:
-        attempt = self.attempts[request.attempt_id]
-        attempt.state, attempt.caller = AttemptState.DIALING, request.caller
-        attempt.requested_at = self.clock()
-        return DialVerdict(DialAction.SEND, limiter.leave_after(slot_in, early))
 
     async def record_accepted(self, accepted: list[tuple[int, str | None]]) -> None:
         self._called("record_accepted")

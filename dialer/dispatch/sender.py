@@ -27,7 +27,7 @@ from dialer.dispatch.account_health import HealthWatch
 from dialer.dispatch.account_run import AccountRun
 from dialer.dispatch.callers import CallerChoice
 from dialer.dispatch.claim import VOID, Claimed, DialAction, DialVerdict
-from dialer.dispatch.limiter import DepartureSpacing, ask_ahead_s
+from dialer.dispatch.limiter import DepartureSpacing
 from dialer.dispatch.refusals import Refusal, refusal
 from dialer.dispatch.store import DialRequest, DispatchStore
 from dialer.faults import fault_point
@@ -126,10 +126,8 @@ class Sender:
             log.info("released unsent reservations", extra={"count": unsent})
 
     async def _wait_then_send(self, account: AccountRun, item: Claimed, claimed_at: float) -> None:
-        # ask a little ahead of the slot the claim gave, and one commit more: the commit then
-        # finds the slot open, not passed (dispatch.claim.begin_dial)
-        ahead = ask_ahead_s(self.early_s[account.name]) + self.lead_s
-        due = claimed_at + item.send_in_s - ahead
+        # ask for the slot one commit ahead of it: the commit then gives it on time
+        due = claimed_at + item.send_in_s - self.lead_s
         await asyncio.sleep(max(0.0, due - time.monotonic()))
         campaign = account.campaign(item.campaign_id)
         if item.unplaced is not None and not await self._redial_may_go(account, campaign, item):

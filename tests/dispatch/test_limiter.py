@@ -1,11 +1,9 @@
-"""The limiter's pure arithmetic: whatever the pattern of claims, batch sizes, process clocks,
-late asks, 429s and network delays, no window of the provider's unit carries more requests
-than its figure."""
+"""The limiter's pure arithmetic: whatever the pattern of claims, batch sizes, process clocks
+and network delays, no window of the provider's unit carries more requests than its figure."""
 
 from __future__ import annotations
 
 import heapq
-import itertools
 import math
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -28,18 +26,74 @@ from dialer.dispatch.limiter import (
     LimiterState,
     after_429,
     after_sends,
-    ask_ahead_s,
     backoff_s,
     booked_lookup,
     breaker_trips,
-    leave_after,
-    on_slot,
+    leave_in,
+    ready_slots,
     recovered,
-    slots_within,
-    wait_for_slot,
 )
 
+
+@given(
+    ahead=st.floats(-10, 10),
+    early=st.floats(0, 5),
+    interval=st.floats(0.001, 10),
+    waiting=st.integers(0, 60),
+)
+def test_exactly_the_slots_within_early_are_ready(
+    ahead: float, early: float, interval: float, waiting: int
+) -> None:
+    ready = ready_slots(ahead, early, interval, waiting)
+    assert 0 <= ready <= waiting
+    assert all(ahead + k * interval <= early + 1e-9 for k in range(ready))
+    if ready < waiting:  # the next one is not ready yet
+        assert ahead + ready * interval > early - 1e-9
+
+
+def test_a_slot_a_little_past_early_waits() -> None:
+    """The case `int()` got wrong: (early - ahead) / interval in (-1, 0) gave one slot."""
+    assert ready_slots(ahead_s=0.30, early_s=0.25, interval_s=0.1, waiting=5) == 0
+    assert ready_slots(ahead_s=0.25, early_s=0.25, interval_s=0.1, waiting=5) == 1
+
+
 FIGURES = st.sampled_from([(1, 1), (2, 1), (5, 1), (20, 1), (50, 1), (200, 60), (10, 60)])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    figure=FIGURES,
+    factor=st.sampled_from([1.0, 0.8, 0.64, 0.2]),
+    calls=st.lists(
+        st.tuples(
+            st.floats(0, 2),  # seconds since the previous claim, in true time (any clocks)
+            st.integers(1, 40),  # requests waiting in that process
+            st.lists(st.floats(0, 0.9), max_size=40),  # each send's network delay, x early
+        ),
+        min_size=1,
+        max_size=80,
+    ),
+)
+def test_no_window_holds_more_than_the_figure(figure, factor, calls) -> None:
+    count, unit = figure
+    limits = AccountLimits("a", "sim", count / unit, unit, 1)
+    interval = 1 / (limits.aimed_rate_per_s * factor)  # as begin_dial reads the account row
+    early = limits.early_s
+    now = tat = 0.0
+    sends: list[float] = []
+    for gap, waiting, delays in calls:
+        now += gap * unit / 10
+        start = max(tat, now)
+        ready = ready_slots(start - now, early, interval, waiting)
+        for k in range(ready):
+            delay = delays[k] if k < len(delays) else 0.0
+            sends.append(now + delay * early)
+        tat = start + ready * interval
+    sends.sort()
+    for i, first in enumerate(sends):
+        in_window = sum(1 for t in sends[i:] if t < first + unit)
+        assert in_window <= count, (in_window, count, unit)
+    assert math.isfinite(tat)
 
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -50,169 +104,43 @@ def _state(limits: AccountLimits, **changes) -> LimiterState:
     return replace(start, **changes)
 
 
-def _dispatched(limits: AccountLimits, horizon: float, events: list, delayed: bool) -> list[float]:
-    """When each request leaves, dispatched as `dialer run` does, in the limiter's arithmetic
-    alone (seconds from T0). A claim takes the clock's next slots within `horizon` (at most as
-    many as it wants) and advances the clock past them; each request asks to be committed
-    `ask_ahead_s` and the senders' lead before its slot, plus a lateness of its own (a stalled
-    process); on its slot (not passed, within `early_s` and the lead, not covered by a 429's
-    hold) it is committed and leaves
-    `early_s` before its slot at the soonest, after its commit came back (`delayed`: up to half
-    a unit later); otherwise it is given the clock's next slot and asks again. A 429 pushes
-    the clock out and holds every slot before it."""
-    unit = limits.window_s
-    early = limits.early_s
-    state = _state(limits)
-    held_until = -math.inf
-    asks: list[tuple[float, int, float, float, float]] = []  # (at, order, slot, delay, lead)
-    leaves: list[float] = []
-
-    def seconds(moment: datetime) -> float:
-        return (moment - T0).total_seconds()
-
-    def ask(at: float, slot: float, delay: float, lead: float) -> None:
-        nonlocal state
-        if slot >= held_until and on_slot(slot - at, early + lead):
-            leaves.append(at + delay + leave_after(slot - at, early))
-            return
-        now = replace(state, now=T0 + timedelta(seconds=at))  # under the account's lock
-        new = seconds(now.start)
-        state = after_sends(now, 1)
-        if on_slot(new - at, early + lead):
-            leaves.append(at + delay + leave_after(new - at, early))
-        else:
-            again = at + wait_for_slot(now, 0, early) - lead
-            heapq.heappush(asks, (max(at, again), len(leaves), new, delay, lead))
-
-    t = 0.0
-    for gap, kind, wanted, lateness, delays, retry_after, jitter, lead in events:
-        t += gap * unit / 10
-        while asks and asks[0][0] <= t:
-            ask(*_without_order(heapq.heappop(asks)))
-        state = replace(state, now=T0 + timedelta(seconds=t))
-        if kind == "429":
-            state = after_429(state, retry_after, jitter)
-            held_until = max(held_until, seconds(state.tat))
-            continue
-        taken = min(wanted, slots_within(state, horizon))
-        start = seconds(state.start)
-        for k in range(taken):
-            slot = start + k * state.interval_s
-            late = (lateness[k] if k < len(lateness) else 0.0) * unit / 5
-            delay = (delays[k] if delayed and k < len(delays) else 0.0) * unit / 2
-            asked = max(t, slot - ask_ahead_s(early) - lead + late)  # not before the claim
-            heapq.heappush(asks, (asked, -1 - k, slot, delay, lead))
-        state = recovered(after_sends(state, taken))
-        assert FLOOR <= state.rate_factor <= 1.0
-        assert state.paced_rate_per_s <= limits.aimed_rate_per_s + 1e-9
-        assert state.paced_rate_per_s <= limits.rate_per_s * DERATE + 1e-9
-    while asks:
-        ask(*_without_order(heapq.heappop(asks)))
-    return sorted(leaves)
-
-
-def _without_order(
-    entry: tuple[float, int, float, float, float],
-) -> tuple[float, float, float, float]:
-    at, _, slot, delay, lead = entry
-    return at, slot, delay, lead
-
-
-EVENTS = st.lists(
-    st.tuples(
-        st.floats(0, 2),  # time since the previous event, x unit / 10
-        st.sampled_from(["claim", "claim", "claim", "claim", "429"]),
-        st.integers(1, 40),  # requests the claim wants
-        st.lists(st.floats(0, 1), max_size=40),  # each one's lateness in asking, x unit / 5
-        st.lists(st.floats(0, 1), max_size=40),  # each one's commit time, x unit / 2
-        st.one_of(st.none(), st.floats(0, 30)),  # Retry-After (429)
-        st.floats(0, 1),  # backoff jitter (429)
-        st.floats(0, 0.5),  # the claim's senders' lead: the last commit's length (LEAD_CAP_S)
-    ),
-    min_size=1,
-    max_size=60,
-)
-
-
-def _fullest_window(arrivals: list[float], unit: float) -> int:
-    """The most arrivals any window of `unit` seconds holds (one ending a float's rounding
-    after an arrival does not count it: exact boundaries are not a thing of the real world)."""
-    arrivals = sorted(arrivals)
-    return max(
-        (
-            sum(1 for t in arrivals[i:] if t < first + unit - 1e-9)
-            for i, first in enumerate(arrivals)
-        ),
-        default=0,
-    )
-
-
 @settings(max_examples=300, deadline=None)
 @given(
     figure=FIGURES,
-    horizon=st.sampled_from([0.5, 5.0]),
-    events=EVENTS,
-    ways=st.lists(st.floats(0, 1), max_size=200),  # each one's way to the provider, x jitter
+    events=st.lists(
+        st.tuples(
+            st.floats(0, 2),  # seconds since the previous event, x unit / 10
+            st.sampled_from(["send", "send", "send", "429"]),
+            st.integers(1, 40),  # requests waiting (send)
+            st.one_of(st.none(), st.floats(0, 30)),  # Retry-After (429)
+            st.floats(0, 1),  # jitter (429)
+        ),
+        min_size=1,
+        max_size=80,
+    ),
 )
-def test_slots_given_at_claim_keep_every_window_within_the_figure(
-    figure, horizon, events, ways
-) -> None:
-    """Slots given once by the claims, asks late or on time, 429s, any number of processes
-    (the slots are shared, nothing else is): requests leave between `early_s` before their
-    slots and the slots themselves, and arriving up to JITTER_S apart from their leave, no
-    window of the provider's unit holds more than the figure. Every claimed request leaves."""
+def test_through_429s_and_recovery_no_window_holds_more_than_the_figure(figure, events) -> None:
+    """The whole limiter, pure: sends take slots, 429s push the clock out and slow the rate,
+    claims let it recover; in no window of the provider's unit are there more requests than
+    its figure, and the paced rate stays between FLOOR and the aimed rate."""
     count, unit = figure
     limits = AccountLimits("a", "sim", count / unit, unit, 1)
-    leaves = _dispatched(limits, horizon, events, delayed=False)
-    assert all(math.isfinite(t) for t in leaves)
-    arrivals = [t + (ways[i] if i < len(ways) else 0.0) * JITTER_S for i, t in enumerate(leaves)]
-    assert _fullest_window(arrivals, unit) <= count
-
-
-@settings(max_examples=200, deadline=None)
-@given(
-    figure=FIGURES,
-    horizon=st.sampled_from([0.5, 5.0]),
-    events=EVENTS,
-    ways=st.lists(st.floats(0, 1), max_size=200),
-)
-def test_late_commits_are_spaced_again_before_they_leave(figure, horizon, events, ways) -> None:
-    """Commits come back up to half a window late, bunching requests the slots had spread;
-    DepartureSpacing holds them back in the process, so that arriving up to JITTER_S apart
-    from their leave, no window of the provider's unit holds more than the figure."""
-    count, unit = figure
-    limits = AccountLimits("a", "sim", count / unit, unit, 1)
-    spacing = DepartureSpacing(limits)
-    spaced = [back + spacing.reserve(back) for back in _dispatched(limits, horizon, events, True)]
-    arrivals = [t + (ways[i] if i < len(ways) else 0.0) * JITTER_S for i, t in enumerate(spaced)]
-    assert _fullest_window(arrivals, unit) <= count
-
-
-@pytest.mark.parametrize("figure", [(10, 1), (1000, 1), (200, 60)])
-def test_claims_on_time_keep_the_clock_busy(figure: tuple[int, int]) -> None:
-    """Claims every half horizon, asks on time: no slot is lost or given twice, so over the
-    run requests leave at the paced rate (per-second figures: one interval apart)."""
-    count, unit = figure
-    limits = AccountLimits("a", "sim", count / unit, unit, 10_000)
-    horizon = 0.5
-    claims = [(horizon / 2 * 10 / unit, "claim", 10_000, [], [], None, 0.0, 0.0)] * 400
-    leaves = _dispatched(limits, horizon, claims, delayed=False)
-    span = 400 * horizon / 2
-    assert len(leaves) == pytest.approx(span * limits.aimed_rate_per_s, abs=horizon * count + 1)
-    if unit == 1:
-        interval = 1 / limits.aimed_rate_per_s
-        steady = [t for t in leaves if t >= horizon]  # the first claim's may leave at once
-        gaps = [b - a for a, b in itertools.pairwise(steady)]
-        assert all(g == pytest.approx(interval) for g in gaps)
-
-
-def test_a_slot_is_on_time_until_it_passes_and_leaves_early_s_before_it() -> None:
-    assert on_slot(0.0, 0.05) and on_slot(0.05, 0.05)
-    assert not on_slot(-0.001, 0.05)  # passed: given a new one
-    assert not on_slot(0.051, 0.05)  # too far ahead: asked again
-    assert leave_after(0.03, 0.05) == 0.0
-    assert leave_after(0.2, 0.05) == pytest.approx(0.15)
-    assert ask_ahead_s(0.05) < 0.05
+    state = _state(limits)
+    sends: list[datetime] = []
+    for gap, kind, waiting, retry_after, jitter in events:
+        state = replace(state, now=state.now + timedelta(seconds=gap * unit / 10))
+        if kind == "429":
+            state = after_429(state, retry_after, jitter)
+        else:
+            ready = ready_slots(state.ahead_s, limits.early_s, state.interval_s, waiting)
+            sends += [state.now] * ready
+            state = recovered(after_sends(state, ready))
+        assert FLOOR <= state.rate_factor <= 1.0
+        assert state.paced_rate_per_s <= limits.rate_per_s * DERATE + 1e-9
+        assert state.paced_rate_per_s <= limits.aimed_rate_per_s + 1e-9
+    for i, first in enumerate(sends):
+        in_window = sum(1 for t in sends[i:] if t < first + timedelta(seconds=unit))
+        assert in_window <= count, (in_window, count, unit)
 
 
 def test_a_429_waits_retry_after_or_backs_off_and_one_burst_is_one_episode() -> None:
@@ -256,6 +184,47 @@ def test_the_breaker_judges_only_enough_attempts_and_trips_past_half() -> None:
     assert breaker_trips(settled=20, bad=11)
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    figure=FIGURES,
+    calls=st.lists(
+        st.tuples(
+            st.floats(0, 2),  # seconds since the previous claim, x unit / 10
+            st.integers(1, 40),  # requests waiting
+            st.lists(st.floats(0, 1), max_size=40),  # each one's early leave, x early
+            st.lists(st.floats(0, 1), max_size=40),  # each one's way to the provider, x jitter
+        ),
+        min_size=1,
+        max_size=80,
+    ),
+)
+def test_arrivals_up_to_the_jitter_allowance_apart_keep_every_window_within_the_figure(
+    figure, calls
+) -> None:
+    """Requests leave up to `early_s` before their slots and reach the provider after delays
+    that differ by up to JITTER_S (a loaded machine, the network): counted where the provider
+    counts them, on arrival, no window holds more than the figure."""
+    count, unit = figure
+    limits = AccountLimits("a", "sim", count / unit, unit, 1)
+    assert limits.jitter_allowed_s >= JITTER_S - 1e-9
+    interval, early = 1 / limits.aimed_rate_per_s, limits.early_s
+    now = tat = 0.0
+    arrivals: list[float] = []
+    for gap, waiting, leaves, ways in calls:
+        now += gap * unit / 10
+        start = max(tat, now)
+        ready = ready_slots(start - now, early, interval, waiting)
+        for k in range(ready):
+            slot = start + k * interval
+            leave = max(now, slot - (leaves[k] if k < len(leaves) else 0.0) * early)
+            arrivals.append(leave + (ways[k] if k < len(ways) else 0.0) * JITTER_S)
+        tat = start + ready * interval
+    arrivals.sort()
+    for i, first in enumerate(arrivals):
+        in_window = sum(1 for t in arrivals[i:] if t < first + unit)
+        assert in_window <= count, (in_window, count, unit)
+
+
 @pytest.mark.parametrize("figure", [(1, 1), (3, 1), (20, 1), (50, 1), (200, 60), (3000, 3600)])
 def test_the_worst_arrivals_still_fit_the_window(figure: tuple[int, int]) -> None:
     """The first of a window's requests arrives JITTER_S late, the one after the figure leaves
@@ -266,6 +235,46 @@ def test_the_worst_arrivals_still_fit_the_window(figure: tuple[int, int]) -> Non
     first_arrives = JITTER_S
     one_too_many_arrives = count * interval - limits.early_s
     assert one_too_many_arrives >= first_arrives + unit - 1e-9
+
+
+@given(
+    figure=FIGURES,
+    calls=st.lists(
+        st.tuples(
+            st.floats(0, 2),  # seconds since the previous claim, x unit / 10
+            st.integers(1, 40),  # requests waiting
+            st.lists(st.floats(0, 1), max_size=40),  # each one's commit delay, x unit / 2
+            st.lists(st.floats(0, 1), max_size=40),  # each one's way to the provider, x jitter
+        ),
+        min_size=1,
+        max_size=80,
+    ),
+)
+def test_late_commits_are_spaced_again_before_they_leave(figure, calls) -> None:
+    """Commits come back up to half a window late, in any order, bunching requests the slots
+    had spread; DepartureSpacing holds them back, so that arriving up to JITTER_S apart from
+    their leave, no window of the provider's unit holds more than the figure."""
+    count, unit = figure
+    limits = AccountLimits("a", "sim", count / unit, unit, 1)
+    interval, early = 1 / limits.aimed_rate_per_s, limits.early_s
+    now = tat = 0.0
+    committed: list[tuple[float, float]] = []  # (commit back, way to the provider)
+    for gap, waiting, delays, ways in calls:
+        now += gap * unit / 10
+        start = max(tat, now)
+        ready = ready_slots(start - now, early, interval, waiting)
+        for k in range(ready):
+            delay = (delays[k] if k < len(delays) else 0.0) * unit / 2
+            committed.append((now + delay, (ways[k] if k < len(ways) else 0.0) * JITTER_S))
+        tat = start + ready * interval
+    spacing = DepartureSpacing(limits)
+    arrivals = []
+    for back, way in sorted(committed):
+        arrivals.append(back + spacing.reserve(back) + way)
+    arrivals.sort()
+    for i, first in enumerate(arrivals):
+        in_window = sum(1 for t in arrivals[i:] if t < first + unit)
+        assert in_window <= count, (in_window, count, unit)
 
 
 def test_requests_on_their_slots_are_never_held() -> None:
@@ -288,6 +297,17 @@ def test_a_bunch_after_a_late_commit_leaves_a_window_apart() -> None:
     slow = DepartureSpacing(AccountLimits("b", "sim", 0.5, 1.0, 1))  # one per two seconds
     assert slow.reserve(0.0) == 0.0
     assert slow.reserve(0.5) == pytest.approx(1.5 + slow.limits.jitter_allowed_s)
+
+
+def test_a_slot_committed_ahead_leaves_early_s_before_it_and_never_sooner() -> None:
+    """leave_in: slots within `early_s` leave at once; one further ahead `early_s` before it."""
+    limits = AccountLimits("a", "sim", 10.0, 1.0, 1)
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    state = _state(limits, now=now, tat=now + timedelta(milliseconds=30))
+    interval = state.interval_s
+    assert leave_in(state, 0, 0.05) == 0.0
+    assert leave_in(state, 2, 0.05) == pytest.approx(0.03 + 2 * interval - 0.05)
+    assert all(leave_in(state, k, 0.05) >= 0.0 for k in range(10))
 
 
 @settings(max_examples=200, deadline=None)
@@ -313,7 +333,9 @@ def test_requests_piled_up_by_a_stall_are_admitted_a_window_apart(figure, ready,
         else:
             arrivals.append(now + (ways[k] if k < len(ways) else 0.0) * JITTER_S)
     assert len(arrivals) == len(ready)
-    assert _fullest_window(arrivals, unit) <= count
+    arrivals.sort()
+    for i, first in enumerate(arrivals):
+        assert sum(1 for t in arrivals[i:] if t < first + unit) <= count
 
 
 def test_a_stall_that_piles_requests_up_lets_them_out_a_window_apart() -> None:

@@ -48,17 +48,7 @@ async def _put_in(db, attempt_id: int, state: str) -> None:
 
 
 async def _begin_dial(db, attempt_id: int) -> None:
-    """On its request slot (a second from now), its account registered and sendable."""
-    await db.execute(
-        """INSERT INTO accounts (name, kind, rate_per_s, channels)
-           SELECT account, 'sim', 10, 10 FROM attempts WHERE id = $1
-           ON CONFLICT (name) DO NOTHING""",
-        attempt_id,
-    )
-    await db.execute(
-        "UPDATE attempts SET send_at = now() + interval '1 s' WHERE id = $1", attempt_id
-    )
-    await attempts.begin_dialing(db, [(attempt_id, "+918047112233", 20, 60)], SEND_WINDOW, 5.0)
+    await attempts.begin_dialing(db, [(attempt_id, "+918047112233", 20, 60)], SEND_WINDOW)
 
 
 def _close(name: str, outcome: str):
