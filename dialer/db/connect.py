@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -10,11 +11,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import asyncpg
-from asyncpg.pool import PoolConnectionProxy
 
 from dialer import redaction
 from dialer.db import embedded
 from dialer.db.migrations import migrate
+from dialer.db.outage import DATABASE_FAILURES, TRANSIENT
 from dialer.db.types import Connection
 from dialer.errors import DialerError
 from dialer.redaction import describe_url, url_secrets
@@ -94,12 +95,7 @@ async def open_pool(
     except (OSError, asyncpg.PostgresError) as exc:
         raise DialerError(f"cannot connect to PostgreSQL at {describe_url(url)}: {exc}") from None
     try:
-        conn = await _first_connection(pool, url, patience_s)
-        try:
-            if migrate_first:
-                await migrate(conn)
-        finally:
-            await pool.release(conn)
+        await _first_use(pool, url, patience_s, migrate_first)
         yield pool
     finally:
         await pool.close()
@@ -109,18 +105,28 @@ async def open_pool(
 AWAY = (OSError, TimeoutError, asyncpg.CannotConnectNowError, asyncpg.PostgresConnectionError)
 
 
-async def _first_connection(
-    pool: asyncpg.Pool, url: str, patience_s: float
-) -> PoolConnectionProxy[asyncpg.Record]:
-    """The pool's first connection; an unreachable or restarting server is tried again, with
-    backoff, for `patience_s`."""
+async def _first_use(pool: asyncpg.Pool, url: str, patience_s: float, migrate_first: bool) -> None:
+    """The pool's first connection, and the migrations on it (`migrate_first`); a server that
+    is unreachable or restarting, or that cuts the connection while they run, is tried again,
+    with backoff, for `patience_s`."""
     deadline = time.monotonic() + patience_s
     delay = 0.2
     while True:
+        connected = False
         try:
-            return await pool.acquire()
-        except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
-            away = isinstance(exc, AWAY)
+            conn = await pool.acquire()
+            connected = True
+            try:
+                if migrate_first:
+                    await migrate(conn)
+            finally:
+                with contextlib.suppress(*TRANSIENT):  # a cut connection is closed, not reused
+                    await pool.release(conn)
+            return
+        except DATABASE_FAILURES as exc:
+            away = isinstance(exc, (AWAY, TRANSIENT))
+            if connected and not away:
+                raise  # the migrations' own error (db.migrations names it)
             if not away or time.monotonic() + delay > deadline:
                 raise DialerError(
                     f"cannot connect to PostgreSQL at {describe_url(url)}: {exc}"

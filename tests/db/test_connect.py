@@ -63,3 +63,53 @@ def test_no_server_is_one_line_naming_it_without_its_password(tmp_path) -> None:
         " [Errno 111] Connect call failed ('127.0.0.1', 1)"
     )
     assert "Traceback" not in result.stderr and "s3cr3t-pw" not in result.stderr
+
+
+async def test_a_process_whose_connection_is_cut_while_it_migrates_tries_again(
+    empty_database_url: str,
+) -> None:
+    """A process starting while connections are cut (a failover, a pooler's restart): its
+    connection is ended while it waits to migrate; it tries again within its patience
+    instead of dying with a traceback, and starts once it can."""
+    import asyncio
+
+    from dialer.db.migrations import MIGRATION_LOCK_KEY
+
+    database = empty_database_url.rpartition("/")[2]
+    admin = await asyncpg.connect(empty_database_url)
+    holding = admin.transaction()
+    await holding.start()
+    await admin.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_KEY)
+
+    async def start() -> int:
+        async with open_pool(empty_database_url, size=1, patience_s=60) as pool:
+            return await pool.fetchval("SELECT count(*) FROM schema_migrations")
+
+    watch = await asyncpg.connect(empty_database_url)  # out of the lock's transaction, whose
+    # view of pg_stat_activity is one snapshot
+
+    async def waiting_to_migrate() -> list[int]:
+        return [
+            r["pid"]
+            for r in await watch.fetch(
+                """SELECT pid FROM pg_stat_activity WHERE datname = $1
+                   AND application_name = 'dialer' AND wait_event_type = 'Lock'""",
+                database,
+            )
+        ]
+
+    try:
+        starting = asyncio.create_task(start())
+        while not (pids := await waiting_to_migrate()):  # an event, however slow the machine
+            assert not starting.done(), starting
+            await asyncio.sleep(0.05)
+        cut = pids[0]
+        await watch.fetchval("SELECT pg_terminate_backend($1)", cut)
+        while not (pids := await waiting_to_migrate()) or pids == [cut]:  # back, waiting again
+            assert not starting.done(), starting
+            await asyncio.sleep(0.05)
+        await holding.rollback()
+        assert await asyncio.wait_for(starting, 60) > 0
+    finally:
+        await watch.close()
+        await admin.close()  # ends the lock's transaction if the test failed before

@@ -9,7 +9,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from dialer.dispatch.limiter import (
@@ -316,6 +316,7 @@ def test_a_slot_committed_ahead_leaves_early_s_before_it_and_never_sooner() -> N
     ready=st.lists(st.floats(0, 5), min_size=1, max_size=60),  # x unit: when each may be written
     ways=st.lists(st.floats(0, 1), max_size=60),  # each one's way to the provider, x jitter
 )
+@example(figure=(2, 1), ready=[0.0] * 6, ways=[0.0, 0.0, 1.0])  # exact to the float
 def test_requests_piled_up_by_a_stall_are_admitted_a_window_apart(figure, ready, ways) -> None:
     """However the requests reach the moment of writing (all at once after a stall of the
     process, in any order), admitting each just before it is written lets no window of the
@@ -334,8 +335,9 @@ def test_requests_piled_up_by_a_stall_are_admitted_a_window_apart(figure, ready,
             arrivals.append(now + (ways[k] if k < len(ways) else 0.0) * JITTER_S)
     assert len(arrivals) == len(ready)
     arrivals.sort()
-    for i, first in enumerate(arrivals):
-        assert sum(1 for t in arrivals[i:] if t < first + unit) <= count
+    for i, first in enumerate(arrivals):  # a window ending a float's rounding after an arrival
+        # does not count it (hypothesis found 2/s, six at once: 1.05 + 1.05 against 1.1 + 1)
+        assert sum(1 for t in arrivals[i:] if t < first + unit - 1e-9) <= count
 
 
 def test_a_stall_that_piles_requests_up_lets_them_out_a_window_apart() -> None:
