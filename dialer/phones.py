@@ -25,6 +25,13 @@ SLOW_REGIONS = frozenset(
     {"AC", "BJ", "BW", "CR", "CV", "DK", "GH", "GY", "KE", "RO", "SH", "TA", "ZW"}
 )
 FROM_DEFAULT_COUNTRY = int(phonenumbers.CountryCodeSource.FROM_DEFAULT_COUNTRY)
+# The country codes the fast library reads as a region of SLOW_REGIONS (a code is 1 to 3
+# digits): one set look-up per number instead of a call into the library
+_SLOW_CODES = frozenset(
+    code
+    for code in range(1, 1000)
+    if FAST is not None and FAST.region_code_for_country_code(code) in SLOW_REGIONS
+)
 
 
 class PhoneError(ValueError):
@@ -46,11 +53,10 @@ def read_number(raw: str, region: str | None) -> tuple[str, bool]:
         raise PhoneError("missing phone number")
     library = library_for(region)
     number = _parse(library, text, region)
-    if library is not phonenumbers:
-        country = library.region_code_for_country_code(number.country_code)
-        if country in SLOW_REGIONS:  # a '+' number of a region the fast one misreads
-            library = phonenumbers
-            number = _parse(library, text, region)
+    if library is not phonenumbers and number.country_code in _SLOW_CODES:
+        # a '+' number of a region the fast one misreads
+        library = phonenumbers
+        number = _parse(library, text, region)
     if not library.is_valid_number(number):
         raise PhoneError("invalid phone number")
     e164 = library.format_number(number, library.PhoneNumberFormat.E164)

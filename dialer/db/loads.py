@@ -41,9 +41,10 @@ async def create_stage_tables(conn: Connection) -> None:
 
 
 async def copy_contacts(conn: Connection, data: bytes, *, staged: bool) -> None:
-    """COPY CSV lines of CONTACT_COLUMNS into `contacts`, or into `load_stage` if `staged`."""
+    """COPY text lines (tab-separated, `\\N` for NULL) of CONTACT_COLUMNS into `contacts`, or
+    into `load_stage` if `staged`."""
     table = "load_stage" if staged else "contacts"
-    await conn.copy_to_table(table, source=io.BytesIO(data), columns=CONTACT_COLUMNS, format="csv")
+    await conn.copy_to_table(table, source=io.BytesIO(data), columns=CONTACT_COLUMNS, format="text")
 
 
 async def numbers_in_campaign(conn: Connection, campaign_id: int) -> AsyncIterator[asyncpg.Record]:

@@ -91,3 +91,64 @@ def test_no_valid_number_lost_or_duplicated(
     assert summary.rows_read == len(rows)
     assert summary.rejected == expected.count(None)
     assert summary.loaded + summary.duplicates + summary.rejected == summary.rows_read
+
+
+# Cells with one thing COPY, JSON or CSV treat specially (so that a row holds that one
+# alone), cells of any printable text, and cells of any characters at all
+special = st.sampled_from(
+    ["\\", "a\\b", "\\N", '"', '{"x": 1}', "\t", "a\nb", "\r", "\x01", "\x1f", "%s", "{0}", "\x7f"]
+)
+cells = st.one_of(
+    special,
+    st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=8),
+    st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=8),
+)
+header_names = st.text(
+    st.one_of(
+        st.sampled_from('\\"{}%,;'),
+        st.characters(blacklist_categories=("Cs", "Cc", "Cf", "Co", "Cn", "Zl", "Zp")),
+    ),
+    max_size=8,
+).filter(str.isprintable)  # what read_header accepts
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    keys=st.tuples(header_names, header_names),
+    rows=st.lists(st.tuples(cells, cells, cells), min_size=1, max_size=8),
+)
+def test_names_and_fields_come_back_as_written(
+    database_url: str, tmp_path: Path, keys: tuple[str, str], rows
+) -> None:
+    """Whatever a cell holds (tabs, backslashes, quotes, braces, line ends, any script), the
+    contact's name and fields are what the file says: the COPY lines escape what they must."""
+    header = ["phone", "name", f"k0 {keys[0]}".strip(), f"k1 {keys[1]}".strip()]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(header)
+    for index, (name, first, second) in enumerate(rows):
+        writer.writerow([f"+9198450{index:05d}", name, first, second])
+    campaign = f"cells-{next(names)}"
+    (tmp_path / f"{campaign}.csv").write_text(out.getvalue(), encoding="utf-8")
+    spec = load_campaign_file(campaign_file(tmp_path, campaign, csv=f"{campaign}.csv"))
+
+    async def go():
+        conn = await connect(database_url)
+        try:
+            await load_campaign(conn, spec)
+            return await conn.fetch(
+                """SELECT name, fields FROM contacts
+                   WHERE campaign_id = (SELECT id FROM campaigns WHERE name = $1)
+                   ORDER BY row_no""",
+                campaign,
+            )
+        finally:
+            await conn.close()
+
+    loaded = asyncio.run(go())
+    assert [(r["name"], r["fields"]) for r in loaded] == [
+        (name.strip() or None, {header[2]: first, header[3]: second})
+        for name, first, second in rows
+    ]

@@ -36,12 +36,15 @@ def test_chunk_results() -> None:
             (5, ["+919845012347", "Short row"]),
         ],
     )
-    fields = '"{""plan"": ""gold"", ""note"": ""says \\""hi\\"", twice""}"'
+    # COPY text: a JSON escape's backslash is doubled
+    fields = '{"plan": "gold", "note": "says \\\\"hi\\\\", twice"}'
     # the last column: the contact's jurisdiction (policy.jurisdiction), from its number
-    assert result.lines()[0] == f"42,2,+919845012345,Asha,Asia/Kolkata,5,{fields},IN\r\n"
+    assert result.lines()[0] == f"42\t2\t+919845012345\tAsha\tAsia/Kolkata\t5\t{fields}\tIN\n"
     # no zone given: read from the number (India has one)
-    assert result.lines()[1].startswith("42,3,+919845012345,Again,Asia/Calcutta,0,")
-    assert result.lines()[2].startswith("42,5,+919845012347,Short row,Asia/Calcutta,0,")
+    assert result.lines()[1] == (
+        '42\t3\t+919845012345\tAgain\tAsia/Calcutta\t0\t{"plan": "gold", "note": ""}\tIN\n'
+    )
+    assert result.lines()[2].startswith("42\t5\t+919845012347\tShort row\tAsia/Calcutta\t0\t")
     assert result.phones == ["+919845012345", "+919845012345", "+919845012347"]
     bad = ["+919845012346", "Bad prio", "", "high", "gold", ""]
     assert result.rejects == [
