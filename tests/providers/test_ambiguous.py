@@ -49,7 +49,10 @@ async def test_server_errors_are_never_resent_and_end_known_or_unknown(
     phantoms = [
         a for a in attempts.values() if a["id"] not in placed and a["state"] != "not_dialed"
     ]
-    assert len(phantoms) == stats["phantom_500"]
+    # (seen once in CI at 286bda8, not reproduced since: 8 against 7, the extra one attempt 1,
+    # `rejected`; the whole record and the fake's counts say which request it was next time)
+    why = [dict(a) for a in phantoms], {k: v for k, v in stats.items() if k != "calls"}
+    assert len(phantoms) == stats["phantom_500"], why
     assert all(a["outcome"] == "unknown" and "HTTP 500" in a["error"] for a in phantoms)
     states = await own_db.fetch("SELECT DISTINCT state FROM contacts")
     assert {r["state"] for r in states} <= FINAL_CONTACT_STATES
