@@ -8,19 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from functools import lru_cache
-from zoneinfo import ZoneInfo
 
 from dialer.campaign_spec import ALL_DAYS, CampaignSpec
 from dialer.durations import parse_duration
 from dialer.policy.packs import CampaignRules, parse_cap
+from dialer.policy.zones import zone
 
 SEARCH_DAYS = 400  # how far ahead to look for the next allowed day before saying "never"
-
-
-@lru_cache(maxsize=1024)
-def zone(name: str) -> ZoneInfo:
-    return ZoneInfo(name)
 
 
 @dataclass(frozen=True, eq=False)

@@ -13,13 +13,19 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import UTC, datetime, time, timedelta
 from functools import lru_cache
+from zoneinfo import ZoneInfo
 
 import phonenumbers
 from phonenumbers import timezone as number_zones
 
-from dialer.policy.window import zone
-
 UNKNOWN = "Etc/Unknown"
+
+
+@lru_cache(maxsize=1024)
+def zone(name: str) -> ZoneInfo:
+    """The zone of an IANA name, read once (kept here, light to import: load workers read
+    zones without the campaign models that the window rules bring)."""
+    return ZoneInfo(name)
 
 
 @lru_cache(maxsize=512)
