@@ -20,7 +20,7 @@ import phonenumbers
 
 def phone_key(privacy_key: str, phone_e164: str) -> str:
     """The keyed hash that stands for a number (in the ledger, and for an erased number)."""
-    return hmac.new(privacy_key.encode(), phone_e164.encode(), hashlib.sha256).hexdigest()
+    return hmac.digest(privacy_key.encode(), phone_e164.encode(), hashlib.sha256).hex()
 
 
 ERASED = "[erased]"

@@ -28,6 +28,7 @@ from typing import IO
 from dialer.campaign_spec import CampaignFile, CampaignSpec
 from dialer.db import attempts, campaigns, erasure, loads
 from dialer.db.types import Connection
+from dialer.erasure import ErasedNumbers
 from dialer.errors import ConflictError, InputError
 from dialer.loading.csv_source import CsvSource, UndecodableError, encodings_to_try
 from dialer.loading.records import Segment
@@ -176,8 +177,8 @@ async def _stage(
     erased = await erasure.erased_numbers(conn)  # erased on request: loaded, but suppressed
     erased_here: list[str] = []
 
-    read = _Reading(plan, campaign_id, source.delimiter, str(source.path))
-    with _executor(source.size) as pool:
+    read = _Reading(plan, campaign_id, source.delimiter, str(source.path), erased)
+    with _executor(source.size, erased) as pool:
         async for result in read.validated(chain([first] if first else [], segments), pool):
             summary.rows_read += result.records
             summary.rejected += len(result.rejects)
@@ -188,7 +189,7 @@ async def _stage(
                     summary.rejected_rows.append((row_no, reason))
                 user_writer.writerow([row_no, cell(reason), *map(cell, raw.values())])
                 copy_writer.writerow([row_no, json.dumps(raw, ensure_ascii=False), reason])
-            erased_here += erased.among(result.phones)
+            erased_here += result.erased
             repeats = [index for index, phone in enumerate(result.phones) if seen.add(phone)]
             new, maybe = result.split(repeats)
             if new:
@@ -227,16 +228,26 @@ async def _numbers_in_campaign(conn: Connection, campaign_id: int) -> tuple[Seen
 class _Reading:
     """Segments through the workers, a few in flight, results handed on in file order."""
 
-    def __init__(self, plan: ColumnPlan, campaign_id: int, delimiter: str, path: str) -> None:
+    def __init__(
+        self,
+        plan: ColumnPlan,
+        campaign_id: int,
+        delimiter: str,
+        path: str,
+        erased: ErasedNumbers | None = None,
+    ) -> None:
         self.plan, self.campaign_id = plan, campaign_id
         self.delimiter, self.path = delimiter, path
+        self.erased = erased  # for the segments read here; workers were given it at start
 
     def _submit(self, pool: Executor | None, segment: Segment) -> asyncio.Future[ChunkResult]:
         loop = asyncio.get_running_loop()
         plan, campaign_id = self.plan, self.campaign_id
         if pool is None:
             done: asyncio.Future[ChunkResult] = loop.create_future()
-            done.set_result(prepare_segment(plan, campaign_id, segment, self.delimiter, self.path))
+            done.set_result(
+                prepare_segment(plan, campaign_id, segment, self.delimiter, self.path, self.erased)
+            )
             return done
         return loop.run_in_executor(
             pool, prepare_segment, plan, campaign_id, segment, self.delimiter, self.path
@@ -292,14 +303,14 @@ def _consume(future: asyncio.Future) -> None:
 class _executor:
     """A process pool for big files (none for small ones), shut down even on Ctrl-C."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, erased: ErasedNumbers) -> None:
         self.pool: ProcessPoolExecutor | None = None
         if size >= PARALLEL_FROM_BYTES and (os.cpu_count() or 1) > 1:
             self.pool = ProcessPoolExecutor(
                 max_workers=os.cpu_count(),
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=worker_init,
-                initargs=(os.getpid(),),
+                initargs=(os.getpid(), erased),
             )
 
     def __enter__(self) -> ProcessPoolExecutor | None:

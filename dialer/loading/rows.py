@@ -31,6 +31,7 @@ from itertools import accumulate
 from json.encoder import encode_basestring
 from operator import itemgetter
 
+from dialer.erasure import ErasedNumbers
 from dialer.errors import InputError
 from dialer.loading.records import Record, Segment, UnreadableRecord, read_segment
 from dialer.phones import PhoneError, read_number
@@ -137,6 +138,7 @@ class ChunkResult:
     reasons: Counter[str] = field(default_factory=Counter)
     # valid rows whose number had no country of its own, read in the campaign's default_region
     default_region: int = 0
+    erased: list[str] = field(default_factory=list)  # valid rows' numbers erased on request
     open_tail: Segment | None = None
 
     def lines(self) -> list[str]:
@@ -250,10 +252,22 @@ def _check_cells(plan: ColumnPlan, values: list[str]) -> None:
             )
 
 
+# In a validation worker: the numbers erased on request, given once when it starts (the set
+# may be large; it is not sent again with every segment)
+_worker_erased: ErasedNumbers | None = None
+
+
 def prepare_segment(
-    plan: ColumnPlan, campaign_id: int, segment: Segment, delimiter: str, path: str
+    plan: ColumnPlan,
+    campaign_id: int,
+    segment: Segment,
+    delimiter: str,
+    path: str,
+    erased: ErasedNumbers | None = None,
 ) -> ChunkResult:
-    """Read a segment of the file and validate its records (prepare_chunk).
+    """Read a segment of the file and validate its records (prepare_chunk), and tell which of
+    its numbers were erased on request (`erased`; in a worker, the set it started with). Each
+    number's keyed hash is computed here, on every core, not in the loading process.
 
     The cycle collector is paused meanwhile: a segment makes two containers per record, none
     in a cycle (reference counting frees them all), and the collector's passes over them were
@@ -264,6 +278,7 @@ def prepare_segment(
     try:
         found = read_segment(segment, delimiter, path)
         result = prepare_chunk(plan, campaign_id, found.records)
+        result.erased = (erased or _worker_erased or _NONE_ERASED).among(result.phones)
     finally:
         if enabled:
             gc.enable()
@@ -344,8 +359,14 @@ def _reason_key(reason: str) -> str:
     return reason.split(":", 1)[0]
 
 
-def worker_init(parent: int) -> None:
-    """Workers leave Ctrl-C to the main process, and exit if it dies (kill -9) under them."""
+_NONE_ERASED = ErasedNumbers("", frozenset())
+
+
+def worker_init(parent: int, erased: ErasedNumbers | None = None) -> None:
+    """Workers leave Ctrl-C to the main process, and exit if it dies (kill -9) under them;
+    they keep the load's erased numbers."""
+    global _worker_erased
+    _worker_erased = erased
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def watch() -> None:

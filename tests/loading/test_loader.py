@@ -16,6 +16,7 @@ import asyncpg
 import psutil
 import pytest
 
+from dialer.erasure import phone_key
 from tests.conftest import TEST_CONFIG
 from tests.loading.helpers import campaign_file, csv_file
 
@@ -122,6 +123,33 @@ async def test_dnc_numbers_load_as_suppressed(run_cli, tmp_path: Path, db) -> No
     assert (summary["loaded"], summary["suppressed"]) == (1, 1)
     states = {r["phone_e164"]: r["state"] for r in await contacts_of(db, "c4")}
     assert states == {"+919845099999": "suppressed", "+919845012346": "pending"}
+
+
+@pytest.mark.parametrize("workers", [False, True], ids=["in-process", "workers"])
+async def test_erased_numbers_load_as_suppressed(
+    run_cli, tmp_path: Path, db, monkeypatch, workers: bool
+) -> None:
+    """A number erased on request stays do-not-call: loaded again, it is suppressed, whether
+    the file is read in the loading process or by validation workers (which are given the
+    erased numbers' keyed hashes when they start)."""
+    if workers:
+        monkeypatch.setattr("dialer.loading.loader.PARALLEL_FROM_BYTES", 0)
+        monkeypatch.setattr("dialer.loading.loader.CHUNK_ROWS", 400)
+    erased = "+919845077701" if workers else "+919845077702"
+    key = await db.fetchval("SELECT privacy_key FROM dialer_install")
+    await db.execute(
+        "INSERT INTO erased_numbers (phone_key, requested_by) VALUES ($1, 'test')",
+        phone_key(key, erased),
+    )
+    rows = [f"+9198451{i:05d},n{i}" for i in range(1000)]
+    csv_file(tmp_path, [*rows[:700], f"{erased},again", *rows[700:]])
+    name = f"erased-{workers}"
+    campaign_file(tmp_path, name)
+    summary = json.loads(run_cli("campaign", "load", f"{name}.toml", "--json").stdout)
+    assert (summary["loaded"], summary["suppressed"]) == (1000, 1)
+    states = {r["phone_e164"]: r["state"] for r in await contacts_of(db, name)}
+    assert states[erased] == "suppressed"
+    assert sum(state == "pending" for state in states.values()) == 1000
 
 
 async def test_declared_encoding_is_the_fallback(run_cli, tmp_path: Path, db) -> None:
