@@ -9,6 +9,8 @@ import sys
 
 import asyncpg
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from dialer.db.connect import connect
 from dialer.db.migrations import discover, migrate
@@ -133,3 +135,58 @@ async def test_a_read_only_database_is_one_clear_line_and_a_current_one_needs_no
     assert pending.stderr.strip().count("\n") == 0, pending.stderr  # one line, no traceback
     assert "read-only" in pending.stderr and "primary" in pending.stderr
     assert current.returncode == 0, current.stderr  # already current: nothing to write
+
+
+digits = st.sampled_from("0123456789")
+# Every length around the rule's, after each kind of first digit, and the odd ones
+EDGES = [f"+{first}{'5' * more}" for first in "019" for more in range(17)] + [
+    "",
+    "+",
+    "++1234567",
+    "+1234567\n",
+    " +1234567",
+    "+12345678a",
+    "+1\u0663\u0663\u0663\u0663\u0663\u0663",
+    "1234567",
+]
+phone_like = st.one_of(
+    # '+', a first digit, then every length around the rule's 5 to 14 more digits
+    st.integers(min_value=0, max_value=17).flatmap(
+        lambda more: st.builds(
+            lambda first, rest: f"+{first}{rest}",
+            digits,
+            st.text(digits, min_size=more, max_size=more),
+        )
+    ),
+    st.text(st.sampled_from("+0123456789 a-\n\u0663\uff11"), max_size=18),
+    st.text(max_size=18).map(lambda s: s.replace("\x00", "")),
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.lists(phone_like, min_size=1, max_size=40))
+def test_the_number_check_is_the_e164_pattern(database_url: str, values: list[str]) -> None:
+    """contacts' number check (migration 0022, without a regular expression) accepts exactly
+    what '^\\+[1-9][0-9]{5,14}$' accepts: read from the catalog and run on the same values."""
+
+    async def go() -> list[asyncpg.Record]:
+        conn = await connect(database_url)
+        try:
+            check = await conn.fetchval(
+                """SELECT pg_get_constraintdef(oid) FROM pg_constraint
+                   WHERE conname = 'contacts_phone_e164_check'"""
+            )
+            expression = check.removeprefix("CHECK ")
+            return await conn.fetch(
+                f"""SELECT phone_e164, ({expression}) AS by_check,
+                           phone_e164 ~ '^\\+[1-9][0-9]{{5,14}}$' AS by_pattern
+                    FROM unnest($1::text[]) AS t(phone_e164)""",
+                [*EDGES, *values],
+            )
+        finally:
+            await conn.close()
+
+    for row in asyncio.run(go()):
+        assert row["by_check"] == row["by_pattern"], row["phone_e164"]
