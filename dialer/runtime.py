@@ -150,17 +150,23 @@ class Runtime:
         )
         return self.start("reconciler", work)
 
-    async def subscribe(self, hooks: list[WebhookConfig]) -> None:
+    async def subscribe(self, hooks: list[WebhookConfig], outage: Outage | None = None) -> None:
         """Register the configured webhook endpoints: state changes write their events from
         now on, whichever process makes them; and keep saying so every minute, while endpoints
-        no process names any more are forgotten (webhooks.keep_endpoints_forever)."""
-        if hooks:
+        no process names any more are forgotten (webhooks.keep_endpoints_forever). A database
+        restarting meanwhile is waited out (`outage`: the process's patience)."""
+
+        async def register() -> None:
             async with self.pool.acquire() as conn:
                 await webhooks.register(
                     conn,
                     {h.endpoint: list(h.events) for h in hooks},
                     {h.legacy_endpoint: h.endpoint for h in hooks},
                 )
+
+        if hooks:
+            waiting = outage or Outage(pool=self.pool)
+            await waiting.retrying("registering webhook endpoints", register)
         names = [h.endpoint for h in hooks]
         self.start("webhook endpoints", keep_endpoints_forever(self.pool_for("webhooks"), names))
 
@@ -171,13 +177,18 @@ class Runtime:
             self.start(f"webhooks {hook.endpoint}", deliver_forever(pool, hook))
 
     async def begin(
-        self, hooks: list[WebhookConfig], *, stop: Callable[[], None] | None = None
+        self,
+        hooks: list[WebhookConfig],
+        *,
+        stop: Callable[[], None] | None = None,
+        outage: Outage | None = None,
     ) -> None:
         """Start what the profile implies: signal handling (calling `stop`), the webhook
-        subscriptions, and the background tasks (reconciler; serving, webhook delivery)."""
+        subscriptions (waiting out a database away, as `outage` allows), and the background
+        tasks (reconciler; serving, webhook delivery)."""
         if self.profile.signals:
             self.stop_on_signals(stop)
-        await self.subscribe(hooks)
+        await self.subscribe(hooks, outage)
         if self.profile.background:
             self.start_reconciler()
             if self.profile.serves:

@@ -42,3 +42,58 @@ def test_a_dead_background_task_ends_the_process_with_exit_1(
     assert "background task died" in done.stderr and "reconciler" in done.stderr
     assert "reconciler died: InjectedCrash" in done.stderr  # the exit names the task
     assert "InjectedCrash" in done.stderr and "fault point reconciler-round" in done.stderr
+
+
+async def test_serve_rides_out_a_cut_connection_while_it_registers_its_webhooks(
+    own_database_url: str, tmp_path: Path
+) -> None:
+    """A server starting while PostgreSQL restarts (CI saw a `run` die so, registering its
+    webhook endpoints, at 860670f): its connection is ended while it waits to register; it
+    tries again within its patience and starts serving, instead of exiting with a traceback."""
+    import asyncio
+
+    import asyncpg
+
+    from tests.dispatch.test_faults import WEBHOOK_SECRET
+    from tests.processes import background, wait_for_http
+
+    port = free_port()
+    config = write_config(tmp_path, "http://127.0.0.1:9", rate="1/s", channels=1, port=port)
+    with config.open("a") as toml:
+        toml.write(
+            f'\n[[webhooks]]\nurl = "http://127.0.0.1:9/hook"\nsecret = "{WEBHOOK_SECRET}"\n'
+        )
+    env = env_for(own_database_url, config)
+    database = own_database_url.rpartition("/")[2]
+    admin = await asyncpg.connect(own_database_url)
+    holding = admin.transaction()
+    await holding.start()
+    await admin.execute("LOCK TABLE webhook_endpoints IN ACCESS EXCLUSIVE MODE")
+    watch = await asyncpg.connect(own_database_url)
+
+    async def waiting_to_register() -> list[int]:
+        return [
+            r["pid"]
+            for r in await watch.fetch(
+                """SELECT pid FROM pg_stat_activity WHERE datname = $1
+                   AND application_name = 'dialer' AND wait_event_type = 'Lock'""",
+                database,
+            )
+        ]
+
+    try:
+        with background(dialer_command("serve"), tmp_path, env, tmp_path / "serve.log") as serve:
+            while not (pids := await waiting_to_register()):  # an event, however slow
+                assert serve.poll() is None, (tmp_path / "serve.log").read_text()[-2000:]
+                await asyncio.sleep(0.05)
+            cut = pids[0]
+            await watch.fetchval("SELECT pg_terminate_backend($1)", cut)
+            while not (pids := await waiting_to_register()) or pids == [cut]:  # waiting again
+                assert serve.poll() is None, (tmp_path / "serve.log").read_text()[-2000:]
+                await asyncio.sleep(0.05)
+            await holding.rollback()
+            await asyncio.to_thread(wait_for_http, f"http://127.0.0.1:{port}/healthz", 60)
+            assert serve.poll() is None, (tmp_path / "serve.log").read_text()[-2000:]
+    finally:
+        await watch.close()
+        await admin.close()

@@ -215,7 +215,7 @@ def run(
             dispatcher = runtime.dispatcher(
                 runs, outage, deadline=deadline, wait=wait, dial_cap=dial_cap
             )
-            await runtime.begin(config.webhooks, stop=dispatcher.signalled)
+            await runtime.begin(config.webhooks, stop=dispatcher.signalled, outage=outage)
             token = config.admin_token.get_secret_value() if config.admin_token else None
             serving = runtime.hosting(host, port, admin_token=token, config=config)
             metrics = (
@@ -223,8 +223,12 @@ def run(
                 if metrics_port
                 else contextlib.nullcontext()
             )
-            async with pool.acquire() as conn:
-                since = await reporting.last_attempt_id(conn)
+
+            async def last_attempt() -> int:
+                async with pool.acquire() as conn:
+                    return await reporting.last_attempt_id(conn)
+
+            since = await outage.retrying("starting", last_attempt)
             explicit_level = ctx.get_parameter_source("log_level") is not ParameterSource.DEFAULT
             async with serving, metrics:
                 code = await watched(
@@ -344,14 +348,16 @@ def serve(app: AppContext, host, port, workers, worker, log_level, log_format):
         async with open_runtime(
             app.database_url, providers, base, profile=profile, patience_s=patience
         ) as runtime:
+            outage = Outage(limit_s=config.outage_limit_s, pool=runtime.pool)
+            limits = [account_limits(name, config) for name in config.accounts]
             # status look-ups are paced by the shared clock: every account needs its row
-            await runtime.register([account_limits(name, config) for name in config.accounts])
+            await outage.retrying("starting", lambda: runtime.register(limits))
             watching = (
                 asyncio.create_task(watch_parent(int(parent), runtime.stopping.set))
                 if parent is not None
                 else None
             )
-            await runtime.begin(config.webhooks)
+            await runtime.begin(config.webhooks, outage=outage)
             token = config.admin_token.get_secret_value() if config.admin_token else None
             hosting = runtime.hosting(
                 host, port, admin_token=token, config=config, share_port=workers > 1 or worker
