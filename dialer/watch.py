@@ -21,6 +21,7 @@ from rich.table import Table
 from dialer.campaigns import Campaign
 from dialer.console import err
 from dialer.db import contacts, reporting
+from dialer.db.outage import DATABASE_FAILURES
 from dialer.policy.due import next_due
 from dialer.policy.states import OUTCOMES
 from dialer.waiting import iso, why_not_dialed
@@ -145,8 +146,9 @@ async def watched(
         shown: datetime | None = None
         refreshes = 0
         while not task.done():
-            # the database may be away: the run says so in its own lines
-            with contextlib.suppress(TimeoutError, OSError, asyncpg.PostgresError):
+            # the database may be away (a connection closed under a read is an InterfaceError):
+            # the run says so in its own lines
+            with contextlib.suppress(*DATABASE_FAILURES):
                 progress = await read_progress(
                     pool,
                     campaigns,

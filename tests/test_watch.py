@@ -70,3 +70,26 @@ async def test_on_a_terminal_a_run_shows_a_live_view(own_database_url: str, tmp_
         assert column in text, text[-3000:]
     assert "attempt created" not in text  # info lines stay out of the view
     assert "dialer: this run sent" in text and f"dialer: exit {code}" in text
+
+
+async def test_the_live_view_rides_out_a_database_that_is_away(
+    database_url: str, monkeypatch
+) -> None:
+    """On a terminal, the live view's reads fail while PostgreSQL restarts (a connection
+    closed under them is an InterfaceError, not a PostgresError): the view skips them, and the
+    run it watches goes on and ends as it would (its own lines say the database was away)."""
+    import io
+
+    import asyncpg
+    from rich.console import Console
+
+    from dialer import watch
+
+    monkeypatch.setattr(watch, "err", Console(file=io.StringIO(), force_terminal=True))
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=1)
+    await pool.close()  # every read now fails as a cut connection's does
+
+    async def work() -> int:
+        return 7
+
+    assert await watch.watched(work(), pool, [], 0, "away") == 7
