@@ -32,6 +32,7 @@ from dialer.callbacks.screening import MAX_BIGINT, Screened, clean_payload, scre
 from dialer.calls import CallEvent
 from dialer.campaigns import CampaignCache
 from dialer.db import server
+from dialer.db.outage import DATABASE_FAILURES
 from dialer.faults import fault_point
 from dialer.metrics import CALLBACK_SECONDS, CALLBACKS, RECONCILE_FAILURES
 from dialer.policy.states import is_terminal
@@ -246,7 +247,7 @@ def healthz_handler(supervisor: Supervisor, pool: asyncpg.Pool):
         try:
             async with pool.acquire(timeout=2) as conn:
                 await server.ping(conn)
-        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        except DATABASE_FAILURES as exc:  # a connection closed under it included
             return web.json_response({"database": f"unreachable: {type(exc).__name__}"}, status=503)
         return web.json_response({"database": "ok"})
 

@@ -179,6 +179,29 @@ async def test_healthz(server) -> None:
         assert await response.json() == {"database": "ok"}
 
 
+async def test_healthz_says_503_when_its_connections_are_gone(database_url: str) -> None:
+    """A database restarting closes connections under their users (an InterfaceError, not a
+    PostgresError): /healthz answers 503 naming the database, not a 500 with a traceback."""
+    from aiohttp import web
+
+    from dialer.callbacks.app import healthz_handler
+    from dialer.supervise import Supervisor
+
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=1)
+    await pool.close()
+    app = web.Application()
+    app.router.add_get("/healthz", healthz_handler(Supervisor(), pool))
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        url = f"http://127.0.0.1:{server.port}/healthz"
+        async with aiohttp.ClientSession() as session, session.get(url) as response:
+            assert response.status == 503
+            assert await response.json() == {"database": "unreachable: InterfaceError"}
+    finally:
+        await server.close()
+
+
 @settings(
     max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
