@@ -54,6 +54,7 @@ async def test_serve_rides_out_a_cut_connection_while_it_registers_its_webhooks(
 
     import asyncpg
 
+    from tests.db.lock_cuts import cut_one_and_see_it_wait_again
     from tests.dispatch.test_faults import WEBHOOK_SECRET
     from tests.processes import background, wait_for_http
 
@@ -70,30 +71,16 @@ async def test_serve_rides_out_a_cut_connection_while_it_registers_its_webhooks(
     await holding.start()
     await admin.execute("LOCK TABLE webhook_endpoints IN ACCESS EXCLUSIVE MODE")
     watch = await asyncpg.connect(own_database_url)
-
-    async def waiting_to_register() -> list[int]:
-        return [
-            r["pid"]
-            for r in await watch.fetch(
-                """SELECT pid FROM pg_stat_activity WHERE datname = $1
-                   AND application_name = 'dialer' AND wait_event_type = 'Lock'""",
-                database,
-            )
-        ]
-
     try:
         with background(dialer_command("serve"), tmp_path, env, tmp_path / "serve.log") as serve:
-            while not (pids := await waiting_to_register()):  # an event, however slow
+
+            def still_serving() -> None:
                 assert serve.poll() is None, (tmp_path / "serve.log").read_text()[-2000:]
-                await asyncio.sleep(0.05)
-            cut = pids[0]
-            await watch.fetchval("SELECT pg_terminate_backend($1)", cut)
-            while not (pids := await waiting_to_register()) or pids == [cut]:  # waiting again
-                assert serve.poll() is None, (tmp_path / "serve.log").read_text()[-2000:]
-                await asyncio.sleep(0.05)
+
+            await cut_one_and_see_it_wait_again(watch, database, still_serving)
             await holding.rollback()
             await asyncio.to_thread(wait_for_http, f"http://127.0.0.1:{port}/healthz", 60)
-            assert serve.poll() is None, (tmp_path / "serve.log").read_text()[-2000:]
+            still_serving()
     finally:
         await watch.close()
         await admin.close()

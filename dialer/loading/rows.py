@@ -252,9 +252,10 @@ def _check_cells(plan: ColumnPlan, values: list[str]) -> None:
             )
 
 
+NONE_ERASED = ErasedNumbers("", frozenset())
 # In a validation worker: the numbers erased on request, given once when it starts (the set
 # may be large; it is not sent again with every segment)
-_worker_erased: ErasedNumbers | None = None
+_worker_erased = NONE_ERASED
 
 
 def prepare_segment(
@@ -278,7 +279,7 @@ def prepare_segment(
     try:
         found = read_segment(segment, delimiter, path)
         result = prepare_chunk(plan, campaign_id, found.records)
-        result.erased = (erased or _worker_erased or _NONE_ERASED).among(result.phones)
+        result.erased = (erased or _worker_erased).among(result.phones)
     finally:
         if enabled:
             gc.enable()
@@ -359,10 +360,7 @@ def _reason_key(reason: str) -> str:
     return reason.split(":", 1)[0]
 
 
-_NONE_ERASED = ErasedNumbers("", frozenset())
-
-
-def worker_init(parent: int, erased: ErasedNumbers | None = None) -> None:
+def worker_init(parent: int, erased: ErasedNumbers = NONE_ERASED) -> None:
     """Workers leave Ctrl-C to the main process, and exit if it dies (kill -9) under them;
     they keep the load's erased numbers."""
     global _worker_erased

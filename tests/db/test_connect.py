@@ -74,6 +74,7 @@ async def test_a_process_whose_connection_is_cut_while_it_migrates_tries_again(
     import asyncio
 
     from dialer.db.migrations import MIGRATION_LOCK_KEY
+    from tests.db.lock_cuts import cut_one_and_see_it_wait_again
 
     database = empty_database_url.rpartition("/")[2]
     admin = await asyncpg.connect(empty_database_url)
@@ -85,29 +86,15 @@ async def test_a_process_whose_connection_is_cut_while_it_migrates_tries_again(
         async with open_pool(empty_database_url, size=1, patience_s=60) as pool:
             return await pool.fetchval("SELECT count(*) FROM schema_migrations")
 
-    watch = await asyncpg.connect(empty_database_url)  # out of the lock's transaction, whose
-    # view of pg_stat_activity is one snapshot
-
-    async def waiting_to_migrate() -> list[int]:
-        return [
-            r["pid"]
-            for r in await watch.fetch(
-                """SELECT pid FROM pg_stat_activity WHERE datname = $1
-                   AND application_name = 'dialer' AND wait_event_type = 'Lock'""",
-                database,
-            )
-        ]
+    watch = await asyncpg.connect(empty_database_url)  # out of the lock's transaction
 
     try:
         starting = asyncio.create_task(start())
-        while not (pids := await waiting_to_migrate()):  # an event, however slow the machine
+
+        def still_starting() -> None:
             assert not starting.done(), starting
-            await asyncio.sleep(0.05)
-        cut = pids[0]
-        await watch.fetchval("SELECT pg_terminate_backend($1)", cut)
-        while not (pids := await waiting_to_migrate()) or pids == [cut]:  # back, waiting again
-            assert not starting.done(), starting
-            await asyncio.sleep(0.05)
+
+        await cut_one_and_see_it_wait_again(watch, database, still_starting)
         await holding.rollback()
         assert await asyncio.wait_for(starting, 60) > 0
     finally:
