@@ -9,6 +9,7 @@ move an attempt backwards or settle it twice. A statement returns what matched; 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -62,13 +63,53 @@ RANK_SQL = "CASE a.state " + " ".join(f"WHEN '{s}' THEN {r}" for s, r in RANK.it
 # ---- claiming and sending --------------------------------------------------------------------
 
 
-async def live_slots(conn: Connection, account: str) -> list[asyncpg.Record]:
-    """(slot, state) of the account's live attempts: the channels they hold."""
-    return await conn.fetch(
-        "SELECT slot, state FROM attempts WHERE account = $1 AND state = ANY($2::text[])",
-        account,
-        list(LIVE),
-    )
+_LIVE_LIST = "(" + ", ".join(f"'{state}'" for state in sorted(LIVE)) + ")"  # for partial indexes
+
+# The free channel slots a claim may give, found without reading every live attempt: the live
+# ones are counted (an index-only scan of attempts_one_call_per_slot: every live attempt holds
+# a channel, a re-opened one holding no slot and one holding a slot past a lowered `channels`
+# too), and only as many free slots as may be given are looked for, each slot of the ring
+# probed through the same index, from the account's cursor (the slot after the last one given)
+# around. Calls end in about the order they began, so the slots after the cursor are mostly
+# free: a claim probes about as many slots as it gives, and none when the channels are full.
+_CHANNELS = f"""
+WITH held AS (
+    SELECT (SELECT count(*) FROM attempts
+            WHERE account = $1 AND state = 'reserved') AS waiting,
+           (SELECT count(*) FROM attempts
+            WHERE account = $1 AND state IN {_LIVE_LIST}) AS live,
+           (SELECT next_slot FROM accounts WHERE name = $1) AS cursor
+)
+SELECT held.waiting, ARRAY(
+    SELECT ring.s
+    FROM (SELECT (g + held.cursor) % $2 AS s FROM generate_series(0, $2 - 1) AS g) AS ring
+    WHERE NOT EXISTS (SELECT 1 FROM attempts a
+                      WHERE a.account = $1 AND a.slot = ring.s AND a.state IN {_LIVE_LIST})
+    LIMIT greatest(least($3::bigint - held.waiting, $4, $2 - held.live), 0)
+) AS free
+FROM held
+"""
+
+
+@dataclass(frozen=True)
+class FreeChannels:
+    """What a claim may give out of an account's channels: `waiting`, its attempts claimed and
+    not yet sent; `slots`, free channel slots, in the order to give them."""
+
+    waiting: int
+    slots: list[int]
+
+
+async def free_channels(
+    conn: Connection, account: str, channels: int, tokens: int, max_batch: int
+) -> FreeChannels:
+    """Up to min(`tokens` - waiting, `max_batch`, `channels` - live) channel slots no live
+    attempt holds, in ring order from the account's cursor (under the account's lock:
+    accounts.lock_state); the claim that gives them moves the cursor on (accounts.store_state).
+    dispatch.limiter.free_channel_slots is the same rule in Python."""
+    row = await conn.fetchrow(_CHANNELS, account, channels, tokens, max_batch)
+    assert row is not None
+    return FreeChannels(row["waiting"], list(row["free"]))
 
 
 _RESERVE = """

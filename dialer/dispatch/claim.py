@@ -3,7 +3,8 @@
 1. Lock the account's limiter row (SKIP LOCKED: if another worker is claiming for it, come
    back later).
 2. From its GCRA clock (dispatch.limiter), work out how many request slots fall within the next
-   `horizon`; from its live attempts, which channel slots are free.
+   `horizon`; find that many free channel slots (attempts.free_channels: probed from the
+   account's cursor, never by reading every live attempt).
 3. Pick that many due contacts (db.due), in the campaign's order, row-locked with SKIP LOCKED;
    lock their numbers (advisory locks) and, with a fresh snapshot, drop numbers already live
    elsewhere or at their daily dial cap.
@@ -76,13 +77,11 @@ async def claim(
             return []
         fault_point("holding-account-lock")
         tokens = limiter.slots_within(state, horizon_s)
-        used = await attempts.live_slots(conn, limits.name)
-        taken = {r["slot"] for r in used}
-        # A re-opened attempt (closed `unknown`, then a fact came) is live without a slot.
-        free = [s for s in range(state.channels) if s not in taken]
-        free = free[: max(0, state.channels - len(used))]
-        waiting = sum(1 for r in used if r["state"] == "reserved")  # claimed, not yet sent
-        want = min(tokens - waiting, len(free), max_batch)
+        channels = await attempts.free_channels(
+            conn, limits.name, state.channels, tokens, max_batch
+        )
+        free, waiting = channels.slots, channels.waiting
+        want = len(free)
         claimed: list[Claimed] = []
         for campaign in campaigns:
             if len(claimed) >= want:
@@ -98,7 +97,9 @@ async def claim(
                 dial_cap,
             )
         if claimed:
-            await accounts.store_state(conn, limits.name, limiter.recovered(state))
+            # the next claim looks for free slots after the last one given here
+            next_slot = limiter.next_slot_after(state.channels, free[: len(claimed)])
+            await accounts.store_state(conn, limits.name, limiter.recovered(state), next_slot)
         return claimed
 
 

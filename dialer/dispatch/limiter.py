@@ -159,6 +159,24 @@ def slots_within(state: LimiterState, horizon_s: float) -> int:
     return math.floor(ahead / state.interval_s) + 1 if ahead >= 0 else 0
 
 
+def free_channel_slots(
+    channels: int, cursor: int, held: set[int | None], live: int, wanted: int
+) -> list[int]:
+    """The channel slots a claim gives, in order: the slots no live attempt holds, in ring order
+    from `cursor` (the slot after the last one given), at most `wanted` and at most `channels`
+    less the `live` attempts (each holds a channel, those holding no slot of the ring too: a
+    re-opened one, or one holding a slot past a lowered `channels`). db.attempts.free_channels
+    finds the same slots by probing the ring in SQL."""
+    ring = ((cursor % channels + i) % channels for i in range(channels))
+    free = [slot for slot in ring if slot not in held]
+    return free[: max(0, min(wanted, channels - live))]
+
+
+def next_slot_after(channels: int, given: list[int]) -> int:
+    """Where the next claim starts looking: after the last slot given."""
+    return (given[-1] + 1) % channels
+
+
 def ready_slots(ahead_s: float, early_s: float, interval_s: float, waiting: int) -> int:
     """How many of `waiting` requests may be sent now: those whose slot opens within `early_s`.
 

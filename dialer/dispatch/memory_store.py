@@ -70,6 +70,7 @@ class MemoryDispatchStore:
     paused_why: dict[int, str] = field(default_factory=dict)
     account_of: dict[int, str] = field(default_factory=dict)  # campaign id -> its account
     limiters: dict[str, LimiterState] = field(default_factory=dict)
+    next_slot: dict[str, int] = field(default_factory=dict)  # account -> its slot cursor
     holds: dict[str, AccountHold] = field(default_factory=dict)
     stale: dict[int, list[str]] = field(default_factory=dict)  # set by a test
     resting: dict[str, tuple[datetime, str]] = field(default_factory=dict)  # account -> until
@@ -141,10 +142,16 @@ class MemoryDispatchStore:
         state = self._state(limits.name)
         tokens = limiter.slots_within(state, horizon_s)
         live = self.live(limits.name)
-        taken = {a.slot for a in live}
-        free = [s for s in range(state.channels) if s not in taken]
         waiting = sum(1 for a in live if a.state == AttemptState.RESERVED)
-        want = min(tokens - waiting, len(free), max_batch)
+        cursor = self.next_slot.get(limits.name, 0)
+        free = limiter.free_channel_slots(
+            state.channels,
+            cursor,
+            {a.slot for a in live},
+            len(live),
+            min(tokens - waiting, max_batch),
+        )
+        want = len(free)
         claimed: list[Claimed] = []
         busy_numbers = {self.contacts[a.contact_id].phone_e164 for a in self.live()}
         for campaign in campaigns:
@@ -179,6 +186,9 @@ class MemoryDispatchStore:
                 )
         if claimed:
             self.limiters[limits.name] = limiter.recovered(state)
+            self.next_slot[limits.name] = limiter.next_slot_after(
+                state.channels, free[: len(claimed)]
+            )
         return claimed
 
     def _due(self, campaign: Campaign, now: datetime) -> list[MemoryContact]:

@@ -348,3 +348,18 @@ def test_a_stall_that_piles_requests_up_lets_them_out_a_window_apart() -> None:
     assert [spacing.admit(5.0) for _ in range(3)] == [0.0, 0.0, 0.0]
     assert spacing.admit(5.0) == pytest.approx(1.0 + limits.jitter_allowed_s)
     assert spacing.admit(6.0 + limits.jitter_allowed_s) == 0.0
+
+
+def test_free_channel_slots_go_round_the_ring_from_the_cursor() -> None:
+    """Slots in ring order from the cursor, skipping the held ones; every live attempt holds a
+    channel, one holding no slot of the ring (re-opened, or past a lowered `channels`) too."""
+    from dialer.dispatch.limiter import free_channel_slots, next_slot_after
+
+    assert free_channel_slots(5, 3, {3, 0}, 2, 10) == [4, 1, 2]
+    assert free_channel_slots(5, 3, {3, 0}, 2, 2) == [4, 1]
+    assert free_channel_slots(5, 8, {3, 0}, 2, 10) == [4, 1, 2]  # a cursor past a lowered ring
+    assert free_channel_slots(5, 3, {3, 0, None}, 3, 10) == [4, 1]  # one re-opened, no slot
+    assert free_channel_slots(5, 0, {7}, 1, 10) == [0, 1, 2, 3]  # a slot past the ring
+    assert free_channel_slots(5, 0, set(), 0, -1) == []
+    assert next_slot_after(5, [4, 1]) == 2
+    assert next_slot_after(5, [3, 4]) == 0

@@ -1,0 +1,148 @@
+"""Free channel slots for a claim (db.attempts.free_channels), against a model of the rule, and
+what finding them costs PostgreSQL with an account's channels nearly full."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dialer.db.attempts import _CHANNELS, free_channels
+from dialer.db.connect import connect
+from dialer.dispatch.limiter import free_channel_slots
+
+ACCOUNT = "sim-main"
+
+
+class _Rollback(Exception):
+    pass
+
+
+async def _seed(conn, channels: int, cursor: int, live: list[tuple[str, int | None]]) -> None:
+    """One campaign, one contact per live attempt, and the attempts: (state, slot or None for a
+    re-opened attempt holding no slot)."""
+    await conn.execute(
+        """INSERT INTO accounts (name, kind, rate_per_s, channels, next_slot)
+           VALUES ($1, 'sim', 100, $2, $3)""",
+        ACCOUNT,
+        channels,
+        cursor,
+    )
+    campaign = await conn.fetchval(
+        "INSERT INTO campaigns (name, account, spec) VALUES ('slots', $1, '{}') RETURNING id",
+        ACCOUNT,
+    )
+    await conn.execute(
+        """WITH c AS (
+               INSERT INTO contacts (campaign_id, row_no, phone_e164)
+               SELECT $1, n, '+9198' || lpad(n::text, 8, '0')
+               FROM generate_series(1, $2) n RETURNING id, row_no, phone_e164)
+           INSERT INTO attempts (contact_id, campaign_id, account, attempt_no, state,
+                                 phone_e164, slot, reopened_at)
+           SELECT c.id, $1, $3, 1, t.state, c.phone_e164, t.slot,
+                  CASE WHEN t.slot IS NULL THEN now() END
+           FROM c JOIN unnest($4::text[], $5::int[]) WITH ORDINALITY AS t(state, slot, n)
+             ON t.n = c.row_no""",
+        campaign,
+        len(live),
+        ACCOUNT,
+        [state for state, _ in live],
+        [slot for _, slot in live],
+    )
+
+
+def _expected(
+    channels: int, cursor: int, live: list[tuple[str, int | None]], tokens: int, max_batch: int
+) -> tuple[int, list[int]]:
+    """The rule, from the limiter's arithmetic (dispatch.limiter.free_channel_slots)."""
+    waiting = sum(1 for state, _ in live if state == "reserved")
+    wanted = min(tokens - waiting, max_batch)
+    held = {slot for _, slot in live}
+    return waiting, free_channel_slots(channels, cursor, held, len(live), wanted)
+
+
+@st.composite
+def _accounts(draw: st.DrawFn) -> tuple[int, int, list[tuple[str, int | None]], int, int]:
+    channels = draw(st.integers(1, 12))  # accounts_channels_check: at least one
+    # slots past `channels` are held by attempts of a time the account had more channels
+    slots = draw(st.lists(st.integers(0, channels + 3), unique=True, max_size=channels + 3))
+    states = st.sampled_from(["reserved", "dialing", "accepted", "ringing", "in-progress"])
+    live: list[tuple[str, int | None]] = [(draw(states), slot) for slot in slots]
+    live += [(draw(states), None) for _ in range(draw(st.integers(0, 3)))]  # re-opened
+    cursor = draw(st.integers(0, channels + 5))
+    return channels, cursor, live, draw(st.integers(-2, 20)), draw(st.integers(0, 20))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=_accounts())
+def test_free_channels_are_the_rule_s(database_url: str, case) -> None:
+    """Whatever slots the live attempts hold (past `channels` too, or none when re-opened) and
+    wherever the cursor stands, the slots found are exactly the first free ones of the ring
+    from the cursor, as many as the channels, the request slots and the batch allow."""
+    channels, cursor, live, tokens, max_batch = case
+
+    async def go() -> tuple[int, list[int]]:
+        conn = await connect(database_url)
+        try:
+            async with conn.transaction():
+                await _seed(conn, channels, cursor, live)
+                found = await free_channels(conn, ACCOUNT, channels, tokens, max_batch)
+                raise _Rollback((found.waiting, found.slots))
+        except _Rollback as done:
+            return done.args[0]
+        finally:
+            await conn.close()
+
+    assert asyncio.run(go()) == _expected(channels, cursor, live, tokens, max_batch)
+
+
+def _loops(plan: dict) -> int:
+    """Executions of the plan's NOT EXISTS probe (its index scan on one slot)."""
+    total = 0
+    if plan.get("Index Name") == "attempts_one_call_per_slot" and plan.get(
+        "Parent Relationship"
+    ) in (
+        "SubPlan",
+        "Outer",
+        "Inner",
+    ):
+        total += int(plan.get("Actual Loops", 0))
+    for child in plan.get("Plans", []):
+        total += _loops(child)
+    return total
+
+
+@pytest.mark.parametrize(
+    ("channels", "expected"), [(5200, list(range(5000, 5050))), (5000, [])], ids=["room", "full"]
+)
+def test_a_claim_probes_as_many_slots_as_it_gives(
+    database_url: str, channels: int, expected: list[int]
+) -> None:
+    """5,000 channels held by calls begun in slot order, the cursor after the last one given:
+    with 5,200 channels a claim of 50 slots probes about 50 slots, not the 5,000 held (before
+    the cursor a claim read every live attempt of its account); with 5,000 it probes none."""
+
+    async def go() -> tuple[list[int], int]:
+        conn = await connect(database_url)
+        try:
+            async with conn.transaction():
+                await _seed(conn, channels, 5000, [("ringing", s) for s in range(5000)])
+                await conn.execute("ANALYZE attempts")
+                found = await free_channels(conn, ACCOUNT, channels, 50, 50)
+                rows = await conn.fetch(
+                    f"EXPLAIN (ANALYZE, FORMAT JSON) {_CHANNELS}", ACCOUNT, channels, 50, 50
+                )
+                explained = rows[0][0]  # the connection decodes json itself
+                plan = (json.loads(explained) if isinstance(explained, str) else explained)[0]
+                raise _Rollback((found.slots, _loops(plan["Plan"]), plan))
+        except _Rollback as done:
+            return done.args[0]
+        finally:
+            await conn.close()
+
+    slots, probes, plan = asyncio.run(go())
+    assert slots == expected
+    assert len(expected) <= probes <= len(expected) + 10, json.dumps(plan, indent=1)
