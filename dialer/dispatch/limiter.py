@@ -165,11 +165,19 @@ def free_channel_slots(
     """The channel slots a claim gives, in order: the slots no live attempt holds, in ring order
     from `cursor` (the slot after the last one given), at most `wanted` and at most `channels`
     less the `live` attempts (each holds a channel, those holding no slot of the ring too: a
-    re-opened one, or one holding a slot past a lowered `channels`). db.attempts.free_channels
-    finds the same slots by probing the ring in SQL."""
-    ring = ((cursor % channels + i) % channels for i in range(channels))
-    free = [slot for slot in ring if slot not in held]
-    return free[: max(0, min(wanted, channels - live))]
+    re-opened one, or one holding a slot past a lowered `channels`). The ring is walked only
+    until they are found: calls end in about the order they began, so the slots after the
+    cursor are mostly free."""
+    allowed = max(0, min(wanted, channels - live))
+    free: list[int] = []
+    slot = cursor % channels if channels > 0 else 0
+    for _ in range(channels):
+        if len(free) >= allowed:
+            break
+        if slot not in held:
+            free.append(slot)
+        slot = slot + 1 if slot + 1 < channels else 0
+    return free
 
 
 def next_slot_after(channels: int, given: list[int]) -> int:
