@@ -3,8 +3,8 @@
 1. Lock the account's limiter row (SKIP LOCKED: if another worker is claiming for it, come
    back later).
 2. From its GCRA clock (dispatch.limiter), work out how many request slots fall within the next
-   `horizon`; find that many free channel slots (attempts.free_channels: probed from the
-   account's cursor, never by reading every live attempt).
+   `horizon`; find that many free channel slots (attempts.free_channels: the account's live
+   attempts read as one row, the ring of slots walked from the account's cursor).
 3. Pick that many due contacts (db.due), in the campaign's order, row-locked with SKIP LOCKED;
    lock their numbers (advisory locks) and, with a fresh snapshot, drop numbers already live
    elsewhere or at their daily dial cap.
