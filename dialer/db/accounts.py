@@ -24,7 +24,7 @@ def sendable_sql(alias: str) -> str:
 
 
 _STATE = f"""SELECT rate_per_s, rate_factor, channels, tat, last_429_at, throttle_streak,
-                    now() AS now, {sendable_sql("accounts")} AS sendable
+                    now() AS now, {sendable_sql("accounts")} AS sendable, next_slot
              FROM accounts WHERE name = $1"""
 
 
@@ -65,25 +65,22 @@ async def lock_state(
         throttle_streak=row["throttle_streak"],
         now=row["now"],
         sendable=row["sendable"],
+        next_slot=row["next_slot"],
     )
 
 
-async def store_state(
-    conn: Connection, account: str, state: LimiterState, next_slot: int | None = None
-) -> None:
-    """Write back the limiter's decision (call under the lock of lock_state), and with
-    `next_slot`, where the next claim starts looking for free channel slots
-    (attempts.free_channels)."""
+async def store_state(conn: Connection, account: str, state: LimiterState) -> None:
+    """Write back the limiter's decision (call under the lock of lock_state)."""
     await conn.execute(
         """UPDATE accounts SET tat = $2, rate_factor = $3, throttle_streak = $4,
-               last_429_at = $5, next_slot = coalesce($6, next_slot), updated_at = now()
+               last_429_at = $5, next_slot = $6, updated_at = now()
            WHERE name = $1""",
         account,
         state.tat,
         state.rate_factor,
         state.throttle_streak,
         state.last_429_at,
-        next_slot,
+        state.next_slot,
     )
 
 

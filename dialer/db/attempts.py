@@ -68,16 +68,16 @@ RANK_SQL = "CASE a.state " + " ".join(f"WHEN '{s}' THEN {r}" for s, r in RANK.it
 # row: how many are live (each holds a channel: a re-opened one holding no slot, and one
 # holding a slot past a lowered `channels`, too), how many are waiting to be sent, and the
 # slots held, as one array. The free slots are then found in Python, from the account's
-# cursor (dispatch.limiter.free_channel_slots). Before, a claim fetched every live attempt as
-# a row of its own. A probe of each ring slot through attempts_one_call_per_slot would touch
-# only as many slots as it gives, but with statistics older than the live attempts (a fresh
-# database, the first minute of a big campaign) the planner turned each probe into a scan of
-# every live attempt: 26 ms a claim in the ceiling bench, slower than reading them once.
+# cursor (LimiterState.next_slot, read with the account's row; limiter.free_channel_slots).
+# Before, a claim fetched every live attempt as a row of its own. A probe of each ring slot
+# through attempts_one_call_per_slot would touch only as many slots as it gives, but with
+# statistics older than the live attempts (a fresh database, the first minute of a big
+# campaign) the planner turned each probe into a scan of every live attempt: 26 ms a claim in
+# the ceiling bench, slower than reading them once.
 _CHANNELS = """
 SELECT count(*) AS live,
        count(*) FILTER (WHERE a.state = 'reserved') AS waiting,
-       coalesce(array_agg(a.slot) FILTER (WHERE a.slot IS NOT NULL), '{}') AS held,
-       (SELECT next_slot FROM accounts WHERE name = $1) AS cursor
+       coalesce(array_agg(a.slot) FILTER (WHERE a.slot IS NOT NULL), '{}') AS held
 FROM attempts a
 WHERE a.account = $1 AND a.state = ANY($2::text[])
 """
@@ -93,17 +93,17 @@ class FreeChannels:
 
 
 async def free_channels(
-    conn: Connection, account: str, channels: int, tokens: int, max_batch: int
+    conn: Connection, account: str, channels: int, cursor: int, tokens: int, max_batch: int
 ) -> FreeChannels:
     """Up to min(`tokens` - waiting, `max_batch`, `channels` - live) channel slots no live
-    attempt holds, in ring order from the account's cursor (under the account's lock:
-    accounts.lock_state); the claim that gives them moves the cursor on (accounts.store_state)."""
+    attempt holds, in ring order from `cursor` (under the account's lock: accounts.lock_state);
+    the claim that gives them moves the cursor on (accounts.store_state)."""
     row = await conn.fetchrow(_CHANNELS, account, list(LIVE))
     assert row is not None
     waiting: int = row["waiting"]
     wanted = min(tokens - waiting, max_batch)
     held = set(row["held"])
-    slots = free_channel_slots(channels, row["cursor"] or 0, held, row["live"], wanted)
+    slots = free_channel_slots(channels, cursor, held, row["live"], wanted)
     return FreeChannels(waiting, slots)
 
 

@@ -17,7 +17,7 @@ At send time, begin_dial gives request slots on the same clock and commits `dial
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -78,7 +78,7 @@ async def claim(
         fault_point("holding-account-lock")
         tokens = limiter.slots_within(state, horizon_s)
         channels = await attempts.free_channels(
-            conn, limits.name, state.channels, tokens, max_batch
+            conn, limits.name, state.channels, state.next_slot, tokens, max_batch
         )
         free, waiting = channels.slots, channels.waiting
         want = len(free)
@@ -99,7 +99,8 @@ async def claim(
         if claimed:
             # the next claim looks for free slots after the last one given here
             next_slot = limiter.next_slot_after(state.channels, free[: len(claimed)])
-            await accounts.store_state(conn, limits.name, limiter.recovered(state), next_slot)
+            claimed_state = replace(limiter.recovered(state), next_slot=next_slot)
+            await accounts.store_state(conn, limits.name, claimed_state)
         return claimed
 
 

@@ -133,6 +133,9 @@ class LimiterState:
     # Whether the account may send now: no operator's pause, no rest after its API failed
     # (dispatch.account_health). Not the limiter's: read with its row, under the same lock.
     sendable: bool = True
+    # Where the account's next claim starts looking for a free channel slot: after the last
+    # one given (free_channel_slots). Read and written with the row, under the same lock.
+    next_slot: int = 0
 
     @property
     def paced_rate_per_s(self) -> float:

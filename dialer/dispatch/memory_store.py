@@ -70,7 +70,6 @@ class MemoryDispatchStore:
     paused_why: dict[int, str] = field(default_factory=dict)
     account_of: dict[int, str] = field(default_factory=dict)  # campaign id -> its account
     limiters: dict[str, LimiterState] = field(default_factory=dict)
-    next_slot: dict[str, int] = field(default_factory=dict)  # account -> its slot cursor
     holds: dict[str, AccountHold] = field(default_factory=dict)
     stale: dict[int, list[str]] = field(default_factory=dict)  # set by a test
     resting: dict[str, tuple[datetime, str]] = field(default_factory=dict)  # account -> until
@@ -143,10 +142,9 @@ class MemoryDispatchStore:
         tokens = limiter.slots_within(state, horizon_s)
         live = self.live(limits.name)
         waiting = sum(1 for a in live if a.state == AttemptState.RESERVED)
-        cursor = self.next_slot.get(limits.name, 0)
         free = limiter.free_channel_slots(
             state.channels,
-            cursor,
+            state.next_slot,
             {a.slot for a in live},
             len(live),
             min(tokens - waiting, max_batch),
@@ -185,10 +183,8 @@ class MemoryDispatchStore:
                     )
                 )
         if claimed:
-            self.limiters[limits.name] = limiter.recovered(state)
-            self.next_slot[limits.name] = limiter.next_slot_after(
-                state.channels, free[: len(claimed)]
-            )
+            next_slot = limiter.next_slot_after(state.channels, free[: len(claimed)])
+            self.limiters[limits.name] = replace(limiter.recovered(state), next_slot=next_slot)
         return claimed
 
     def _due(self, campaign: Campaign, now: datetime) -> list[MemoryContact]:

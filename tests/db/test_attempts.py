@@ -105,7 +105,7 @@ def test_free_channels_are_the_rule_s(database_url: str, case) -> None:
         try:
             async with conn.transaction():
                 await _seed(conn, channels, cursor, live)
-                found = await free_channels(conn, ACCOUNT, channels, tokens, max_batch)
+                found = await free_channels(conn, ACCOUNT, channels, cursor, tokens, max_batch)
                 raise _Rollback((found.waiting, found.slots))
         except _Rollback as done:
             return done.args[0]
@@ -145,7 +145,7 @@ def test_a_claim_reads_the_live_attempts_once(
             async with conn.transaction():
                 live: list[tuple[str, int | None]] = [("ringing", s) for s in range(5000)]
                 await _seed(conn, channels, 5000, live, statistics=statistics)
-                found = await free_channels(conn, ACCOUNT, channels, 50, 50)
+                found = await free_channels(conn, ACCOUNT, channels, 5000, 50, 50)
                 rows = await conn.fetch(
                     f"EXPLAIN (ANALYZE, FORMAT JSON) {_CHANNELS}", ACCOUNT, sorted(LIVE)
                 )
