@@ -135,3 +135,38 @@ async def test_claims_give_channel_slots_around_the_ring_from_the_last_one_given
            WHERE account = 'ring-account' AND slot = 0"""
     )
     assert await slots_of_a_claim() == [0]
+
+
+async def test_the_cursor_outlives_the_claim_that_moved_it(run_cli, db, tmp_path: Path) -> None:
+    """Slots 0 and 1 given, then the call in slot 0 ended: the next claim gives slot 2, after
+    the last one given, not the lowest free one (the cursor is stored with the account)."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from dialer.campaigns import from_row
+    from dialer.dispatch.claim import claim, register_account
+    from dialer.dispatch.limiter import AccountLimits
+    from tests.processes import write_campaign
+
+    hour = datetime.now(ZoneInfo("America/New_York")).hour
+    window = f'start = "{max(hour - 1, 0):02d}:00", end = "{min(hour + 1, 23):02d}:59"'
+    rows = [f"+1212555030{n},Caller {n}," for n in range(4)]  # none live elsewhere
+    path = write_campaign(tmp_path, "cursor", 0, window=window, csv_rows=rows)
+    assert run_cli("campaign", "load", str(path)).exit_code == 0
+    campaign = from_row(await db.fetchrow("SELECT * FROM campaigns WHERE name = 'cursor'"))
+    limits = AccountLimits("cursor-account", "sim", 1000.0, 1.0, 4)
+    await register_account(db, limits)
+
+    async def slots_of_a_claim(batch: int) -> list[int]:
+        claimed = await claim(db, limits, [campaign], max_batch=batch, horizon_s=1.0, dial_cap=5)
+        return [
+            await db.fetchval("SELECT slot FROM attempts WHERE id = $1", c.attempt_id)
+            for c in claimed
+        ]
+
+    assert await slots_of_a_claim(2) == [0, 1]
+    await db.execute(
+        """UPDATE attempts SET state = 'completed', outcome = 'completed', slot = NULL
+           WHERE account = 'cursor-account' AND slot = 0"""
+    )
+    assert await slots_of_a_claim(1) == [2]
