@@ -190,3 +190,21 @@ def test_the_number_check_is_the_e164_pattern(database_url: str, values: list[st
 
     for row in asyncio.run(go()):
         assert row["by_check"] == row["by_pattern"], row["phone_e164"]
+
+
+async def test_numbers_are_compared_bytewise_everywhere(db) -> None:
+    """Every column that holds a phone number, in a table or a view, is in the "C" collation
+    (migration 0024): a load's unique-number index compares bytes, and a join of one such
+    column with another compares in one collation, so either side's index serves it."""
+    columns = await db.fetch(
+        """SELECT c.relname AS relation, a.attname AS name, co.collname AS collation
+           FROM pg_attribute a
+           JOIN pg_class c ON c.oid = a.attrelid
+           JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = current_schema()
+           LEFT JOIN pg_collation co ON co.oid = a.attcollation
+           WHERE a.attname = 'phone_e164' AND c.relkind IN ('r', 'v') AND a.attnum > 0"""
+    )
+    assert {r["relation"] for r in columns} >= {"contacts", "attempts", "dnc", "consent_events"}
+    assert {(r["relation"], r["collation"]) for r in columns} == {
+        (r["relation"], "C") for r in columns
+    }
