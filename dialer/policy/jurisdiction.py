@@ -61,13 +61,25 @@ def from_column(value: str, country: str | None) -> str | None:
 _NONE = "-"
 _by_prefix: dict[str, str] = {}
 PREFIXES_KEPT = 100_000
+# Country codes ('91') that belong to one country whose subdivisions are not told apart: the
+# code alone tells such a number's jurisdiction (no two country codes begin one another).
+_COUNTRY_BY_CODE = {
+    str(code): regions[0]
+    for code, regions in phonenumbers.COUNTRY_CODE_TO_REGION_CODE.items()
+    if len(regions) == 1 and regions[0] not in _SUBDIVISIONS and regions[0] != "001"
+}
 
 
 def from_number(phone_e164: str) -> str | None:
     """'+13055551234' -> 'US-FL'; '+18005551234' -> 'US' (toll-free: no state); '+9198...' ->
-    'IN'; None if the number's country cannot be told. Read once per prefix (a NANP number's
-    state is its area code's; elsewhere the first digits tell the country), so a million
-    contacts cost a few hundred look-ups."""
+    'IN'; None if the number's country cannot be told. A country code of one country tells it
+    at once; otherwise the number is read once per prefix (a NANP number's state is its area
+    code's; elsewhere the first digits tell the country), so a million contacts cost a few
+    hundred look-ups."""
+    for digits in (2, 3, 4):
+        country = _COUNTRY_BY_CODE.get(phone_e164[1:digits])
+        if country is not None:
+            return country
     key = phone_e164[:5] if phone_e164.startswith("+1") else phone_e164[:8]
     found = _by_prefix.get(key)
     if found is None:
