@@ -189,57 +189,6 @@ def _kept(value: str) -> str:
     return value
 
 
-def _contact(
-    plan: ColumnPlan, values: list[str], phones: dict[str, tuple[str, bool] | str]
-) -> tuple[tuple[str, bool], str, str, int, list[str], str | None, bool]:
-    """((phone, read in the default region), name, timezone, priority, the values (as many
-    as the header has), jurisdiction, whether no cell needs an escape) for one record, or
-    ValueError(reason).
-
-    `phones` remembers this chunk's results, so a number repeated nearby is validated once
-    (a refused one by its reason: an exception kept would keep this frame, and the chunk,
-    alive until the cycle collector came by).
-    """
-    if isinstance(values, UnreadableRecord):
-        raise ValueError(values.reason)
-    width = len(plan.header)
-    if len(values) > width and any(v.strip() for v in values[width:]):
-        raise ValueError(f"too many fields: {len(values)}, the header has {width}")
-    joined = "".join(values)  # one pass in C for the common case: nothing wrong
-    plain = _ESCAPED.search(joined) is None
-    if (not plain and "\x00" in joined) or len(joined) > MAX_FIELD_CHARS:
-        _check_cells(plan, values[:width])
-    if len(values) < width:
-        values = values + [""] * (width - len(values))
-    raw_phone = values[plan.phone]
-    read = phones.get(raw_phone)
-    if read is None:
-        try:
-            read = read_number(raw_phone, plan.region)
-        except PhoneError as exc:
-            read = str(exc)
-        phones[raw_phone] = read
-    if isinstance(read, str):
-        raise PhoneError(read)
-    phone = read[0]
-    name = values[plan.name].strip() if plan.name is not None else ""
-    zone = values[plan.timezone].strip() if plan.timezone is not None else ""
-    # None given: from the number; several zones: the most restrictive reading (policy.zones)
-    zone = canonical_timezone(zone) if zone else inferred_timezone(phone, *plan.window) or ""
-    priority = 0
-    if plan.priority is not None and values[plan.priority].strip():
-        text = values[plan.priority].strip()
-        try:
-            priority = int(text) if len(text) <= 20 else PRIORITY_RANGE[1] + 1
-        except ValueError:
-            raise ValueError(f"priority is not a whole number: {text[:40]!r}") from None
-        if not PRIORITY_RANGE[0] <= priority <= PRIORITY_RANGE[1]:
-            raise ValueError(f"priority out of range: {text[:40]!r} (at most 2147483647)")
-    column = values[plan.jurisdiction] if plan.jurisdiction is not None else None
-    where = jurisdiction_of(phone, column, plan.default_jurisdiction)
-    return read, name, zone, priority, values, where, plain
-
-
 def _check_cells(plan: ColumnPlan, values: list[str]) -> None:
     """The cell at fault, as the row's reject reason."""
     for index, value in enumerate(values):
@@ -293,6 +242,12 @@ def prepare_chunk(plan: ColumnPlan, campaign_id: int, records: list[Record]) -> 
     COPY columns: campaign_id, row_no, phone_e164, name, timezone, priority, fields,
     jurisdiction. The number, zone and jurisdiction never need an escape (E.164, IANA names,
     codes like IN-KA); the name and the fields only in a row that is not plain.
+
+    Each record is checked in the loop itself, with the plan's columns read into locals once
+    per chunk: it runs for every row of every file, and a call and an attribute read per row
+    were a tenth of it. `phones` remembers this chunk's numbers, so a number repeated nearby
+    is read once (a refused one by its reason: an exception kept would keep this frame, and
+    the chunk, alive until the cycle collector came by).
     """
     result = ChunkResult(records=len(records))
     lines: list[str] = []
@@ -301,15 +256,52 @@ def prepare_chunk(plan: ColumnPlan, campaign_id: int, records: list[Record]) -> 
     plain_line = (head + plan.plain_fields + "\t{}\n").format
     escaped_line = (head + "{}\t{}\n").format
     field_values = plan.field_values
+    width = len(plan.header)
+    phone_at, name_at, zone_at, priority_at = plan.phone, plan.name, plan.timezone, plan.priority
+    where_at, default_where = plan.jurisdiction, plan.default_jurisdiction
+    region, (window_start, window_end) = plan.region, plan.window
+    needs_escape = _ESCAPED.search
+    from_default_region = 0
     for row_no, values in records:
         try:
-            read, name, zone, priority, values, where, plain = _contact(plan, values, phones)
+            if isinstance(values, UnreadableRecord):
+                raise ValueError(values.reason)
+            if len(values) != width:
+                if len(values) > width and any(v.strip() for v in values[width:]):
+                    raise ValueError(f"too many fields: {len(values)}, the header has {width}")
+                if len(values) < width:
+                    values = values + [""] * (width - len(values))
+            joined = "".join(values)  # one pass in C for the common case: nothing wrong
+            plain = needs_escape(joined) is None
+            if (not plain and "\x00" in joined) or len(joined) > MAX_FIELD_CHARS:
+                _check_cells(plan, values[:width])
+            raw_phone = values[phone_at]
+            read = phones.get(raw_phone)
+            if read is None:
+                try:
+                    read = read_number(raw_phone, region)
+                except PhoneError as exc:
+                    read = str(exc)
+                phones[raw_phone] = read
+            if isinstance(read, str):
+                raise PhoneError(read)
+            phone = read[0]
+            name = values[name_at].strip() if name_at is not None else ""
+            zone = values[zone_at].strip() if zone_at is not None else ""
+            # None given: from the number; several zones: the most restrictive reading
+            zone = (
+                canonical_timezone(zone)
+                if zone
+                else inferred_timezone(phone, window_start, window_end) or ""
+            )
+            priority = _priority(values[priority_at]) if priority_at is not None else 0
+            column = values[where_at] if where_at is not None else None
+            where = jurisdiction_of(phone, column, default_where)
         except ValueError as exc:  # PhoneError is a ValueError
             reason = str(exc)
             result.rejects.append((row_no, _raw(plan, values), reason))
             result.reasons[_reason_key(reason)] += 1
             continue
-        phone = read[0]
         if plain:
             lines.append(
                 plain_line(
@@ -335,7 +327,8 @@ def prepare_chunk(plan: ColumnPlan, campaign_id: int, records: list[Record]) -> 
                 )
             )
         result.phones.append(phone)
-        result.default_region += read[1]
+        from_default_region += read[1]
+    result.default_region = from_default_region
     text = "".join(lines)
     result.copy = text.encode()
     sizes = map(len, lines) if len(result.copy) == len(text) else (len(x.encode()) for x in lines)
@@ -343,8 +336,20 @@ def prepare_chunk(plan: ColumnPlan, campaign_id: int, records: list[Record]) -> 
     return result
 
 
-# What a JSON string escapes (encode_basestring) and what a COPY text cell escapes: a row
-# holding none of these is written as it is
+def _priority(cell: str) -> int:
+    """A `priority` cell as an integer (0 if empty), or ValueError(reason)."""
+    text = cell.strip()
+    if not text:
+        return 0
+    try:
+        priority = int(text) if len(text) <= 20 else PRIORITY_RANGE[1] + 1
+    except ValueError:
+        raise ValueError(f"priority is not a whole number: {text[:40]!r}") from None
+    if not PRIORITY_RANGE[0] <= priority <= PRIORITY_RANGE[1]:
+        raise ValueError(f"priority out of range: {text[:40]!r} (at most 2147483647)")
+    return priority
+
+
 _ESCAPED = re.compile('[\x00-\x1f"\\\\]')
 _NULL = "\\N"  # NULL, in a COPY text line
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
