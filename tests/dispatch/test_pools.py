@@ -153,6 +153,18 @@ async def check_pool(db, seen: dict, *, b_in_flight_lost: bool) -> None:
             assert b_in_flight_lost and name == "sim-b", (call, dict(attempt))
             assert attempt["outcome"] in (None, "unknown"), (call, dict(attempt))
             lost_in_flight.add(call["attempt_id"])
+    if b_in_flight_lost:
+        # a request out to sim-b when it was killed (in its journal or not yet): whether the call
+        # was placed is unknown, so it is not dialed again (its contact stays unfinished)
+        lost_in_flight |= {
+            r["id"]
+            for r in await db.fetch(
+                """SELECT id FROM attempts WHERE account = 'sim-b'
+                   AND (outcome IS NULL OR outcome = 'unknown')
+                   AND requested_at <= to_timestamp($1) + interval '1 second'""",
+                seen["fault_at"],
+            )
+        }
     unfinished = await db.fetch(
         """SELECT c.id, (SELECT a.id FROM attempts a WHERE a.contact_id = c.id
                          ORDER BY a.id DESC LIMIT 1) AS last_attempt
