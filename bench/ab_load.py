@@ -19,7 +19,15 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import bench_config, create_database, drop_database, median, run_measured, write_section
+from common import (
+    bench_config,
+    create_database,
+    drop_database,
+    median,
+    postgres_cpu,
+    run_measured,
+    write_section,
+)
 from load import CAMPAIGN, OUT, generate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,6 +56,7 @@ def load_once(tree: Path) -> tuple[float, float, dict]:
             check=True,
             capture_output=True,
         )
+        postgres_before = postgres_cpu()
         result = run_measured(
             [sys.executable, "-m", "dialer", "campaign", "load", str(OUT / "bench.toml"), "--json"],
             env=env,
@@ -59,6 +68,7 @@ def load_once(tree: Path) -> tuple[float, float, dict]:
         summary["digest"] = subprocess.run(
             ["psql", url, "-qAtc", DIGEST], check=True, capture_output=True, text=True
         ).stdout.strip()
+        summary["cpu"] = (result.cpu_seconds, postgres_cpu() - postgres_before)
         return result.seconds, result.peak_rss_tree_mb, summary
     finally:
         drop_database(name)
@@ -89,8 +99,10 @@ def main() -> None:
                 for side, tree in (("old", worktree), ("new", ROOT)):
                     sides[side].append(load_once(tree))
                     seconds, rss, _ = sides[side][-1]
+                    spent = sides[side][-1][2]["cpu"]
                     print(
-                        f"round {round_no + 1} {side}: {seconds:.2f} s, {rss:.0f} MB",
+                        f"round {round_no + 1} {side}: {seconds:.2f} s, {rss:.0f} MB,"
+                        f" CPU {spent[0]:.2f} s dialer, {spent[1]:.2f} s PostgreSQL",
                         file=sys.stderr,
                     )
         finally:
@@ -103,14 +115,18 @@ def main() -> None:
     old_mb = median([m for _, m, _ in sides["old"]])
     new_mb = median([m for _, m, _ in sides["new"]])
     same = sides["old"][-1][2]["loaded"] == sides["new"][-1][2]["loaded"]
+    cpu = {
+        side: [median([summary["cpu"][part] for _, _, summary in runs]) for part in (0, 1)]
+        for side, runs in sides.items()
+    }
     digests = {summary["digest"] for side in sides.values() for _, _, summary in side}
     body = f"""`python bench/ab_load.py {args.base} --rounds {args.rounds}`: the same 1,000,000-row
 file loaded by {args.base}'s loader and this tree's, alternately; medians of {args.rounds}.
 
-| loader | seconds | peak RSS, MB (process tree) |
-|---|---|---|
-| {args.base} | {old_s:.2f} | {old_mb:.0f} |
-| this tree | {new_s:.2f} | {new_mb:.0f} |
+| loader | seconds | peak RSS, MB (process tree) | CPU s, dialer's processes | CPU s, PostgreSQL |
+|---|---|---|---|---|
+| {args.base} | {old_s:.2f} | {old_mb:.0f} | {cpu["old"][0]:.2f} | {cpu["old"][1]:.2f} |
+| this tree | {new_s:.2f} | {new_mb:.0f} | {cpu["new"][0]:.2f} | {cpu["new"][1]:.2f} |
 
 Ratio new/old: {new_s / old_s:.3f} (time), {new_mb / old_mb:.3f} (memory); both loaded the
 same number of contacts: {"yes" if same else "NO"}; every round of both stored the same

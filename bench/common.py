@@ -115,6 +115,16 @@ def run_measured(command: list[str], env: dict[str, str] | None = None, cwd=None
     )
 
 
+def postgres_cpu() -> float:
+    """CPU seconds of this machine's PostgreSQL so far (its processes and those it reaped)."""
+    total = 0.0
+    for process in psutil.process_iter(["name", "cpu_times"]):
+        times = process.info["cpu_times"]
+        if times is not None and "postgres" in (process.info["name"] or ""):
+            total += times.user + times.system + times.children_user + times.children_system
+    return total
+
+
 def median(values: list[float]) -> float:
     ordered = sorted(values)
     middle = len(ordered) // 2

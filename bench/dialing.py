@@ -28,7 +28,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import create_database, drop_database, median, write_section
+from common import create_database, drop_database, median, postgres_cpu, write_section
 
 from dialer.providers.secrets import derive_token
 from dialer.sim.server import sign
@@ -396,16 +396,6 @@ def bare_intake(ids: list[int]) -> float:
             server.wait()
 
 
-def _postgres_cpu() -> float:
-    """CPU seconds of this machine's PostgreSQL so far (its processes and those it reaped)."""
-    total = 0.0
-    for process in psutil.process_iter(["name", "cpu_times"]):
-        times = process.info["cpu_times"]
-        if times is not None and "postgres" in (process.info["name"] or ""):
-            total += times.user + times.system + times.children_user + times.children_system
-    return total
-
-
 def _tree_cpu(pid: int) -> float:
     root = psutil.Process(pid)
     return sum(sum(p.cpu_times()[:2]) for p in [root, *root.children(recursive=True)])
@@ -435,9 +425,9 @@ def intake(attempts: int = 5000, rounds: int = 3) -> str:
             wait_for_http(f"http://127.0.0.1:{serve_port}/healthz")
             time.sleep(1.0)  # let every worker bind
             generator = psutil.Process()  # this process alone (serve is its child)
-            before = (_tree_cpu(serve.pid), _postgres_cpu(), sum(generator.cpu_times()[:2]))
+            before = (_tree_cpu(serve.pid), postgres_cpu(), sum(generator.cpu_times()[:2]))
             elapsed, failures = asyncio.run(_send_callbacks(serve_port, ids, 64))
-            after = (_tree_cpu(serve.pid), _postgres_cpu(), sum(generator.cpu_times()[:2]))
+            after = (_tree_cpu(serve.pid), postgres_cpu(), sum(generator.cpu_times()[:2]))
             for name, a, b in zip(cpu, after, before, strict=True):
                 cpu[name].append((a - b) / (attempts * 4) * 1e6)
 
