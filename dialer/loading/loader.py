@@ -3,7 +3,7 @@
 The file is decoded here and cut into segments of whole lines; worker processes read them as
 CSV and validate their records (phone parsing is the expensive part) into COPY bytes, which
 go straight into `contacts` unless their number may repeat one seen before (those go through
-a temporary table and one INSERT that keeps the first of each number at the end). A crash
+a temporary table and an INSERT, after each segment, that keeps the first of each number). A crash
 or Ctrl-C anywhere rolls back everything, and the rejects file only appears beside the CSV
 once the transaction has committed.
 """
@@ -150,7 +150,8 @@ async def _stage(
 
     Each validated chunk is written while the workers validate the next ones, so PostgreSQL's
     work overlaps Python's instead of following it. Rows whose number is new to this load are
-    COPied straight into `contacts`; possible repeats are resolved exactly at the end.
+    COPied straight into `contacts`; possible repeats go through `load_stage` and are resolved
+    exactly after their chunk's new rows.
     """
     summary = LoadSummary(
         campaign=spec.name,
@@ -197,9 +198,9 @@ async def _stage(
                 inserted += len(result.phones) - len(repeats)
             if maybe:
                 await loads.copy_contacts(conn, maybe, staged=True)
+                inserted += await loads.insert_staged(conn, campaign_id)
             if progress:
                 progress(source.bytes_read, source.size)
-    inserted += await loads.insert_staged(conn, campaign_id)
     summary.suppressed = await loads.suppress_listed(conn, campaign_id, newest_before)
     if erased_here:
         summary.suppressed += await loads.suppress_numbers_loaded(

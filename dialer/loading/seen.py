@@ -2,7 +2,7 @@
 
 Most rows of a contacts file carry a number seen for the first time; those go straight into
 `contacts` with COPY. A row whose number *may* have been seen (a true repeat, or a hash
-collision) goes to a stage table that one exact query resolves at the end. Memory is 16 MiB
+collision) goes to a stage table that one exact query resolves after its segment. Memory is 16 MiB
 whatever the file's size; a larger file only sends more rows down the exact path.
 """
 

@@ -6,6 +6,7 @@ import asyncio
 import csv
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -268,6 +269,33 @@ async def test_parallel_path_gives_the_same_result(
     loaded = await contacts_of(db, "c8")
     assert [r["row_no"] for r in loaded] == list(range(2, 3002))
     assert all(r["name"] == f"n{r['row_no'] - 2}" for r in loaded)
+
+
+async def test_rows_that_may_repeat_keep_their_place_in_the_file(
+    run_cli, tmp_path: Path, db, monkeypatch
+) -> None:
+    """A row whose number may repeat one seen before (a true repeat, or a false alarm of the
+    load's fixed-size record of numbers) is settled right after its segment: the first row of
+    each number is kept, and it takes its id among its segment's rows (after them), so
+    contacts are dialed in file order, segment by segment, not with every false alarm after
+    all the other contacts."""
+    monkeypatch.setattr("dialer.loading.seen.BITS", 8)  # nearly every number a false alarm
+    monkeypatch.setattr("dialer.loading.loader.CHUNK_ROWS", 100)
+    numbers = [f"+9198450{i:05d}" for i in random.Random(8).sample(range(100_000), 600)]
+    rows = [f"{number},n{i}" for i, number in enumerate(numbers)]
+    rows += [f"{numbers[i]},again{i}" for i in range(0, 600, 5)]  # true repeats, later on
+    csv_file(tmp_path, rows)
+    campaign_file(tmp_path, "c8b")
+    summary = json.loads(run_cli("campaign", "load", "c8b.toml", "--json").stdout)
+    assert (summary["loaded"], summary["duplicates"]) == (600, 120)
+    loaded = await db.fetch(
+        """SELECT c.row_no, c.name FROM contacts c JOIN campaigns k ON k.id = c.campaign_id
+           WHERE k.name = 'c8b' ORDER BY c.id"""
+    )
+    segments = [(r["row_no"] - 2) // 100 for r in loaded]  # a segment is 100 lines
+    assert segments == sorted(segments)  # ids in file order, segment by segment
+    assert sorted(r["row_no"] for r in loaded) == list(range(2, 602))
+    assert {r["name"] for r in loaded} == {f"n{i}" for i in range(600)}  # the first kept
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
