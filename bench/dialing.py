@@ -428,8 +428,8 @@ def intake(attempts: int = 5000, rounds: int = 3) -> str:
             before = (_tree_cpu(serve.pid), postgres_cpu(), sum(generator.cpu_times()[:2]))
             elapsed, failures = asyncio.run(_send_callbacks(serve_port, ids, 64))
             after = (_tree_cpu(serve.pid), postgres_cpu(), sum(generator.cpu_times()[:2]))
-            for name, a, b in zip(cpu, after, before, strict=True):
-                cpu[name].append((a - b) / (attempts * 4) * 1e6)
+            for part, a, b in zip(cpu, after, before, strict=True):
+                cpu[part].append((a - b) / (attempts * 4) * 1e6)
 
             async def stored(url: str = url) -> tuple[int, int]:
                 conn = await asyncpg.connect(url)
