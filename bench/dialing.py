@@ -197,8 +197,11 @@ async def dial_span(url: str) -> tuple[int, float]:
         await conn.close()
 
 
+PROCESSES = {"one": 1, "two": 2, "four": 4}  # `dialer run` processes on the one account
+
+
 def ceiling(contacts: int = 9000, rounds: int = 3) -> str:
-    measured: dict[str, list[float]] = {"bare": [], "one": [], "two": []}
+    measured: dict[str, list[float]] = {"bare": [], **{label: [] for label in PROCESSES}}
     for _ in range(rounds):
         sim_port = free_port()
         folder = Path(tempfile.mkdtemp(prefix="bench-ceiling-"))
@@ -222,7 +225,7 @@ def ceiling(contacts: int = 9000, rounds: int = 3) -> str:
         try:
             wait_for_http(f"http://127.0.0.1:{sim_port}/stats")
             measured["bare"].append(asyncio.run(bare_posts(sim_port, contacts)))
-            for label, processes in (("one", 1), ("two", 2)):
+            for label, processes in PROCESSES.items():
                 name, url = create_database()
                 try:
                     env = os.environ | {
@@ -276,6 +279,7 @@ with 100 requests in flight, no database. Medians of {rounds} rounds, run side b
 | bare aiohttp client | {median(measured["bare"]):.0f} |
 | one `dialer run` | {median(measured["one"]):.0f} |
 | two `dialer run` processes | {median(measured["two"]):.0f} |
+| four `dialer run` processes | {median(measured["four"]):.0f} |
 | one process ÷ bare client | {median(measured["one"]) / median(measured["bare"]):.2f} |
 
 Target: ≥ 1,000 attempts/s with one process. Rounds: {rounds_json}
