@@ -109,7 +109,12 @@ async def _apply(conn: Connection, migrations: list[Migration], verbose: bool) -
                         " (add a new migration instead of editing an applied one)"
                     )
                 continue
-            await conn.execute(migration.sql)
+            try:
+                await conn.execute(migration.sql)
+            except _THE_SERVER_NOT_THE_SQL:
+                raise
+            except asyncpg.PostgresError as error:
+                raise _refused(migration, error) from None
             await conn.execute(
                 "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
                 migration.version,
@@ -120,3 +125,28 @@ async def _apply(conn: Connection, migrations: list[Migration], verbose: bool) -
             if verbose:
                 print(f"applied {migration.name}", file=sys.stderr)
     return applied_now
+
+
+# Errors about the server or its state (not the migration's SQL): raised as they are, for the
+# caller's handling of outages and read-only databases.
+_THE_SERVER_NOT_THE_SQL = (
+    asyncpg.ReadOnlySQLTransactionError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+)
+
+
+def _refused(migration: Migration, error: asyncpg.PostgresError) -> DialerError:
+    """A migration PostgreSQL refused, named, with what PostgreSQL said (a view of the user's
+    own over a column the migration changes is named in its detail)."""
+    said = "; ".join(
+        str(part)
+        for part in (error.args[0] if error.args else error, error.detail, error.hint)
+        if part
+    )
+    return DialerError(
+        f"migration {migration.name} failed, and nothing of it or of any migration after it"
+        f" was applied: {said}. Fix what it names (a view or rule of your own over a column"
+        " it changes: drop it, migrate, and create it again), then run `dialer migrate` again"
+    )

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from dialer.db.connect import connect
 from dialer.db.migrations import discover, migrate
+from dialer.errors import DialerError
 
 TABLES = {"accounts", "campaigns", "contacts", "attempts", "call_events", "dnc", "load_rejects"}
 
@@ -63,6 +64,36 @@ async def test_an_edited_migration_is_refused(empty_database_url: str) -> None:
             await migrate(conn)
     finally:
         await conn.close()
+
+
+async def test_a_refused_migration_is_one_clear_error_and_changes_nothing(
+    empty_database_url: str, monkeypatch
+) -> None:
+    """A view of the user's own over a column that 0024 changes stops the migration: the
+    error names the migration and the view, and the schema stays as it was (0023)."""
+    every = discover()
+    before_0024 = [m for m in every if m.version < "0024"]
+    conn = await connect(empty_database_url)
+    try:
+        monkeypatch.setattr("dialer.db.migrations.discover", lambda: before_0024)
+        await migrate(conn)
+        await conn.execute("CREATE VIEW my_numbers AS SELECT phone_e164 FROM contacts")
+        monkeypatch.setattr("dialer.db.migrations.discover", lambda: every)
+        with pytest.raises(DialerError) as refused:
+            await migrate(conn)
+        said = str(refused.value)
+        assert "0024_numbers_compared_bytewise" in said and "my_numbers" in said, said
+        recorded = await conn.fetchval("SELECT max(version) FROM schema_migrations")
+        collation = await conn.fetchval(
+            """SELECT collation_name FROM information_schema.columns
+               WHERE table_name = 'contacts' AND column_name = 'phone_e164'"""
+        )
+        views = await conn.fetchval(
+            "SELECT count(*) FROM pg_views WHERE viewname IN ('attempt_log', 'contact_results')"
+        )
+    finally:
+        await conn.close()
+    assert (recorded, collation, views) == ("0023", None, 2)
 
 
 async def test_constraints_protect_users(database_url: str) -> None:
