@@ -6,7 +6,6 @@ campaign row's lock: no other load adds numbers to the campaign until it commits
 
 from __future__ import annotations
 
-import io
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import IO, BinaryIO, cast
@@ -44,7 +43,19 @@ async def copy_contacts(conn: Connection, data: bytes, *, staged: bool) -> None:
     """COPY text lines (tab-separated, `\\N` for NULL) of CONTACT_COLUMNS into `contacts`, or
     into `load_stage` if `staged`."""
     table = "load_stage" if staged else "contacts"
-    await conn.copy_to_table(table, source=io.BytesIO(data), columns=CONTACT_COLUMNS, format="text")
+    await conn.copy_to_table(table, source=_pieces(data), columns=CONTACT_COLUMNS, format="text")
+
+
+COPY_PIECE = 256 << 10  # bytes of one CopyData message: PostgreSQL reads each one whole
+
+
+async def _pieces(data: bytes) -> AsyncIterator[memoryview]:
+    """`data` in pieces, handed to the connection as its flow control allows. (A file-like
+    source is read through a thread, a hop per 512 KB; one whole buffer would be one message
+    that PostgreSQL waits for to its end before it reads a row.)"""
+    view = memoryview(data)
+    for start in range(0, len(view), COPY_PIECE):
+        yield view[start : start + COPY_PIECE]
 
 
 async def numbers_in_campaign(conn: Connection, campaign_id: int) -> AsyncIterator[asyncpg.Record]:
