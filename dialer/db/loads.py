@@ -75,25 +75,32 @@ async def numbers_in_campaign(conn: Connection, campaign_id: int) -> AsyncIterat
 # first row of each number wins, and only if the number is not in the campaign yet (rows of
 # earlier segments are, by then). They take ids in file order, as the rows COPied directly do.
 _INSERT_STAGED = """
-WITH staged AS (DELETE FROM load_stage RETURNING *)
 INSERT INTO contacts (campaign_id, row_no, phone_e164, name, timezone, priority, fields,
                       jurisdiction)
-SELECT $1::bigint, s.row_no, s.phone_e164, s.name, s.timezone, s.priority, s.fields,
-       s.jurisdiction
-FROM staged s
-ORDER BY s.row_no
-ON CONFLICT (phone_e164, campaign_id) DO NOTHING
+SELECT $1::bigint, first.row_no, first.phone_e164, first.name, first.timezone, first.priority,
+       first.fields, first.jurisdiction
+FROM (
+    SELECT DISTINCT ON (s.phone_e164) s.*
+    FROM load_stage s
+    WHERE (SELECT true FROM contacts c
+           WHERE c.phone_e164 = s.phone_e164 AND c.campaign_id = $1 LIMIT 1) IS NULL
+    ORDER BY s.phone_e164, s.row_no
+) first
+ORDER BY first.row_no
 """
-# (The unique index answers each row with one look-up, whatever the planner knows: contacts'
-# statistics predate the load, and a NOT EXISTS was planned as an anti-join reading every
-# contact of the table, after every segment.)
+# (Each staged row's number is looked up in the unique index, whatever the planner knows: a
+# NOT EXISTS was planned, with contacts' statistics from before the load, as an anti-join
+# reading every contact of the table after every segment. The stage is emptied with TRUNCATE:
+# a DELETE leaves its rows dead in the table, read again by every later segment's INSERT.)
 
 
 async def insert_staged(conn: Connection, campaign_id: int) -> int:
     """Insert the staged rows whose number the campaign does not have, and empty the stage;
     how many were inserted. Called after each segment's rows, so a repeat is settled while
     the workers read on, not in one query at the end."""
-    return int((await conn.execute(_INSERT_STAGED, campaign_id)).split()[-1])
+    inserted = int((await conn.execute(_INSERT_STAGED, campaign_id)).split()[-1])
+    await conn.execute("TRUNCATE load_stage")
+    return inserted
 
 
 # Numbers on the do-not-call list are loaded, but as `suppressed`: never dialed, still reported.
