@@ -157,7 +157,8 @@ class FakeProvider:
         served = self.counts["requests"]
         storm = self.settings.storm
         if storm and int(served * storm) != int((served - 1) * storm):
-            self.counts["storm_429"] += 1
+            # a call refused, or a look-up (a status or list request: no attempt to record)
+            self.counts["storm_429" if uses_channel else "storm_429_lookup"] += 1
             return 1.0
         rate = self.settings.rate if rated else None
         if rate is not None:
