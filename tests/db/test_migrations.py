@@ -66,6 +66,28 @@ async def test_an_edited_migration_is_refused(empty_database_url: str) -> None:
         await conn.close()
 
 
+async def test_a_migration_applied_before_an_edit_of_its_comments_is_current(
+    empty_database_url: str,
+) -> None:
+    """0023 was applied somewhere with its first comment (64f2e9c); only the comment changed
+    since: that database is current, and any other checksum is still refused."""
+    from dialer.db.migrations import EARLIER_TEXTS
+
+    (earlier,) = EARLIER_TEXTS["0023"]
+    conn = await connect(empty_database_url)
+    try:
+        await migrate(conn)
+        await conn.execute(
+            "UPDATE schema_migrations SET checksum = $1 WHERE version = '0023'", earlier
+        )
+        assert await migrate(conn) == []
+        await conn.execute("UPDATE schema_migrations SET checksum = 'x' WHERE version = '0023'")
+        with pytest.raises(DialerError, match="0023_slot_cursor was changed after it was applied"):
+            await migrate(conn)
+    finally:
+        await conn.close()
+
+
 async def test_a_refused_migration_is_one_clear_error_and_changes_nothing(
     empty_database_url: str, monkeypatch
 ) -> None:
