@@ -97,11 +97,9 @@ async def test_a_contact_spanning_zones_is_dialed_only_when_all_are_open(
     assert [c.phone_e164 for c in claimed] == ["+12125550101"]
 
 
-async def test_claims_give_channel_slots_around_the_ring_from_the_last_one_given(
-    run_cli, db, tmp_path: Path
-) -> None:
-    """Four channels: a claim of two takes slots 0 and 1, the next 2 and 3 (the account's cursor
-    moved on); once the call in slot 0 ended, the next claim finds slot 0 by going round."""
+async def four_channels(run_cli, db, tmp_path: Path, name: str, numbers: list[str]):
+    """A campaign of `numbers` due now (New York, window open) on an account of four channels:
+    a function that claims `batch` and says the channel slots given, in order."""
     from datetime import datetime
     from zoneinfo import ZoneInfo
 
@@ -112,49 +110,11 @@ async def test_claims_give_channel_slots_around_the_ring_from_the_last_one_given
 
     hour = datetime.now(ZoneInfo("America/New_York")).hour
     window = f'start = "{max(hour - 1, 0):02d}:00", end = "{min(hour + 1, 23):02d}:59"'
-    rows = [f"+1212555020{n},Caller {n}," for n in range(6)]  # none live elsewhere
-    path = write_campaign(tmp_path, "ring", 0, window=window, csv_rows=rows)
+    rows = [f"{number},Caller {n}," for n, number in enumerate(numbers)]
+    path = write_campaign(tmp_path, name, 0, window=window, csv_rows=rows)
     assert run_cli("campaign", "load", str(path)).exit_code == 0
-    campaign = from_row(await db.fetchrow("SELECT * FROM campaigns WHERE name = 'ring'"))
-    limits = AccountLimits("ring-account", "sim", 1000.0, 1.0, 4)
-    await register_account(db, limits)
-
-    async def slots_of_a_claim() -> list[int]:
-        claimed = await claim(db, limits, [campaign], max_batch=2, horizon_s=1.0, dial_cap=5)
-        return [
-            await db.fetchval("SELECT slot FROM attempts WHERE id = $1", c.attempt_id)
-            for c in claimed
-        ]
-
-    assert await slots_of_a_claim() == [0, 1]
-    assert await slots_of_a_claim() == [2, 3]
-    assert await db.fetchval("SELECT next_slot FROM accounts WHERE name = 'ring-account'") == 0
-    assert await slots_of_a_claim() == []  # every channel held
-    await db.execute(
-        """UPDATE attempts SET state = 'completed', outcome = 'completed', slot = NULL
-           WHERE account = 'ring-account' AND slot = 0"""
-    )
-    assert await slots_of_a_claim() == [0]
-
-
-async def test_the_cursor_outlives_the_claim_that_moved_it(run_cli, db, tmp_path: Path) -> None:
-    """Slots 0 and 1 given, then the call in slot 0 ended: the next claim gives slot 2, after
-    the last one given, not the lowest free one (the cursor is stored with the account)."""
-    from datetime import datetime
-    from zoneinfo import ZoneInfo
-
-    from dialer.campaigns import from_row
-    from dialer.dispatch.claim import claim, register_account
-    from dialer.dispatch.limiter import AccountLimits
-    from tests.processes import write_campaign
-
-    hour = datetime.now(ZoneInfo("America/New_York")).hour
-    window = f'start = "{max(hour - 1, 0):02d}:00", end = "{min(hour + 1, 23):02d}:59"'
-    rows = [f"+1212555030{n},Caller {n}," for n in range(4)]  # none live elsewhere
-    path = write_campaign(tmp_path, "cursor", 0, window=window, csv_rows=rows)
-    assert run_cli("campaign", "load", str(path)).exit_code == 0
-    campaign = from_row(await db.fetchrow("SELECT * FROM campaigns WHERE name = 'cursor'"))
-    limits = AccountLimits("cursor-account", "sim", 1000.0, 1.0, 4)
+    campaign = from_row(await db.fetchrow("SELECT * FROM campaigns WHERE name = $1", name))
+    limits = AccountLimits(f"{name}-account", "sim", 1000.0, 1.0, 4)
     await register_account(db, limits)
 
     async def slots_of_a_claim(batch: int) -> list[int]:
@@ -163,6 +123,34 @@ async def test_the_cursor_outlives_the_claim_that_moved_it(run_cli, db, tmp_path
             await db.fetchval("SELECT slot FROM attempts WHERE id = $1", c.attempt_id)
             for c in claimed
         ]
+
+    return slots_of_a_claim
+
+
+async def test_claims_give_channel_slots_around_the_ring_from_the_last_one_given(
+    run_cli, db, tmp_path: Path
+) -> None:
+    """Four channels: a claim of two takes slots 0 and 1, the next 2 and 3 (the account's cursor
+    moved on); once the call in slot 0 ended, the next claim finds slot 0 by going round."""
+    numbers = [f"+1212555020{n}" for n in range(6)]  # none live elsewhere
+    slots_of_a_claim = await four_channels(run_cli, db, tmp_path, "ring", numbers)
+
+    assert await slots_of_a_claim(2) == [0, 1]
+    assert await slots_of_a_claim(2) == [2, 3]
+    assert await db.fetchval("SELECT next_slot FROM accounts WHERE name = 'ring-account'") == 0
+    assert await slots_of_a_claim(2) == []  # every channel held
+    await db.execute(
+        """UPDATE attempts SET state = 'completed', outcome = 'completed', slot = NULL
+           WHERE account = 'ring-account' AND slot = 0"""
+    )
+    assert await slots_of_a_claim(2) == [0]
+
+
+async def test_the_cursor_outlives_the_claim_that_moved_it(run_cli, db, tmp_path: Path) -> None:
+    """Slots 0 and 1 given, then the call in slot 0 ended: the next claim gives slot 2, after
+    the last one given, not the lowest free one (the cursor is stored with the account)."""
+    numbers = [f"+1212555030{n}" for n in range(4)]  # none live elsewhere
+    slots_of_a_claim = await four_channels(run_cli, db, tmp_path, "cursor", numbers)
 
     assert await slots_of_a_claim(2) == [0, 1]
     await db.execute(
