@@ -20,6 +20,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import bench_config, create_database, drop_database, median, write_section
 
+from dialer.loading.loader import CHUNK_ROWS  # the rows of one COPY of a load
+
 OUT = Path(__file__).with_name("out")
 COLUMNS = "campaign_id, row_no, phone_e164, name, timezone, priority, fields, jurisdiction"
 VARIANTS = {
@@ -36,7 +38,6 @@ VARIANTS = {
     ' TYPE text COLLATE "C"',
 }
 SORTED = {'the number in "C", each 10,000 rows sorted by it'}  # COPied from the sorted file
-CHUNK_ROWS = 10_000
 
 
 def psql(url: str, *commands: str) -> str:
