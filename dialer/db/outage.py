@@ -20,6 +20,7 @@ from typing import TypeVar
 import asyncpg
 
 from dialer.errors import DialerError
+from dialer.redaction import redact
 
 log = logging.getLogger("dialer.db")
 
@@ -39,6 +40,16 @@ TRANSIENT: tuple[type[BaseException], ...] = (
 # Any failure of the database: the transient ones, and any error a statement can meet.
 DATABASE_FAILURES: tuple[type[BaseException], ...] = (*TRANSIENT, asyncpg.PostgresError)
 
+# The database went away under a command: the connection closed, reset or cut off, the server
+# shut down or restarted. `dialer run` rides these out; any other command ends with one line
+# (connection_lost), its transaction in progress rolled back by the server.
+CONNECTION_LOST: tuple[type[BaseException], ...] = (
+    ConnectionError,  # reset, refused, broken pipe
+    asyncpg.InterfaceError,  # the connection was closed under us
+    asyncpg.PostgresConnectionError,  # class 08
+    asyncpg.exceptions.OperatorInterventionError,  # 57: shutdown, crash, restart
+)
+
 DEFAULT_LIMIT_S = 300.0
 BACKOFF_FIRST_S = 0.2
 BACKOFF_CAP_S = 5.0
@@ -48,6 +59,25 @@ Result = TypeVar("Result")
 
 class DatabaseGone(DialerError):
     """The database stayed away longer than the outage limit."""
+
+
+class DatabaseLost(DialerError):
+    """The database connection was lost under a command (CONNECTION_LOST)."""
+
+
+def connection_lost(error: BaseException) -> DatabaseLost:
+    """The one line a command ends with when the database went away under it, saying the
+    first failure of the chain (a shutdown, say, rather than the closed connection after it)."""
+    for _ in range(10):  # a chain is short; never follow a cycle
+        if not isinstance(error.__context__, CONNECTION_LOST):
+            break
+        error = error.__context__
+    first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    said = f"{type(error).__name__}: {redact(first)}" if first else type(error).__name__
+    return DatabaseLost(
+        f"the database connection was lost ({said}); the transaction in progress was rolled"
+        " back, so nothing of it was written: run the command again once the database is back"
+    )
 
 
 @dataclass

@@ -323,18 +323,29 @@ class _executor:
         if kind is None:
             self.pool.shutdown(wait=True)
             return
-        # Interrupted or failed: the work in flight is worthless, stop the workers now. The
-        # queue's feeder thread may be blocked writing a chunk to workers about to die; exiting
-        # must not wait for it (seen as a load that hung after Ctrl-C).
+        # Interrupted or failed: the work in flight is worthless. The queue's feeder thread may
+        # be blocked writing a chunk to workers about to die; exiting must not wait for it
+        # (seen as a load that hung after Ctrl-C). The workers are given WORKERS_FINISH_S to
+        # end the segment in hand and leave: one killed while it writes its result leaves half
+        # a message in the result pipe, and the pool's thread waits for the rest of it for
+        # ever, so the process never exits (seen after a PostgreSQL restart mid-load). Those
+        # still busy then are stopped.
         workers = list(getattr(self.pool, "_processes", {}).values())
         call_queue = getattr(self.pool, "_call_queue", None)
         if call_queue is not None:
             call_queue.cancel_join_thread()
         self.pool.shutdown(wait=False, cancel_futures=True)
+        finish_by = time.monotonic() + WORKERS_FINISH_S
         for worker in workers:
-            worker.terminate()
+            worker.join(timeout=max(0.0, finish_by - time.monotonic()))
+        for worker in workers:
+            if worker.is_alive():
+                worker.terminate()
         for worker in workers:
             worker.join(timeout=5)
+
+
+WORKERS_FINISH_S = 3.0  # after a failure, for the validation workers to end on their own
 
 
 async def _finish(

@@ -301,6 +301,60 @@ async def test_rows_that_may_repeat_keep_their_place_in_the_file(
     assert {r["name"] for r in loaded} == {f"n{i}" for i in range(600)}  # the first kept
 
 
+async def test_postgres_restarting_mid_load_ends_it_with_one_line_and_nothing_written(
+    restartable_postgres, tmp_path: Path
+) -> None:
+    """PostgreSQL restarts while a big load is writing contacts: the load exits 1 with one line
+    naming the lost connection (no traceback), its workers gone, nothing committed and no
+    rejects file; the same load run again then loads everything."""
+    url, restart = restartable_postgres
+    rows = [f"+9198{i:08d},name{i}" for i in range(300_000)] + ["not a number,x"]
+    csv_file(tmp_path, rows)
+    campaign_file(tmp_path, "c9r")
+    (tmp_path / "dialer.toml").write_text(TEST_CONFIG)
+    env = os.environ | {"DIALER_DATABASE_URL": url}
+    command = [sys.executable, "-m", "dialer", "campaign", "load", "c9r.toml"]
+    process = await asyncio.create_subprocess_exec(
+        *command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    conn = await asyncpg.connect(url)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # wait until the load is writing contacts
+            busy = await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY%contacts%'"
+            )
+            if busy:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await conn.close()
+    assert process.returncode is None, "the load finished before PostgreSQL could restart"
+    workers = psutil.Process(process.pid).children()
+    await asyncio.to_thread(restart, "fast")
+    _, stderr = await asyncio.wait_for(process.communicate(), 60)  # it ends, never hangs
+    _, alive = psutil.wait_procs(workers, timeout=10)
+    said = [line for line in stderr.decode().splitlines() if "warning" not in line]
+    assert process.returncode == 1, said
+    assert len(said) == 1 and said[0].startswith("dialer: error: the database connection was lost")
+    assert "nothing of it was written" in said[0]
+    assert not alive, "workers must not outlive the load"
+    conn = await asyncpg.connect(url)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM campaigns") == 0
+        assert await conn.fetchval("SELECT count(*) FROM contacts") == 0
+    finally:
+        await conn.close()
+    assert not (tmp_path / "contacts.rejects.csv").exists()
+    again = await asyncio.create_subprocess_exec(
+        *command, "--json", cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    stdout, _ = await again.communicate()
+    assert again.returncode == 0
+    summary = json.loads(stdout)
+    assert (summary["loaded"], summary["rejected"]) == (300_000, 1)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
 async def test_interrupted_load_leaves_nothing(
     database_url: str, tmp_path: Path, db, sig: signal.Signals
