@@ -12,6 +12,7 @@ from typing import IO, BinaryIO, cast
 
 import asyncpg
 
+from dialer.db.bulk import until_lost
 from dialer.db.types import Connection
 
 _STAGE_TABLES = """
@@ -43,7 +44,8 @@ async def copy_contacts(conn: Connection, data: bytes, *, staged: bool) -> None:
     """COPY text lines (tab-separated, `\\N` for NULL) of CONTACT_COLUMNS into `contacts`, or
     into `load_stage` if `staged`."""
     table = "load_stage" if staged else "contacts"
-    await conn.copy_to_table(table, source=_pieces(data), columns=CONTACT_COLUMNS, format="text")
+    copy = conn.copy_to_table(table, source=_pieces(data), columns=CONTACT_COLUMNS, format="text")
+    await until_lost(conn, copy, f"the COPY into {table}")
 
 
 COPY_PIECE = 256 << 10  # bytes of one CopyData message: PostgreSQL reads each one whole
@@ -143,7 +145,8 @@ async def store_rejects(
 ) -> int:
     """COPY the rejected rows (CSV: row_no, raw JSON, reason) and keep those not kept before
     for this file; how many were new."""
-    await conn.copy_to_table("load_reject_stage", source=cast(BinaryIO, csv_rows), format="csv")
+    copy = conn.copy_to_table("load_reject_stage", source=cast(BinaryIO, csv_rows), format="csv")
+    await until_lost(conn, copy, "the COPY of rejected rows")
     return int((await conn.execute(_INSERT_REJECTS, campaign_id, sha256)).split()[-1])
 
 

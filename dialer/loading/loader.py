@@ -179,7 +179,7 @@ async def _stage(
     erased_here: list[str] = []
 
     read = _Reading(plan, campaign_id, source.delimiter, str(source.path), erased)
-    with _executor(source.size, erased) as pool:
+    async with _executor(source.size, erased) as pool:
         async for result in read.validated(chain([first] if first else [], segments), pool):
             summary.rows_read += result.records
             summary.rejected += len(result.rejects)
@@ -302,7 +302,8 @@ def _consume(future: asyncio.Future) -> None:
 
 
 class _executor:
-    """A process pool for big files (none for small ones), shut down even on Ctrl-C."""
+    """A process pool for big files (none for small ones), its workers gone when the load ends,
+    however it ends."""
 
     def __init__(self, size: int, erased: ErasedNumbers) -> None:
         self.pool: ProcessPoolExecutor | None = None
@@ -314,38 +315,20 @@ class _executor:
                 initargs=(os.getpid(), erased),
             )
 
-    def __enter__(self) -> ProcessPoolExecutor | None:
+    async def __aenter__(self) -> ProcessPoolExecutor | None:
         return self.pool
 
-    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+    async def __aexit__(self, kind: type[BaseException] | None, *exc: object) -> None:
         if self.pool is None:
             return
-        if kind is None:
-            self.pool.shutdown(wait=True)
-            return
-        # Interrupted or failed: the work in flight is worthless. The queue's feeder thread may
-        # be blocked writing a chunk to workers about to die; exiting must not wait for it
-        # (seen as a load that hung after Ctrl-C). The workers are given WORKERS_FINISH_S to
-        # end the segment in hand and leave: one killed while it writes its result leaves half
-        # a message in the result pipe, and the pool's thread waits for the rest of it for
-        # ever, so the process never exits (seen after a PostgreSQL restart mid-load). Those
-        # still busy then are stopped.
-        workers = list(getattr(self.pool, "_processes", {}).values())
-        call_queue = getattr(self.pool, "_call_queue", None)
-        if call_queue is not None:
-            call_queue.cancel_join_thread()
-        self.pool.shutdown(wait=False, cancel_futures=True)
-        finish_by = time.monotonic() + WORKERS_FINISH_S
-        for worker in workers:
-            worker.join(timeout=max(0.0, finish_by - time.monotonic()))
-        for worker in workers:
-            if worker.is_alive():
-                worker.terminate()
-        for worker in workers:
-            worker.join(timeout=5)
-
-
-WORKERS_FINISH_S = 3.0  # after a failure, for the validation workers to end on their own
+        # Failed or interrupted: the segments not yet handed to a worker are dropped, and the
+        # few in hand (at most one more than there are workers) are finished and thrown away.
+        # A worker is never killed: one killed while it writes its result can leave half a
+        # message in the result pipe, and the pool's thread then waits for the rest of it for
+        # ever, so the process never exits. Workers ignore Ctrl-C and leave if this process
+        # dies, so the wait is bounded by the work in hand. It runs in a thread: the API loads
+        # files too, and its event loop must not stop for it.
+        await asyncio.to_thread(self.pool.shutdown, wait=True, cancel_futures=kind is not None)
 
 
 async def _finish(
