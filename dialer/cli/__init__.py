@@ -14,7 +14,7 @@ import click
 
 from dialer import __version__
 from dialer.cli.context import INTERRUPT, AppContext
-from dialer.db.outage import CONNECTION_LOST, connection_lost
+from dialer.db.outage import CONNECTION_LOST, REFUSED, connection_lost, database_refused
 from dialer.errors import DialerError, exit_code_of
 
 # Each command's module, imported only when the command runs (or help lists it): a command
@@ -72,6 +72,8 @@ class DialerGroup(click.Group):
             return super().invoke(ctx)
         except DialerError as error:
             raise Reported(error) from None
+        except REFUSED as error:  # the database is there, but will not do it now (read-only)
+            raise Reported(database_refused(error)) from None
         except CONNECTION_LOST as error:  # the database went away under the command
             raise Reported(connection_lost(error)) from None
 

@@ -50,6 +50,24 @@ CONNECTION_LOST: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.OperatorInterventionError,  # 57: shutdown, crash, restart
 )
 
+# The database is there but will not do what a command asks for now. `dialer run` waits these
+# out (they are TRANSIENT); any other command ends with one line (database_refused) saying
+# which, its transaction in progress rolled back by the server.
+REFUSED_FOR_NOW: dict[type[BaseException], str] = {
+    asyncpg.exceptions.ReadOnlySQLTransactionError: "the database is read-only (a standby, or"
+    " default_transaction_read_only is on): point database_url at the primary, or wait until"
+    " it takes writes again",
+    asyncpg.exceptions.InsufficientResourcesError: "the database server is out of room (disk,"
+    " memory or connections)",
+    asyncpg.exceptions.LockNotAvailableError: "a row or table it needs is locked by another"
+    " session for longer than lock_timeout",
+    asyncpg.exceptions.QueryCanceledError: "a statement was canceled (statement_timeout, or an"
+    " operator canceled it)",
+    asyncpg.exceptions.TransactionRollbackError: "it met another session's changes (a"
+    " serialization failure or a deadlock)",
+}
+REFUSED = tuple(REFUSED_FOR_NOW)
+
 DEFAULT_LIMIT_S = 300.0
 BACKOFF_FIRST_S = 0.2
 BACKOFF_CAP_S = 5.0
@@ -65,6 +83,10 @@ class DatabaseLost(DialerError):
     """The database connection was lost under a command (CONNECTION_LOST)."""
 
 
+class DatabaseRefused(DialerError):
+    """The database would not do what a command asked for now (REFUSED_FOR_NOW)."""
+
+
 def connection_lost(error: BaseException) -> DatabaseLost:
     """The one line a command ends with when the database went away under it, saying the
     first failure of the chain (a shutdown, say, rather than the closed connection after it)."""
@@ -72,11 +94,10 @@ def connection_lost(error: BaseException) -> DatabaseLost:
         if not isinstance(error.__context__, CONNECTION_LOST):
             break
         error = error.__context__
-    first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    said = f"{type(error).__name__}: {redact(first)}" if first else type(error).__name__
     return DatabaseLost(
-        f"the database connection was lost ({said}); the transaction in progress was rolled"
-        " back, so nothing of it was written: run the command again once the database is back"
+        f"the database connection was lost ({_named(error)}); the transaction in progress was"
+        " rolled back, so nothing of it was written: run the command again once the database is"
+        " back"
     )
 
 
@@ -139,3 +160,18 @@ class Outage:
                 continue
             self.recovered()
             return result
+
+
+def database_refused(error: BaseException) -> DatabaseRefused:
+    """The one line a command ends with when the database refused it for now (REFUSED)."""
+    meaning = next(said for kind, said in REFUSED_FOR_NOW.items() if isinstance(error, kind))
+    return DatabaseRefused(
+        f"the database refused the command: {meaning} ({_named(error)}); the transaction in"
+        " progress was rolled back, so nothing of it was written"
+    )
+
+
+def _named(error: BaseException) -> str:
+    """An error as its type and the first line of its message, any secret in it redacted."""
+    first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return f"{type(error).__name__}: {redact(first)}" if first else type(error).__name__

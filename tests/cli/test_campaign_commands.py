@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import asyncpg
+
 from tests.processes import write_campaign
 
 
@@ -86,3 +88,28 @@ def test_demo_refuses_a_count_that_is_not_one(run_cli) -> None:
         result = run_cli("demo", "--contacts", bad)
         assert result.exit_code == 2, (bad, result.stderr)
         assert "--contacts" in result.stderr and "range" in result.stderr, result.stderr
+
+
+async def test_a_read_only_database_ends_a_load_with_one_line(
+    run_cli, tmp_path: Path, own_database_url: str
+) -> None:
+    """A standby, or a primary turned read-only: the load says so in one line (exit 1), not
+    with a traceback, and writes nothing; once it takes writes, the same load loads."""
+    admin = await asyncpg.connect(own_database_url)
+    name = await admin.fetchval("SELECT current_database()")
+    await admin.execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
+    write_campaign(tmp_path, "c-ro", 5)
+    env = {"DIALER_DATABASE_URL": own_database_url}
+    try:
+        result = run_cli("campaign", "load", "c-ro.toml", env=env)
+        said = [line for line in result.stderr.splitlines() if "warning" not in line]
+        assert result.exit_code == 1, result.stderr
+        assert said == [said[0]] and said[0].startswith(
+            "dialer: error: the database refused the command: the database is read-only"
+        ), said
+        assert "ReadOnlySQLTransactionError" in said[0]
+        assert await admin.fetchval("SELECT count(*) FROM campaigns") == 0
+    finally:
+        await admin.execute(f'ALTER DATABASE "{name}" RESET default_transaction_read_only')
+        await admin.close()
+    assert run_cli("campaign", "load", "c-ro.toml", env=env).exit_code == 0

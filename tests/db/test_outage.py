@@ -6,7 +6,16 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from dialer.db.outage import BACKOFF_CAP_S, TRANSIENT, DatabaseGone, Outage
+from dialer.db.outage import (
+    BACKOFF_CAP_S,
+    CONNECTION_LOST,
+    REFUSED,
+    REFUSED_FOR_NOW,
+    TRANSIENT,
+    DatabaseGone,
+    Outage,
+    database_refused,
+)
 
 
 class Clock:
@@ -55,3 +64,18 @@ def test_what_counts_as_the_database_being_away() -> None:
     assert all(isinstance(e, TRANSIENT) for e in away)
     bugs = [asyncpg.exceptions.UndefinedColumnError("x"), ValueError("x")]
     assert not any(isinstance(e, TRANSIENT) for e in bugs)
+
+
+def test_a_refusal_for_now_is_told_as_such_and_waited_out_by_dialer_run() -> None:
+    """Each refusal the database may lift later (read-only, full, locked, timed out, in
+    conflict) is one line saying which and what it means, never "connection lost"; and
+    `dialer run` waits each out."""
+    for kind, meaning in REFUSED_FOR_NOW.items():
+        error = kind("cannot do that now\nDETAIL: more")
+        assert isinstance(error, TRANSIENT)
+        said = database_refused(error).message
+        assert said.startswith("the database refused the command: " + meaning)
+        assert f"({kind.__name__}: cannot do that now)" in said and "\n" not in said
+    canceled = asyncpg.exceptions.QueryCanceledError("canceling statement due to statement timeout")
+    assert isinstance(canceled, CONNECTION_LOST) and isinstance(canceled, REFUSED)  # refused wins
+    assert not isinstance(asyncpg.exceptions.AdminShutdownError("restart"), REFUSED)
