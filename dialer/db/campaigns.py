@@ -52,9 +52,15 @@ async def active_among(conn: Connection, ids: list[int]) -> set[int]:
 
 
 async def lock_by_name(conn: Connection, name: str) -> asyncpg.Record | None:
-    """(id, spec, status) of the campaign, row-locked until the transaction ends; or None."""
+    """(id, spec, status) of the campaign, row-locked until the transaction ends; or None.
+
+    The lock keeps out whoever else takes it (another load, a pause or cancel) but not the
+    attempts dialing writes meanwhile: their foreign-key checks take KEY SHARE on the row,
+    which FOR UPDATE would hold off for a whole load (past lock_timeout, and `dialer run`
+    took that for the database being away). NO KEY UPDATE holds them off only if the
+    campaign's id or name changed, which nothing does."""
     return await conn.fetchrow(
-        "SELECT id, spec, status FROM campaigns WHERE name = $1 FOR UPDATE", name
+        "SELECT id, spec, status FROM campaigns WHERE name = $1 FOR NO KEY UPDATE", name
     )
 
 

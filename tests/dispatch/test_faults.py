@@ -21,8 +21,10 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from dialer.db import campaigns
 from tests.dispatch.test_end_to_end import FAST_CALLS, env_for, load
 from tests.processes import (
+    attempts_requested,
     attempts_requested_at,
     background,
     dialer_command,
@@ -241,6 +243,36 @@ async def test_a_run_stopped_holding_the_account_lock_does_not_freeze_the_accoun
     assert other_code == 0 and left == 0, logs
     assert frozen_code == 0, logs
     await check_calls_match_attempts(own_db, stats)
+
+
+async def test_a_run_dials_on_while_a_load_holds_its_campaign(
+    own_database_url: str, tmp_path: Path, own_db
+) -> None:
+    """A big load into a campaign being dialed holds the campaign's row until it commits
+    (campaigns.lock_by_name, taken here as the loader takes it, and held). The run goes on
+    dialing it meanwhile, never taking the wait for the database being away; once the load
+    ends, the run ends as usual."""
+    serve_port = free_port()
+    with sim_provider(tmp_path, "--rate", "20/s", "--channels", "6", *FAST_CALLS) as sim:
+        config = write_config(tmp_path, sim, rate="20/s", channels=6, port=serve_port)
+        env = env_for(own_database_url, config)
+        load(tmp_path, env, write_campaign(tmp_path, "held", 12))
+        holder = await asyncpg.connect(own_database_url)
+        loading = holder.transaction()
+        await loading.start()
+        await campaigns.lock_by_name(holder, "held")
+        try:
+            with background(dialer_command("serve"), tmp_path, env, tmp_path / "serve.log"):
+                wait_for_http(f"http://127.0.0.1:{serve_port}/healthz")
+                run = run_to_end(tmp_path, env, "held", "run.log")
+                await attempts_requested(own_db, 12, "held")  # every contact, load still on
+                said = (tmp_path / "run.log").read_text()
+                assert "database unavailable" not in said, said[-2000:]
+                await loading.rollback()
+                code = await asyncio.to_thread(run.wait, 200)
+        finally:
+            await holder.close()
+    assert code == 0, (tmp_path / "run.log").read_text()[-2000:]
 
 
 async def test_lost_final_callbacks_are_looked_up_and_settled_with_the_providers_outcome(

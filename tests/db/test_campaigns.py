@@ -1,0 +1,59 @@
+"""The campaign row's lock (dialer.db.campaigns.lock_by_name): what it keeps out, what not."""
+
+from __future__ import annotations
+
+import asyncpg
+import pytest
+
+from dialer.db import campaigns
+
+
+async def _seed(conn: asyncpg.Connection) -> tuple[int, int]:
+    """An account, a campaign and one contact: (campaign id, contact id)."""
+    await conn.execute(
+        "INSERT INTO accounts (name, kind, rate_per_s, channels) VALUES ('held', 'sim', 10, 5)"
+    )
+    campaign = await conn.fetchval(
+        "INSERT INTO campaigns (name, account, spec) VALUES ('held', 'held', '{}') RETURNING id"
+    )
+    contact = await conn.fetchval(
+        """INSERT INTO contacts (campaign_id, row_no, phone_e164)
+           VALUES ($1, 1, '+919800000001') RETURNING id""",
+        campaign,
+    )
+    return campaign, contact
+
+
+async def test_a_campaign_held_by_a_load_keeps_other_loads_out_but_can_be_dialed(
+    own_database_url: str,
+) -> None:
+    """A load holds its campaign's row to its commit, so no other load (or pause, resume,
+    cancel) adds to the campaign meanwhile. It must not hold off the attempts dialing writes
+    for that campaign: each one's foreign-key check takes KEY SHARE on the row, and a
+    FOR UPDATE would make it wait for the whole load (past lock_timeout: `dialer run` took it
+    for the database being away, and a load longer than database_outage_limit ended it)."""
+    holder = await asyncpg.connect(own_database_url)
+    dialing = await asyncpg.connect(own_database_url)
+    other_load = await asyncpg.connect(own_database_url)
+    try:
+        campaign, contact = await _seed(holder)
+        loading = holder.transaction()
+        await loading.start()
+        assert (await campaigns.lock_by_name(holder, "held"))["id"] == campaign
+        await dialing.execute("SET lock_timeout = '5s'")
+        attempt = await dialing.fetchval(
+            """INSERT INTO attempts (contact_id, campaign_id, account, attempt_no, state,
+                                     phone_e164, slot)
+               VALUES ($1, $2, 'held', 1, 'reserved', '+919800000001', 0) RETURNING id""",
+            contact,
+            campaign,
+        )
+        assert attempt is not None
+        await other_load.execute("SET lock_timeout = '100ms'")
+        with pytest.raises(asyncpg.exceptions.LockNotAvailableError):
+            async with other_load.transaction():
+                await campaigns.lock_by_name(other_load, "held")
+        await loading.rollback()
+    finally:
+        for conn in (holder, dialing, other_load):
+            await conn.close()
