@@ -64,9 +64,12 @@ async def lock_by_name(conn: Connection, name: str) -> asyncpg.Record | None:
     )
 
 
-async def insert(conn: Connection, name: str, account: str, spec: dict) -> int:
+async def insert_new(conn: Connection, name: str, account: str, spec: dict) -> int | None:
+    """The new campaign's id; None if another session created one of that name meanwhile (an
+    insert still in progress is waited for: None once it commits)."""
     return await conn.fetchval(
-        "INSERT INTO campaigns (name, account, spec) VALUES ($1, $2, $3) RETURNING id",
+        """INSERT INTO campaigns (name, account, spec) VALUES ($1, $2, $3)
+           ON CONFLICT (name) DO NOTHING RETURNING id""",
         name,
         account,
         spec,

@@ -105,11 +105,21 @@ ANALYZE_FROM = 10_000  # a load of this many contacts or more refreshes the tabl
 
 
 async def upsert_campaign(conn: Connection, spec: CampaignSpec) -> tuple[int, str]:
-    """Insert the campaign, or update its spec if it has never dialed; say which."""
+    """Insert the campaign, or update its spec if it has never dialed; say which. Two loads
+    that create the same campaign at once: the second waits for the first, then loads into
+    the campaign it made, as into any other."""
     document = spec.to_json()
     row = await campaigns.lock_by_name(conn, spec.name)
     if row is None:
-        return await campaigns.insert(conn, spec.name, spec.account, document), "created"
+        created = await campaigns.insert_new(conn, spec.name, spec.account, document)
+        if created is not None:
+            return created, "created"
+        row = await campaigns.lock_by_name(conn, spec.name)  # made and committed meanwhile
+        if row is None:
+            raise ConflictError(
+                f"campaign {spec.name} was created and removed by another session meanwhile;"
+                " run the load again"
+            )
     if row["status"] == "canceled":
         raise ConflictError(f"campaign {spec.name} is canceled; load contacts into a new campaign")
     stored = _as_current(row["spec"])

@@ -17,9 +17,13 @@ import asyncpg
 import psutil
 import pytest
 
+from dialer.campaign_spec import CampaignSpec
+from dialer.db.connect import connect
 from dialer.erasure import phone_key
+from dialer.loading.loader import upsert_campaign
 from tests.conftest import TEST_CONFIG
 from tests.loading.helpers import campaign_file, csv_file
+from tests.processes import until
 
 pytestmark = pytest.mark.usefixtures("database_url")
 
@@ -400,3 +404,48 @@ async def test_interrupted_load_leaves_nothing(
     if sig == signal.SIGINT:
         leftovers = [n for n in os.listdir(tmp_path) if n.startswith(".dialer-rejects-")]
         assert not leftovers, "temporary files are removed"
+
+
+async def test_two_loads_creating_one_campaign_at_once_both_load_into_it(database_url: str) -> None:
+    """Two first loads of one campaign at once (two cron jobs, say): the second waits for the
+    first, then loads into the campaign the first made, never failing on its name."""
+    spec = CampaignSpec.model_validate(
+        {
+            "name": "c-twice",
+            "account": "sim-main",
+            "caller_id": ["+918047112233"],
+            "default_region": "IN",
+            "timezone": "UTC",
+            "window": {"start": "09:00", "end": "18:00"},
+        }
+    )
+    first, second, watcher = [await connect(database_url) for _ in range(3)]
+    try:
+        await first.execute(
+            """INSERT INTO accounts (name, kind, rate_per_s, channels)
+               VALUES ('sim-main', 'sim', 10, 5) ON CONFLICT DO NOTHING"""
+        )
+        loading = first.transaction()
+        await loading.start()
+        made, action = await upsert_campaign(first, spec)
+        assert action == "created"
+
+        async def second_load() -> tuple[int, str]:
+            async with second.transaction():
+                return await upsert_campaign(second, spec)
+
+        waiting = asyncio.ensure_future(second_load())
+        pid = second.get_server_pid()
+        await until(
+            lambda: watcher.fetchval(
+                "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid
+            ),
+            "the second load to wait for the first",
+        )
+        assert not waiting.done()
+        await loading.commit()
+        assert await waiting == (made, "unchanged")
+        assert await watcher.fetchval("SELECT count(*) FROM campaigns WHERE name = 'c-twice'") == 1
+    finally:
+        for conn in (first, second, watcher):
+            await conn.close()
