@@ -202,6 +202,8 @@ def _schemas() -> dict:
                 },
                 "rejected_rows_truncated": {"type": "boolean"},
                 "changed": {"type": "boolean"},
+                "reopened": {"type": "boolean"},
+                "completed_because": {"type": ["string", "null"]},
             },
         },
         "Numbers": {

@@ -137,6 +137,15 @@ async def complete_finished(conn: Connection, ids: list[int]) -> None:
     """Mark `completed` those of these active campaigns that have no contact left to dial
     (with their `campaign.finished` webhook events)."""
     async with conn.transaction():
+        # A load holds its campaign's row until it commits. Wait for it here, so that the
+        # check below, a statement of its own and so with a snapshot of its own, sees what it
+        # loaded. (Waiting inside the UPDATE, PostgreSQL would re-check the row but read the
+        # contacts as they were before: a campaign just given contacts would complete.)
+        await conn.execute(
+            """SELECT 1 FROM campaigns WHERE id = ANY($1::bigint[]) AND status = 'active'
+               ORDER BY id FOR NO KEY UPDATE""",
+            ids,
+        )
         done = await conn.fetch(
             """UPDATE campaigns k SET status = 'completed', updated_at = now()
                WHERE k.id = ANY($1::bigint[]) AND k.status = 'active'
@@ -153,3 +162,21 @@ async def delete(conn: Connection, campaign_id: int) -> None:
     async with conn.transaction():
         await conn.execute("DELETE FROM contacts WHERE campaign_id = $1", campaign_id)
         await conn.execute("DELETE FROM campaigns WHERE id = $1", campaign_id)
+
+
+async def reopen_finished(conn: Connection, campaign_id: int) -> tuple[bool, str | None]:
+    """A load gave the campaign contacts to dial: if it had completed because every contact
+    was final (complete_finished, which gives no reason), it is active again. (whether it
+    was reopened, the reason it stays completed: a goal met, say; None if it is not)."""
+    row = await conn.fetchrow(
+        """WITH reopened AS (
+               UPDATE campaigns SET status = 'active', updated_at = now()
+               WHERE id = $1 AND status = 'completed' AND status_reason IS NULL
+               RETURNING id)
+           SELECT EXISTS (SELECT 1 FROM reopened) AS reopened,
+                  CASE WHEN status = 'completed' THEN status_reason END AS completed_because
+           FROM campaigns WHERE id = $1""",
+        campaign_id,
+    )
+    row = one(row, "reopen a finished campaign")
+    return row["reopened"], None if row["reopened"] else row["completed_because"]

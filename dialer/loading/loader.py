@@ -88,6 +88,9 @@ async def load_campaign(
                         handle.seek(0)
                         handle.truncate()
             summary.campaign, summary.campaign_action = spec.name, action
+            if summary.loaded:
+                reopened = await campaigns.reopen_finished(conn, campaign_id)
+                summary.reopened, summary.completed_because = reopened
             await _finish(conn, campaign_id, source, summary, rejects_copy)
             if summary.rejected:  # the rejects file holds numbers: erasure lists it
                 where = str(rejects_path(csv_path).resolve())

@@ -27,6 +27,12 @@ class LoadSummary:
     rejects_file: str | None = None
     previously_loaded_at: str | None = None
     seconds: float = 0.0
+    # The campaign had completed, every contact final, and this load gave it contacts to
+    # dial: it is active again.
+    reopened: bool = False
+    # The campaign completed for this reason (its goal met): what this load added waits and is
+    # not dialed.
+    completed_because: str | None = None
     # (row number, reason) of the first LISTED_REJECTS rejected rows, for the campaign API's
     # answer; the CLI has the rejects file instead.
     rejected_rows: list[tuple[int, str]] = field(default_factory=list)
@@ -66,6 +72,16 @@ class LoadSummary:
             )
         if self.rejects_file:
             lines.append(f"rejected rows written to {self.rejects_file}")
+        if self.reopened:
+            lines.append(
+                f"campaign {self.campaign}: completed -> active (every contact was final; this"
+                f" load added {self.loaded} to dial)"
+            )
+        if self.completed_because:
+            lines.append(
+                f"note: campaign {self.campaign} is completed ({self.completed_because}): the"
+                f" contacts loaded ({self.loaded}) wait and are not dialed"
+            )
         if not self.changed:
             when = (
                 f" (first loaded {self.previously_loaded_at})" if self.previously_loaded_at else ""

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import asyncpg
 import pytest
 
 from dialer.db import campaigns
+from dialer.db.connect import connect
+from tests.processes import until
 
 
 async def _seed(conn: asyncpg.Connection) -> tuple[int, int]:
@@ -56,4 +60,41 @@ async def test_a_campaign_held_by_a_load_keeps_other_loads_out_but_can_be_dialed
         await loading.rollback()
     finally:
         for conn in (holder, dialing, other_load):
+            await conn.close()
+
+
+async def test_a_campaign_given_contacts_by_a_load_is_not_completed_under_it(
+    own_database_url: str,
+) -> None:
+    """`dialer run` finds every contact final and completes the campaign while a load is
+    adding contacts to it: it waits for the load, then sees what it added and leaves the
+    campaign active. (Waiting inside its UPDATE, PostgreSQL re-checked the row but read the
+    contacts as before the load, and the new contacts were left in a completed campaign.)"""
+    loading_conn, finishing, watcher = [await connect(own_database_url) for _ in range(3)]
+    try:
+        campaign, contact = await _seed(loading_conn)
+        await loading_conn.execute("UPDATE contacts SET state = 'done' WHERE id = $1", contact)
+        loading = loading_conn.transaction()
+        await loading.start()
+        await campaigns.lock_by_name(loading_conn, "held")
+        await loading_conn.execute(
+            """INSERT INTO contacts (campaign_id, row_no, phone_e164)
+               VALUES ($1, 2, '+919800000002')""",
+            campaign,
+        )
+        completing = asyncio.ensure_future(campaigns.complete_finished(finishing, [campaign]))
+        pid = finishing.get_server_pid()
+        await until(
+            lambda: watcher.fetchval(
+                "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid
+            ),
+            "the completion to wait for the load",
+        )
+        await loading.commit()
+        await completing
+        assert await watcher.fetchval("SELECT status FROM campaigns WHERE id = $1", campaign) == (
+            "active"
+        )
+    finally:
+        for conn in (loading_conn, finishing, watcher):
             await conn.close()

@@ -120,6 +120,37 @@ async def test_second_file_adds_only_new_numbers(run_cli, tmp_path: Path, db) ->
     assert sorted(phones) == ["+919845012345", "+919845012346", "+919845012347"]
 
 
+async def test_a_finished_campaign_given_contacts_is_active_again_one_that_met_its_goal_not(
+    run_cli, tmp_path: Path, db
+) -> None:
+    """Completed because every contact was final: new contacts make it active again, and the
+    summary says so. Completed because it met its goal: it stays completed, and the summary
+    says the contacts loaded wait undialed (they were loaded silently into both before)."""
+    csv_file(tmp_path, ["+919845012345,A"])
+    csv_file(tmp_path, ["+919845012346,B"], name="more.csv")
+    csv_file(tmp_path, ["+919845012347,C"], name="most.csv")
+    campaign_file(tmp_path, "c3r")
+    assert run_cli("campaign", "load", "c3r.toml").exit_code == 0
+    finished = """UPDATE campaigns SET status = 'completed', status_reason = $1
+                  WHERE name = 'c3r'"""
+    await db.execute(finished, None)  # as dialer run leaves it once every contact is final
+    more = run_cli("campaign", "load", "c3r.toml", "--csv", "more.csv")
+    assert more.exit_code == 0
+    assert "c3r: completed -> active (every contact was final; this load added 1" in more.stdout
+    assert await db.fetchval("SELECT status FROM campaigns WHERE name = 'c3r'") == "active"
+    await db.execute(finished, "stop_after reached: 1 answered")
+    most = run_cli("campaign", "load", "c3r.toml", "--csv", "most.csv", "--json")
+    summary = json.loads(most.stdout)
+    assert summary["loaded"] == 1
+    assert (summary["reopened"], summary["completed_because"]) == (
+        False,
+        "stop_after reached: 1 answered",
+    )
+    assert await db.fetchval("SELECT status FROM campaigns WHERE name = 'c3r'") == "completed"
+    text = run_cli("campaign", "load", "c3r.toml", "--csv", "most.csv").stdout
+    assert "nothing changed" in text and "note:" not in text  # nothing loaded, nothing to say
+
+
 async def test_dnc_numbers_load_as_suppressed(run_cli, tmp_path: Path, db) -> None:
     assert run_cli("dnc", "add", "+919845099999", "--reason", "asked").exit_code == 0
     csv_file(tmp_path, ["+919845099999,A", "+919845012346,B"])
