@@ -14,7 +14,18 @@ from dialer.db.types import Connection
 from dialer.erasure import ErasedNumbers, Scrubber, candidate_pattern
 from dialer.policy.states import SENT
 
-ERASURE_LOCK_KEY = 0x6572617365  # "erase": erasures take turns (they scan the same tables)
+# "erase": held by erasures (hold and erase, exclusive: they take turns, scanning the same
+# tables) and by loads (shared: loads run side by side). A load reads the erased numbers at its
+# start and writes contacts until its commit: an erasure between the two would miss the
+# number the load is writing, and the load would have read the list without it.
+ERASURE_LOCK_KEY = 0x6572617365
+
+
+async def keep_erasures_out(conn: Connection) -> None:
+    """In a load's transaction, before it reads the erased numbers: an erasure in progress
+    is waited for, and none starts until the load commits."""
+    await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", ERASURE_LOCK_KEY)
+
 
 # Where a number may have been written as text besides the columns erasure clears outright:
 # (table, key columns, JSON columns, text columns). A row is read back only when the database's
@@ -62,7 +73,9 @@ async def hold(
 ) -> list[int]:
     """In the caller's transaction: the keys become do-not-call for good, the plain numbers
     until they are erased, waiting contacts are suppressed; the reservations not yet sent
-    (their ids: the caller releases them). No new call to the numbers starts after this."""
+    (their ids: the caller releases them). No new call to the numbers starts after this.
+    Loads in progress are waited for (ERASURE_LOCK_KEY), so their contacts are suppressed."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", ERASURE_LOCK_KEY)
     await conn.execute(
         """INSERT INTO erased_numbers (phone_key, requested_by)
            SELECT k, $2 FROM unnest($1::text[]) AS k ON CONFLICT (phone_key) DO NOTHING""",

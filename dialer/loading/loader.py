@@ -64,6 +64,7 @@ async def load_campaign(
         rejects_user = files.enter_context(_temp_beside(csv_path))
         rejects_copy = files.enter_context(tempfile.TemporaryFile("w+", encoding="utf-8"))
         async with conn.transaction():
+            await erasure.keep_erasures_out(conn)  # before the erased numbers are read
             campaign_id, action = await upsert_campaign(conn, spec)
             await loads.create_stage_tables(conn)
             for index, encoding in enumerate(encodings):
