@@ -8,6 +8,8 @@ from collections.abc import Callable
 
 import asyncpg
 
+from tests.processes import until
+
 
 async def dialer_backends_waiting_on_a_lock(watch: asyncpg.Connection, database: str) -> list[int]:
     """The pids of the dialer connections to `database` waiting on a lock. `watch` must not
@@ -33,3 +35,20 @@ async def cut_one_and_see_it_wait_again(
     while not (pids := await dialer_backends_waiting_on_a_lock(watch, database)) or pids == [cut]:
         still_going()
         await asyncio.sleep(0.05)
+
+
+async def until_waiting_on_a_lock(
+    watch: asyncpg.Connection, session: asyncpg.Connection, work: asyncio.Future, what: str
+) -> None:
+    """Until `session` waits on a lock, or `work` (what runs on it) has ended without
+    waiting: the test then finds out from its result. `watch` is outside any transaction."""
+    pid = session.get_server_pid()
+
+    async def waiting_or_done() -> bool:
+        if work.done():
+            return True
+        return await watch.fetchval(
+            "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid
+        )
+
+    await until(waiting_or_done, what)

@@ -9,7 +9,7 @@ import pytest
 
 from dialer.db import campaigns
 from dialer.db.connect import connect
-from tests.processes import until
+from tests.db.lock_cuts import until_waiting_on_a_lock
 
 
 async def _seed(conn: asyncpg.Connection) -> tuple[int, int]:
@@ -83,13 +83,7 @@ async def test_a_campaign_given_contacts_by_a_load_is_not_completed_under_it(
             campaign,
         )
         completing = asyncio.ensure_future(campaigns.complete_finished(finishing, [campaign]))
-        pid = finishing.get_server_pid()
-        await until(
-            lambda: watcher.fetchval(
-                "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid
-            ),
-            "the completion to wait for the load",
-        )
+        await until_waiting_on_a_lock(watcher, finishing, completing, "the completion to wait")
         await loading.commit()
         await completing
         assert await watcher.fetchval("SELECT status FROM campaigns WHERE id = $1", campaign) == (

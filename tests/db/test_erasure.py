@@ -10,15 +10,9 @@ from dialer.db.connect import connect
 from dialer.db.consent import privacy_key
 from dialer.erasure import phone_key
 from dialer.forget import forget
-from tests.processes import until
+from tests.db.lock_cuts import until_waiting_on_a_lock
 
 NUMBER = "+919800000007"
-
-
-async def _waits_on_a_lock(watcher, pid: int) -> bool:
-    return await watcher.fetchval(
-        "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid
-    )
 
 
 async def test_a_number_erased_while_a_load_writes_it_is_erased_once_the_load_commits(
@@ -48,11 +42,7 @@ async def test_a_number_erased_while_a_load_writes_it_is_erased_once_the_load_co
             NUMBER,
         )
         erasing = asyncio.ensure_future(forget(forgetting, [NUMBER], "test", wait_s=0))
-        pid = forgetting.get_server_pid()
-        await until(
-            lambda: erasing.done() or _waits_on_a_lock(watcher, pid),
-            "the erasure to end or to wait for the load",
-        )
+        await until_waiting_on_a_lock(watcher, forgetting, erasing, "the erasure to wait")
         await loading.commit()
         report = await erasing
         assert [f.erased for f in report.numbers] == [True]
@@ -81,11 +71,7 @@ async def test_a_load_started_during_an_erasure_reads_the_number_as_erased(
                 return (await erasure.erased_numbers(loading_conn)).keys
 
         reading = asyncio.ensure_future(load_reads())
-        pid = loading_conn.get_server_pid()
-        await until(
-            lambda: reading.done() or _waits_on_a_lock(watcher, pid),
-            "the load to read or to wait for the erasure",
-        )
+        await until_waiting_on_a_lock(watcher, loading_conn, reading, "the load to wait")
         await holding.commit()
         assert key in await reading
     finally:

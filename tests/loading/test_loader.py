@@ -22,8 +22,8 @@ from dialer.db.connect import connect
 from dialer.erasure import phone_key
 from dialer.loading.loader import upsert_campaign
 from tests.conftest import TEST_CONFIG
+from tests.db.lock_cuts import until_waiting_on_a_lock
 from tests.loading.helpers import campaign_file, csv_file
-from tests.processes import until
 
 pytestmark = pytest.mark.usefixtures("database_url")
 
@@ -466,13 +466,7 @@ async def test_two_loads_creating_one_campaign_at_once_both_load_into_it(databas
                 return await upsert_campaign(second, spec)
 
         waiting = asyncio.ensure_future(second_load())
-        pid = second.get_server_pid()
-        await until(
-            lambda: watcher.fetchval(
-                "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid
-            ),
-            "the second load to wait for the first",
-        )
+        await until_waiting_on_a_lock(watcher, second, waiting, "the second load to wait")
         assert not waiting.done()
         await loading.commit()
         assert await waiting == (made, "unchanged")
