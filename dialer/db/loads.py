@@ -35,6 +35,16 @@ CONTACT_COLUMNS = [
 ]
 
 
+async def end_if_paused(conn: Connection, seconds: float) -> None:
+    """In a load's transaction: should it send nothing for `seconds` (its process paused:
+    Ctrl-Z, SIGSTOP, a suspended machine), PostgreSQL ends its session and rolls it back,
+    freeing what it holds: its campaign's row, and the erasures it holds off."""
+    await conn.execute(
+        "SELECT set_config('idle_in_transaction_session_timeout', $1, true)",
+        str(int(seconds * 1000)),
+    )
+
+
 async def create_stage_tables(conn: Connection) -> None:
     """`load_stage` (rows that may repeat a number) and `load_reject_stage`, dropped at commit."""
     await conn.execute(_STAGE_TABLES)

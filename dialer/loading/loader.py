@@ -64,6 +64,7 @@ async def load_campaign(
         rejects_user = files.enter_context(_temp_beside(csv_path))
         rejects_copy = files.enter_context(tempfile.TemporaryFile("w+", encoding="utf-8"))
         async with conn.transaction():
+            await loads.end_if_paused(conn, LOAD_IDLE_LIMIT_S)
             await erasure.keep_erasures_out(conn)  # before the erased numbers are read
             campaign_id, action = await upsert_campaign(conn, spec)
             await loads.create_stage_tables(conn)
@@ -105,6 +106,9 @@ async def load_campaign(
     return summary
 
 
+# A load that sends nothing to PostgreSQL for this long is paused (a segment takes well under
+# a second; a 300 MB line under two): its session ends, and with it its locks.
+LOAD_IDLE_LIMIT_S = 60.0
 ANALYZE_FROM = 10_000  # a load of this many contacts or more refreshes the table's statistics
 
 

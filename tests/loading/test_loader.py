@@ -10,6 +10,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -17,13 +18,17 @@ import asyncpg
 import psutil
 import pytest
 
-from dialer.campaign_spec import CampaignSpec
+from dialer.campaign_spec import CampaignSpec, load_campaign_file
 from dialer.db.connect import connect
+from dialer.db.erasure import ERASURE_LOCK_KEY
+from dialer.db.outage import CONNECTION_LOST
 from dialer.erasure import phone_key
+from dialer.loading import loader
 from dialer.loading.loader import upsert_campaign
 from tests.conftest import TEST_CONFIG
 from tests.db.lock_cuts import until_waiting_on_a_lock
 from tests.loading.helpers import campaign_file, csv_file
+from tests.processes import until
 
 pytestmark = pytest.mark.usefixtures("database_url")
 
@@ -474,3 +479,56 @@ async def test_two_loads_creating_one_campaign_at_once_both_load_into_it(databas
     finally:
         for conn in (first, second, watcher):
             await conn.close()
+
+
+async def test_a_paused_load_loses_its_session_and_what_it_held(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A load that stops sending past LOAD_IDLE_LIMIT_S (its process paused: Ctrl-Z, SIGSTOP)
+    loses its session: PostgreSQL rolls it back and frees what it held, every erasure it held
+    off included. Its event loop is held here in the progress callback, as in a stopped
+    process; resumed, it ends with the lost connection and nothing written."""
+    monkeypatch.setattr(loader, "LOAD_IDLE_LIMIT_S", 1.0)
+    csv_file(tmp_path, [f"+9198{i:08d},n{i}" for i in range(2000)])
+    campaign = load_campaign_file(campaign_file(tmp_path, "c-paused"))
+    paused, resumed = threading.Event(), threading.Event()
+    ended: dict[str, BaseException] = {}
+
+    def progress(done: int, total: int) -> None:
+        if not paused.is_set():
+            paused.set()
+            resumed.wait(120)  # the loop stops here, as a stopped process's would
+
+    def load_in_a_loop_of_its_own() -> None:
+        async def go() -> None:
+            conn = await connect(database_url)
+            try:
+                await loader.load_campaign(conn, campaign, progress=progress)
+            finally:
+                conn.terminate()
+
+        try:
+            asyncio.run(go())
+        except BaseException as exc:  # what the load ended with, checked below
+            ended["error"] = exc
+
+    thread = threading.Thread(target=load_in_a_loop_of_its_own)
+    thread.start()
+    watcher = await connect(database_url)
+    try:
+        assert await asyncio.to_thread(paused.wait, 60)
+
+        async def erasures_free() -> bool:
+            if not await watcher.fetchval("SELECT pg_try_advisory_lock($1)", ERASURE_LOCK_KEY):
+                return False
+            await watcher.execute("SELECT pg_advisory_unlock($1)", ERASURE_LOCK_KEY)
+            return True
+
+        await until(erasures_free, "the paused load's session to end")
+        resumed.set()
+        await asyncio.to_thread(thread.join, 60)
+        assert isinstance(ended.get("error"), CONNECTION_LOST), ended
+        assert await watcher.fetchval("SELECT count(*) FROM campaigns WHERE name = 'c-paused'") == 0
+    finally:
+        resumed.set()
+        await watcher.close()
