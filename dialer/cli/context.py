@@ -12,6 +12,7 @@ import click
 
 from dialer.config import DialerConfig, database_url_from, load_config
 from dialer.db.connect import resolve_database_url
+from dialer.db.outage import CONNECTION_LOST
 
 T = TypeVar("T")
 
@@ -46,13 +47,20 @@ INTERRUPT = threading.Event()
 def run(coroutine: Coroutine[Any, Any, T]) -> T:
     """Run a command's coroutine to completion on a fresh event loop. After Ctrl-C, the loose
     ends of the work it cut short (a query the server canceled, a future nobody awaits any
-    more) are expected and not printed: the one line the entry point prints says it all."""
+    more) are expected and not printed: the one line the entry point prints says it all. So
+    are a lost connection's: asyncpg may leave a future of the lost connection's error that
+    nobody reads (seen once in CI after a PostgreSQL restart mid-load), and the command says
+    the loss itself (db.outage.connection_lost)."""
     with asyncio.Runner() as runner:
-        runner.get_loop().set_exception_handler(_quiet_after_interrupt)
+        runner.get_loop().set_exception_handler(quiet_loose_ends)
         return runner.run(coroutine)
 
 
-def _quiet_after_interrupt(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+def quiet_loose_ends(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """The loop's exception handler: everything, but the loose ends `run` names."""
     if INTERRUPT.is_set():
+        return
+    unread = context.get("message") == "Future exception was never retrieved"
+    if unread and isinstance(context.get("exception"), CONNECTION_LOST):
         return
     loop.default_exception_handler(context)
