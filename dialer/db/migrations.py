@@ -14,6 +14,7 @@ from pathlib import Path
 
 import asyncpg
 
+from dialer.db.outage import CONNECTION_LOST, REFUSED
 from dialer.db.types import Connection
 from dialer.errors import DialerError
 
@@ -144,14 +145,10 @@ async def _apply(conn: Connection, migrations: list[Migration], verbose: bool) -
     return applied_now
 
 
-# Errors about the server or its state (not the migration's SQL): raised as they are, for the
-# caller's handling of outages and read-only databases.
-_THE_SERVER_NOT_THE_SQL = (
-    asyncpg.ReadOnlySQLTransactionError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.exceptions.OperatorInterventionError,
-    asyncpg.exceptions.InsufficientResourcesError,
-)
+# Errors about the server or its state, not the migration's SQL (a lost connection, a read-only
+# or full database, a lock or statement timeout, a serialization failure): raised as they are,
+# for the caller's one line saying which (db.outage), not blamed on the migration.
+_THE_SERVER_NOT_THE_SQL = (*CONNECTION_LOST, *REFUSED)
 
 
 def _refused(migration: Migration, error: asyncpg.PostgresError) -> DialerError:

@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dialer.db.connect import connect
-from dialer.db.migrations import discover, migrate
+from dialer.db.migrations import Migration, discover, migrate
+from dialer.db.outage import database_refused
 from dialer.errors import DialerError
 
 TABLES = {"accounts", "campaigns", "contacts", "attempts", "call_events", "dnc", "load_rejects"}
@@ -116,6 +117,40 @@ async def test_a_refused_migration_is_one_clear_error_and_changes_nothing(
     finally:
         await conn.close()
     assert (recorded, collation, views) == ("0023", None, 2)
+
+
+@pytest.mark.parametrize(
+    ("sqlstate", "kind", "said"),
+    [
+        ("40001", asyncpg.exceptions.SerializationError, "serialization failure or a deadlock"),
+        ("40P01", asyncpg.exceptions.DeadlockDetectedError, "serialization failure or a deadlock"),
+        ("55P03", asyncpg.exceptions.LockNotAvailableError, "locked by another session"),
+        ("57014", asyncpg.exceptions.QueryCanceledError, "statement was canceled"),
+    ],
+)
+async def test_a_migration_the_server_refused_for_now_is_not_blamed_on_its_sql(
+    empty_database_url: str, monkeypatch, sqlstate: str, kind: type, said: str
+) -> None:
+    """A deadlock, lock or statement timeout or serialization failure met
+    while migrating is the server's state, not the migration's SQL: it is raised as it is, for
+    the command's one line saying which refusal it is (db.outage), and nothing is applied."""
+    every = discover()
+    meeting = Migration(
+        "9999",
+        "9999_meets_the_server",
+        f"DO $$ BEGIN RAISE EXCEPTION 'refused' USING ERRCODE = '{sqlstate}'; END $$",
+    )
+    monkeypatch.setattr("dialer.db.migrations.discover", lambda: [*every, meeting])
+    conn = await connect(empty_database_url)
+    try:
+        with pytest.raises(kind) as refused:
+            await migrate(conn)
+        applied = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
+    finally:
+        await conn.close()
+    assert not applied  # one transaction: nothing before the refusal was kept either
+    line = str(database_refused(refused.value))
+    assert said in line and "rolled back" in line, line
 
 
 async def test_constraints_protect_users(database_url: str) -> None:
