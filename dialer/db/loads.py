@@ -6,6 +6,7 @@ campaign row's lock: no other load adds numbers to the campaign until it commits
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import IO, BinaryIO, cast
@@ -50,24 +51,30 @@ async def create_stage_tables(conn: Connection) -> None:
     await conn.execute(_STAGE_TABLES)
 
 
-async def copy_contacts(conn: Connection, data: bytes, *, staged: bool) -> None:
+async def copy_contacts(
+    conn: Connection, data: bytes, *, staged: bool, handed_on: asyncio.Event | None = None
+) -> None:
     """COPY text lines (tab-separated, `\\N` for NULL) of CONTACT_COLUMNS into `contacts`, or
-    into `load_stage` if `staged`."""
+    into `load_stage` if `staged`. `handed_on` is set once the last of `data` is handed to
+    the connection (PostgreSQL may still be reading it)."""
     table = "load_stage" if staged else "contacts"
-    copy = conn.copy_to_table(table, source=_pieces(data), columns=CONTACT_COLUMNS, format="text")
+    pieces = _pieces(data, handed_on)
+    copy = conn.copy_to_table(table, source=pieces, columns=CONTACT_COLUMNS, format="text")
     await until_lost(conn, copy, f"the COPY into {table}")
 
 
 COPY_PIECE = 256 << 10  # bytes of one CopyData message: PostgreSQL reads each one whole
 
 
-async def _pieces(data: bytes) -> AsyncIterator[memoryview]:
+async def _pieces(data: bytes, handed_on: asyncio.Event | None) -> AsyncIterator[memoryview]:
     """`data` in pieces, handed to the connection as its flow control allows. (A file-like
     source is read through a thread, a hop per 512 KB; one whole buffer would be one message
     that PostgreSQL waits for to its end before it reads a row.)"""
     view = memoryview(data)
     for start in range(0, len(view), COPY_PIECE):
         yield view[start : start + COPY_PIECE]
+    if handed_on is not None:
+        handed_on.set()
 
 
 async def numbers_in_campaign(conn: Connection, campaign_id: int) -> AsyncIterator[asyncpg.Record]:

@@ -197,28 +197,29 @@ async def _stage(
     erased_here: list[str] = []
 
     read = _Reading(plan, campaign_id, source.delimiter, str(source.path), erased)
+    written = _Written(conn, campaign_id)
     async with _executor(source.size, erased) as pool:
-        async for result in read.validated(chain([first] if first else [], segments), pool):
-            summary.rows_read += result.records
-            summary.rejected += len(result.rejects)
-            summary.default_region_numbers += result.default_region
-            reasons.update(result.reasons)
-            for row_no, raw, reason in result.rejects:
-                if len(summary.rejected_rows) < LISTED_REJECTS:
-                    summary.rejected_rows.append((row_no, reason))
-                user_writer.writerow([row_no, cell(reason), *map(cell, raw.values())])
-                copy_writer.writerow([row_no, json.dumps(raw, ensure_ascii=False), reason])
-            erased_here += result.erased
-            repeats = [index for index, phone in enumerate(result.phones) if seen.add(phone)]
-            new, maybe = result.split(repeats)
-            if new:
-                await loads.copy_contacts(conn, new, staged=False)
+        try:
+            async for result in read.validated(chain([first] if first else [], segments), pool):
+                summary.rows_read += result.records
+                summary.rejected += len(result.rejects)
+                summary.default_region_numbers += result.default_region
+                reasons.update(result.reasons)
+                for row_no, raw, reason in result.rejects:
+                    if len(summary.rejected_rows) < LISTED_REJECTS:
+                        summary.rejected_rows.append((row_no, reason))
+                    user_writer.writerow([row_no, cell(reason), *map(cell, raw.values())])
+                    copy_writer.writerow([row_no, json.dumps(raw, ensure_ascii=False), reason])
+                erased_here += result.erased
+                repeats = [index for index, phone in enumerate(result.phones) if seen.add(phone)]
+                new, maybe = result.split(repeats)
+                await written.after(new, maybe)
                 inserted += len(result.phones) - len(repeats)
-            if maybe:
-                await loads.copy_contacts(conn, maybe, staged=True)
-                inserted += await loads.insert_staged(conn, campaign_id)
-            if progress:
-                progress(source.bytes_read, source.size)
+                if progress:
+                    progress(source.bytes_read, source.size)
+            inserted += await written.finish()
+        finally:
+            await written.abandon()
     summary.suppressed = await loads.suppress_listed(conn, campaign_id, newest_before)
     if erased_here:
         summary.suppressed += await loads.suppress_numbers_loaded(
@@ -229,6 +230,56 @@ async def _stage(
     summary.encoding, summary.delimiter = source.encoding, source.delimiter
     summary.rejects_by_reason = dict(reasons.most_common())
     return summary
+
+
+class _Written:
+    """Segments written one at a time, in file order, each while the loop reads and routes
+    the next: PostgreSQL's COPY of one overlaps this process's work on the next instead of
+    waiting for it. However the loop ends, a write still in progress is ended (a COPY
+    cancelled sends CopyFail) before the connection is used again."""
+
+    def __init__(self, conn: Connection, campaign_id: int) -> None:
+        self.conn, self.campaign_id = conn, campaign_id
+        self._writing: asyncio.Task[int] | None = None
+        self._staged_inserted = 0
+
+    async def after(self, new: bytes, maybe: bytes) -> None:
+        """Once the previous segment is written (its error raised here), start writing this
+        one, and return when its rows are on their way: PostgreSQL reads them meanwhile."""
+        await self.finish()
+        handed_on = asyncio.Event()
+        self._writing = writing = asyncio.ensure_future(self._write(new, maybe, handed_on))
+        on_the_way = asyncio.ensure_future(handed_on.wait())
+        try:
+            await asyncio.wait([writing, on_the_way], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            on_the_way.cancel()
+
+    async def _write(self, new: bytes, maybe: bytes, handed_on: asyncio.Event) -> int:
+        """A segment's new numbers by COPY into `contacts`, its possible repeats through the
+        stage; how many of those were inserted."""
+        if new:
+            await loads.copy_contacts(self.conn, new, staged=False, handed_on=handed_on)
+        handed_on.set()
+        if not maybe:
+            return 0
+        await loads.copy_contacts(self.conn, maybe, staged=True)
+        return await loads.insert_staged(self.conn, self.campaign_id)
+
+    async def finish(self) -> int:
+        """Wait for the write in progress; how many staged rows all the writes inserted."""
+        if self._writing is not None:
+            self._staged_inserted += await self._writing
+            self._writing = None
+        return self._staged_inserted
+
+    async def abandon(self) -> None:
+        """End a write left in progress by an error or a cancel, its own error dropped (the
+        one that ended the loop is what the caller raises)."""
+        writing, self._writing = self._writing, None
+        if writing is not None:
+            writing.cancel()
+            await asyncio.gather(writing, return_exceptions=True)
 
 
 async def _numbers_in_campaign(conn: Connection, campaign_id: int) -> tuple[SeenNumbers, int]:

@@ -532,3 +532,60 @@ async def test_a_paused_load_loses_its_session_and_what_it_held(
     finally:
         resumed.set()
         await watcher.close()
+
+
+async def test_an_encoding_found_wrong_late_in_a_big_file_is_read_again_whole(
+    run_cli, tmp_path: Path, db, monkeypatch
+) -> None:
+    """A byte that is not UTF-8 deep in a file: the load has written segments before it, and
+    one is on its way to PostgreSQL when the byte is met. That write is ended, the savepoint
+    drops what was written, and the file is read again in the declared encoding: every row
+    once, the odd name as written. (A small file, validated in this process: nothing else
+    waits between the error and the savepoint's rollback, as a worker pool's shutdown does.)"""
+    monkeypatch.setattr("dialer.loading.loader.CHUNK_ROWS", 200)
+    monkeypatch.setattr("dialer.loading.csv_source.BLOCK_SIZE", 8192)  # the byte met late
+    lines = [f"+9198450{i:05d},n{i}" for i in range(6000)]
+    lines[5000] = "+919845099999,José"
+    (tmp_path / "contacts.csv").write_bytes(
+        ("phone,name\n" + "\n".join(lines) + "\n").encode("cp1252")
+    )
+    campaign_file(tmp_path, "c-late-byte", extra='encoding = "cp1252"')
+    loaded = run_cli("campaign", "load", "c-late-byte.toml", "--json")
+    assert loaded.exit_code == 0, loaded.stderr
+    summary = json.loads(loaded.stdout)
+    assert (summary["encoding"], summary["loaded"], summary["duplicates"]) == ("cp1252", 6000, 0)
+    names = [r["name"] for r in await contacts_of(db, "c-late-byte")]
+    assert names == [f"n{i}" if i != 5000 else "José" for i in range(6000)]
+
+
+async def test_a_segment_postgresql_refuses_while_the_next_is_read_fails_the_whole_load(
+    database_url: str, tmp_path: Path, db, monkeypatch
+) -> None:
+    """A segment's write fails in PostgreSQL (a trigger of the user's own refuses a row)
+    while the loader reads the segments after it: the load ends with that error, nothing of
+    it is written, and its connection is left usable (no write still in progress on it)."""
+    monkeypatch.setattr("dialer.loading.loader.PARALLEL_FROM_BYTES", 0)
+    monkeypatch.setattr("dialer.loading.loader.CHUNK_ROWS", 200)
+    rows = [f"+9198451{i:05d},n{i}" for i in range(4000)]
+    rows[1500] = "+919845199999,refuse me"
+    csv_file(tmp_path, rows)
+    campaign = load_campaign_file(campaign_file(tmp_path, "c-refused-row"))
+    await db.execute(
+        """CREATE FUNCTION refuse_a_row() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN
+               IF NEW.name = 'refuse me' THEN RAISE EXCEPTION 'row refused by a trigger'; END IF;
+               RETURN NEW;
+           END $$;
+           CREATE TRIGGER refuse_a_row BEFORE INSERT ON contacts
+               FOR EACH ROW EXECUTE FUNCTION refuse_a_row()"""
+    )
+    conn = await connect(database_url)
+    try:
+        with pytest.raises(asyncpg.RaiseError, match="row refused by a trigger"):
+            await loader.load_campaign(conn, campaign)
+        assert await conn.fetchval("SELECT 1") == 1  # nothing left in progress on it
+    finally:
+        await conn.close()
+        await db.execute("DROP TRIGGER refuse_a_row ON contacts; DROP FUNCTION refuse_a_row()")
+    assert await db.fetchval("SELECT count(*) FROM campaigns WHERE name = 'c-refused-row'") == 0
+    assert not (tmp_path / "contacts.rejects.csv").exists()
