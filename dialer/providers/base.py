@@ -10,10 +10,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
-import aiohttp
 from multidict import MultiDict, MultiDictProxy
 
 from dialer.calls import (
@@ -34,6 +33,9 @@ from dialer.providers.http import (
     unanswered,
 )
 from dialer.providers.secrets import derive_token, mask, same_secret
+
+if TYPE_CHECKING:  # the HTTP client is imported when a call is sent, not to read an account
+    import aiohttp
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,9 @@ import json
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlencode
 
-import aiohttp
 import phonenumbers
 from pydantic import SecretStr
 
@@ -31,6 +30,9 @@ from dialer.providers.base import InboundCallback, Pace, Provider, ProviderError
 from dialer.providers.errors import Rejected, Unreadable
 from dialer.providers.http import HttpAnswer, HttpRequest, classify, json_body, lookup, unanswered
 from dialer.providers.words import FINAL_WORDS, first, normal_word, state_of_word, to_cost, to_int
+
+if TYPE_CHECKING:  # the HTTP client is imported when a call is sent, not to read an account
+    import aiohttp
 
 LOOKUP_BATCH = 100  # Exotel's limit of Sids per bulk call-details request
 CUSTOM_PREFIX = "dialer-attempt:"

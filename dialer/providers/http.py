@@ -9,14 +9,15 @@ import base64
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
-
-import aiohttp
 
 from dialer.errors import ProviderError
 from dialer.providers.errors import Ambiguous, NotDialed, RateLimited, Rejected
 from dialer.providers.secrets import mask
+
+if TYPE_CHECKING:  # imported when a request is sent, not to read an account
+    import aiohttp
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,8 @@ async def send(
     are never followed (our credentials and a customer's number would go to wherever the
     Location says); the answer's body is read up to 1 MiB, the rest left unread.
     """
+    import aiohttp  # here, not at the top: reading dialer.toml's accounts needs no HTTP client
+
     kwargs: dict[str, Any] = {"headers": dict(request.headers), "allow_redirects": False}
     if deadline is not None:
         kwargs["trace_request_ctx"] = {"deadline": deadline}

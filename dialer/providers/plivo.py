@@ -34,10 +34,9 @@ import hashlib
 import hmac
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
-import aiohttp
 from pydantic import AnyHttpUrl, Field, SecretStr
 
 from dialer.calls import CallEvent, CallRequest, PlacedCall
@@ -56,6 +55,9 @@ from dialer.providers.words import (
     to_cost,
     to_int,
 )
+
+if TYPE_CHECKING:  # the HTTP client is imported when a call is sent, not to read an account
+    import aiohttp
 
 # Plivo's own words for how a call ended, in ours (the rest are Twilio's words already)
 WORDS = {"timeout": "failed", "cancel": "canceled"}

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlencode, urlsplit
 
-import aiohttp
 from pydantic import SecretStr
 
 from dialer.calls import CallEvent, CallRequest, PlacedCall
@@ -18,8 +17,11 @@ from dialer.providers.errors import Forbidden, Unreadable
 from dialer.providers.http import HttpAnswer, HttpRequest, classify, json_body
 from dialer.providers.secrets import same_secret
 from dialer.providers.words import from_epoch, listed_event, state_of_word, to_int
-from dialer.sim.server import sign
 from dialer.sim.settings import SIM_DEFAULT_SECRET
+from dialer.sim.signing import sign
+
+if TYPE_CHECKING:  # the HTTP client is imported when a call is sent, not to read an account
+    import aiohttp
 
 # The sim speaks the Twilio family's status words (base.state_of_word reads them).
 STATUSES = {"initiated", "ringing", "answered", "completed", "busy", "no-answer", "failed"}

@@ -22,9 +22,8 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import aiohttp
 from pydantic import AnyHttpUrl, Field, SecretStr
 
 from dialer.calls import CallEvent, CallRequest, PlacedCall
@@ -33,6 +32,9 @@ from dialer.providers.base import InboundCallback, Pace, Provider, ProviderError
 from dialer.providers.errors import Rejected, Unreadable
 from dialer.providers.http import HttpAnswer, HttpRequest, classify, json_body, lookup, unanswered
 from dialer.providers.words import from_epoch, normal_word, to_int
+
+if TYPE_CHECKING:  # the HTTP client is imported when a call is sent, not to read an account
+    import aiohttp
 
 LIVE_WORDS = {
     "started": "accepted",

@@ -37,10 +37,9 @@ import binascii
 import time
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlencode
 
-import aiohttp
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 from pydantic import AnyHttpUrl, Field, SecretStr, field_validator
@@ -61,6 +60,9 @@ from dialer.providers.words import (
     state_of_word,
     to_int,
 )
+
+if TYPE_CHECKING:  # the HTTP client is imported when a call is sent, not to read an account
+    import aiohttp
 
 EVENTS = "initiated ringing answered completed"
 TIMEOUT_S = (5, 120)  # Timeout: the ring time Telnyx allows

@@ -20,10 +20,9 @@ import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from datetime import datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-import aiohttp
 from pydantic import Field, SecretStr
 
 from dialer.calls import CallEvent, CallRequest, PlacedCall
@@ -42,6 +41,9 @@ from dialer.providers.words import (
     state_of_word,
     to_int,
 )
+
+if TYPE_CHECKING:  # the HTTP client is imported when a call is sent, not to read an account
+    import aiohttp
 
 EVENTS = ("initiated", "ringing", "answered", "completed")
 # Twilio error codes that condemn the number, not the account (21211 invalid To, 21214 To not

@@ -32,11 +32,9 @@ import time
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlencode
 
-import aiohttp
-import jwt
 from pydantic import AnyHttpUrl, Field, SecretStr, field_validator
 
 from dialer.calls import CallEvent, CallRequest, PlacedCall
@@ -54,6 +52,9 @@ from dialer.providers.words import (
     to_cost,
     to_int,
 )
+
+if TYPE_CHECKING:  # the HTTP client is imported when a call is sent, not to read an account
+    import aiohttp
 
 # Vonage's words in ours; `machine` and `human` are detection results, not states
 WORDS = {
@@ -117,6 +118,8 @@ class VonageProvider(Provider):
             "jti": str(uuid.uuid4()),
             "exp": now + 15 * 60,
         }
+        import jwt  # here: reading a Vonage account needs no JWT library (nor its cryptography)
+
         return jwt.encode(claims, self._private, algorithm="RS256")
 
     def _headers(self) -> dict[str, str]:
@@ -197,6 +200,8 @@ class VonageProvider(Provider):
 
     def _check_signature(self, callback: InboundCallback) -> None:
         """The signed webhook: an HS256 JWT over the payload's SHA-256, recent, for our key."""
+        import jwt
+
         header = callback.headers.get("Authorization", "")
         if not header.startswith("Bearer "):
             raise Forbidden("no signed webhook JWT (Authorization: Bearer)")

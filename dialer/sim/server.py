@@ -19,7 +19,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import hmac
 import itertools
 import json
@@ -34,12 +33,9 @@ import aiohttp
 from aiohttp import web
 
 from dialer.sim.settings import SimSettings
+from dialer.sim.signing import sign
 
 REQUIRED = ("to", "from", "status_callback")
-
-
-def sign(secret: str, path: str, body: bytes) -> str:
-    return hmac.new(secret.encode(), path.encode() + b"\n" + body, hashlib.sha256).hexdigest()
 
 
 @dataclass

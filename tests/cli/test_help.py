@@ -68,3 +68,22 @@ def test_starting_one_command_imports_no_other() -> None:
     assert "dialer.cli.campaign" in loaded
     for other in ("dialer.cli.dialing", "dialer.cli.account", "dialer.cli.demo"):
         assert other not in loaded, loaded
+
+
+def test_commands_that_send_nothing_load_no_http_stack() -> None:
+    """Reading dialer.toml (every account's model) and the campaign commands import neither
+    the HTTP client and server (aiohttp: a tenth of a second) nor a provider's signing
+    library: a cron job's `dialer campaign load` or `show` starts without them. They are
+    imported where a request is sent or a server is made."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys; import dialer.config, dialer.cli.campaign, dialer.loading.loader;"
+        " print(sorted({m.split('.')[0] for m in sys.modules}))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], check=True, capture_output=True, text=True
+    ).stdout
+    for heavy in ("aiohttp", "jwt", "cryptography"):
+        assert f"'{heavy}'" not in loaded, f"{heavy} imported: {loaded}"
