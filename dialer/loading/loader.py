@@ -328,27 +328,37 @@ class _Reading:
     ) -> AsyncIterator[ChunkResult]:
         """Each segment's result. One that ended inside a quoted cell (a cut made at a stray
         quote) hands back its unfinished record, which is read again with the next segment:
-        that one's result, read from the wrong start, is dropped."""
-        in_flight: deque[tuple[Segment, asyncio.Future[ChunkResult]]] = deque()
+        that one's result, read from the wrong start, is dropped.
+
+        The first segment is read in this process, once the next ones are handed to the
+        workers: they take a few tenths of a second to start, and PostgreSQL has its first
+        rows meanwhile."""
+        in_flight: deque[tuple[Segment, asyncio.Future[ChunkResult] | None]] = deque()
         depth = 2 * (os.cpu_count() or 1) if pool else 1
         exhausted = False
+        first_here = pool is not None
         try:
             while True:
                 while not exhausted and len(in_flight) < depth:
                     segment = next(segments, None)
                     if segment is None:
                         exhausted = True
+                    elif first_here:
+                        in_flight.append((segment, None))  # read below, after the others
+                        first_here = False
                     else:
                         in_flight.append((segment, self._submit(pool, segment)))
                 if not in_flight:
                     return
-                result = await in_flight[0][1]
+                head, reading = in_flight[0]
+                result = await (reading or self._submit(None, head))
                 in_flight.popleft()
                 if result.open_tail is not None:
                     after: Segment | None
                     if in_flight:
                         after, stale = in_flight.popleft()
-                        _abandon(stale)
+                        if stale is not None:
+                            _abandon(stale)
                     else:
                         after = next(segments, None)
                         exhausted = exhausted or after is None
@@ -357,7 +367,8 @@ class _Reading:
                 yield result
         finally:
             for _, abandoned in in_flight:  # interrupted: nobody will read these, say so quietly
-                _abandon(abandoned)
+                if abandoned is not None:
+                    _abandon(abandoned)
 
 
 def _abandon(future: asyncio.Future) -> None:

@@ -26,7 +26,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import time as TimeOfDay
-from functools import cached_property
+from functools import cached_property, partial
 from itertools import accumulate
 from json.encoder import encode_basestring
 from operator import itemgetter
@@ -109,10 +109,8 @@ class ColumnPlan:
         columns = self.field_columns
         if len(columns) > 1:
             return itemgetter(*columns)
-        if columns:
-            only = columns[0]
-            return lambda values: (values[only],)
-        return lambda values: ()
+        # (functions of this module, not lambdas: a plan read here is sent to the workers)
+        return partial(_one_field, columns[0]) if columns else _no_fields
 
     @cached_property
     def plain_fields(self) -> str:
@@ -123,6 +121,14 @@ class ColumnPlan:
             for _, key in self._field_keys
         ]
         return "{{" + ", ".join(keys) + "}}"
+
+
+def _one_field(only: int, values: Sequence[str]) -> tuple[str]:
+    return (values[only],)
+
+
+def _no_fields(values: Sequence[str]) -> tuple[()]:
+    return ()
 
 
 @dataclass
