@@ -4,13 +4,24 @@ load is writing it is never left in contacts, dialable."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
+import asyncpg
+import pytest
+
+from dialer.campaign_spec import load_campaign_file
 from dialer.db import erasure
 from dialer.db.connect import connect
 from dialer.db.consent import privacy_key
+from dialer.db.outage import CONNECTION_LOST
 from dialer.erasure import phone_key
 from dialer.forget import forget
+from dialer.loading import loader
+from tests.conftest import TEST_CONFIG
 from tests.db.lock_cuts import until_waiting_on_a_lock
+from tests.db.stalling import StallingProxy, server_address
+from tests.loading.helpers import campaign_file, csv_file
+from tests.processes import until
 
 NUMBER = "+919800000007"
 
@@ -76,4 +87,87 @@ async def test_a_load_started_during_an_erasure_reads_the_number_as_erased(
         assert key in await reading
     finally:
         for conn in (erasing_conn, loading_conn, watcher):
+            await conn.close()
+
+
+async def test_an_erasure_ends_a_load_stopped_part_way_through_a_copy(
+    own_database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A load whose bytes stop while PostgreSQL reads one of its COPYs (its process stopped,
+    its network cut: here a proxy stops passing them) sits in a statement waiting for its
+    client, which PostgreSQL never times out, holding the erasure lock. An erasure waiting for
+    it ends it once it has waited past STALLED_LOAD_S (1 s here): the load rolls back whole,
+    and the number is erased. (Rows of 2,000 characters make a segment's COPY outgrow the
+    socket buffers, so PostgreSQL is left mid-COPY.)"""
+    monkeypatch.setattr(erasure, "STALLED_LOAD_S", 1.0)
+    monkeypatch.setattr(erasure, "_LOCK_WAIT_STEP_MS", 200)
+    monkeypatch.setattr(loader, "SEGMENT_CHARS", 256 << 20)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "dialer.toml").write_text(TEST_CONFIG)
+    monkeypatch.setenv("DIALER_CONFIG", str(tmp_path / "dialer.toml"))
+    csv_file(tmp_path, [f"+9197{i:08d},{chr(97 + i % 26) * 2000}" for i in range(30_000)])
+    campaign = load_campaign_file(campaign_file(tmp_path, "c-stopped-copy"))
+    connect_up, login = server_address()
+    proxy = StallingProxy(connect_up)
+    server = await asyncio.start_server(proxy.handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    name = own_database_url.rpartition("/")[2].partition("?")[0]
+    secret = f":{login['password']}" if "password" in login else ""
+    loading_conn = await connect(f"postgresql://{login['user']}{secret}@127.0.0.1:{port}/{name}")
+    forgetting, watcher = await connect(own_database_url), await connect(own_database_url)
+    load = asyncio.ensure_future(loader.load_campaign(loading_conn, campaign))
+    try:
+
+        async def copying(waiting_for_client: bool) -> bool:
+            return await watcher.fetchval(
+                """SELECT count(*) > 0 FROM pg_stat_activity
+                   WHERE query LIKE 'COPY "contacts"%' AND state = 'active'
+                     AND (NOT $1 OR wait_event = 'ClientRead')""",
+                waiting_for_client,
+            )
+
+        await until(lambda: copying(False), "the load's COPY into contacts", every=0.01)
+        proxy.stall()
+        await until(lambda: copying(True), "PostgreSQL waiting mid-COPY for the load's bytes")
+        report = await asyncio.wait_for(forget(forgetting, [NUMBER], "test", wait_s=0), 120)
+        assert [f.erased for f in report.numbers] == [True]
+        proxy.taking.set()
+        with pytest.raises(CONNECTION_LOST):
+            await asyncio.wait_for(load, 60)
+        assert await watcher.fetchval("SELECT count(*) FROM contacts") == 0
+    finally:
+        proxy.taking.set()
+        if not load.done():
+            load.cancel()
+            await asyncio.gather(load, return_exceptions=True)
+        loading_conn.terminate()
+        for conn in (forgetting, watcher):
+            await conn.close()
+        server.close()
+
+
+async def test_an_erasure_with_a_lock_timeout_of_its_own_still_gives_up_after_it(
+    own_database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The API's sessions wait for a lock 5 s at most (then 503 and Retry-After): an erasure
+    there still gives up after its own lock_timeout while a load that is not stalled holds
+    the lock, ends no load, and leaves its session's setting as it was."""
+    monkeypatch.setattr(erasure, "_LOCK_WAIT_STEP_MS", 100)
+    loading_conn, erasing = await connect(own_database_url), await connect(own_database_url)
+    try:
+        loading = loading_conn.transaction()
+        await loading.start()
+        await erasure.keep_erasures_out(loading_conn)
+        await erasing.execute("SET lock_timeout = '300ms'")
+        with pytest.raises(asyncpg.LockNotAvailableError):
+            async with erasing.transaction():
+                await erasure.take_erasure_lock(erasing)
+        assert await erasing.fetchval("SHOW lock_timeout") == "300ms"
+        assert await loading_conn.fetchval("SELECT 1") == 1  # the load's session goes on
+        await loading.commit()
+        async with erasing.transaction():
+            await erasure.take_erasure_lock(erasing)
+            assert await erasing.fetchval("SHOW lock_timeout") == "300ms"
+    finally:
+        for conn in (loading_conn, erasing):
             await conn.close()
