@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from dialer.db import webhooks
+from dialer.db import stalled, webhooks
 from dialer.db.types import Connection, one
 
 _ROW = "SELECT id, name, account, spec FROM campaigns"
@@ -59,21 +59,31 @@ async def lock_by_name(conn: Connection, name: str) -> asyncpg.Record | None:
     which FOR UPDATE would hold off for a whole load (past lock_timeout, and `dialer run`
     took that for the database being away). NO KEY UPDATE holds them off only if the
     campaign's id or name changed, which nothing does."""
-    return await conn.fetchrow(
-        "SELECT id, spec, status FROM campaigns WHERE name = $1 FOR NO KEY UPDATE", name
-    )
+    return await conn.fetchrow(_LOCK_BY_NAME, name)
+
+
+_LOCK_BY_NAME = "SELECT id, spec, status FROM campaigns WHERE name = $1 FOR NO KEY UPDATE"
+
+
+async def lock_by_name_for_load(conn: Connection, name: str) -> asyncpg.Record | None:
+    """lock_by_name for a load, which may wait for another load of the campaign: one stopped
+    part way through a COPY is ended meanwhile (db.stalled), not waited for for ever."""
+    return await stalled.fetchrow_past_stalled_loads(conn, _LOCK_BY_NAME, name)
 
 
 async def insert_new(conn: Connection, name: str, account: str, spec: dict) -> int | None:
     """The new campaign's id; None if another session created one of that name meanwhile (an
-    insert still in progress is waited for: None once it commits)."""
-    return await conn.fetchval(
+    insert still in progress is waited for: None once it commits; a load that made it and
+    stopped part way through a COPY is ended meanwhile, db.stalled, and this one is made)."""
+    row = await stalled.fetchrow_past_stalled_loads(
+        conn,
         """INSERT INTO campaigns (name, account, spec) VALUES ($1, $2, $3)
            ON CONFLICT (name) DO NOTHING RETURNING id""",
         name,
         account,
         spec,
     )
+    return row["id"] if row else None
 
 
 async def replace_spec(conn: Connection, campaign_id: int, account: str, spec: dict) -> None:

@@ -4,12 +4,12 @@ table where they were written, and the keyed hashes that keep them do-not-call."
 from __future__ import annotations
 
 import json
-import logging
 import socket
 from typing import Any
 
 import asyncpg
 
+from dialer.db import stalled
 from dialer.db.consent import privacy_key
 from dialer.db.types import Connection
 from dialer.erasure import ErasedNumbers, Scrubber, candidate_pattern
@@ -22,69 +22,12 @@ from dialer.policy.states import SENT
 ERASURE_LOCK_KEY = 0x6572617365
 
 
-# A load's segment is one COPY of a few MB that takes well under a second; one that has been
-# waiting for its client this long is stopped part way (its process paused or its network cut),
-# and PostgreSQL does not time out a statement waiting for its client.
-STALLED_LOAD_S = 60.0
-_LOCK_WAIT_STEP_MS = 5000  # how long an erasure waits for the lock before it looks again
-
-log = logging.getLogger("dialer.db")
-
-
 async def take_erasure_lock(conn: Connection) -> None:
     """ERASURE_LOCK_KEY, exclusive, for the caller's transaction: the loads in progress are
-    waited for. A load stopped part way through one of its COPYs would hold it until someone
-    resumes or kills it: while it waits, the erasure ends such loads (end_stalled_loads; the
-    load rolls back whole). A session with a lock_timeout of its own (the API's) still gives
-    up after it, with LockNotAvailableError, as before."""
-    if not conn.is_in_transaction():  # the lock would end with the savepoint's transaction
-        raise RuntimeError("take_erasure_lock is for a transaction the caller holds open")
-    own_ms = await conn.fetchval(
-        "SELECT extract(epoch FROM current_setting('lock_timeout')::interval) * 1000"
+    waited for, and one stopped part way through a COPY is ended meanwhile (db.stalled)."""
+    await stalled.fetchrow_past_stalled_loads(
+        conn, "SELECT pg_advisory_xact_lock($1)", ERASURE_LOCK_KEY
     )
-    budget_s = float(own_ms) / 1000 if own_ms else None
-    step_ms = min(int(own_ms), _LOCK_WAIT_STEP_MS) if own_ms else _LOCK_WAIT_STEP_MS
-    waited_s = 0.0
-    while True:
-        try:
-            async with conn.transaction():  # a savepoint: a wait that times out is undone alone
-                await conn.execute("SELECT set_config('lock_timeout', $1, true)", str(step_ms))
-                await conn.execute("SELECT pg_advisory_xact_lock($1)", ERASURE_LOCK_KEY)
-                await conn.execute(
-                    "SELECT set_config('lock_timeout', $1, true)", str(int(own_ms or 0))
-                )
-            return
-        except asyncpg.LockNotAvailableError:
-            waited_s += step_ms / 1000
-            await end_stalled_loads(conn, STALLED_LOAD_S)
-            if budget_s is not None and waited_s >= budget_s:
-                raise
-
-
-async def end_stalled_loads(conn: Connection, stalled_s: float) -> list[int]:
-    """End the sessions of loads (this role's, in this database) that have sat in one
-    segment's COPY waiting for their client for over `stalled_s`: each is logged, and rolls
-    back whole. Their process, if it wakes, ends with the lost connection."""
-    rows = await conn.fetch(
-        """SELECT pid, client_addr::text AS client,
-                  round(extract(epoch FROM clock_timestamp() - query_start)) AS seconds,
-                  pg_terminate_backend(pid) AS ended
-           FROM pg_stat_activity
-           WHERE datname = current_database() AND usename = current_user
-             AND pid <> pg_backend_pid() AND state = 'active' AND wait_event = 'ClientRead'
-             AND (query LIKE 'COPY "contacts"%' OR query LIKE 'COPY "load_stage"%')
-             AND query_start < clock_timestamp() - make_interval(secs => $1)""",
-        stalled_s,
-    )
-    for row in rows:
-        log.warning(
-            "ended a contacts load stalled for %s s in one COPY, waiting for its client"
-            " (PostgreSQL pid %s, client %s): it rolled back whole, so an erasure can go on",
-            row["seconds"],
-            row["pid"],
-            row["client"] or "local socket",
-        )
-    return [row["pid"] for row in rows if row["ended"]]
 
 
 async def keep_erasures_out(conn: Connection) -> None:

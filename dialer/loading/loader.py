@@ -117,12 +117,12 @@ async def upsert_campaign(conn: Connection, spec: CampaignSpec) -> tuple[int, st
     that create the same campaign at once: the second waits for the first, then loads into
     the campaign it made, as into any other."""
     document = spec.to_json()
-    row = await campaigns.lock_by_name(conn, spec.name)
+    row = await campaigns.lock_by_name_for_load(conn, spec.name)
     if row is None:
         created = await campaigns.insert_new(conn, spec.name, spec.account, document)
         if created is not None:
             return created, "created"
-        row = await campaigns.lock_by_name(conn, spec.name)  # made and committed meanwhile
+        row = await campaigns.lock_by_name_for_load(conn, spec.name)  # made, committed meanwhile
         if row is None:
             raise ConflictError(
                 f"campaign {spec.name} was created and removed by another session meanwhile;"

@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from urllib.parse import parse_qs, urlsplit
 
+from dialer.campaign_spec import CampaignFile
 from tests.conftest import SERVER_URL
 
 
@@ -73,3 +75,46 @@ def server_address() -> tuple[Callable[[], Awaitable[tuple]], dict[str, str]]:
     if url.password:
         login["password"] = url.password
     return connect, login
+
+
+@asynccontextmanager
+async def load_stopped_mid_copy(url: str, campaign: CampaignFile) -> AsyncIterator[asyncio.Task]:
+    """A load of `campaign` into the database at `url` through a StallingProxy, stopped once
+    PostgreSQL is mid-COPY into contacts waiting for its bytes (as when its process stops or
+    its network is cut); the load's task. Its rows must be wide enough (2,000 characters) for
+    a segment's COPY to outgrow the socket buffers. The bytes flow again on the way out."""
+    from dialer.db.connect import connect
+    from dialer.loading import loader
+    from tests.processes import until
+
+    connect_up, login = server_address()
+    proxy = StallingProxy(connect_up)
+    server = await asyncio.start_server(proxy.handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    name = url.rpartition("/")[2].partition("?")[0]
+    secret = f":{login['password']}" if "password" in login else ""
+    loading_conn = await connect(f"postgresql://{login['user']}{secret}@127.0.0.1:{port}/{name}")
+    watcher = await connect(url)
+    load = asyncio.ensure_future(loader.load_campaign(loading_conn, campaign))
+    try:
+
+        async def copying(waiting_for_client: bool) -> bool:
+            return await watcher.fetchval(
+                """SELECT count(*) > 0 FROM pg_stat_activity
+                   WHERE query LIKE 'COPY "contacts"%' AND state = 'active'
+                     AND (NOT $1 OR wait_event = 'ClientRead')""",
+                waiting_for_client,
+            )
+
+        await until(lambda: copying(False), "the load's COPY into contacts", every=0.01)
+        proxy.stall()
+        await until(lambda: copying(True), "PostgreSQL waiting mid-COPY for the load's bytes")
+        yield load
+    finally:
+        proxy.taking.set()
+        if not load.done():
+            load.cancel()
+            await asyncio.gather(load, return_exceptions=True)
+        loading_conn.terminate()
+        await watcher.close()
+        server.close()

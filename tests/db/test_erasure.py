@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 
 from dialer.campaign_spec import load_campaign_file
-from dialer.db import erasure
+from dialer.db import erasure, stalled
 from dialer.db.connect import connect
 from dialer.db.consent import privacy_key
 from dialer.db.outage import CONNECTION_LOST
@@ -19,9 +19,8 @@ from dialer.forget import forget
 from dialer.loading import loader
 from tests.conftest import TEST_CONFIG
 from tests.db.lock_cuts import until_waiting_on_a_lock
-from tests.db.stalling import StallingProxy, server_address
+from tests.db.stalling import load_stopped_mid_copy
 from tests.loading.helpers import campaign_file, csv_file
-from tests.processes import until
 
 NUMBER = "+919800000007"
 
@@ -99,51 +98,25 @@ async def test_an_erasure_ends_a_load_stopped_part_way_through_a_copy(
     it ends it once it has waited past STALLED_LOAD_S (1 s here): the load rolls back whole,
     and the number is erased. (Rows of 2,000 characters make a segment's COPY outgrow the
     socket buffers, so PostgreSQL is left mid-COPY.)"""
-    monkeypatch.setattr(erasure, "STALLED_LOAD_S", 1.0)
-    monkeypatch.setattr(erasure, "_LOCK_WAIT_STEP_MS", 200)
+    monkeypatch.setattr(stalled, "STALLED_LOAD_S", 1.0)
+    monkeypatch.setattr(stalled, "LOCK_WAIT_STEP_MS", 200)
     monkeypatch.setattr(loader, "SEGMENT_CHARS", 256 << 20)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "dialer.toml").write_text(TEST_CONFIG)
     monkeypatch.setenv("DIALER_CONFIG", str(tmp_path / "dialer.toml"))
     csv_file(tmp_path, [f"+9197{i:08d},{chr(97 + i % 26) * 2000}" for i in range(30_000)])
     campaign = load_campaign_file(campaign_file(tmp_path, "c-stopped-copy"))
-    connect_up, login = server_address()
-    proxy = StallingProxy(connect_up)
-    server = await asyncio.start_server(proxy.handle, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    name = own_database_url.rpartition("/")[2].partition("?")[0]
-    secret = f":{login['password']}" if "password" in login else ""
-    loading_conn = await connect(f"postgresql://{login['user']}{secret}@127.0.0.1:{port}/{name}")
     forgetting, watcher = await connect(own_database_url), await connect(own_database_url)
-    load = asyncio.ensure_future(loader.load_campaign(loading_conn, campaign))
     try:
-
-        async def copying(waiting_for_client: bool) -> bool:
-            return await watcher.fetchval(
-                """SELECT count(*) > 0 FROM pg_stat_activity
-                   WHERE query LIKE 'COPY "contacts"%' AND state = 'active'
-                     AND (NOT $1 OR wait_event = 'ClientRead')""",
-                waiting_for_client,
-            )
-
-        await until(lambda: copying(False), "the load's COPY into contacts", every=0.01)
-        proxy.stall()
-        await until(lambda: copying(True), "PostgreSQL waiting mid-COPY for the load's bytes")
-        report = await asyncio.wait_for(forget(forgetting, [NUMBER], "test", wait_s=0), 120)
-        assert [f.erased for f in report.numbers] == [True]
-        proxy.taking.set()
-        with pytest.raises(CONNECTION_LOST):
-            await asyncio.wait_for(load, 60)
+        async with load_stopped_mid_copy(own_database_url, campaign) as load:
+            report = await asyncio.wait_for(forget(forgetting, [NUMBER], "test", wait_s=0), 120)
+            assert [f.erased for f in report.numbers] == [True]
+            with pytest.raises(CONNECTION_LOST):
+                await asyncio.wait_for(load, 60)
         assert await watcher.fetchval("SELECT count(*) FROM contacts") == 0
     finally:
-        proxy.taking.set()
-        if not load.done():
-            load.cancel()
-            await asyncio.gather(load, return_exceptions=True)
-        loading_conn.terminate()
         for conn in (forgetting, watcher):
             await conn.close()
-        server.close()
 
 
 async def test_an_erasure_with_a_lock_timeout_of_its_own_still_gives_up_after_it(
@@ -152,7 +125,7 @@ async def test_an_erasure_with_a_lock_timeout_of_its_own_still_gives_up_after_it
     """The API's sessions wait for a lock 5 s at most (then 503 and Retry-After): an erasure
     there still gives up after its own lock_timeout while a load that is not stalled holds
     the lock, ends no load, and leaves its session's setting as it was."""
-    monkeypatch.setattr(erasure, "_LOCK_WAIT_STEP_MS", 100)
+    monkeypatch.setattr(stalled, "LOCK_WAIT_STEP_MS", 100)
     loading_conn, erasing = await connect(own_database_url), await connect(own_database_url)
     try:
         loading = loading_conn.transaction()
