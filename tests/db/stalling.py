@@ -8,7 +8,10 @@ import socket
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
+
+import pytest
 
 from dialer.campaign_spec import CampaignFile
 from tests.conftest import SERVER_URL
@@ -118,3 +121,26 @@ async def load_stopped_mid_copy(url: str, campaign: CampaignFile) -> AsyncIterat
         loading_conn.terminate()
         await watcher.close()
         server.close()
+
+
+def wide_load(
+    folder: Path, monkeypatch: pytest.MonkeyPatch, name: str, prefix: str
+) -> CampaignFile:
+    """A campaign `name` of 30,000 contacts (numbers `+91` + `prefix` + 8 digits) whose rows
+    of 2,000 characters make a segment's COPY outgrow the socket buffers (one segment for the
+    whole file), with loads counted stalled after 1 s and waiters looking every 0.2 s."""
+    from dialer.campaign_spec import load_campaign_file
+    from dialer.db import stalled
+    from dialer.loading import loader
+    from tests.conftest import TEST_CONFIG
+    from tests.loading.helpers import campaign_file, csv_file
+
+    monkeypatch.setattr(stalled, "STALLED_LOAD_S", 1.0)
+    monkeypatch.setattr(stalled, "LOCK_WAIT_STEP_MS", 200)
+    monkeypatch.setattr(loader, "SEGMENT_CHARS", 256 << 20)
+    monkeypatch.chdir(folder)
+    (folder / "dialer.toml").write_text(TEST_CONFIG)
+    monkeypatch.setenv("DIALER_CONFIG", str(folder / "dialer.toml"))
+    rows = [f"+91{prefix}{i:08d},{chr(97 + i % 26) * 2000}" for i in range(30_000)]
+    csv_file(folder, rows)
+    return load_campaign_file(campaign_file(folder, name))

@@ -9,18 +9,14 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from dialer.campaign_spec import load_campaign_file
 from dialer.db import erasure, stalled
 from dialer.db.connect import connect
 from dialer.db.consent import privacy_key
 from dialer.db.outage import CONNECTION_LOST
 from dialer.erasure import phone_key
 from dialer.forget import forget
-from dialer.loading import loader
-from tests.conftest import TEST_CONFIG
 from tests.db.lock_cuts import until_waiting_on_a_lock
-from tests.db.stalling import load_stopped_mid_copy
-from tests.loading.helpers import campaign_file, csv_file
+from tests.db.stalling import load_stopped_mid_copy, wide_load
 
 NUMBER = "+919800000007"
 
@@ -98,14 +94,7 @@ async def test_an_erasure_ends_a_load_stopped_part_way_through_a_copy(
     it ends it once it has waited past STALLED_LOAD_S (1 s here): the load rolls back whole,
     and the number is erased. (Rows of 2,000 characters make a segment's COPY outgrow the
     socket buffers, so PostgreSQL is left mid-COPY.)"""
-    monkeypatch.setattr(stalled, "STALLED_LOAD_S", 1.0)
-    monkeypatch.setattr(stalled, "LOCK_WAIT_STEP_MS", 200)
-    monkeypatch.setattr(loader, "SEGMENT_CHARS", 256 << 20)
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "dialer.toml").write_text(TEST_CONFIG)
-    monkeypatch.setenv("DIALER_CONFIG", str(tmp_path / "dialer.toml"))
-    csv_file(tmp_path, [f"+9197{i:08d},{chr(97 + i % 26) * 2000}" for i in range(30_000)])
-    campaign = load_campaign_file(campaign_file(tmp_path, "c-stopped-copy"))
+    campaign = wide_load(tmp_path, monkeypatch, "c-stopped-copy", "97")
     forgetting, watcher = await connect(own_database_url), await connect(own_database_url)
     try:
         async with load_stopped_mid_copy(own_database_url, campaign) as load:

@@ -19,7 +19,6 @@ import psutil
 import pytest
 
 from dialer.campaign_spec import CampaignSpec, load_campaign_file
-from dialer.db import stalled
 from dialer.db.connect import connect
 from dialer.db.erasure import ERASURE_LOCK_KEY
 from dialer.db.outage import CONNECTION_LOST
@@ -28,7 +27,7 @@ from dialer.loading import loader
 from dialer.loading.loader import upsert_campaign
 from tests.conftest import TEST_CONFIG
 from tests.db.lock_cuts import until_waiting_on_a_lock
-from tests.db.stalling import load_stopped_mid_copy
+from tests.db.stalling import load_stopped_mid_copy, wide_load
 from tests.loading.helpers import campaign_file, csv_file
 from tests.processes import until
 
@@ -600,14 +599,7 @@ async def test_a_load_waiting_for_one_stopped_mid_copy_ends_it_and_loads(
     process stopped, its network cut), holding the campaign's row in a statement PostgreSQL
     never times out. The second, waiting for that row, ends it once it has waited past
     STALLED_LOAD_S (1 s here) and loads the file; the first ends with the lost connection."""
-    monkeypatch.setattr(stalled, "STALLED_LOAD_S", 1.0)
-    monkeypatch.setattr(stalled, "LOCK_WAIT_STEP_MS", 200)
-    monkeypatch.setattr(loader, "SEGMENT_CHARS", 256 << 20)
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "dialer.toml").write_text(TEST_CONFIG)
-    monkeypatch.setenv("DIALER_CONFIG", str(tmp_path / "dialer.toml"))
-    csv_file(tmp_path, [f"+9196{i:08d},{chr(97 + i % 26) * 2000}" for i in range(30_000)])
-    campaign = load_campaign_file(campaign_file(tmp_path, "c-second-cron"))
+    campaign = wide_load(tmp_path, monkeypatch, "c-second-cron", "96")
     conn = await connect(database_url)
     try:
         async with load_stopped_mid_copy(database_url, campaign) as first:
