@@ -57,7 +57,7 @@ async def fetchrow_past_stalled_loads(
                 raise
 
 
-async def end_stalled_loads(conn: Connection, stalled_s: float) -> list[int]:
+async def end_stalled_loads(conn: Connection, stalled_s: float) -> None:
     """End the sessions of loads (this role's, in this database) that have sat in one
     segment's COPY waiting for their client for over `stalled_s`: each is logged, and rolls
     back whole. Their process, if it wakes, ends with the lost connection."""
@@ -72,7 +72,7 @@ async def end_stalled_loads(conn: Connection, stalled_s: float) -> list[int]:
              AND query_start < clock_timestamp() - make_interval(secs => $1)""",
         stalled_s,
     )
-    for row in rows:
+    for row in (row for row in rows if row["ended"]):  # (not: gone meanwhile)
         log.warning(
             "ended a contacts load stalled for %s s in one COPY, waiting for its client"
             " (PostgreSQL pid %s, client %s): it rolled back whole, freeing what it held",
@@ -80,4 +80,3 @@ async def end_stalled_loads(conn: Connection, stalled_s: float) -> list[int]:
             row["pid"],
             row["client"] or "local socket",
         )
-    return [row["pid"] for row in rows if row["ended"]]
