@@ -6,12 +6,14 @@ process on every machine changes it in turn) and writes back what the limiter de
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
 
 from dialer.db.types import Connection
 from dialer.dispatch.limiter import AccountLimits, LimiterState
+from dialer.policy.states import LIVE
 
 
 def sendable_sql(alias: str) -> str:
@@ -26,6 +28,27 @@ def sendable_sql(alias: str) -> str:
 _STATE = f"""SELECT rate_per_s, rate_factor, channels, tat, last_429_at, throttle_streak,
                     now() AS now, {sendable_sql("accounts")} AS sendable, next_slot
              FROM accounts WHERE name = $1"""
+
+
+@dataclass(frozen=True)
+class AccountGlance:
+    """An account's limiter row and its channels' use, read without a lock: what a claim
+    expects to be able to give before it picks contacts (dispatch.claim)."""
+
+    state: LimiterState
+    live: int  # live attempts, each holding a channel
+    waiting: int  # of them, reserved and not yet sent
+
+
+_GLANCE = f"""SELECT rate_per_s, rate_factor, channels, tat, last_429_at, throttle_streak,
+                     now() AS now, {sendable_sql("accounts")} AS sendable, next_slot,
+                     use.live, use.waiting
+              FROM accounts,
+                   LATERAL (SELECT count(*) AS live,
+                                   count(*) FILTER (WHERE a.state = 'reserved') AS waiting
+                            FROM attempts a
+                            WHERE a.account = $1 AND a.state = ANY($2::text[])) use
+              WHERE name = $1"""
 
 
 async def register(conn: Connection, limits: AccountLimits) -> None:
@@ -54,8 +77,19 @@ async def lock_state(
     row = await conn.fetchrow(
         _STATE + (" FOR UPDATE SKIP LOCKED" if skip_locked else " FOR UPDATE"), account
     )
+    return None if row is None else _state_of(row)
+
+
+async def glance(conn: Connection, account: str) -> AccountGlance | None:
+    """The account's limiter row and how many of its attempts are live and waiting, as
+    committed now, with no lock taken; None for an unregistered account."""
+    row = await conn.fetchrow(_GLANCE, account, list(LIVE))
     if row is None:
         return None
+    return AccountGlance(_state_of(row), row["live"], row["waiting"])
+
+
+def _state_of(row: asyncpg.Record) -> LimiterState:
     return LimiterState(
         aimed_rate_per_s=row["rate_per_s"],
         rate_factor=row["rate_factor"],

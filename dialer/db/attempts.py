@@ -18,7 +18,7 @@ import asyncpg
 from dialer.calls import CallEvent
 from dialer.db.consent import LIVE_GRANT
 from dialer.db.types import Connection, one
-from dialer.dispatch.limiter import free_channel_slots
+from dialer.dispatch.limiter import claimable, free_channel_slots
 from dialer.policy.attestation import attestation_of
 from dialer.policy.lookups import (
     ANSWERED_QUIET,
@@ -101,13 +101,14 @@ async def free_channels(
     row = await conn.fetchrow(_CHANNELS, account, list(LIVE))
     assert row is not None
     waiting: int = row["waiting"]
-    wanted = min(tokens - waiting, max_batch)
+    wanted = claimable(tokens, waiting, max_batch, channels, row["live"])
     held = set(row["held"])
     slots = free_channel_slots(channels, cursor, held, row["live"], wanted)
     return FreeChannels(waiting, slots)
 
 
 _RESERVE = """
+WITH reserved AS (
 INSERT INTO attempts (contact_id, campaign_id, account, attempt_no, state, phone_e164, slot,
                       lease_expires_at, dial_before, subject, rules_checked, created_at)
 SELECT t.id, $2, $3,
@@ -123,6 +124,11 @@ FROM unnest($1::bigint[], $5::int[], $6::float8[], $7::timestamptz[], $9::text[]
 JOIN contacts c ON c.id = t.id
 ORDER BY t.n
 RETURNING id, contact_id, attempt_no
+), dialing AS (  -- the contact has an attempt now: one more attempt each
+    UPDATE contacts SET state = 'dialing', attempts = attempts + 1, updated_at = now()
+    WHERE id = ANY($1::bigint[])
+)
+SELECT id, contact_id, attempt_no FROM reserved
 """
 
 
@@ -140,7 +146,7 @@ async def reserve(
 ) -> list[asyncpg.Record]:
     """Insert one `reserved` attempt per contact, holding its channel slot, with a lease that
     ends `lease` after its send time (never after its window closes), on `subject`, with the
-    rules its claim checked; in the given order."""
+    rules its claim checked, and count it on its contact, now `dialing`; in the given order."""
     return await conn.fetch(
         _RESERVE,
         contact_ids,

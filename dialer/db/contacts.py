@@ -192,15 +192,6 @@ async def release_dial_cap_holds(conn: Connection, campaign_ids: list[int], figu
     return int(status.split()[-1])
 
 
-async def mark_dialing(conn: Connection, ids: list[int]) -> None:
-    """These contacts have an attempt now: one more attempt each."""
-    await conn.execute(
-        """UPDATE contacts SET state = 'dialing', attempts = attempts + 1, updated_at = now()
-           WHERE id = ANY($1::bigint[])""",
-        ids,
-    )
-
-
 async def undo_attempt(conn: Connection, contact_id: int) -> None:
     """Its attempt never reached the provider: it does not count, dial again when allowed."""
     await conn.execute(

@@ -1,14 +1,16 @@
 """Claiming work under the account's shared limits, in one short transaction.
 
-1. Lock the account's limiter row (SKIP LOCKED: if another worker is claiming for it, come
-   back later).
-2. From its GCRA clock (dispatch.limiter), work out how many request slots fall within the next
-   `horizon`; find that many free channel slots (attempts.free_channels: the account's live
-   attempts read as one row, the ring of slots walked from the account's cursor).
-3. Pick that many due contacts (db.due), in the campaign's order, row-locked with SKIP LOCKED;
+1. Glance at the account's limiter row and its live attempts, with no lock (accounts.glance):
+   how many attempts it could take now (limiter.claimable). Nothing: come back later.
+2. Pick that many due contacts (db.due), in the campaign's order, row-locked with SKIP LOCKED;
    lock their numbers (advisory locks) and, with a fresh snapshot, drop numbers already live
-   elsewhere or at their daily dial cap.
-4. Insert their attempts as `reserved`, each holding a channel slot and a send time, store the
+   elsewhere or at their daily dial cap. None of this holds the account's row, which every
+   sender of the account needs: on a network, picking is most of a claim's round trips.
+3. Lock the account's limiter row. From its GCRA clock (dispatch.limiter), work out how many
+   request slots fall within the next `horizon`; find that many free channel slots
+   (attempts.free_channels: the live attempts read as one row, the ring of slots walked from
+   the account's cursor). Contacts picked beyond them are left as they were.
+4. Insert the attempts as `reserved`, each holding a channel slot and a send time, store the
    limiter's row, commit. All times come from the database clock.
 
 At send time, begin_dial gives request slots on the same clock and commits `dialing`.
@@ -72,29 +74,40 @@ async def claim(
 ) -> list[Claimed]:
     """Reserve up to `max_batch` attempts for the account's campaigns; [] if nothing is allowed."""
     async with conn.transaction():
-        state = await accounts.lock_state(conn, limits.name, skip_locked=True)
-        if state is None or not state.sendable:  # paused, or resting (dispatch.account_health)
+        seen = await accounts.glance(conn, limits.name)
+        if seen is None or not seen.state.sendable:  # paused, or resting (account_health)
+            return []
+        tokens = limiter.slots_within(seen.state, horizon_s)
+        want = limiter.claimable(tokens, seen.waiting, max_batch, seen.state.channels, seen.live)
+        picks: list[_Picked] = []
+        for campaign in campaigns:
+            left = want - sum(len(p.rows) for p in picks)
+            if left <= 0:
+                break
+            picked = await _pick(conn, limits, campaign, left, seen.state.now, dial_cap)
+            if picked is not None:
+                picks.append(picked)
+        if not picks:
+            return []
+        state = await accounts.lock_state(conn, limits.name)
+        if state is None or not state.sendable:  # paused or resting meanwhile
             return []
         fault_point("holding-account-lock")
-        tokens = limiter.slots_within(state, horizon_s)
         channels = await attempts.free_channels(
-            conn, limits.name, state.channels, state.next_slot, tokens, max_batch
+            conn,
+            limits.name,
+            state.channels,
+            state.next_slot,
+            limiter.slots_within(state, horizon_s),
+            min(max_batch, sum(len(p.rows) for p in picks)),
         )
         free, waiting = channels.slots, channels.waiting
-        want = len(free)
         claimed: list[Claimed] = []
-        for campaign in campaigns:
-            if len(claimed) >= want:
+        for picked in picks:
+            if len(claimed) >= len(free):
                 break
-            claimed += await _claim_campaign(
-                conn,
-                limits,
-                campaign,
-                want - len(claimed),
-                free[len(claimed) :],
-                state,
-                waiting + len(claimed),
-                dial_cap,
+            claimed += await _reserve(
+                conn, limits, picked, free[len(claimed) :], state, waiting + len(claimed)
             )
         if claimed:
             # the next claim looks for free slots after the last one given here
@@ -104,24 +117,34 @@ async def claim(
         return claimed
 
 
-async def _claim_campaign(
+@dataclass(frozen=True)
+class _Picked:
+    """A campaign's due contacts a claim picked and locked (with their numbers), cleared of
+    those held (live elsewhere, at a cap): in order, the ones to reserve first."""
+
+    campaign: Campaign
+    rows: list[asyncpg.Record]
+    law_keys: dict[int, str | None]
+
+
+async def _pick(
     conn: Connection,
     limits: AccountLimits,
     campaign: Campaign,
     want: int,
-    free_slots: list[int],
-    state: LimiterState,
-    offset: int,
+    now: datetime,
     dial_cap: int,
-) -> list[Claimed]:
+) -> _Picked | None:
+    """Up to `want` of the campaign's due contacts, locked with their numbers and cleared of
+    any hold (a contact held gets its hold written); None if none is left."""
     if demanded(campaign.rules.law) and await stale_copies(conn, [campaign]):
-        return []  # a registry copy turned too old: the dispatcher stops the campaign
+        return None  # a registry copy turned too old: the dispatcher stops the campaign
     sticky = len(campaign.accounts) > 1 and campaign.spec.caller_id_policy == "sticky"
     rows = await contacts.lock_due(
         conn, campaign.id, want, campaign.rules, limits.name if sticky else None
     )
     if not rows:
-        return []
+        return None
     locked = await contacts.lock_numbers(
         conn, [r["id"] for r in rows], [r["phone_e164"] for r in rows]
     )
@@ -131,7 +154,6 @@ async def _claim_campaign(
     checks = await contacts.check_numbers(
         conn, [r["id"] for r in rows], [r["phone_e164"] for r in rows], dial_cap, subject, law
     )
-    now = state.now
     blocked = {
         c["id"]: c for c in checks if c["live_elsewhere"] or c["capped_since"] or c["held_until"]
     }
@@ -151,8 +173,23 @@ async def _claim_campaign(
         await contacts.postpone(conn, contact_id, until, held_by, figure)
     rows = [r for r in rows if r["id"] not in blocked]
     if not rows:
-        return []
-    keys = {c["id"]: c["law_key"] for c in checks}
+        return None
+    return _Picked(campaign, rows, {c["id"]: c["law_key"] for c in checks})
+
+
+async def _reserve(
+    conn: Connection,
+    limits: AccountLimits,
+    picked: _Picked,
+    free_slots: list[int],
+    state: LimiterState,
+    offset: int,
+) -> list[Claimed]:
+    """Reserve attempts for the first of the picked contacts, one per free slot (under the
+    account's lock: `state` is its row as locked, `offset` the slots already promised)."""
+    campaign, law = picked.campaign, picked.campaign.rules.law
+    rows = picked.rows[: len(free_slots)]
+    now = state.now
     send_in = [state.ahead_s + (offset + i) * state.interval_s for i in range(len(rows))]
     # The window these contacts are in closes at a time of their own zone; nothing may be sent
     # after it, however long the attempt waits for a request slot.
@@ -166,11 +203,11 @@ async def _claim_campaign(
         send_in,
         closes,
         LEASE,
-        subject,
-        [_checked(law, keys.get(r["id"])) for r in rows],
+        campaign.spec.subject_name,
+        [_checked(law, picked.law_keys.get(r["id"])) for r in rows],
     )
-    await contacts.mark_dialing(conn, [r["id"] for r in rows])
     by_contact = {r["id"]: r for r in rows}
+    delays = {r["id"]: delay for r, delay in zip(rows, send_in, strict=True)}
     return [
         Claimed(
             attempt_id=a["id"],
@@ -179,11 +216,11 @@ async def _claim_campaign(
             attempt_no=a["attempt_no"],
             phone_e164=by_contact[a["contact_id"]]["phone_e164"],
             fields=by_contact[a["contact_id"]]["fields"],
-            send_in_s=delay,
+            send_in_s=delays[a["contact_id"]],
             first_caller=by_contact[a["contact_id"]]["first_caller"],
             unplaced=_unplaced(by_contact[a["contact_id"]]),
         )
-        for a, delay in zip(inserted, send_in, strict=True)
+        for a in sorted(inserted, key=lambda a: delays[a["contact_id"]])
     ]
 
 

@@ -162,6 +162,13 @@ def slots_within(state: LimiterState, horizon_s: float) -> int:
     return math.floor(ahead / state.interval_s) + 1 if ahead >= 0 else 0
 
 
+def claimable(tokens: int, waiting: int, max_batch: int, channels: int, live: int) -> int:
+    """How many attempts a claim may reserve: the request slots opening within its horizon
+    (`tokens`, slots_within) less those the attempts `waiting` to be sent will take, at most
+    `max_batch`, and no more than the `channels` the `live` attempts leave free."""
+    return max(0, min(tokens - waiting, max_batch, channels - live))
+
+
 def free_channel_slots(
     channels: int, cursor: int, held: set[int | None], live: int, wanted: int
 ) -> list[int]:

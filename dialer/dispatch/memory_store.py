@@ -147,7 +147,7 @@ class MemoryDispatchStore:
             state.next_slot,
             {a.slot for a in live},
             len(live),
-            min(tokens - waiting, max_batch),
+            limiter.claimable(tokens, waiting, max_batch, state.channels, len(live)),
         )
         want = len(free)
         claimed: list[Claimed] = []

@@ -158,3 +158,62 @@ async def test_the_cursor_outlives_the_claim_that_moved_it(run_cli, db, tmp_path
            WHERE account = 'cursor-account' AND slot = 0"""
     )
     assert await slots_of_a_claim(1) == [2]
+
+
+async def test_a_claim_picks_its_contacts_before_it_takes_the_account_row(
+    run_cli, db, database_url: str, tmp_path: Path
+) -> None:
+    """Every sender of an account waits for its row, so a claim picks and checks its contacts
+    first and takes the row only to give them slots. Here the row is held while a claim of four
+    runs: the claim picks four contacts and waits; the holder claims one of the others in its
+    own transaction and commits; the waiting claim then gives the three channels left, and its
+    fourth contact stays as it was (pending, no attempt counted)."""
+    import asyncio
+
+    from dialer.campaigns import from_row
+    from dialer.db.connect import connect
+    from dialer.dispatch.claim import claim
+    from dialer.dispatch.limiter import AccountLimits
+
+    numbers = [f"+1212555040{n}" for n in range(6)]  # none live elsewhere
+    await four_channels(run_cli, db, tmp_path, "picking", numbers)
+    campaign = from_row(await db.fetchrow("SELECT * FROM campaigns WHERE name = 'picking'"))
+    limits = AccountLimits("picking-account", "sim", 1000.0, 1.0, 4)
+    holder, claimer = await connect(database_url), await connect(database_url)
+    try:
+        holding = holder.transaction()
+        await holding.start()
+        await holder.execute("SELECT 1 FROM accounts WHERE name = 'picking-account' FOR UPDATE")
+        claiming = asyncio.create_task(
+            claim(claimer, limits, [campaign], max_batch=4, horizon_s=1.0, dial_cap=5)
+        )
+        waiter = claimer.get_server_pid()
+        while not await db.fetchval(
+            "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", waiter
+        ):
+            assert not claiming.done(), claiming.result()  # it must wait, not give up
+            await asyncio.sleep(0.01)
+        async with db.transaction():  # the contacts it picked are locked by it already
+            free = await db.fetch(
+                "SELECT id FROM contacts WHERE campaign_id = $1 FOR UPDATE SKIP LOCKED",
+                campaign.id,
+            )
+        assert len(free) == 2
+        first = await claim(holder, limits, [campaign], max_batch=1, horizon_s=1.0, dial_cap=5)
+        await holding.commit()
+        claimed = await asyncio.wait_for(claiming, 30)
+    finally:
+        await holder.close()
+        await claimer.close()
+    assert len(first) == 1 and len(claimed) == 3
+    assert {c.contact_id for c in claimed}.isdisjoint({r["id"] for r in free})
+    slots = await db.fetch(
+        "SELECT slot FROM attempts WHERE account = 'picking-account' ORDER BY slot"
+    )
+    assert [r["slot"] for r in slots] == [0, 1, 2, 3]
+    left = await db.fetch(
+        "SELECT state, attempts FROM contacts WHERE campaign_id = $1 AND id <> ALL($2::bigint[])",
+        campaign.id,
+        [c.contact_id for c in [*first, *claimed]],
+    )
+    assert [(r["state"], r["attempts"]) for r in left] == [("pending", 0), ("pending", 0)]
