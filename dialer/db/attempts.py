@@ -181,25 +181,54 @@ WHERE a.id = t.id AND a.state = ANY($6::text[]) AND a.lease_expires_at > now()
 RETURNING a.id
 """
 
+# The same, and the account's clock (`tat`, under the account's lock: accounts.lock_state) set
+# to what the limiter computed for all of them sent, in the same statement, only if all were:
+# one round trip fewer with the row locked, which every sender of the account waits for.
+_BEGIN_DIAL_AND_CLOCK = f"""
+WITH sent AS ({_BEGIN_DIAL}),
+clocked AS (
+    UPDATE accounts SET tat = $8, updated_at = now()
+    WHERE name = $7 AND (SELECT count(*) FROM sent) = cardinality($1::bigint[])
+    RETURNING 1)
+SELECT id, EXISTS (SELECT 1 FROM clocked) AS clocked FROM sent
+"""
+
+
+@dataclass(frozen=True)
+class BegunDialing:
+    """Which attempts begin_dialing committed as `dialing`, and whether it also set the
+    account's clock (it does only when every one given was)."""
+
+    sent: set[int]
+    clocked: bool
+
 
 async def begin_dialing(
-    conn: Connection, attempts: list[tuple[int, str, int, int]], send_window: timedelta
-) -> set[int]:
+    conn: Connection,
+    attempts: list[tuple[int, str, int, int]],
+    send_window: timedelta,
+    *,
+    account: str,
+    tat_if_all_sent: datetime,
+) -> BegunDialing:
     """Commit (attempt, caller id, ring timeout s, max duration s) as `dialing`, with its send
     deadline and first look-up time, where its reservation still holds: its lease, its calling
     window, its campaign `active`, the number's consent if the campaign requires it, the
-    number not listed do-not-call since the claim. Returns
-    the ids that matched."""
+    number not listed do-not-call since the claim. If every one of them was, the account's
+    clock is set to `tat_if_all_sent` in the same statement (call under accounts.lock_state;
+    otherwise the caller stores the clock for those sent)."""
     rows = await conn.fetch(
-        _BEGIN_DIAL,
+        _BEGIN_DIAL_AND_CLOCK,
         [a[0] for a in attempts],
         [a[1] for a in attempts],
         [a[2] for a in attempts],
         send_window,
         [a[3] for a in attempts],
         list(TRANSITIONS["begin_dial"].sources),
+        account,
+        tat_if_all_sent,
     )
-    return {r["id"] for r in rows}
+    return BegunDialing({r["id"] for r in rows}, bool(rows) and rows[0]["clocked"])
 
 
 async def extend_leases(conn: Connection, ids: list[int], wait_s: float, lease: timedelta) -> None:

@@ -306,9 +306,18 @@ async def begin_dial(
             return {attempt_id: VOID for attempt_id, *_ in ready_attempts}
         reach = early_s + lead_s
         ready = limiter.ready_slots(state.ahead_s, reach, state.interval_s, len(ready_attempts))
-        sent = await attempts.begin_dialing(conn, ready_attempts[:ready], SEND_WINDOW)
-        if sent:
-            await accounts.store_state(conn, account, limiter.after_sends(state, len(sent)))
+        sent: set[int] = set()
+        if ready:
+            begun = await attempts.begin_dialing(
+                conn,
+                ready_attempts[:ready],
+                SEND_WINDOW,
+                account=account,
+                tat_if_all_sent=limiter.after_sends(state, ready).tat,
+            )
+            sent = begun.sent
+            if sent and not begun.clocked:  # some were void: the clock moves for those sent
+                await accounts.store_state(conn, account, limiter.after_sends(state, len(sent)))
         verdicts: dict[int, DialVerdict] = {}
         given = 0  # slots given so far, in order
         for index, (attempt_id, *_) in enumerate(ready_attempts):

@@ -1,5 +1,6 @@
 """The send compare-and-set: nothing is sent after the calling window it was claimed in closed."""
 
+from datetime import timedelta
 from pathlib import Path
 
 from dialer.dispatch.claim import SEND, VOID, begin_dial
@@ -22,15 +23,33 @@ async def reserve(db, tmp_path: Path, dial_before_s: float) -> int:
     return attempt
 
 
+async def clock_moved_by(db, send) -> timedelta:
+    """How far `send()` moved the account's clock, started half a second ahead of now (so
+    its next slot is `tat` itself, and within `early_s` of 1 s)."""
+    await db.execute("UPDATE accounts SET tat = now() + interval '500 ms' WHERE name = 'sim-main'")
+    before = await db.fetchval("SELECT tat FROM accounts WHERE name = 'sim-main'")
+    await send()
+    return await db.fetchval("SELECT tat FROM accounts WHERE name = 'sim-main'") - before
+
+
 async def test_no_send_after_the_window_closed(db, tmp_path: Path) -> None:
+    """Of two attempts, the one whose window closed is void and takes no slot: the clock moves
+    by one interval (100/s: 10 ms), not two."""
     closed = await reserve(db, tmp_path, -1.0)
     still_open = await reserve(db, tmp_path, 60.0)
-    verdicts = await begin_dial(
-        db,
-        "sim-main",
-        [(closed, "+918047112233", 20, 60), (still_open, "+918047112233", 20, 60)],
-        1.0,
-    )
+    verdicts = {}
+
+    async def send() -> None:
+        verdicts.update(
+            await begin_dial(
+                db,
+                "sim-main",
+                [(closed, "+918047112233", 20, 60), (still_open, "+918047112233", 20, 60)],
+                1.0,
+            )
+        )
+
+    assert await clock_moved_by(db, send) == timedelta(milliseconds=10)
     assert verdicts == {closed: VOID, still_open: SEND}
     states = dict(
         await db.fetch(
@@ -38,6 +57,23 @@ async def test_no_send_after_the_window_closed(db, tmp_path: Path) -> None:
         )
     )
     assert states == {closed: "reserved", still_open: "dialing"}
+
+
+async def test_every_attempt_sent_moves_the_clock_by_its_slot(db, tmp_path: Path) -> None:
+    """Two attempts committed `dialing` together take two slots: the clock (set in the same
+    statement as their compare-and-set) moves by two intervals."""
+    first, second = await reserve(db, tmp_path, 60.0), await reserve(db, tmp_path, 60.0)
+
+    async def send() -> None:
+        verdicts = await begin_dial(
+            db,
+            "sim-main",
+            [(first, "+918047112233", 20, 60), (second, "+918047112233", 20, 60)],
+            1.0,
+        )
+        assert verdicts == {first: SEND, second: SEND}
+
+    assert await clock_moved_by(db, send) == timedelta(milliseconds=20)
 
 
 async def test_a_lead_commits_slots_ahead_and_says_when_each_may_leave(db, tmp_path: Path) -> None:

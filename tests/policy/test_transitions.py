@@ -3,7 +3,7 @@ the source states TRANSITIONS declares for it, and the declared machine hangs to
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -48,7 +48,13 @@ async def _put_in(db, attempt_id: int, state: str) -> None:
 
 
 async def _begin_dial(db, attempt_id: int) -> None:
-    await attempts.begin_dialing(db, [(attempt_id, "+918047112233", 20, 60)], SEND_WINDOW)
+    await attempts.begin_dialing(
+        db,
+        [(attempt_id, "+918047112233", 20, 60)],
+        SEND_WINDOW,
+        account="no-such-account",  # no clock to set
+        tat_if_all_sent=datetime.now(UTC),
+    )
 
 
 def _close(name: str, outcome: str):
