@@ -18,7 +18,7 @@ import asyncpg
 from dialer.calls import CallEvent
 from dialer.db.consent import LIVE_GRANT
 from dialer.db.types import Connection, one
-from dialer.dispatch.limiter import claimable, free_channel_slots
+from dialer.dispatch.limiter import LimiterState, claimable, free_channel_slots
 from dialer.policy.attestation import attestation_of
 from dialer.policy.lookups import (
     ANSWERED_QUIET,
@@ -127,6 +127,10 @@ RETURNING id, contact_id, attempt_no
 ), dialing AS (  -- the contact has an attempt now: one more attempt each
     UPDATE contacts SET state = 'dialing', attempts = attempts + 1, updated_at = now()
     WHERE id = ANY($1::bigint[])
+), limiter AS (  -- the claim's limiter row, if given (under the account's lock)
+    UPDATE accounts SET rate_factor = $11, throttle_streak = $12, next_slot = $13,
+                        updated_at = now()
+    WHERE name = $3 AND $10
 )
 SELECT id, contact_id, attempt_no FROM reserved
 """
@@ -143,10 +147,15 @@ async def reserve(
     lease: timedelta,
     subject: str,
     rules_checked: list[list[str]],
+    *,
+    limiter_after: LimiterState | None = None,
 ) -> list[asyncpg.Record]:
     """Insert one `reserved` attempt per contact, holding its channel slot, with a lease that
     ends `lease` after its send time (never after its window closes), on `subject`, with the
-    rules its claim checked, and count it on its contact, now `dialing`; in the given order."""
+    rules its claim checked, and count it on its contact, now `dialing`; in the given order.
+    With `limiter_after` (under accounts.lock_state), the account's row takes what a claim
+    changes of it (its rate's recovery, its 429 streak, its channel cursor) in the same
+    statement: one round trip fewer with the row locked."""
     return await conn.fetch(
         _RESERVE,
         contact_ids,
@@ -158,6 +167,10 @@ async def reserve(
         dial_before,
         subject,
         ["\n".join(checked) for checked in rules_checked],
+        limiter_after is not None,
+        limiter_after and limiter_after.rate_factor,
+        limiter_after and limiter_after.throttle_streak,
+        limiter_after and limiter_after.next_slot,
     )
 
 

@@ -102,18 +102,27 @@ async def claim(
             min(max_batch, sum(len(p.rows) for p in picks)),
         )
         free, waiting = channels.slots, channels.waiting
+        given = min(len(free), sum(len(p.rows) for p in picks))
+        if not given:
+            return []
+        # the next claim looks for free slots after the last one given here; the row is
+        # written with the first campaign's attempts, in the same statement
+        next_slot = limiter.next_slot_after(state.channels, free[:given])
+        claimed_state: LimiterState | None = replace(limiter.recovered(state), next_slot=next_slot)
         claimed: list[Claimed] = []
         for picked in picks:
-            if len(claimed) >= len(free):
+            if len(claimed) >= given:
                 break
             claimed += await _reserve(
-                conn, limits, picked, free[len(claimed) :], state, waiting + len(claimed)
+                conn,
+                limits,
+                picked,
+                free[len(claimed) : given],
+                state,
+                waiting + len(claimed),
+                claimed_state,
             )
-        if claimed:
-            # the next claim looks for free slots after the last one given here
-            next_slot = limiter.next_slot_after(state.channels, free[: len(claimed)])
-            claimed_state = replace(limiter.recovered(state), next_slot=next_slot)
-            await accounts.store_state(conn, limits.name, claimed_state)
+            claimed_state = None
         return claimed
 
 
@@ -184,9 +193,11 @@ async def _reserve(
     free_slots: list[int],
     state: LimiterState,
     offset: int,
+    limiter_after: LimiterState | None,
 ) -> list[Claimed]:
     """Reserve attempts for the first of the picked contacts, one per free slot (under the
-    account's lock: `state` is its row as locked, `offset` the slots already promised)."""
+    account's lock: `state` is its row as locked, `offset` the slots already promised), and
+    store `limiter_after` as the account's row, if given."""
     campaign, law = picked.campaign, picked.campaign.rules.law
     rows = picked.rows[: len(free_slots)]
     now = state.now
@@ -205,6 +216,7 @@ async def _reserve(
         LEASE,
         campaign.spec.subject_name,
         [_checked(law, picked.law_keys.get(r["id"])) for r in rows],
+        limiter_after=limiter_after,
     )
     by_contact = {r["id"]: r for r in rows}
     delays = {r["id"]: delay for r, delay in zip(rows, send_in, strict=True)}
