@@ -10,10 +10,12 @@
    request slots fall within the next `horizon`; find that many free channel slots
    (attempts.free_channels: the live attempts read as one row, the ring of slots walked from
    the account's cursor). Contacts picked beyond them are left as they were.
-4. Insert the attempts as `reserved`, each holding a channel slot and a send time, store the
-   limiter's row, commit. All times come from the database clock.
+4. Insert the attempts as `reserved`, each holding a channel slot and a send time, mark their
+   contacts and store the limiter's row, in one statement; commit. The row is held for three
+   round trips and a half. All times come from the database clock.
 
-At send time, begin_dial gives request slots on the same clock and commits `dialing`.
+At send time, begin_dial gives request slots on the same clock and commits `dialing`, holding
+the row for two round trips and a half (lock; compare-and-set with the clock; commit).
 """
 
 from __future__ import annotations
