@@ -25,9 +25,9 @@ def sendable_sql(alias: str) -> str:
     )
 
 
-_STATE = f"""SELECT rate_per_s, rate_factor, channels, tat, last_429_at, throttle_streak,
-                    now() AS now, {sendable_sql("accounts")} AS sendable, next_slot
-             FROM accounts WHERE name = $1"""
+_STATE_COLUMNS = f"""rate_per_s, rate_factor, channels, tat, last_429_at, throttle_streak,
+                    now() AS now, {sendable_sql("accounts")} AS sendable, next_slot"""
+_STATE = f"SELECT {_STATE_COLUMNS} FROM accounts WHERE name = $1"
 
 
 @dataclass(frozen=True)
@@ -40,9 +40,7 @@ class AccountGlance:
     waiting: int  # of them, reserved and not yet sent
 
 
-_GLANCE = f"""SELECT rate_per_s, rate_factor, channels, tat, last_429_at, throttle_streak,
-                     now() AS now, {sendable_sql("accounts")} AS sendable, next_slot,
-                     use.live, use.waiting
+_GLANCE = f"""SELECT {_STATE_COLUMNS}, use.live, use.waiting
               FROM accounts,
                    LATERAL (SELECT count(*) AS live,
                                    count(*) FILTER (WHERE a.state = 'reserved') AS waiting

@@ -82,13 +82,16 @@ async def claim(
         tokens = limiter.slots_within(seen.state, horizon_s)
         want = limiter.claimable(tokens, seen.waiting, max_batch, seen.state.channels, seen.live)
         picks: list[_Picked] = []
+        picked_count = 0
         for campaign in campaigns:
-            left = want - sum(len(p.rows) for p in picks)
-            if left <= 0:
+            if picked_count >= want:
                 break
-            picked = await _pick(conn, limits, campaign, left, seen.state.now, dial_cap)
+            picked = await _pick(
+                conn, limits, campaign, want - picked_count, seen.state.now, dial_cap
+            )
             if picked is not None:
                 picks.append(picked)
+                picked_count += len(picked.rows)
         if not picks:
             return []
         state = await accounts.lock_state(conn, limits.name)
@@ -101,10 +104,10 @@ async def claim(
             state.channels,
             state.next_slot,
             limiter.slots_within(state, horizon_s),
-            min(max_batch, sum(len(p.rows) for p in picks)),
+            min(max_batch, picked_count),
         )
-        free, waiting = channels.slots, channels.waiting
-        given = min(len(free), sum(len(p.rows) for p in picks))
+        free, waiting = channels.slots, channels.waiting  # at most picked_count slots
+        given = len(free)
         if not given:
             return []
         # the next claim looks for free slots after the last one given here; the row is
@@ -119,7 +122,7 @@ async def claim(
                 conn,
                 limits,
                 picked,
-                free[len(claimed) : given],
+                free[len(claimed) :],
                 state,
                 waiting + len(claimed),
                 claimed_state,
