@@ -7,7 +7,9 @@ real errors catches). Nothing else changes; unset (always, outside tests) a faul
 one dictionary look-up.
 
 Points: `after-dialing-commit` (an attempt was committed `dialing`, its request not yet sent);
-`holding-account-lock` (inside the claim transaction, with the account's limiter row locked);
+`picked-before-account-lock` (inside the claim transaction, its contacts and their numbers
+locked, before it waits for the account's limiter row); `holding-account-lock` (inside the
+claim transaction, with the account's limiter row locked);
 `reconciler-round` (the reconciler's loop, before each round).
 """
 

@@ -94,6 +94,7 @@ async def claim(
                 picked_count += len(picked.rows)
         if not picks:
             return []
+        fault_point("picked-before-account-lock")
         state = await accounts.lock_state(conn, limits.name)
         if state is None or not state.sendable:  # paused or resting meanwhile
             return []

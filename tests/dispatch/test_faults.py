@@ -214,12 +214,15 @@ def run_to_end(tmp_path: Path, env: dict, campaign: str, log: str) -> subprocess
     )
 
 
-async def test_a_run_stopped_holding_the_account_lock_does_not_freeze_the_account(
-    own_database_url: str, tmp_path: Path, own_db
+@pytest.mark.parametrize("point", ["holding-account-lock", "picked-before-account-lock"])
+async def test_a_run_stopped_mid_claim_does_not_freeze_the_account(
+    own_database_url: str, tmp_path: Path, own_db, point: str
 ) -> None:
-    """SIGSTOP inside the claim transaction, with the account's limiter row locked: PostgreSQL
+    """SIGSTOP inside the claim transaction, either with the account's limiter row locked or
+    with its picked contacts and their numbers locked, before it asks for that row: PostgreSQL
     ends the stopped session after 10 s, the other run (whose lock waits time out after 5 s and
-    are retried) dials the whole campaign, and the stopped run, resumed, finishes cleanly."""
+    are retried; contacts locked by the stopped one are skipped until then) dials the whole
+    campaign, nobody twice, and the stopped run, resumed, finishes cleanly."""
     serve_port = free_port()
     with sim_provider(tmp_path, "--rate", "20/s", "--channels", "6", *FAST_CALLS) as sim:
         config = write_config(tmp_path, sim, rate="20/s", channels=6, port=serve_port)
@@ -227,10 +230,11 @@ async def test_a_run_stopped_holding_the_account_lock_does_not_freeze_the_accoun
         load(tmp_path, env, write_campaign(tmp_path, "locked", 60))
         with background(dialer_command("serve"), tmp_path, env, tmp_path / "serve.log"):
             wait_for_http(f"http://127.0.0.1:{serve_port}/healthz")
-            frozen = run_to_end(
-                tmp_path, env | {"DIALER_FAULT": "holding-account-lock"}, "locked", "a.log"
-            )
+            frozen = run_to_end(tmp_path, env | {"DIALER_FAULT": point}, "locked", "a.log")
             await wait_until_stopped(frozen.pid)
+            async with own_db.transaction():  # the stopped claim holds its picked contacts
+                free = await own_db.fetch("SELECT id FROM contacts FOR UPDATE SKIP LOCKED")
+            assert len(free) < 60
             other = run_to_end(tmp_path, env, "locked", "b.log")
             other_code = other.wait(timeout=200)
             left = await own_db.fetchval(
