@@ -21,12 +21,14 @@ class Batcher(Generic[Item, Result]):
         self._items: list[tuple[Item, asyncio.Future[Result]]] = []
         self._task: asyncio.Task | None = None
 
-    async def submit(self, item: Item) -> Result:
+    def submit(self, item: Item) -> asyncio.Future[Result]:
+        """Add `item` to the next batch; its result (or the batch's error) comes in the future
+        returned. A plain future, not a coroutine: awaiting it costs no task of its own."""
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._items.append((item, future))
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="batcher")
-        return await future
+        return future
 
     async def _run(self) -> None:
         while self._items:

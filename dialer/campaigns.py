@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import cached_property
 from typing import Any
 
 import asyncpg
@@ -37,11 +38,11 @@ class Campaign:
         rest = [a for a in self.spec.pool if a not in (self.account, self.spec.account)]
         return [self.account, *rest]
 
-    @property
+    @cached_property
     def ring_timeout_s(self) -> int:
         return int(parse_duration(self.spec.ring_timeout).total_seconds())
 
-    @property
+    @cached_property
     def max_duration_s(self) -> int:
         return int(parse_duration(self.spec.max_call_duration).total_seconds())
 
@@ -55,7 +56,7 @@ class Campaign:
         """Whether its calls ask the provider who answered (machine_detection)."""
         return self.spec.machine_detection != "off"
 
-    @property
+    @cached_property
     def grace(self) -> timedelta:
         return parse_duration(self.spec.settle_grace)
 

@@ -1,0 +1,79 @@
+"""dialer.batching: items submitted together are flushed as one batch, each gets its own
+result, and a failed flush fails only its own batch."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from dialer.batching import Batcher
+
+
+async def test_items_submitted_in_one_tick_are_one_batch_each_with_its_result() -> None:
+    batches: list[list[int]] = []
+
+    async def flush(items: list[int]) -> list[int]:
+        batches.append(items)
+        return [item * 10 for item in items]
+
+    batcher: Batcher[int, int] = Batcher(flush)
+    futures = [batcher.submit(i) for i in range(5)]
+    assert all(isinstance(f, asyncio.Future) for f in futures)  # no task per item
+    assert await asyncio.gather(*futures) == [0, 10, 20, 30, 40]
+    assert batches == [[0, 1, 2, 3, 4]]
+
+
+async def test_items_submitted_while_a_batch_is_flushed_go_in_the_next_one() -> None:
+    batches: list[list[str]] = []
+    flushing = asyncio.Event()
+    release = asyncio.Event()
+
+    async def flush(items: list[str]) -> list[str]:
+        batches.append(items)
+        flushing.set()
+        await release.wait()
+        return [item.upper() for item in items]
+
+    batcher: Batcher[str, str] = Batcher(flush)
+    first = batcher.submit("a")
+    await flushing.wait()
+    later = [batcher.submit("b"), batcher.submit("c")]
+    release.set()
+    assert await first == "A"
+    assert await asyncio.gather(*later) == ["B", "C"]
+    assert batches == [["a"], ["b", "c"]]
+
+
+async def test_a_failed_flush_fails_its_own_batch_only() -> None:
+    calls = 0
+
+    async def flush(items: list[int]) -> list[int]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ConnectionResetError("database gone")
+        return items
+
+    batcher: Batcher[int, int] = Batcher(flush)
+    failed = [batcher.submit(1), batcher.submit(2)]
+    for future in failed:
+        with pytest.raises(ConnectionResetError):
+            await future
+    assert await batcher.submit(3) == 3
+
+
+async def test_a_caller_that_stops_waiting_does_not_stop_the_batch() -> None:
+    flushed: list[list[int]] = []
+
+    async def flush(items: list[int]) -> list[int]:
+        await asyncio.sleep(0)
+        flushed.append(items)
+        return items
+
+    batcher: Batcher[int, int] = Batcher(flush)
+    gone = batcher.submit(1)
+    kept = batcher.submit(2)
+    gone.cancel()
+    assert await kept == 2
+    assert flushed == [[1, 2]]
