@@ -81,6 +81,15 @@ async def check(url: str, seen: dict) -> dict:
         unsettled = await conn.fetchval(
             "SELECT count(*) FROM contacts WHERE state NOT IN ('done', 'exhausted', 'failed')"
         )
+        # A reservation holds its channel from the claim (created_at) until its request leaves
+        # (requested_at): what the claim's horizon costs the channels, against all the time
+        # attempts held them (until each call ended)
+        held = await conn.fetchrow(
+            """SELECT sum(extract(epoch FROM requested_at - created_at)) AS before_send,
+                      max(extract(epoch FROM requested_at - created_at)) AS longest,
+                      sum(extract(epoch FROM ended_at - created_at)) AS channel
+               FROM attempts WHERE requested_at IS NOT NULL AND ended_at IS NOT NULL"""
+        )
     finally:
         await conn.close()
     ours = {r["provider_call_id"]: r["outcome"] for r in rows if r["provider_call_id"]}
@@ -88,7 +97,15 @@ async def check(url: str, seen: dict) -> dict:
     wrong = sum(ours.get(cid) != call["outcome"] for cid, call in calls.items())
     wrong += sum(cid not in calls for cid in ours)
     twice = sum(1 for n in seen["per_number"].values() if n > 1)
-    return {"wrong": wrong, "twice": twice, "unsettled": unsettled}
+    before_send, channel = float(held["before_send"] or 0), float(held["channel"] or 0)
+    return {
+        "wrong": wrong,
+        "twice": twice,
+        "unsettled": unsettled,
+        "held_before_send_s": round(before_send, 1),
+        "longest_before_send_s": round(float(held["longest"] or 0), 2),
+        "held_before_send_share": round(before_send / channel, 5) if channel else 0.0,
+    }
 
 
 def one_case(case: str, contacts: int, results: dict) -> None:
