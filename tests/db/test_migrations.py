@@ -236,6 +236,20 @@ EDGES = [f"+{first}{'5' * more}" for first in "019" for more in range(17)] + [
     "+12345678a",
     "+1\u0663\u0663\u0663\u0663\u0663\u0663",
     "1234567",
+    # read as bytes (0025): escapes that a cast to bytea would decode, the bytes just
+    # beside '0'-'9' and '+', and characters beyond ASCII (bytes above 0x7f)
+    "+1\\0601234567",
+    "\\x2b3931323334353637",
+    "+1234\\x35",
+    "+:1234567",
+    "+/1234567",
+    "+12345:7",
+    "+12345/7",
+    "*1234567",
+    ",1234567",
+    "+1234567\u00b9",
+    "+\u0661234567",
+    "+1234567\u200b",
 ]
 phone_like = st.one_of(
     # '+', a first digit, then every length around the rule's 5 to 14 more digits
@@ -246,7 +260,7 @@ phone_like = st.one_of(
             st.text(digits, min_size=more, max_size=more),
         )
     ),
-    st.text(st.sampled_from("+0123456789 a-\n\u0663\uff11"), max_size=18),
+    st.text(st.sampled_from("+0123456789 a-\n\u0663\uff11\\:/*,x"), max_size=18),
     st.text(max_size=18).map(lambda s: s.replace("\x00", "")),
 )
 
@@ -256,8 +270,9 @@ phone_like = st.one_of(
 )
 @given(st.lists(phone_like, min_size=1, max_size=40))
 def test_the_number_check_is_the_e164_pattern(database_url: str, values: list[str]) -> None:
-    """contacts' number check (migration 0022, without a regular expression) accepts exactly
-    what '^\\+[1-9][0-9]{5,14}$' accepts: read from the catalog and run on the same values."""
+    """contacts' number check (migration 0025: on the number's bytes, without a regular
+    expression) accepts exactly what '^\\+[1-9][0-9]{5,14}$' accepts: read from the catalog
+    and run on the same values."""
 
     async def go() -> list[asyncpg.Record]:
         conn = await connect(database_url)
