@@ -336,6 +336,11 @@ async def test_campaign_page_draws_its_pictures(
             page.on("request", lambda request: requested.append(request.url))
             await page.goto(f"{dashboard}/#campaign={demo}")
             await page.locator("#chart-hours rect").first.wait_for()
+            # the page draws the charts, then reads the waiting contacts, then says the time of
+            # its figures: everything below is read once it has
+            await page.wait_for_function(
+                "() => document.getElementById('updated').textContent.startsWith('figures as of')"
+            )
             drawn = {}
             for chart in ("requests", "channels", "hours"):
                 titles = await page.locator(f"#chart-{chart} rect title").all_text_contents()
