@@ -1,0 +1,159 @@
+"""Benchmark: what one claim's pick (db.contacts.lock_due) reads when the contacts first in
+dialing order are not due now (their zone's calling window is closed).
+
+    python bench/due_walk.py [--contacts 1000000] [--rounds 3]
+
+A campaign of N pending contacts in two zones, one whose 09:00-21:00 window is open now and
+one where it is closed (chosen from the clock), laid out three ways: the closed zone's
+contacts all first in dialing order (a file sorted by region), the zones interleaved, and
+every contact in the closed zone. For each, EXPLAIN ANALYZE of the pick of a batch of 200:
+index entries read and milliseconds, medians of the rounds. Nothing is dialed; the database is
+one of its own, dropped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import asyncpg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from common import create_database, drop_database, median, write_section
+
+from dialer.campaign_spec import CampaignSpec
+from dialer.db import contacts
+from dialer.db.connect import connect
+from dialer.db.migrations import migrate
+from dialer.policy.window import CallingRules
+
+CANDIDATE_ZONES = [
+    "Pacific/Honolulu",
+    "America/Los_Angeles",
+    "America/New_York",
+    "America/Sao_Paulo",
+    "Europe/London",
+    "Europe/Moscow",
+    "Asia/Kolkata",
+    "Asia/Shanghai",
+    "Asia/Tokyo",
+    "Australia/Sydney",
+]
+BATCH = 200
+
+
+def zones_now() -> tuple[str, str]:
+    """(a zone where 09:00-21:00 is open now, one where it is closed)."""
+    now = datetime.now(UTC)
+    hours = {z: now.astimezone(ZoneInfo(z)).hour for z in CANDIDATE_ZONES}
+    open_zone = next(z for z, h in hours.items() if 10 <= h < 20)
+    closed_zone = next(z for z, h in hours.items() if h < 8 or h >= 22)
+    return open_zone, closed_zone
+
+
+async def pick_plan(conn: asyncpg.Connection, campaign_id: int, rules: CallingRules) -> tuple:
+    """(index entries read, rows picked, milliseconds) of one pick, rolled back."""
+    rows = await conn.fetch(
+        f"EXPLAIN (ANALYZE, FORMAT JSON) {contacts._CANDIDATES}",
+        campaign_id,
+        BATCH,
+        *rules.sql_parameters(),
+        None,
+    )
+    plan = rows[0][0]
+    plan = plan if isinstance(plan, list) else json.loads(plan)
+    top = plan[0]
+
+    def scans(node: dict) -> list[dict]:
+        found = [node] if node.get("Index Name") == "contacts_due" else []
+        for child in node.get("Plans", []):
+            found += scans(child)
+        return found
+
+    walked = sum(n["Actual Rows"] * n.get("Actual Loops", 1) for n in scans(top["Plan"]))
+    return walked, top["Plan"]["Actual Rows"], top["Execution Time"]
+
+
+async def measure(url: str, count: int, rounds: int) -> dict[str, list[tuple]]:
+    open_zone, closed_zone = zones_now()
+    layouts = {
+        f"closed zone first ({closed_zone}, then {open_zone})": (
+            f"CASE WHEN n <= {count // 2} THEN '{closed_zone}' ELSE '{open_zone}' END"
+        ),
+        "zones interleaved": f"CASE WHEN n % 2 = 0 THEN '{closed_zone}' ELSE '{open_zone}' END",
+        f"every contact in the closed zone ({closed_zone})": f"'{closed_zone}'",
+    }
+    spec = CampaignSpec.model_validate(
+        {
+            "name": "due-walk",
+            "account": "sim-main",
+            "caller_id": ["+918047112233"],
+            "default_region": "IN",
+            "timezone": "UTC",
+            "window": {"start": "09:00", "end": "21:00"},
+        }
+    )
+    rules = CallingRules.of(spec)
+    conn = await connect(url)
+    results: dict[str, list[tuple]] = {}
+    try:
+        await migrate(conn)
+        campaign_id = await conn.fetchval(
+            """INSERT INTO campaigns (name, account, spec)
+               VALUES ('due-walk', 'sim-main', '{}'::jsonb) RETURNING id"""
+        )
+        for layout, zone in layouts.items():
+            await conn.execute("DELETE FROM contacts")
+            await conn.execute(
+                f"""INSERT INTO contacts (campaign_id, row_no, phone_e164, timezone)
+                    SELECT $1, n, '+9198' || lpad(n::text, 8, '0'), {zone}
+                    FROM generate_series(1, {count}) n""",
+                campaign_id,
+            )
+            await conn.execute("VACUUM ANALYZE contacts")
+            results[layout] = []
+            for _ in range(rounds):
+                async with conn.transaction():
+                    results[layout].append(await pick_plan(conn, campaign_id, rules))
+    finally:
+        await conn.close()
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--contacts", type=int, default=1_000_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    name, url = create_database()
+    try:
+        results = asyncio.run(measure(url, args.contacts, args.rounds))
+    finally:
+        drop_database(name)
+    lines = []
+    for layout, runs in results.items():
+        walked = median([r[0] for r in runs])
+        picked = median([r[1] for r in runs])
+        ms = median([r[2] for r in runs])
+        lines.append(f"| {layout} | {walked:,.0f} | {picked:.0f} | {ms:,.1f} |")
+    body = f"""
+Command: `python bench/due_walk.py --contacts {args.contacts} --rounds {args.rounds}` — one
+campaign of {args.contacts:,} pending contacts, window 09:00-21:00 in each contact's zone;
+EXPLAIN ANALYZE of one claim's pick of {BATCH} (db.contacts.lock_due), medians of the rounds.
+
+| layout | due-index entries read | contacts picked | ms |
+|---|---|---|---|
+{chr(10).join(lines)}
+"""
+    print(body)
+    write_section("A claim's pick when the contacts first in line are not due (issue 16)", body)
+
+
+if __name__ == "__main__":
+    main()
