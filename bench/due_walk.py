@@ -58,7 +58,8 @@ def zones_now() -> tuple[str, str]:
 
 
 async def pick_plan(conn: asyncpg.Connection, campaign_id: int, rules: CallingRules) -> tuple:
-    """(index entries read, rows picked, milliseconds) of one pick, rolled back."""
+    """(index entries read, rows picked, milliseconds) of one pick; its row locks end with the
+    caller's transaction."""
     rows = await conn.fetch(
         f"EXPLAIN (ANALYZE, FORMAT JSON) {contacts._CANDIDATES}",
         campaign_id,

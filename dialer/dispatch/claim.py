@@ -113,7 +113,7 @@ async def claim(
             return []
         # the next claim looks for free slots after the last one given here; the row is
         # written with the first campaign's attempts, in the same statement
-        next_slot = limiter.next_slot_after(state.channels, free[:given])
+        next_slot = limiter.next_slot_after(state.channels, free)
         claimed_state: LimiterState | None = replace(limiter.recovered(state), next_slot=next_slot)
         claimed: list[Claimed] = []
         for picked in picks:

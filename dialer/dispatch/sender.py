@@ -150,7 +150,7 @@ class Sender:
             # if this task is cancelled meanwhile (SIGTERM), so it is shielded and awaited.
             # The send window starts before the commit's transaction does (send_deadline).
             deadline = SendDeadline()
-            pending = asyncio.ensure_future(self._begin.submit(request))
+            pending = self._begin.submit(request)
             try:
                 verdict = await asyncio.shield(pending)
             except asyncio.CancelledError:
