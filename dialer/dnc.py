@@ -10,7 +10,7 @@ from pathlib import Path
 
 import asyncpg
 
-from dialer.db import contacts, webhooks
+from dialer.db import contacts, standing, webhooks
 from dialer.db import dnc as stored
 from dialer.db.types import Connection
 from dialer.errors import InputError
@@ -67,11 +67,13 @@ async def add_numbers(
         days = dict(zip(numbers, registered_on or [None] * len(numbers), strict=True))
         unique = sorted(days)
     async with conn.transaction():
+        added_at = await standing.begin_change(conn)  # no call committed between it and commit
         if registry is None:
-            change.added = await stored.add(conn, unique, reason)
+            change.added = await stored.add(conn, unique, reason, added_at)
         else:
+            days_in_order = [days[n] for n in unique]
             change.added = await stored.add_from_registry(
-                conn, unique, [days[n] for n in unique], reason, registry.registry, registry.copy_id
+                conn, unique, days_in_order, reason, registry.registry, registry.copy_id, added_at
             )
         change.already_listed = len(unique) - change.added
         suppressed = await contacts.suppress_numbers(conn, unique)

@@ -11,6 +11,7 @@ from datetime import datetime
 
 import asyncpg
 
+from dialer.db.standing import SENDS_MAY_COMMIT_SQL
 from dialer.db.types import Connection
 from dialer.dispatch.limiter import AccountLimits, LimiterState
 from dialer.policy.states import LIVE
@@ -28,6 +29,8 @@ def sendable_sql(alias: str) -> str:
 _STATE_COLUMNS = f"""rate_per_s, rate_factor, channels, tat, last_429_at, throttle_streak,
                     now() AS now, {sendable_sql("accounts")} AS sendable, next_slot"""
 _STATE = f"SELECT {_STATE_COLUMNS} FROM accounts WHERE name = $1"
+_STATE_TO_SEND = f"""SELECT {_STATE_COLUMNS}, {SENDS_MAY_COMMIT_SQL} AS may_commit
+                     FROM accounts WHERE name = $1 FOR UPDATE"""
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,23 @@ async def lock_state(
         _STATE + (" FOR UPDATE SKIP LOCKED" if skip_locked else " FOR UPDATE"), account
     )
     return None if row is None else _state_of(row)
+
+
+@dataclass(frozen=True)
+class SendingState:
+    """The account's limiter row, locked to commit sends, and whether sends may commit now:
+    false while a change of who may be called is being written (db.standing)."""
+
+    limits: LimiterState
+    may_commit: bool
+
+
+async def lock_state_to_send(conn: Connection, account: str) -> SendingState | None:
+    """lock_state, for a transaction that commits sends next: it also takes db.standing's lock
+    shared when it is free, so that the next statement's snapshot sees every change of
+    standing stamped before it; None for an unregistered account."""
+    row = await conn.fetchrow(_STATE_TO_SEND, account)
+    return None if row is None else SendingState(_state_of(row), row["may_commit"])
 
 
 async def glance(conn: Connection, account: str) -> AccountGlance | None:

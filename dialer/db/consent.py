@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 
 from dialer.consent import GENESIS, ConsentEvent, row_hash
+from dialer.db.standing import begin_change
 from dialer.db.types import Connection
 from dialer.erasure import phone_key
 
@@ -19,7 +20,12 @@ async def privacy_key(conn: Connection) -> str:
 
 
 async def append(conn: Connection, events: list[ConsentEvent]) -> list[int]:
-    """Append `events` to the chain, in order, in the caller's transaction; their ids."""
+    """Append `events` to the chain, in order, in the caller's transaction; their ids. With a
+    revocation among them, no send commits from their `recorded_at` until the caller's
+    transaction ends (db.standing): a call is committed before it, or sees it."""
+    recorded_at = None
+    if any(event.action == "revoke" for event in events):
+        recorded_at = await begin_change(conn)
     await conn.execute("SELECT pg_advisory_xact_lock($1)", LEDGER_LOCK_KEY)
     key = await privacy_key(conn)
     previous = (
@@ -57,9 +63,10 @@ async def append(conn: Connection, events: list[ConsentEvent]) -> list[int]:
         previous = digest
     await conn.executemany(
         """INSERT INTO consent_events (id, phone_e164, phone_key, scope, action, source,
-                                       evidence_sha256, occurred_at, prev_hash, row_hash)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)""",
-        rows,
+                                       evidence_sha256, occurred_at, prev_hash, row_hash,
+                                       recorded_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, coalesce($11, now()))""",
+        [(*row, recorded_at) for row in rows],
     )
     return [r[0] for r in rows]
 

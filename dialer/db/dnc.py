@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 
 import asyncpg
 
 from dialer.db.types import Connection
 
 
-async def add(conn: Connection, numbers: list[str], reason: str | None) -> int:
-    """List these numbers (those already listed keep their reason); how many were new."""
+async def add(
+    conn: Connection, numbers: list[str], reason: str | None, added_at: datetime | None = None
+) -> int:
+    """List these numbers as of `added_at` (db.standing's stamp; by default the transaction's
+    start), those already listed keeping their reason and time; how many were new."""
     rows = await conn.fetch(
-        """INSERT INTO dnc (phone_e164, reason) SELECT n, $2 FROM unnest($1::text[]) AS n
+        """INSERT INTO dnc (phone_e164, reason, added_at)
+           SELECT n, $2, coalesce($3, now()) FROM unnest($1::text[]) AS n
            ON CONFLICT (phone_e164) DO NOTHING RETURNING phone_e164""",
         numbers,
         reason,
+        added_at,
     )
     return len(rows)
 
@@ -27,13 +32,14 @@ async def add_from_registry(
     reason: str | None,
     registry: str,
     copy_id: int,
+    added_at: datetime,
 ) -> int:
-    """List numbers from a registry's copy; how many were new. A number already listed keeps
-    its reason and first registry, and learns its registration day if it had none; one already
-    from this registry is marked as seen in this copy."""
+    """List numbers from a registry's copy as of `added_at`; how many were new. A number
+    already listed keeps its reason and first registry, and learns its registration day if it
+    had none; one already from this registry is marked as seen in this copy."""
     rows = await conn.fetch(
-        """INSERT INTO dnc AS d (phone_e164, reason, registry, registered_on, copy_id)
-           SELECT n, $3, $4, r, $5 FROM unnest($1::text[], $2::date[]) AS u (n, r)
+        """INSERT INTO dnc AS d (phone_e164, reason, registry, registered_on, copy_id, added_at)
+           SELECT n, $3, $4, r, $5, $6 FROM unnest($1::text[], $2::date[]) AS u (n, r)
            ON CONFLICT (phone_e164) DO UPDATE SET
                registry = coalesce(d.registry, excluded.registry),
                registered_on = CASE WHEN coalesce(d.registry, excluded.registry) = excluded.registry
@@ -47,6 +53,7 @@ async def add_from_registry(
         reason,
         registry,
         copy_id,
+        added_at,
     )
     return sum(1 for r in rows if r["inserted"])
 

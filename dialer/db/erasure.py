@@ -9,7 +9,7 @@ from typing import Any
 
 import asyncpg
 
-from dialer.db import stalled
+from dialer.db import stalled, standing
 from dialer.db.consent import privacy_key
 from dialer.db.types import Connection
 from dialer.erasure import ErasedNumbers, Scrubber, candidate_pattern
@@ -91,11 +91,13 @@ async def hold(
         keys,
         requested_by,
     )
+    added_at = await standing.begin_change(conn)  # after the erasure lock: never wait on a load
     await conn.execute(
-        """INSERT INTO dnc (phone_e164, reason)
-           SELECT n, 'erasure requested' FROM unnest($1::text[]) AS n
+        """INSERT INTO dnc (phone_e164, reason, added_at)
+           SELECT n, 'erasure requested', $2 FROM unnest($1::text[]) AS n
            ON CONFLICT (phone_e164) DO NOTHING""",
         numbers,
+        added_at,
     )
     await conn.execute(
         """UPDATE contacts SET state = 'suppressed', updated_at = now()

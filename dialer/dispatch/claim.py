@@ -43,6 +43,7 @@ from dialer.waiting import dial_cap_figure
 
 LEASE = timedelta(seconds=15)  # beyond its send time, an unsent reservation is void
 LIVE_ELSEWHERE_RETRY = timedelta(minutes=1)  # a number live in another campaign: look again then
+STANDING_CHANGE_WAIT_S = 0.05  # a do-not-call or consent change is being written: ask again then
 
 
 @dataclass(frozen=True)
@@ -317,11 +318,18 @@ async def begin_dial(
     (release it, nothing is sent).
     """
     async with conn.transaction():
-        state = await accounts.lock_state(conn, account)
-        if state is None:
+        locked = await accounts.lock_state_to_send(conn, account)
+        if locked is None:
             raise LookupError(f"account {account} is not registered")
+        state = locked.limits
         if not state.sendable:  # paused or resting since the claim: release them unsent
             return {attempt_id: VOID for attempt_id, *_ in ready_attempts}
+        if not locked.may_commit:  # who may be called is changing (db.standing): ask again
+            wait = DialVerdict(DialAction.WAIT, STANDING_CHANGE_WAIT_S)
+            await attempts.extend_leases(
+                conn, [a for a, *_ in ready_attempts], STANDING_CHANGE_WAIT_S, LEASE
+            )
+            return {attempt_id: wait for attempt_id, *_ in ready_attempts}
         reach = early_s + lead_s
         ready = limiter.ready_slots(state.ahead_s, reach, state.interval_s, len(ready_attempts))
         sent: set[int] = set()

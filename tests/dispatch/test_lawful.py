@@ -179,7 +179,7 @@ async def test_consent_is_required_and_a_revocation_stops_every_process(
     own_database_url: str, tmp_path: Path, own_db
 ) -> None:
     """`requires_consent = "marketing"`: a number never granted is never dialed; one revoked
-    mid-run is dialed by neither of two processes after the revocation commits, while the
+    mid-run is dialed by neither of two processes after its stamp (`recorded_at`), while the
     others go on."""
     numbers = [f"+91984502{i:04d}" for i in range(4)]
     rows = [(n, f"c{i}", "Asia/Kolkata", "") for i, n in enumerate(numbers)]
@@ -222,7 +222,7 @@ async def test_consent_is_required_and_a_revocation_stops_every_process(
         numbers[1],
         when,
     )
-    assert not late, late  # nothing sent after the revocation committed
+    assert not late, late  # no call committed after the revocation's stamp (db.standing)
     calls = Counter(call["to"] for call in stats["calls"].values())
     assert numbers[3] not in calls  # never granted: never dialed
     after = await own_db.fetchval(
