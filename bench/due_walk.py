@@ -72,7 +72,7 @@ async def pick_plan(conn: asyncpg.Connection, campaign_id: int, rules: CallingRu
     top = plan[0]
 
     def scans(node: dict) -> list[dict]:
-        found = [node] if node.get("Index Name") == "contacts_due" else []
+        found = [node] if node.get("Index Name", "").startswith("contacts_due") else []
         for child in node.get("Plans", []):
             found += scans(child)
         return found
@@ -102,6 +102,7 @@ async def measure(url: str, count: int, rounds: int) -> dict[str, list[tuple]]:
     )
     rules = CallingRules.of(spec)
     conn = await connect(url)
+    await conn.execute("SET jit = off")  # as a run's pool has it (db.connect.POOL_SETTINGS)
     results: dict[str, list[tuple]] = {}
     try:
         await migrate(conn)

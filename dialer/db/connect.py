@@ -69,6 +69,10 @@ POOL_SETTINGS = {
     "idle_in_transaction_session_timeout": str(IDLE_IN_TRANSACTION_S * 1000),
     "lock_timeout": str(LOCK_TIMEOUT_S * 1000),
     "application_name": "dialer",
+    # No JIT compilation: every statement of a run or a server reads a few rows by index, and
+    # an estimate above jit_above_cost (the claim's pick over many zones) would spend ~50 ms
+    # compiling a statement that runs in a millisecond (bench/RESULTS.md).
+    "jit": "off",
 }
 
 

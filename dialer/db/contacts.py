@@ -12,7 +12,13 @@ from datetime import datetime, timedelta
 import asyncpg
 
 from dialer.db.accounts import sendable_sql
-from dialer.db.due import NOT_LISTED, due_condition, jurisdiction_key_sql, verdict_sql
+from dialer.db.due import (
+    NOT_LISTED,
+    due_condition,
+    jurisdiction_key_sql,
+    verdict_sql,
+    window_sql,
+)
 from dialer.db.types import Connection
 from dialer.policy.due import FirstInLine
 from dialer.policy.packs import CampaignRules
@@ -20,31 +26,74 @@ from dialer.policy.states import LIVE
 from dialer.policy.window import CallingRules
 
 _DUE_LATERAL, _DUE = due_condition(3)
+_ZONE_LATERAL, _ZONE_OPEN = window_sql(3, laws=False)
+
+
+def _pick_in_zone(zone_match: str) -> str:
+    """Up to $2 due contacts of one zone, in dialing order, row-locked: a walk of the due
+    index (contacts_due_by_zone) within the zone, so a closed zone's contacts are never read."""
+    return f"""
+    SELECT c.id, c.phone_e164, c.fields, c.timezone, c.jurisdiction,
+           first.caller_id AS first_caller,
+           CASE WHEN last.state = 'unknown' AND last.provider_call_id IS NULL
+                THEN last.id END AS unplaced_id,
+           last.requested_at AS last_requested_at,
+           c.priority, c.attempts, c.next_attempt_at
+    FROM contacts c
+    {_DUE_LATERAL}
+    LEFT JOIN LATERAL (
+        SELECT x.caller_id, x.account FROM attempts x
+        WHERE x.contact_id = c.id AND x.caller_id IS NOT NULL
+        ORDER BY x.attempt_no LIMIT 1) first ON true
+    LEFT JOIN LATERAL (
+        SELECT x.id, x.state, x.provider_call_id, x.requested_at FROM attempts x
+        WHERE x.contact_id = c.id AND x.state <> 'not_dialed'
+        ORDER BY x.attempt_no DESC LIMIT 1) last ON c.attempts > 0
+    WHERE c.campaign_id = $1 AND {zone_match} AND {_DUE}
+      -- a pool with sticky caller ids ($14: the account claiming): a contact first called
+      -- through another account keeps it while that account may send
+      AND ($14::text IS NULL OR first.account IS NULL OR first.account = $14
+           OR NOT EXISTS (SELECT 1 FROM accounts n
+                          WHERE n.name = first.account AND {sendable_sql("n")}))
+    ORDER BY c.priority DESC, c.attempts, c.next_attempt_at, c.id
+    LIMIT $2
+    FOR UPDATE OF c SKIP LOCKED"""
+
+
+_PICK_IN_OPEN_ZONE = _pick_in_zone("c.timezone = o.timezone")
+# Contacts with no zone of their own take the campaign's ($3)
+_DEFAULT_ZONE_OPEN = (
+    f"EXISTS (SELECT 1 FROM (SELECT NULL::text AS timezone) c {_ZONE_LATERAL} WHERE {_ZONE_OPEN})"
+)
+_PICK_WITHOUT_ZONE = _pick_in_zone(f"c.timezone IS NULL AND {_DEFAULT_ZONE_OPEN}")
+
+# The pick: the campaign's zones among its pending contacts (a loose scan of the due index, one
+# probe per zone), those whose window is open now (the campaign's own window: the laws' hours
+# only narrow it, and each contact is still tested whole), the first due contacts of each open
+# zone, and of those the first $2 in dialing order. Its cost follows the zones and the batch,
+# not the contacts waiting in closed zones (bench/due_walk.py).
 _CANDIDATES = f"""
-SELECT c.id, c.phone_e164, c.fields, c.timezone, c.jurisdiction,
-       first.caller_id AS first_caller,
-       CASE WHEN last.state = 'unknown' AND last.provider_call_id IS NULL
-            THEN last.id END AS unplaced_id,
-       last.requested_at AS last_requested_at
-FROM contacts c
-{_DUE_LATERAL}
-LEFT JOIN LATERAL (
-    SELECT x.caller_id, x.account FROM attempts x
-    WHERE x.contact_id = c.id AND x.caller_id IS NOT NULL
-    ORDER BY x.attempt_no LIMIT 1) first ON true
-LEFT JOIN LATERAL (
-    SELECT x.id, x.state, x.provider_call_id, x.requested_at FROM attempts x
-    WHERE x.contact_id = c.id AND x.state <> 'not_dialed'
-    ORDER BY x.attempt_no DESC LIMIT 1) last ON c.attempts > 0
-WHERE c.campaign_id = $1 AND {_DUE}
-  -- a pool with sticky caller ids ($14: the account claiming): a contact first called through
-  -- another account keeps it while that account may send
-  AND ($14::text IS NULL OR first.account IS NULL OR first.account = $14
-       OR NOT EXISTS (SELECT 1 FROM accounts n
-                      WHERE n.name = first.account AND {sendable_sql("n")}))
-ORDER BY c.priority DESC, c.attempts, c.next_attempt_at, c.id
+WITH RECURSIVE zones (timezone) AS (
+    (SELECT z.timezone FROM contacts z
+     WHERE z.campaign_id = $1 AND z.state = 'pending' AND z.timezone IS NOT NULL
+     ORDER BY z.timezone LIMIT 1)
+    UNION ALL
+    SELECT (SELECT z.timezone FROM contacts z
+            WHERE z.campaign_id = $1 AND z.state = 'pending' AND z.timezone > zones.timezone
+            ORDER BY z.timezone LIMIT 1)
+    FROM zones WHERE zones.timezone IS NOT NULL),
+open_zones AS (
+    SELECT c.timezone FROM zones c {_ZONE_LATERAL}
+    WHERE c.timezone IS NOT NULL AND {_ZONE_OPEN}),
+picked AS (
+    SELECT p.* FROM open_zones o CROSS JOIN LATERAL ({_PICK_IN_OPEN_ZONE}) p
+    UNION ALL
+    SELECT p.* FROM ({_PICK_WITHOUT_ZONE}) p)
+SELECT id, phone_e164, fields, timezone, jurisdiction, first_caller, unplaced_id,
+       last_requested_at
+FROM picked
+ORDER BY priority DESC, attempts, next_attempt_at, id
 LIMIT $2
-FOR UPDATE OF c SKIP LOCKED
 """
 
 
@@ -55,13 +104,14 @@ async def lock_due(
     rules: CallingRules,
     sticky_account: str | None = None,
 ) -> list[asyncpg.Record]:
-    """Up to `limit` due contacts of the campaign in its dialing order, row-locked (SKIP
-    LOCKED: another claim's contacts are not waited for), with the caller id their first
-    attempt showed (NULL for a first attempt), and `unplaced_id` (with `last_requested_at`)
-    when their last attempt ended `unknown` with no call id: a call of it may have been placed
-    after all (policy.late), so the provider's list is read before the redial. With
-    `sticky_account` (a pool whose caller ids are sticky), a contact first called through
-    another account that may still send is left to that account."""
+    """Up to `limit` due contacts of the campaign in its dialing order, row-locked (SKIP LOCKED:
+    another claim's contacts are not waited for), read from the zones whose window is open only
+    (up to `limit` locked in each: the ones not picked stay pending), with the caller id their
+    first attempt showed (NULL for a first attempt), and `unplaced_id` (with
+    `last_requested_at`) when their last attempt ended `unknown` with no call id: a call of it
+    may have been placed after all (policy.late), so the provider's list is read before the
+    redial. With `sticky_account` (a pool whose caller ids are sticky), a contact first called
+    through another account that may still send is left to that account."""
     return await conn.fetch(
         _CANDIDATES, campaign_id, limit, *rules.sql_parameters(), sticky_account
     )

@@ -13,22 +13,26 @@ same tests (policy.due.next_due, over contacts.first_due_per_zone).
 from __future__ import annotations
 
 
-def window_sql(zone: int, at: str = "now()") -> tuple[str, str]:
+def window_sql(zone: int, at: str = "now()", *, laws: bool = True) -> tuple[str, str]:
     """(the FROM item, the condition) testing the window in SQL for contacts `c` at the instant
     `at` (the database clock), with the parameters of CallingRules.sql_parameters() numbered
     from $`zone` on. A contact's one or two zones ("WEST EAST") are both tested; one zone is
     tested twice, at no real cost. The same reading as CallingRules.is_open (tests/policy
-    checks that they agree)."""
+    checks that they agree). Without `laws`, the campaign's own window, which the laws' hours
+    only narrow: what `c.timezone` alone allows (it reads no other column of `c`)."""
     tz = f"coalesce(c.timezone, ${zone})"
     s, e, days, holidays, first, last, keys, starts, ends = (f"${zone + i}" for i in range(1, 10))
     lateral = (
         f"CROSS JOIN LATERAL (SELECT {at} AT TIME ZONE split_part({tz}, ' ', 1) AS lt,"
         f" {at} AT TIME ZONE coalesce(nullif(split_part({tz}, ' ', 2), ''),"
         f" split_part({tz}, ' ', 1)) AS lt2 OFFSET 0) w"
-        f" {jurisdiction_hours_sql(keys, starts, ends)}"
     )
-    s = f"greatest({s}::time, coalesce(jh.s, {s}::time))"
-    e = f"least({e}::time, coalesce(jh.e, {e}::time))"
+    if laws:
+        lateral += f" {jurisdiction_hours_sql(keys, starts, ends)}"
+        s = f"greatest({s}::time, coalesce(jh.s, {s}::time))"
+        e = f"least({e}::time, coalesce(jh.e, {e}::time))"
+    else:
+        s, e = f"{s}::time", f"{e}::time"
     tests = [
         f"w.{lt}::time >= {s} AND w.{lt}::time < {e}"
         f" AND extract(isodow FROM w.{lt})::int = ANY({days}::int[])"
