@@ -7,8 +7,9 @@ A campaign of N pending contacts in two zones, one whose 09:00-21:00 window is o
 one where it is closed (chosen from the clock), laid out three ways: the closed zone's
 contacts all first in dialing order (a file sorted by region), the zones interleaved, and
 every contact in the closed zone. For each, EXPLAIN ANALYZE of the pick of a batch of 200:
-index entries read and milliseconds, medians of the rounds. Nothing is dialed; the database is
-one of its own, dropped at the end.
+index entries read and milliseconds; and the look-up for when the next contact is due, which a
+run makes each time a claim round finds nothing (every half second while it waits); medians of
+the rounds. Nothing is dialed; the database is one of its own, dropped at the end.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import argparse
 import asyncio
 import json
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -122,7 +124,11 @@ async def measure(url: str, count: int, rounds: int) -> dict[str, list[tuple]]:
             results[layout] = []
             for _ in range(rounds):
                 async with conn.transaction():
-                    results[layout].append(await pick_plan(conn, campaign_id, rules))
+                    walked, picked, ms = await pick_plan(conn, campaign_id, rules)
+                started = time.perf_counter()
+                await contacts.first_due_per_zone(conn, [campaign_id])
+                idle_ms = (time.perf_counter() - started) * 1000
+                results[layout].append((walked, picked, ms, idle_ms))
     finally:
         await conn.close()
     return results
@@ -143,14 +149,17 @@ def main() -> None:
         walked = median([r[0] for r in runs])
         picked = median([r[1] for r in runs])
         ms = median([r[2] for r in runs])
-        lines.append(f"| {layout} | {walked:,.0f} | {picked:.0f} | {ms:,.1f} |")
+        idle_ms = median([r[3] for r in runs])
+        lines.append(f"| {layout} | {walked:,.0f} | {picked:.0f} | {ms:,.1f} | {idle_ms:,.1f} |")
     body = f"""
 Command: `python bench/due_walk.py --contacts {args.contacts} --rounds {args.rounds}` — one
 campaign of {args.contacts:,} pending contacts, window 09:00-21:00 in each contact's zone;
-EXPLAIN ANALYZE of one claim's pick of {BATCH} (db.contacts.lock_due), medians of the rounds.
+EXPLAIN ANALYZE of one claim's pick of {BATCH} (db.contacts.lock_due), and the look-up an idle
+run makes for when the next contact is due (db.contacts.first_due_per_zone, timed from the
+client), medians of the rounds.
 
-| layout | due-index entries read | contacts picked | ms |
-|---|---|---|---|
+| layout | due-index entries read | contacts picked | pick, ms | next-due look-up, ms |
+|---|---|---|---|---|
 {chr(10).join(lines)}
 """
     print(body)

@@ -38,6 +38,10 @@ class SharedAnswers:
             running.add_done_callback(lambda done: self._finished(key, done))
         return await asyncio.shield(running)
 
+    def forget(self, key: str) -> None:
+        """Drop the answer kept for `key`: the next asker computes it again."""
+        self._kept.pop(key, None)
+
     def kept_for(self, key: str) -> float:
         """How long the answer for `key` is kept: `ttl_s`, or longer if it is slow to compute."""
         return max(self.ttl_s, self._took.get(key, 0.0) / self.busy_share)

@@ -57,3 +57,22 @@ async def test_a_slow_answer_is_kept_until_computing_it_is_a_fifth_of_the_time()
         return "fresh"
 
     assert await shared.get("other", fast) == "fresh" and shared.kept_for("other") == 1.0
+
+
+async def test_a_forgotten_answer_is_computed_again_by_the_next_asker() -> None:
+    """What an idle claim loop does when a kept answer may not decide (dispatch.ending)."""
+    clock = Clock()
+    shared = SharedAnswers(0.0, busy_share=0.05, clock=clock)
+    computed = 0
+
+    async def slow() -> int:
+        nonlocal computed
+        computed += 1
+        clock.now += 0.5
+        return computed
+
+    assert await shared.get("firsts", slow) == 1
+    clock.now += 5.0
+    assert await shared.get("firsts", slow) == 1  # kept: 20 x 0.5 s
+    shared.forget("firsts")
+    assert await shared.get("firsts", slow) == 2

@@ -16,7 +16,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import aiohttp
@@ -24,10 +25,21 @@ import aiohttp
 from dialer.db.outage import TRANSIENT, DatabaseGone, Outage
 from dialer.dispatch.account_run import AccountRun
 from dialer.dispatch.callers import CallerChoice
-from dialer.dispatch.ending import End, ExitCode, Finish, Wait, finish, when_idle
+from dialer.dispatch.ending import (
+    FIRSTS_BUSY_SHARE,
+    End,
+    ExitCode,
+    Finish,
+    Wait,
+    decided_on_reused,
+    finish,
+    when_idle,
+)
 from dialer.dispatch.gate import CampaignGate
 from dialer.dispatch.sender import Sender
-from dialer.dispatch.store import DispatchStore
+from dialer.dispatch.store import DispatchStore, IdleFacts
+from dialer.policy.window import CallingRules
+from dialer.shared_answers import SharedAnswers
 from dialer.supervise import Supervisor
 from dialer.waiting import dial_cap_figure
 
@@ -84,6 +96,8 @@ class Dispatcher:
             on_death=self._sender_died,
         )
         self._hold_checked: dict[str, float] = {}
+        # the idle loops' last look-ups, per account (dispatch.ending.FIRSTS_BUSY_SHARE)
+        self._looked_up = SharedAnswers(0.0, busy_share=FIRSTS_BUSY_SHARE)
         self._hold_said: dict[str, float] = {}
 
     @property
@@ -226,17 +240,28 @@ class Dispatcher:
         return True
 
     async def _when_idle(self, account: AccountRun, active: list) -> Wait | End:
-        """Nothing claimed: wait, or end with a code (dispatch.ending)."""
+        """Nothing claimed: wait, or end with a code (dispatch.ending), on the last look-up of
+        the first waiting contacts while it may serve (decided_on_reused), else a fresh one."""
         ids = [c.id for c in account.campaigns]
-        facts = await self.store.idle_facts(ids, [c.id for c in active])
-        step = when_idle(
-            facts,
-            {c.id: c.rules for c in active},
-            sending_here=self.sender.busy,
-            wait_for_calls=self.wait,
-            deadline=self.deadline,
-            idle_s=self.idle_s,
-        )
+        active_ids = [c.id for c in active]
+        rules = {c.id: c.rules for c in active}
+        key = f"{account.name} {active_ids}"
+        read = False
+
+        async def look_up() -> IdleFacts:
+            nonlocal read
+            read = True
+            return await self.store.idle_facts(ids, active_ids)
+
+        facts = await self._looked_up.get(key, look_up)
+        if not read:  # the clock and live calls are read each time; the firsts were kept
+            now_and_live = await self.store.idle_facts(ids, active_ids, read_firsts=False)
+            facts = replace(now_and_live, firsts=facts.firsts)
+        step = self._idle_step(facts, rules)
+        if not read and not decided_on_reused(step):
+            self._looked_up.forget(key)
+            facts = await self._looked_up.get(key, look_up)
+            step = self._idle_step(facts, rules)
         if not isinstance(step, Finish):
             if isinstance(step, End):
                 log.info(
@@ -247,6 +272,18 @@ class Dispatcher:
         if step.complete_first:
             await self.store.complete_finished(ids)
         return finish(work_left=await self.store.work_left(ids), live=facts.live)
+
+    def _idle_step(
+        self, facts: IdleFacts, rules: Mapping[int, CallingRules]
+    ) -> Wait | Finish | End:
+        return when_idle(
+            facts,
+            rules,
+            sending_here=self.sender.busy,
+            wait_for_calls=self.wait,
+            deadline=self.deadline,
+            idle_s=self.idle_s,
+        )
 
     async def _say_hold(self, account: AccountRun) -> None:
         """While a provider's 429 holds the account (Retry-After), say so once a minute, with

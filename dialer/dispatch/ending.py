@@ -16,6 +16,11 @@ from dialer.waiting import iso
 IDLE_POLL_S = 0.5  # an idle loop looks again at least this often
 SENDING_POLL_S = 0.05  # while this process's own claims are being sent
 LIVE_POLL_S = 0.2  # --wait: while calls are in flight
+# An idle loop's look-up of the first waiting contact per zone (IdleFacts.firsts) reads every
+# waiting contact of its campaigns (a million: 0.6-1.4 s, bench/due_walk.py), and the loop asks
+# every IDLE_POLL_S: it is reused until reading it has taken at most this share of the time
+# (dialer.shared_answers), for the decisions decided_on_reused allows.
+FIRSTS_BUSY_SHARE = 0.05
 
 
 class ExitCode(IntEnum):
@@ -84,6 +89,14 @@ def when_idle(
         why += f" ({iso(limit)})"
         return End(ExitCode.WORK_LEFT, why)
     return Wait(min(IDLE_POLL_S, max(SENDING_POLL_S, (next_due_at - facts.now).total_seconds())))
+
+
+def decided_on_reused(step: Wait | Finish | End) -> bool:
+    """Whether a step decided on a reused look-up of the first waiting contacts stands: only a
+    wait of LIVE_POLL_S or more, since the claim rounds go on meanwhile and dial a contact that
+    became due all the same. An end, or the short wait of a contact due now (stale, when the
+    claim found none), is decided again on a fresh look-up."""
+    return isinstance(step, Wait) and step.seconds >= LIVE_POLL_S
 
 
 def finish(*, work_left: bool, live: bool) -> End:

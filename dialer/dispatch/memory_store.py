@@ -11,6 +11,7 @@ final), campaign goals and breakers, late-placement redials and webhook outboxes
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -78,6 +79,8 @@ class MemoryDispatchStore:
     calls: list[str] = field(default_factory=list)  # each method called, in order
     # A test's hook: raise this error from the next call of the named method (an outage).
     failing: dict[str, list[BaseException]] = field(default_factory=dict)
+    # A test's hook: how long reading the first waiting contacts takes (a big campaign's)
+    firsts_take_s: float = 0.0
     _ids: int = 0
 
     # ---- set-up -------------------------------------------------------------------------
@@ -232,11 +235,15 @@ class MemoryDispatchStore:
         stale = {i: why for i, why in self.stale.items() if i in active}
         return CampaignFacts(active, stale, {} if control else None)
 
-    async def idle_facts(self, campaign_ids: list[int], active_ids: list[int]) -> IdleFacts:
-        self._called("idle_facts")
+    async def idle_facts(
+        self, campaign_ids: list[int], active_ids: list[int], *, read_firsts: bool = True
+    ) -> IdleFacts:
+        self._called("idle_facts" if read_firsts else "idle_facts without firsts")
+        if read_firsts and self.firsts_take_s:
+            await asyncio.sleep(self.firsts_take_s)
         live = any(a.campaign_id in campaign_ids for a in self.live())
         firsts: dict[tuple[int, str | None], MemoryContact] = {}
-        for c in self.contacts.values():
+        for c in self.contacts.values() if read_firsts else []:
             if c.campaign_id in active_ids and c.state == ContactState.PENDING:
                 key = (c.campaign_id, c.timezone)
                 best = firsts.get(key)

@@ -87,11 +87,13 @@ class PgDispatchStore:
             stale = await stale_copies(conn, [c for c in campaigns if c.id in active])
         return CampaignFacts(frozenset(active), stale, resting)
 
-    async def idle_facts(self, campaign_ids: list[int], active_ids: list[int]) -> IdleFacts:
+    async def idle_facts(
+        self, campaign_ids: list[int], active_ids: list[int], *, read_firsts: bool = True
+    ) -> IdleFacts:
         async with self.pool.acquire() as conn:
             now = await server.now(conn)
             live = await attempts.any_live(conn, campaign_ids)
-            firsts = await contacts.first_due_per_zone(conn, active_ids)
+            firsts = await contacts.first_due_per_zone(conn, active_ids) if read_firsts else []
         return IdleFacts(now, live, firsts)
 
     async def work_left(self, campaign_ids: list[int]) -> bool:

@@ -88,8 +88,11 @@ class DispatchStore(Protocol):
         read the caller ids resting today first."""
         ...
 
-    async def idle_facts(self, campaign_ids: list[int], active_ids: list[int]) -> IdleFacts:
-        """The clock, whether any attempt is live, and the first waiting contact per zone."""
+    async def idle_facts(
+        self, campaign_ids: list[int], active_ids: list[int], *, read_firsts: bool = True
+    ) -> IdleFacts:
+        """The clock, whether any attempt is live, and the first waiting contact per zone of
+        the active campaigns (none read without `read_firsts`: the caller has them)."""
         ...
 
     async def work_left(self, campaign_ids: list[int]) -> bool:

@@ -400,3 +400,19 @@ def test_a_pool_sends_only_through_healthy_accounts_within_each_ones_limits(
         for i, start in enumerate(times):  # any 1 s window: at most the rate (+1: early)
             in_window = sum(1 for t in times[i:] if t < start + 1.0)
             assert in_window <= rate + 1, (name, rate, in_window)
+
+
+async def test_an_idle_run_reuses_a_slow_look_up_and_decides_its_end_on_a_fresh_one() -> None:
+    """The first waiting contacts take 0.1 s to read (a big campaign): while the contacts'
+    retry delay runs out, an idle round reuses the last look-up (FIRSTS_BUSY_SHARE) instead of
+    reading them again; once they are dialed, the run still ends done."""
+    dispatcher, store, provider = dialing(answered_at_once(lambda: store), idle_s=30.0)
+    store.firsts_take_s = 0.1
+    soon = datetime.now().astimezone() + timedelta(seconds=1.2)
+    for contact in store.contacts.values():
+        contact.next_attempt_at = soon
+    assert await run(dispatcher) == ExitCode.DONE
+    assert Counter(call.to for call in provider.placed) == Counter(NUMBERS)
+    idle_rounds = [c for c in store.calls if c.startswith("idle_facts")]
+    assert "idle_facts without firsts" in idle_rounds  # reused while the delay ran out
+    assert idle_rounds[-1] == "idle_facts"  # the end: decided on a fresh look-up

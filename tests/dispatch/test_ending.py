@@ -15,6 +15,7 @@ from dialer.dispatch.ending import (
     ExitCode,
     Finish,
     Wait,
+    decided_on_reused,
     finish,
     when_idle,
 )
@@ -86,3 +87,26 @@ def test_finish() -> None:
     left = finish(work_left=True, live=True)
     assert left.code == ExitCode.WORK_LEFT and "--wait waits" in left.why
     assert "--wait" not in finish(work_left=True, live=False).why
+
+
+@pytest.mark.parametrize(
+    ("step", "stands"),
+    [
+        (Wait(IDLE_POLL_S), True),
+        (Wait(LIVE_POLL_S), True),
+        (Wait(SENDING_POLL_S), False),  # a contact due now: the claim found none, so stale
+        (Finish(complete_first=True), False),
+        (End(ExitCode.WORK_LEFT, "the next contact is due later"), False),
+    ],
+)
+def test_a_reused_look_up_decides_only_a_wait(step, stands: bool) -> None:
+    assert decided_on_reused(step) is stands
+
+
+def test_an_end_on_an_old_look_up_would_be_wrong() -> None:
+    """Why an end is never decided on a reused look-up: one read before a call was settled
+    busy says nobody waits (Finish), while a fresh one has the retry due in a minute (Wait)."""
+    before = idle(IdleFacts(NOW, True, []))
+    after = idle(IdleFacts(NOW, True, [first(NOW + timedelta(minutes=1))]))
+    assert isinstance(before, Finish) and isinstance(after, Wait)
+    assert not decided_on_reused(before)
