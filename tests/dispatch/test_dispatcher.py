@@ -416,3 +416,19 @@ async def test_an_idle_run_reuses_a_slow_look_up_and_decides_its_end_on_a_fresh_
     idle_rounds = [c for c in store.calls if c.startswith("idle_facts")]
     assert "idle_facts without firsts" in idle_rounds  # reused while the delay ran out
     assert idle_rounds[-1] == "idle_facts"  # the end: decided on a fresh look-up
+
+
+async def test_a_campaign_with_nothing_due_is_not_claimed_while_the_look_up_is_kept() -> None:
+    """Every contact is due in 2.5 s and reading the first waiting ones takes 0.2 s (kept for
+    4 s): the run claims once, finds nothing, and claims again only when they are due (an
+    idle round every 0.5 s meanwhile), instead of a claim walking every contact each round."""
+    dispatcher, store, provider = dialing(answered_at_once(lambda: store), idle_s=30.0)
+    store.firsts_take_s = 0.2
+    soon = datetime.now().astimezone() + timedelta(seconds=2.5)
+    for contact in store.contacts.values():
+        contact.next_attempt_at = soon
+    assert await run(dispatcher) == ExitCode.DONE
+    assert Counter(call.to for call in provider.placed) == Counter(NUMBERS)
+    before_due = store.calls[: store.calls.index("begin_dial")]
+    assert before_due.count("claim") <= 3, before_due  # at the start and when due (+1 early)
+    assert before_due.count("idle_facts without firsts") >= 3  # the idle rounds went on
