@@ -402,33 +402,35 @@ def test_a_pool_sends_only_through_healthy_accounts_within_each_ones_limits(
             assert in_window <= rate + 1, (name, rate, in_window)
 
 
-async def test_an_idle_run_reuses_a_slow_look_up_and_decides_its_end_on_a_fresh_one() -> None:
-    """The first waiting contacts take 0.1 s to read (a big campaign): while the contacts'
-    retry delay runs out, an idle round reuses the last look-up (FIRSTS_BUSY_SHARE) instead of
-    reading them again; once they are dialed, the run still ends done."""
+async def run_waiting(look_up_s: float, due_in_s: float) -> list[str]:
+    """A run whose every contact is due in `due_in_s`, reading its first waiting contacts
+    taking `look_up_s` (a big campaign's): run to its end, which is done with every number
+    dialed once; the store's calls, in order."""
     dispatcher, store, provider = dialing(answered_at_once(lambda: store), idle_s=30.0)
-    store.firsts_take_s = 0.1
-    soon = datetime.now().astimezone() + timedelta(seconds=1.2)
+    store.firsts_take_s = look_up_s
+    soon = datetime.now().astimezone() + timedelta(seconds=due_in_s)
     for contact in store.contacts.values():
         contact.next_attempt_at = soon
     assert await run(dispatcher) == ExitCode.DONE
     assert Counter(call.to for call in provider.placed) == Counter(NUMBERS)
-    idle_rounds = [c for c in store.calls if c.startswith("idle_facts")]
+    return store.calls
+
+
+async def test_an_idle_run_reuses_a_slow_look_up_and_decides_its_end_on_a_fresh_one() -> None:
+    """While the contacts' retry delay runs out, an idle round reuses the last look-up
+    (FIRSTS_BUSY_SHARE: 0.1 s to read, kept 2 s) instead of reading them again; once they are
+    dialed, the run still ends done, on a fresh one."""
+    calls = await run_waiting(look_up_s=0.1, due_in_s=1.2)
+    idle_rounds = [c for c in calls if c.startswith("idle_facts")]
     assert "idle_facts without firsts" in idle_rounds  # reused while the delay ran out
     assert idle_rounds[-1] == "idle_facts"  # the end: decided on a fresh look-up
 
 
 async def test_a_campaign_with_nothing_due_is_not_claimed_while_the_look_up_is_kept() -> None:
-    """Every contact is due in 2.5 s and reading the first waiting ones takes 0.2 s (kept for
-    4 s): the run claims once, finds nothing, and claims again only when they are due (an
+    """Reading the first waiting contacts takes 0.2 s (kept for 4 s) and they are due in
+    2.5 s: the run claims once, finds nothing, and claims again only when they are due (an
     idle round every 0.5 s meanwhile), instead of a claim walking every contact each round."""
-    dispatcher, store, provider = dialing(answered_at_once(lambda: store), idle_s=30.0)
-    store.firsts_take_s = 0.2
-    soon = datetime.now().astimezone() + timedelta(seconds=2.5)
-    for contact in store.contacts.values():
-        contact.next_attempt_at = soon
-    assert await run(dispatcher) == ExitCode.DONE
-    assert Counter(call.to for call in provider.placed) == Counter(NUMBERS)
-    before_due = store.calls[: store.calls.index("begin_dial")]
+    calls = await run_waiting(look_up_s=0.2, due_in_s=2.5)
+    before_due = calls[: calls.index("begin_dial")]
     assert before_due.count("claim") <= 3, before_due  # at the start and when due (+1 early)
     assert before_due.count("idle_facts without firsts") >= 3  # the idle rounds went on
