@@ -38,11 +38,6 @@ class SharedAnswers:
             running.add_done_callback(lambda done: self._finished(key, done))
         return await asyncio.shield(running)
 
-    def kept_s(self, key: str) -> float:
-        """How much longer the answer kept for `key` stays kept (0 when none is)."""
-        kept = self._kept.get(key)
-        return 0.0 if kept is None else max(0.0, kept[0] + self.kept_for(key) - self.clock())
-
     def forget(self, key: str) -> None:
         """Drop the answer kept for `key`: the next asker computes it again."""
         self._kept.pop(key, None)

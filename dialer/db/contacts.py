@@ -301,19 +301,26 @@ async def suppress_numbers(conn: Connection, numbers: list[str]) -> list[int]:
     return [r["id"] for r in rows]
 
 
+# Per group, the least of (next attempt, NULL first; priority, highest first; id) as one array,
+# by a hash aggregate: no sort of every waiting contact (a million: 0.3 s against 1.6 s;
+# bench/due_walk.py). float8 holds the epoch to the microsecond and ids below 2**53 exactly.
+_FIRST_PER_ZONE = f"""
+SELECT c.campaign_id, c.timezone, c.id, c.phone_e164, c.name, c.attempts, c.next_attempt_at,
+       c.jurisdiction
+FROM (SELECT min(ARRAY[extract(epoch FROM coalesce(c.next_attempt_at, '-infinity')),
+                       -c.priority, c.id]::float8[]) AS least
+      FROM contacts c
+      WHERE c.campaign_id = ANY($1::bigint[]) AND c.state = 'pending' AND {NOT_LISTED}
+      GROUP BY c.campaign_id, c.timezone, c.jurisdiction) g
+JOIN contacts c ON c.id = g.least[3]::bigint
+ORDER BY c.campaign_id, c.timezone, c.jurisdiction
+"""
+
+
 async def first_due_per_zone(conn: Connection, campaign_ids: list[int]) -> list[FirstInLine]:
     """Per campaign and zone, the pending contact not on the do-not-call list whose retry
     delay ends first (policy.due.next_due says when it is due)."""
-    rows = await conn.fetch(
-        f"""SELECT DISTINCT ON (c.campaign_id, c.timezone, c.jurisdiction)
-                   c.campaign_id, c.timezone, c.id, c.phone_e164, c.name, c.attempts,
-                   c.next_attempt_at, c.jurisdiction
-            FROM contacts c
-            WHERE c.campaign_id = ANY($1::bigint[]) AND c.state = 'pending' AND {NOT_LISTED}
-            ORDER BY c.campaign_id, c.timezone, c.jurisdiction, c.next_attempt_at NULLS FIRST,
-                     c.priority DESC, c.id""",
-        campaign_ids,
-    )
+    rows = await conn.fetch(_FIRST_PER_ZONE, campaign_ids)
     return [FirstInLine(*r.values()) for r in rows]
 
 

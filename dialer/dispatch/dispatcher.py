@@ -99,7 +99,7 @@ class Dispatcher:
         self._hold_checked: dict[str, float] = {}
         # the idle loops' last look-ups, per account (dispatch.ending.FIRSTS_BUSY_SHARE)
         self._looked_up = SharedAnswers(0.0, busy_share=FIRSTS_BUSY_SHARE)
-        # per account: its campaigns and until when (time.monotonic()) the kept look-up says
+        # per account: its campaigns and until when (time.monotonic()) the last look-up says
         # none of their contacts is due, so their claim is not asked (_nothing_due_yet)
         self._quiet: dict[str, tuple[list[int], float]] = {}
         self._hold_said: dict[str, float] = {}
@@ -268,8 +268,8 @@ class Dispatcher:
             step = self._idle_step(facts, rules)
         due = next_due(facts.firsts, rules, facts.now) if isinstance(step, Wait) else None
         if due is not None and due[0] > facts.now:
-            quiet_s = min((due[0] - facts.now).total_seconds(), self._looked_up.kept_s(key))
-            self._quiet[account.name] = (active_ids, time.monotonic() + quiet_s)
+            due_in_s = (due[0] - facts.now).total_seconds()
+            self._quiet[account.name] = (active_ids, time.monotonic() + due_in_s)
         if not isinstance(step, Finish):
             if isinstance(step, End):
                 log.info(
@@ -282,13 +282,14 @@ class Dispatcher:
         return finish(work_left=await self.store.work_left(ids), live=facts.live)
 
     def _nothing_due_yet(self, account: AccountRun, active: list) -> bool:
-        """Whether the kept look-up of the first waiting contacts (while it is kept: 20 times
-        what reading it took) says that none of these campaigns' contacts is due yet. Their
-        claim is not asked then: with a million contacts waiting out their retry delays, each
-        claim would walk all of them. A contact loaded or given a sooner retry meanwhile is
-        claimed once the look-up is read again; an idle round decides as ever (_when_idle)."""
-        campaigns, until = self._quiet.get(account.name, ([], 0.0))
-        return campaigns == [c.id for c in active] and time.monotonic() < until
+        """Whether the last look-up of the first waiting contacts says that none of these
+        campaigns' contacts is due yet. Their claim is not asked then (the idle rounds go on,
+        reading the look-up again once it is no longer kept: 20 times what reading it took):
+        with a million contacts waiting out their retry delays, each claim would walk all of
+        them. A contact loaded or given a sooner retry meanwhile is claimed once a look-up
+        read again says it is due."""
+        campaigns, due_at = self._quiet.get(account.name, ([], 0.0))
+        return campaigns == [c.id for c in active] and time.monotonic() < due_at
 
     def _idle_step(
         self, facts: IdleFacts, rules: Mapping[int, CallingRules]

@@ -3,7 +3,8 @@ order across zones, reading no contact of a zone whose window is closed."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import random
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
@@ -110,3 +111,57 @@ async def test_contacts_without_a_zone_take_the_campaigns(
     campaign = await campaign_with(db, f"no-zone-{picked_without_zone}", zones, 40)
     picked, _ = await pick(db, campaign, 50, default_zone)
     assert len(picked) == picked_without_zone
+
+
+# The look-up's definition before it was an aggregate: per campaign, zone and jurisdiction, the
+# pending contact not listed do-not-call first by next attempt (none first), priority, id.
+FIRST_PER_ZONE_BY_SORT = """
+SELECT DISTINCT ON (c.campaign_id, c.timezone, c.jurisdiction)
+       c.campaign_id, c.timezone, c.id, c.phone_e164, c.name, c.attempts, c.next_attempt_at,
+       c.jurisdiction
+FROM contacts c
+WHERE c.campaign_id = ANY($1::bigint[]) AND c.state = 'pending'
+  AND NOT EXISTS (SELECT 1 FROM dnc d WHERE d.phone_e164 = c.phone_e164)
+ORDER BY c.campaign_id, c.timezone, c.jurisdiction, c.next_attempt_at NULLS FIRST,
+         c.priority DESC, c.id
+"""
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_the_first_waiting_per_zone_is_the_sorted_definitions(db, seed: int) -> None:
+    """2,000 contacts drawn with many ties (five retry times and none, three priorities,
+    three zones and none, two jurisdictions and none, states, do-not-call): the aggregate
+    finds the same first contact per group as the sort it replaced."""
+    draw = random.Random(seed)
+    campaigns = [await campaign_with(db, f"firsts-{seed}-{k}", "NULL", 0) for k in range(2)]
+    base = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
+    times = [None] + [
+        base + timedelta(minutes=m, microseconds=u)
+        for m, u in [(0, 0), (0, 1), (5, 0), (90, 0), (-30, 7)]
+    ]
+    rows = [
+        (
+            draw.choice(campaigns),
+            n,
+            f"+9196{seed}{n:07d}",
+            draw.choice([None, "Asia/Kolkata", "America/New_York", "Europe/London"]),
+            draw.choice([None, "US-NY", "IN-KA"]),
+            draw.choice([0, 1, 2]),
+            draw.choice(times),
+            draw.choice(["pending"] * 4 + ["done", "suppressed"]),
+        )
+        for n in range(1, 2001)
+    ]
+    await db.executemany(
+        """INSERT INTO contacts (campaign_id, row_no, phone_e164, timezone, jurisdiction,
+                                 priority, next_attempt_at, state)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
+        rows,
+    )
+    listed = [r[2] for r in rows if draw.random() < 0.1]
+    await db.execute(
+        "INSERT INTO dnc (phone_e164) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING", listed
+    )
+    expected = [tuple(r) for r in await db.fetch(FIRST_PER_ZONE_BY_SORT, campaigns)]
+    found = [tuple(f.__dict__.values()) for f in await contacts.first_due_per_zone(db, campaigns)]
+    assert len(expected) > 20 and sorted(found, key=str) == sorted(expected, key=str)
