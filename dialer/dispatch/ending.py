@@ -17,9 +17,9 @@ IDLE_POLL_S = 0.5  # an idle loop looks again at least this often
 SENDING_POLL_S = 0.05  # while this process's own claims are being sent
 LIVE_POLL_S = 0.2  # --wait: while calls are in flight
 # An idle loop's look-up of the first waiting contact per zone (IdleFacts.firsts) reads every
-# waiting contact of its campaigns (a million: 0.6-1.4 s, bench/due_walk.py), and the loop asks
-# every IDLE_POLL_S: it is reused until reading it has taken at most this share of the time
-# (dialer.shared_answers), for the decisions decided_on_reused allows.
+# waiting contact of its campaigns (a million: about 0.3 s, bench/due_walk.py), and the loop
+# asks every IDLE_POLL_S: it is reused until reading it has taken at most this share of the
+# time (dialer.shared_answers), for the decisions decided_on_reused allows.
 FIRSTS_BUSY_SHARE = 0.05
 
 
@@ -93,9 +93,10 @@ def when_idle(
 
 def decided_on_reused(step: Wait | Finish | End) -> bool:
     """Whether a step decided on a reused look-up of the first waiting contacts stands: only a
-    wait of LIVE_POLL_S or more, since the claim rounds go on meanwhile and dial a contact that
-    became due all the same. An end, or the short wait of a contact due now (stale, when the
-    claim found none), is decided again on a fresh look-up."""
+    wait of LIVE_POLL_S or more, which at worst leaves a contact that became due meanwhile (a
+    load, a sooner retry) until the look-up is read again, 20 times what reading it took. An
+    end, or the short wait of a contact due now (stale, when the claim found none), is decided
+    again on a fresh look-up."""
     return isinstance(step, Wait) and step.seconds >= LIVE_POLL_S
 
 

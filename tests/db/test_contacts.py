@@ -11,6 +11,7 @@ import pytest
 
 from dialer.campaign_spec import CampaignSpec
 from dialer.db import contacts
+from dialer.db.connect import connect
 from dialer.policy.window import CallingRules
 
 
@@ -165,3 +166,36 @@ async def test_the_first_waiting_per_zone_is_the_sorted_definitions(db, seed: in
     expected = [tuple(r) for r in await db.fetch(FIRST_PER_ZONE_BY_SORT, campaigns)]
     found = [tuple(f.__dict__.values()) for f in await contacts.first_due_per_zone(db, campaigns)]
     assert len(expected) > 20 and sorted(found, key=str) == sorted(expected, key=str)
+
+
+async def test_two_claims_at_once_pick_different_contacts_across_zones(
+    db, database_url: str
+) -> None:
+    """Two claims' picks in open transactions on a campaign in two open zones and a closed
+    one (zone and priority drawn apart): neither waits for the other, their contacts do not
+    overlap, the first takes the first 50 in dialing order and the second 50 others, in
+    dialing order (each zone's pick skips the rows locked by the other claim, which locks up
+    to a batch per open zone)."""
+    other_open = zone_at_local_hour(13)
+    zones = f"CASE (n / 3) % 3 WHEN 0 THEN '{OPEN}' WHEN 1 THEN '{other_open}' ELSE '{CLOSED}' END"
+    campaign = await campaign_with(db, "two-claims", zones, 300)
+    second = await connect(database_url)
+    try:
+        async with db.transaction(), second.transaction():
+            first_ids = [r["id"] for r in await contacts.lock_due(db, campaign, 50, rules(OPEN))]
+            second_ids = [
+                r["id"] for r in await contacts.lock_due(second, campaign, 50, rules(OPEN))
+            ]
+            order = await db.fetch(
+                """SELECT id FROM contacts WHERE campaign_id = $1 AND timezone <> $2
+                   ORDER BY priority DESC, attempts, next_attempt_at, id""",
+                campaign,
+                CLOSED,
+            )
+    finally:
+        await second.close()
+    in_order = [r["id"] for r in order]
+    assert len(first_ids) == len(second_ids) == 50
+    assert not set(first_ids) & set(second_ids)
+    assert first_ids == in_order[:50]
+    assert second_ids == sorted(second_ids, key=in_order.index)
