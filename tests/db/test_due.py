@@ -73,6 +73,8 @@ def checker(database_url: str):
                 expected += due
             counted = await contacts.count_due(conn, CAMPAIGN, rules)
             assert counted == expected
+            picked = await contacts.lock_due(conn, CAMPAIGN, 1000, rules)  # by open zone
+            assert len(picked) == expected
             firsts = await contacts.first_due_per_zone(conn, [CAMPAIGN])
             soonest = next_due(firsts, {CAMPAIGN: rules}, now)
             assert (soonest is not None and soonest[0] <= now) == (expected > 0)
