@@ -3,16 +3,21 @@ order across zones, reading no contact of a zone whose window is closed."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from dialer.campaign_spec import CampaignSpec
 from dialer.db import contacts
 from dialer.db.connect import connect
+from dialer.policy.packs import CampaignRules, builtin_packs
 from dialer.policy.window import CallingRules
+from tests.policy.test_window_agreement import JURISDICTIONS, PACK_SETS, ZONES, times
 
 
 def zone_at_local_hour(hour: int) -> str:
@@ -199,3 +204,79 @@ async def test_two_claims_at_once_pick_different_contacts_across_zones(
     assert not set(first_ids) & set(second_ids)
     assert first_ids == in_order[:50]
     assert second_ids == sorted(second_ids, key=in_order.index)
+
+
+_DUE_IDS = (
+    f"SELECT c.id FROM contacts c {contacts._DUE_LATERAL} WHERE c.campaign_id = $1 AND "
+    f"{contacts._DUE} AND $2::int > 0 AND $14::text IS NULL"
+)
+PROPERTY_CAMPAIGN = 990_002  # contacts have no foreign key: a campaign id of this test's own
+
+picks = st.tuples(
+    st.sampled_from(ZONES),  # the campaign's zone
+    st.lists(times, min_size=2, max_size=2, unique=True).map(sorted),
+    st.sampled_from(PACK_SETS),
+    st.lists(
+        st.tuples(
+            st.none()
+            | st.sampled_from(ZONES)
+            | st.tuples(st.sampled_from(ZONES), st.sampled_from(ZONES)).map(" ".join),
+            st.sampled_from(JURISDICTIONS),
+            st.none() | st.integers(-3, 3),  # retry delay: hours from now
+        ),
+        max_size=30,
+    ),
+)
+
+
+@pytest.fixture(scope="module")
+def pick_checker(database_url: str):
+    loop = asyncio.new_event_loop()
+    conn = loop.run_until_complete(asyncpg.connect(database_url))
+
+    async def check(drawn: tuple) -> None:
+        zone, (start, end), packs, people = drawn
+        law = CampaignRules.of([builtin_packs()[p] for p in packs]) if packs else None
+        rules = CallingRules(
+            timezone=zone,
+            start=start,
+            end=end,
+            weekdays=frozenset(range(7)),
+            holidays=frozenset(),
+            start_date=None,
+            end_date=None,
+            law=law,
+        )
+        tx = conn.transaction()
+        await tx.start()
+        try:  # one transaction: now() is one instant for every statement in it
+            await conn.executemany(
+                """INSERT INTO contacts (campaign_id, row_no, phone_e164, timezone,
+                                         jurisdiction, next_attempt_at)
+                   VALUES ($1, $2, $3, $4, $5, now() + make_interval(hours => $6))""",
+                [
+                    (PROPERTY_CAMPAIGN, n, f"+9195{n:08d}", tz, where, delay)
+                    for n, (tz, where, delay) in enumerate(people, start=2)
+                ],
+            )
+            parameters = (1000, *rules.sql_parameters(), None)
+            due = {r["id"] for r in await conn.fetch(_DUE_IDS, PROPERTY_CAMPAIGN, *parameters)}
+            picked = await contacts.lock_due(conn, PROPERTY_CAMPAIGN, 1000, rules)
+            assert {r["id"] for r in picked} == due
+        finally:
+            await tx.rollback()
+
+    yield lambda drawn: loop.run_until_complete(check(drawn))
+    loop.run_until_complete(conn.close())
+    loop.close()
+
+
+@settings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(drawn=picks)
+def test_the_pick_by_open_zone_takes_exactly_the_due_contacts(pick_checker, drawn) -> None:
+    """For any campaign zone and hours, laws, and contacts in any zones (one, two or none),
+    jurisdictions and retry delays, the pick that asks only the open zones takes exactly the
+    contacts the one definition of due (db.due) finds due: the zones' test drops none of them."""
+    pick_checker(drawn)
