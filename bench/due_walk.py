@@ -6,7 +6,8 @@ dialing order are not due now (their zone's calling window is closed).
 A campaign of N pending contacts in two zones, one whose 09:00-21:00 window is open now and
 one where it is closed (chosen from the clock), laid out three ways: the closed zone's
 contacts all first in dialing order (a file sorted by region), the zones interleaved, and
-every contact in the closed zone. For each, EXPLAIN ANALYZE of the pick of a batch of 200:
+every contact in the closed zone; and one open zone whose first half waits out a first retry
+while the second half is due on a second. For each, EXPLAIN ANALYZE of the pick of a batch of 200:
 index entries read and milliseconds; and the look-up for when the next contact is due, which a
 run makes each time a claim round finds nothing (every half second while it waits); medians of
 the rounds. Nothing is dialed; the database is one of its own, dropped at the end.
@@ -79,18 +80,33 @@ async def pick_plan(conn: asyncpg.Connection, campaign_id: int, rules: CallingRu
             found += scans(child)
         return found
 
-    walked = sum(n["Actual Rows"] * n.get("Actual Loops", 1) for n in scans(top["Plan"]))
+    walked = sum(
+        (n["Actual Rows"] + n.get("Rows Removed by Filter", 0)) * n.get("Actual Loops", 1)
+        for n in scans(top["Plan"])
+    )  # entries the scans passed on, and those their own filter dropped
     return walked, top["Plan"]["Actual Rows"], top["Execution Time"]
 
 
 async def measure(url: str, count: int, rounds: int) -> dict[str, list[tuple]]:
     open_zone, closed_zone = zones_now()
+    half = count // 2
+    fresh = ("0", "NULL")  # attempts, next attempt: never dialed
     layouts = {
         f"closed zone first ({closed_zone}, then {open_zone})": (
-            f"CASE WHEN n <= {count // 2} THEN '{closed_zone}' ELSE '{open_zone}' END"
+            f"CASE WHEN n <= {half} THEN '{closed_zone}' ELSE '{open_zone}' END",
+            *fresh,
         ),
-        "zones interleaved": f"CASE WHEN n % 2 = 0 THEN '{closed_zone}' ELSE '{open_zone}' END",
-        f"every contact in the closed zone ({closed_zone})": f"'{closed_zone}'",
+        "zones interleaved": (
+            f"CASE WHEN n % 2 = 0 THEN '{closed_zone}' ELSE '{open_zone}' END",
+            *fresh,
+        ),
+        f"every contact in the closed zone ({closed_zone})": (f"'{closed_zone}'", *fresh),
+        f"open zone ({open_zone}): half waiting out a first retry, half due on a second": (
+            f"'{open_zone}'",
+            f"CASE WHEN n <= {half} THEN 1 ELSE 2 END",
+            f"CASE WHEN n <= {half} THEN now() + interval '1 hour'"
+            " ELSE now() - interval '1 hour' END",
+        ),
     }
     spec = CampaignSpec.model_validate(
         {
@@ -112,11 +128,13 @@ async def measure(url: str, count: int, rounds: int) -> dict[str, list[tuple]]:
             """INSERT INTO campaigns (name, account, spec)
                VALUES ('due-walk', 'sim-main', '{}'::jsonb) RETURNING id"""
         )
-        for layout, zone in layouts.items():
+        for layout, (zone, attempts, next_at) in layouts.items():
             await conn.execute("DELETE FROM contacts")
             await conn.execute(
-                f"""INSERT INTO contacts (campaign_id, row_no, phone_e164, timezone)
-                    SELECT $1, n, '+9198' || lpad(n::text, 8, '0'), {zone}
+                f"""INSERT INTO contacts (campaign_id, row_no, phone_e164, timezone, attempts,
+                                          next_attempt_at)
+                    SELECT $1, n, '+9198' || lpad(n::text, 8, '0'), {zone}, {attempts},
+                           {next_at}
                     FROM generate_series(1, {count}) n""",
                 campaign_id,
             )
