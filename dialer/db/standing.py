@@ -16,6 +16,12 @@ from __future__ import annotations
 from datetime import datetime
 
 from dialer.db.types import Connection
+from dialer.faults import fault_point
+
+# A change holds every send back: a process paused inside one (SIGSTOP, a VM suspended) has
+# its session ended by PostgreSQL after this long idle, the change rolled back, and the sends
+# go on; its command fails, naming the connection lost, and is run again.
+CHANGE_IDLE_LIMIT_S = 10
 
 STANDING_LOCK_KEY = 0x7374616E64  # "stand"
 
@@ -26,6 +32,11 @@ SENDS_MAY_COMMIT_SQL = f"pg_try_advisory_xact_lock_shared({STANDING_LOCK_KEY})"
 async def begin_change(conn: Connection) -> datetime:
     """In the caller's transaction, before it writes a change of standing: wait until no send
     is committing, keep sends from committing until this transaction ends, and return the
-    stamp the change takes (the database's clock once the lock is held)."""
+    stamp the change takes (the database's clock once the lock is held). The transaction's
+    session ends if it sits idle CHANGE_IDLE_LIMIT_S."""
+    limit = f"{CHANGE_IDLE_LIMIT_S * 1000}"
+    await conn.execute(f"SET LOCAL idle_in_transaction_session_timeout = {limit}")
     await conn.execute("SELECT pg_advisory_xact_lock($1)", STANDING_LOCK_KEY)
-    return await conn.fetchval("SELECT clock_timestamp()")
+    stamp = await conn.fetchval("SELECT clock_timestamp()")
+    fault_point("holding-standing-lock")
+    return stamp

@@ -5,6 +5,9 @@ call is committed while a change is being written (db.standing)."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,6 +19,7 @@ from dialer.consent import ConsentEvent
 from dialer.db import accounts, attempts
 from dialer.db import consent as ledger
 from dialer.db.connect import connect
+from dialer.db.standing import SENDS_MAY_COMMIT_SQL
 from dialer.dispatch.claim import (
     SEND_WINDOW,
     STANDING_CHANGE_WAIT_S,
@@ -28,6 +32,8 @@ from dialer.dispatch.limiter import after_sends
 from dialer.dnc import add_numbers
 from tests.db.lock_cuts import until_waiting_on_a_lock
 from tests.dispatch.test_claim import reserve
+from tests.dispatch.test_faults import wait_until_stopped
+from tests.processes import dialer_command, until
 
 Change = Callable[[asyncpg.Connection, str], Awaitable[datetime]]
 
@@ -122,3 +128,45 @@ async def test_a_change_waits_for_the_send_committing_and_is_stamped_after_it(
 async def _in_transaction(conn: asyncpg.Connection, change: Change, phone: str) -> datetime:
     async with conn.transaction():
         return await change(conn, phone)
+
+
+async def sends_may_commit(conn: asyncpg.Connection) -> bool:
+    async with conn.transaction():
+        return await conn.fetchval(f"SELECT {SENDS_MAY_COMMIT_SQL}")
+
+
+def revoke_stopping_at_the_lock(database_url: str, folder: Path) -> subprocess.Popen:
+    """`dialer consent revoke`, stopping itself once it holds db.standing's lock."""
+    env = os.environ | {
+        "DIALER_DATABASE_URL": database_url,
+        "DIALER_FAULT": "holding-standing-lock",
+    }
+    return subprocess.Popen(
+        dialer_command("consent", "revoke", "+919845000001", "--scope", "marketing"),
+        cwd=folder,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+async def test_a_change_paused_inside_its_transaction_holds_sends_back_ten_seconds_at_most(
+    own_database_url: str, own_db, tmp_path: Path
+) -> None:
+    """`dialer consent revoke` stopped (SIGSTOP) once it holds the lock: sends are held back,
+    then PostgreSQL ends its idle session (CHANGE_IDLE_LIMIT_S) and they may commit again while
+    it is still stopped; resumed, it fails naming the lost connection, and nothing of the
+    revocation was written."""
+    revoke = revoke_stopping_at_the_lock(own_database_url, tmp_path)
+    try:
+        await wait_until_stopped(revoke.pid)
+        assert not await sends_may_commit(own_db)  # held back while the change is written
+        await until(lambda: sends_may_commit(own_db), "the paused change's session to end")
+        assert revoke.poll() is None  # still stopped: PostgreSQL ended its session
+    finally:
+        revoke.send_signal(signal.SIGCONT)
+        _, stderr = revoke.communicate(timeout=60)
+    assert revoke.returncode not in (0, None), stderr
+    assert b"Traceback" not in stderr, stderr.decode()[-2000:]
+    assert b"nothing of it was written" in stderr, stderr.decode()[-2000:]
+    assert await own_db.fetchval("SELECT count(*) FROM consent_events") == 0
