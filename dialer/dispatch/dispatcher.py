@@ -38,7 +38,6 @@ from dialer.dispatch.ending import (
 from dialer.dispatch.gate import CampaignGate
 from dialer.dispatch.sender import Sender
 from dialer.dispatch.store import DispatchStore, IdleFacts
-from dialer.policy.due import next_due
 from dialer.policy.window import CallingRules
 from dialer.shared_answers import SharedAnswers
 from dialer.supervise import Supervisor
@@ -266,9 +265,8 @@ class Dispatcher:
             self._looked_up.forget(key)
             facts = await self._looked_up.get(key, look_up)
             step = self._idle_step(facts, rules)
-        due = next_due(facts.firsts, rules, facts.now) if isinstance(step, Wait) else None
-        if due is not None and due[0] > facts.now:
-            due_in_s = (due[0] - facts.now).total_seconds()
+        if isinstance(step, Wait) and step.next_due_at and step.next_due_at > facts.now:
+            due_in_s = (step.next_due_at - facts.now).total_seconds()
             self._quiet[account.name] = (active_ids, time.monotonic() + due_in_s)
         if not isinstance(step, Finish):
             if isinstance(step, End):

@@ -4,7 +4,7 @@ pure decisions over what the store read (dispatch.store.IdleFacts)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import IntEnum
 
@@ -34,9 +34,11 @@ class ExitCode(IntEnum):
 
 @dataclass(frozen=True)
 class Wait:
-    """Look again after `seconds`."""
+    """Look again after `seconds`; `next_due_at`, when the waiting contacts were read, is when
+    the first of them is due (the claim need not be asked before: dispatcher)."""
 
     seconds: float
+    next_due_at: datetime | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -82,13 +84,14 @@ def when_idle(
     limit = deadline or (facts.now + timedelta(seconds=idle_s))
     if next_due_at is None or next_due_at > limit:
         if wait_for_calls and facts.live:
-            return Wait(LIVE_POLL_S)
+            return Wait(LIVE_POLL_S, next_due_at)
         if next_due_at is None:
             return End(ExitCode.WORK_LEFT, "no waiting contact's calling window opens again")
         why = f"the next contact is due at {iso(next_due_at)}, after this run's limit"
         why += f" ({iso(limit)})"
         return End(ExitCode.WORK_LEFT, why)
-    return Wait(min(IDLE_POLL_S, max(SENDING_POLL_S, (next_due_at - facts.now).total_seconds())))
+    due_in_s = (next_due_at - facts.now).total_seconds()
+    return Wait(min(IDLE_POLL_S, max(SENDING_POLL_S, due_in_s)), next_due_at)
 
 
 def decided_on_reused(step: Wait | Finish | End) -> bool:
