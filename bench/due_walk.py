@@ -7,10 +7,12 @@ A campaign of N pending contacts in two zones, one whose 09:00-21:00 window is o
 one where it is closed (chosen from the clock), laid out three ways: the closed zone's
 contacts all first in dialing order (a file sorted by region), the zones interleaved, and
 every contact in the closed zone; and one open zone whose first half waits out a first retry
-while the second half is due on a second. For each, EXPLAIN ANALYZE of the pick of a batch of 200:
-index entries read and milliseconds; and the look-up for when the next contact is due, which a
-run makes each time a claim round finds nothing (every half second while it waits); medians of
-the rounds. Nothing is dialed; the database is one of its own, dropped at the end.
+while the second half is due on a second, or where every contact has a priority of its own and
+all but the last 200 wait out a retry (the most groups there can be). For each, EXPLAIN ANALYZE
+of the pick of a batch of 200 (index entries read, milliseconds), the same pick timed from the
+client as a run makes it, and the look-up for when the next contact is due, which a run makes
+each time a claim round finds nothing; medians of the rounds. Nothing is dialed; the database
+is one of its own, dropped at the end.
 """
 
 from __future__ import annotations
@@ -31,8 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from common import create_database, drop_database, median, write_section
 
 from dialer.campaign_spec import CampaignSpec
+from dialer.db import connect as connect_module
 from dialer.db import contacts
-from dialer.db.connect import connect
+from dialer.db.connect import POOL_SETTINGS, connect
 from dialer.db.migrations import migrate
 from dialer.policy.window import CallingRules
 
@@ -61,8 +64,14 @@ def zones_now() -> tuple[str, str]:
 
 
 async def pick_plan(conn: asyncpg.Connection, campaign_id: int, rules: CallingRules) -> tuple:
-    """(index entries read, rows picked, milliseconds) of one pick; its row locks end with the
-    caller's transaction."""
+    """((due-index entries read, contact rows read), rows picked, milliseconds) of one pick;
+    its row locks end with the caller's transaction. Both counts are PostgreSQL's own for the
+    transaction, whichever node of the plan drops what it read."""
+    read = """SELECT (SELECT coalesce(sum(pg_stat_get_xact_tuples_returned(indexrelid)), 0)
+                      FROM pg_index WHERE indexrelid::regclass::text LIKE 'contacts_due%'),
+                     (SELECT coalesce(sum(idx_tup_fetch + seq_tup_read), 0)
+                      FROM pg_stat_xact_user_tables WHERE relname = 'contacts')"""
+    before = await conn.fetchrow(read)
     rows = await conn.fetch(
         f"EXPLAIN (ANALYZE, FORMAT JSON) {contacts._CANDIDATES}",
         campaign_id,
@@ -70,27 +79,18 @@ async def pick_plan(conn: asyncpg.Connection, campaign_id: int, rules: CallingRu
         *rules.sql_parameters(),
         None,
     )
+    after = await conn.fetchrow(read)
+    walked = (after[0] - before[0], after[1] - before[1])
     plan = rows[0][0]
     plan = plan if isinstance(plan, list) else json.loads(plan)
     top = plan[0]
-
-    def scans(node: dict) -> list[dict]:
-        found = [node] if node.get("Index Name", "").startswith("contacts_due") else []
-        for child in node.get("Plans", []):
-            found += scans(child)
-        return found
-
-    walked = sum(
-        (n["Actual Rows"] + n.get("Rows Removed by Filter", 0)) * n.get("Actual Loops", 1)
-        for n in scans(top["Plan"])
-    )  # entries the scans passed on, and those their own filter dropped
     return walked, top["Plan"]["Actual Rows"], top["Execution Time"]
 
 
 async def measure(url: str, count: int, rounds: int) -> dict[str, list[tuple]]:
     open_zone, closed_zone = zones_now()
     half = count // 2
-    fresh = ("0", "NULL")  # attempts, next attempt: never dialed
+    fresh = ("0", "NULL", "0")  # attempts, next attempt, priority: never dialed
     layouts = {
         f"closed zone first ({closed_zone}, then {open_zone})": (
             f"CASE WHEN n <= {half} THEN '{closed_zone}' ELSE '{open_zone}' END",
@@ -106,6 +106,15 @@ async def measure(url: str, count: int, rounds: int) -> dict[str, list[tuple]]:
             f"CASE WHEN n <= {half} THEN 1 ELSE 2 END",
             f"CASE WHEN n <= {half} THEN now() + interval '1 hour'"
             " ELSE now() - interval '1 hour' END",
+            "0",
+        ),
+        f"open zone ({open_zone}): a priority per contact, all waiting out a retry but the"
+        f" last {BATCH}": (
+            f"'{open_zone}'",
+            "1",
+            f"CASE WHEN n <= {count - BATCH} THEN now() + interval '1 hour'"
+            " ELSE now() - interval '1 hour' END",
+            "-n",
         ),
     }
     spec = CampaignSpec.model_validate(
@@ -121,6 +130,13 @@ async def measure(url: str, count: int, rounds: int) -> dict[str, list[tuple]]:
     rules = CallingRules.of(spec)
     conn = await connect(url)
     await conn.execute("SET jit = off")  # as a run's pool has it (db.connect.POOL_SETTINGS)
+    # the claim as a run makes it: through lock_due, on a connection set as a run's pool sets
+    # them (its prepared statement kept), the first call (planning) left out
+    claimer = await asyncpg.connect(
+        url,
+        server_settings=POOL_SETTINGS,
+        max_cacheable_statement_size=getattr(connect_module, "STATEMENT_CACHE_BYTES", 15 * 1024),
+    )
     results: dict[str, list[tuple]] = {}
     try:
         await migrate(conn)
@@ -128,28 +144,41 @@ async def measure(url: str, count: int, rounds: int) -> dict[str, list[tuple]]:
             """INSERT INTO campaigns (name, account, spec)
                VALUES ('due-walk', 'sim-main', '{}'::jsonb) RETURNING id"""
         )
-        for layout, (zone, attempts, next_at) in layouts.items():
+        for layout, (zone, attempts, next_at, priority) in layouts.items():
             await conn.execute("DELETE FROM contacts")
             await conn.execute(
                 f"""INSERT INTO contacts (campaign_id, row_no, phone_e164, timezone, attempts,
-                                          next_attempt_at)
+                                          next_attempt_at, priority)
                     SELECT $1, n, '+9198' || lpad(n::text, 8, '0'), {zone}, {attempts},
-                           {next_at}
+                           {next_at}, {priority}
                     FROM generate_series(1, {count}) n""",
                 campaign_id,
             )
             await conn.execute("VACUUM ANALYZE contacts")
             results[layout] = []
+            async with claimer.transaction():
+                await contacts.lock_due(claimer, campaign_id, BATCH, rules)
             for _ in range(rounds):
                 async with conn.transaction():
                     walked, picked, ms = await pick_plan(conn, campaign_id, rules)
                 started = time.perf_counter()
                 await contacts.first_due_per_zone(conn, [campaign_id])
                 idle_ms = (time.perf_counter() - started) * 1000
-                results[layout].append((walked, picked, ms, idle_ms))
+                async with claimer.transaction():
+                    started = time.perf_counter()
+                    await contacts.lock_due(claimer, campaign_id, BATCH, rules)
+                    claim_ms = (time.perf_counter() - started) * 1000
+                results[layout].append((walked, picked, ms, idle_ms, claim_ms))
     finally:
+        await claimer.close()
         await conn.close()
     return results
+
+
+HEADER = (
+    "| layout | due-index entries read | contact rows read | contacts picked | pick, ms (EXPLAIN)"
+    " | pick, ms (client) | next-due look-up, ms |\n|---|---|---|---|---|---|---|"
+)
 
 
 def main() -> None:
@@ -164,20 +193,27 @@ def main() -> None:
         drop_database(name)
     lines = []
     for layout, runs in results.items():
-        walked = median([r[0] for r in runs])
+        walked = median([r[0][0] for r in runs])
+        rows_read = median([r[0][1] for r in runs])
         picked = median([r[1] for r in runs])
         ms = median([r[2] for r in runs])
         idle_ms = median([r[3] for r in runs])
-        lines.append(f"| {layout} | {walked:,.0f} | {picked:.0f} | {ms:,.1f} | {idle_ms:,.1f} |")
+        claim_ms = median([r[4] for r in runs])
+        lines.append(
+            f"| {layout} | {walked:,.0f} | {rows_read:,.0f} | {picked:.0f} | {ms:,.1f}"
+            f" | {claim_ms:,.1f}"
+            f" | {idle_ms:,.1f} |"
+        )
     body = f"""
 Command: `python bench/due_walk.py --contacts {args.contacts} --rounds {args.rounds}` — one
 campaign of {args.contacts:,} pending contacts, window 09:00-21:00 in each contact's zone;
-EXPLAIN ANALYZE of one claim's pick of {BATCH} (db.contacts.lock_due), and the look-up an idle
-run makes for when the next contact is due (db.contacts.first_due_per_zone, timed from the
-client), medians of the rounds.
+EXPLAIN ANALYZE of one claim's pick of {BATCH} (db.contacts.lock_due's statement: entries
+read, execution time); the same pick through lock_due timed from the client, as a run makes
+it (its connection set as a run's pool sets it, the first call left out); and the look-up an
+idle run makes for when the next contact is due (db.contacts.first_due_per_zone, timed from
+the client); medians of the rounds.
 
-| layout | due-index entries read | contacts picked | pick, ms | next-due look-up, ms |
-|---|---|---|---|---|
+{HEADER}
 {chr(10).join(lines)}
 """
     print(body)

@@ -29,10 +29,42 @@ _DUE_LATERAL, _DUE = due_condition(3)
 _ZONE_LATERAL, _ZONE_OPEN = window_sql(3, laws=False)
 
 
-def _pick_in_zone(zone_match: str) -> str:
-    """Up to $2 due contacts of one zone, in dialing order, row-locked: a walk of the due
-    index (contacts_due_by_zone) within the zone, so a closed zone's contacts are never read."""
+# The claim's pick reads the due index (contacts_due_by_zone: zone, priority DESC, attempts,
+# next_attempt_at, id) zone by zone, and within a zone by groups: a group is the pending
+# contacts of one priority and attempt count. A group's due contacts are two ranges of the
+# index: those whose retry delay is over (next_attempt_at <= now(), in that order) and those
+# with none (NULL, last); the contacts between them wait out a retry delay and are not read.
+# Finding a group costs a probe of the index, about what reading 50 entries costs; so a zone's
+# first SKIPPED_GROUPS groups are read by range, and the rest of the zone, if the batch needs
+# it, entry by entry in the index's order (as if there were no groups): a campaign whose every
+# contact has a priority of its own costs a claim at most that many probes more than a plain
+# walk, and one of a few groups never reads its contacts waiting out a retry.
+SKIPPED_GROUPS = 64
+# The zone of the zone row `o`: its contacts are read with the index's leading columns equal
+_ZONED = ("{a}.timezone = o.timezone", "NOT o.no_zone")
+_NO_ZONE = ("{a}.timezone IS NULL", "o.no_zone")
+# (which contacts after group `g` a read takes, in the due index's order from there): the
+# group's ranges, ordered as the index is (an order by id alone would be read from the primary
+# key, every contact of the campaign in turn); then the rest of the zone after the last group
+# read by range, entry by entry
+_IN_GROUP = "c.priority = g.priority AND c.attempts = g.attempts"
+_RANGES = (
+    (f"{_IN_GROUP} AND c.next_attempt_at <= now()", "c.next_attempt_at, c.id"),
+    (f"{_IN_GROUP} AND c.next_attempt_at IS NULL", "c.next_attempt_at, c.id"),
+)
+_AFTER_GROUPS = (
+    ("c.priority = g.priority AND c.attempts > g.attempts", "c.attempts, c.next_attempt_at, c.id"),
+    ("c.priority < g.priority", "c.priority DESC, c.attempts, c.next_attempt_at, c.id"),
+)
+
+
+def _pick(zone: tuple[str, str], where: str, order: str) -> str:
+    """Up to $2 due contacts of zone `o` that `where` takes, in dialing order (`order`, the
+    due index's), row-locked as they are read (SKIP LOCKED: another claim's are passed over,
+    not waited for)."""
+    match, applies = zone
     return f"""
+    SELECT * FROM (
     SELECT c.id, c.phone_e164, c.fields, c.timezone, c.jurisdiction,
            first.caller_id AS first_caller,
            CASE WHEN last.state = 'unknown' AND last.provider_call_id IS NULL
@@ -49,29 +81,61 @@ def _pick_in_zone(zone_match: str) -> str:
         SELECT x.id, x.state, x.provider_call_id, x.requested_at FROM attempts x
         WHERE x.contact_id = c.id AND x.state <> 'not_dialed'
         ORDER BY x.attempt_no DESC LIMIT 1) last ON c.attempts > 0
-    WHERE c.campaign_id = $1 AND {zone_match} AND {_DUE}
+    WHERE {applies} AND c.campaign_id = $1 AND {match.format(a="c")} AND c.state = 'pending'
+      AND {where} AND {_DUE}
       -- a pool with sticky caller ids ($14: the account claiming): a contact first called
       -- through another account keeps it while that account may send
       AND ($14::text IS NULL OR first.account IS NULL OR first.account = $14
            OR NOT EXISTS (SELECT 1 FROM accounts n
                           WHERE n.name = first.account AND {sendable_sql("n")}))
-    ORDER BY c.priority DESC, c.attempts, c.next_attempt_at, c.id
+    ORDER BY {order}
     LIMIT $2
-    FOR UPDATE OF c SKIP LOCKED"""
+    FOR UPDATE OF c SKIP LOCKED) r"""
 
 
-_PICK_IN_OPEN_ZONE = _pick_in_zone("c.timezone = o.timezone")
+def _picks(reads: tuple[tuple[str, str], ...]) -> str:
+    return " UNION ALL ".join(
+        _pick(zone, where, order) for zone in (_ZONED, _NO_ZONE) for where, order in reads
+    )
+
+
+def _group(zone: tuple[str, str], after: str, order: str) -> str:
+    """The first group of zone `o` that `after` allows, in dialing order (one probe)."""
+    match, applies = zone
+    return f"""(SELECT z.priority, z.attempts FROM contacts z
+        WHERE {applies} AND z.campaign_id = $1 AND z.state = 'pending'
+          AND {match.format(a="z")} AND {after}
+        ORDER BY {order} LIMIT 1)"""
+
+
+def _groups(first: bool) -> str:
+    """The first group of zone `o`, or (not `first`) the one after group `g`."""
+    if first:
+        reads = [("true", "z.priority DESC, z.attempts")]
+    else:
+        reads = [
+            ("z.priority = g.priority AND z.attempts > g.attempts", "z.attempts"),
+            ("z.priority < g.priority", "z.priority DESC, z.attempts"),
+        ]
+    return " UNION ALL ".join(
+        _group(zone, after, order) for zone in (_ZONED, _NO_ZONE) for after, order in reads
+    )
+
+
 # Contacts with no zone of their own take the campaign's ($3)
 _DEFAULT_ZONE_OPEN = (
     f"EXISTS (SELECT 1 FROM (SELECT NULL::text AS timezone) c {_ZONE_LATERAL} WHERE {_ZONE_OPEN})"
 )
-_PICK_WITHOUT_ZONE = _pick_in_zone(f"c.timezone IS NULL AND {_DEFAULT_ZONE_OPEN}")
 
 # The pick: the campaign's zones among its pending contacts (a loose scan of the due index, one
 # probe per zone), those whose window is open now (the campaign's own window: the laws' hours
-# only narrow it, and each contact is still tested whole), the first due contacts of each open
-# zone, and of those the first $2 in dialing order. Its cost follows the zones and the batch,
-# not the contacts waiting in closed zones (bench/due_walk.py).
+# only narrow it, and each contact is still tested whole), and the contacts with no zone when
+# the campaign's is open. Per zone, the first $2 due contacts in dialing order: its groups one
+# after another (a recursive walk, one probe each, up to SKIPPED_GROUPS), each group's two
+# ranges, then the rest of the zone entry by entry; all under one limit, which stops the walk,
+# the reads and the row locks once the zone's $2 are found. Of all zones' contacts, the first
+# $2 in dialing order. Its cost follows the zones, the groups and the batch, not the contacts
+# waiting in closed zones or out a retry delay (bench/due_walk.py).
 _CANDIDATES = f"""
 WITH RECURSIVE zones (timezone) AS (
     (SELECT z.timezone FROM contacts z
@@ -82,13 +146,24 @@ WITH RECURSIVE zones (timezone) AS (
             WHERE z.campaign_id = $1 AND z.state = 'pending' AND z.timezone > zones.timezone
             ORDER BY z.timezone LIMIT 1)
     FROM zones WHERE zones.timezone IS NOT NULL),
-open_zones AS (
-    SELECT c.timezone FROM zones c {_ZONE_LATERAL}
-    WHERE c.timezone IS NOT NULL AND {_ZONE_OPEN}),
-picked AS (
-    SELECT p.* FROM open_zones o CROSS JOIN LATERAL ({_PICK_IN_OPEN_ZONE}) p
+open_zones (no_zone, timezone) AS (
+    SELECT false, c.timezone FROM zones c {_ZONE_LATERAL}
+    WHERE c.timezone IS NOT NULL AND {_ZONE_OPEN}
     UNION ALL
-    SELECT p.* FROM ({_PICK_WITHOUT_ZONE}) p)
+    SELECT true, NULL WHERE {_DEFAULT_ZONE_OPEN}),
+picked AS (
+    SELECT p.* FROM open_zones o CROSS JOIN LATERAL (
+        WITH RECURSIVE groups (priority, attempts, n) AS (
+            SELECT f.*, 1 FROM ({_groups(first=True)} LIMIT 1) f
+            UNION ALL
+            SELECT f.*, g.n + 1 FROM groups g CROSS JOIN LATERAL (
+                {_groups(first=False)} LIMIT 1) f
+            WHERE g.n < {SKIPPED_GROUPS})
+        (SELECT r.* FROM groups g CROSS JOIN LATERAL ({_picks(_RANGES)}) r)
+        UNION ALL
+        (SELECT r.* FROM groups g CROSS JOIN LATERAL ({_picks(_AFTER_GROUPS)}) r
+         WHERE g.n = {SKIPPED_GROUPS})
+        LIMIT $2) p)
 SELECT id, phone_e164, fields, timezone, jurisdiction, first_caller, unplaced_id,
        last_requested_at
 FROM picked
@@ -112,9 +187,16 @@ async def lock_due(
     may have been placed after all (policy.late), so the provider's list is read before the
     redial. With `sticky_account` (a pool whose caller ids are sticky), a contact first called
     through another account that may still send is left to that account."""
-    return await conn.fetch(
+    # One plan for every claim (a generic plan, kept with the connection's prepared
+    # statement): planning this statement costs several times what running it does, and
+    # PostgreSQL would otherwise plan it anew at each claim. Its joins are lateral probes by
+    # index whatever the values, so the values add nothing to its plan (bench/due_walk.py).
+    await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+    rows = await conn.fetch(
         _CANDIDATES, campaign_id, limit, *rules.sql_parameters(), sticky_account
     )
+    await conn.execute("SET LOCAL plan_cache_mode = auto")
+    return rows
 
 
 async def lock_numbers(conn: Connection, ids: list[int], phones: list[str]) -> set[int]:

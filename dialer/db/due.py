@@ -58,11 +58,13 @@ def jurisdiction_key_sql(keys: str) -> str:
 
 def jurisdiction_hours_sql(keys: str, starts: str, ends: str) -> str:
     """FROM items giving contact `c` its jurisdiction key (`jk.key`) and that key's hours
-    (`jh.s`, `jh.e`; NULL where no law sets hours)."""
+    (`jh.s`, `jh.e`; NULL where no law sets hours). OFFSET 0 keeps the hours a look-up per
+    contact (a nested loop): joined by hash, the contacts' order would be lost, and a pick
+    in dialing order would read and sort every due contact of its range instead of the first."""
     return (
         f"CROSS JOIN LATERAL (SELECT {jurisdiction_key_sql(keys)} AS key) jk"
         f" LEFT JOIN LATERAL (SELECT u.s, u.e FROM unnest({keys}::text[], {starts}::time[],"
-        f" {ends}::time[]) AS u(k, s, e) WHERE u.k = jk.key) jh ON true"
+        f" {ends}::time[]) AS u(k, s, e) WHERE u.k = jk.key OFFSET 0) jh ON true"
     )
 
 

@@ -10,7 +10,12 @@ import time
 import asyncpg
 import pytest
 
-from dialer.db.connect import IDLE_IN_TRANSACTION_S, POOL_SETTINGS, open_pool
+from dialer.db.connect import (
+    IDLE_IN_TRANSACTION_S,
+    POOL_SETTINGS,
+    STATEMENT_CACHE_BYTES,
+    open_pool,
+)
 
 
 async def test_a_paused_process_cannot_hold_an_account_lock(database_url: str) -> None:
@@ -100,3 +105,15 @@ async def test_a_process_whose_connection_is_cut_while_it_migrates_tries_again(
     finally:
         await watch.close()
         await admin.close()  # ends the lock's transaction if the test failed before
+
+
+async def test_a_pools_connections_keep_the_claims_statement(database_url: str) -> None:
+    """The claim's pick (about 30 KB) is kept as a prepared statement on a pool's connection,
+    so it is planned once per connection (db.contacts.lock_due), not at every claim."""
+    big = "SELECT 1 AS one -- " + "x" * (STATEMENT_CACHE_BYTES // 2)
+    async with open_pool(database_url, size=1) as pool, pool.acquire() as conn:
+        await conn.fetchval(big)
+        kept = await conn.fetchval(
+            "SELECT count(*) FROM pg_prepared_statements WHERE statement = $1", big
+        )
+    assert kept == 1

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from dialer.campaign_spec import CampaignSpec
 from dialer.db import contacts
-from dialer.db.connect import connect
+from dialer.db.connect import POOL_SETTINGS, STATEMENT_CACHE_BYTES, connect
 from dialer.policy.packs import CampaignRules, builtin_packs
 from dialer.policy.window import CallingRules
 from tests.policy.test_window_agreement import JURISDICTIONS, PACK_SETS, ZONES, times
@@ -92,6 +92,96 @@ async def test_every_zone_closed_reads_nothing_and_picks_nothing(db) -> None:
     campaign = await campaign_with(db, "all-closed", f"'{CLOSED}'", 20000)
     picked, read = await pick(db, campaign, 50, OPEN)
     assert picked == [] and read < 50, read
+
+
+@pytest.mark.parametrize(
+    "attempts, next_attempt",
+    [
+        # the first-line group waits out its first retry; the second is due on a second
+        (
+            "CASE WHEN n <= 19000 THEN 1 ELSE 2 END",
+            "now() + CASE WHEN n <= 19000 THEN interval '1 hour' ELSE interval '-1 hour' END",
+        ),
+        # one group: those waiting sit between the due-again ones and those with no delay
+        (
+            "1",
+            "CASE WHEN n <= 19000 THEN now() + interval '1 hour'"
+            " WHEN n <= 19500 THEN now() - interval '1 hour' END",
+        ),
+    ],
+    ids=["a group waiting", "within a group"],
+)
+async def test_contacts_waiting_out_a_retry_are_not_read(
+    db, attempts: str, next_attempt: str
+) -> None:
+    """19,000 contacts waiting out a retry delay come first in dialing order: the pick of 50
+    takes the first due ones and reads about as many rows as it picks. Beside it a campaign
+    of fresh contacts, whose statistics have the planner think a group's due contacts few:
+    it must still read them in the index's order, not all of them and sort."""
+    zones = f"CASE WHEN n <= 19000 THEN '{CLOSED}' ELSE '{OPEN}' END"
+    await campaign_with(db, f"fresh-beside-{attempts[:4]}", zones, 20000)
+    campaign = await campaign_with(db, f"waiting-{attempts[:4]}", f"'{OPEN}'", 20000)
+    await db.execute(
+        f"""UPDATE contacts SET priority = 0, attempts = g.attempts, next_attempt_at = g.next_at
+            FROM (SELECT id, row_no AS n FROM contacts WHERE campaign_id = $1) AS k,
+                 LATERAL (SELECT {attempts} AS attempts, {next_attempt} AS next_at) AS g
+            WHERE contacts.id = k.id""",
+        campaign,
+    )
+    await db.execute("ANALYZE contacts")
+    picked, read = await pick(db, campaign, 50, OPEN)
+    assert [n for n, _ in picked] == list(range(19001, 19051))
+    assert read < 500, read
+
+
+async def test_past_the_groups_read_by_range_the_rest_is_read_in_dialing_order(db) -> None:
+    """A campaign of three times the groups the pick reads by range (a priority per six
+    contacts, three attempt counts, retry delays over, not over and none): a batch of any
+    size, within the groups or past them, is the first due contacts in dialing order."""
+    campaign = await campaign_with(db, "many-groups", f"'{OPEN}'", contacts.SKIPPED_GROUPS * 6)
+    await db.execute(
+        """UPDATE contacts SET priority = -(row_no / 6), attempts = row_no % 3,
+               next_attempt_at = now() + CASE row_no % 5 WHEN 0 THEN interval '1 hour'
+                   WHEN 1 THEN interval '-1 hour' WHEN 2 THEN interval '-2 hours' END
+           WHERE campaign_id = $1""",
+        campaign,
+    )
+    await db.execute("ANALYZE contacts")
+    due = [
+        r["id"] for r in await db.fetch(_DUE_IDS, campaign, 1, *rules(OPEN).sql_parameters(), None)
+    ]
+    assert len(due) > 200
+    await db.execute("SET jit = off")  # as a run's pool has it (db.connect.POOL_SETTINGS)
+    for batch in range(1, len(due) + 2):  # a batch cut at every place
+        async with db.transaction():
+            picked = await contacts.lock_due(db, campaign, batch, rules(OPEN))
+        assert [r["id"] for r in picked] == due[:batch], batch
+
+
+async def test_the_pick_is_planned_once_and_leaves_the_plan_mode_as_it_was(
+    db, database_url: str
+) -> None:
+    """On a connection set as a run's pool sets them, lock_due's statement is kept and planned
+    once (a generic plan, no custom plan per claim), and the rest of the claim's transaction
+    plans as it did."""
+    campaign = await campaign_with(db, "plan-mode", f"'{OPEN}'", 10)
+    conn = await asyncpg.connect(
+        database_url,
+        server_settings=POOL_SETTINGS,
+        max_cacheable_statement_size=STATEMENT_CACHE_BYTES,
+    )
+    try:
+        for _ in range(7):  # past the five custom plans PostgreSQL would otherwise try
+            async with conn.transaction():
+                assert len(await contacts.lock_due(conn, campaign, 5, rules(OPEN))) == 5
+                assert await conn.fetchval("SHOW plan_cache_mode") == "auto"
+        plans = await conn.fetchrow(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement = $1",
+            contacts._CANDIDATES,
+        )
+    finally:
+        await conn.close()
+    assert plans is not None and tuple(plans) == (7, 0)
 
 
 async def test_open_zones_merge_in_dialing_order(db) -> None:
@@ -209,6 +299,7 @@ async def test_two_claims_at_once_pick_different_contacts_across_zones(
 _DUE_IDS = (
     f"SELECT c.id FROM contacts c {contacts._DUE_LATERAL} WHERE c.campaign_id = $1 AND "
     f"{contacts._DUE} AND $2::int > 0 AND $14::text IS NULL"
+    " ORDER BY c.priority DESC, c.attempts, c.next_attempt_at, c.id"
 )
 PROPERTY_CAMPAIGN = 990_002  # contacts have no foreign key: a campaign id of this test's own
 
@@ -223,19 +314,23 @@ picks = st.tuples(
             | st.tuples(st.sampled_from(ZONES), st.sampled_from(ZONES)).map(" ".join),
             st.sampled_from(JURISDICTIONS),
             st.none() | st.integers(-3, 3),  # retry delay: hours from now
+            st.integers(0, 2),  # priority
+            st.integers(0, 2),  # attempts
         ),
         max_size=30,
     ),
+    st.integers(1, 12),  # the batch
 )
 
 
 @pytest.fixture(scope="module")
 def pick_checker(database_url: str):
     loop = asyncio.new_event_loop()
-    conn = loop.run_until_complete(asyncpg.connect(database_url))
+    # as a run's pool has it (db.connect.POOL_SETTINGS): JIT would compile the pick each time
+    conn = loop.run_until_complete(asyncpg.connect(database_url, server_settings={"jit": "off"}))
 
     async def check(drawn: tuple) -> None:
-        zone, (start, end), packs, people = drawn
+        zone, (start, end), packs, people, batch = drawn
         law = CampaignRules.of([builtin_packs()[p] for p in packs]) if packs else None
         rules = CallingRules(
             timezone=zone,
@@ -252,17 +347,19 @@ def pick_checker(database_url: str):
         try:  # one transaction: now() is one instant for every statement in it
             await conn.executemany(
                 """INSERT INTO contacts (campaign_id, row_no, phone_e164, timezone,
-                                         jurisdiction, next_attempt_at)
-                   VALUES ($1, $2, $3, $4, $5, now() + make_interval(hours => $6))""",
+                                         jurisdiction, next_attempt_at, priority, attempts)
+                   VALUES ($1, $2, $3, $4, $5, now() + make_interval(hours => $6), $7, $8)""",
                 [
-                    (PROPERTY_CAMPAIGN, n, f"+9195{n:08d}", tz, where, delay)
-                    for n, (tz, where, delay) in enumerate(people, start=2)
+                    (PROPERTY_CAMPAIGN, n, f"+9195{n:08d}", *person)
+                    for n, person in enumerate(people, start=2)
                 ],
             )
             parameters = (1000, *rules.sql_parameters(), None)
-            due = {r["id"] for r in await conn.fetch(_DUE_IDS, PROPERTY_CAMPAIGN, *parameters)}
-            picked = await contacts.lock_due(conn, PROPERTY_CAMPAIGN, 1000, rules)
-            assert {r["id"] for r in picked} == due
+            due = [r["id"] for r in await conn.fetch(_DUE_IDS, PROPERTY_CAMPAIGN, *parameters)]
+            every = await contacts.lock_due(conn, PROPERTY_CAMPAIGN, 1000, rules)
+            assert sorted(r["id"] for r in every) == sorted(due)
+            first = await contacts.lock_due(conn, PROPERTY_CAMPAIGN, batch, rules)
+            assert [r["id"] for r in first] == due[:batch]
         finally:
             await tx.rollback()
 
@@ -277,6 +374,8 @@ def pick_checker(database_url: str):
 @given(drawn=picks)
 def test_the_pick_by_open_zone_takes_exactly_the_due_contacts(pick_checker, drawn) -> None:
     """For any campaign zone and hours, laws, and contacts in any zones (one, two or none),
-    jurisdictions and retry delays, the pick that asks only the open zones takes exactly the
-    contacts the one definition of due (db.due) finds due: the zones' test drops none of them."""
+    jurisdictions, retry delays, priorities and attempt counts, the pick that asks only the
+    open zones and reads by groups takes exactly the contacts the one definition of due
+    (db.due) finds due (the zones' and groups' reads drop none of them), and a batch of any
+    size is the first of them in dialing order."""
     pick_checker(drawn)
