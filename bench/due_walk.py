@@ -6,12 +6,13 @@ dialing order are not due now (their zone's calling window is closed).
 A campaign of N pending contacts in two zones, one whose 09:00-21:00 window is open now and
 one where it is closed (chosen from the clock), laid out three ways: the closed zone's
 contacts all first in dialing order (a file sorted by region), the zones interleaved, and
-every contact in the closed zone; and one open zone whose first half waits out a first retry
-while the second half is due on a second, or where every contact has a priority of its own and
-all but the last 200 wait out a retry (the most groups there can be). For each, EXPLAIN ANALYZE
-of the pick of a batch of 200 (index entries read, milliseconds), the same pick timed from the
-client as a run makes it, and the look-up for when the next contact is due, which a run makes
-each time a claim round finds nothing; medians of the rounds. Nothing is dialed; the database
+every contact in the closed zone; with no zone of their own (the campaign's, open); and in
+one open zone, its first half waiting out a first retry while the second half is due on a
+second, or every contact with a priority of its own and all but the last 200 waiting out a
+retry (the most groups there can be). For each, EXPLAIN ANALYZE of the pick of a batch of 200
+(index entries and contact rows read, milliseconds), the same pick timed from the client as a
+run makes it, and the look-up for when the next contact is due, which a run makes each time a
+claim round finds nothing; medians of the rounds. Nothing is dialed; the database
 is one of its own, dropped at the end.
 """
 
@@ -108,6 +109,7 @@ async def measure(url: str, count: int, rounds: int) -> dict[str, list[tuple]]:
             " ELSE now() - interval '1 hour' END",
             "0",
         ),
+        f"no zone of their own (the campaign's, {open_zone})": ("NULL", *fresh),
         f"open zone ({open_zone}): a priority per contact, all waiting out a retry but the"
         f" last {BATCH}": (
             f"'{open_zone}'",
@@ -123,7 +125,7 @@ async def measure(url: str, count: int, rounds: int) -> dict[str, list[tuple]]:
             "account": "sim-main",
             "caller_id": ["+918047112233"],
             "default_region": "IN",
-            "timezone": "UTC",
+            "timezone": open_zone,  # the zone of contacts without one
             "window": {"start": "09:00", "end": "21:00"},
         }
     )

@@ -43,25 +43,28 @@ SKIPPED_GROUPS = 64
 # The zone of the zone row `o`: its contacts are read with the index's leading columns equal
 _ZONED = ("{a}.timezone = o.timezone", "NOT o.no_zone")
 _NO_ZONE = ("{a}.timezone IS NULL", "o.no_zone")
-# (which contacts after group `g` a read takes, in the due index's order from there): the
-# group's ranges, ordered as the index is (an order by id alone would be read from the primary
-# key, every contact of the campaign in turn); then the rest of the zone after the last group
-# read by range, entry by entry
+# Which contacts after group `g` a read takes: the group's two ranges; then the rest of the
+# zone after the last group read by range, entry by entry
 _IN_GROUP = "c.priority = g.priority AND c.attempts = g.attempts"
 _RANGES = (
-    (f"{_IN_GROUP} AND c.next_attempt_at <= now()", "c.next_attempt_at, c.id"),
-    (f"{_IN_GROUP} AND c.next_attempt_at IS NULL", "c.next_attempt_at, c.id"),
+    f"{_IN_GROUP} AND c.next_attempt_at <= now()",
+    f"{_IN_GROUP} AND c.next_attempt_at IS NULL",
 )
 _AFTER_GROUPS = (
-    ("c.priority = g.priority AND c.attempts > g.attempts", "c.attempts, c.next_attempt_at, c.id"),
-    ("c.priority < g.priority", "c.priority DESC, c.attempts, c.next_attempt_at, c.id"),
+    "{a}.priority = g.priority AND {a}.attempts > g.attempts",
+    "{a}.priority < g.priority",
 )
+# Every read is ordered as the due index is, from its zone on, whatever the read fixes: only
+# that index gives the order, so it is the one read, in order, as far as the batch needs.
+# (Ordered by id alone, a range was read from the primary key, every contact of the campaign
+# in turn; without the zone, contacts with none, `timezone IS NULL` being no equality to the
+# planner, were all read and sorted.)
+_INDEX_ORDER = "{a}.timezone, {a}.priority DESC, {a}.attempts, {a}.next_attempt_at, {a}.id"
 
 
-def _pick(zone: tuple[str, str], where: str, order: str) -> str:
-    """Up to $2 due contacts of zone `o` that `where` takes, in dialing order (`order`, the
-    due index's), row-locked as they are read (SKIP LOCKED: another claim's are passed over,
-    not waited for)."""
+def _pick(zone: tuple[str, str], where: str) -> str:
+    """Up to $2 due contacts of zone `o` that `where` takes, in dialing order, row-locked as
+    they are read (SKIP LOCKED: another claim's are passed over, not waited for)."""
     match, applies = zone
     return f"""
     SELECT * FROM (
@@ -88,37 +91,31 @@ def _pick(zone: tuple[str, str], where: str, order: str) -> str:
       AND ($14::text IS NULL OR first.account IS NULL OR first.account = $14
            OR NOT EXISTS (SELECT 1 FROM accounts n
                           WHERE n.name = first.account AND {sendable_sql("n")}))
-    ORDER BY {order}
+    ORDER BY {_INDEX_ORDER.format(a="c")}
     LIMIT $2
     FOR UPDATE OF c SKIP LOCKED) r"""
 
 
-def _picks(reads: tuple[tuple[str, str], ...]) -> str:
+def _picks(reads: tuple[str, ...]) -> str:
     return " UNION ALL ".join(
-        _pick(zone, where, order) for zone in (_ZONED, _NO_ZONE) for where, order in reads
+        _pick(zone, where.format(a="c")) for zone in (_ZONED, _NO_ZONE) for where in reads
     )
 
 
-def _group(zone: tuple[str, str], after: str, order: str) -> str:
+def _group(zone: tuple[str, str], after: str) -> str:
     """The first group of zone `o` that `after` allows, in dialing order (one probe)."""
     match, applies = zone
     return f"""(SELECT z.priority, z.attempts FROM contacts z
         WHERE {applies} AND z.campaign_id = $1 AND z.state = 'pending'
           AND {match.format(a="z")} AND {after}
-        ORDER BY {order} LIMIT 1)"""
+        ORDER BY {_INDEX_ORDER.format(a="z")} LIMIT 1)"""
 
 
 def _groups(first: bool) -> str:
     """The first group of zone `o`, or (not `first`) the one after group `g`."""
-    if first:
-        reads = [("true", "z.priority DESC, z.attempts")]
-    else:
-        reads = [
-            ("z.priority = g.priority AND z.attempts > g.attempts", "z.attempts"),
-            ("z.priority < g.priority", "z.priority DESC, z.attempts"),
-        ]
+    reads = ["true"] if first else list(_AFTER_GROUPS)
     return " UNION ALL ".join(
-        _group(zone, after, order) for zone in (_ZONED, _NO_ZONE) for after, order in reads
+        _group(zone, after.format(a="z")) for zone in (_ZONED, _NO_ZONE) for after in reads
     )
 
 

@@ -88,6 +88,16 @@ async def test_a_closed_zone_first_in_line_is_not_read(db) -> None:
     assert read < 500, read
 
 
+async def test_a_campaign_without_zones_is_read_in_order_not_sorted(db) -> None:
+    """20,000 contacts with no zone of their own (the campaign's, open): the pick of 50 reads
+    about as many, in the due index's order, not all of them and a sort (`timezone IS NULL`
+    is no equality to the planner, so the order must name the zone for the index to give it)."""
+    campaign = await campaign_with(db, "no-zones", "NULL", 20000)
+    picked, read = await pick(db, campaign, 50, OPEN)
+    assert [n for n, _ in picked] == sorted(range(1, 20001), key=lambda n: (-(n % 3), n))[:50]
+    assert read < 500, read
+
+
 async def test_every_zone_closed_reads_nothing_and_picks_nothing(db) -> None:
     campaign = await campaign_with(db, "all-closed", f"'{CLOSED}'", 20000)
     picked, read = await pick(db, campaign, 50, OPEN)
