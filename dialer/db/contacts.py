@@ -35,11 +35,11 @@ _ZONE_LATERAL, _ZONE_OPEN = window_sql(3, laws=False)
 # index: those whose retry delay is over (next_attempt_at <= now(), in that order) and those
 # with none (NULL, last); the contacts between them wait out a retry delay and are not read.
 # Finding a group costs a probe of the index, about what reading 50 entries costs; so a zone's
-# first SKIPPED_GROUPS groups are read by range, and the rest of the zone, if the batch needs
+# first GROUPS_READ_BY_RANGE groups are read by range, and the rest of the zone, if the batch needs
 # it, entry by entry in the index's order (as if there were no groups): a campaign whose every
 # contact has a priority of its own costs a claim at most that many probes more than a plain
 # walk, and one of a few groups never reads its contacts waiting out a retry.
-SKIPPED_GROUPS = 64
+GROUPS_READ_BY_RANGE = 64
 # The zone of the zone row `o`: its contacts are read with the index's leading columns equal
 _ZONED = ("{a}.timezone = o.timezone", "NOT o.no_zone")
 _NO_ZONE = ("{a}.timezone IS NULL", "o.no_zone")
@@ -128,7 +128,7 @@ _DEFAULT_ZONE_OPEN = (
 # probe per zone), those whose window is open now (the campaign's own window: the laws' hours
 # only narrow it, and each contact is still tested whole), and the contacts with no zone when
 # the campaign's is open. Per zone, the first $2 due contacts in dialing order: its groups one
-# after another (a recursive walk, one probe each, up to SKIPPED_GROUPS), each group's two
+# after another (a recursive walk, one probe each, up to GROUPS_READ_BY_RANGE), each group's two
 # ranges, then the rest of the zone entry by entry; all under one limit, which stops the walk,
 # the reads and the row locks once the zone's $2 are found. Of all zones' contacts, the first
 # $2 in dialing order. Its cost follows the zones, the groups and the batch, not the contacts
@@ -155,11 +155,11 @@ picked AS (
             UNION ALL
             SELECT f.*, g.n + 1 FROM groups g CROSS JOIN LATERAL (
                 {_groups(first=False)} LIMIT 1) f
-            WHERE g.n < {SKIPPED_GROUPS})
+            WHERE g.n < {GROUPS_READ_BY_RANGE})
         (SELECT r.* FROM groups g CROSS JOIN LATERAL ({_picks(_RANGES)}) r)
         UNION ALL
         (SELECT r.* FROM groups g CROSS JOIN LATERAL ({_picks(_AFTER_GROUPS)}) r
-         WHERE g.n = {SKIPPED_GROUPS})
+         WHERE g.n = {GROUPS_READ_BY_RANGE})
         LIMIT $2) p)
 SELECT id, phone_e164, fields, timezone, jurisdiction, first_caller, unplaced_id,
        last_requested_at

@@ -148,7 +148,9 @@ async def test_past_the_groups_read_by_range_the_rest_is_read_in_dialing_order(d
     """A campaign of three times the groups the pick reads by range (a priority per six
     contacts, three attempt counts, retry delays over, not over and none): a batch of any
     size, within the groups or past them, is the first due contacts in dialing order."""
-    campaign = await campaign_with(db, "many-groups", f"'{OPEN}'", contacts.SKIPPED_GROUPS * 6)
+    campaign = await campaign_with(
+        db, "many-groups", f"'{OPEN}'", contacts.GROUPS_READ_BY_RANGE * 6
+    )
     await db.execute(
         """UPDATE contacts SET priority = -(row_no / 6), attempts = row_no % 3,
                next_attempt_at = now() + CASE row_no % 5 WHEN 0 THEN interval '1 hour'
