@@ -40,15 +40,15 @@ _ZONE_LATERAL, _ZONE_OPEN = window_sql(3, laws=False)
 # contact has a priority of its own costs a claim at most that many probes more than a plain
 # walk, and one of a few groups never reads its contacts waiting out a retry.
 GROUPS_READ_BY_RANGE = 64
-# The zone of the zone row `o`: its contacts are read with the index's leading columns equal
+# How a read names the zone of row `o` (the match, with the index's leading columns equal; when
+# the read applies): a zone of its own, or none (the campaign's)
 _ZONED = ("{a}.timezone = o.timezone", "NOT o.no_zone")
 _NO_ZONE = ("{a}.timezone IS NULL", "o.no_zone")
 # Which contacts after group `g` a read takes: the group's two ranges; then the rest of the
 # zone after the last group read by range, entry by entry
-_IN_GROUP = "c.priority = g.priority AND c.attempts = g.attempts"
 _RANGES = (
-    f"{_IN_GROUP} AND c.next_attempt_at <= now()",
-    f"{_IN_GROUP} AND c.next_attempt_at IS NULL",
+    "{a}.priority = g.priority AND {a}.attempts = g.attempts AND {a}.next_attempt_at <= now()",
+    "{a}.priority = g.priority AND {a}.attempts = g.attempts AND {a}.next_attempt_at IS NULL",
 )
 _AFTER_GROUPS = (
     "{a}.priority = g.priority AND {a}.attempts > g.attempts",

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from dialer.campaign_spec import CampaignSpec
 from dialer.db import contacts
-from dialer.db.connect import POOL_SETTINGS, STATEMENT_CACHE_BYTES, connect
+from dialer.db.connect import connect, open_pool
 from dialer.policy.packs import CampaignRules, builtin_packs
 from dialer.policy.window import CallingRules
 from tests.policy.test_window_agreement import JURISDICTIONS, PACK_SETS, ZONES, times
@@ -173,16 +173,11 @@ async def test_past_the_groups_read_by_range_the_rest_is_read_in_dialing_order(d
 async def test_the_pick_is_planned_once_and_leaves_the_plan_mode_as_it_was(
     db, database_url: str
 ) -> None:
-    """On a connection set as a run's pool sets them, lock_due's statement is kept and planned
-    once (a generic plan, no custom plan per claim), and the rest of the claim's transaction
-    plans as it did."""
+    """On a run's pool (db.connect.open_pool), lock_due's statement is kept and planned once
+    (a generic plan, no custom plan per claim), and the rest of the claim's transaction plans
+    as it did."""
     campaign = await campaign_with(db, "plan-mode", f"'{OPEN}'", 10)
-    conn = await asyncpg.connect(
-        database_url,
-        server_settings=POOL_SETTINGS,
-        max_cacheable_statement_size=STATEMENT_CACHE_BYTES,
-    )
-    try:
+    async with open_pool(database_url, size=1) as pool, pool.acquire() as conn:
         for _ in range(7):  # past the five custom plans PostgreSQL would otherwise try
             async with conn.transaction():
                 assert len(await contacts.lock_due(conn, campaign, 5, rules(OPEN))) == 5
@@ -191,8 +186,6 @@ async def test_the_pick_is_planned_once_and_leaves_the_plan_mode_as_it_was(
             "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement = $1",
             contacts._CANDIDATES,
         )
-    finally:
-        await conn.close()
     assert plans is not None and tuple(plans) == (7, 0)
 
 
