@@ -11,6 +11,7 @@ import asyncpg
 
 from dialer.db import stalled, standing
 from dialer.db.consent import privacy_key
+from dialer.db.events import ERASED_PAYLOAD_SQL
 from dialer.db.types import Connection
 from dialer.erasure import ErasedNumbers, Scrubber, candidate_pattern
 from dialer.policy.states import SENT
@@ -160,10 +161,11 @@ async def erase(conn: Connection, numbers: list[str]) -> dict[str, int]:
         )
     ]
     changed["attempts"] = len(attempt_ids)
-    # The trigger call_events_of_erased empties the payloads of erased attempts.
+    # An erased attempt's events keep no content (migration 0027 refuses any other payload)
     changed["call_events"] = _count(
         await conn.execute(
-            "UPDATE call_events SET payload = payload WHERE attempt_id = ANY($1::bigint[])",
+            f"UPDATE call_events SET payload = {ERASED_PAYLOAD_SQL}"
+            " WHERE attempt_id = ANY($1::bigint[])",
             attempt_ids,
         )
     )

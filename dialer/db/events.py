@@ -20,14 +20,21 @@ from dialer.db.webhooks import settled_source, write_ctes
 from dialer.policy.attestation import attestation_of
 from dialer.policy.states import LIVE, RANK, SENT, TRANSITIONS
 
+# What an event of an erased attempt keeps of its payload (migration 0027: the database
+# refuses anything else for such an attempt).
+ERASED_PAYLOAD_SQL = "'{\"erased\": true}'::jsonb"
+
 # Which attempt an event belongs to, for rows of `input` (attempt_id named in the URL or the
-# payload, call_id, held, problem) of account $ACCOUNT: the named attempt if it is this
-# account's and the call id is neither another attempt's nor different from its own; with no
-# attempt named, the one with this call id. A named attempt that fails the test is
-# `misrouted`: the event is stored against it, held, and never settles it.
+# payload, call_id, payload, held, problem) of account $ACCOUNT: the named attempt if it is
+# this account's and the call id is neither another attempt's nor different from its own; with
+# no attempt named, the one with this call id. A named attempt that fails the test is
+# `misrouted`: the event is stored against it, held, and never settles it. `kept` is the
+# payload as stored: empty if the attempt it is stored against is erased.
 _JUDGE = """
 judged AS (
     SELECT i.*, n.id AS named, n.state AS named_state,
+           CASE WHEN i.attempt_id IS NULL THEN b.erased_at ELSE n.erased_at END
+               IS NOT NULL AS erased,
            CASE WHEN i.attempt_id IS NULL THEN b.id
                 WHEN n.id IS NULL THEN NULL
                 WHEN b.id IS NOT NULL AND b.id <> n.id THEN NULL
@@ -37,18 +44,19 @@ judged AS (
     FROM input i
     LEFT JOIN attempts n ON n.account = $ACCOUNT AND n.id = i.attempt_id
     LEFT JOIN LATERAL (
-        SELECT x.id FROM attempts x
+        SELECT x.id, x.erased_at FROM attempts x
         WHERE i.call_id IS NOT NULL AND x.account = $ACCOUNT AND x.provider_call_id = i.call_id
         ORDER BY x.id LIMIT 1) b ON true
 ), placed AS (
     SELECT j.*, coalesce(j.known, j.named) AS stored_for,
+           CASE WHEN j.erased THEN $ERASED ELSE j.payload END AS kept,
            j.held OR (j.named IS NOT NULL AND j.known IS NULL) AS keep_held,
            CASE WHEN j.named IS NOT NULL AND j.known IS NULL
                 THEN concat_ws('; ', j.problem,
                                'call id ' || j.call_id || ' is not this attempt''s')
                 ELSE j.problem END AS why
     FROM judged j
-)"""
+)""".replace("$ERASED", ERASED_PAYLOAD_SQL)
 
 # Held events get a key of their own, so that a correct delivery of the same event later (or
 # to the right attempt) is still stored and applied.
@@ -60,11 +68,11 @@ _HELD_KEY = (
 _STORE = f"""
 WITH input AS (
     SELECT $1::bigint AS attempt_id, $3::text AS call_id, $6::text AS dedupe_key,
-           $8::boolean AS held, $9::text AS problem
+           $7::jsonb AS payload, $8::boolean AS held, $9::text AS problem
 ), {_JUDGE.replace("$ACCOUNT", "$2")}, stored AS (
     INSERT INTO call_events (attempt_id, account, provider_call_id, status, sequence,
                              dedupe_key, payload, held, problem)
-    SELECT p.stored_for, $2, $3, $4, $5, {_HELD_KEY}, $7, p.keep_held, p.why FROM placed p
+    SELECT p.stored_for, $2, $3, $4, $5, {_HELD_KEY}, p.kept, p.keep_held, p.why FROM placed p
     ON CONFLICT (account, dedupe_key) DO NOTHING
     RETURNING attempt_id, held
 )
@@ -116,7 +124,7 @@ WITH input AS (
 ), {_JUDGE.replace("$ACCOUNT", "$10")}, stored AS (
     INSERT INTO call_events (attempt_id, account, provider_call_id, status, sequence,
                              dedupe_key, payload, held, problem)
-    SELECT p.stored_for, $10, p.call_id, p.status, p.sequence, {_HELD_KEY}, p.payload,
+    SELECT p.stored_for, $10, p.call_id, p.status, p.sequence, {_HELD_KEY}, p.kept,
            p.keep_held, p.why
     FROM placed p
     ON CONFLICT (account, dedupe_key) DO NOTHING
@@ -268,7 +276,7 @@ WITH input AS (
 ), stored AS (
     INSERT INTO call_events (attempt_id, account, provider_call_id, status, sequence,
                              dedupe_key, payload, held, problem)
-    SELECT i.attempt_id, $22, i.call_id, i.status, i.sequence, i.dedupe_key, i.payload, false,
+    SELECT i.attempt_id, $22, i.call_id, i.status, i.sequence, i.dedupe_key, i.kept, false,
            NULL
     FROM eligible i WHERE i.attempt_id IN (SELECT id FROM closed)
     ON CONFLICT (account, dedupe_key) DO NOTHING
@@ -349,7 +357,16 @@ async def orphan_finals(conn: Connection, limit: int) -> list[asyncpg.Record]:
 
 
 async def attach(conn: Connection, event_id: int, attempt_id: int) -> None:
-    await conn.execute("UPDATE call_events SET attempt_id = $2 WHERE id = $1", event_id, attempt_id)
+    """Event `event_id`, stored without an attempt, is `attempt_id`'s (emptied if that one is
+    erased)."""
+    await conn.execute(
+        f"""UPDATE call_events e SET attempt_id = a.id,
+                  payload = CASE WHEN a.erased_at IS NULL THEN e.payload
+                                 ELSE {ERASED_PAYLOAD_SQL} END
+           FROM attempts a WHERE e.id = $1 AND a.id = $2""",
+        event_id,
+        attempt_id,
+    )
 
 
 async def unattached_since(
