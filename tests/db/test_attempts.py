@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+import asyncpg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -160,3 +161,130 @@ def test_a_claim_reads_the_live_attempts_once(
     slots, read, plan = asyncio.run(go())
     assert slots == expected
     assert 5000 <= read <= 5010, json.dumps(plan, indent=1)
+
+
+# ---- the attempts' keys, held once per statement (migration 0028) ------------------------------
+
+
+async def _campaign_with_contacts(conn, name: str, count: int) -> tuple[int, list[int]]:
+    await conn.execute(
+        """INSERT INTO accounts (name, kind, rate_per_s, channels) VALUES ($1, 'sim', 100, 100)
+           ON CONFLICT DO NOTHING""",
+        ACCOUNT,
+    )
+    campaign = await conn.fetchval(
+        "INSERT INTO campaigns (name, account, spec) VALUES ($1, $2, '{}') RETURNING id",
+        name,
+        ACCOUNT,
+    )
+    contacts = await conn.fetch(
+        """INSERT INTO contacts (campaign_id, row_no, phone_e164)
+           SELECT $1::bigint, n, '+9197' || lpad(($1::bigint * 1000 + n)::text, 8, '0')
+           FROM generate_series(1, $2) n RETURNING id""",
+        campaign,
+        count,
+    )
+    return campaign, [r["id"] for r in contacts]
+
+
+_WRITE = """INSERT INTO attempts (contact_id, campaign_id, account, attempt_no, state, phone_e164)
+            SELECT c, $2, $3, 1, 'completed', '+919700000000' FROM unnest($1::bigint[]) c"""
+
+
+async def test_an_attempt_of_no_such_contact_or_campaign_is_refused_with_its_statement(
+    database_url: str,
+) -> None:
+    conn = await connect(database_url)
+    try:
+        campaign, contacts = await _campaign_with_contacts(conn, "keys-missing", 3)
+        missing = contacts[-1] + 1_000_000
+        with pytest.raises(asyncpg.ForeignKeyViolationError, match=f"contact {missing} does not"):
+            await conn.execute(_WRITE, [*contacts, missing], campaign, ACCOUNT)
+        with pytest.raises(asyncpg.ForeignKeyViolationError, match="campaign 999999 does not"):
+            await conn.execute(_WRITE, contacts, 999999, ACCOUNT)
+        assert (
+            await conn.fetchval(
+                "SELECT count(*) FROM attempts WHERE contact_id = ANY($1)", contacts
+            )
+            == 0
+        )
+        await conn.execute(_WRITE, contacts, campaign, ACCOUNT)
+        attempt = await conn.fetchval("SELECT id FROM attempts WHERE contact_id = $1", contacts[0])
+        for change in (
+            f"UPDATE attempts SET contact_id = {contacts[1]} WHERE id = {attempt}",
+            f"UPDATE attempts SET campaign_id = {campaign + 1} WHERE id = {attempt}",
+            f"UPDATE contacts SET id = {missing} WHERE id = {contacts[0]}",
+            f"UPDATE campaigns SET id = {campaign + 100} WHERE id = {campaign}",
+        ):
+            with pytest.raises(asyncpg.ForeignKeyViolationError, match="never changes"):
+                await conn.execute(change)
+        # a statement that names the column without changing it passes
+        await conn.execute("UPDATE attempts SET contact_id = contact_id WHERE id = $1", attempt)
+    finally:
+        await conn.close()
+
+
+async def test_attempts_go_with_their_contacts_and_campaign_and_take_their_events(
+    database_url: str,
+) -> None:
+    conn = await connect(database_url)
+    try:
+        campaign, contacts = await _campaign_with_contacts(conn, "keys-gone", 4)
+        await conn.execute(_WRITE, contacts, campaign, ACCOUNT)
+        await conn.execute(
+            """INSERT INTO call_events (attempt_id, account, status, dedupe_key, payload)
+               SELECT id, $2, 'completed', 'gone:' || id, '{}' FROM attempts
+               WHERE contact_id = ANY($1)""",
+            contacts,
+            ACCOUNT,
+        )
+
+        async def left() -> tuple[int, int]:
+            row = await conn.fetchrow(
+                """SELECT (SELECT count(*) FROM attempts WHERE campaign_id = $1) AS attempts,
+                          (SELECT count(*) FROM call_events WHERE dedupe_key LIKE 'gone:%')
+                              AS events""",
+                campaign,
+            )
+            return row["attempts"], row["events"]
+
+        assert await left() == (4, 4)
+        await conn.execute("DELETE FROM contacts WHERE id = $1", contacts[0])
+        assert await left() == (3, 3)
+        await conn.execute("DELETE FROM campaigns WHERE id = $1", campaign)
+        assert await left() == (0, 0)
+    finally:
+        await conn.close()
+
+
+async def test_a_contact_is_kept_until_an_attempt_written_for_it_commits(
+    database_url: str,
+) -> None:
+    writer, deleter = await connect(database_url), await connect(database_url)
+    try:
+        campaign, contacts = await _campaign_with_contacts(writer, "keys-kept", 1)
+        await deleter.execute("SET lock_timeout = '200ms'")
+        async with writer.transaction():
+            await writer.execute(_WRITE, contacts, campaign, ACCOUNT)
+            for target in ("contacts", "campaigns"):
+                key = contacts[0] if target == "contacts" else campaign
+                with pytest.raises(asyncpg.LockNotAvailableError):
+                    await deleter.execute(f"DELETE FROM {target} WHERE id = $1", key)
+    finally:
+        await writer.close()
+        await deleter.close()
+
+
+async def test_the_attempts_keys_are_checked_once_per_statement(database_url: str) -> None:
+    conn = await connect(database_url)
+    try:
+        campaign, contacts = await _campaign_with_contacts(conn, "keys-once", 20)
+        async with conn.transaction():
+            await conn.execute("SET LOCAL track_functions = 'pl'")
+            await conn.execute(_WRITE, contacts, campaign, ACCOUNT)
+            calls = await conn.fetchval(
+                "SELECT pg_stat_get_xact_function_calls('attempts_checked'::regproc)"
+            )
+        assert calls == 1
+    finally:
+        await conn.close()
