@@ -218,8 +218,9 @@ async def test_an_attempt_of_no_such_contact_or_campaign_is_refused_with_its_sta
         ):
             with pytest.raises(asyncpg.ForeignKeyViolationError, match="never changes"):
                 await conn.execute(change)
-        # a statement that names the column without changing it passes
-        await conn.execute("UPDATE attempts SET contact_id = contact_id WHERE id = $1", attempt)
+        # refused as soon as a statement names one (migration 0030: no update pays a look)
+        with pytest.raises(asyncpg.ForeignKeyViolationError, match="never changes"):
+            await conn.execute("UPDATE attempts SET contact_id = contact_id WHERE id = $1", attempt)
     finally:
         await conn.close()
 
@@ -286,5 +287,23 @@ async def test_the_attempts_keys_are_checked_once_per_statement(database_url: st
                 "SELECT pg_stat_get_xact_function_calls('attempts_checked'::regproc)"
             )
         assert calls == 1
+    finally:
+        await conn.close()
+
+
+async def test_no_update_of_the_busy_tables_locks_its_rows_first(database_url: str) -> None:
+    """A BEFORE UPDATE row trigger, whatever its column list, makes PostgreSQL lock every row
+    an update touches before it reads the list: a WAL record per row (270 bytes a settled call
+    when the key guards were row triggers). The guards are statement triggers (0030)."""
+    conn = await connect(database_url)
+    try:
+        row_triggers = await conn.fetch(
+            """SELECT tgrelid::regclass::text AS relation, tgname FROM pg_trigger
+               WHERE NOT tgisinternal AND tgtype & 1 = 1 AND tgtype & 2 = 2 AND tgtype & 16 = 16
+                 AND tgrelid = ANY (ARRAY['attempts', 'contacts', 'campaigns', 'call_events',
+                                          'webhook_events', 'webhook_deliveries',
+                                          'accounts']::regclass[])"""
+        )
+        assert [dict(r) for r in row_triggers] == []
     finally:
         await conn.close()
