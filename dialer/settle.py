@@ -502,6 +502,24 @@ async def apply_progress_batch(
     return set(new)
 
 
+async def apply_progress(
+    conn: Connection,
+    campaigns: CampaignCache,
+    account: str,
+    items: list[tuple[int | None, CallEvent]],
+) -> list[bool | asyncpg.PostgresError]:
+    """apply_progress_batch, each item's result: whether its event was new. If the database
+    refuses the batch's statement (a row it names deleted or erased meanwhile, say), nothing of
+    it was kept: each event is then applied alone, so only the one at fault gets the error
+    (its provider retries it) and the others are kept (a connection lost is raised)."""
+    try:
+        new = await apply_progress_batch(conn, campaigns, account, items)
+    except asyncpg.PostgresError:
+        alone = [await _apply_alone(conn, campaigns, account, a, e) for a, e in items]
+        return [r if isinstance(r, asyncpg.PostgresError) else r != "repeated" for r in alone]
+    return [event.dedupe_key in new for _, event in items]
+
+
 async def record_accepted(
     conn: Connection, campaigns: CampaignCache, accepted: list[tuple[int, str | None]]
 ) -> None:

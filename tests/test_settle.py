@@ -27,6 +27,7 @@ from dialer.settle import (
     _judged_alike,
     apply_event,
     apply_finals,
+    apply_progress,
     apply_progress_batch,
     record_accepted,
     settle,
@@ -267,6 +268,38 @@ async def test_a_progress_event_in_a_batch_reopens_unknown_and_a_repeat_does_not
     assert await own_db.fetchval("SELECT state FROM attempts WHERE id = $1", other) == "unknown"
     again = await apply_progress_batch(own_db, CampaignCache(), "sim-main", [(attempt, ringing)])
     assert again == set()
+
+
+async def test_a_progress_batch_the_database_refuses_is_applied_event_by_event(
+    own_db, tmp_path: Path
+) -> None:
+    """One event the database refuses (here a trigger stands for a row deleted or erased
+    while the batch was written) costs its batch only a retry one by one: the others are
+    kept and applied, and only that one gets the error."""
+    await own_db.execute(
+        """CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN RAISE EXCEPTION 'refused for the test' USING ERRCODE = 'check_violation'; END $$;
+           CREATE TRIGGER refuse BEFORE INSERT ON call_events FOR EACH ROW
+               WHEN (NEW.dedupe_key LIKE 'refused:%') EXECUTE FUNCTION refuse()"""
+    )
+    first, refused, last = [await new_attempt(own_db, tmp_path) for _ in range(3)]
+    batch = [
+        (first, CallEvent("ringing", "kept:1", "CALL1")),
+        (refused, CallEvent("ringing", "refused:2", "CALL2")),
+        (last, CallEvent("ringing", "kept:3", "CALL3")),
+    ]
+    results = await apply_progress(own_db, CampaignCache(), "sim-main", batch)
+    assert results[0] is True and results[2] is True
+    assert isinstance(results[1], asyncpg.CheckViolationError)
+    states = dict(
+        await own_db.fetch(
+            "SELECT id, state FROM attempts WHERE id = ANY($1)", [first, refused, last]
+        )
+    )
+    assert states == {first: "ringing", refused: "accepted", last: "ringing"}
+    again = await apply_progress(own_db, CampaignCache(), "sim-main", batch)
+    assert again[0] is False and again[2] is False
+    assert isinstance(again[1], asyncpg.CheckViolationError)
 
 
 async def test_a_reopened_call_takes_a_reservations_channel_rather_than_exceed_the_limit(

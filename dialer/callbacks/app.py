@@ -39,7 +39,7 @@ from dialer.policy.states import is_terminal
 from dialer.providers.base import InboundCallback, Provider
 from dialer.providers.errors import Forbidden, Unreadable
 from dialer.reconcile import RECONCILE_EVERY, reconcile_once
-from dialer.settle import apply_event, apply_finals, apply_progress_batch
+from dialer.settle import apply_event, apply_finals, apply_progress
 from dialer.supervise import Supervisor
 
 log = logging.getLogger("dialer.serve")
@@ -57,21 +57,25 @@ class Receiver:
     cache: CampaignCache = field(default_factory=CampaignCache)
 
     def __post_init__(self) -> None:
-        self.progress: Batcher[ProgressItem, bool] = Batcher(self._store_progress)
+        self.progress: Batcher[ProgressItem, bool | Exception] = Batcher(self._store_progress)
         self.finals: Batcher[ProgressItem, str | Exception] = Batcher(self._store_finals)
         for adapter in self.adapters.values():  # whatever they echo is masked before storage
             redaction.remember(*adapter.secrets, users=adapter.auth_users)
 
-    async def _store_progress(self, items: list[ProgressItem]) -> list[bool]:
-        by_account: dict[str, list[tuple[int | None, CallEvent]]] = {}
-        for account, attempt_id, event in items:
-            by_account.setdefault(account, []).append((attempt_id, event))
-        new: set[tuple[str, str]] = set()
+    async def _store_progress(self, items: list[ProgressItem]) -> list[bool | Exception]:
+        """Progress events from concurrent requests, stored and applied a batch per account
+        (settle.apply_progress): whether each was new, or its own error."""
+        by_account: dict[str, list[int]] = {}
+        for index, (account, _, _) in enumerate(items):
+            by_account.setdefault(account, []).append(index)
+        results: list[bool | Exception] = [False] * len(items)
         async with self.pool.acquire() as conn:
-            for account, batch in by_account.items():
-                keys = await apply_progress_batch(conn, self.cache, account, batch)
-                new |= {(account, key) for key in keys}
-        return [(account, event.dedupe_key) in new for account, _, event in items]
+            for account, indexes in by_account.items():
+                batch = [(items[i][1], items[i][2]) for i in indexes]
+                answers = await apply_progress(conn, self.cache, account, batch)
+                for index, answer in zip(indexes, answers, strict=True):
+                    results[index] = answer
+        return results
 
     async def _store_finals(self, items: list[ProgressItem]) -> list[str | Exception]:
         """Final events from concurrent requests, settled a batch per account (settle.
@@ -179,6 +183,8 @@ async def _keep(
             )
     else:  # progress events from concurrent requests share one statement (group commit)
         new = await receiver.progress.submit((account, attempt_id, event))
+        if isinstance(new, Exception):
+            raise new
         result = "stored" if new else "repeated"
     log.debug(f"callback {result}", extra=extra)
     answer: dict[str, object] = {"stored": result != "repeated"}
