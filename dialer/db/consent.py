@@ -32,9 +32,17 @@ async def append(conn: Connection, events: list[ConsentEvent]) -> list[int]:
         await conn.fetchval("SELECT row_hash FROM consent_events ORDER BY id DESC LIMIT 1")
         or GENESIS
     )
+    # every id in one round trip (an import or an API request may hold 10,000 events), in
+    # the order they were given: the chain's order
+    ids = [
+        r["id"]
+        for r in await conn.fetch(
+            "SELECT nextval('consent_events_id_seq') AS id FROM generate_series(1, $1) ORDER BY 1",
+            len(events),
+        )
+    ]
     rows = []
-    for event in events:
-        row_id = await conn.fetchval("SELECT nextval('consent_events_id_seq')")
+    for row_id, event in zip(ids, events, strict=True):
         number_key = phone_key(key, event.phone_e164)
         digest = row_hash(
             row_id,
