@@ -15,11 +15,12 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (
+    ROOT,
+    base_tree,
     bench_config,
     create_database,
     drop_database,
@@ -30,7 +31,6 @@ from common import (
 )
 from load import CAMPAIGN, OUT, generate
 
-ROOT = Path(__file__).resolve().parents[1]
 # Everything a load writes but ids and times, in row order
 DIGEST = """
 SELECT md5(string_agg(concat_ws('|', row_no, phone_e164, name, timezone, priority, fields::text,
@@ -88,28 +88,17 @@ def main() -> None:
         generate(csv_path, 1_000_000)
     (OUT / "bench.toml").write_text(CAMPAIGN)
     sides: dict[str, list[tuple[float, float, dict]]] = {"old": [], "new": []}
-    with tempfile.TemporaryDirectory() as tmp:
-        worktree = Path(tmp) / "base"
-        subprocess.run(
-            ["git", "-C", str(ROOT), "worktree", "add", "-q", "--detach", str(worktree), args.base],
-            check=True,
-        )
-        try:
-            for round_no in range(args.rounds):
-                for side, tree in (("old", worktree), ("new", ROOT)):
-                    sides[side].append(load_once(tree))
-                    seconds, rss, _ = sides[side][-1]
-                    spent = sides[side][-1][2]["cpu"]
-                    print(
-                        f"round {round_no + 1} {side}: {seconds:.2f} s, {rss:.0f} MB,"
-                        f" CPU {spent[0]:.2f} s dialer, {spent[1]:.2f} s PostgreSQL",
-                        file=sys.stderr,
-                    )
-        finally:
-            subprocess.run(
-                ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(worktree)],
-                check=True,
-            )
+    with base_tree(args.base) as worktree:
+        for round_no in range(args.rounds):
+            for side, tree in (("old", worktree), ("new", ROOT)):
+                sides[side].append(load_once(tree))
+                seconds, rss, _ = sides[side][-1]
+                spent = sides[side][-1][2]["cpu"]
+                print(
+                    f"round {round_no + 1} {side}: {seconds:.2f} s, {rss:.0f} MB,"
+                    f" CPU {spent[0]:.2f} s dialer, {spent[1]:.2f} s PostgreSQL",
+                    file=sys.stderr,
+                )
     old_s = median([s for s, _, _ in sides["old"]])
     new_s = median([s for s, _, _ in sides["new"]])
     old_mb = median([m for _, m, _ in sides["old"]])

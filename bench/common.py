@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import subprocess
+import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +23,21 @@ SERVER_URL = os.environ.get(
     os.environ.get("DIALER_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
 )
 RESULTS = Path(__file__).with_name("RESULTS.md")
+ROOT = Path(__file__).resolve().parent.parent  # the tree the benchmarks belong to
+
+
+@contextlib.contextmanager
+def base_tree(revision: str) -> Iterator[Path]:
+    """A git worktree of `revision`, to run a base beside this tree (its `dialer` through
+    PYTHONPATH or as the working directory); removed afterwards."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = Path(tmp) / "base"
+        git = ["git", "-C", str(ROOT), "worktree"]
+        subprocess.run([*git, "add", "-q", "--detach", str(tree), revision], check=True)
+        try:
+            yield tree
+        finally:
+            subprocess.run([*git, "remove", "--force", str(tree)], check=True)
 
 
 # Campaigns must name an account of dialer.toml: the benchmarks' campaigns use `bench`, a sim

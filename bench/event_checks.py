@@ -18,15 +18,13 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import create_database, drop_database
+from common import ROOT, base_tree, create_database, drop_database
 
-ROOT = Path(__file__).resolve().parent.parent
 TICK = os.sysconf("SC_CLK_TCK")
 STATEMENTS = 2000
 _INSERT = """INSERT INTO call_events (attempt_id, account, status, dedupe_key, payload)
@@ -103,25 +101,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--attempts", type=int, default=200_000)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        base_tree = Path(tmp) / "base"
-        subprocess.run(
-            [
-                "git",
-                "-C",
-                str(ROOT),
-                "worktree",
-                "add",
-                "-q",
-                "--detach",
-                str(base_tree),
-                args.base,
-            ],
-            check=True,
-        )
+    with base_tree(args.base) as base:
         databases = {"base": create_database(), "this tree": create_database()}
         try:
-            migrate(base_tree, databases["base"][1])
+            migrate(base, databases["base"][1])
             migrate(ROOT, databases["this tree"][1])
             ids = {
                 side: asyncio.run(seed(url, args.attempts)) for side, (_, url) in databases.items()
@@ -135,16 +118,12 @@ def main() -> None:
                         times[side].append(
                             asyncio.run(per_statement_cpu(url, ids[side], size, tag))
                         )
-                base, new = (statistics.median(times[s]) for s in databases)
-                rows.append(f"| {size} | {base:.0f} | {new:.0f} | {new / base:.2f} |")
+                old_us, new_us = (statistics.median(times[s]) for s in databases)
+                rows.append(f"| {size} | {old_us:.0f} | {new_us:.0f} | {new_us / old_us:.2f} |")
                 print(rows[-1], flush=True)
         finally:
             for name, _ in databases.values():
                 drop_database(name)
-            subprocess.run(
-                ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base_tree)],
-                check=False,
-            )
     print(
         f"\n`python bench/event_checks.py {args.base} --rounds {args.rounds}"
         f" --attempts {args.attempts}`\n\n| events a statement | {args.base}: CPU us a statement"

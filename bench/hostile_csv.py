@@ -13,15 +13,22 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import bench_config, create_database, drop_database, median, run_measured, write_section
+from common import (
+    ROOT,
+    base_tree,
+    bench_config,
+    create_database,
+    drop_database,
+    median,
+    run_measured,
+    write_section,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
 CAMPAIGN = """name = "hostile"
 account = "sim-main"
 caller_id = "+918047112233"
@@ -84,28 +91,8 @@ def main() -> None:
         assert '"rejected": 1' in giant.stdout and f'"loaded": {args.rows}' in giant.stdout
         base_line = ""
         if args.base:
-            worktree = Path(tmp) / "base"
-            subprocess.run(
-                [
-                    "git",
-                    "-C",
-                    str(ROOT),
-                    "worktree",
-                    "add",
-                    "-q",
-                    "--detach",
-                    str(worktree),
-                    args.base,
-                ],
-                check=True,
-            )
-            try:
+            with base_tree(args.base) as worktree:
                 old = load(folder, "giant.csv", python, worktree, args.base_timeout)
-            finally:
-                subprocess.run(
-                    ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(worktree)],
-                    check=True,
-                )
             outcome = (
                 f"killed after {args.base_timeout:.0f} s"
                 if old.returncode == 124

@@ -26,7 +26,15 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import create_database, drop_database, median, postgres_cpu, write_section
+from common import (
+    ROOT,
+    base_tree,
+    create_database,
+    drop_database,
+    median,
+    postgres_cpu,
+    write_section,
+)
 from dialing import SECRET, dialer, sim_command, start
 
 from tests.processes import free_port, wait_for_http
@@ -102,29 +110,27 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=30.0)
     args = parser.parse_args()
-    here = Path(__file__).resolve().parent.parent
-    base = Path(tempfile.mkdtemp(prefix="bench-idle-base-"))
-    subprocess.run(["git", "worktree", "add", "-f", str(base), args.base], check=True, cwd=here)
-    name, url = create_database()
-    folder = Path(tempfile.mkdtemp(prefix="bench-idle-"))
-    sim_port = free_port()
-    env = os.environ | {"DIALER_DATABASE_URL": url, "DIALER_CONFIG": str(folder / "dialer.toml")}
-    write_files(folder, sim_port)
-    sim = start(sim_command(sim_port), folder, env, "sim.log")
-    results: dict[str, list[tuple[float, int]]] = {"base": [], "new": []}
-    try:
-        wait_for_http(f"http://127.0.0.1:{sim_port}/stats")
-        load = dialer("campaign", "load", "idle.toml")
-        subprocess.run(load, cwd=folder, env=env, check=True, capture_output=True)
-        asyncio.run(seed(url, args.contacts))
-        for _ in range(args.rounds):
-            results["base"].append(idle_run(folder, env, base, args.seconds, url))
-            results["new"].append(idle_run(folder, env, here, args.seconds, url))
-    finally:
-        sim.terminate()
-        sim.wait()
-        drop_database(name)
-        subprocess.run(["git", "worktree", "remove", "--force", str(base)], cwd=here)
+    with base_tree(args.base) as base:
+        name, url = create_database()
+        folder = Path(tempfile.mkdtemp(prefix="bench-idle-"))
+        sim_port = free_port()
+        config = str(folder / "dialer.toml")
+        env = os.environ | {"DIALER_DATABASE_URL": url, "DIALER_CONFIG": config}
+        write_files(folder, sim_port)
+        sim = start(sim_command(sim_port), folder, env, "sim.log")
+        results: dict[str, list[tuple[float, int]]] = {"base": [], "new": []}
+        try:
+            wait_for_http(f"http://127.0.0.1:{sim_port}/stats")
+            load = dialer("campaign", "load", "idle.toml")
+            subprocess.run(load, cwd=folder, env=env, check=True, capture_output=True)
+            asyncio.run(seed(url, args.contacts))
+            for _ in range(args.rounds):
+                results["base"].append(idle_run(folder, env, base, args.seconds, url))
+                results["new"].append(idle_run(folder, env, ROOT, args.seconds, url))
+        finally:
+            sim.terminate()
+            sim.wait()
+            drop_database(name)
     rows = []
     for side, label in (("base", args.base), ("new", "this tree")):
         cpu = median([r[0] for r in results[side]])
