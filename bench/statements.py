@@ -13,7 +13,9 @@ every webhook is delivered. Then it reads, per settled attempt:
 - of which foreign-key checks (`SELECT 1 FROM ONLY ... FOR KEY SHARE OF x`),
 - commits (pg_stat_database.xact_commit),
 - bytes of WAL (pg_current_wal_lsn before and after),
-- CPU of the server's processes (the postmaster's reaped children plus the live ones).
+- CPU of the server's processes (the postmaster's reaped children plus the live ones),
+- rows updated in the busy tables, and of them how many in place (HOT updates, which write
+  no index entry).
 
 The bench reads through a role of its own, whose statements are left out. Everything the
 dialer's processes did in the window counts, background loops included (the reconciler, the
@@ -207,7 +209,12 @@ async def read_costs(observer: asyncpg.Connection, lsn: str, commits: int) -> di
         " 'ringing', 'in-progress')"
     )
     fk = sum(r["calls"] for r in rows if all(part in r["query"] for part in FK_CHECK))
+    updates = await observer.fetch(
+        """SELECT relname, n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables
+           WHERE relname IN ('attempts', 'contacts', 'webhook_deliveries')"""
+    )
     return {
+        "updates": {r["relname"]: (r["n_tup_upd"], r["n_tup_hot_upd"]) for r in updates},
         "settled": settled,
         "statements": sum(r["calls"] for r in rows),
         "fk_checks": fk,
@@ -335,6 +342,11 @@ def report(rounds: list[dict], calls: int) -> str:
     commits, wal = per_call("commits"), per_call("wal_bytes")
     cpu = [1000 * r["cpu_s"] / r["settled"] for r in rounds]
     top = rounds[len(rounds) // 2]["top"][:25]
+    updated = [
+        f"{table} {median([r['updates'][table][0] / r['settled'] for r in rounds]):.2f}"
+        f" ({median([r['updates'][table][1] / r['settled'] for r in rounds]):.2f} in place)"
+        for table in ("attempts", "contacts", "webhook_deliveries")
+    ]
     settled = rounds[len(rounds) // 2]["settled"]
     lines = "\n".join(
         f"| {n / settled:.2f} | {'top' if toplevel else 'nested'} | `{query.replace('|', '¦')}` |"
@@ -359,6 +371,7 @@ and every webhook delivered, divided by the settled attempts. Medians (rounds).
 | commits | {fmt(commits)} | |
 | WAL bytes | {fmt(wal, 0)} | ≤ 4096 |
 | server CPU, ms | {fmt(cpu)} | |
+| rows updated (HOT: in place, no index entry) | {"; ".join(updated)} | |
 
 The statements of the middle round, executions per settled call:
 

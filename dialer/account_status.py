@@ -9,13 +9,12 @@ from dialer.campaign_control import rest_tired_caller_ids
 from dialer.campaigns import from_row
 from dialer.db import accounts, campaigns
 from dialer.db.types import Connection
-from dialer.policy.states import LIVE
 
 
 async def account_status(conn: Connection, names: list[str] | None) -> list[dict[str, Any]]:
     """Each account's kind, rate (configured and paced), channels, live calls, health
     (sending | held by a 429 | resting after failures | paused), last error."""
-    rows = await accounts.statuses(conn, names, list(LIVE))
+    rows = await accounts.statuses(conn, names)
     return [
         {
             "name": r["name"],

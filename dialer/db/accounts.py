@@ -14,7 +14,6 @@ import asyncpg
 from dialer.db.standing import SENDS_MAY_COMMIT_SQL
 from dialer.db.types import Connection
 from dialer.dispatch.limiter import AccountLimits, LimiterState
-from dialer.policy.states import LIVE
 
 
 def sendable_sql(alias: str) -> str:
@@ -48,7 +47,7 @@ _GLANCE = f"""SELECT {_STATE_COLUMNS}, use.live, use.waiting
                    LATERAL (SELECT count(*) AS live,
                                    count(*) FILTER (WHERE a.state = 'reserved') AS waiting
                             FROM attempts a
-                            WHERE a.account = $1 AND a.state = ANY($2::text[])) use
+                            WHERE a.account = $1 AND a.live) use
               WHERE name = $1"""
 
 
@@ -101,7 +100,7 @@ async def lock_state_to_send(conn: Connection, account: str) -> SendingState | N
 async def glance(conn: Connection, account: str) -> AccountGlance | None:
     """The account's limiter row and how many of its attempts are live and waiting, as
     committed now, with no lock taken; None for an unregistered account."""
-    row = await conn.fetchrow(_GLANCE, account, list(LIVE))
+    row = await conn.fetchrow(_GLANCE, account)
     if row is None:
         return None
     return AccountGlance(_state_of(row), row["live"], row["waiting"])
@@ -231,8 +230,7 @@ async def resume(conn: Connection, account: str) -> bool:
 _STATUS = """
 SELECT x.name, x.kind, x.configured_rate_per_s AS rate_per_s, x.paced_rate_per_s,
        x.channels,
-       (SELECT count(*) FROM attempts a WHERE a.account = x.name
-          AND a.state = ANY($2::text[])) AS live_calls,
+       (SELECT count(*) FROM attempts a WHERE a.account = x.name AND a.live) AS live_calls,
        x.paused_reason, x.paused_at,
        CASE WHEN x.down_until > now() THEN x.down_until END AS resting_until,
        CASE WHEN x.down_until > now() THEN x.down_reason END AS resting_reason,
@@ -248,8 +246,6 @@ ORDER BY x.name
 """
 
 
-async def statuses(
-    conn: Connection, names: list[str] | None, live_states: list[str]
-) -> list[asyncpg.Record]:
+async def statuses(conn: Connection, names: list[str] | None) -> list[asyncpg.Record]:
     """Each account's kind, limits, live calls and health (all, or those in `names`)."""
-    return await conn.fetch(_STATUS, names, live_states)
+    return await conn.fetch(_STATUS, names)

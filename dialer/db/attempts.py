@@ -30,7 +30,7 @@ from dialer.policy.lookups import (
     TYPICAL_FLOOR_S,
     TYPICAL_OVER,
 )
-from dialer.policy.states import LIVE, OUTCOMES, RANK, SENT, TRANSITIONS
+from dialer.policy.states import OUTCOMES, RANK, SENT, TRANSITIONS
 
 
 def after_event_sql(state: str, ring_s: str, talk_s: str) -> str:
@@ -79,7 +79,7 @@ SELECT count(*) AS live,
        count(*) FILTER (WHERE a.state = 'reserved') AS waiting,
        coalesce(array_agg(a.slot) FILTER (WHERE a.slot IS NOT NULL), '{}') AS held
 FROM attempts a
-WHERE a.account = $1 AND a.state = ANY($2::text[])
+WHERE a.account = $1 AND a.live
 """
 
 
@@ -98,7 +98,7 @@ async def free_channels(
     """Up to min(`tokens` - waiting, `max_batch`, `channels` - live) channel slots no live
     attempt holds, in ring order from `cursor` (under the account's lock: accounts.lock_state);
     the claim that gives them moves the cursor on (accounts.store_state)."""
-    row = await conn.fetchrow(_CHANNELS, account, list(LIVE))
+    row = await conn.fetchrow(_CHANNELS, account)
     assert row is not None
     waiting: int = row["waiting"]
     wanted = claimable(tokens, waiting, max_batch, channels, row["live"])
@@ -267,10 +267,8 @@ async def note_request_ended(conn: Connection, attempt_id: int, error: str) -> N
 
 async def any_live(conn: Connection, campaign_ids: list[int]) -> bool:
     return await conn.fetchval(
-        """SELECT EXISTS (SELECT 1 FROM attempts WHERE campaign_id = ANY($1::bigint[])
-                          AND state = ANY($2::text[]))""",
+        "SELECT EXISTS (SELECT 1 FROM attempts WHERE campaign_id = ANY($1::bigint[]) AND live)",
         campaign_ids,
-        list(LIVE),
     )
 
 
@@ -515,7 +513,7 @@ _FREE_SLOT = """
 SELECT s FROM accounts n, generate_series(0, n.channels - 1) AS s
 WHERE n.name = $1
   AND NOT EXISTS (SELECT 1 FROM attempts a
-                  WHERE a.account = $1 AND a.slot = s AND a.state = ANY($2::text[]))
+                  WHERE a.account = $1 AND a.slot = s AND a.live)
 ORDER BY s LIMIT 1
 """
 
@@ -527,7 +525,7 @@ async def lock_account_slots(conn: Connection, account: str) -> None:
 
 async def free_slot(conn: Connection, account: str) -> int | None:
     """The lowest channel slot of the account no live attempt holds (under lock_account_slots)."""
-    return await conn.fetchval(_FREE_SLOT, account, list(LIVE))
+    return await conn.fetchval(_FREE_SLOT, account)
 
 
 async def newest_reservation(conn: Connection, account: str) -> int | None:
@@ -612,7 +610,8 @@ async def record_accepted(
 async def expired_reservations(conn: Connection, limit: int) -> list[int]:
     """Reservations whose lease ended unsent."""
     rows = await conn.fetch(
-        "SELECT id FROM attempts WHERE state = 'reserved' AND lease_expires_at < now() LIMIT $1",
+        "SELECT id FROM attempts WHERE live AND state = 'reserved' AND lease_expires_at < now()"
+        " LIMIT $1",
         limit,
     )
     return [r["id"] for r in rows]
@@ -627,7 +626,7 @@ SELECT a.id, a.account, a.provider_call_id, a.phone_e164, a.requested_at, a.held
        a.lookups, now() AS now,
        a.requested_at + make_interval(secs => coalesce(n.late_placement_s, 300)) AS late_until
 FROM attempts a LEFT JOIN accounts n ON n.name = a.account
-WHERE a.state = ANY($2::text[]) AND a.settle_by < now()
+WHERE a.live AND a.state = ANY($2::text[]) AND a.settle_by < now()
   AND (a.state <> 'dialing' OR a.provider_call_id IS NOT NULL OR a.request_done_at IS NOT NULL
        OR coalesce(a.send_by, a.requested_at + $3::interval) + $4::interval < now())
 ORDER BY a.settle_by LIMIT $1
@@ -702,7 +701,8 @@ WITH recent AS (
              / greatest(coalesce(t.ring_s, a.ring_timeout_s, 30), {TYPICAL_FLOOR_S})
         END AS overdue
     FROM attempts a CROSS JOIN typical t
-    WHERE a.account = $1 AND a.state = ANY($4::text[]) AND a.provider_call_id IS NOT NULL
+    WHERE a.account = $1 AND a.live AND a.state = ANY($4::text[])
+      AND a.provider_call_id IS NOT NULL
       AND a.held_outcome IS NULL AND a.settle_by >= now() AND a.requested_at IS NOT NULL
       AND (a.looked_up_at IS NULL
            OR a.looked_up_at < now() - make_interval(secs => {IDLE_REASK.total_seconds()}))

@@ -12,7 +12,7 @@ import asyncpg
 
 from dialer.db.types import Connection, one
 from dialer.policy.attestation import BLOCKED_SIP_CODES
-from dialer.policy.states import CALL_OUTCOMES, LIVE
+from dialer.policy.states import CALL_OUTCOMES
 
 # view name -> (SQL view, its time column for --since, how its rows are ordered)
 VIEWS = {
@@ -65,11 +65,10 @@ async def account_gauges(conn: Connection) -> list[asyncpg.Record]:
     """Per account: channels, channels held by live attempts, configured and paced rates."""
     return await conn.fetch(
         """SELECT x.name, x.channels, x.configured_rate_per_s, x.paced_rate_per_s,
-                  (SELECT count(*) FROM attempts a WHERE a.account = x.name
-                   AND a.state = ANY($1::text[])) AS in_use,
+                  (SELECT count(*) FROM attempts a WHERE a.account = x.name AND a.live)
+                      AS in_use,
                   greatest(0, extract(epoch FROM x.held_until - now()))::float8 AS held_s
-           FROM accounts x""",
-        list(LIVE),
+           FROM accounts x"""
     )
 
 
@@ -82,7 +81,7 @@ async def run_outcomes(conn: Connection, campaign_ids: list[int], after_id: int)
     """Attempts of these campaigns made after attempt `after_id` and sent (by every process),
     by outcome ('in flight' while live)."""
     rows = await conn.fetch(
-        """SELECT CASE WHEN a.state = ANY($3::text[]) THEN 'in flight'
+        """SELECT CASE WHEN a.live THEN 'in flight'
                        ELSE coalesce(a.outcome, a.state) END AS what, count(*) AS n
            FROM attempts a
            WHERE a.id > $2 AND a.campaign_id = ANY($1::bigint[])
@@ -90,7 +89,6 @@ async def run_outcomes(conn: Connection, campaign_ids: list[int], after_id: int)
            GROUP BY 1""",
         campaign_ids,
         after_id,
-        list(LIVE),
     )
     return {r["what"]: r["n"] for r in rows}
 
@@ -101,18 +99,17 @@ async def run_gauges(
     """Requests of these campaigns in the last 5 s (of attempts after `after_id`); channels
     held on these accounts, their limits and their configured rates; the database clock."""
     row = await conn.fetchrow(
-        """SELECT (SELECT count(*) FROM attempts a WHERE a.id > $4
+        """SELECT (SELECT count(*) FROM attempts a WHERE a.id > $3
                    AND a.campaign_id = ANY($1::bigint[])
                    AND a.requested_at > now() - interval '5 seconds') AS recent,
                   (SELECT count(*) FROM attempts l WHERE l.account = ANY($2::text[])
-                   AND l.state = ANY($3::text[])) AS channels_in_use,
+                   AND l.live) AS channels_in_use,
                   coalesce(sum(x.channels), 0) AS channels,
                   coalesce(sum(x.configured_rate_per_s), 0)::float8 AS rate_limit,
                   now() AS now
            FROM accounts x WHERE x.name = ANY($2::text[])""",
         campaign_ids,
         accounts,
-        list(LIVE),
         after_id,
     )
     return one(row, "run gauges")
@@ -126,8 +123,8 @@ SELECT k.id, k.name, k.account, k.spec, s.status, s.status_reason, s.contacts, s
        x.channels AS channel_limit,
        x.configured_rate_per_s AS rate_limit, x.paced_rate_per_s AS rate_paced,
        CASE WHEN x.held_until > now() THEN x.held_until END AS held_until, x.held_asked_s,
-       (SELECT count(*) FROM attempts a WHERE a.account = k.account
-        AND a.state = ANY($1::text[])) AS channels_in_use,
+       (SELECT count(*) FROM attempts a WHERE a.account = k.account AND a.live)
+           AS channels_in_use,
        (SELECT count(*) / 60.0 FROM attempts a WHERE a.account = k.account
         AND a.requested_at > now() - interval '60 seconds') AS rate_now,
        now() AS now
@@ -140,7 +137,7 @@ ORDER BY k.status = 'active' DESC, k.id DESC
 
 async def dashboard_rows(conn: Connection) -> list[asyncpg.Record]:
     """Every campaign with its summary and its account's channels and rates."""
-    return await conn.fetch(_DASHBOARD, list(LIVE))
+    return await conn.fetch(_DASHBOARD)
 
 
 async def caller_ids_today(conn: Connection, callers: list[str], zone: str) -> list[asyncpg.Record]:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from dialer.db.attempts import _CHANNELS, free_channels
 from dialer.db.connect import connect
-from dialer.policy.states import LIVE
+from dialer.db.events import store_and_advance
 
 ACCOUNT = "sim-main"
 
@@ -147,9 +147,7 @@ def test_a_claim_reads_the_live_attempts_once(
                 live: list[tuple[str, int | None]] = [("ringing", s) for s in range(5000)]
                 await _seed(conn, channels, 5000, live, statistics=statistics)
                 found = await free_channels(conn, ACCOUNT, channels, 5000, 50, 50)
-                rows = await conn.fetch(
-                    f"EXPLAIN (ANALYZE, FORMAT JSON) {_CHANNELS}", ACCOUNT, sorted(LIVE)
-                )
+                rows = await conn.fetch(f"EXPLAIN (ANALYZE, FORMAT JSON) {_CHANNELS}", ACCOUNT)
                 explained = rows[0][0]  # the connection decodes json itself
                 plan = (json.loads(explained) if isinstance(explained, str) else explained)[0]
                 raise _Rollback((found.slots, _rows_read(plan["Plan"]), plan))
@@ -305,5 +303,70 @@ async def test_no_update_of_the_busy_tables_locks_its_rows_first(database_url: s
                                           'accounts']::regclass[])"""
         )
         assert [dict(r) for r in row_triggers] == []
+    finally:
+        await conn.close()
+
+
+# ---- moves between live states in place (migration 0031) ---------------------------------------
+
+
+async def test_a_call_s_progress_is_written_in_place(database_url: str) -> None:
+    """An accepted call's ringing and answer (db.events.store_and_advance, as callbacks move
+    it) are HOT updates: no index of attempts names `state` or `settle_by`, so the new row
+    versions stay on their page and no index gets an entry (before 0031 each wrote nine).
+    Closing the call is not one: it leaves the live-only indexes."""
+    conn = await connect(database_url)
+    try:
+        campaign, contacts = await _campaign_with_contacts(conn, "in-place", 3)
+        ids = [
+            r["id"]
+            for r in await conn.fetch(
+                """INSERT INTO attempts (contact_id, campaign_id, account, attempt_no, state,
+                                         phone_e164, slot, provider_call_id, requested_at,
+                                         caller_id)
+                   SELECT c, $2, $3, 1, 'accepted', '+919700000000', n::int, 'call-' || n,
+                          now(), '+14155550100'
+                   FROM unnest($1::bigint[]) WITH ORDINALITY AS t(c, n) RETURNING id""",
+                contacts,
+                campaign,
+                ACCOUNT,
+            )
+        ]
+        async with conn.transaction():
+            for status in ("ringing", "in-progress"):
+                await store_and_advance(
+                    conn,
+                    ACCOUNT,
+                    list(ids),
+                    call_ids=[f"call-{n}" for n in range(1, 4)],
+                    statuses=[status] * 3,
+                    sequences=[None] * 3,
+                    dedupe_keys=[f"{status}-{n}" for n in range(1, 4)],
+                    payloads=[{"status": status}] * 3,
+                    occurred_at=[None] * 3,
+                    answered_by=[None] * 3,
+                )
+            moved = await conn.fetchrow(
+                """SELECT pg_stat_get_xact_tuples_updated('attempts'::regclass) AS updated,
+                          pg_stat_get_xact_tuples_hot_updated('attempts'::regclass) AS hot"""
+            )
+            states = await conn.fetch(
+                "SELECT state, live FROM attempts WHERE id = ANY($1::bigint[])", ids
+            )
+        assert [tuple(r) for r in states] == [("in-progress", True)] * 3
+        assert (moved["updated"], moved["hot"]) == (6, 6)
+        async with conn.transaction():  # (the backend's counts may span its transactions)
+            hot = "SELECT pg_stat_get_xact_tuples_hot_updated('attempts'::regclass)"
+            before = await conn.fetchval(hot)
+            await conn.execute(
+                """UPDATE attempts SET state = 'completed', outcome = 'completed', slot = NULL
+                   WHERE id = ANY($1::bigint[])""",
+                ids,
+            )
+            closed = await conn.fetchval(hot) - before
+            live = await conn.fetchval(
+                "SELECT count(*) FROM attempts WHERE id = ANY($1::bigint[]) AND live", ids
+            )
+        assert (closed, live) == (0, 0)
     finally:
         await conn.close()

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import Iterator
+from datetime import timedelta
 
+from dialer.db.accounts import _GLANCE, _STATUS
+from dialer.db.attempts import _CHANNELS, _FREE_SLOT, _OVERDUE, _SILENT
 from dialer.db.connect import connect
+from dialer.policy.states import OUTCOMES, SENT
 
 # The shape of the per-number look-ups (db.contacts: the daily dial cap, the laws' caps, a
 # number live elsewhere; db.consent, db.erasure): attempts of one number, recent ones first
@@ -69,6 +75,95 @@ def test_every_look_up_by_number_reads_the_number_index(database_url: str) -> No
 class _Rollback(Exception):
     """Leaves the test's rows behind no more than its transaction."""
 
-    def __init__(self, plans: list[str]) -> None:
+    def __init__(self, plans: object) -> None:
         super().__init__("rolled back")
         self.plans = plans
+
+
+# The look-ups of an account's or a campaign's live attempts (claims, slots, the reconciler,
+# gauges), each with its arguments; since 0031 they say `live`, which the partial indexes hold.
+BY_LIVE = {
+    "channels": (_CHANNELS, ("sim-main",)),
+    "free slot": (_FREE_SLOT, ("sim-main",)),
+    "glance": (_GLANCE, ("sim-main",)),
+    "status": (_STATUS, (["sim-main"],)),
+    "silent": (_SILENT, (100, list(SENT), timedelta(seconds=5), timedelta(seconds=30))),
+    "overdue": (_OVERDUE, ("sim-main", 10, list(OUTCOMES), list(SENT))),
+    "leases": (
+        "SELECT id FROM attempts WHERE live AND state = 'reserved' AND lease_expires_at < now()"
+        " LIMIT $1",
+        (100,),
+    ),
+    "any live": (
+        "SELECT EXISTS (SELECT 1 FROM attempts WHERE campaign_id = ANY($1::bigint[]) AND live)",
+        ([1],),
+    ),
+}
+
+
+LIVE_INDEXES = ("attempts_one_call_per_slot", "attempts_one_live_per_contact", "attempts_campaign")
+
+
+def test_every_look_up_of_live_attempts_reads_an_index(database_url: str) -> None:
+    """20,000 closed attempts and 50 live ones: each look-up of live attempts goes through an
+    index that holds the live ones (never a read of the whole table), although `state` is in
+    none of them since 0031."""
+
+    async def go() -> dict[str, dict]:
+        conn = await connect(database_url)
+        try:
+            async with conn.transaction():
+                await conn.execute(
+                    """INSERT INTO accounts (name, kind, rate_per_s, channels)
+                       VALUES ('sim-main', 'sim', 100, 100) ON CONFLICT DO NOTHING"""
+                )
+                await conn.execute(
+                    """INSERT INTO campaigns (name, account, spec)
+                       VALUES ('live-look-ups', 'sim-main', '{}'::jsonb)"""
+                )
+                await conn.execute(
+                    """INSERT INTO contacts (campaign_id, row_no, phone_e164)
+                       SELECT (SELECT id FROM campaigns WHERE name = 'live-look-ups'), n,
+                              '+9197' || lpad(n::text, 8, '0')
+                       FROM generate_series(1, 20050) n"""
+                )
+                await conn.execute(
+                    """INSERT INTO attempts (contact_id, campaign_id, account, attempt_no, state,
+                                             phone_e164, slot, provider_call_id, requested_at,
+                                             settle_by)
+                       SELECT c.id, c.campaign_id, 'sim-main', 1,
+                              CASE WHEN c.row_no <= 50 THEN 'ringing' ELSE 'completed' END,
+                              c.phone_e164, CASE WHEN c.row_no <= 50 THEN c.row_no END,
+                              'call-' || c.row_no, now() - interval '1 minute',
+                              now() + interval '1 minute'
+                       FROM contacts c
+                       WHERE c.campaign_id = (SELECT id FROM campaigns
+                                              WHERE name = 'live-look-ups')"""
+                )
+                await conn.execute("ANALYZE attempts")
+                plans = {}
+                for name, (query, args) in BY_LIVE.items():
+                    explained = await conn.fetchval(f"EXPLAIN (FORMAT JSON) {query}", *args)
+                    plans[name] = (
+                        json.loads(explained) if isinstance(explained, str) else explained
+                    )[0]["Plan"]
+                raise _Rollback(plans)
+        except _Rollback as done:
+            return done.plans
+        finally:
+            await conn.close()
+
+    plans = asyncio.run(go())
+    for name, plan in plans.items():
+        reads = list(_reads_of_attempts(plan))
+        # (the reconciler's typical call lengths read recent closed calls: not a live look-up)
+        assert not [r for r in reads if r[0] == "Seq Scan" and "live" in r[2]], (name, reads)
+        assert [r for r in reads if r[1] in LIVE_INDEXES], (name, reads)
+
+
+def _reads_of_attempts(plan: dict) -> Iterator[tuple[str, str, str]]:
+    """(node type, index, filter) of each node of the plan reading attempts."""
+    if plan.get("Relation Name") == "attempts":
+        yield plan["Node Type"], plan.get("Index Name", ""), plan.get("Filter", "")
+    for child in plan.get("Plans", []):
+        yield from _reads_of_attempts(child)
