@@ -4,12 +4,14 @@ load is writing it is never left in contacts, dialable."""
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import asyncpg
 import pytest
 
-from dialer.db import erasure, stalled
+from dialer.calls import CallEvent
+from dialer.db import erasure, events, stalled
 from dialer.db.connect import connect
 from dialer.db.consent import privacy_key
 from dialer.db.outage import CONNECTION_LOST
@@ -132,4 +134,102 @@ async def test_an_erasure_with_a_lock_timeout_of_its_own_still_gives_up_after_it
             assert await erasing.fetchval("SHOW lock_timeout") == "300ms"
     finally:
         for conn in (loading_conn, erasing):
+            await conn.close()
+
+
+# ---- a callback stored while its number is erased ----------------------------------------------
+
+
+async def _settled_call(conn: asyncpg.Connection) -> int:
+    """One settled call to NUMBER (its callbacks may still come late): its attempt's id."""
+    await conn.execute(
+        """INSERT INTO accounts (name, kind, rate_per_s, channels) VALUES ('late', 'sim', 10, 5)
+           ON CONFLICT DO NOTHING"""
+    )
+    campaign = await conn.fetchval(
+        "INSERT INTO campaigns (name, account, spec) VALUES ('late', 'late', '{}') RETURNING id"
+    )
+    contact = await conn.fetchval(
+        """INSERT INTO contacts (campaign_id, row_no, phone_e164, state)
+           VALUES ($1, 1, $2, 'done') RETURNING id""",
+        campaign,
+        NUMBER,
+    )
+    return await conn.fetchval(
+        """INSERT INTO attempts (contact_id, campaign_id, account, attempt_no, state, outcome,
+                                 phone_e164, provider_call_id, requested_at)
+           VALUES ($1, $2, 'late', 1, 'completed', 'completed', $3, 'CA-late', now())
+           RETURNING id""",
+        contact,
+        campaign,
+        NUMBER,
+    )
+
+
+def _late_callback(n: int) -> CallEvent:
+    return CallEvent(status="completed", dedupe_key=f"late-{n}", provider_call_id="CA-late")
+
+
+CONTENT = {"To": NUMBER, "CallStatus": "completed"}
+
+
+async def _store(conn: asyncpg.Connection, attempt: int, n: int) -> None:
+    await events.store(conn, "late", attempt, _late_callback(n), CONTENT, held=False, problem=None)
+
+
+async def _number_left_in_callbacks(conn: asyncpg.Connection) -> int:
+    return await conn.fetchval(
+        "SELECT count(*) FROM call_events WHERE payload::text LIKE '%' || $1 || '%'", NUMBER[1:]
+    )
+
+
+async def test_a_callback_written_as_the_number_is_erased_keeps_no_content(
+    own_database_url: str,
+) -> None:
+    """A late callback for the number's call is stored (not yet committed) when the erasure
+    comes: the erasure waits for it and empties it with the rest. Before, the erasure's update
+    of the attempt did not wait for the callback's key lock, read the callbacks without it, and
+    the callback committed with the number in it."""
+    writing, erasing, watcher = [await connect(own_database_url) for _ in range(3)]
+    try:
+        attempt = await _settled_call(watcher)
+        stored = writing.transaction()
+        await stored.start()
+        await _store(writing, attempt, 1)
+        erased = asyncio.ensure_future(forget(erasing, [NUMBER], "test", wait_s=0))
+        await until_waiting_on_a_lock(watcher, erasing, erased, "the erasure to wait")
+        await stored.commit()
+        assert [f.erased for f in (await erased).numbers] == [True]
+        assert await _number_left_in_callbacks(watcher) == 0
+        payloads = await watcher.fetch("SELECT payload::text AS payload FROM call_events")
+        assert [json.loads(r["payload"]) for r in payloads] == [{"erased": True}]
+    finally:
+        for conn in (writing, erasing, watcher):
+            await conn.close()
+
+
+async def test_a_callback_written_during_an_erasure_is_refused_then_stored_empty(
+    own_database_url: str,
+) -> None:
+    """The erasure holds the number's attempts (uncommitted) when a late callback is stored:
+    the callback's check waits for it, then refuses the content (23514, the attempt is erased);
+    stored again, as its provider's retry or the receiver's one-by-one fallback does, it is kept
+    empty. Before, the check did not wait, and the callback committed with the number in it."""
+    writing, erasing, watcher = [await connect(own_database_url) for _ in range(3)]
+    try:
+        attempt = await _settled_call(watcher)
+        holding = erasing.transaction()
+        await holding.start()
+        await erasure.erase(erasing, [NUMBER])
+        written = asyncio.ensure_future(_store(writing, attempt, 2))
+        await until_waiting_on_a_lock(watcher, writing, written, "the callback to wait")
+        await holding.commit()
+        with pytest.raises(asyncpg.CheckViolationError, match="erased"):
+            await written
+        await _store(writing, attempt, 2)
+        assert await _number_left_in_callbacks(watcher) == 0
+        payloads = await watcher.fetch("SELECT payload::text AS payload FROM call_events")
+        assert [json.loads(r["payload"]) for r in payloads] == [{"erased": True}]
+    finally:
+        for conn in (writing, erasing, watcher):
             await conn.close()
