@@ -67,8 +67,9 @@ def pg_bin() -> Path:
 
 
 @contextlib.contextmanager
-def own_cluster() -> Iterator[tuple[str, int]]:
-    """A PostgreSQL cluster of this round's own, with pg_stat_statements: (url, port)."""
+def own_cluster() -> Iterator[tuple[str, int, Path]]:
+    """A PostgreSQL cluster of this round's own, with pg_stat_statements: (url, postmaster's
+    pid, data directory)."""
     folder = Path(tempfile.mkdtemp(prefix="bench-pg-"))
     data, sockets = folder / "data", folder / "sock"
     sockets.mkdir()
@@ -123,7 +124,7 @@ def own_cluster() -> Iterator[tuple[str, int]]:
             ):
                 break
             time.sleep(0.1)
-        yield url, server.pid
+        yield url, server.pid, data
     finally:
         server.terminate()
         server.wait(timeout=60)
@@ -244,8 +245,8 @@ async def settled_everything(url: str, calls: int, timeout_s: float = 600) -> No
         await conn.close()
 
 
-def one_round(calls: int) -> dict:
-    with own_cluster() as (server_url, postmaster):
+def one_round(calls: int, waldump: bool = False) -> dict:
+    with own_cluster() as (server_url, postmaster, data):
         cost_url = server_url.rsplit("/", 1)[0] + "/cost"
 
         async def prepare() -> None:
@@ -318,6 +319,16 @@ def one_round(calls: int) -> dict:
                     await settled_everything(cost_url, calls)
                     costs = await read_costs(observer, lsn, commits)
                     costs["cpu_s"] = server_cpu_s(postmaster) - cpu_before
+                    if waldump:
+                        end = await observer.fetchval("SELECT pg_current_wal_lsn()::text")
+                        names = {
+                            r["node"]: r["relname"]
+                            for r in await observer.fetch(
+                                """SELECT pg_relation_filenode(oid)::text AS node, relname
+                                   FROM pg_class WHERE pg_relation_filenode(oid) IS NOT NULL"""
+                            )
+                        }
+                        costs["wal_by_relation"] = wal_by_relation(data, lsn, end, names)
                     return costs
                 finally:
                     await observer.close()
@@ -332,6 +343,57 @@ def one_round(calls: int) -> dict:
             sim.wait(timeout=60)
         shutil.rmtree(folder, ignore_errors=True)
         return costs
+
+
+def wal_by_relation(
+    data: Path, start: str, end: str, names: dict[str, str]
+) -> dict[str, list[float]]:
+    """WAL between two positions by relation and record type (pg_waldump): {"relation record":
+    [records, bytes]}, records that name no relation by their kind (commits, for one)."""
+    dump = subprocess.run(
+        [str(pg_bin() / "pg_waldump"), "-p", str(data / "pg_wal"), "-s", start, "-e", end],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    found: dict[str, list[float]] = {}
+    for line in dump.stdout.splitlines():
+        if not line.startswith("rmgr:"):
+            continue
+        rmgr = line.split()[1]
+        total = int(line.split("len (rec/tot):", 1)[1].split(",", 1)[0].split("/")[1])
+        kind = line.split("desc: ", 1)[1].split()[0] if "desc: " in line else "?"
+        relation = "-"
+        if " rel " in line:
+            node = line.split(" rel ", 1)[1].split()[0].split("/")[-1]
+            relation = names.get(node, f"filenode {node}")
+        entry = found.setdefault(f"{relation} {rmgr}/{kind}", [0, 0])
+        entry[0] += 1
+        entry[1] += total
+    return found
+
+
+def wal_table(rounds: list[dict]) -> str:
+    """The middle round's WAL by relation and record type, per settled call, biggest first."""
+    middle = rounds[len(rounds) // 2]
+    found, settled = middle.get("wal_by_relation"), middle["settled"]
+    if not found:
+        return ""
+    rows = sorted(found.items(), key=lambda item: -item[1][1])
+    total = sum(v[1] for v in found.values())
+    lines = "\n".join(
+        f"| {name.split(' ')[0]} | {name.split(' ')[1]} | {n / settled:.2f} | {b / settled:.0f} |"
+        for name, (n, b) in rows
+        if b / settled >= 20
+    )
+    return f"""
+WAL of the middle round by relation and record type (`--waldump`: pg_waldump over the
+measured range; {total / settled:.0f} bytes a call in all; rows under 20 bytes a call left out):
+
+| relation | record | per call | bytes per call |
+|---|---|---|---|
+{lines}
+"""
 
 
 def report(rounds: list[dict], calls: int) -> str:
@@ -378,7 +440,7 @@ The statements of the middle round, executions per settled call:
 | per call | level | statement |
 |---|---|---|
 {lines}
-"""
+{wal_table(rounds)}"""
 
 
 def main() -> None:
@@ -386,8 +448,11 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", action="store_true", help="print the raw rounds as JSON too")
+    parser.add_argument(
+        "--waldump", action="store_true", help="add WAL by relation and record (pg_waldump)"
+    )
     options = parser.parse_args()
-    rounds = [one_round(options.calls) for _ in range(options.rounds)]
+    rounds = [one_round(options.calls, options.waldump) for _ in range(options.rounds)]
     if options.json:
         print(json.dumps(rounds, indent=1))
     result = report(rounds, options.calls)
