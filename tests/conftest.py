@@ -154,31 +154,25 @@ def run_cli(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 # The modules whose tests take the longest (the real-process campaigns and faults), longest
 # first: the workers (`-n`, a module each) start with them, so no long module starts last and
 # keeps the suite waiting on one worker after the others are done. Any module not named keeps
-# its place after these. Measured: every module of 40 s or more in a full run's JUnit report
-# (`--junitxml`, the time of its tests summed), 2026-12-07.
+# its place after these.
 LONGEST_FIRST = (
-    "tests/dispatch/test_faults.py",
-    "tests/dispatch/test_faults_outside.py",
     "tests/dispatch/test_shared_runs.py",
-    "tests/providers/test_twilio.py",
-    "tests/test_packaging.py",
-    "tests/providers/test_callback_order.py",
-    "tests/dispatch/test_lawful.py",
-    "tests/providers/test_telecmi.py",
-    "tests/db/test_contacts.py",
-    "tests/dispatch/test_pools.py",
     "tests/dispatch/test_late_placement.py",
-    "tests/test_settle.py",
-    "tests/dispatch/test_end_to_end.py",
-    "tests/api/test_routes.py",
-    "tests/providers/test_machine_detection.py",
+    "tests/dispatch/test_faults_outside.py",
     "tests/providers/test_ambiguous.py",
-    "tests/db/test_due.py",
-    "tests/loading/test_loader.py",
-    "tests/providers/test_exotel.py",
     "tests/webhooks/test_delivery_survives.py",
-    "tests/callbacks/test_intake_fuzz.py",
-    "tests/cli/test_call_test.py",
+    "tests/dispatch/test_faults.py",
+    "tests/test_packaging.py",
+    "tests/dispatch/test_pools.py",
+    "tests/api/test_openapi.py",
+    "tests/dispatch/test_end_to_end.py",
+    "tests/providers/test_machine_detection.py",
+    "tests/dispatch/test_lost_finals.py",
+    "tests/dispatch/test_lawful.py",
+    "tests/providers/test_twilio.py",
+    "tests/providers/test_plivo.py",
+    "tests/providers/test_vonage.py",
+    "tests/providers/test_telnyx.py",
 )
 
 
