@@ -25,6 +25,7 @@ from common import (
     create_database,
     drop_database,
     median,
+    migrate_as,
     postgres_cpu,
     run_measured,
     write_section,
@@ -49,13 +50,7 @@ def load_once(tree: Path) -> tuple[float, float, dict]:
         "DIALER_CONFIG": str(bench_config(OUT / "bench-dialer.toml")),
     }
     try:
-        subprocess.run(
-            [sys.executable, "-m", "dialer", "migrate"],
-            env=env,
-            cwd=tree,
-            check=True,
-            capture_output=True,
-        )
+        migrate_as(tree, env)
         postgres_before = postgres_cpu()
         result = run_measured(
             [sys.executable, "-m", "dialer", "campaign", "load", str(OUT / "bench.toml"), "--json"],

@@ -7,6 +7,7 @@ import contextlib
 import os
 import re
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -24,6 +25,18 @@ SERVER_URL = os.environ.get(
 )
 RESULTS = Path(__file__).with_name("RESULTS.md")
 ROOT = Path(__file__).resolve().parent.parent  # the tree the benchmarks belong to
+
+
+def migrate_as(tree: Path, env: dict[str, str]) -> None:
+    """`dialer migrate` as the tree `tree` has it (its package first on PYTHONPATH), against
+    the database env's DIALER_DATABASE_URL names."""
+    subprocess.run(
+        [sys.executable, "-m", "dialer", "migrate"],
+        env=env | {"PYTHONPATH": str(tree)},
+        cwd=tree,
+        check=True,
+        capture_output=True,
+    )
 
 
 @contextlib.contextmanager

@@ -16,14 +16,13 @@ import argparse
 import asyncio
 import os
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
 import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, base_tree, create_database, drop_database
+from common import ROOT, base_tree, create_database, drop_database, migrate_as
 
 TICK = os.sysconf("SC_CLK_TCK")
 STATEMENTS = 2000
@@ -38,14 +37,7 @@ def backend_cpu(pid: int) -> float:
 
 
 def migrate(tree: Path, url: str) -> None:
-    env = os.environ | {"DIALER_DATABASE_URL": url, "PYTHONPATH": str(tree)}
-    subprocess.run(
-        [sys.executable, "-m", "dialer", "migrate"],
-        env=env,
-        cwd=tree,
-        check=True,
-        capture_output=True,
-    )
+    migrate_as(tree, os.environ | {"DIALER_DATABASE_URL": url})
 
 
 async def seed(url: str, attempts: int) -> list[int]:

@@ -265,11 +265,11 @@ async def note_request_ended(conn: Connection, attempt_id: int, error: str) -> N
     )
 
 
+ANY_LIVE = "SELECT EXISTS (SELECT 1 FROM attempts WHERE campaign_id = ANY($1::bigint[]) AND live)"
+
+
 async def any_live(conn: Connection, campaign_ids: list[int]) -> bool:
-    return await conn.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM attempts WHERE campaign_id = ANY($1::bigint[]) AND live)",
-        campaign_ids,
-    )
+    return await conn.fetchval(ANY_LIVE, campaign_ids)
 
 
 async def any_in_campaign(conn: Connection, campaign_id: int) -> bool:
@@ -607,13 +607,15 @@ async def record_accepted(
 # ---- reconciling --------------------------------------------------------------------------------
 
 
+EXPIRED_RESERVATIONS = (
+    "SELECT id FROM attempts WHERE live AND state = 'reserved' AND lease_expires_at < now()"
+    " LIMIT $1"
+)
+
+
 async def expired_reservations(conn: Connection, limit: int) -> list[int]:
     """Reservations whose lease ended unsent."""
-    rows = await conn.fetch(
-        "SELECT id FROM attempts WHERE live AND state = 'reserved' AND lease_expires_at < now()"
-        " LIMIT $1",
-        limit,
-    )
+    rows = await conn.fetch(EXPIRED_RESERVATIONS, limit)
     return [r["id"] for r in rows]
 
 

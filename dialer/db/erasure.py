@@ -151,21 +151,20 @@ async def erase(conn: Connection, numbers: list[str]) -> dict[str, int]:
     scrub every other place they were written, drop their plain do-not-call rows (the keys
     stay). Rows stay, so every count stays the same. Rows changed, per table."""
     await take_erasure_lock(conn)
-    # The numbers' attempts locked FOR UPDATE first, in id order: a callback's check (0027)
-    # locks the attempt it names FOR KEY SHARE, which an update of attempts' other columns
-    # would not wait for. So an event written for one of them and not yet committed is waited
-    # for and then seen (and emptied) below; one written after this waits for the erasure to
-    # commit, and its check then refuses its content (its provider's retry is stored empty).
-    await conn.execute(
-        "SELECT id FROM attempts WHERE phone_e164 = ANY($1::text[]) ORDER BY id FOR UPDATE",
-        numbers,
-    )
+    # The numbers' attempts are locked FOR UPDATE (in id order) before they are updated: a
+    # callback's check (0027) locks the attempt it names FOR KEY SHARE, which an update of
+    # attempts' other columns alone would not wait for. So an event written for one of them
+    # and not yet committed is waited for and then seen (and emptied) below; one written
+    # after this waits for the erasure to commit, and its check then refuses its content (its
+    # provider's retry is stored empty).
     changed: dict[str, int] = {}
     attempt_ids = [
         r["id"]
         for r in await conn.fetch(
-            """UPDATE attempts SET phone_e164 = NULL, erased_at = now()
-               WHERE phone_e164 = ANY($1::text[]) RETURNING id""",
+            """WITH locked AS (SELECT id FROM attempts WHERE phone_e164 = ANY($1::text[])
+                               ORDER BY id FOR UPDATE)
+               UPDATE attempts a SET phone_e164 = NULL, erased_at = now()
+               FROM locked WHERE a.id = locked.id RETURNING a.id""",
             numbers,
         )
     ]

@@ -8,7 +8,14 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 from dialer.db.accounts import _GLANCE, _STATUS
-from dialer.db.attempts import _CHANNELS, _FREE_SLOT, _OVERDUE, _SILENT
+from dialer.db.attempts import (
+    _CHANNELS,
+    _FREE_SLOT,
+    _OVERDUE,
+    _SILENT,
+    ANY_LIVE,
+    EXPIRED_RESERVATIONS,
+)
 from dialer.db.connect import connect
 from dialer.policy.states import OUTCOMES, SENT
 
@@ -130,15 +137,8 @@ BY_LIVE = {
     "status": (_STATUS, (["sim-main"],)),
     "silent": (_SILENT, (100, list(SENT), timedelta(seconds=5), timedelta(seconds=30))),
     "overdue": (_OVERDUE, ("sim-main", 10, list(OUTCOMES), list(SENT))),
-    "leases": (
-        "SELECT id FROM attempts WHERE live AND state = 'reserved' AND lease_expires_at < now()"
-        " LIMIT $1",
-        (100,),
-    ),
-    "any live": (
-        "SELECT EXISTS (SELECT 1 FROM attempts WHERE campaign_id = ANY($1::bigint[]) AND live)",
-        ([1],),
-    ),
+    "leases": (EXPIRED_RESERVATIONS, (100,)),
+    "any live": (ANY_LIVE, ([1],)),
 }
 BY_ACCOUNT = ("channels", "free slot", "glance", "status", "overdue")
 LIVE_INDEXES = ("attempts_one_call_per_slot", "attempts_one_live_per_contact", "attempts_campaign")
