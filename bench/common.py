@@ -156,6 +156,12 @@ def postgres_cpu() -> float:
     return total
 
 
+def backend_cpu(pid: int) -> float:
+    """Seconds of CPU a process of this machine has used (a PostgreSQL backend's, from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def median(values: list[float]) -> float:
     ordered = sorted(values)
     middle = len(ordered) // 2

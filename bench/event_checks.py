@@ -22,18 +22,12 @@ from pathlib import Path
 import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, base_tree, create_database, drop_database, migrate_as
+from common import ROOT, backend_cpu, base_tree, create_database, drop_database, migrate_as
 
-TICK = os.sysconf("SC_CLK_TCK")
 STATEMENTS = 2000
 _INSERT = """INSERT INTO call_events (attempt_id, account, status, dedupe_key, payload)
              SELECT unnest($1::bigint[]), 'bench', 'ringing', unnest($2::text[]),
                     '{"CallStatus": "ringing"}'::jsonb"""
-
-
-def backend_cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 def migrate(tree: Path, url: str) -> None:

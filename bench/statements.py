@@ -11,6 +11,8 @@ every webhook is delivered. Then it reads, per settled attempt:
 
 - statements (every execution the dialer's own role made, nested ones included),
 - of which foreign-key checks (`SELECT 1 FROM ONLY ... FOR KEY SHARE OF x`),
+- plannings and their time (`track_planning`: a statement PostgreSQL plans anew at every
+  execution, a custom plan, pays for it each time),
 - commits (pg_stat_database.xact_commit),
 - bytes of WAL (pg_current_wal_lsn before and after),
 - CPU of the server's processes (the postmaster's reaped children plus the live ones),
@@ -107,6 +109,8 @@ def own_cluster() -> Iterator[tuple[str, int, Path]]:
             "-c",
             "pg_stat_statements.max=10000",
             "-c",
+            "pg_stat_statements.track_planning=on",
+            "-c",
             "max_connections=200",
         ],
         stdout=subprocess.DEVNULL,
@@ -197,7 +201,7 @@ async def read_costs(observer: asyncpg.Connection, lsn: str, commits: int) -> di
     )
     dialer_role = "(SELECT oid FROM pg_roles WHERE rolname = 'postgres')"
     rows = await observer.fetch(
-        f"""SELECT query, calls, toplevel FROM pg_stat_statements
+        f"""SELECT query, calls, plans, total_plan_time, toplevel FROM pg_stat_statements
             WHERE userid = {dialer_role} AND dbid = (SELECT oid FROM pg_database
                                                      WHERE datname = 'cost')
             ORDER BY calls DESC"""
@@ -219,7 +223,12 @@ async def read_costs(observer: asyncpg.Connection, lsn: str, commits: int) -> di
         "settled": settled,
         "statements": sum(r["calls"] for r in rows),
         "fk_checks": fk,
-        "top": [(r["calls"], r["toplevel"], " ".join(r["query"].split())[:110]) for r in rows],
+        "plans": sum(r["plans"] for r in rows),
+        "plan_ms": sum(r["total_plan_time"] for r in rows),
+        "top": [
+            (r["calls"], r["plans"], r["toplevel"], " ".join(r["query"].split())[:110])
+            for r in rows
+        ],
         "commits": committed - commits,
         "wal_bytes": float(wal),
     }
@@ -402,6 +411,7 @@ def report(rounds: list[dict], calls: int) -> str:
 
     statements, fk = per_call("statements"), per_call("fk_checks")
     commits, wal = per_call("commits"), per_call("wal_bytes")
+    plans, plan_ms = per_call("plans"), per_call("plan_ms")
     cpu = [1000 * r["cpu_s"] / r["settled"] for r in rounds]
     top = rounds[len(rounds) // 2]["top"][:25]
     updated = [
@@ -411,8 +421,9 @@ def report(rounds: list[dict], calls: int) -> str:
     ]
     settled = rounds[len(rounds) // 2]["settled"]
     lines = "\n".join(
-        f"| {n / settled:.2f} | {'top' if toplevel else 'nested'} | `{query.replace('|', '¦')}` |"
-        for n, toplevel, query in top
+        f"| {n / settled:.2f} | {p / settled:.2f} | {'top' if toplevel else 'nested'}"
+        f" | `{query.replace('|', '¦')}` |"
+        for n, p, toplevel, query in top
     )
 
     def fmt(values: list[float], digits: int = 2) -> str:
@@ -430,15 +441,17 @@ and every webhook delivered, divided by the settled attempts. Medians (rounds).
 |---|---|---|
 | statements, nested ones and foreign-key checks included | {fmt(statements)} | ≤ 8 |
 | of which foreign-key checks | {fmt(fk)} | |
+| plannings (a statement planned at its execution) | {fmt(plans)} | |
+| time spent planning, ms | {fmt(plan_ms, 3)} | |
 | commits | {fmt(commits)} | |
 | WAL bytes | {fmt(wal, 0)} | ≤ 4096 |
 | server CPU, ms | {fmt(cpu)} | |
 | rows updated (HOT: in place, no index entry) | {"; ".join(updated)} | |
 
-The statements of the middle round, executions per settled call:
+The statements of the middle round, executions (and plannings) per settled call:
 
-| per call | level | statement |
-|---|---|---|
+| per call | planned | level | statement |
+|---|---|---|---|
 {lines}
 {wal_table(rounds)}"""
 

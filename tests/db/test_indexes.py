@@ -7,6 +7,9 @@ import json
 from collections.abc import Iterator
 from datetime import timedelta
 
+import asyncpg
+
+from dialer.db import events
 from dialer.db.accounts import _GLANCE, _STATUS
 from dialer.db.attempts import (
     _CHANNELS,
@@ -17,7 +20,7 @@ from dialer.db.attempts import (
     EXPIRED_RESERVATIONS,
 )
 from dialer.db.connect import connect
-from dialer.policy.states import OUTCOMES, SENT
+from dialer.policy.states import LIVE, OUTCOMES, SENT
 
 # The shape of the per-number look-ups (db.contacts: the daily dial cap, the laws' caps, a
 # number live elsewhere; db.consent, db.erasure): attempts of one number, recent ones first
@@ -112,7 +115,7 @@ def _plans(database_url: str, seed: list[str], queries: dict[str, tuple[str, tup
 class _Rollback(Exception):
     """Leaves the test's rows behind no more than its transaction."""
 
-    def __init__(self, plans: dict[str, dict]) -> None:
+    def __init__(self, plans: dict) -> None:
         super().__init__("rolled back")
         self.plans = plans
 
@@ -168,3 +171,71 @@ def _reads_of_attempts(plan: dict) -> Iterator[tuple[str, str, str]]:
         yield plan["Node Type"], index, plan.get("Filter", "")
     for child in plan.get("Plans", []):
         yield from _reads_of_attempts(child)
+
+
+# The progress batch's parameters as SQL types, in order (db.events.store_and_advance).
+PROGRESS_TYPES = (
+    "bigint[], text[], text[], int[], text[], jsonb[], timestamptz[], text[], int[], text, text[]"
+)
+
+
+def test_a_progress_batch_is_planned_once_and_reads_attempts_by_index(
+    database_url: str,
+) -> None:
+    """The callbacks' progress statement, executed again and again on one connection with
+    batches of one (the common case), is planned once and then kept (a generic plan), not
+    planned anew at each execution; and that kept plan finds each event's attempt through an
+    index, never by reading the table (20,050 attempts on four accounts)."""
+
+    async def go() -> tuple[asyncpg.Record, dict]:
+        conn = await connect(database_url)
+        try:
+            async with conn.transaction():
+                for statement in LIVE_ON_FOUR_ACCOUNTS:
+                    await conn.execute(statement)
+                await conn.execute("ANALYZE attempts")
+                live = await conn.fetch(
+                    "SELECT id, provider_call_id FROM attempts"
+                    " WHERE account = 'sim-main' AND live ORDER BY id LIMIT 12"
+                )
+                for n, attempt in enumerate(live):  # batches of one, by id or by call id
+                    await events.store_and_advance(
+                        conn,
+                        "sim-main",
+                        [attempt["id"] if n % 2 else None],
+                        call_ids=[attempt["provider_call_id"]],
+                        statuses=["in-progress"],
+                        sequences=[None],
+                        dedupe_keys=[f"plan:{n}"],
+                        payloads=[{}],
+                        occurred_at=[None],
+                        answered_by=[None],
+                    )
+                planned = await conn.fetchrow(
+                    "SELECT generic_plans, custom_plans FROM pg_prepared_statements"
+                    " WHERE statement = $1",
+                    events._PROGRESS_BATCH,
+                )
+                await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+                await conn.execute(
+                    f"PREPARE progress ({PROGRESS_TYPES}) AS {events._PROGRESS_BATCH}"
+                )
+                live_states = ", ".join(f"'{state}'" for state in LIVE)
+                explained = await conn.fetchval(
+                    "EXPLAIN (FORMAT JSON) EXECUTE progress(ARRAY[1]::bigint[],"
+                    " ARRAY['call-1'], ARRAY['ringing'], ARRAY[NULL]::int[], ARRAY['k'],"
+                    " ARRAY['{}']::jsonb[], ARRAY[NULL]::timestamptz[], ARRAY[NULL]::text[],"
+                    f" ARRAY[3], 'sim-main', ARRAY[{live_states}])"
+                )
+                plan = json.loads(explained) if isinstance(explained, str) else explained
+                raise _Rollback({"planned": planned, "plan": plan[0]["Plan"]})
+        except _Rollback as done:
+            return done.plans["planned"], done.plans["plan"]
+        finally:
+            await conn.close()
+
+    planned, plan = asyncio.run(go())
+    assert planned is not None
+    assert planned["custom_plans"] <= 5 and planned["generic_plans"] >= 7, dict(planned)
+    reads = list(_reads_of_attempts(plan))
+    assert reads and not [r for r in reads if r[0] == "Seq Scan"], reads
