@@ -7,7 +7,6 @@ over real HTTP on loopback, against the configured or embedded PostgreSQL.
 from __future__ import annotations
 
 import secrets
-import socket
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ from dialer.dispatch.account_run import AccountRun
 from dialer.dispatch.limiter import AccountLimits
 from dialer.durations import parse_rate
 from dialer.loading.loader import load_campaign
+from dialer.ports import free_port
 from dialer.providers.sim import SimAccount, SimProvider
 from dialer.runtime import DEMO, hosted, open_runtime
 from dialer.sim.server import create_app as create_sim
@@ -52,12 +52,6 @@ unknown = "5s"
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 async def run_demo(database_url: str, contacts: int, keep: bool) -> tuple[int, list, str]:
     secret = secrets.token_hex(16)
     settings = SimSettings(
@@ -70,7 +64,7 @@ async def run_demo(database_url: str, contacts: int, keep: bool) -> tuple[int, l
         duplicates=0.02,
         reorder=0.02,
     )
-    sim_port, callback_port = _free_port(), _free_port()
+    sim_port, callback_port = free_port(), free_port()
     account = SimAccount(
         kind="sim",
         base_url=AnyHttpUrl(f"http://127.0.0.1:{sim_port}"),

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
-import random
-import socket
 import subprocess
 import sys
 import time
@@ -18,34 +16,7 @@ from pathlib import Path
 
 import aiohttp
 
-_PICK = random.SystemRandom()  # not the `random` module, which hypothesis seeds per test
-
-
-def free_port() -> int:
-    """A port nothing listens on, for a server a test starts, below the range the kernel gives
-    to outgoing connections: a port from that range (what binding port 0 returns) could be
-    taken by any client socket (a connection to PostgreSQL, an HTTP request) before the
-    server binds it. (Seen: `serve` refused to start, its port already in use.)"""
-    low = _ephemeral_low()
-    for _ in range(200):
-        port = _PICK.randrange(max(1024, low - 12000), low)
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    with socket.socket() as sock:  # every pick taken: let the kernel choose
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _ephemeral_low() -> int:
-    """The first port of the kernel's range for outgoing connections (32768 by default)."""
-    try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
+from dialer.ports import free_port
 
 
 def dialer_command(*args: str) -> list[str]:
