@@ -217,3 +217,40 @@ async def test_the_checks_run_once_per_statement_not_per_row(db, tmp_path: Path)
         )
     assert stored == 20
     assert calls == 1
+
+
+async def _locked_by_me(conn: asyncpg.Connection, table: str, row: int) -> bool:
+    """Whether this transaction holds a row lock (or an update) on the row's current version."""
+    return await conn.fetchval(
+        f"SELECT xmax::text = pg_current_xact_id()::xid::text FROM {table} WHERE id = $1", row
+    )
+
+
+async def test_the_check_locks_only_attempts_another_transaction_wrote(
+    database_url: str, db, tmp_path: Path
+) -> None:
+    """Migration 0033: an attempt this transaction wrote is not locked again by the check of
+    the events written for it (a WAL record each), and is still kept until the events commit
+    (the transaction's own update holds it); one it did not write is locked as before."""
+    moved, untouched = await new_attempt(db, tmp_path), await new_attempt(db, tmp_path)
+    deleter = await connect(database_url)
+    try:
+        await deleter.execute("SET lock_timeout = '200ms'")
+        async with db.transaction():
+            await db.execute("UPDATE attempts SET state = 'ringing' WHERE id = $1", moved)
+            await _insert(db, moved, "own-version", {})
+            await _insert(db, untouched, "their-version", {})
+            assert not await _locked_by_me(db, "attempts", moved)
+            assert await _locked_by_me(db, "attempts", untouched)
+            for attempt in (moved, untouched):
+                with pytest.raises(asyncpg.LockNotAvailableError):
+                    await deleter.execute("DELETE FROM attempts WHERE id = $1", attempt)
+    finally:
+        await deleter.close()
+    assert (
+        await db.fetchval(
+            "SELECT count(*) FROM call_events WHERE attempt_id = ANY($1::bigint[])",
+            [moved, untouched],
+        )
+        == 2
+    )

@@ -101,3 +101,38 @@ async def test_an_event_is_kept_until_a_delivery_written_for_it_commits(
     finally:
         await writer.close()
         await deleter.close()
+
+
+async def test_the_check_locks_only_events_another_transaction_wrote(
+    database_url: str,
+) -> None:
+    """Migration 0033: the events a statement writes with their deliveries (as settling does)
+    are not locked again by the check (a WAL record each); an event written before, by another
+    transaction, is locked as before."""
+    conn = await connect(database_url)
+    try:
+        await conn.execute(
+            """INSERT INTO webhook_endpoints (name, events) VALUES ('locks', '{contact.final}')
+               ON CONFLICT DO NOTHING"""
+        )
+        earlier = await conn.fetchval(
+            """INSERT INTO webhook_events (type, order_key, campaign_id, payload)
+               VALUES ('contact.final', 'contact:3', 1, '{}') RETURNING id"""
+        )
+        async with conn.transaction():
+            own = await conn.fetchval(
+                """WITH e AS (INSERT INTO webhook_events (type, order_key, campaign_id, payload)
+                              VALUES ('contact.final', 'contact:4', 1, '{}') RETURNING id)
+                   INSERT INTO webhook_deliveries (endpoint, event_id, order_key)
+                   SELECT 'locks', id, 'contact:4' FROM e RETURNING event_id"""
+            )
+            await conn.execute(
+                """INSERT INTO webhook_deliveries (endpoint, event_id, order_key)
+                   VALUES ('locks', $1, 'contact:3')""",
+                earlier,
+            )
+            mine = "SELECT xmax::text = pg_current_xact_id()::xid::text FROM webhook_events"
+            assert not await conn.fetchval(f"{mine} WHERE id = $1", own)
+            assert await conn.fetchval(f"{mine} WHERE id = $1", earlier)
+    finally:
+        await conn.close()
