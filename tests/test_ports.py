@@ -25,3 +25,10 @@ def test_outgoing_connections_take_ports_from_that_range() -> None:
         server.listen()
         with socket.create_connection(server.getsockname()) as client:
             assert client.getsockname()[1] >= low
+
+
+def test_a_range_that_starts_low_leaves_the_choice_to_the_kernel(monkeypatch) -> None:
+    monkeypatch.setattr(ports, "_outgoing_low", lambda: 1024)
+    port = ports.free_port()
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", port))
