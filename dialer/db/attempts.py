@@ -681,13 +681,15 @@ async def count_live_answer(conn: Connection, attempt_id: int) -> None:
 
 # Live calls with a call id, not yet due by the schedule, past IDLE_FROM of the typical length of
 # their phase, not asked about within IDLE_REASK; most overdue first; marked as asked about now.
+# The typical lengths come from the account's last settled calls, read newest first through
+# attempts_settled_by_account (migration 0035; tests/db/test_indexes.py).
 _OVERDUE = f"""
 WITH recent AS (
     SELECT requested_at, answered_at, ended_at, duration_s FROM attempts
     WHERE account = $1 AND outcome = ANY($3::text[]) AND requested_at IS NOT NULL
       AND ended_at IS NOT NULL
     ORDER BY id DESC LIMIT {TYPICAL_OVER}
-), typical AS (
+), typical AS MATERIALIZED (  -- once, not again for each live call
     SELECT percentile_cont(0.5) WITHIN GROUP (
                ORDER BY extract(epoch FROM coalesce(answered_at, ended_at) - requested_at)
            ) AS ring_s,

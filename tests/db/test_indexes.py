@@ -277,3 +277,47 @@ def _reads_of(plan: dict, table: str) -> Iterator[tuple[str, str]]:
         yield plan["Node Type"], index
     for child in plan.get("Plans", []):
         yield from _reads_of(child, table)
+
+
+# 20,000 settled calls of sim-b, 100 of sim-main among the oldest, and 5 live ones of sim-main
+FEW_CALLS_AMONG_MANY = [
+    f"INSERT INTO accounts (name, kind, rate_per_s, channels) {ACCOUNTS} AS name"
+    " ON CONFLICT DO NOTHING",
+    """INSERT INTO campaigns (name, account, spec)
+       VALUES ('few-among-many', 'sim-b', '{}'::jsonb)""",
+    """INSERT INTO contacts (campaign_id, row_no, phone_e164)
+       SELECT (SELECT id FROM campaigns WHERE name = 'few-among-many'), n,
+              '+9196' || lpad(n::text, 8, '0')
+       FROM generate_series(1, 20100) n""",
+    """INSERT INTO attempts (contact_id, campaign_id, account, attempt_no, state, outcome,
+                             phone_e164, provider_call_id, requested_at, answered_at, ended_at,
+                             duration_s)
+       SELECT c.id, c.campaign_id, CASE WHEN c.row_no <= 100 THEN 'sim-main' ELSE 'sim-b' END,
+              1, 'completed', 'completed', c.phone_e164, 'settled-' || c.row_no,
+              now() - interval '1 hour', now() - interval '59 minutes',
+              now() - interval '58 minutes', 60
+       FROM contacts c
+       WHERE c.campaign_id = (SELECT id FROM campaigns WHERE name = 'few-among-many')
+       ORDER BY c.id""",
+    """INSERT INTO attempts (contact_id, campaign_id, account, attempt_no, state, phone_e164,
+                             provider_call_id, requested_at, slot, settle_by)
+       SELECT c.id, c.campaign_id, 'sim-main', 2, 'ringing', c.phone_e164, 'live-' || c.row_no,
+              now() - interval '2 minutes', c.row_no, now() + interval '1 hour'
+       FROM contacts c
+       WHERE c.campaign_id = (SELECT id FROM campaigns WHERE name = 'few-among-many')
+         AND c.row_no <= 5""",
+]
+
+
+def test_the_idle_rate_scan_reads_only_the_accounts_own_settled_calls(
+    database_url: str,
+) -> None:
+    """The reconciler's idle-rate scan of an account whose calls are few among another
+    account's many takes the typical lengths from its own last settled calls through the
+    index by account (0035), never by reading attempts whole or backwards through them all."""
+    overdue = (_OVERDUE, ("sim-main", 10, list(OUTCOMES), list(SENT)))
+    plan = _plans(database_url, FEW_CALLS_AMONG_MANY, {"overdue": overdue})["overdue"]
+    reads = list(_reads_of_attempts(plan))
+    assert not [r for r in reads if r[0] == "Seq Scan"], reads
+    assert not [r for r in reads if r[0] == "Index Scan Backward" and r[1] == "attempts_pkey"]
+    assert [r for r in reads if r[1] == "attempts_settled_by_account"], reads
