@@ -22,14 +22,16 @@ def free_port(host: str = "127.0.0.1") -> int:
     """A port of `host` nothing listens on now, below the outgoing range (else one the kernel
     chooses, if every pick there is taken)."""
     low = _outgoing_low()
-    for _ in range(200 if low - 1024 >= 1000 else 0):  # (a range that starts low: no room)
-        port = _PICK.randrange(max(1024, low - _SPAN), low)
-        with socket.socket() as sock:
-            try:
-                sock.bind((host, port))
-            except OSError:
-                continue
-            return port
+    first = max(1024, low - _SPAN)
+    if low - first >= 1000:  # (a range that starts too low leaves no room below it)
+        for _ in range(200):
+            port = _PICK.randrange(first, low)
+            with socket.socket() as sock:
+                try:
+                    sock.bind((host, port))
+                except OSError:
+                    continue
+                return port
     with socket.socket() as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])

@@ -265,16 +265,6 @@ async def mark_failed(
     )
 
 
-async def replay(
-    conn: Connection, since: datetime, endpoints: list[str], delivered_too: bool
-) -> int:
-    """Send again the deliveries of events created since `since` that exhausted their retries
-    (and, with `delivered_too`, those delivered): pending now, with a fresh 24 hours."""
-    states = ["exhausted", "delivered"] if delivered_too else ["exhausted"]
-    status = await conn.execute(REPLAY, since, states, endpoints)
-    return int(status.split()[-1])
-
-
 # The events since a time are found through webhook_events_created (tests/db/test_indexes.py).
 REPLAY = """
 UPDATE webhook_deliveries d
@@ -284,6 +274,16 @@ FROM webhook_events e
 WHERE e.id = d.event_id AND e.created_at >= $1 AND d.state = ANY ($2::text[])
   AND d.endpoint = ANY ($3::text[])
 """
+
+
+async def replay(
+    conn: Connection, since: datetime, endpoints: list[str], delivered_too: bool
+) -> int:
+    """Send again the deliveries of events created since `since` that exhausted their retries
+    (and, with `delivered_too`, those delivered): pending now, with a fresh 24 hours."""
+    states = ["exhausted", "delivered"] if delivered_too else ["exhausted"]
+    status = await conn.execute(REPLAY, since, states, endpoints)
+    return int(status.split()[-1])
 
 
 async def counts(conn: Connection) -> list[asyncpg.Record]:

@@ -49,16 +49,26 @@ BY_NUMBER = {
 }
 
 ACCOUNTS = "SELECT name, 'sim', 100, 1000 FROM unnest(ARRAY['sim-main', 'sim-b', 'sim-c', 'sim-d'])"
+
+
+def _campaign_of(name: str, account: str, numbers_from: str, contacts: int) -> list[str]:
+    """The four accounts, a campaign `name` on `account`, and its `contacts` contacts, numbered
+    `numbers_from` followed by the row number in 8 digits."""
+    return [
+        f"INSERT INTO accounts (name, kind, rate_per_s, channels) {ACCOUNTS} AS name"
+        " ON CONFLICT DO NOTHING",
+        f"""INSERT INTO campaigns (name, account, spec)
+            VALUES ('{name}', '{account}', '{{}}'::jsonb)""",
+        f"""INSERT INTO contacts (campaign_id, row_no, phone_e164)
+            SELECT (SELECT id FROM campaigns WHERE name = '{name}'), n,
+                   '{numbers_from}' || lpad(n::text, 8, '0')
+            FROM generate_series(1, {contacts}) n""",
+    ]
+
+
 # 20,000 closed attempts of 'renewals', an hour apart per hundred, all of sim-main
 CLOSED_BY_NUMBER = [
-    f"INSERT INTO accounts (name, kind, rate_per_s, channels) {ACCOUNTS} AS name"
-    " ON CONFLICT DO NOTHING",
-    """INSERT INTO campaigns (name, account, spec)
-       VALUES ('by-number', 'sim-main', '{}'::jsonb)""",
-    """INSERT INTO contacts (campaign_id, row_no, phone_e164)
-       SELECT (SELECT id FROM campaigns WHERE name = 'by-number'), n,
-              '+9198' || lpad(n::text, 8, '0')
-       FROM generate_series(1, 20000) n""",
+    *_campaign_of("by-number", "sim-main", "+9198", 20000),
     """INSERT INTO attempts (contact_id, campaign_id, account, attempt_no, state,
                              phone_e164, subject, requested_at)
        SELECT c.id, c.campaign_id, 'sim-main', 1, 'completed', c.phone_e164,
@@ -67,14 +77,7 @@ CLOSED_BY_NUMBER = [
 ]
 # 20,050 attempts on four accounts, of which 800 are live (200 an account)
 LIVE_ON_FOUR_ACCOUNTS = [
-    f"INSERT INTO accounts (name, kind, rate_per_s, channels) {ACCOUNTS} AS name"
-    " ON CONFLICT DO NOTHING",
-    """INSERT INTO campaigns (name, account, spec)
-       VALUES ('live-look-ups', 'sim-main', '{}'::jsonb)""",
-    """INSERT INTO contacts (campaign_id, row_no, phone_e164)
-       SELECT (SELECT id FROM campaigns WHERE name = 'live-look-ups'), n,
-              '+9197' || lpad(n::text, 8, '0')
-       FROM generate_series(1, 20050) n""",
+    *_campaign_of("live-look-ups", "sim-main", "+9197", 20050),
     """INSERT INTO attempts (contact_id, campaign_id, account, attempt_no, state,
                              phone_e164, slot, provider_call_id, requested_at, settle_by)
        SELECT c.id, c.campaign_id,
@@ -281,14 +284,7 @@ def _reads_of(plan: dict, table: str) -> Iterator[tuple[str, str]]:
 
 # 20,000 settled calls of sim-b, 100 of sim-main among the oldest, and 5 live ones of sim-main
 FEW_CALLS_AMONG_MANY = [
-    f"INSERT INTO accounts (name, kind, rate_per_s, channels) {ACCOUNTS} AS name"
-    " ON CONFLICT DO NOTHING",
-    """INSERT INTO campaigns (name, account, spec)
-       VALUES ('few-among-many', 'sim-b', '{}'::jsonb)""",
-    """INSERT INTO contacts (campaign_id, row_no, phone_e164)
-       SELECT (SELECT id FROM campaigns WHERE name = 'few-among-many'), n,
-              '+9196' || lpad(n::text, 8, '0')
-       FROM generate_series(1, 20100) n""",
+    *_campaign_of("few-among-many", "sim-b", "+9196", 20100),
     """INSERT INTO attempts (contact_id, campaign_id, account, attempt_no, state, outcome,
                              phone_e164, provider_call_id, requested_at, answered_at, ended_at,
                              duration_s)
