@@ -229,20 +229,28 @@ async def _locked_by_me(conn: asyncpg.Connection, table: str, row: int) -> bool:
 async def test_the_check_locks_only_attempts_another_transaction_wrote(
     database_url: str, db, tmp_path: Path
 ) -> None:
-    """Migration 0033: an attempt this transaction wrote is not locked again by the check of
-    the events written for it (a WAL record each), and is still kept until the events commit
-    (the transaction's own update holds it); one it did not write is locked as before."""
-    moved, untouched = await new_attempt(db, tmp_path), await new_attempt(db, tmp_path)
+    """Migrations 0033 and 0036: an attempt this transaction wrote, with its time (as every
+    statement that moves an attempt writes it), is not locked again by the check of the events
+    written for it (a WAL record each), and is still kept until the events commit (the
+    transaction's own update holds it). One it did not write is locked as before, and so is one
+    it wrote without its time: a row id alone can be an old frozen row's after 2^32
+    transactions, so the time must say so too."""
+    moved, untouched, unstamped = [await new_attempt(db, tmp_path) for _ in range(3)]
     deleter = await connect(database_url)
     try:
         await deleter.execute("SET lock_timeout = '200ms'")
         async with db.transaction():
-            await db.execute("UPDATE attempts SET state = 'ringing' WHERE id = $1", moved)
+            await db.execute(
+                "UPDATE attempts SET state = 'ringing', updated_at = now() WHERE id = $1", moved
+            )
+            await db.execute("UPDATE attempts SET state = 'ringing' WHERE id = $1", unstamped)
             await _insert(db, moved, "own-version", {})
             await _insert(db, untouched, "their-version", {})
+            await _insert(db, unstamped, "own-version-without-time", {})
             assert not await _locked_by_me(db, "attempts", moved)
             assert await _locked_by_me(db, "attempts", untouched)
-            for attempt in (moved, untouched):
+            assert await _locked_by_me(db, "attempts", unstamped)
+            for attempt in (moved, untouched, unstamped):
                 with pytest.raises(asyncpg.LockNotAvailableError):
                     await deleter.execute("DELETE FROM attempts WHERE id = $1", attempt)
     finally:
@@ -250,7 +258,7 @@ async def test_the_check_locks_only_attempts_another_transaction_wrote(
     assert (
         await db.fetchval(
             "SELECT count(*) FROM call_events WHERE attempt_id = ANY($1::bigint[])",
-            [moved, untouched],
+            [moved, untouched, unstamped],
         )
-        == 2
+        == 3
     )

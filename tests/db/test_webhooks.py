@@ -106,9 +106,10 @@ async def test_an_event_is_kept_until_a_delivery_written_for_it_commits(
 async def test_the_check_locks_only_events_another_transaction_wrote(
     database_url: str,
 ) -> None:
-    """Migration 0033: the events a statement writes with their deliveries (as settling does)
-    are not locked again by the check (a WAL record each); an event written before, by another
-    transaction, is locked as before."""
+    """Migrations 0033 and 0036: the events a statement writes with their deliveries (as
+    settling does) are not locked again by the check (a WAL record each); an event written
+    before, by another transaction, is locked as before, and so is one this transaction wrote
+    with another time than its start (its id alone could be an old frozen row's)."""
     conn = await connect(database_url)
     try:
         await conn.execute(
@@ -131,8 +132,18 @@ async def test_the_check_locks_only_events_another_transaction_wrote(
                    VALUES ('locks', $1, 'contact:3')""",
                 earlier,
             )
+            # written by this transaction, but not at its start time: locked (0036)
+            backdated = await conn.fetchval(
+                """WITH e AS (INSERT INTO webhook_events
+                                  (type, order_key, campaign_id, payload, created_at)
+                              VALUES ('contact.final', 'contact:5', 1, '{}',
+                                      now() - interval '1 second') RETURNING id)
+                   INSERT INTO webhook_deliveries (endpoint, event_id, order_key)
+                   SELECT 'locks', id, 'contact:5' FROM e RETURNING event_id"""
+            )
             mine = "SELECT xmax::text = pg_current_xact_id()::xid::text FROM webhook_events"
             assert not await conn.fetchval(f"{mine} WHERE id = $1", own)
             assert await conn.fetchval(f"{mine} WHERE id = $1", earlier)
+            assert await conn.fetchval(f"{mine} WHERE id = $1", backdated)
     finally:
         await conn.close()
