@@ -77,3 +77,67 @@ async def test_a_caller_that_stops_waiting_does_not_stop_the_batch() -> None:
     gone.cancel()
     assert await kept == 2
     assert flushed == [[1, 2]]
+
+
+async def test_an_item_that_finds_no_batch_in_flight_waits_for_company() -> None:
+    """With `gather_s`, items arriving apart share one batch: flushed once `most` wait."""
+    batches: list[list[int]] = []
+
+    async def flush(items: list[int]) -> list[int]:
+        batches.append(items)
+        return items
+
+    batcher: Batcher[int, int] = Batcher(flush, gather_s=30.0, most=3)
+    first = batcher.submit(1)
+    for _ in range(3):
+        await asyncio.sleep(0)  # the batcher has run and is waiting
+    assert batches == [] and not first.done()
+    second = batcher.submit(2)
+    await asyncio.sleep(0)
+    third = batcher.submit(3)
+    async with asyncio.timeout(5):  # `most` ends the wait, not the 30 s
+        assert await asyncio.gather(first, second, third) == [1, 2, 3]
+    assert batches == [[1, 2, 3]]
+
+
+async def test_a_lone_item_goes_when_the_gathering_time_is_up() -> None:
+    batcher: Batcher[int, int] = Batcher(_echo, gather_s=0.01, most=100)
+    async with asyncio.timeout(5):
+        assert await batcher.submit(7) == 7
+
+
+async def test_items_that_waited_for_a_batch_in_flight_go_without_gathering() -> None:
+    batches: list[list[str]] = []
+    flushing = asyncio.Event()
+    release = asyncio.Event()
+
+    async def flush(items: list[str]) -> list[str]:
+        batches.append(items)
+        flushing.set()
+        await release.wait()
+        return items
+
+    batcher: Batcher[str, str] = Batcher(flush, gather_s=30.0, most=2)
+    first = [batcher.submit("a"), batcher.submit("b")]
+    await flushing.wait()
+    later = batcher.submit("c")
+    release.set()
+    async with asyncio.timeout(5):  # not held back 30 s: it already waited a whole flush
+        assert await later == "c"
+    assert await asyncio.gather(*first) == ["a", "b"]
+    assert batches == [["a", "b"], ["c"]]
+
+
+async def test_a_batcher_stopped_while_gathering_cancels_what_waits() -> None:
+    batcher: Batcher[int, int] = Batcher(_echo, gather_s=30.0)
+    waiting = batcher.submit(1)
+    await asyncio.sleep(0)
+    assert batcher._task is not None
+    batcher._task.cancel()  # as a shutdown cancels every task
+    with pytest.raises(asyncio.CancelledError):  # not left waiting for ever
+        async with asyncio.timeout(5):
+            await waiting
+
+
+async def _echo(items: list[int]) -> list[int]:
+    return items
