@@ -28,7 +28,7 @@ from aiohttp import web
 from multidict import MultiDict
 
 from dialer import redaction
-from dialer.batching import GATHER_S, Batcher
+from dialer.batching import GATHER_MOST, GATHER_S, Batcher
 from dialer.callbacks.bodies import BodyError, parse_body
 from dialer.callbacks.screening import MAX_BIGINT, Screened, clean_payload, screen
 from dialer.calls import CallEvent
@@ -62,10 +62,10 @@ class Receiver:
 
     def __post_init__(self) -> None:
         self.progress: Batcher[ProgressItem, bool | Exception] = Batcher(
-            self._store_progress, gather_s=GATHER_S
+            self._store_progress, gather_s=GATHER_S, most=GATHER_MOST
         )
         self.finals: Batcher[ProgressItem, str | Exception] = Batcher(
-            self._store_finals, gather_s=GATHER_S
+            self._store_finals, gather_s=GATHER_S, most=GATHER_MOST
         )
         for adapter in self.adapters.values():  # whatever they echo is masked before storage
             redaction.remember(*adapter.secrets, users=adapter.auth_users)
