@@ -1,4 +1,4 @@
-"""Turning many concurrent one-row database updates into one statement per tick."""
+"""Turning many concurrent one-row database updates into one statement per batch."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ from typing import Generic, TypeVar
 
 # How long a callback that finds no batch being stored waits for others to share its
 # statement (dialer.callbacks.app): its 200 comes up to this much later. At 50 calls a second
-# it cut a settled call's statements from 14.3 to 11.0, and PostgreSQL's CPU a callback by half
-# under load (bench/RESULTS.md); 20 ms cut statements further but slowed intake with 64
-# requests in flight, each of which waits for its answer.
+# it cut a settled call's statements from 14.3 to 11.0, and under load PostgreSQL's CPU a
+# callback by a third (bench/RESULTS.md); 20 ms cut statements further but slowed intake with
+# 64 requests in flight, each of which waits for its answer.
 GATHER_S = 0.01
 # ... or until this many wait: under load a batch this big forms within a few milliseconds,
 # and holding it for more saves PostgreSQL little while every answer waits. With 64 requests
-# in flight, 16 took 3,568 callbacks/s against 2,994 with 64 (bench/RESULTS.md).
+# in flight, 16 took 3,402 callbacks/s against 3,039 with 64, side by side (bench/RESULTS.md).
 GATHER_MOST = 16
 
 Item = TypeVar("Item")
