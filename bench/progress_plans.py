@@ -112,7 +112,8 @@ async def per_statement_cpu(
                 [None] * size,
                 [None] * size,
                 [rank] * size,
-                "bench",
+                # one account for the batch, or one per event (since the statement took them)
+                ["bench"] * size if "$10::text[]" in sql else "bench",
                 live_states,
             )
         cpu = (backend_cpu(pid) - started) / runs * 1e6

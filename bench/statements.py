@@ -150,19 +150,30 @@ def server_cpu_s(postmaster: int) -> float:
     return total
 
 
-def write_files(folder: Path, calls: int, sim_port: int, serve_port: int, hook_port: int) -> None:
+def write_files(
+    folder: Path, calls: int, sim_port: int, serve_port: int, hook_port: int, accounts: int = 1
+) -> None:
+    """The campaign dials 50 calls a second through `accounts` sim accounts (a pool), each
+    with its share of the rate and of the 60 channels."""
+    names = ["sim-main", *(f"sim-{n}" for n in range(2, accounts + 1))]
     (folder / "dialer.toml").write_text(
-        f'listen = "127.0.0.1:{serve_port}"\n\n[accounts.sim-main]\nkind = "sim"\n'
-        f'base_url = "http://127.0.0.1:{sim_port}"\nsecret = "{SECRET}"\nrate = "50/s"\n'
-        "channels = 60\n\n"
-        f'[[webhooks]]\nurl = "http://127.0.0.1:{hook_port}/hook"\nsecret = "{WEBHOOK_SECRET}"\n'
+        f'listen = "127.0.0.1:{serve_port}"\n'
+        + "".join(
+            f'\n[accounts.{name}]\nkind = "sim"\n'
+            f'base_url = "http://127.0.0.1:{sim_port}"\nsecret = "{SECRET}"\n'
+            f'rate = "{50 / accounts:g}/s"\nchannels = {60 // accounts}\n'
+            for name in names
+        )
+        + f'\n[[webhooks]]\nurl = "http://127.0.0.1:{hook_port}/hook"\n'
+        f'secret = "{WEBHOOK_SECRET}"\n'
     )
     with (folder / "cost.csv").open("w") as handle:
         handle.write("phone,name\n")
         for i in range(calls):
             handle.write(f"+9198{i + 10_000_000:08d},c{i}\n")
+    pool = "accounts = [" + ", ".join(f'"{n}"' for n in names) + "]\n" if accounts > 1 else ""
     (folder / "cost.toml").write_text(
-        'name = "cost"\naccount = "sim-main"\ncaller_id = "+918047112233"\n'
+        f'name = "cost"\naccount = "sim-main"\n{pool}caller_id = "+918047112233"\n'
         'contacts = "cost.csv"\ndefault_region = "IN"\ntimezone = "UTC"\n'
         'ring_timeout = "5s"\nmax_call_duration = "10s"\nsettle_grace = "5s"\n'
         'window = { start = "00:00", end = "23:59:59" }\n'
@@ -254,7 +265,7 @@ async def settled_everything(url: str, calls: int, timeout_s: float = 600) -> No
         await conn.close()
 
 
-def one_round(calls: int, waldump: bool = False) -> dict:
+def one_round(calls: int, waldump: bool = False, accounts: int = 1) -> dict:
     with own_cluster() as (server_url, postmaster, data):
         cost_url = server_url.rsplit("/", 1)[0] + "/cost"
 
@@ -270,7 +281,7 @@ def one_round(calls: int, waldump: bool = False) -> dict:
         asyncio.run(prepare())
         folder = Path(tempfile.mkdtemp(prefix="bench-cost-"))
         sim_port, serve_port, hook_port = free_port(), free_port(), free_port()
-        write_files(folder, calls, sim_port, serve_port, hook_port)
+        write_files(folder, calls, sim_port, serve_port, hook_port, accounts)
         env = os.environ | {
             "DIALER_DATABASE_URL": cost_url,
             "DIALER_CONFIG": str(folder / "dialer.toml"),
@@ -464,8 +475,16 @@ def main() -> None:
     parser.add_argument(
         "--waldump", action="store_true", help="add WAL by relation and record (pg_waldump)"
     )
+    parser.add_argument(
+        "--accounts",
+        type=int,
+        default=1,
+        help="dial through this many sim accounts (a pool), sharing the 50 calls a second",
+    )
     options = parser.parse_args()
-    rounds = [one_round(options.calls, options.waldump) for _ in range(options.rounds)]
+    rounds = [
+        one_round(options.calls, options.waldump, options.accounts) for _ in range(options.rounds)
+    ]
     if options.json:
         print(json.dumps(rounds, indent=1))
     result = report(rounds, options.calls)

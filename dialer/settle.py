@@ -477,25 +477,25 @@ async def _apply_progress_to(conn: Connection, attempt_id: int, event: CallEvent
 async def apply_progress_batch(
     conn: Connection,
     campaigns: CampaignCache,
-    account: str,
-    items: list[tuple[int | None, CallEvent]],
-) -> set[str]:
-    """Store and apply many non-final events of one account at once; returns the new keys."""
+    items: list[tuple[str, int | None, CallEvent]],
+) -> set[tuple[str, str]]:
+    """Store and apply many non-final events (account, attempt id if named, event), of any
+    accounts, at once; returns the (account, dedupe key) of those that were new."""
     new = await events.store_and_advance(
         conn,
-        account,
-        [attempt for attempt, _ in items],
-        call_ids=[e.provider_call_id for _, e in items],
-        statuses=[e.status for _, e in items],
-        sequences=[e.sequence for _, e in items],
-        dedupe_keys=[e.dedupe_key for _, e in items],
-        payloads=[stored_payload(e) for _, e in items],
-        occurred_at=[e.occurred_at for _, e in items],
-        answered_by=[e.answered_by for _, e in items],
+        [account for account, _, _ in items],
+        [attempt for _, attempt, _ in items],
+        call_ids=[e.provider_call_id for _, _, e in items],
+        statuses=[e.status for _, _, e in items],
+        sequences=[e.sequence for _, _, e in items],
+        dedupe_keys=[e.dedupe_key for _, _, e in items],
+        payloads=[stored_payload(e) for _, _, e in items],
+        occurred_at=[e.occurred_at for _, _, e in items],
+        answered_by=[e.answered_by for _, _, e in items],
     )
     # the batch moves live attempts only: one closed `unknown` is re-opened here
-    for attempt_id, event in items:
-        if attempt_id is not None and new.get(event.dedupe_key):
+    for account, attempt_id, event in items:
+        if attempt_id is not None and new.get((account, event.dedupe_key)):
             async with conn.transaction():
                 if await reopen_if_unknown(conn, campaigns, attempt_id, event):
                     await _apply_progress_to(conn, attempt_id, event)
@@ -505,19 +505,18 @@ async def apply_progress_batch(
 async def apply_progress(
     conn: Connection,
     campaigns: CampaignCache,
-    account: str,
-    items: list[tuple[int | None, CallEvent]],
+    items: list[tuple[str, int | None, CallEvent]],
 ) -> list[bool | asyncpg.PostgresError]:
     """apply_progress_batch, each item's result: whether its event was new. If the database
     refuses the batch's statement (a row it names deleted or erased meanwhile, say), nothing of
     it was kept: each event is then applied alone, so only the one at fault gets the error
     (its provider retries it) and the others are kept (a connection lost is raised)."""
     try:
-        new = await apply_progress_batch(conn, campaigns, account, items)
+        new = await apply_progress_batch(conn, campaigns, items)
     except asyncpg.PostgresError:
-        alone = [await _apply_alone(conn, campaigns, account, a, e) for a, e in items]
+        alone = [await _apply_alone(conn, campaigns, account, a, e) for account, a, e in items]
         return [r if isinstance(r, asyncpg.PostgresError) else r != "repeated" for r in alone]
-    return [event.dedupe_key in new for _, event in items]
+    return [(account, event.dedupe_key) in new for account, _, event in items]
 
 
 async def record_accepted(

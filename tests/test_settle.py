@@ -259,15 +259,53 @@ async def test_a_progress_event_in_a_batch_reopens_unknown_and_a_repeat_does_not
     ringing = CallEvent("ringing", "SIMLATE:1:ringing", "SIMLATE")
     misrouted = CallEvent("ringing", "SIMX:1:ringing", "SIMX")  # not `other`'s call id
     new = await apply_progress_batch(
-        own_db, CampaignCache(), "sim-main", [(attempt, ringing), (other, misrouted)]
+        own_db,
+        CampaignCache(),
+        [("sim-main", attempt, ringing), ("sim-main", other, misrouted)],
     )
-    assert new == {"SIMLATE:1:ringing", "SIMX:1:ringing"}
+    assert new == {("sim-main", "SIMLATE:1:ringing"), ("sim-main", "SIMX:1:ringing")}
     row = await own_db.fetchrow("SELECT * FROM attempts WHERE id = $1", attempt)
     assert (row["state"], row["provider_call_id"]) == ("ringing", "SIMLATE")
     assert row["reopened_at"] is not None
     assert await own_db.fetchval("SELECT state FROM attempts WHERE id = $1", other) == "unknown"
-    again = await apply_progress_batch(own_db, CampaignCache(), "sim-main", [(attempt, ringing)])
+    again = await apply_progress_batch(own_db, CampaignCache(), [("sim-main", attempt, ringing)])
     assert again == set()
+
+
+async def test_one_progress_batch_judges_each_event_within_its_own_account(
+    own_db, tmp_path: Path
+) -> None:
+    """Callbacks of several accounts share one statement (dialer serve gathers them), and each
+    is judged within the account whose URL it came to: an event naming another account's
+    attempt never moves it, and the same dedupe key under two accounts is two events."""
+    attempt = await new_attempt(own_db, tmp_path)
+    ringing = CallEvent("ringing", "CALLA:1:ringing", "CALLA")
+    answered = CallEvent("in-progress", "CALLA:2:in-progress", "CALLA")
+    new = await apply_progress_batch(
+        own_db,
+        CampaignCache(),
+        [
+            ("sim-main", attempt, ringing),
+            ("sim-other", attempt, answered),
+            ("sim-other", None, ringing),
+        ],
+    )
+    assert new == {
+        ("sim-main", "CALLA:1:ringing"),
+        ("sim-other", "CALLA:2:in-progress"),
+        ("sim-other", "CALLA:1:ringing"),
+    }
+    row = await own_db.fetchrow("SELECT state, answered_at FROM attempts WHERE id = $1", attempt)
+    assert (row["state"], row["answered_at"]) == ("ringing", None)  # not sim-other's answer
+    stored = await own_db.fetch(
+        "SELECT account, attempt_id FROM call_events WHERE dedupe_key LIKE 'CALLA:%'"
+        " ORDER BY account, dedupe_key"
+    )
+    assert [tuple(r) for r in stored] == [
+        ("sim-main", attempt),
+        ("sim-other", None),
+        ("sim-other", None),
+    ]
 
 
 async def test_a_progress_batch_the_database_refuses_is_applied_event_by_event(
@@ -284,11 +322,11 @@ async def test_a_progress_batch_the_database_refuses_is_applied_event_by_event(
     )
     first, refused, last = [await new_attempt(own_db, tmp_path) for _ in range(3)]
     batch = [
-        (first, CallEvent("ringing", "kept:1", "CALL1")),
-        (refused, CallEvent("ringing", "refused:2", "CALL2")),
-        (last, CallEvent("ringing", "kept:3", "CALL3")),
+        ("sim-main", first, CallEvent("ringing", "kept:1", "CALL1")),
+        ("sim-main", refused, CallEvent("ringing", "refused:2", "CALL2")),
+        ("sim-main", last, CallEvent("ringing", "kept:3", "CALL3")),
     ]
-    results = await apply_progress(own_db, CampaignCache(), "sim-main", batch)
+    results = await apply_progress(own_db, CampaignCache(), batch)
     assert results[0] is True and results[2] is True
     assert isinstance(results[1], asyncpg.CheckViolationError)
     states = dict(
@@ -297,7 +335,7 @@ async def test_a_progress_batch_the_database_refuses_is_applied_event_by_event(
         )
     )
     assert states == {first: "ringing", refused: "accepted", last: "ringing"}
-    again = await apply_progress(own_db, CampaignCache(), "sim-main", batch)
+    again = await apply_progress(own_db, CampaignCache(), batch)
     assert again[0] is False and again[2] is False
     assert isinstance(again[1], asyncpg.CheckViolationError)
 

@@ -71,9 +71,10 @@ class Receiver:
             redaction.remember(*adapter.secrets, users=adapter.auth_users)
 
     async def _store_progress(self, items: list[ProgressItem]) -> list[bool | Exception]:
-        """Progress events from concurrent requests, stored and applied a batch per account
-        (settle.apply_progress): whether each was new, or its own error."""
-        return await self._per_account(items, apply_progress)
+        """Progress events from concurrent requests, of any accounts, stored and applied in one
+        batch (settle.apply_progress): whether each was new, or its own error."""
+        async with self.pool.acquire() as conn:
+            return list(await apply_progress(conn, self.cache, items))
 
     async def _store_finals(self, items: list[ProgressItem]) -> list[str | Exception]:
         """Final events from concurrent requests, settled a batch per account (settle.

@@ -7,6 +7,7 @@ the same way for one event and for a batch.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -112,8 +113,9 @@ async def store(
     return one(row, "storing an event")
 
 
-# Many non-final events in one statement (one round trip for a whole batch of callbacks): store
-# each once; per attempt, the highest-ranked new event moves it forward, never back.
+# Many non-final events in one statement (one round trip for a whole batch of callbacks, of any
+# accounts): store each once; per attempt, the highest-ranked new event moves it forward, never
+# back. Each event is judged within its own account ($10, one per event).
 # The first array is read through a scalar subquery, so that PostgreSQL plans the statement
 # once per connection: given the arrays themselves, it knows each batch's length when it plans,
 # counts its plan for a batch of one as cheaper than any plan made without the values, and so
@@ -124,20 +126,20 @@ _PROGRESS_BATCH = f"""
 WITH input AS (
     SELECT t.*, false AS held, NULL::text AS problem
     FROM unnest((SELECT $1::bigint[]), $2::text[], $3::text[], $4::int[], $5::text[],
-                $6::jsonb[], $7::timestamptz[], $8::text[], $9::int[])
+                $6::jsonb[], $7::timestamptz[], $8::text[], $9::int[], $10::text[])
         AS t(attempt_id, call_id, status, sequence, dedupe_key, payload, occurred_at,
-             answered_by, rank)
-), {_JUDGE.replace("$ACCOUNT", "$10")}, stored AS (
+             answered_by, rank, account)
+), {_JUDGE.replace("$ACCOUNT", "i.account")}, stored AS (
     INSERT INTO call_events (attempt_id, account, provider_call_id, status, sequence,
                              dedupe_key, payload, held, problem)
-    SELECT p.stored_for, $10, p.call_id, p.status, p.sequence, {_HELD_KEY}, p.kept,
+    SELECT p.stored_for, p.account, p.call_id, p.status, p.sequence, {_HELD_KEY}, p.kept,
            p.keep_held, p.why
     FROM placed p
     ON CONFLICT (account, dedupe_key) DO NOTHING
-    RETURNING dedupe_key
+    RETURNING account, dedupe_key
 ), best AS (
     SELECT DISTINCT ON (p.known) p.*
-    FROM placed p JOIN stored s ON s.dedupe_key = p.dedupe_key
+    FROM placed p JOIN stored s ON s.account = p.account AND s.dedupe_key = p.dedupe_key
     WHERE p.known IS NOT NULL AND NOT p.keep_held
     ORDER BY p.known, p.rank DESC
 ), moved AS (
@@ -153,14 +155,14 @@ WITH input AS (
     WHERE a.id = best.known AND a.state = ANY($11::text[]) AND {RANK_SQL} < best.rank
     RETURNING a.id
 )
-SELECT p.dedupe_key, coalesce(p.named_state = 'unknown', false) AS unknown
-FROM placed p WHERE {_HELD_KEY} IN (SELECT dedupe_key FROM stored)
+SELECT p.account, p.dedupe_key, coalesce(p.named_state = 'unknown', false) AS unknown
+FROM placed p WHERE (p.account, {_HELD_KEY}) IN (SELECT account, dedupe_key FROM stored)
 """
 
 
 async def store_and_advance(
     conn: Connection,
-    account: str,
+    accounts: str | Sequence[str],
     attempt_ids: list[int | None],
     *,
     call_ids: list[str | None],
@@ -170,10 +172,12 @@ async def store_and_advance(
     payloads: list[dict],
     occurred_at: list[datetime | None],
     answered_by: list[str | None],
-) -> dict[str, bool]:
-    """Keep many non-final events of one account, and move each live attempt forward to the
-    highest of its new ones; returns the dedupe keys that were new, each with whether the
-    attempt it names is closed `unknown` (the batch moves live attempts only)."""
+) -> dict[tuple[str, str], bool]:
+    """Keep many non-final events, each of its account (`accounts`: one per event, or one for
+    all), and move each live attempt forward to the highest of its new ones; returns the
+    (account, dedupe key) of the events that were new, each with whether the attempt it names
+    is closed `unknown` (the batch moves live attempts only)."""
+    of = [accounts] * len(dedupe_keys) if isinstance(accounts, str) else list(accounts)
     rows = await conn.fetch(
         _PROGRESS_BATCH,
         attempt_ids,
@@ -185,10 +189,10 @@ async def store_and_advance(
         occurred_at,
         answered_by,
         [RANK[s] for s in statuses],
-        account,
+        of,
         list(LIVE),
     )
-    return {r["dedupe_key"]: r["unknown"] for r in rows}
+    return {(r["account"], r["dedupe_key"]): r["unknown"] for r in rows}
 
 
 async def read_for_finals(

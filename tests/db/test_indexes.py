@@ -179,7 +179,7 @@ def _reads_of_attempts(plan: dict) -> Iterator[tuple[str, str, str]]:
 
 # The progress batch's parameters as SQL types, in order (db.events.store_and_advance).
 PROGRESS_TYPES = (
-    "bigint[], text[], text[], int[], text[], jsonb[], timestamptz[], text[], int[], text, text[]"
+    "bigint[], text[], text[], int[], text[], jsonb[], timestamptz[], text[], int[], text[], text[]"
 )
 
 
@@ -229,7 +229,7 @@ def test_a_progress_batch_is_planned_once_and_reads_attempts_by_index(
                     "EXPLAIN (FORMAT JSON) EXECUTE progress(ARRAY[1]::bigint[],"
                     " ARRAY['call-1'], ARRAY['ringing'], ARRAY[NULL]::int[], ARRAY['k'],"
                     " ARRAY['{}']::jsonb[], ARRAY[NULL]::timestamptz[], ARRAY[NULL]::text[],"
-                    f" ARRAY[3], 'sim-main', ARRAY[{live_states}])"
+                    f" ARRAY[3], ARRAY['sim-main'], ARRAY[{live_states}])"
                 )
                 plan = json.loads(explained) if isinstance(explained, str) else explained
                 raise _Rollback({"planned": planned, "plan": plan[0]["Plan"]})
