@@ -416,7 +416,7 @@ measured range; {total / settled:.0f} bytes a call in all; rows under 20 bytes a
 """
 
 
-def report(rounds: list[dict], calls: int) -> str:
+def report(rounds: list[dict], calls: int, accounts: int = 1) -> str:
     def per_call(key: str) -> list[float]:
         return [r[key] / r["settled"] for r in rounds]
 
@@ -437,11 +437,13 @@ def report(rounds: list[dict], calls: int) -> str:
         for n, p, toplevel, query in top
     )
 
+    pool = f" --accounts {accounts}" if accounts > 1 else ""
+
     def fmt(values: list[float], digits: int = 2) -> str:
         return f"{median(values):.{digits}f} ({', '.join(f'{v:.{digits}f}' for v in values)})"
 
     return f"""
-Command: `python bench/statements.py --calls {calls} --rounds {len(rounds)}`: per round a
+Command: `python bench/statements.py --calls {calls} --rounds {len(rounds)}{pool}`: per round a
 PostgreSQL cluster of its own (pg_stat_statements, `track = all`, utility statements not
 counted), {calls} contacts, one attempt each, the simulator at 50/s and 60 channels (ring
 0.2–1 s, talk 0.5–1.5 s; 70% completed, 20% no answer, 10% busy), `dialer serve`, one webhook
@@ -487,7 +489,7 @@ def main() -> None:
     ]
     if options.json:
         print(json.dumps(rounds, indent=1))
-    result = report(rounds, options.calls)
+    result = report(rounds, options.calls, options.accounts)
     print(result)
     write_section("What one settled call costs PostgreSQL (issue 16)", result)
 
