@@ -24,25 +24,31 @@ async def test_items_submitted_in_one_tick_are_one_batch_each_with_its_result() 
     assert batches == [[0, 1, 2, 3, 4]]
 
 
-async def test_items_submitted_while_a_batch_is_flushed_go_in_the_next_one() -> None:
-    batches: list[list[str]] = []
-    flushing = asyncio.Event()
-    release = asyncio.Event()
+class HeldFlush:
+    """A flush that records its batches and holds each until `release` is set."""
 
-    async def flush(items: list[str]) -> list[str]:
-        batches.append(items)
-        flushing.set()
-        await release.wait()
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+        self.flushing = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def __call__(self, items: list[str]) -> list[str]:
+        self.batches.append(items)
+        self.flushing.set()
+        await self.release.wait()
         return [item.upper() for item in items]
 
+
+async def test_items_submitted_while_a_batch_is_flushed_go_in_the_next_one() -> None:
+    flush = HeldFlush()
     batcher: Batcher[str, str] = Batcher(flush)
     first = batcher.submit("a")
-    await flushing.wait()
+    await flush.flushing.wait()
     later = [batcher.submit("b"), batcher.submit("c")]
-    release.set()
+    flush.release.set()
     assert await first == "A"
     assert await asyncio.gather(*later) == ["B", "C"]
-    assert batches == [["a"], ["b", "c"]]
+    assert flush.batches == [["a"], ["b", "c"]]
 
 
 async def test_a_failed_flush_fails_its_own_batch_only() -> None:
@@ -107,25 +113,16 @@ async def test_a_lone_item_goes_when_the_gathering_time_is_up() -> None:
 
 
 async def test_items_that_waited_for_a_batch_in_flight_go_without_gathering() -> None:
-    batches: list[list[str]] = []
-    flushing = asyncio.Event()
-    release = asyncio.Event()
-
-    async def flush(items: list[str]) -> list[str]:
-        batches.append(items)
-        flushing.set()
-        await release.wait()
-        return items
-
+    flush = HeldFlush()
     batcher: Batcher[str, str] = Batcher(flush, gather_s=30.0, most=2)
     first = [batcher.submit("a"), batcher.submit("b")]
-    await flushing.wait()
+    await flush.flushing.wait()
     later = batcher.submit("c")
-    release.set()
+    flush.release.set()
     async with asyncio.timeout(5):  # not held back 30 s: it already waited a whole flush
-        assert await later == "c"
-    assert await asyncio.gather(*first) == ["a", "b"]
-    assert batches == [["a", "b"], ["c"]]
+        assert await later == "C"
+    assert await asyncio.gather(*first) == ["A", "B"]
+    assert flush.batches == [["a", "b"], ["c"]]
 
 
 async def test_a_batcher_stopped_while_gathering_cancels_what_waits() -> None:
