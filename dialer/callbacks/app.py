@@ -18,9 +18,7 @@ import hashlib
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 import aiohttp
 import asyncpg
@@ -35,7 +33,6 @@ from dialer.calls import CallEvent
 from dialer.campaigns import CampaignCache
 from dialer.db import server
 from dialer.db.outage import DATABASE_FAILURES
-from dialer.db.types import Connection
 from dialer.faults import fault_point
 from dialer.metrics import CALLBACK_SECONDS, CALLBACKS, RECONCILE_FAILURES
 from dialer.policy.states import is_terminal
@@ -49,7 +46,6 @@ log = logging.getLogger("dialer.serve")
 BODY_SECONDS = 10.0  # a callback body not received by then is dropped (408)
 MAX_RAW_BODY = 64 * 1024  # of an unreadable body, what is kept
 ProgressItem = tuple[str, int | None, CallEvent]  # account, attempt id if known, event
-Answer = TypeVar("Answer")
 
 
 @dataclass
@@ -78,28 +74,16 @@ class Receiver:
 
     async def _store_finals(self, items: list[ProgressItem]) -> list[str | Exception]:
         """Final events from concurrent requests, settled a batch per account (settle.
-        apply_finals); an event the database refuses gets its own error, and its provider
-        retries it."""
-        return await self._per_account(items, apply_finals)
-
-    async def _per_account(
-        self,
-        items: list[ProgressItem],
-        apply: Callable[
-            [Connection, CampaignCache, str, list[tuple[int | None, CallEvent]]],
-            Awaitable[Sequence[Answer]],
-        ],
-    ) -> list[Answer]:
-        """`apply` run once per account on that account's items, on one connection; each
-        item's answer in the items' order."""
+        apply_finals) on one connection; an event the database refuses gets its own error, and
+        its provider retries it. Each item's answer in the items' order."""
         by_account: dict[str, list[int]] = {}
         for index, (account, _, _) in enumerate(items):
             by_account.setdefault(account, []).append(index)
-        results: dict[int, Answer] = {}
+        results: dict[int, str | Exception] = {}
         async with self.pool.acquire() as conn:
             for account, indexes in by_account.items():
                 batch = [(items[i][1], items[i][2]) for i in indexes]
-                answers = await apply(conn, self.cache, account, batch)
+                answers = await apply_finals(conn, self.cache, account, batch)
                 results.update(zip(indexes, answers, strict=True))
         return [results[index] for index in range(len(items))]
 

@@ -7,7 +7,6 @@ the same way for one event and for a batch.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -162,7 +161,7 @@ FROM placed p WHERE (p.account, {_HELD_KEY}) IN (SELECT account, dedupe_key FROM
 
 async def store_and_advance(
     conn: Connection,
-    accounts: str | Sequence[str],
+    accounts: list[str],
     attempt_ids: list[int | None],
     *,
     call_ids: list[str | None],
@@ -173,11 +172,10 @@ async def store_and_advance(
     occurred_at: list[datetime | None],
     answered_by: list[str | None],
 ) -> dict[tuple[str, str], bool]:
-    """Keep many non-final events, each of its account (`accounts`: one per event, or one for
-    all), and move each live attempt forward to the highest of its new ones; returns the
-    (account, dedupe key) of the events that were new, each with whether the attempt it names
-    is closed `unknown` (the batch moves live attempts only)."""
-    of = [accounts] * len(dedupe_keys) if isinstance(accounts, str) else list(accounts)
+    """Keep many non-final events, each of its account (`accounts`, one per event), and move
+    each live attempt forward to the highest of its new ones; returns the (account, dedupe key)
+    of the events that were new, each with whether the attempt it names is closed `unknown`
+    (the batch moves live attempts only)."""
     rows = await conn.fetch(
         _PROGRESS_BATCH,
         attempt_ids,
@@ -189,7 +187,7 @@ async def store_and_advance(
         occurred_at,
         answered_by,
         [RANK[s] for s in statuses],
-        of,
+        accounts,
         list(LIVE),
     )
     return {(r["account"], r["dedupe_key"]): r["unknown"] for r in rows}

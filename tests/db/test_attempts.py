@@ -336,7 +336,7 @@ async def test_a_call_s_progress_is_written_in_place(database_url: str) -> None:
             for status in ("ringing", "in-progress"):
                 await store_and_advance(
                     conn,
-                    ACCOUNT,
+                    [ACCOUNT] * 3,
                     list(ids),
                     call_ids=[f"call-{n}" for n in range(1, 4)],
                     statuses=[status] * 3,

@@ -62,7 +62,7 @@ async def test_every_writer_stores_an_erased_attempts_events_empty(db, tmp_path:
         # a batch of progress events, one of them found by its call id alone
         await events.store_and_advance(
             db,
-            "sim-main",
+            ["sim-main"] * 2,
             [attempt, None],
             call_ids=[f"CALL{attempt}", f"CALL{attempt}"],
             statuses=["ringing", "in-progress"],
@@ -201,7 +201,7 @@ async def test_the_checks_run_once_per_statement_not_per_row(db, tmp_path: Path)
         await db.execute("SET LOCAL track_functions = 'pl'")
         await events.store_and_advance(
             db,
-            "sim-main",
+            ["sim-main"] * 20,
             [a for a in attempts for _ in range(4)],
             call_ids=[None] * 20,
             statuses=["ringing"] * 20,

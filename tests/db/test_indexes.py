@@ -205,7 +205,7 @@ def test_a_progress_batch_is_planned_once_and_reads_attempts_by_index(
                 for n, attempt in enumerate(live):  # batches of one, by id or by call id
                     await events.store_and_advance(
                         conn,
-                        "sim-main",
+                        ["sim-main"],
                         [attempt["id"] if n % 2 else None],
                         call_ids=[attempt["provider_call_id"]],
                         statuses=["in-progress"],
