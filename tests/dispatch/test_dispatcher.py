@@ -163,6 +163,30 @@ async def test_requests_never_leave_faster_than_the_account_rate() -> None:
     assert sent_at[-1] - sent_at[0] >= 11 / 38 - 0.05
 
 
+async def test_the_sends_of_a_span_commit_together_and_still_leave_on_their_slots() -> None:
+    """At 50 calls a second a claim's sends commit `dialing` a span (sender.SEND_SPAN_S) at a
+    time, one commit for several calls; each still leaves on its own slot: no 51 requests
+    (the figure, plus one) within a second."""
+    numbers = [f"+9198451{n:05d}" for n in range(100)]
+    sent_at: list[float] = []
+    holder: list[MemoryDispatchStore] = []
+    finish = answered_at_once(lambda: holder[0])
+
+    async def answer(call: CallRequest) -> str:
+        sent_at.append(asyncio.get_running_loop().time())
+        return await finish(call)
+
+    dispatcher, store, provider = dialing(
+        answer, numbers=numbers, rate=50.0, channels=100, wait=True
+    )
+    holder.append(store)
+    assert await run(dispatcher) == ExitCode.DONE
+    assert sorted(c.to for c in provider.placed) == numbers  # each once
+    commits = store.calls.count("begin_dial")
+    assert commits <= len(numbers) / 3, f"{commits} dialing commits for {len(numbers)} calls"
+    assert all(later - first >= 1.0 for first, later in zip(sent_at, sent_at[50:], strict=False))
+
+
 async def test_a_stop_releases_reservations_and_records_the_request_in_flight() -> None:
     in_flight = asyncio.Event()
     let_go = asyncio.Event()
