@@ -243,57 +243,59 @@ async def apply_event(
 async def apply_finals(
     conn: Connection,
     campaigns: CampaignCache,
-    account: str,
-    items: list[tuple[int | None, CallEvent]],
+    items: list[tuple[str, int | None, CallEvent]],
 ) -> list[str | asyncpg.PostgresError]:
-    """apply_event for many final events of one account: for each, "stored", "repeated" or
-    "held", as apply_event one after another would answer, with the same effects; or the
-    database's error for that event alone (its provider retries it).
+    """apply_event for many final events (account, attempt id if named, event), of any
+    accounts: for each, "stored", "repeated" or "held", as apply_event one after another would
+    answer, with the same effects; or the database's error for that event alone (its provider
+    retries it).
 
     The common case, a live attempt's first final word in the batch with no answering-machine
     result to wait for, takes two round trips for the whole batch: one read of the attempts and
     their contacts, from which Python decides each outcome and next step as settle() does; then
     one statement that stores each word and settles its attempt (closed, contact moved on,
-    webhook events written), each only if its word is new, is judged to that attempt, and the
-    attempt is still as it was read (events.store_and_settle). Everything else, and every word
-    that statement left untouched, is applied one by one by apply_event, in the batch's order.
+    webhook events written), each only if its word is new, is judged to that attempt within its
+    account, and the attempt is still as it was read (events.store_and_settle). Everything
+    else, and every word that statement left untouched, is applied one by one by apply_event,
+    in the batch's order.
 
     Words are judged to their attempts (events._JUDGE) in one statement. That is how one by
     one would judge them too, unless an earlier word of the batch records a call id a later one
-    is judged by: a batch where two words name one attempt with different call ids, or one call
-    id with different attempts (or none), is applied one by one instead.
+    is judged by: a batch where two words of an account name one attempt with different call
+    ids, or one call id with different attempts (or none), is applied one by one instead.
     """
     if not _judged_alike(items):
-        return [await _apply_alone(conn, campaigns, account, a, e) for a, e in items]
-    named = sorted({attempt_id for attempt_id, _ in items if attempt_id is not None})
-    read = await events.read_for_finals(conn, account, named)
+        return [await _apply_alone(conn, campaigns, *item) for item in items]
+    named = sorted({attempt_id for _, attempt_id, _ in items if attempt_id is not None})
+    read = await events.read_for_finals(conn, named)
     planned: list[tuple[int, Closing, Campaign, NextStep]] = []
-    attempts_seen: set[int | None] = set()
-    keys_seen: set[str] = set()
-    for index, (attempt_id, event) in enumerate(items):
-        first = attempt_id not in attempts_seen and event.dedupe_key not in keys_seen
-        attempts_seen.add(attempt_id)
-        keys_seen.add(event.dedupe_key)
+    attempts_seen: set[tuple[str, int | None]] = set()
+    keys_seen: set[tuple[str, str]] = set()
+    for index, (account, attempt_id, event) in enumerate(items):
+        first = (account, attempt_id) not in attempts_seen
+        first = first and (account, event.dedupe_key) not in keys_seen
+        attempts_seen.add((account, attempt_id))
+        keys_seen.add((account, event.dedupe_key))
         row = read.get(attempt_id) if attempt_id is not None else None
-        plan = await _plan_closing(conn, campaigns, row, event) if row and first else None
+        if row is not None and row["account"] != account:
+            row = None  # another account's attempt: apply_event stores the word, held
+        plan = await _plan_closing(conn, campaigns, account, row, event) if row and first else None
         if plan is not None:
             planned.append((index, *plan))
     closings = [closing for _, closing, _, _ in planned]
     payloads = [stored_payload(closing.event) for closing in closings]
     try:
-        closed = await events.store_and_settle(conn, account, closings, payloads)
+        closed = await events.store_and_settle(conn, closings, payloads)
     except asyncpg.PostgresError:  # one statement: nothing of it was kept; one by one, below
         closed = set()
     results: dict[int, str] = {}
     for index, closing, campaign, step in planned:
         if closing.attempt_id in closed:
             results[index] = "stored"
-            _settled(closing.attempt_id, account, campaign, closing.outcome, step)
+            _settled(closing.attempt_id, closing.account, campaign, closing.outcome, step)
     return [
-        results[index]
-        if index in results
-        else await _apply_alone(conn, campaigns, account, attempt_id, event)
-        for index, (attempt_id, event) in enumerate(items)
+        results[index] if index in results else await _apply_alone(conn, campaigns, *item)
+        for index, item in enumerate(items)
     ]
 
 
@@ -312,23 +314,28 @@ async def _apply_alone(
         return exc
 
 
-def _judged_alike(items: list[tuple[int | None, CallEvent]]) -> bool:
+def _judged_alike(items: list[tuple[str, int | None, CallEvent]]) -> bool:
     """Whether judging every event as the batch begins is judging each after the ones before
-    it: no attempt named with two call ids, no call id with two attempts (or one and none)."""
-    call_ids: dict[int, set[str | None]] = {}
-    attempts_of: dict[str, set[int | None]] = {}
-    for attempt_id, event in items:
+    it: within an account, no attempt named with two call ids, no call id with two attempts
+    (or one and none)."""
+    call_ids: dict[tuple[str, int], set[str | None]] = {}
+    attempts_of: dict[tuple[str, str], set[int | None]] = {}
+    for account, attempt_id, event in items:
         if attempt_id is not None:
-            call_ids.setdefault(attempt_id, set()).add(event.provider_call_id)
+            call_ids.setdefault((account, attempt_id), set()).add(event.provider_call_id)
         if event.provider_call_id is not None:
-            attempts_of.setdefault(event.provider_call_id, set()).add(attempt_id)
+            attempts_of.setdefault((account, event.provider_call_id), set()).add(attempt_id)
     return all(len(ids) == 1 for ids in call_ids.values()) and all(
         len(named) == 1 for named in attempts_of.values()
     )
 
 
 async def _plan_closing(
-    conn: Connection, campaigns: CampaignCache, row: asyncpg.Record, event: CallEvent
+    conn: Connection,
+    campaigns: CampaignCache,
+    account: str,
+    row: asyncpg.Record,
+    event: CallEvent,
 ) -> tuple[Closing, Campaign, NextStep] | None:
     """How a final event settles its live attempt (`row`: events.read_for_finals), decided as
     settle() decides it (outcome, answering machine, the contact's next step); None where
@@ -358,6 +365,7 @@ async def _plan_closing(
         row["jurisdiction"],
     )
     closing = Closing(
+        account,
         row["attempt_id"],
         row["state"],
         row["answered"],

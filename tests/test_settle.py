@@ -521,9 +521,9 @@ async def test_a_batch_of_finals_ends_as_applying_them_one_by_one(
     pairs = await twin_attempts(own_db, tmp_path, rng, 8)
     misrouted = seed % 2 == 1
     chosen = final_events(rng, pairs, misrouted)
-    batch = [(pairs[i][0], as_event("A", fields)) for i, fields in chosen]
+    batch = [("sim-main", pairs[i][0], as_event("A", fields)) for i, fields in chosen]
     assert misrouted or _judged_alike(batch)  # settled together, not one by one
-    answers = await apply_finals(own_db, CampaignCache(), "sim-main", batch)
+    answers = await apply_finals(own_db, CampaignCache(), batch)
     one_by_one = [
         await apply_event(own_db, CampaignCache(), "sim-main", pairs[i][1], as_event("B", f))
         for i, f in chosen
@@ -547,10 +547,12 @@ async def test_a_word_is_stored_and_settles_its_attempt_together_or_not_at_all(
     event = CallEvent("no-answer", "K", "SIMC", completed_if_answered=True)
 
     def closing(answered: bool, outcome: str, word: CallEvent = event, of: int = attempt):
-        return Closing(of, "accepted", answered, None, outcome, word, "done", None, True)
+        return Closing(
+            "sim-main", of, "accepted", answered, None, outcome, word, "done", None, True
+        )
 
     async def settles(*closings: Closing) -> set[int]:
-        return await store_and_settle(own_db, "sim-main", list(closings), [{}] * len(closings))
+        return await store_and_settle(own_db, list(closings), [{}] * len(closings))
 
     async def kept(key: str) -> int:
         return await own_db.fetchval("SELECT count(*) FROM call_events WHERE dedupe_key = $1", key)
@@ -558,10 +560,7 @@ async def test_a_word_is_stored_and_settles_its_attempt_together_or_not_at_all(
     await own_db.execute("UPDATE attempts SET answered_at = now() WHERE id = $1", attempt)
     assert await settles(closing(False, "no-answer")) == set()
     misrouted = CallEvent("busy", "M", "SIMO")  # the other attempt's call id
-    assert (
-        await store_and_settle(own_db, "sim-main", [closing(True, "busy", misrouted)], [{}])
-        == set()
-    )
+    assert await settles(closing(True, "busy", misrouted)) == set()
     assert await own_db.fetchval("SELECT state FROM attempts WHERE id = $1", attempt) == "accepted"
     assert (await kept("K"), await kept("M")) == (0, 0)
     await own_db.execute(
@@ -569,9 +568,7 @@ async def test_a_word_is_stored_and_settles_its_attempt_together_or_not_at_all(
         " ('sim-main', 'R', 'busy', '{}')"
     )
     repeated = CallEvent("busy", "R", "SIMC")
-    assert (
-        await store_and_settle(own_db, "sim-main", [closing(True, "busy", repeated)], [{}]) == set()
-    )
+    assert await settles(closing(True, "busy", repeated)) == set()
     assert await settles(closing(True, "completed")) == {attempt}
     row = await own_db.fetchrow(
         "SELECT a.state, c.state AS contact FROM attempts a JOIN contacts c"
@@ -582,6 +579,54 @@ async def test_a_word_is_stored_and_settles_its_attempt_together_or_not_at_all(
     assert await kept("K") == 1
 
 
+async def test_one_batch_of_finals_settles_each_word_within_its_own_account(
+    own_db, tmp_path: Path
+) -> None:
+    """Final words of several accounts share one statement (dialer serve gathers them): each
+    settles its attempt only within the account whose URL it came to. A word naming another
+    account's attempt settles nothing, and one dedupe key under two accounts is two words."""
+    await register_account(own_db, AccountLimits("sim-other", "sim", 10.0, 1.0, 4))
+    mine, theirs = await new_attempt(own_db, tmp_path), await new_attempt(own_db, tmp_path)
+    await own_db.execute("UPDATE attempts SET account = 'sim-other' WHERE id = $1", theirs)
+
+    def closing(account: str, attempt: int, word: CallEvent) -> Closing:
+        return Closing(
+            account, attempt, "accepted", False, None, word.status, word, "done", None, True
+        )
+
+    busy, no_answer = CallEvent("busy", "K", "CALLM"), CallEvent("no-answer", "K", "CALLT")
+    strays = [closing("sim-other", mine, CallEvent("busy", "S", "CALLS"))]
+    assert await store_and_settle(own_db, strays, [{}]) == set()  # not sim-other's attempt
+    both = [closing("sim-main", mine, busy), closing("sim-other", theirs, no_answer)]
+    assert await store_and_settle(own_db, both, [{}, {}]) == {mine, theirs}
+    states = dict(
+        await own_db.fetch("SELECT id, state FROM attempts WHERE id = ANY($1)", [mine, theirs])
+    )
+    assert states == {mine: "busy", theirs: "no-answer"}
+    stored = await own_db.fetch(
+        "SELECT account, dedupe_key, attempt_id FROM call_events ORDER BY account, dedupe_key"
+    )
+    assert [tuple(r) for r in stored] == [("sim-main", "K", mine), ("sim-other", "K", theirs)]
+
+    # through apply_finals: a word to sim-other naming sim-main's attempt never settles it
+    later, third = await new_attempt(own_db, tmp_path), await new_attempt(own_db, tmp_path)
+    other_later = await new_attempt(own_db, tmp_path)
+    await own_db.execute("UPDATE attempts SET account = 'sim-other' WHERE id = $1", other_later)
+    batch = [
+        ("sim-other", later, CallEvent("completed", "L", "CALLX")),
+        ("sim-other", other_later, CallEvent("failed", "O", "CALLO")),
+        ("sim-main", third, CallEvent("busy", "O", "CALL3")),
+    ]
+    answers = await apply_finals(own_db, CampaignCache(), batch)
+    assert answers[1:] == ["stored", "stored"]
+    states = dict(
+        await own_db.fetch(
+            "SELECT id, state FROM attempts WHERE id = ANY($1)", [later, other_later, third]
+        )
+    )
+    assert states == {later: "accepted", other_later: "failed", third: "busy"}
+
+
 async def test_a_word_the_database_refuses_fails_alone_and_nothing_of_it_is_kept(
     own_db, tmp_path: Path
 ) -> None:
@@ -590,10 +635,10 @@ async def test_a_word_the_database_refuses_fails_alone_and_nothing_of_it_is_kept
     provider retries it) and leaves nothing half-written."""
     good, bad = await new_attempt(own_db, tmp_path), await new_attempt(own_db, tmp_path)
     batch = [
-        (good, CallEvent("busy", "G", "SIMG")),
-        (bad, CallEvent("busy", "B", "SIMB", payload={"note": "a\x00b"})),
+        ("sim-main", good, CallEvent("busy", "G", "SIMG")),
+        ("sim-main", bad, CallEvent("busy", "B", "SIMB", payload={"note": "a\x00b"})),
     ]
-    answers = await apply_finals(own_db, CampaignCache(), "sim-main", batch)
+    answers = await apply_finals(own_db, CampaignCache(), batch)
     assert answers[0] == "stored"
     assert isinstance(answers[1], asyncpg.PostgresError)
     states = dict(

@@ -73,19 +73,11 @@ class Receiver:
             return list(await apply_progress(conn, self.cache, items))
 
     async def _store_finals(self, items: list[ProgressItem]) -> list[str | Exception]:
-        """Final events from concurrent requests, settled a batch per account (settle.
-        apply_finals) on one connection; an event the database refuses gets its own error, and
-        its provider retries it. Each item's answer in the items' order."""
-        by_account: dict[str, list[int]] = {}
-        for index, (account, _, _) in enumerate(items):
-            by_account.setdefault(account, []).append(index)
-        results: dict[int, str | Exception] = {}
+        """Final events from concurrent requests, of any accounts, settled in one batch
+        (settle.apply_finals): each item's answer, or its own error (an event the database
+        refuses; its provider retries it)."""
         async with self.pool.acquire() as conn:
-            for account, indexes in by_account.items():
-                batch = [(items[i][1], items[i][2]) for i in indexes]
-                answers = await apply_finals(conn, self.cache, account, batch)
-                results.update(zip(indexes, answers, strict=True))
-        return [results[index] for index in range(len(items))]
+            return list(await apply_finals(conn, self.cache, items))
 
 
 RECEIVER = web.AppKey("receiver", Receiver)

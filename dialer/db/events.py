@@ -193,20 +193,17 @@ async def store_and_advance(
     return {(r["account"], r["dedupe_key"]): r["unknown"] for r in rows}
 
 
-async def read_for_finals(
-    conn: Connection, account: str, attempt_ids: list[int]
-) -> dict[int, asyncpg.Record]:
-    """The account's attempts among these, as settling a final word needs them: state,
-    answered, answered_by, campaign_id, their contact's attempts, timezone and jurisdiction,
-    and now()."""
+async def read_for_finals(conn: Connection, attempt_ids: list[int]) -> dict[int, asyncpg.Record]:
+    """These attempts as settling a final word needs them: account, state, answered,
+    answered_by, campaign_id, their contact's attempts, timezone and jurisdiction, and now().
+    Whose they are is the caller's to check (an event settles only its own account's)."""
     rows = await conn.fetch(
-        """SELECT a.id AS attempt_id, a.state, a.answered_at IS NOT NULL AS answered,
+        """SELECT a.id AS attempt_id, a.account, a.state, a.answered_at IS NOT NULL AS answered,
                   a.answered_by, a.campaign_id, c.attempts, c.timezone, c.jurisdiction,
                   now() AS now
            FROM attempts a JOIN contacts c ON c.id = a.contact_id
-           WHERE a.id = ANY($1::bigint[]) AND a.account = $2""",
+           WHERE a.id = ANY($1::bigint[])""",
         attempt_ids,
-        account,
     )
     return {row["attempt_id"]: row for row in rows}
 
@@ -217,8 +214,10 @@ class Closing:
     attempt's contact does next.
 
     `state`, `answered` and `answered_by_before` are the attempt as read when the outcome and
-    the contact's step were decided: it is settled only if it is still so."""
+    the contact's step were decided: it is settled only if it is still so. `account` is the
+    account the word came to: it is judged within it."""
 
+    account: str
     attempt_id: int
     state: str
     answered: bool
@@ -247,16 +246,17 @@ WITH input AS (
     FROM unnest($1::bigint[], $2::text[], $3::text[], $4::int[], $5::text[], $6::jsonb[],
                 $7::text[], $8::boolean[], $9::text[], $10::text[], $11::int[],
                 $12::timestamptz[], $13::text[], $14::numeric[], $15::text[], $16::int[],
-                $17::text[], $18::text[], $19::text[], $20::timestamptz[], $21::boolean[])
+                $17::text[], $18::text[], $19::text[], $20::timestamptz[], $21::boolean[],
+                $22::text[])
         AS t(attempt_id, call_id, status, sequence, dedupe_key, payload, state, answered,
              answered_by_before, outcome, duration_s, ended_at, answered_by, cost, cost_unit,
              sip_code, stir_verstat, attestation, contact_state, next_attempt_at,
-             contact_final)
-), {_JUDGE.replace("$ACCOUNT", "$22")}, eligible AS (
+             contact_final, account)
+), {_JUDGE.replace("$ACCOUNT", "i.account")}, eligible AS (
     SELECT p.* FROM placed p
     WHERE p.known = p.attempt_id AND NOT p.keep_held
       AND NOT EXISTS (SELECT 1 FROM call_events e
-                      WHERE e.account = $22 AND e.dedupe_key = p.dedupe_key)
+                      WHERE e.account = p.account AND e.dedupe_key = p.dedupe_key)
 ), closed AS (
     UPDATE attempts a
     SET {
@@ -284,8 +284,8 @@ WITH input AS (
 ), stored AS (
     INSERT INTO call_events (attempt_id, account, provider_call_id, status, sequence,
                              dedupe_key, payload, held, problem)
-    SELECT i.attempt_id, $22, i.call_id, i.status, i.sequence, i.dedupe_key, i.kept, false,
-           NULL
+    SELECT i.attempt_id, i.account, i.call_id, i.status, i.sequence, i.dedupe_key, i.kept,
+           false, NULL
     FROM eligible i WHERE i.attempt_id IN (SELECT id FROM closed)
     ON CONFLICT (account, dedupe_key) DO NOTHING
     RETURNING attempt_id
@@ -310,12 +310,13 @@ SELECT id FROM closed
 
 
 async def store_and_settle(
-    conn: Connection, account: str, closings: list[Closing], payloads: list[dict]
+    conn: Connection, closings: list[Closing], payloads: list[dict]
 ) -> set[int]:
     """Store each final word and settle its attempt (as settle() would: the attempt closed
     with its outcome, its contact moved on, the webhook events written) in one statement,
-    each only if its event was judged to its attempt, is new, and the attempt is still as it
-    was read; the ids of the attempts settled. The rest is untouched: their words are to be
+    whatever their accounts, each only if its event was judged to its attempt within its
+    account, is new there, and the attempt is still as it was read; the ids of the attempts
+    settled. The rest is untouched: their words are to be
     applied one by one (settle.apply_event)."""
     if not closings:
         return set()
@@ -343,7 +344,7 @@ async def store_and_settle(
         [c.contact_state for c in closings],
         [c.next_attempt_at for c in closings],
         [c.contact_final for c in closings],
-        account,
+        [c.account for c in closings],
         list(TRANSITIONS["settle"].sources),
     )
     return {r["id"] for r in rows}

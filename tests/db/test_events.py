@@ -78,6 +78,7 @@ async def test_every_writer_stores_an_erased_attempts_events_empty(db, tmp_path:
     )
     final = [
         Closing(
+            "sim-main",
             a,
             "accepted",
             False,
@@ -90,7 +91,7 @@ async def test_every_writer_stores_an_erased_attempts_events_empty(db, tmp_path:
         )
         for a in (erased, kept)
     ]
-    assert await events.store_and_settle(db, "sim-main", final, [CONTENT, CONTENT]) == {
+    assert await events.store_and_settle(db, final, [CONTENT, CONTENT]) == {
         erased,
         kept,
     }
