@@ -40,6 +40,7 @@ from dialer.dispatch.claim import register_account
 from dialer.dispatch.dispatcher import Dispatcher
 from dialer.dispatch.limiter import AccountLimits
 from dialer.dispatch.pg_store import PgDispatchStore
+from dialer.dispatch.wakeups import Wakeups, listen
 from dialer.errors import ConfigError, InputError, NotFoundError
 from dialer.providers.base import Provider
 from dialer.providers.registry import adapter_for
@@ -62,7 +63,8 @@ DEFAULT_LISTEN = "127.0.0.1:8080"
 # its own, so no use can starve another (results streamed to a client that never reads, a
 # flood of dashboard requests): callbacks, what providers retry against, always keep theirs.
 SERVE_USES = {"callbacks": 8, "reconciler": 2, "webhooks": 2, "dashboard": 2, "api": 3}
-RUN_USES = {"dialing": 8, "reconciler": 2}
+# `listening`: the one connection that hears freed channels (dispatch.wakeups), held throughout
+RUN_USES = {"dialing": 8, "reconciler": 2, "listening": 1}
 ONE_OFF_USES = {"main": 4}  # a process that neither dials nor serves (call-test --no-serve)
 
 
@@ -212,7 +214,10 @@ class Runtime:
     def dispatcher(self, runs: list[AccountRun], outage: Outage, **options: Any) -> Dispatcher:
         """The Dispatcher of a dialing profile, on this runtime's store, session and health:
         a background task that dies stops it as failed, a signal stops it gracefully."""
-        store = PgDispatchStore(self.pool_for("dialing"), self.cache)
+        wakeups = Wakeups()
+        store = PgDispatchStore(self.pool_for("dialing"), self.cache, wakeups)
+        if "listening" in self.pools:  # else its claim loops wait out their timeouts
+            self.start("channel notices", listen(self.pools["listening"], wakeups))
         dispatcher = Dispatcher(
             store,
             self.session,

@@ -317,6 +317,15 @@ def close_set(v: dict[str, str]) -> str:
     updated_at = now()"""
 
 
+# Said, with the account, by every statement that closes live attempts (in its RETURNING or final
+# SELECT, over the closed rows as `a`): at its commit PostgreSQL notifies claim loops waiting
+# for a channel of that account (dispatch.wakeups), once per account however many closed. A
+# function call in the statement, not a statement of its own. A notice lost costs a wait's
+# timeout, never a call.
+CHANNEL_FREED = "dialer_channel_freed"
+FREED_NOTICE = f"pg_notify('{CHANNEL_FREED}', a.account) AS noticed"
+
+
 _CLOSE = f"""
 UPDATE attempts a
 SET {
@@ -342,7 +351,7 @@ RETURNING a.contact_id, a.campaign_id, a.attempt_no, a.phone_e164, now() AS now,
           c.attempts, c.timezone, c.jurisdiction, a.outcome, a.account, a.answered_by,
           a.requested_at,
           (SELECT make_interval(secs => n.late_placement_s) FROM accounts n
-           WHERE n.name = a.account) AS late_placement
+           WHERE n.name = a.account) AS late_placement, {FREED_NOTICE}
 """
 
 

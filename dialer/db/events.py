@@ -13,7 +13,7 @@ from datetime import datetime
 import asyncpg
 
 from dialer.calls import CallEvent
-from dialer.db.attempts import RANK_SQL, close_set, next_lookup_sql
+from dialer.db.attempts import FREED_NOTICE, RANK_SQL, close_set, next_lookup_sql
 from dialer.db.contacts import DIALING, move_on_set
 from dialer.db.types import Connection, one
 from dialer.db.webhooks import settled_source, write_ctes
@@ -305,7 +305,7 @@ WITH input AS (
         )
     )
 }
-SELECT id FROM closed
+SELECT a.id, {FREED_NOTICE} FROM closed a
 """
 
 

@@ -61,6 +61,20 @@ class Claimed:
     unplaced: PlacedCall | None = None
 
 
+@dataclass(frozen=True)
+class Claim:
+    """What a claim reserved (in send order); with nothing, whether that was because every
+    channel of the account is live: its loop then waits for one to free (dispatch.wakeups)
+    instead of asking again."""
+
+    attempts: list[Claimed]
+    channels_full: bool = False
+
+
+NOTHING = Claim([])
+CHANNELS_FULL = Claim([], channels_full=True)
+
+
 async def register_account(conn: Connection, limits: AccountLimits) -> None:
     """Create or refresh the account's shared limiter row from configuration."""
     await accounts.register(conn, limits)
@@ -74,12 +88,15 @@ async def claim(
     max_batch: int,
     horizon_s: float,
     dial_cap: int,
-) -> list[Claimed]:
-    """Reserve up to `max_batch` attempts for the account's campaigns; [] if nothing is allowed."""
+) -> Claim:
+    """Reserve up to `max_batch` attempts for the account's campaigns; none if nothing is
+    allowed (CHANNELS_FULL when every channel is live)."""
     async with conn.transaction():
         seen = await accounts.glance(conn, limits.name)
         if seen is None or not seen.state.sendable:  # paused, or resting (account_health)
-            return []
+            return NOTHING
+        if seen.live >= seen.state.channels:
+            return CHANNELS_FULL
         tokens = limiter.slots_within(seen.state, horizon_s)
         want = limiter.claimable(tokens, seen.waiting, max_batch, seen.state.channels, seen.live)
         picks: list[_Picked] = []
@@ -94,11 +111,11 @@ async def claim(
                 picks.append(picked)
                 picked_count += len(picked.rows)
         if not picks:
-            return []
+            return NOTHING
         fault_point("picked-before-account-lock")
         state = await accounts.lock_state(conn, limits.name)
         if state is None or not state.sendable:  # paused or resting meanwhile
-            return []
+            return NOTHING
         fault_point("holding-account-lock")
         channels = await attempts.free_channels(
             conn,
@@ -111,7 +128,7 @@ async def claim(
         free, waiting = channels.slots, channels.waiting  # at most picked_count slots
         given = len(free)
         if not given:
-            return []
+            return NOTHING
         # the next claim looks for free slots after the last one given here; the row is
         # written with the first campaign's attempts, in the same statement
         next_slot = limiter.next_slot_after(state.channels, free)
@@ -130,7 +147,7 @@ async def claim(
                 claimed_state,
             )
             claimed_state = None
-        return claimed
+        return Claim(claimed)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ import aiohttp
 from dialer.db.outage import TRANSIENT, DatabaseGone, Outage
 from dialer.dispatch.account_run import AccountRun
 from dialer.dispatch.callers import CallerChoice
+from dialer.dispatch.claim import NOTHING
 from dialer.dispatch.ending import (
     FIRSTS_BUSY_SHARE,
     End,
@@ -60,6 +61,15 @@ EXIT_DONE, EXIT_ERROR, EXIT_BAD_CONFIG, EXIT_WORK_LEFT = (
 CLAIM_HORIZON_S = 1.0
 MAX_BATCH = 200
 MAX_WAITING = 2 * MAX_BATCH  # claimed but not yet sent, per process: claim no more than this
+# Every channel of the account is live (or, with --wait, only calls in flight are left): its
+# claim loop waits for a call to end, woken at once by PostgreSQL's notice as an attempt closes
+# (dispatch.wakeups), and looks again after this if no notice comes while the process hears
+# them (a notice lost on a half-open connection costs a freed channel at most this), after
+# CHANNEL_WAIT_S while it cannot (the database away, a pooler that keeps no LISTEN). It used to
+# ask every 50 ms: with calls of minutes, 283 statements a settled call, nearly all of them
+# asking (bench/RESULTS.md).
+HEARD_WAIT_S = 5.0
+CHANNEL_WAIT_S = 1.0
 HOLD_CHECK_S = 5.0  # how often an idle claimer looks whether a 429 holds its account
 HOLD_SAID_FROM_S = 10.0  # a hold this long or longer is said (shorter ones are a 429's pause)
 HOLD_SAY_EVERY_S = 60.0
@@ -209,15 +219,16 @@ class Dispatcher:
             await self._pause(0.01)
             return False
         active = await self.gate.open_campaigns(account.campaigns)
-        claimed = []
+        claim = NOTHING
         if active and not self._nothing_due_yet(account, active):
-            claimed = await self.store.claim(
+            claim = await self.store.claim(
                 account.limits,
                 active,
                 max_batch=MAX_BATCH,
                 horizon_s=CLAIM_HORIZON_S,
                 dial_cap=self.dial_cap,
             )
+        claimed = claim.attempts
         if claimed:
             started = time.monotonic()
             for item in claimed:
@@ -234,8 +245,14 @@ class Dispatcher:
                 self.sender.start(account, item, started)
             await self._pause(min(CLAIM_HORIZON_S / 2, max(c.send_in_s for c in claimed)))
             return False
+        if claim.channels_full:  # nothing to decide until a call ends: wait for one
+            await self._wait_for_channel(account, CHANNEL_WAIT_S)
+            return False
         await self._say_hold(account)
         step = await self._when_idle(account, active)
+        if isinstance(step, Wait) and step.for_calls:
+            await self._wait_for_channel(account, step.seconds)
+            return False
         if isinstance(step, Wait):
             await self._pause(step.seconds)
             return False
@@ -325,6 +342,20 @@ class Dispatcher:
                 "retry_after_asked_s": round(hold.asked_s) if hold.asked_s is not None else None,
             },
         )
+
+    async def _wait_for_channel(self, account: AccountRun, timeout_s: float) -> None:
+        """Until a live attempt of the account closes (dispatch.wakeups), the run stops, or
+        HEARD_WAIT_S passes (`timeout_s` while this process cannot hear the notices)."""
+        if self.store.hears_freed_channels():
+            timeout_s = max(timeout_s, HEARD_WAIT_S)
+        freed = asyncio.ensure_future(self.store.wait_for_channel(account.name, timeout_s))
+        stopped = asyncio.ensure_future(self.stopping.wait())
+        try:
+            await asyncio.wait({freed, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (freed, stopped):
+                task.cancel()
+            await asyncio.gather(freed, stopped, return_exceptions=True)
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

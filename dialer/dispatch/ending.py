@@ -15,7 +15,12 @@ from dialer.waiting import iso
 
 IDLE_POLL_S = 0.5  # an idle loop looks again at least this often
 SENDING_POLL_S = 0.05  # while this process's own claims are being sent
-LIVE_POLL_S = 0.2  # --wait: while calls are in flight
+# --wait, with calls in flight and nothing to claim: look again as one ends (its channel frees,
+# dispatch.wakeups), or after this if no notice comes
+LIVE_POLL_S = 1.0
+# A wait this long or longer may be decided on a reused look-up of the first waiting contacts
+# (decided_on_reused)
+REUSED_FROM_S = 0.2
 # An idle loop's look-up of the first waiting contact per zone (IdleFacts.firsts) reads every
 # waiting contact of its campaigns (a million: about 0.3 s, bench/due_walk.py), and the loop
 # asks every IDLE_POLL_S: it is reused until reading it has taken at most this share of the
@@ -39,6 +44,8 @@ class Wait:
 
     seconds: float
     next_due_at: datetime | None = field(default=None, compare=False)
+    # for calls in flight to end: a channel of the account freed ends the wait (wakeups)
+    for_calls: bool = False
 
 
 @dataclass(frozen=True)
@@ -77,14 +84,14 @@ def when_idle(
         return Wait(SENDING_POLL_S)
     if not facts.firsts:
         if wait_for_calls and facts.live:
-            return Wait(LIVE_POLL_S)
+            return Wait(LIVE_POLL_S, for_calls=True)
         return Finish(complete_first=not facts.live)
     due = next_due(facts.firsts, rules, facts.now)
     next_due_at = due[0] if due else None
     limit = deadline or (facts.now + timedelta(seconds=idle_s))
     if next_due_at is None or next_due_at > limit:
         if wait_for_calls and facts.live:
-            return Wait(LIVE_POLL_S, next_due_at)
+            return Wait(LIVE_POLL_S, next_due_at, for_calls=True)
         if next_due_at is None:
             return End(ExitCode.WORK_LEFT, "no waiting contact's calling window opens again")
         why = f"the next contact is due at {iso(next_due_at)}, after this run's limit"
@@ -96,11 +103,11 @@ def when_idle(
 
 def decided_on_reused(step: Wait | Finish | End) -> bool:
     """Whether a step decided on a reused look-up of the first waiting contacts stands: only a
-    wait of LIVE_POLL_S or more, which at worst leaves a contact that became due meanwhile (a
+    wait of REUSED_FROM_S or more, which at worst leaves a contact that became due meanwhile (a
     load, a sooner retry) until the look-up is read again, 20 times what reading it took. An
     end, or the short wait of a contact due now (stale, when the claim found none), is decided
     again on a fresh look-up."""
-    return isinstance(step, Wait) and step.seconds >= LIVE_POLL_S
+    return isinstance(step, Wait) and step.seconds >= REUSED_FROM_S
 
 
 def finish(*, work_left: bool, live: bool) -> End:

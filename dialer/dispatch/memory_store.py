@@ -20,9 +20,18 @@ from dialer.calls import CallEvent
 from dialer.campaigns import Campaign
 from dialer.dispatch import limiter
 from dialer.dispatch.account_health import rest_s
-from dialer.dispatch.claim import VOID, Claimed, DialAction, DialVerdict
+from dialer.dispatch.claim import (
+    CHANNELS_FULL,
+    NOTHING,
+    VOID,
+    Claim,
+    Claimed,
+    DialAction,
+    DialVerdict,
+)
 from dialer.dispatch.limiter import AccountLimits, LimiterState
 from dialer.dispatch.store import AccountHold, CampaignFacts, DialRequest, IdleFacts
+from dialer.dispatch.wakeups import Wakeups
 from dialer.policy.due import FirstInLine, due_at
 from dialer.policy.states import LIVE, TRANSITIONS, AttemptState, ContactState
 from dialer.providers.base import Pace
@@ -81,6 +90,7 @@ class MemoryDispatchStore:
     failing: dict[str, list[BaseException]] = field(default_factory=dict)
     # A test's hook: how long reading the first waiting contacts takes (a big campaign's)
     firsts_take_s: float = 0.0
+    wakeups: Wakeups = field(default_factory=Wakeups)  # told as a live attempt closes
     _ids: int = 0
 
     # ---- set-up -------------------------------------------------------------------------
@@ -137,13 +147,15 @@ class MemoryDispatchStore:
         max_batch: int,
         horizon_s: float,
         dial_cap: int,
-    ) -> list[Claimed]:
+    ) -> Claim:
         self._called("claim")
         if not self.sendable(limits.name):
-            return []
+            return NOTHING
         state = self._state(limits.name)
         tokens = limiter.slots_within(state, horizon_s)
         live = self.live(limits.name)
+        if len(live) >= state.channels:
+            return CHANNELS_FULL
         waiting = sum(1 for a in live if a.state == AttemptState.RESERVED)
         free = limiter.free_channel_slots(
             state.channels,
@@ -188,7 +200,14 @@ class MemoryDispatchStore:
         if claimed:
             next_slot = limiter.next_slot_after(state.channels, free[: len(claimed)])
             self.limiters[limits.name] = replace(limiter.recovered(state), next_slot=next_slot)
-        return claimed
+        return Claim(claimed)
+
+    async def wait_for_channel(self, account: str, timeout_s: float) -> bool:
+        self._called("wait_for_channel")
+        return await self.wakeups.wait(account, timeout_s)
+
+    def hears_freed_channels(self) -> bool:
+        return True  # it closes every attempt itself
 
     def _due(self, campaign: Campaign, now: datetime) -> list[MemoryContact]:
         if self.status.get(campaign.id) != "active":
@@ -327,6 +346,8 @@ class MemoryDispatchStore:
         attempt = self.attempts[attempt_id]
         if attempt.state not in allowed.sources:
             return False
+        if attempt.state in LIVE:
+            self.wakeups.heard(attempt.account)
         attempt.state, attempt.error = AttemptState(settlement.outcome), settlement.error
         contact = self.contacts[attempt.contact_id]
         if attempt.state == AttemptState.NOT_DIALED:
@@ -397,6 +418,8 @@ class MemoryDispatchStore:
         attempt = self.attempts[attempt_id]
         if attempt.state not in TRANSITIONS["settle"].sources:
             return False
+        if attempt.state in LIVE:
+            self.wakeups.heard(attempt.account)
         attempt.state = outcome
         contact = self.contacts[attempt.contact_id]
         contact.state, contact.outcome = ContactState.DONE, outcome

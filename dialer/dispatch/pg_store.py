@@ -23,9 +23,10 @@ from dialer.db.campaigns import leave_active
 from dialer.db.due import HELD_CALL_LIST
 from dialer.dispatch import claim as claiming
 from dialer.dispatch.account_health import rest_s
-from dialer.dispatch.claim import Claimed, DialVerdict, begin_dial, push_back_rate
+from dialer.dispatch.claim import Claim, Claimed, DialVerdict, begin_dial, push_back_rate
 from dialer.dispatch.limiter import AccountLimits
 from dialer.dispatch.store import AccountHold, CampaignFacts, DialRequest, IdleFacts
+from dialer.dispatch.wakeups import Wakeups
 from dialer.policy.retry import retry_delay
 from dialer.providers.base import Pace
 from dialer.reconcile import Unmatched, one_unclaimed, paced_on
@@ -39,9 +40,13 @@ LIST_RETRY = timedelta(seconds=30)
 class PgDispatchStore:
     """DispatchStore on a pool; `cache` holds the campaigns settle reads."""
 
-    def __init__(self, pool: asyncpg.Pool, cache: CampaignCache) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, cache: CampaignCache, wakeups: Wakeups | None = None
+    ) -> None:
         self.pool = pool
         self.cache = cache
+        # heard by the process's listener (runtime: wakeups.listen); without one, waits time out
+        self.wakeups = wakeups or Wakeups()
 
     async def release_dial_cap_holds(self, campaign_ids: list[int], cap_figure: str) -> int:
         async with self.pool.acquire() as conn:
@@ -55,7 +60,7 @@ class PgDispatchStore:
         max_batch: int,
         horizon_s: float,
         dial_cap: int,
-    ) -> list[Claimed]:
+    ) -> Claim:
         async with self.pool.acquire() as conn:
             return await claiming.claim(
                 conn,
@@ -65,6 +70,12 @@ class PgDispatchStore:
                 horizon_s=horizon_s,
                 dial_cap=dial_cap,
             )
+
+    async def wait_for_channel(self, account: str, timeout_s: float) -> bool:
+        return await self.wakeups.wait(account, timeout_s)
+
+    def hears_freed_channels(self) -> bool:
+        return self.wakeups.listening.is_set()
 
     async def account_hold(self, account: str) -> AccountHold | None:
         async with self.pool.acquire() as conn:

@@ -14,7 +14,7 @@ from typing import Protocol
 
 from dialer.calls import CallEvent
 from dialer.campaigns import Campaign
-from dialer.dispatch.claim import Claimed, DialVerdict
+from dialer.dispatch.claim import Claim, Claimed, DialVerdict
 from dialer.dispatch.limiter import AccountLimits
 from dialer.policy.due import FirstInLine
 from dialer.providers.base import Pace
@@ -74,8 +74,18 @@ class DispatchStore(Protocol):
         max_batch: int,
         horizon_s: float,
         dial_cap: int,
-    ) -> list[Claimed]:
+    ) -> Claim:
         """Reserve attempts within the account's shared rate and channels (dispatch.claim)."""
+        ...
+
+    async def wait_for_channel(self, account: str, timeout_s: float) -> bool:
+        """Until a live attempt of the account closes (True), or `timeout_s` passes (False):
+        dispatch.wakeups."""
+        ...
+
+    def hears_freed_channels(self) -> bool:
+        """Whether wait_for_channel is told of every attempt closed now (a notice can still be
+        lost: every wait has a timeout)."""
         ...
 
     async def account_hold(self, account: str) -> AccountHold | None:

@@ -81,22 +81,26 @@ async def test_a_paused_or_resting_account_claims_nothing_and_sends_nothing(
     campaign = from_row(await db.fetchrow("SELECT * FROM campaigns WHERE name = 'paused-pool'"))
     await register_account(db, A)
     await register_account(db, B)
-    reserved = await claim(db, A, [campaign], max_batch=2, horizon_s=1.0, dial_cap=5)
+    reserved = (await claim(db, A, [campaign], max_batch=2, horizon_s=1.0, dial_cap=5)).attempts
     assert len(reserved) == 2
     await accounts.pause(db, "pool-a", "test")
-    assert await claim(db, A, [campaign], max_batch=2, horizon_s=1.0, dial_cap=5) == []
+    assert (await claim(db, A, [campaign], max_batch=2, horizon_s=1.0, dial_cap=5)).attempts == []
     # what it reserved before the pause is released unsent at the send's compare-and-set
     ready = [(c.attempt_id, "+918047112233", 20, 60) for c in reserved]
     assert set((await begin_dial(db, "pool-a", ready, 1.0)).values()) == {VOID}
     # its pool's other account dials on
-    assert len(await claim(db, B, [campaign], max_batch=2, horizon_s=1.0, dial_cap=5)) == 2
+    assert (
+        len((await claim(db, B, [campaign], max_batch=2, horizon_s=1.0, dial_cap=5)).attempts) == 2
+    )
     await accounts.resume(db, "pool-a")
     await accounts.rest(db, "pool-a", 60.0, "could not connect")
-    assert await claim(db, A, [campaign], max_batch=2, horizon_s=1.0, dial_cap=5) == []
+    assert (await claim(db, A, [campaign], max_batch=2, horizon_s=1.0, dial_cap=5)).attempts == []
     shown = json.loads(run_cli("account", "show", "pool-a", "--format", "json").stdout)[0]
     assert (shown["health"], shown["resting_reason"]) == ("resting", "could not connect")
     assert await accounts.recovered(db, "pool-a")
-    assert len(await claim(db, A, [campaign], max_batch=2, horizon_s=1.0, dial_cap=5)) == 0
+    assert (
+        len((await claim(db, A, [campaign], max_batch=2, horizon_s=1.0, dial_cap=5)).attempts) == 0
+    )
     # (none left: B took two, the released two are back and due; A had none free to judge)
 
 
@@ -110,16 +114,16 @@ async def test_a_sticky_contact_keeps_its_account_while_that_account_may_send(
     await register_account(db, A)
     await register_account(db, B)
     # the contact's first call went through pool-a, showing its number; it is due again
-    [first] = await claim(db, A, [campaign], max_batch=1, horizon_s=1.0, dial_cap=5)
+    [first] = (await claim(db, A, [campaign], max_batch=1, horizon_s=1.0, dial_cap=5)).attempts
     await db.execute(
         """UPDATE attempts SET state = 'busy', outcome = 'busy', slot = NULL,
                caller_id = '+918047112233', requested_at = now() WHERE id = $1""",
         first.attempt_id,
     )
     await db.execute("UPDATE contacts SET state = 'pending', next_attempt_at = NULL")
-    assert await claim(db, B, [campaign], max_batch=1, horizon_s=1.0, dial_cap=5) == []
+    assert (await claim(db, B, [campaign], max_batch=1, horizon_s=1.0, dial_cap=5)).attempts == []
     await accounts.pause(db, "pool-a", "maintenance")  # its account may not send: B takes it
-    [again] = await claim(db, B, [campaign], max_batch=1, horizon_s=1.0, dial_cap=5)
+    [again] = (await claim(db, B, [campaign], max_batch=1, horizon_s=1.0, dial_cap=5)).attempts
     assert again.contact_id == first.contact_id
 
 

@@ -3,7 +3,9 @@
 from datetime import timedelta
 from pathlib import Path
 
-from dialer.dispatch.claim import SEND, VOID, begin_dial
+from dialer.campaigns import from_row
+from dialer.dispatch.claim import SEND, VOID, Claim, begin_dial, claim
+from dialer.dispatch.limiter import AccountLimits
 from tests.callbacks.test_callbacks import new_attempt
 
 
@@ -129,7 +131,9 @@ async def test_a_contact_spanning_zones_is_dialed_only_when_all_are_open(
     campaign = from_row(await db.fetchrow("SELECT * FROM campaigns WHERE name = 'two-zones'"))
     limits = AccountLimits("two-zone-account", "sim", 100.0, 1.0, 5)
     await register_account(db, limits)
-    claimed = await claim(db, limits, [campaign], max_batch=10, horizon_s=1.0, dial_cap=5)
+    claimed = (
+        await claim(db, limits, [campaign], max_batch=10, horizon_s=1.0, dial_cap=5)
+    ).attempts
     assert [c.phone_e164 for c in claimed] == ["+12125550101"]
 
 
@@ -154,7 +158,8 @@ async def four_channels(run_cli, db, tmp_path: Path, name: str, numbers: list[st
     await register_account(db, limits)
 
     async def slots_of_a_claim(batch: int) -> list[int]:
-        claimed = await claim(db, limits, [campaign], max_batch=batch, horizon_s=1.0, dial_cap=5)
+        made = await claim(db, limits, [campaign], max_batch=batch, horizon_s=1.0, dial_cap=5)
+        claimed = made.attempts
         return [
             await db.fetchval("SELECT slot FROM attempts WHERE id = $1", c.attempt_id)
             for c in claimed
@@ -174,7 +179,11 @@ async def test_claims_give_channel_slots_around_the_ring_from_the_last_one_given
     assert await slots_of_a_claim(2) == [0, 1]
     assert await slots_of_a_claim(2) == [2, 3]
     assert await db.fetchval("SELECT next_slot FROM accounts WHERE name = 'ring-account'") == 0
-    assert await slots_of_a_claim(2) == []  # every channel held
+    assert await slots_of_a_claim(2) == []  # every channel held, and the claim says so:
+    campaign = from_row(await db.fetchrow("SELECT * FROM campaigns WHERE name = 'ring'"))
+    limits = AccountLimits("ring-account", "sim", 1000.0, 1.0, 4)
+    made = await claim(db, limits, [campaign], max_batch=2, horizon_s=1.0, dial_cap=5)
+    assert made == Claim([], channels_full=True)
     await db.execute(
         """UPDATE attempts SET state = 'completed', outcome = 'completed', slot = NULL
            WHERE account = 'ring-account' AND slot = 0"""
@@ -235,9 +244,11 @@ async def test_a_claim_picks_its_contacts_before_it_takes_the_account_row(
                 campaign.id,
             )
         assert len(free) == 2
-        first = await claim(holder, limits, [campaign], max_batch=1, horizon_s=1.0, dial_cap=5)
+        first = (
+            await claim(holder, limits, [campaign], max_batch=1, horizon_s=1.0, dial_cap=5)
+        ).attempts
         await holding.commit()
-        claimed = await asyncio.wait_for(claiming, 30)
+        claimed = (await asyncio.wait_for(claiming, 30)).attempts
     finally:
         await holder.close()
         await claimer.close()

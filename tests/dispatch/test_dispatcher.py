@@ -187,6 +187,35 @@ async def test_the_sends_of_a_span_commit_together_and_still_leave_on_their_slot
     assert all(later - first >= 1.0 for first, later in zip(sent_at, sent_at[50:], strict=False))
 
 
+async def test_a_loop_with_every_channel_live_waits_for_one_to_free_instead_of_asking() -> None:
+    """One channel, calls that end 0.2 s after they are accepted: while the channel is live the
+    claim loop asks nothing (no claim, no look-up of waiting contacts) until the call's end
+    wakes it, and every such wait is ended by a call's end, not by its timeout."""
+    holder: list[MemoryDispatchStore] = []
+
+    async def answer(call: CallRequest) -> str:
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.2, lambda: holder[0].finish(call.attempt_id))
+        return f"call-{call.attempt_id}"
+
+    dispatcher, store, provider = dialing(answer, numbers=NUMBERS[:5], channels=1, wait=True)
+    holder.append(store)
+    woken: list[bool] = []
+    waits = store.wait_for_channel
+
+    async def wait_for_channel(account: str, timeout_s: float) -> bool:
+        woken.append(await waits(account, timeout_s))
+        return woken[-1]
+
+    store.wait_for_channel = wait_for_channel  # type: ignore[method-assign]
+    assert await run(dispatcher) == ExitCode.DONE
+    assert len(provider.placed) == 5
+    assert woken and all(woken), woken
+    asked = Counter(store.calls)
+    assert asked["claim"] <= 3 * 5, asked
+    assert asked["idle_facts"] <= 4, asked
+
+
 async def test_a_stop_releases_reservations_and_records_the_request_in_flight() -> None:
     in_flight = asyncio.Event()
     let_go = asyncio.Event()

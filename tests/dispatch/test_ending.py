@@ -54,7 +54,7 @@ def test_own_claims_being_sent_wait_a_moment() -> None:
 def test_no_contact_waiting(live: bool, wait: bool) -> None:
     step = idle(IdleFacts(NOW, live, []), wait_for_calls=wait)
     if wait:
-        assert step == Wait(LIVE_POLL_S)  # --wait: for the calls in flight
+        assert step == Wait(LIVE_POLL_S, for_calls=True)  # --wait: for the calls in flight
     else:
         assert step == Finish(complete_first=not live)
 
@@ -73,7 +73,9 @@ def test_a_contact_due_after_the_limit_ends_the_run_with_work_left() -> None:
     deadline = NOW + timedelta(minutes=10)
     assert idle(IdleFacts(NOW, False, [later]), deadline=deadline) == Wait(IDLE_POLL_S)
     # with --wait and calls in flight, keep waiting for them
-    assert idle(IdleFacts(NOW, True, [later]), wait_for_calls=True) == Wait(LIVE_POLL_S)
+    assert idle(IdleFacts(NOW, True, [later]), wait_for_calls=True) == Wait(
+        LIVE_POLL_S, for_calls=True
+    )
 
 
 def test_outside_the_window_the_next_opening_decides() -> None:

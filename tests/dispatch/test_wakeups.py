@@ -1,0 +1,83 @@
+"""Claim loops woken as channels free (dispatch.wakeups): PostgreSQL's notice from every
+statement that closes an attempt, heard on a connection of its own, and heard again after that
+connection is lost."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import asyncpg
+
+from dialer.calls import CallEvent
+from dialer.campaigns import CampaignCache
+from dialer.dispatch.claim import register_account
+from dialer.dispatch.limiter import AccountLimits
+from dialer.dispatch.wakeups import Wakeups, listen
+from dialer.settle import Settlement, apply_finals, settle
+from tests.callbacks.test_callbacks import new_attempt
+
+HEARD_WITHIN_S = 30.0  # a bound for a busy machine; a notice comes in milliseconds
+
+
+async def listening_backend(conn: asyncpg.Connection, other_than: int | None = None) -> int:
+    """The backend whose last statement was the LISTEN (and not `other_than`), once there is
+    one."""
+    for _ in range(int(HEARD_WITHIN_S / 0.01)):
+        pid = await conn.fetchval(
+            """SELECT pid FROM pg_stat_activity WHERE query LIKE 'LISTEN%'
+               AND pid <> pg_backend_pid() AND pid IS DISTINCT FROM $1""",
+            other_than,
+        )
+        if pid is not None:
+            return pid
+        await asyncio.sleep(0.01)
+    raise AssertionError("no backend listens")
+
+
+async def test_a_wait_ends_when_told_and_a_notice_since_the_last_wait_is_kept() -> None:
+    wakeups = Wakeups()
+    assert await wakeups.wait("a", 0.0) is False  # nothing freed: the timeout ends it
+    wakeups.heard("a")  # freed while nobody waited
+    assert await wakeups.wait("a", HEARD_WITHIN_S) is True
+    waiting = asyncio.create_task(wakeups.wait("a", HEARD_WITHIN_S))
+    await asyncio.sleep(0)
+    wakeups.heard("b")  # another account's
+    wakeups.heard("a")
+    assert await waiting is True
+    assert await wakeups.wait("b", HEARD_WITHIN_S) is True
+    assert await wakeups.wait("a", 0.0) is False  # told once, woken once
+
+
+async def test_every_closing_statement_wakes_the_loop_of_its_account(
+    own_db: asyncpg.Connection, own_database_url: str, tmp_path: Path
+) -> None:
+    """An attempt closed one by one (settle) and a batch of final words (apply_finals) each
+    notify their account at commit; a connection lost is listened on again."""
+    await register_account(own_db, AccountLimits("sim-main", "sim", 100.0, 1.0, 10))
+    pool = await asyncpg.create_pool(own_database_url, min_size=0, max_size=1)
+    wakeups = Wakeups()
+    listening = asyncio.create_task(listen(pool, wakeups, again_s=0.01))
+    try:
+        await asyncio.wait_for(wakeups.listening.wait(), HEARD_WITHIN_S)
+        one, two, three = [await new_attempt(own_db, tmp_path) for _ in range(3)]
+        async with own_db.transaction():
+            await settle(own_db, CampaignCache(), one, Settlement("busy"))
+            assert not await wakeups.wait("sim-main", 0.0)  # not before the commit
+        assert await wakeups.wait("sim-main", HEARD_WITHIN_S)
+
+        listener = await listening_backend(own_db)
+        await own_db.execute("SELECT pg_terminate_backend($1)", listener)
+        await listening_backend(own_db, other_than=listener)  # it listens again, elsewhere
+
+        finals = [
+            ("sim-main", two, CallEvent("no-answer", "two", "CALL2")),
+            ("sim-main", three, CallEvent("busy", "three", "CALL3")),
+        ]
+        assert await apply_finals(own_db, CampaignCache(), finals) == ["stored", "stored"]
+        assert await wakeups.wait("sim-main", HEARD_WITHIN_S)
+        assert not await wakeups.wait("sim-main", 0.0)  # one notice for the batch's account
+    finally:
+        listening.cancel()
+        await asyncio.gather(listening, return_exceptions=True)
+        await pool.close()
