@@ -150,18 +150,52 @@ def server_cpu_s(postmaster: int) -> float:
     return total
 
 
+# The sim's calls and the campaign's timing. `short`: sub-second calls at 50/s and 60
+# channels, so that a round of 1,000 calls takes half a minute. `real`: the project's own
+# timing (bench/lost_real.py), rings of 2-30 s and calls of 10 s-3 min at Exotel's 200/min with
+# 30 channels, where the channels bind and a claim waits minutes for a channel to free.
+TIMINGS = {
+    "short": {
+        "rate": 50.0,
+        "rate_text": "50/s",
+        "channels": 60,
+        "ring": "0.2s..1s",
+        "talk": "0.5s..1.5s",
+        "campaign": 'ring_timeout = "5s"\nmax_call_duration = "10s"\nsettle_grace = "5s"\n',
+        "said": "the simulator at 50/s and 60 channels (ring 0.2–1 s, talk 0.5–1.5 s",
+    },
+    "real": {
+        "rate": 200 / 60,
+        "rate_text": "200/min",
+        "channels": 30,
+        "ring": "2s..30s",
+        "talk": "10s..3m",
+        "campaign": 'ring_timeout = "30s"\nmax_call_duration = "10m"\n',
+        "said": "the simulator at 200/min and 30 channels (ring 2–30 s, talk 10 s–3 min",
+    },
+}
+
+
 def write_files(
-    folder: Path, calls: int, sim_port: int, serve_port: int, hook_port: int, accounts: int = 1
+    folder: Path,
+    calls: int,
+    sim_port: int,
+    serve_port: int,
+    hook_port: int,
+    accounts: int = 1,
+    timing: str = "short",
 ) -> None:
-    """The campaign dials 50 calls a second through `accounts` sim accounts (a pool), each
-    with its share of the rate and of the 60 channels."""
+    """The campaign dials at the timing's rate through `accounts` sim accounts (a pool), each
+    with its share of the rate and of the channels."""
+    chosen = TIMINGS[timing]
     names = ["sim-main", *(f"sim-{n}" for n in range(2, accounts + 1))]
     (folder / "dialer.toml").write_text(
         f'listen = "127.0.0.1:{serve_port}"\n'
         + "".join(
             f'\n[accounts.{name}]\nkind = "sim"\n'
             f'base_url = "http://127.0.0.1:{sim_port}"\nsecret = "{SECRET}"\n'
-            f'rate = "{50 / accounts:g}/s"\nchannels = {60 // accounts}\n'
+            f'rate = "{chosen["rate"] / accounts:g}/s"\n'
+            f"channels = {chosen['channels'] // accounts}\n"
             for name in names
         )
         + f'\n[[webhooks]]\nurl = "http://127.0.0.1:{hook_port}/hook"\n'
@@ -175,7 +209,7 @@ def write_files(
     (folder / "cost.toml").write_text(
         f'name = "cost"\naccount = "sim-main"\n{pool}caller_id = "+918047112233"\n'
         'contacts = "cost.csv"\ndefault_region = "IN"\ntimezone = "UTC"\n'
-        'ring_timeout = "5s"\nmax_call_duration = "10s"\nsettle_grace = "5s"\n'
+        f"{chosen['campaign']}"
         'window = { start = "00:00", end = "23:59:59" }\n'
         "[retry]\nmax_attempts = 1\n"
     )
@@ -265,7 +299,7 @@ async def settled_everything(url: str, calls: int, timeout_s: float = 600) -> No
         await conn.close()
 
 
-def one_round(calls: int, waldump: bool = False, accounts: int = 1) -> dict:
+def one_round(calls: int, waldump: bool = False, accounts: int = 1, timing: str = "short") -> dict:
     with own_cluster() as (server_url, postmaster, data):
         cost_url = server_url.rsplit("/", 1)[0] + "/cost"
 
@@ -281,15 +315,18 @@ def one_round(calls: int, waldump: bool = False, accounts: int = 1) -> dict:
         asyncio.run(prepare())
         folder = Path(tempfile.mkdtemp(prefix="bench-cost-"))
         sim_port, serve_port, hook_port = free_port(), free_port(), free_port()
-        write_files(folder, calls, sim_port, serve_port, hook_port, accounts)
+        write_files(folder, calls, sim_port, serve_port, hook_port, accounts, timing)
         env = os.environ | {
             "DIALER_DATABASE_URL": cost_url,
             "DIALER_CONFIG": str(folder / "dialer.toml"),
         }
-        sim_options = ["--rate", "50/s", "--channels", "60", "--ring", "0.2s..1s"]
+        chosen = TIMINGS[timing]
+        sim_options = ["--rate", str(chosen["rate_text"]), "--channels", str(chosen["channels"])]
         sim_options += [
+            "--ring",
+            str(chosen["ring"]),
             "--talk",
-            "0.5s..1.5s",
+            str(chosen["talk"]),
             "--outcomes",
             "completed=0.7,no-answer=0.2,busy=0.1",
         ]
@@ -416,7 +453,7 @@ measured range; {total / settled:.0f} bytes a call in all; rows under 20 bytes a
 """
 
 
-def report(rounds: list[dict], calls: int, accounts: int = 1) -> str:
+def report(rounds: list[dict], calls: int, accounts: int = 1, timing: str = "short") -> str:
     def per_call(key: str) -> list[float]:
         return [r[key] / r["settled"] for r in rounds]
 
@@ -438,6 +475,8 @@ def report(rounds: list[dict], calls: int, accounts: int = 1) -> str:
     )
 
     pool = f" --accounts {accounts}" if accounts > 1 else ""
+    pool += f" --timing {timing}" if timing != "short" else ""
+    said = TIMINGS[timing]["said"]
 
     def fmt(values: list[float], digits: int = 2) -> str:
         return f"{median(values):.{digits}f} ({', '.join(f'{v:.{digits}f}' for v in values)})"
@@ -445,10 +484,10 @@ def report(rounds: list[dict], calls: int, accounts: int = 1) -> str:
     return f"""
 Command: `python bench/statements.py --calls {calls} --rounds {len(rounds)}{pool}`: per round a
 PostgreSQL cluster of its own (pg_stat_statements, `track = all`, utility statements not
-counted), {calls} contacts, one attempt each, the simulator at 50/s and 60 channels (ring
-0.2–1 s, talk 0.5–1.5 s; 70% completed, 20% no answer, 10% busy), `dialer serve`, one webhook
-endpoint subscribed; counted from just before `dialer run --wait` until every attempt is settled
-and every webhook delivered, divided by the settled attempts. Medians (rounds).
+counted), {calls} contacts, one attempt each, {said}; 70% completed, 20% no
+answer, 10% busy), `dialer serve`, one webhook endpoint subscribed; counted from just before
+`dialer run --wait` until every attempt is settled and every webhook delivered, divided by the
+settled attempts. Medians (rounds).
 
 | per settled call | measured | target |
 |---|---|---|
@@ -483,15 +522,26 @@ def main() -> None:
         default=1,
         help="dial through this many sim accounts (a pool), sharing the 50 calls a second",
     )
+    parser.add_argument(
+        "--timing",
+        choices=sorted(TIMINGS),
+        default="short",
+        help="short: sub-second calls at 50/s, 60 channels; real: rings of 2-30 s and calls of"
+        " 10 s-3 min at 200/min, 30 channels (the channels bind)",
+    )
     options = parser.parse_args()
     rounds = [
-        one_round(options.calls, options.waldump, options.accounts) for _ in range(options.rounds)
+        one_round(options.calls, options.waldump, options.accounts, options.timing)
+        for _ in range(options.rounds)
     ]
     if options.json:
         print(json.dumps(rounds, indent=1))
-    result = report(rounds, options.calls, options.accounts)
+    result = report(rounds, options.calls, options.accounts, options.timing)
     print(result)
-    write_section("What one settled call costs PostgreSQL (issue 16)", result)
+    title = "What one settled call costs PostgreSQL (issue 16)"
+    if options.timing != "short":
+        title += f", {options.timing} timing"
+    write_section(title, result)
 
 
 if __name__ == "__main__":
