@@ -32,15 +32,16 @@ from dialer.campaigns import Campaign, CampaignCache, from_row
 from dialer.config import DialerConfig, WebhookConfig
 from dialer.db import campaigns as stored
 from dialer.db import webhooks
+from dialer.db.attempts import CHANNEL_FREED
 from dialer.db.connect import open_pool
 from dialer.db.outage import Outage
 from dialer.db.types import Connection
+from dialer.db.webhooks import WEBHOOK_DUE
 from dialer.dispatch.account_run import AccountRun
 from dialer.dispatch.claim import register_account
 from dialer.dispatch.dispatcher import Dispatcher
 from dialer.dispatch.limiter import AccountLimits
 from dialer.dispatch.pg_store import PgDispatchStore
-from dialer.dispatch.wakeups import Wakeups, listen
 from dialer.errors import ConfigError, InputError, NotFoundError
 from dialer.providers.base import Provider
 from dialer.providers.registry import adapter_for
@@ -52,6 +53,7 @@ from dialer.providers.send_deadline import (
 )
 from dialer.registries import stale_copies
 from dialer.supervise import Death, Supervisor
+from dialer.wakeups import Wakeups, listen
 from dialer.web import create_app
 from dialer.webhooks.deliver import deliver_forever, keep_endpoints_forever
 
@@ -62,8 +64,15 @@ DEFAULT_LISTEN = "127.0.0.1:8080"
 # Database connections per use in `dialer serve` (and `run --serve`): each use has capacity of
 # its own, so no use can starve another (results streamed to a client that never reads, a
 # flood of dashboard requests): callbacks, what providers retry against, always keep theirs.
-SERVE_USES = {"callbacks": 8, "reconciler": 2, "webhooks": 2, "dashboard": 2, "api": 3}
-# `listening`: the one connection that hears freed channels (dispatch.wakeups), held throughout
+SERVE_USES = {
+    "callbacks": 8,
+    "reconciler": 2,
+    "webhooks": 2,
+    "dashboard": 2,
+    "api": 3,
+    "listening": 1,
+}
+# `listening`: the one connection that hears PostgreSQL's notices (dialer.wakeups), held throughout
 RUN_USES = {"dialing": 8, "reconciler": 2, "listening": 1}
 ONE_OFF_USES = {"main": 4}  # a process that neither dials nor serves (call-test --no-serve)
 
@@ -119,6 +128,10 @@ class Runtime:
         self.supervisor.on_death(lambda death: self.stopping.set())
         self._receiver: Receiver | None = None
         self._tasks: dict[str, asyncio.Task] = {}
+        # told by PostgreSQL's notices, heard by one task (hear()): claim loops wait for a free
+        # channel of their account, deliverers for deliveries to their endpoint
+        self.freed_channels = Wakeups()
+        self.webhooks_due = Wakeups()
 
     @property
     def failure(self) -> Death | None:
@@ -145,6 +158,13 @@ class Runtime:
     def pool_for(self, use: str) -> asyncpg.Pool:
         """The connections of one use (SERVE_USES), else the process's first pool."""
         return self.pools.get(use, self.pool)
+
+    def hear(self) -> None:
+        """Listen for PostgreSQL's notices (dialer.wakeups), once per process, where it has a
+        connection for them; else the loops that wait for them wait out their timeouts."""
+        if "listening" in self.pools and "notices" not in self._tasks:
+            channels = {CHANNEL_FREED: self.freed_channels, WEBHOOK_DUE: self.webhooks_due}
+            self.start("notices", listen(self.pools["listening"], channels))
 
     def start_reconciler(self) -> asyncio.Task:
         work = reconcile_forever(
@@ -174,9 +194,11 @@ class Runtime:
 
     def start_webhooks(self, hooks: list[WebhookConfig]) -> None:
         """Deliver the outbox to each endpoint (one watched task each)."""
+        self.hear()
         for hook in hooks:
             pool = self.pool_for("webhooks")
-            self.start(f"webhooks {hook.endpoint}", deliver_forever(pool, hook))
+            work = deliver_forever(pool, hook, self.webhooks_due)
+            self.start(f"webhooks {hook.endpoint}", work)
 
     async def begin(
         self,
@@ -214,10 +236,8 @@ class Runtime:
     def dispatcher(self, runs: list[AccountRun], outage: Outage, **options: Any) -> Dispatcher:
         """The Dispatcher of a dialing profile, on this runtime's store, session and health:
         a background task that dies stops it as failed, a signal stops it gracefully."""
-        wakeups = Wakeups()
-        store = PgDispatchStore(self.pool_for("dialing"), self.cache, wakeups)
-        if "listening" in self.pools:  # else its claim loops wait out their timeouts
-            self.start("channel notices", listen(self.pools["listening"], wakeups))
+        store = PgDispatchStore(self.pool_for("dialing"), self.cache, self.freed_channels)
+        self.hear()
         dispatcher = Dispatcher(
             store,
             self.session,

@@ -319,7 +319,7 @@ def close_set(v: dict[str, str]) -> str:
 
 # Said, with the account, by every statement that closes live attempts (in its RETURNING or final
 # SELECT, over the closed rows as `a`): at its commit PostgreSQL notifies claim loops waiting
-# for a channel of that account (dispatch.wakeups), once per account however many closed. A
+# for a channel of that account (dialer.wakeups), once per account however many closed. A
 # function call in the statement, not a statement of its own. A notice lost costs a wait's
 # timeout, never a call.
 CHANNEL_FREED = "dialer_channel_freed"

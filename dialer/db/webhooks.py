@@ -18,6 +18,14 @@ from dialer.db.types import Connection
 _LIVE = "w.seen_at > now() - interval '1 hour'"
 
 
+# Said by every statement that writes deliveries, per endpoint (a function call in its
+# RETURNING, not a statement): at its commit, the endpoint's deliverer wakes (webhooks.deliver);
+# PostgreSQL sends one notice per endpoint however many rows. A notice lost costs a delivery
+# its deliverer's idle wait, never the delivery.
+WEBHOOK_DUE = "dialer_webhook_due"
+DUE_NOTICE = f"pg_notify('{WEBHOOK_DUE}', endpoint)"
+
+
 def write_ctes(source: str) -> str:
     """Common table expressions (`written`, `delivered`) that write the events of `source`
     (rows of type, order_key, campaign_id, payload), each with a delivery row per endpoint
@@ -32,7 +40,7 @@ written AS (
     INSERT INTO webhook_deliveries (endpoint, event_id, order_key)
     SELECT w.name, e.id, e.order_key FROM written e
     JOIN webhook_endpoints w ON e.type = ANY (w.events) AND {_LIVE}
-    RETURNING 1
+    RETURNING 1, {DUE_NOTICE}
 )"""
 
 

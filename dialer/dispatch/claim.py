@@ -64,7 +64,7 @@ class Claimed:
 @dataclass(frozen=True)
 class Claim:
     """What a claim reserved (in send order); with nothing, whether that was because every
-    channel of the account is live: its loop then waits for one to free (dispatch.wakeups)
+    channel of the account is live: its loop then waits for one to free (dialer.wakeups)
     instead of asking again."""
 
     attempts: list[Claimed]

@@ -63,7 +63,7 @@ MAX_BATCH = 200
 MAX_WAITING = 2 * MAX_BATCH  # claimed but not yet sent, per process: claim no more than this
 # Every channel of the account is live (or, with --wait, only calls in flight are left): its
 # claim loop waits for a call to end, woken at once by PostgreSQL's notice as an attempt closes
-# (dispatch.wakeups), and looks again after this if no notice comes while the process hears
+# (dialer.wakeups), and looks again after this if no notice comes while the process hears
 # them (a notice lost on a half-open connection costs a freed channel at most this), after
 # CHANNEL_WAIT_S while it cannot (the database away, a pooler that keeps no LISTEN). It used to
 # ask every 50 ms: with calls of minutes, 283 statements a settled call, nearly all of them
@@ -344,7 +344,7 @@ class Dispatcher:
         )
 
     async def _wait_for_channel(self, account: AccountRun, timeout_s: float) -> None:
-        """Until a live attempt of the account closes (dispatch.wakeups), the run stops, or
+        """Until a live attempt of the account closes (dialer.wakeups), the run stops, or
         HEARD_WAIT_S passes (`timeout_s` while this process cannot hear the notices)."""
         if self.store.hears_freed_channels():
             timeout_s = max(timeout_s, HEARD_WAIT_S)

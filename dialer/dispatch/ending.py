@@ -16,7 +16,7 @@ from dialer.waiting import iso
 IDLE_POLL_S = 0.5  # an idle loop looks again at least this often
 SENDING_POLL_S = 0.05  # while this process's own claims are being sent
 # --wait, with calls in flight and nothing to claim: look again as one ends (its channel frees,
-# dispatch.wakeups), or after this if no notice comes
+# dialer.wakeups), or after this if no notice comes
 LIVE_POLL_S = 1.0
 # A wait this long or longer may be decided on a reused look-up of the first waiting contacts
 # (decided_on_reused)

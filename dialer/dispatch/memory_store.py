@@ -31,11 +31,11 @@ from dialer.dispatch.claim import (
 )
 from dialer.dispatch.limiter import AccountLimits, LimiterState
 from dialer.dispatch.store import AccountHold, CampaignFacts, DialRequest, IdleFacts
-from dialer.dispatch.wakeups import Wakeups
 from dialer.policy.due import FirstInLine, due_at
 from dialer.policy.states import LIVE, TRANSITIONS, AttemptState, ContactState
 from dialer.providers.base import Pace
 from dialer.settle import Settlement
+from dialer.wakeups import Wakeups
 
 LEASE = timedelta(seconds=15)
 _UNFINISHED = (ContactState.PENDING, ContactState.DIALING)

@@ -26,12 +26,12 @@ from dialer.dispatch.account_health import rest_s
 from dialer.dispatch.claim import Claim, Claimed, DialVerdict, begin_dial, push_back_rate
 from dialer.dispatch.limiter import AccountLimits
 from dialer.dispatch.store import AccountHold, CampaignFacts, DialRequest, IdleFacts
-from dialer.dispatch.wakeups import Wakeups
 from dialer.policy.retry import retry_delay
 from dialer.providers.base import Pace
 from dialer.reconcile import Unmatched, one_unclaimed, paced_on
 from dialer.registries import stale_copies
 from dialer.settle import Settlement, apply_event, record_accepted, settle
+from dialer.wakeups import Wakeups
 
 # A redial held back because the call list was unreadable: look again then.
 LIST_RETRY = timedelta(seconds=30)

@@ -83,6 +83,7 @@ class Sender:
         self.lead_s = 0.0  # how long the last `dialing` commit took (LEAD_CAP_S)
         self._waiting: dict[int, asyncio.Task] = {}  # claimed, not yet committed `dialing`
         self._sending: set[asyncio.Task] = set()  # sent, answer not yet recorded
+        self._senders: set[asyncio.Task] = set()  # every attempt's task until it ends
         self._begin: Batcher[DialRequest, DialVerdict] = Batcher(self._flush_begin)
         # accepted calls leave a commit's span apart at most: their call ids are stored together
         self._accept: Batcher[tuple[int, str | None], None] = Batcher(
@@ -103,12 +104,14 @@ class Sender:
         """Send `item` once its request slot opens (`send_in_s` after `claimed_at`)."""
         task = asyncio.create_task(self._wait_then_send(account, item, claimed_at))
         self._waiting[item.attempt_id] = task
+        self._senders.add(task)
         task.add_done_callback(lambda done: self._done(item.attempt_id, done))
 
     def _done(self, attempt_id: int, task: asyncio.Task) -> None:
         """A sender that died (database gone, a bug) stops the whole run: exit non-zero rather
         than limp on. Its attempt stays for the reconciler."""
         self._waiting.pop(attempt_id, None)
+        self._senders.discard(task)
         error = None if task.cancelled() else task.exception()
         if error is not None:
             extra = {"attempt": attempt_id, "error": repr(error)}
@@ -116,13 +119,24 @@ class Sender:
             self.on_death(attempt_id, error)
 
     async def drain(self) -> None:
-        """Release what was reserved but not sent; give requests in flight time to finish."""
+        """Release what was reserved but not sent; give requests in flight DRAIN_S to be
+        answered and recorded (a sender that fails meanwhile says so now, before the run's
+        last lines), then cancel what is left: it is the reconciler's, as at any exit."""
         reserved = list(self._waiting)
         for task in list(self._waiting.values()):
             task.cancel()
         await asyncio.gather(*self._waiting.values(), return_exceptions=True)
-        if self._sending:
-            await asyncio.wait(self._sending, timeout=DRAIN_S)
+        in_flight = self._senders | self._sending
+        if in_flight:
+            _, late = await asyncio.wait(in_flight, timeout=DRAIN_S)
+            if late:
+                log.warning(
+                    "requests still unanswered or unrecorded at the stop: the reconciler's",
+                    extra={"count": len(late)},
+                )
+                for task in late:
+                    task.cancel()
+                await asyncio.gather(*late, return_exceptions=True)
         try:
             unsent = 0
             for attempt_id in reserved:

@@ -80,7 +80,7 @@ class DispatchStore(Protocol):
 
     async def wait_for_channel(self, account: str, timeout_s: float) -> bool:
         """Until a live attempt of the account closes (True), or `timeout_s` passes (False):
-        dispatch.wakeups."""
+        dialer.wakeups."""
         ...
 
     def hears_freed_channels(self) -> bool:

@@ -23,6 +23,7 @@ from dialer.db import webhooks
 from dialer.db.outage import DATABASE_FAILURES
 from dialer.metrics import WEBHOOK_DELIVERIES
 from dialer.redaction import redact
+from dialer.wakeups import Wakeups
 from dialer.webhooks.schedule import retry_at
 from dialer.webhooks.signing import message_id, signed_headers
 
@@ -30,7 +31,12 @@ log = logging.getLogger("dialer.webhooks")
 BATCH = 100  # deliveries leased per round, all sent at once
 LEASE_S = 30.0  # longer than a round may take (REQUEST_TIMEOUT_S): one process sends it
 REQUEST_TIMEOUT_S = 10.0
-IDLE_S = 0.5  # nothing due: look again after this
+# Nothing due: look again when deliveries to the endpoint are written (PostgreSQL's notice,
+# dialer.wakeups), or after HEARD_IDLE_S while the process hears notices (for retries that
+# come due, a notice lost), IDLE_S while it cannot. Asking every 0.5 s was 9.5 statements a
+# settled call with calls of minutes (bench/RESULTS.md).
+IDLE_S = 0.5
+HEARD_IDLE_S = 5.0
 MAX_ANSWER = 64 * 1024  # of a receiver's answer, what is read (and ignored)
 
 
@@ -112,9 +118,13 @@ async def deliver_round(
     return len(rows)
 
 
-async def deliver_forever(pool: asyncpg.Pool, hook: WebhookConfig) -> None:
+async def deliver_forever(
+    pool: asyncpg.Pool, hook: WebhookConfig, due: Wakeups | None = None
+) -> None:
     """Deliver to `hook` until cancelled; a round that fails (database away) is logged and
-    tried again: the outbox keeps everything meanwhile."""
+    tried again: the outbox keeps everything meanwhile. With nothing due it waits for `due`
+    to say deliveries to the endpoint were written (or its timeout)."""
+    due = due or Wakeups()
     connector = aiohttp.TCPConnector(limit=BATCH)
     install: str | None = None
     async with aiohttp.ClientSession(connector=connector) as session:
@@ -131,7 +141,7 @@ async def deliver_forever(pool: asyncpg.Pool, hook: WebhookConfig) -> None:
                 )
                 tried = 0
             if tried == 0:
-                await asyncio.sleep(IDLE_S)
+                await due.wait(hook.endpoint, HEARD_IDLE_S if due.listening.is_set() else IDLE_S)
 
 
 async def keep_endpoints_forever(pool: asyncpg.Pool, names: list[str]) -> None:

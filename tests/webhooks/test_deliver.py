@@ -4,6 +4,7 @@ a failure kept as `exhausted` after its retries and sent again by replay."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 from collections.abc import AsyncIterator
@@ -17,6 +18,8 @@ from dialer.config import WebhookConfig
 from dialer.db import webhooks
 from dialer.db.connect import open_pool
 from dialer.metrics import WEBHOOK_DELIVERIES
+from dialer.wakeups import Wakeups, listen
+from dialer.webhooks import deliver
 from dialer.webhooks.deliver import deliver_round
 from tests.processes import until
 from tests.webhooks.receiver import Receiver
@@ -207,3 +210,35 @@ async def test_a_paused_deliverer_s_lease_expires_and_another_sends(
             await deliver_round(pool, session, hook_for(receiver.url), await install_of(pool)) == 1
         )
     assert receiver.ids() == {await msg(pool, event)}
+
+
+async def test_an_idle_deliverer_sends_as_soon_as_deliveries_are_written(
+    pool: asyncpg.Pool, own_database_url: str, receiver: Receiver, monkeypatch
+) -> None:
+    """A deliverer with nothing due waits for PostgreSQL's notice that deliveries to its
+    endpoint were written (db.webhooks.DUE_NOTICE, dialer.wakeups), not for a clock: with its
+    idle wait made an hour, a delivery written still arrives."""
+    monkeypatch.setattr(deliver, "HEARD_IDLE_S", 3600.0)
+    async with pool.acquire() as conn:
+        await webhooks.register(conn, {"crm": ["contact.final"]})
+    due = Wakeups()
+    listening_pool = await asyncpg.create_pool(own_database_url, min_size=0, max_size=1)
+    listening = asyncio.create_task(listen(listening_pool, {webhooks.WEBHOOK_DUE: due}))
+    await asyncio.wait_for(due.listening.wait(), 30)  # so the deliverer's idle wait is long
+    delivering = asyncio.create_task(deliver.deliver_forever(pool, hook_for(receiver.url), due))
+    try:
+        await until(lambda: "crm" in due._told, "the deliverer to wait")  # idle: nothing due
+        source = """SELECT 'contact.final'::text AS type, 'contact:1'::text AS order_key,
+                           1::bigint AS campaign_id, '{"key": "woken"}'::jsonb AS payload"""
+        async with pool.acquire() as conn:
+            written = await conn.fetchval(
+                f"WITH {webhooks.write_ctes(source)} SELECT count(*) FROM delivered"
+            )
+        assert written == 1
+        await until(lambda: receiver.received, "the delivery", within=60)
+        assert receiver.received[0].data == {"key": "woken"}
+    finally:
+        for task in (delivering, listening):
+            task.cancel()
+        await asyncio.gather(delivering, listening, return_exceptions=True)
+        await listening_pool.close()

@@ -1,6 +1,6 @@
-"""Claim loops woken as channels free (dispatch.wakeups): PostgreSQL's notice from every
-statement that closes an attempt, heard on a connection of its own, and heard again after that
-connection is lost."""
+"""Loops woken by PostgreSQL's notices (dialer.wakeups): claim loops as channels free (every
+statement that closes an attempt says so), deliverers as deliveries are written; heard on a
+connection of its own, and heard again after that connection is lost."""
 
 from __future__ import annotations
 
@@ -11,21 +11,22 @@ import asyncpg
 
 from dialer.calls import CallEvent
 from dialer.campaigns import CampaignCache
+from dialer.db.attempts import CHANNEL_FREED
 from dialer.dispatch.claim import register_account
 from dialer.dispatch.limiter import AccountLimits
-from dialer.dispatch.wakeups import Wakeups, listen
 from dialer.settle import Settlement, apply_finals, settle
+from dialer.wakeups import Wakeups, listen
 from tests.callbacks.test_callbacks import new_attempt
 
 HEARD_WITHIN_S = 30.0  # a bound for a busy machine; a notice comes in milliseconds
 
 
 async def listening_backend(conn: asyncpg.Connection, other_than: int | None = None) -> int:
-    """The backend whose last statement was the LISTEN (and not `other_than`), once there is
-    one."""
+    """The backend whose last statement was the LISTEN, done (and not `other_than`), once
+    there is one."""
     for _ in range(int(HEARD_WITHIN_S / 0.01)):
         pid = await conn.fetchval(
-            """SELECT pid FROM pg_stat_activity WHERE query LIKE 'LISTEN%'
+            """SELECT pid FROM pg_stat_activity WHERE query LIKE 'LISTEN%' AND state = 'idle'
                AND pid <> pg_backend_pid() AND pid IS DISTINCT FROM $1""",
             other_than,
         )
@@ -57,7 +58,7 @@ async def test_every_closing_statement_wakes_the_loop_of_its_account(
     await register_account(own_db, AccountLimits("sim-main", "sim", 100.0, 1.0, 10))
     pool = await asyncpg.create_pool(own_database_url, min_size=0, max_size=1)
     wakeups = Wakeups()
-    listening = asyncio.create_task(listen(pool, wakeups, again_s=0.01))
+    listening = asyncio.create_task(listen(pool, {CHANNEL_FREED: wakeups}, again_s=0.01))
     try:
         await asyncio.wait_for(wakeups.listening.wait(), HEARD_WITHIN_S)
         one, two, three = [await new_attempt(own_db, tmp_path) for _ in range(3)]
