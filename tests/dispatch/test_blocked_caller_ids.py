@@ -1,4 +1,4 @@
-"""A caller id that carriers block rests for the day, with real processes: a sim answers 30% of
+"""A caller id that carriers block rests for the day, with real processes: a sim answers 60% of
 one caller id's calls with SIP 603; with rest_caller_id_blocked_above = 0.2 that number stops
 being shown once 20 of its calls are judged, logged with its figures, while the campaign's
 other numbers keep dialing. The figures show in caller_id_health."""
@@ -33,7 +33,11 @@ async def test_a_blocked_caller_id_rests_and_the_others_dial_on(
 ) -> None:
     serve_port = free_port()
     options = ("--rate", "20/s", "--channels", "8", "--ring", "0.1s..0.3s", "--talk", "0.1s..0.3s")
-    with sim_provider(tmp_path, *options, "--blocked", f"{BLOCKED}=0.3") as sim:
+    # 60%, well over the rule's 20%. At 30% two CI runs ended with the number never rested and
+    # no judgement saying why; likely the sim's seeded draws: which of them fall on this
+    # number's calls depends on the order its requests arrive in, and an order that keeps its
+    # share at 20% or under on every judgement would rightly never rest it
+    with sim_provider(tmp_path, *options, "--blocked", f"{BLOCKED}=0.6") as sim:
         config = write_config(tmp_path, sim, rate="20/s", channels=8, port=serve_port)
         env = env_for(own_database_url, config)
         campaign = write_campaign(
