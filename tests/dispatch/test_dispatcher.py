@@ -146,7 +146,11 @@ async def test_every_contact_is_dialed_once_within_channels_and_the_run_ends_don
     assert dispatcher.accounts[0].ended == "every contact is final"
 
 
-async def test_requests_never_leave_faster_than_the_account_rate() -> None:
+def timed_dialing(
+    **options: object,
+) -> tuple[Dispatcher, MemoryDispatchStore, ScriptedProvider, list[float]]:
+    """dialing(), with --wait and calls answered at once, and when each request left (the
+    loop's clock), in order."""
     sent_at: list[float] = []
     holder: list[MemoryDispatchStore] = []
     finish = answered_at_once(lambda: holder[0])
@@ -155,8 +159,13 @@ async def test_requests_never_leave_faster_than_the_account_rate() -> None:
         sent_at.append(asyncio.get_running_loop().time())
         return await finish(call)
 
-    dispatcher, store, _ = dialing(answer, numbers=NUMBERS[:12], rate=40.0, wait=True)
+    dispatcher, store, provider = dialing(answer, wait=True, **options)  # type: ignore[arg-type]
     holder.append(store)
+    return dispatcher, store, provider, sent_at
+
+
+async def test_requests_never_leave_faster_than_the_account_rate() -> None:
+    dispatcher, _, _, sent_at = timed_dialing(numbers=NUMBERS[:12], rate=40.0)
     assert await run(dispatcher) == ExitCode.DONE
     # 40/s aimed at 95%: 12 requests span at least 11 intervals of 1/38 s, less the early
     # margin the limiter allows one request (limits.early_s)
@@ -168,18 +177,7 @@ async def test_the_sends_of_a_span_commit_together_and_still_leave_on_their_slot
     time, one commit for several calls; each still leaves on its own slot: no 51 requests
     (the figure, plus one) within a second."""
     numbers = [f"+9198451{n:05d}" for n in range(100)]
-    sent_at: list[float] = []
-    holder: list[MemoryDispatchStore] = []
-    finish = answered_at_once(lambda: holder[0])
-
-    async def answer(call: CallRequest) -> str:
-        sent_at.append(asyncio.get_running_loop().time())
-        return await finish(call)
-
-    dispatcher, store, provider = dialing(
-        answer, numbers=numbers, rate=50.0, channels=100, wait=True
-    )
-    holder.append(store)
+    dispatcher, store, provider, sent_at = timed_dialing(numbers=numbers, rate=50.0, channels=100)
     assert await run(dispatcher) == ExitCode.DONE
     assert sorted(c.to for c in provider.placed) == numbers  # each once
     commits = store.calls.count("begin_dial")
