@@ -278,7 +278,7 @@ async def apply_finals(
         keys_seen.add((account, event.dedupe_key))
         row = read.get(attempt_id) if attempt_id is not None else None
         if row is not None and row["account"] != account:
-            row = None  # another account's attempt: apply_event stores the word, held
+            row = None  # another account's attempt: apply_event stores the word, unattached
         plan = await _plan_closing(conn, campaigns, account, row, event) if row and first else None
         if plan is not None:
             planned.append((index, *plan))
@@ -522,7 +522,7 @@ async def apply_progress(
     try:
         new = await apply_progress_batch(conn, campaigns, items)
     except asyncpg.PostgresError:
-        alone = [await _apply_alone(conn, campaigns, account, a, e) for account, a, e in items]
+        alone = [await _apply_alone(conn, campaigns, *item) for item in items]
         return [r if isinstance(r, asyncpg.PostgresError) else r != "repeated" for r in alone]
     return [(account, event.dedupe_key) in new for account, _, event in items]
 

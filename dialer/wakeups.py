@@ -35,9 +35,11 @@ class Wakeups:
         """Work for `key` was committed."""
         self._event(key).set()
 
-    async def wait(self, key: str, timeout_s: float) -> bool:
-        """Until work for `key` comes (True) or `timeout_s` passes (False); work that came
-        since the last wait ends this one at once."""
+    async def wait(self, key: str, unheard_s: float, heard_s: float | None = None) -> bool:
+        """Until work for `key` comes (True) or the wait's time passes (False): `heard_s` while
+        notices are heard (a lost one costs that long), `unheard_s` while they cannot be (or
+        always, without `heard_s`). Work that came since the last wait ends this one at once."""
+        timeout_s = heard_s if heard_s is not None and self.listening.is_set() else unheard_s
         told = self._event(key)
         try:
             async with asyncio.timeout(max(0.0, timeout_s)):

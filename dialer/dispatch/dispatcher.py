@@ -343,12 +343,11 @@ class Dispatcher:
             },
         )
 
-    async def _wait_for_channel(self, account: AccountRun, timeout_s: float) -> None:
+    async def _wait_for_channel(self, account: AccountRun, unheard_s: float) -> None:
         """Until a live attempt of the account closes (dialer.wakeups), the run stops, or
-        HEARD_WAIT_S passes (`timeout_s` while this process cannot hear the notices)."""
-        if self.store.hears_freed_channels():
-            timeout_s = max(timeout_s, HEARD_WAIT_S)
-        freed = asyncio.ensure_future(self.store.wait_for_channel(account.name, timeout_s))
+        HEARD_WAIT_S passes (`unheard_s` while this process cannot hear the notices)."""
+        waiting = self.store.wait_for_channel(account.name, unheard_s, HEARD_WAIT_S)
+        freed = asyncio.ensure_future(waiting)
         stopped = asyncio.ensure_future(self.stopping.wait())
         try:
             await asyncio.wait({freed, stopped}, return_when=asyncio.FIRST_COMPLETED)

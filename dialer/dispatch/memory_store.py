@@ -93,6 +93,9 @@ class MemoryDispatchStore:
     wakeups: Wakeups = field(default_factory=Wakeups)  # told as a live attempt closes
     _ids: int = 0
 
+    def __post_init__(self) -> None:
+        self.wakeups.listening.set()  # every closing is its own, so it tells of each one
+
     # ---- set-up -------------------------------------------------------------------------
 
     def add_account(self, limits: AccountLimits) -> None:
@@ -202,12 +205,9 @@ class MemoryDispatchStore:
             self.limiters[limits.name] = replace(limiter.recovered(state), next_slot=next_slot)
         return Claim(claimed)
 
-    async def wait_for_channel(self, account: str, timeout_s: float) -> bool:
+    async def wait_for_channel(self, account: str, unheard_s: float, heard_s: float) -> bool:
         self._called("wait_for_channel")
-        return await self.wakeups.wait(account, timeout_s)
-
-    def hears_freed_channels(self) -> bool:
-        return True  # it closes every attempt itself
+        return await self.wakeups.wait(account, unheard_s, heard_s)
 
     def _due(self, campaign: Campaign, now: datetime) -> list[MemoryContact]:
         if self.status.get(campaign.id) != "active":

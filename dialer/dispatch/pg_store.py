@@ -71,11 +71,8 @@ class PgDispatchStore:
                 dial_cap=dial_cap,
             )
 
-    async def wait_for_channel(self, account: str, timeout_s: float) -> bool:
-        return await self.wakeups.wait(account, timeout_s)
-
-    def hears_freed_channels(self) -> bool:
-        return self.wakeups.listening.is_set()
+    async def wait_for_channel(self, account: str, unheard_s: float, heard_s: float) -> bool:
+        return await self.wakeups.wait(account, unheard_s, heard_s)
 
     async def account_hold(self, account: str) -> AccountHold | None:
         async with self.pool.acquire() as conn:

@@ -78,14 +78,9 @@ class DispatchStore(Protocol):
         """Reserve attempts within the account's shared rate and channels (dispatch.claim)."""
         ...
 
-    async def wait_for_channel(self, account: str, timeout_s: float) -> bool:
-        """Until a live attempt of the account closes (True), or `timeout_s` passes (False):
-        dialer.wakeups."""
-        ...
-
-    def hears_freed_channels(self) -> bool:
-        """Whether wait_for_channel is told of every attempt closed now (a notice can still be
-        lost: every wait has a timeout)."""
+    async def wait_for_channel(self, account: str, unheard_s: float, heard_s: float) -> bool:
+        """Until a live attempt of the account closes (True), or the wait's time passes
+        (False): `heard_s` while closings are heard, `unheard_s` while not (Wakeups.wait)."""
         ...
 
     async def account_hold(self, account: str) -> AccountHold | None:

@@ -143,10 +143,8 @@ async def deliver_forever(
                     extra={"endpoint": hook.endpoint, "error": f"{type(exc).__name__}: {exc}"},
                 )
                 tried = 0
-            if tried < BATCH:
-                idle_s = HEARD_IDLE_S if due.listening.is_set() else IDLE_S
-                if await due.wait(hook.endpoint, idle_s):
-                    await asyncio.sleep(GATHER_S)
+            if tried < BATCH and await due.wait(hook.endpoint, IDLE_S, HEARD_IDLE_S):
+                await asyncio.sleep(GATHER_S)
 
 
 async def keep_endpoints_forever(pool: asyncpg.Pool, names: list[str]) -> None:

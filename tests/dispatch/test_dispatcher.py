@@ -201,8 +201,8 @@ async def test_a_loop_with_every_channel_live_waits_for_one_to_free_instead_of_a
     woken: list[bool] = []
     waits = store.wait_for_channel
 
-    async def wait_for_channel(account: str, timeout_s: float) -> bool:
-        woken.append(await waits(account, timeout_s))
+    async def wait_for_channel(account: str, unheard_s: float, heard_s: float) -> bool:
+        woken.append(await waits(account, unheard_s, heard_s))
         return woken[-1]
 
     store.wait_for_channel = wait_for_channel  # type: ignore[method-assign]
