@@ -35,10 +35,15 @@ class Wakeups:
         """Work for `key` was committed."""
         self._event(key).set()
 
-    async def wait(self, key: str, unheard_s: float, heard_s: float | None = None) -> bool:
-        """Until work for `key` comes (True) or the wait's time passes (False): `heard_s` while
-        notices are heard (a lost one costs that long), `unheard_s` while they cannot be (or
-        always, without `heard_s`). Work that came since the last wait ends this one at once."""
+    async def wait(
+        self, key: str, unheard_s: float, heard_s: float | None = None, gather_s: float = 0.0
+    ) -> bool:
+        """Until work for `key` comes and `gather_s` more pass (True), or the wait's time passes
+        (False): `heard_s` while notices are heard (a lost one costs that long), `unheard_s`
+        while they cannot be (or always, without `heard_s`). Work that came since the last wait
+        ends this one at once. Work that comes while gathering is taken with the first (what
+        the loop does next sees it all: a notice is sent after its commit), so it does not end
+        the next wait at once; work after that does."""
         timeout_s = heard_s if heard_s is not None and self.listening.is_set() else unheard_s
         told = self._event(key)
         try:
@@ -46,6 +51,8 @@ class Wakeups:
                 await told.wait()
         except TimeoutError:
             return False
+        if gather_s > 0:
+            await asyncio.sleep(gather_s)
         told.clear()
         return True
 

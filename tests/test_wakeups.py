@@ -50,6 +50,20 @@ async def test_a_wait_ends_when_told_and_a_notice_since_the_last_wait_is_kept() 
     assert await wakeups.wait("a", 0.0) is False  # told once, woken once
 
 
+async def test_work_told_while_gathering_is_taken_with_the_first() -> None:
+    """A wait that gathers: what is told during its gather is seen by the round that follows,
+    so it does not end the next wait at once; what is told after the wait ended does."""
+    wakeups = Wakeups()
+    wakeups.heard("a")
+    waiting = asyncio.create_task(wakeups.wait("a", HEARD_WITHIN_S, gather_s=0.2))
+    await asyncio.sleep(0.05)  # the wait is gathering now
+    wakeups.heard("a")  # a second channel freed in the same moment
+    assert await waiting is True
+    assert await wakeups.wait("a", 0.0) is False
+    wakeups.heard("a")
+    assert await wakeups.wait("a", 0.0, gather_s=0.01) is True
+
+
 async def test_every_closing_statement_wakes_the_loop_of_its_account(
     own_db: asyncpg.Connection, own_database_url: str, tmp_path: Path
 ) -> None:

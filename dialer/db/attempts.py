@@ -85,9 +85,11 @@ WHERE a.account = $1 AND a.live
 
 @dataclass(frozen=True)
 class FreeChannels:
-    """What a claim may give out of an account's channels: `waiting`, its attempts claimed and
-    not yet sent; `slots`, free channel slots, in the order to give them."""
+    """What a claim may give out of an account's channels: `live`, its attempts holding a
+    channel; `waiting`, of them those claimed and not yet sent; `slots`, free channel slots, in
+    the order to give them."""
 
+    live: int
     waiting: int
     slots: list[int]
 
@@ -104,7 +106,7 @@ async def free_channels(
     wanted = claimable(tokens, waiting, max_batch, channels, row["live"])
     held = set(row["held"])
     slots = free_channel_slots(channels, cursor, held, row["live"], wanted)
-    return FreeChannels(waiting, slots)
+    return FreeChannels(row["live"], waiting, slots)
 
 
 _RESERVE = """

@@ -63,9 +63,9 @@ class Claimed:
 
 @dataclass(frozen=True)
 class Claim:
-    """What a claim reserved (in send order); with nothing, whether that was because every
-    channel of the account is live: its loop then waits for one to free (dialer.wakeups)
-    instead of asking again."""
+    """What a claim reserved (in send order), and whether every channel of the account is
+    live now (`channels_full`: none was free, or this claim took the last ones): its loop then
+    waits for one to free (dialer.wakeups) instead of asking again."""
 
     attempts: list[Claimed]
     channels_full: bool = False
@@ -147,7 +147,7 @@ async def claim(
                 claimed_state,
             )
             claimed_state = None
-        return Claim(claimed)
+        return Claim(claimed, channels_full=channels.live + len(claimed) >= state.channels)
 
 
 @dataclass(frozen=True)

@@ -203,11 +203,13 @@ class MemoryDispatchStore:
         if claimed:
             next_slot = limiter.next_slot_after(state.channels, free[: len(claimed)])
             self.limiters[limits.name] = replace(limiter.recovered(state), next_slot=next_slot)
-        return Claim(claimed)
+        return Claim(claimed, channels_full=len(live) + len(claimed) >= state.channels)
 
-    async def wait_for_channel(self, account: str, unheard_s: float, heard_s: float) -> bool:
+    async def wait_for_channel(
+        self, account: str, unheard_s: float, heard_s: float, gather_s: float
+    ) -> bool:
         self._called("wait_for_channel")
-        return await self.wakeups.wait(account, unheard_s, heard_s)
+        return await self.wakeups.wait(account, unheard_s, heard_s, gather_s)
 
     def _due(self, campaign: Campaign, now: datetime) -> list[MemoryContact]:
         if self.status.get(campaign.id) != "active":

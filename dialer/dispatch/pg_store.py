@@ -71,8 +71,10 @@ class PgDispatchStore:
                 dial_cap=dial_cap,
             )
 
-    async def wait_for_channel(self, account: str, unheard_s: float, heard_s: float) -> bool:
-        return await self.wakeups.wait(account, unheard_s, heard_s)
+    async def wait_for_channel(
+        self, account: str, unheard_s: float, heard_s: float, gather_s: float
+    ) -> bool:
+        return await self.wakeups.wait(account, unheard_s, heard_s, gather_s)
 
     async def account_hold(self, account: str) -> AccountHold | None:
         async with self.pool.acquire() as conn:

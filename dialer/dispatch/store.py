@@ -78,9 +78,12 @@ class DispatchStore(Protocol):
         """Reserve attempts within the account's shared rate and channels (dispatch.claim)."""
         ...
 
-    async def wait_for_channel(self, account: str, unheard_s: float, heard_s: float) -> bool:
-        """Until a live attempt of the account closes (True), or the wait's time passes
-        (False): `heard_s` while closings are heard, `unheard_s` while not (Wakeups.wait)."""
+    async def wait_for_channel(
+        self, account: str, unheard_s: float, heard_s: float, gather_s: float
+    ) -> bool:
+        """Until a live attempt of the account closes and `gather_s` more pass (True), or the
+        wait's time passes (False): `heard_s` while closings are heard, `unheard_s` while not
+        (Wakeups.wait)."""
         ...
 
     async def account_hold(self, account: str) -> AccountHold | None:

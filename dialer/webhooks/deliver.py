@@ -143,8 +143,8 @@ async def deliver_forever(
                     extra={"endpoint": hook.endpoint, "error": f"{type(exc).__name__}: {exc}"},
                 )
                 tried = 0
-            if tried < BATCH and await due.wait(hook.endpoint, IDLE_S, HEARD_IDLE_S):
-                await asyncio.sleep(GATHER_S)
+            if tried < BATCH:
+                await due.wait(hook.endpoint, IDLE_S, HEARD_IDLE_S, GATHER_S)
 
 
 async def keep_endpoints_forever(pool: asyncpg.Pool, names: list[str]) -> None:

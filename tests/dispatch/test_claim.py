@@ -191,6 +191,21 @@ async def test_claims_give_channel_slots_around_the_ring_from_the_last_one_given
     assert await slots_of_a_claim(2) == [0]
 
 
+async def test_a_claim_that_takes_the_last_free_channels_says_every_channel_is_live(
+    run_cli, db, tmp_path: Path
+) -> None:
+    """Four channels: a claim of two leaves two free; the next claim of two takes them and says
+    every channel is live, so its loop waits for a call's end instead of asking again."""
+    numbers = [f"+1212555050{n}" for n in range(4)]  # none live elsewhere
+    await four_channels(run_cli, db, tmp_path, "fill", numbers)
+    campaign = from_row(await db.fetchrow("SELECT * FROM campaigns WHERE name = 'fill'"))
+    limits = AccountLimits("fill-account", "sim", 1000.0, 1.0, 4)
+    first = await claim(db, limits, [campaign], max_batch=2, horizon_s=1.0, dial_cap=5)
+    assert len(first.attempts) == 2 and not first.channels_full
+    second = await claim(db, limits, [campaign], max_batch=2, horizon_s=1.0, dial_cap=5)
+    assert len(second.attempts) == 2 and second.channels_full
+
+
 async def test_the_cursor_outlives_the_claim_that_moved_it(run_cli, db, tmp_path: Path) -> None:
     """Slots 0 and 1 given, then the call in slot 0 ended: the next claim gives slot 2, after
     the last one given, not the lowest free one (the cursor is stored with the account)."""

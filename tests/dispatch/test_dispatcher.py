@@ -201,8 +201,10 @@ async def test_a_loop_with_every_channel_live_waits_for_one_to_free_instead_of_a
     woken: list[bool] = []
     waits = store.wait_for_channel
 
-    async def wait_for_channel(account: str, unheard_s: float, heard_s: float) -> bool:
-        woken.append(await waits(account, unheard_s, heard_s))
+    async def wait_for_channel(
+        account: str, unheard_s: float, heard_s: float, gather_s: float
+    ) -> bool:
+        woken.append(await waits(account, unheard_s, heard_s, gather_s))
         return woken[-1]
 
     store.wait_for_channel = wait_for_channel  # type: ignore[method-assign]
@@ -212,6 +214,27 @@ async def test_a_loop_with_every_channel_live_waits_for_one_to_free_instead_of_a
     asked = Counter(store.calls)
     assert asked["claim"] <= 3 * 5, asked
     assert asked["idle_facts"] <= 4, asked
+
+
+async def test_calls_ending_together_are_claimed_together() -> None:
+    """Four channels, calls that end 0.2 s after they are accepted, sent 20 ms apart (50/s):
+    the four of a claim end within 60 ms, and the loop, woken by the first, claims them all in
+    one claim (dispatcher.CHANNEL_GATHER_S) and, having taken the last free channels, waits
+    for a call's end instead of asking again: about a claim a batch."""
+    holder: list[MemoryDispatchStore] = []
+
+    async def answer(call: CallRequest) -> str:
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.2, lambda: holder[0].finish(call.attempt_id))
+        return f"call-{call.attempt_id}"
+
+    numbers = [f"+9198452{n:05d}" for n in range(16)]
+    dispatcher, store, provider = dialing(answer, numbers=numbers, rate=50.0, channels=4, wait=True)
+    holder.append(store)
+    assert await run(dispatcher) == ExitCode.DONE
+    assert sorted(c.to for c in provider.placed) == numbers  # each once
+    claims = store.calls.count("claim")
+    assert claims <= len(numbers) / 4 + 2, f"{claims} claims for {len(numbers)} calls"
 
 
 async def test_a_stop_releases_reservations_and_records_the_request_in_flight() -> None:
