@@ -236,6 +236,7 @@ class Dispatcher:
         claimed = claim.attempts
         if claimed:
             started = time.monotonic()
+            first_slot_s = min(c.send_in_s for c in claimed)
             for item in claimed:
                 log.info(
                     "attempt created",
@@ -247,7 +248,7 @@ class Dispatcher:
                         "to": item.phone_e164,
                     },
                 )
-                self.sender.start(account, item, started)
+                self.sender.start(account, item, started, first_slot_s)
             if claim.channels_full:  # it took the last free channels: wait for one to free
                 await self._wait_for_channel(account, CHANNEL_WAIT_S)
             else:

@@ -100,9 +100,12 @@ class Sender:
         """Whether any claim of this process is still being sent or recorded."""
         return bool(self._waiting or self._sending)
 
-    def start(self, account: AccountRun, item: Claimed, claimed_at: float) -> None:
-        """Send `item` once its request slot opens (`send_in_s` after `claimed_at`)."""
-        task = asyncio.create_task(self._wait_then_send(account, item, claimed_at))
+    def start(
+        self, account: AccountRun, item: Claimed, claimed_at: float, spans_from_s: float = 0.0
+    ) -> None:
+        """Send `item` once its request slot opens (`send_in_s` after `claimed_at`); its claim's
+        sends are cut into spans (SEND_SPAN_S) from `spans_from_s`, the claim's first slot."""
+        task = asyncio.create_task(self._wait_then_send(account, item, claimed_at, spans_from_s))
         self._waiting[item.attempt_id] = task
         self._senders.add(task)
         task.add_done_callback(lambda done: self._done(item.attempt_id, done))
@@ -150,10 +153,15 @@ class Sender:
         if unsent:
             log.info("released unsent reservations", extra={"count": unsent})
 
-    async def _wait_then_send(self, account: AccountRun, item: Claimed, claimed_at: float) -> None:
+    async def _wait_then_send(
+        self, account: AccountRun, item: Claimed, claimed_at: float, spans_from_s: float
+    ) -> None:
         # ask at the start of the span its slot falls in, one commit ahead: the senders of that
-        # span ask together, and one commit gives each its slot on time
-        span_start = math.floor(item.send_in_s / SEND_SPAN_S) * SEND_SPAN_S
+        # span ask together, and one commit gives each its slot on time. A claim's spans start
+        # at its first slot: a claim of a span's worth of sends commits once, wherever its
+        # slots fall on the clock (cut from the claim's commit, most claims took two)
+        into_claim = math.floor((item.send_in_s - spans_from_s) / SEND_SPAN_S) * SEND_SPAN_S
+        span_start = spans_from_s + into_claim
         due = claimed_at + span_start - self.lead_s
         await asyncio.sleep(max(0.0, due - time.monotonic()))
         campaign = account.campaign(item.campaign_id)

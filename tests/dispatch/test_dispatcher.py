@@ -6,8 +6,10 @@ of provider refusals, in milliseconds. The PostgreSQL store keeps the process te
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 import aiohttp
@@ -235,6 +237,38 @@ async def test_calls_ending_together_are_claimed_together() -> None:
     assert sorted(c.to for c in provider.placed) == numbers  # each once
     claims = store.calls.count("claim")
     assert claims <= len(numbers) / 4 + 2, f"{claims} claims for {len(numbers)} calls"
+
+
+async def test_a_claim_of_a_span_of_sends_commits_them_once_wherever_its_slots_fall() -> None:
+    """A claim's five sends whose slots open 20 ms apart from 50 ms after it (80 ms from the
+    first to the last, across the clock's 100 ms mark): its spans start at its first slot
+    (sender.SEND_SPAN_S), so one commit gives them all their slots, not two."""
+    holder: list[MemoryDispatchStore] = []
+    finish = answered_at_once(lambda: holder[0])
+    all_sent = asyncio.Event()
+
+    async def answer(call: CallRequest) -> str:
+        if len(provider.placed) == 5:
+            all_sent.set()
+        return await finish(call)
+
+    dispatcher, store, provider = dialing(answer, numbers=NUMBERS[:5], rate=50.0, channels=5)
+    holder.append(store)
+    account = dispatcher.accounts[0]
+    made = await store.claim(
+        account.limits, account.campaigns, max_batch=5, horizon_s=1.0, dial_cap=5
+    )
+    shifted = [replace(c, send_in_s=0.05 + n * 0.02) for n, c in enumerate(made.attempts)]
+    started = time.monotonic()  # the sender's clock
+    try:
+        for item in shifted:
+            dispatcher.sender.start(account, item, started, shifted[0].send_in_s)
+        await asyncio.wait_for(all_sent.wait(), 30)
+    finally:
+        await dispatcher.sender.drain()
+        await dispatcher.session.close()
+    assert sorted(c.to for c in provider.placed) == sorted(NUMBERS[:5])
+    assert store.calls.count("begin_dial") == 1, store.calls
 
 
 async def test_a_stop_releases_reservations_and_records_the_request_in_flight() -> None:
