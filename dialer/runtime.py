@@ -33,6 +33,7 @@ from dialer.config import DialerConfig, WebhookConfig
 from dialer.db import campaigns as stored
 from dialer.db import webhooks
 from dialer.db.attempts import CHANNEL_FREED
+from dialer.db.campaigns import CAMPAIGN_STATUS
 from dialer.db.connect import open_pool
 from dialer.db.outage import Outage
 from dialer.db.types import Connection
@@ -132,6 +133,7 @@ class Runtime:
         # channel of their account, deliverers for deliveries to their endpoint
         self.freed_channels = Wakeups()
         self.webhooks_due = Wakeups()
+        self.campaign_statuses = Wakeups()  # claim loops keep the active campaigns until told
 
     @property
     def failure(self) -> Death | None:
@@ -163,7 +165,11 @@ class Runtime:
         """Listen for PostgreSQL's notices (dialer.wakeups), once per process, where it has a
         connection for them; else the loops that wait for them wait out their timeouts."""
         if "listening" in self.pools and "notices" not in self._tasks:
-            channels = {CHANNEL_FREED: self.freed_channels, WEBHOOK_DUE: self.webhooks_due}
+            channels = {
+                CHANNEL_FREED: self.freed_channels,
+                WEBHOOK_DUE: self.webhooks_due,
+                CAMPAIGN_STATUS: self.campaign_statuses,
+            }
             self.start("notices", listen(self.pools["listening"], channels))
 
     def start_reconciler(self) -> asyncio.Task:
@@ -236,7 +242,9 @@ class Runtime:
     def dispatcher(self, runs: list[AccountRun], outage: Outage, **options: Any) -> Dispatcher:
         """The Dispatcher of a dialing profile, on this runtime's store, session and health:
         a background task that dies stops it as failed, a signal stops it gracefully."""
-        store = PgDispatchStore(self.pool_for("dialing"), self.cache, self.freed_channels)
+        store = PgDispatchStore(
+            self.pool_for("dialing"), self.cache, self.freed_channels, self.campaign_statuses
+        )
         self.hear()
         dispatcher = Dispatcher(
             store,

@@ -29,11 +29,18 @@ class Wakeups:
 
     def __init__(self) -> None:
         self._told: dict[str, asyncio.Event] = {}
+        self._times: dict[str, int] = {}
         self.listening = asyncio.Event()  # set while `listen` hears PostgreSQL's notices
 
     def heard(self, key: str) -> None:
         """Work for `key` was committed."""
+        self._times[key] = self._times.get(key, 0) + 1
         self._event(key).set()
+
+    def times_told(self, key: str) -> int:
+        """How many times work for `key` was told: what a reader keeps is still good while
+        this is what it was when it read (and notices are heard)."""
+        return self._times.get(key, 0)
 
     async def wait(
         self, key: str, unheard_s: float, heard_s: float | None = None, gather_s: float = 0.0

@@ -43,6 +43,12 @@ async def status_of(conn: Connection, campaign_id: int) -> str | None:
     return await conn.fetchval("SELECT status FROM campaigns WHERE id = $1", campaign_id)
 
 
+# Said by PostgreSQL at the commit of every statement that changes a campaign's status
+# (migration 0037's trigger), with an empty payload: a process that keeps which campaigns are
+# active reads them again (dispatch.pg_store).
+CAMPAIGN_STATUS = "dialer_campaign_status"
+
+
 async def active_among(conn: Connection, ids: list[int]) -> set[int]:
     """Which of these campaigns are `active` now."""
     rows = await conn.fetch(

@@ -21,6 +21,7 @@ from dialer.db import attempts, contacts, server
 from dialer.db import campaigns as stored
 from dialer.db.campaigns import leave_active
 from dialer.db.due import HELD_CALL_LIST
+from dialer.db.types import Connection
 from dialer.dispatch import claim as claiming
 from dialer.dispatch.account_health import rest_s
 from dialer.dispatch.claim import Claim, Claimed, DialVerdict, begin_dial, push_back_rate
@@ -41,12 +42,21 @@ class PgDispatchStore:
     """DispatchStore on a pool; `cache` holds the campaigns settle reads."""
 
     def __init__(
-        self, pool: asyncpg.Pool, cache: CampaignCache, wakeups: Wakeups | None = None
+        self,
+        pool: asyncpg.Pool,
+        cache: CampaignCache,
+        wakeups: Wakeups | None = None,
+        statuses: Wakeups | None = None,
     ) -> None:
         self.pool = pool
         self.cache = cache
         # heard by the process's listener (runtime: wakeups.listen); without one, waits time out
         self.wakeups = wakeups or Wakeups()
+        # campaigns' status changes (db.campaigns.CAMPAIGN_STATUS); without a listener, the
+        # active campaigns are read at every round
+        self.statuses = statuses or Wakeups()
+        # per list of campaigns: which were active, read when statuses were told so many times
+        self._active: dict[tuple[int, ...], tuple[int, frozenset[int]]] = {}
 
     async def release_dial_cap_holds(self, campaign_ids: list[int], cap_figure: str) -> int:
         async with self.pool.acquire() as conn:
@@ -90,12 +100,28 @@ class PgDispatchStore:
                 for campaign in campaigns:
                     await trip_breaker_if_failing(conn, campaign.id)
                     resting[campaign.id] = await rest_tired_caller_ids(conn, campaign)
+            completed = False
             for campaign in campaigns:  # before every claim: overshoot only in flight
-                await complete_if_goal_reached(conn, campaign)
-            active = await stored.active_among(conn, [c.id for c in campaigns])
+                completed |= await complete_if_goal_reached(conn, campaign) is not None
+            active = await self._active_among(conn, campaigns, read=control or completed)
             # A registry copy may turn too old during a long run (dialer.registries).
             stale = await stale_copies(conn, [c for c in campaigns if c.id in active])
         return CampaignFacts(frozenset(active), stale, resting)
+
+    async def _active_among(
+        self, conn: Connection, campaigns: list[Campaign], *, read: bool
+    ) -> frozenset[int]:
+        """Which of `campaigns` are active: read when asked to (`read`: every CONTROL_EVERY_S,
+        or a goal was met), when their status changed since the last read (its notice heard),
+        or when notices cannot be heard; else as last read. What a stale answer costs is a
+        reservation released unsent: a send commits only while its campaign is active."""
+        key = tuple(c.id for c in campaigns)
+        told = self.statuses.times_told("")
+        kept = self._active.get(key)
+        if read or kept is None or kept[0] != told or not self.statuses.listening.is_set():
+            kept = (told, frozenset(await stored.active_among(conn, list(key))))
+            self._active[key] = kept
+        return kept[1]
 
     async def idle_facts(
         self, campaign_ids: list[int], active_ids: list[int], *, read_firsts: bool = True
