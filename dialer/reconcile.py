@@ -169,10 +169,10 @@ async def _spend_idle_rate(
     no dial is waiting for it. No connection is held while a slot or the provider is awaited."""
     actions: Counter[str] = Counter()
     async with pool.acquire() as conn:
-        if not await accounts.clock_idle(conn, account, rate_per_s):
-            return actions
         requests = max(1, int(rate_per_s * RECONCILE_EVERY.total_seconds()))
-        rows = await attempts.overdue_live(conn, account, requests * adapter.calls_per_lookup)
+        limit = requests * adapter.calls_per_lookup
+        # none while a dial waits for the clock: its next slot more than one interval away
+        rows = await attempts.overdue_live(conn, account, limit, 1 / rate_per_s)
     calls = [
         PlacedCall(r["id"], r["provider_call_id"], r["phone_e164"], r["requested_at"]) for r in rows
     ]

@@ -141,19 +141,6 @@ async def paced_rates(conn: Connection) -> dict[str, float]:
     return {row["name"]: row["paced_rate_per_s"] for row in rows}
 
 
-async def clock_idle(conn: Connection, account: str, rate_per_s: float) -> bool:
-    """Whether the account's request clock has its next slot within one interval (read
-    without a lock: a hint; the booking itself is made under the lock)."""
-    return bool(
-        await conn.fetchval(
-            "SELECT tat <= now() + make_interval(secs => 1 / $2::float8) FROM accounts"
-            " WHERE name = $1",
-            account,
-            rate_per_s,
-        )
-    )
-
-
 async def note_hold(conn: Connection, account: str, until: datetime, asked_s: float | None) -> None:
     """A 429 holds the account until `until` (what the provider asked: `asked_s`)."""
     await conn.execute(

@@ -691,7 +691,10 @@ async def count_live_answer(conn: Connection, attempt_id: int) -> None:
 
 
 # Live calls with a call id, not yet due by the schedule, past IDLE_FROM of the typical length of
-# their phase, not asked about within IDLE_REASK; most overdue first; marked as asked about now.
+# their phase, not asked about within IDLE_REASK; most overdue first; marked as asked about now;
+# none while the account's request clock has its next slot further than $5 seconds away (a
+# dial is waiting for it: read without a lock, a hint; each look-up's slot is booked under the
+# lock, dispatch.claim.take_idle_slot). The clock was read by a statement of its own each round.
 # The typical lengths come from the account's last settled calls, read newest first through
 # attempts_settled_by_account (migration 0035; tests/db/test_indexes.py).
 _OVERDUE = f"""
@@ -721,6 +724,8 @@ WITH recent AS (
       AND a.held_outcome IS NULL AND a.settle_by >= now() AND a.requested_at IS NOT NULL
       AND (a.looked_up_at IS NULL
            OR a.looked_up_at < now() - make_interval(secs => {IDLE_REASK.total_seconds()}))
+      AND EXISTS (SELECT 1 FROM accounts n
+                  WHERE n.name = $1 AND n.tat <= now() + make_interval(secs => $5::float8))
 )
 UPDATE attempts a SET looked_up_at = now()
 FROM (SELECT p.id, p.overdue FROM picked p JOIN attempts x ON x.id = p.id
@@ -731,9 +736,12 @@ RETURNING a.id, a.provider_call_id, a.phone_e164, a.requested_at, o.overdue
 """
 
 
-async def overdue_live(conn: Connection, account: str, limit: int) -> list[asyncpg.Record]:
+async def overdue_live(
+    conn: Connection, account: str, limit: int, idle_within_s: float
+) -> list[asyncpg.Record]:
     """Up to `limit` of the account's live calls most likely ended unheard (policy.lookups:
     the idle rate), most overdue first, marked as asked about now so that no other process
-    asks about them within IDLE_REASK."""
-    rows = await conn.fetch(_OVERDUE, account, limit, list(OUTCOMES), list(SENT))
+    asks about them within IDLE_REASK; none unless the account's request clock has its next
+    slot within `idle_within_s` (no dial waits for it)."""
+    rows = await conn.fetch(_OVERDUE, account, limit, list(OUTCOMES), list(SENT), idle_within_s)
     return sorted(rows, key=lambda r: r["overdue"], reverse=True)

@@ -143,7 +143,7 @@ BY_LIVE = {
     "glance": (_GLANCE, ("sim-main",)),
     "status": (_STATUS, (["sim-main"],)),
     "silent": (_SILENT, (100, list(SENT), timedelta(seconds=5), timedelta(seconds=30))),
-    "overdue": (_OVERDUE, ("sim-main", 10, list(OUTCOMES), list(SENT))),
+    "overdue": (_OVERDUE, ("sim-main", 10, list(OUTCOMES), list(SENT), 1.0)),
     "leases": (EXPIRED_RESERVATIONS, (100,)),
     "any live": (ANY_LIVE, ([1],)),
 }
@@ -311,7 +311,7 @@ def test_the_idle_rate_scan_reads_only_the_accounts_own_settled_calls(
     """The reconciler's idle-rate scan of an account whose calls are few among another
     account's many takes the typical lengths from its own last settled calls through the
     index by account (0035), never by reading attempts whole or backwards through them all."""
-    overdue = (_OVERDUE, ("sim-main", 10, list(OUTCOMES), list(SENT)))
+    overdue = (_OVERDUE, ("sim-main", 10, list(OUTCOMES), list(SENT), 1.0))
     plan = _plans(database_url, FEW_CALLS_AMONG_MANY, {"overdue": overdue})["overdue"]
     reads = list(_reads_of_attempts(plan))
     assert not [r for r in reads if r[0] == "Seq Scan"], reads
