@@ -351,13 +351,17 @@ async def _resolve(
             return await _ask_again_later(conn, call, "held_answer")
         event = screened.event
     if event is not None:
-        result = await apply_event(conn, campaigns, account, call.attempt_id, event, last_word=True)
+        live = not is_terminal(event.status)
+        result = await apply_event(
+            conn, campaigns, account, call.attempt_id, event, last_word=True, count_if_repeated=live
+        )
         if result == "held":  # the call id is another attempt's: not this attempt's answer
             event = None
-        elif is_terminal(event.status):
+        elif not live:
             return "settled_from_provider"
         else:  # the provider says it is still going: ask again, backing off
-            await attempts.count_live_answer(conn, call.attempt_id)
+            if result != "repeated":  # a repeated answer was counted as it was kept
+                await attempts.count_live_answer(conn, call.attempt_id)
             return "extended"
     if held_outcome is not None:
         reason = "no answering-machine result came, nor a call record saying who answered"

@@ -186,9 +186,12 @@ async def apply_event(
     problem: str | None = None,
     ask_provider: bool = False,
     last_word: bool = False,
+    count_if_repeated: bool = False,
 ) -> str:
     """Store a provider event (once) and move its attempt forward: "stored" if it was new,
-    "repeated" if it was already kept, "held" if kept but not applied.
+    "repeated" if it was already kept (with `count_if_repeated`, a look-up's answer that the
+    call is still live, counted then as a look-up of the attempt: db.events.store), "held"
+    if kept but not applied.
 
     The raw event is stored before anything else, so it is kept even if it changes nothing.
     A `held` event (see callbacks.screening), or one whose call id is another attempt's than
@@ -205,7 +208,14 @@ async def apply_event(
     async with conn.transaction():
         payload = stored_payload(event)
         row = await events.store(
-            conn, account, attempt_id, event, payload, held=held, problem=problem
+            conn,
+            account,
+            attempt_id,
+            event,
+            payload,
+            held=held,
+            problem=problem,
+            count_if_kept=count_if_repeated,
         )
         if not row["stored"]:
             return "repeated"

@@ -208,6 +208,54 @@ async def test_the_idle_rate_asks_about_the_calls_most_likely_ended_first(
     }
 
 
+async def test_a_repeated_live_answer_counts_a_look_up_and_backs_off(
+    own_database_url: str, own_db, tmp_path: Path
+) -> None:
+    """A call due for a look-up, which the provider says is still talking, twice: the first
+    answer is kept and counted; the second repeats it (kept already) and is counted in the
+    statement that finds it kept. Two look-ups, the next one 20 s away (10 s doubled)."""
+
+    async def status(request: web.Request) -> web.Response:
+        return web.json_response({"status": "in-progress"})
+
+    app = web.Application()
+    app.router.add_get("/v1/calls/{call}", status)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    account = SimAccount(
+        kind="sim", base_url=f"http://127.0.0.1:{port}", secret=SECRET, rate="100/s", channels=9
+    )
+    adapter = {"sim-main": SimProvider("sim-main", account)}
+    attempt = await new_attempt(own_db, tmp_path)
+    due_now = "UPDATE attempts SET settle_by = now() - interval '1 second' WHERE id = $1"
+    await own_db.execute(
+        """UPDATE attempts SET provider_call_id = 'TALKING', state = 'in-progress',
+               answered_at = now() - interval '40 seconds' WHERE id = $1""",
+        attempt,
+    )
+    try:
+        async with open_pool(own_database_url, size=3) as pool, aiohttp.ClientSession() as session:
+            async with pool.acquire() as conn:
+                await register_account(conn, AccountLimits("sim-main", "sim", 100.0, 1.0, 9))
+            for _ in range(2):
+                await own_db.execute(due_now, attempt)
+                actions = await reconcile_once(pool, CampaignCache(), adapter, session)
+                assert actions["extended"] == 1, actions
+    finally:
+        await runner.cleanup()
+    row = await own_db.fetchrow(
+        """SELECT lookups, extract(epoch FROM settle_by - now()) AS next_s,
+                  (SELECT count(*) FROM call_events e WHERE e.attempt_id = a.id) AS events
+           FROM attempts a WHERE id = $1""",
+        attempt,
+    )
+    assert row["events"] == 1  # the repeat is not kept twice
+    assert row["lookups"] == 2
+    assert 15 < row["next_s"] <= 20, row["next_s"]
+
+
 async def test_no_connection_is_held_while_the_provider_is_asked(
     own_database_url: str, own_db, tmp_path: Path
 ) -> None:

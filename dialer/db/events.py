@@ -13,7 +13,13 @@ from datetime import datetime
 import asyncpg
 
 from dialer.calls import CallEvent
-from dialer.db.attempts import FREED_NOTICE, RANK_SQL, close_set, next_lookup_sql
+from dialer.db.attempts import (
+    FREED_NOTICE,
+    RANK_SQL,
+    after_live_answer_sql,
+    close_set,
+    next_lookup_sql,
+)
 from dialer.db.contacts import DIALING, move_on_set
 from dialer.db.types import Connection, one
 from dialer.db.webhooks import settled_source, write_ctes
@@ -75,6 +81,10 @@ WITH input AS (
     SELECT p.stored_for, $2, $3, $4, $5, {_HELD_KEY}, p.kept, p.keep_held, p.why FROM placed p
     ON CONFLICT (account, dedupe_key) DO NOTHING
     RETURNING attempt_id, held
+), counted AS (  -- $10: a look-up's answer that the call is live, already kept: count it here
+    UPDATE attempts a SET lookups = a.lookups + 1, looked_up_at = now(),
+           settle_by = {after_live_answer_sql("a.lookups")}
+    WHERE $10 AND a.id = $1 AND NOT EXISTS (SELECT 1 FROM stored)
 )
 SELECT (SELECT count(*) FROM stored) > 0 AS stored, s.attempt_id,
        coalesce(s.held, false) AS held, a.campaign_id, a.answered_by
@@ -93,10 +103,13 @@ async def store(
     *,
     held: bool,
     problem: str | None,
+    count_if_kept: bool = False,
 ) -> asyncpg.Record:
     """Keep one event (once per dedupe key) with `payload` as its stored document: (stored,
     the attempt it was judged to, held, and that attempt's campaign and answered_by as they
-    were)."""
+    were). With `count_if_kept` (a look-up's answer that the call is still live) an event kept
+    already counts as one more look-up of `attempt_id`, backed off (attempts.count_live_answer),
+    in the same statement: most such answers repeat the last one."""
     row = await conn.fetchrow(
         _STORE,
         attempt_id,
@@ -108,6 +121,7 @@ async def store(
         payload,
         held,
         problem,
+        count_if_kept,
     )
     return one(row, "storing an event")
 
