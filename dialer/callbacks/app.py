@@ -18,7 +18,7 @@ import hashlib
 import logging
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import aiohttp
 import asyncpg
@@ -136,6 +136,8 @@ async def _callback(request: web.Request, account: str) -> tuple[web.Response, s
         screened = Screened(unreadable_event(body, fields, document), (reason,), held=True)
     else:
         screened = screen(event)
+        if not adapter.answers_lookups:  # asking closes the call unknown: wait for its word
+            screened = replace(screened, ask_provider=False)
     return await _keep(receiver, account, attempt_id, screened)
 
 

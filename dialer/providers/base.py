@@ -118,6 +118,14 @@ class Provider(ABC):
         """Verify and normalize one callback; raise Forbidden if it is not authentic."""
 
     calls_per_lookup = 1  # how many calls one status request can ask about (policy.lookups)
+
+    @property
+    def answers_lookups(self) -> bool:
+        """Whether the provider can be asked about a call by its id (this adapter has its own
+        fetch_statuses). Where it cannot, a look-up closes a live call `unknown` at once, so a
+        callback saying a word we do not know makes its call due for a look-up only here."""
+        return type(self).fetch_statuses is not Provider.fetch_statuses
+
     # Whether fetch_statuses asks the provider about calls by their id, cheaply enough to spend
     # the account's idle rate on live calls that may have ended unheard (policy.lookups).
     idle_lookups = False

@@ -94,10 +94,26 @@ def test_an_unknown_final_word_is_passed_on_not_guessed(kind_name: str, fields: 
     assert event.status == "vanished"  # not no-answer, not failed: screening holds it
 
 
-async def test_an_unknown_final_word_is_held_and_its_attempt_looked_up_now(
-    own_database_url: str, own_db, tmp_path: Path
+UNKNOWN_WORD_BODIES = {
+    "exotel-json": {"CallSid": "c-unknown", "Status": "vanished", "EventType": "terminal"},
+    "didforsale": {
+        "callSid": "c-unknown",
+        "CallStatus": "vanished",
+        "CallbackSource": "call-progress-event",
+        "apikey": "echo",
+    },
+}
+
+
+@pytest.mark.parametrize("kind_name", sorted(UNKNOWN_WORD_BODIES))
+async def test_an_unknown_final_word_is_held_and_its_attempt_looked_up_now_where_it_can_be(
+    own_database_url: str, own_db, tmp_path: Path, kind_name: str
 ) -> None:
-    kind = KINDS["exotel-json"]()
+    """A word we do not know is held, never applied; its attempt is due for a look-up at once
+    where the provider answers look-ups (Exotel). DIDforSale answers none: a look-up there
+    would close the call `unknown` at once, so it keeps its channel until its final word or
+    its settle budget."""
+    kind = KINDS[kind_name]()
     attempt = await new_attempt(own_db, tmp_path, kind.adapter.name, "c-unknown")
     before = await own_db.fetchval("SELECT settle_by > now() FROM attempts WHERE id = $1", attempt)
     assert before
@@ -107,10 +123,11 @@ async def test_an_unknown_final_word_is_held_and_its_attempt_looked_up_now(
         await server.start_server()
         try:
             url = kind.adapter.callback_url(f"http://127.0.0.1:{server.port}", attempt)
-            body = {"CallSid": "c-unknown", "Status": "vanished", "EventType": "terminal"}
+            body = UNKNOWN_WORD_BODIES[kind_name]
+            sent = {"json": body} if kind_name == "exotel-json" else {"data": body}
             async with (
                 aiohttp.ClientSession() as session,
-                session.post(url, json=body) as response,
+                session.post(url, **sent) as response,
             ):
                 answer = await response.json()
         finally:
@@ -119,7 +136,10 @@ async def test_an_unknown_final_word_is_held_and_its_attempt_looked_up_now(
     row = await own_db.fetchrow(
         "SELECT state, slot, settle_by <= now() AS due FROM attempts WHERE id = $1", attempt
     )
-    assert row["state"] == "accepted" and row["due"]  # the reconciler asks at its next round
+    assert row["state"] == "accepted"
+    # where it can be asked, the reconciler asks at its next round
+    assert row["due"] is kind.adapter.answers_lookups
+    assert row["due"] is (kind_name == "exotel-json")
     held = await own_db.fetchval(
         "SELECT held FROM call_events WHERE attempt_id = $1 AND status = 'vanished'", attempt
     )
