@@ -385,4 +385,22 @@ async def _resolve(
 
 
 RECONCILE_EVERY = timedelta(seconds=2)
+# A process does a round only if no process took the turn within this (migration 0038): with
+# every process asking every RECONCILE_EVERY, one of them does each round; one paused after
+# taking the turn delays the next round by this at most.
+TURN = timedelta(seconds=1.5)
+
+
+async def take_turn(conn: Connection) -> bool:
+    """Whether this process does the next reconciler round: True, with the turn taken, when no
+    process took it within TURN."""
+    taken = await conn.fetchval(
+        """UPDATE reconciler_turns SET taken_at = now()
+           WHERE name = 'rounds' AND taken_at <= now() - $1::interval
+           RETURNING true""",
+        TURN,
+    )
+    return taken is True
+
+
 LOOKUP_RETRY = timedelta(seconds=10)  # after a look-up the provider could not answer

@@ -4,19 +4,21 @@ retried, counted and logged, and every other attempt is still settled in the sam
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
 from aiohttp import web
 
+from dialer.callbacks.app import reconcile_forever
 from dialer.calls import CallEvent
 from dialer.campaigns import CampaignCache
-from dialer.db.connect import open_pool
+from dialer.db.connect import connect, open_pool
 from dialer.dispatch.claim import register_account
 from dialer.dispatch.limiter import AccountLimits
 from dialer.metrics import RECONCILE_FAILURES
 from dialer.providers.sim import SimAccount, SimProvider
-from dialer.reconcile import reconcile_once
+from dialer.reconcile import TURN, reconcile_once, take_turn
 from dialer.settle import apply_event
 from tests.callbacks.test_callbacks import SECRET, new_attempt
 from tests.processes import free_port
@@ -39,18 +41,27 @@ async def provider(request: web.Request) -> web.Response:
     return web.json_response(ANSWERS[call])
 
 
-async def test_bad_lookups_are_held_or_retried_and_the_rest_settles(
-    own_database_url: str, own_db, tmp_path: Path
-) -> None:
+async def status_server(
+    answer: Callable[[web.Request], Awaitable[web.Response]], rate: str
+) -> tuple[web.AppRunner, SimAccount]:
+    """A provider's status API answering GET /v1/calls/{call} with `answer`, started, and a
+    sim account that asks it at `rate`; clean the runner up."""
     app = web.Application()
-    app.router.add_get("/v1/calls/{call}", provider)
+    app.router.add_get("/v1/calls/{call}", answer)
     runner = web.AppRunner(app)
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     account = SimAccount(
-        kind="sim", base_url=f"http://127.0.0.1:{port}", secret=SECRET, rate="100/s", channels=9
+        kind="sim", base_url=f"http://127.0.0.1:{port}", secret=SECRET, rate=rate, channels=9
     )
+    return runner, account
+
+
+async def test_bad_lookups_are_held_or_retried_and_the_rest_settles(
+    own_database_url: str, own_db, tmp_path: Path
+) -> None:
+    runner, account = await status_server(provider, "100/s")
     adapter = SimProvider("sim-main", account)
     ids = {}
     for call in [*ANSWERS, "GARBAGE", "BROKEN"]:
@@ -156,15 +167,7 @@ async def test_the_idle_rate_asks_about_the_calls_most_likely_ended_first(
         asked.append(call)
         return web.json_response({"status": "completed" if call == "ENDED" else "in-progress"})
 
-    app = web.Application()
-    app.router.add_get("/v1/calls/{call}", status)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    account = SimAccount(
-        kind="sim", base_url=f"http://127.0.0.1:{port}", secret=SECRET, rate="2/s", channels=9
-    )
+    runner, account = await status_server(status, "2/s")
     adapter = SimProvider("sim-main", account)
     talking = {"ENDED": 200, "T100": 100, "T60": 60, "FRESH": 10}
     ids = {}
@@ -218,15 +221,7 @@ async def test_a_repeated_live_answer_counts_a_look_up_and_backs_off(
     async def status(request: web.Request) -> web.Response:
         return web.json_response({"status": "in-progress"})
 
-    app = web.Application()
-    app.router.add_get("/v1/calls/{call}", status)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    account = SimAccount(
-        kind="sim", base_url=f"http://127.0.0.1:{port}", secret=SECRET, rate="100/s", channels=9
-    )
+    runner, account = await status_server(status, "100/s")
     adapter = {"sim-main": SimProvider("sim-main", account)}
     attempt = await new_attempt(own_db, tmp_path)
     due_now = "UPDATE attempts SET settle_by = now() - interval '1 second' WHERE id = $1"
@@ -268,15 +263,7 @@ async def test_no_connection_is_held_while_the_provider_is_asked(
         await release.wait()
         return web.json_response({"status": "busy"})
 
-    app = web.Application()
-    app.router.add_get("/v1/calls/{call}", slow)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    account = SimAccount(
-        kind="sim", base_url=f"http://127.0.0.1:{port}", secret=SECRET, rate="100/s", channels=9
-    )
+    runner, account = await status_server(slow, "100/s")
     attempt = await new_attempt(own_db, tmp_path)
     await own_db.execute(
         "UPDATE attempts SET provider_call_id = 'SLOW', settle_by = now() - interval '1s'"
@@ -300,3 +287,46 @@ async def test_no_connection_is_held_while_the_provider_is_asked(
         await runner.cleanup()
     assert actions["settled_from_provider"] == 1
     assert await own_db.fetchval("SELECT state FROM attempts WHERE id = $1", attempt) == "busy"
+
+
+async def test_one_process_takes_each_reconciler_turn(own_db, own_database_url: str) -> None:
+    """Two processes asking for the reconciler's turn at once: the first takes it, the second
+    does not; once TURN has passed since it was taken, the next one to ask takes it."""
+    other = await connect(own_database_url)
+    try:
+        assert await take_turn(own_db) is True
+        assert await take_turn(other) is False
+        assert await take_turn(own_db) is False  # nor the same one again within TURN
+        await own_db.execute("UPDATE reconciler_turns SET taken_at = taken_at - $1::interval", TURN)
+        assert await take_turn(other) is True
+    finally:
+        await other.close()
+
+
+async def test_the_reconciler_loop_does_a_round_when_it_takes_the_turn(
+    own_db, own_database_url: str, tmp_path: Path
+) -> None:
+    """A reservation whose lease ran out: the loop takes the turn and its round releases it."""
+    attempt = await new_attempt(own_db, tmp_path)
+    await own_db.execute(
+        """UPDATE attempts SET state = 'reserved', provider_call_id = NULL, requested_at = NULL,
+               lease_expires_at = now() - interval '1 second'
+           WHERE id = $1""",
+        attempt,
+    )
+    async with open_pool(own_database_url, size=2) as pool:
+        loop = asyncio.create_task(reconcile_forever(pool, CampaignCache(), {}, None))
+        try:
+            for _ in range(3000):  # a round comes within ms; the bound is for a busy machine
+                state = await own_db.fetchval("SELECT state FROM attempts WHERE id = $1", attempt)
+                if state != "reserved":
+                    break
+                await asyncio.sleep(0.01)
+        finally:
+            loop.cancel()
+            await asyncio.gather(loop, return_exceptions=True)
+    assert state == "not_dialed"
+    taken = await own_db.fetchval(
+        "SELECT taken_at > now() - interval '1 minute' FROM reconciler_turns"
+    )
+    assert taken is True

@@ -38,7 +38,7 @@ from dialer.metrics import CALLBACK_SECONDS, CALLBACKS, RECONCILE_FAILURES
 from dialer.policy.states import is_terminal
 from dialer.providers.base import InboundCallback, Provider
 from dialer.providers.errors import Forbidden, Unreadable
-from dialer.reconcile import RECONCILE_EVERY, reconcile_once
+from dialer.reconcile import RECONCILE_EVERY, reconcile_once, take_turn
 from dialer.settle import apply_event, apply_finals, apply_progress
 from dialer.supervise import Supervisor
 
@@ -254,12 +254,16 @@ async def reconcile_forever(
     adapters: dict[str, Provider],
     session: aiohttp.ClientSession | None,
 ) -> None:
-    """Reconcile every few seconds on `pool`; a failed round (database away, or anything
-    else) is logged, counted and retried: this loop ends only when cancelled."""
+    """Reconcile every few seconds on `pool`, when this process has the turn (one round across
+    every process: reconcile.take_turn); a failed round (database away, or anything else) is
+    logged, counted and retried: this loop ends only when cancelled."""
     while True:
         fault_point("reconciler-round")
         try:
-            await reconcile_once(pool, cache, adapters, session)
+            async with pool.acquire() as conn:
+                mine = await take_turn(conn)
+            if mine:
+                await reconcile_once(pool, cache, adapters, session)
         except Exception as exc:
             log.error("reconcile round failed", extra={"error": repr(exc)})
             RECONCILE_FAILURES.labels("round").inc()
