@@ -33,7 +33,7 @@ import asyncpg
 from dialer.callbacks.screening import screen
 from dialer.calls import CallEvent, PlacedCall
 from dialer.campaigns import CampaignCache
-from dialer.db import accounts, attempts, events
+from dialer.db import accounts, attempts, events, turns
 from dialer.db.types import Connection
 from dialer.dispatch.claim import take_idle_slot, take_request_slot
 from dialer.metrics import RECONCILE_FAILURES, RECONCILED
@@ -394,13 +394,7 @@ TURN = timedelta(seconds=1.5)
 async def take_turn(conn: Connection) -> bool:
     """Whether this process does the next reconciler round: True, with the turn taken, when no
     process took it within TURN."""
-    taken = await conn.fetchval(
-        """UPDATE reconciler_turns SET taken_at = now()
-           WHERE name = 'rounds' AND taken_at <= now() - $1::interval
-           RETURNING true""",
-        TURN,
-    )
-    return taken is True
+    return await turns.take(conn, TURN)
 
 
 LOOKUP_RETRY = timedelta(seconds=10)  # after a look-up the provider could not answer
