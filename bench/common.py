@@ -53,6 +53,29 @@ def base_tree(revision: str) -> Iterator[Path]:
             subprocess.run([*git, "remove", "--force", str(tree)], check=True)
 
 
+def wait_until_listening(pid: int, port: int, processes: int, timeout: float = 60.0) -> None:
+    """Block until `processes` processes of `pid`'s tree listen on `port`.
+
+    `serve --workers N` answers /healthz as soon as its first process listens; a load
+    generator whose keep-alive connections open before the others bind sends everything to
+    that one process for the whole run."""
+    deadline = time.monotonic() + timeout
+    while True:
+        root = psutil.Process(pid)
+        listening = 0
+        for process in [root, *root.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                listening += any(
+                    c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port
+                    for c in process.net_connections(kind="tcp")
+                )
+        if listening >= processes:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{listening} of {processes} processes listen on {port}")
+        time.sleep(0.1)
+
+
 # Campaigns must name an account of dialer.toml: the benchmarks' campaigns use `bench`, a sim
 # account nothing is dialed through (a secret given, for older trees that required one).
 BENCH_ACCOUNT = (

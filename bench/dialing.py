@@ -28,7 +28,14 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import create_database, drop_database, median, postgres_cpu, write_section
+from common import (
+    create_database,
+    drop_database,
+    median,
+    postgres_cpu,
+    wait_until_listening,
+    write_section,
+)
 
 from dialer.providers.secrets import derive_token
 from dialer.sim.server import sign
@@ -406,8 +413,8 @@ def bare_intake(ids: list[int]) -> float:
         for _ in range(WORKERS)
     ]
     try:
-        wait_for_http(f"http://127.0.0.1:{port}/healthz")
-        time.sleep(1.0)  # let every process bind
+        for server in servers:
+            wait_until_listening(server.pid, port, 1)
         elapsed, failures = asyncio.run(_send_callbacks(port, ids, 64))
         assert failures == 0, failures
         return len(ids) * 4 / elapsed
@@ -444,7 +451,7 @@ def intake(attempts: int = 5000, rounds: int = 3) -> str:
         )
         try:
             wait_for_http(f"http://127.0.0.1:{serve_port}/healthz")
-            time.sleep(1.0)  # let every worker bind
+            wait_until_listening(serve.pid, serve_port, WORKERS)
             generator = psutil.Process()  # this process alone (serve is its child)
             before = (_tree_cpu(serve.pid), postgres_cpu(), sum(generator.cpu_times()[:2]))
             elapsed, failures = asyncio.run(_send_callbacks(serve_port, ids, 64))

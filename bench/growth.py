@@ -48,6 +48,7 @@ from common import (
     drop_database,
     median,
     run_measured,
+    wait_until_listening,
     write_section,
 )
 from export import seed as seed_export
@@ -169,6 +170,7 @@ def measure_dispatch(contacts: int) -> tuple[float, float, float]:
             "s.log",
         )
         wait_for_http(f"http://127.0.0.1:{serve_port}/healthz")
+        wait_until_listening(serve.pid, serve_port, dialing.WORKERS)
         run = dialing.start(
             dialing.dialer("run", "growth", "--wait", "--log-level", "warning"),
             folder,
@@ -208,7 +210,7 @@ def measure_intake(attempts: int) -> tuple[float, float]:
     )
     try:
         wait_for_http(f"http://127.0.0.1:{serve_port}/healthz")
-        time.sleep(1.0)  # let every worker bind
+        wait_until_listening(serve.pid, serve_port, dialing.WORKERS)
         with rss_peak(serve) as peak:
             elapsed, failures = asyncio.run(dialing._send_callbacks(serve_port, ids, 64))
         if failures:
