@@ -10,7 +10,8 @@ Points: `after-dialing-commit` (an attempt was committed `dialing`, its request 
 `picked-before-account-lock` (inside the claim transaction, its contacts and their numbers
 locked, before it waits for the account's limiter row); `holding-account-lock` (inside the
 claim transaction, with the account's limiter row locked);
-`reconciler-round` (the reconciler's loop, before each round); `holding-standing-lock`
+`reconciler-round` (the reconciler's loop, before each round); `reconciler-turn-taken`
+(the reconciler's loop, its turn taken and committed, before its round); `holding-standing-lock`
 (inside a do-not-call or consent change, once it holds db.standing's lock).
 """
 

@@ -4,10 +4,12 @@ retried, counted and logged, and every other attempt is still settled in the sam
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 from aiohttp import web
 
 from dialer.callbacks.app import reconcile_forever
@@ -21,7 +23,9 @@ from dialer.providers.sim import SimAccount, SimProvider
 from dialer.reconcile import TURN, reconcile_once, take_turn
 from dialer.settle import apply_event
 from tests.callbacks.test_callbacks import SECRET, new_attempt
-from tests.processes import free_port
+from tests.dispatch.test_end_to_end import env_for
+from tests.dispatch.test_faults import wait_until_stopped
+from tests.processes import background, dialer_command, free_port, until, write_config
 from tests.providers.test_callback_order import new_attempt as attempt_on
 
 ANSWERS = {
@@ -303,17 +307,24 @@ async def test_one_process_takes_each_reconciler_turn(own_db, own_database_url: 
         await other.close()
 
 
-async def test_the_reconciler_loop_does_a_round_when_it_takes_the_turn(
-    own_db, own_database_url: str, tmp_path: Path
-) -> None:
-    """A reservation whose lease ran out: the loop takes the turn and its round releases it."""
-    attempt = await new_attempt(own_db, tmp_path)
-    await own_db.execute(
+async def expired_reservation(db: asyncpg.Connection, tmp_path: Path) -> int:
+    """An attempt reserved by a claim whose lease has run out: a reconciler round releases it
+    (`not_dialed`)."""
+    attempt = await new_attempt(db, tmp_path)
+    await db.execute(
         """UPDATE attempts SET state = 'reserved', provider_call_id = NULL, requested_at = NULL,
                lease_expires_at = now() - interval '1 second'
            WHERE id = $1""",
         attempt,
     )
+    return attempt
+
+
+async def test_the_reconciler_loop_does_a_round_when_it_takes_the_turn(
+    own_db, own_database_url: str, tmp_path: Path
+) -> None:
+    """A reservation whose lease ran out: the loop takes the turn and its round releases it."""
+    attempt = await expired_reservation(own_db, tmp_path)
     async with open_pool(own_database_url, size=2) as pool:
         loop = asyncio.create_task(reconcile_forever(pool, CampaignCache(), {}, None))
         try:
@@ -330,3 +341,62 @@ async def test_the_reconciler_loop_does_a_round_when_it_takes_the_turn(
         "SELECT taken_at > now() - interval '1 minute' FROM reconciler_turns"
     )
     assert taken is True
+
+
+async def test_a_server_stopped_holding_the_turn_delays_the_rounds_by_turn_at_most(
+    own_db, own_database_url: str, tmp_path: Path
+) -> None:
+    """A real `serve` stops itself (SIGSTOP) right after taking the reconciler's turn, before
+    its round. Another `serve` takes the next turn once TURN has passed and does the round; the
+    first, continued, goes on with its late round beside the other's, and both end cleanly."""
+    first = await expired_reservation(own_db, tmp_path)
+    config = write_config(tmp_path, "http://127.0.0.1:9", rate="1/s", channels=1, port=free_port())
+    env = env_for(own_database_url, config)
+    port_a, port_b = free_port(), free_port()
+    serve_a = dialer_command("serve", "--port", str(port_a), "--log-level", "info")
+    serve_b = dialer_command("serve", "--port", str(port_b), "--log-level", "info")
+
+    def released(attempt: int) -> Callable[[], Awaitable[bool]]:
+        async def check() -> bool:
+            state = await own_db.fetchval("SELECT state FROM attempts WHERE id = $1", attempt)
+            return state == "not_dialed"
+
+        return check
+
+    async def answers(port: int) -> bool:
+        try:
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(f"http://127.0.0.1:{port}/healthz") as response,
+            ):
+                return response.status == 200
+        except aiohttp.ClientError:
+            return False
+
+    stopped_env = env | {"DIALER_FAULT": "reconciler-turn-taken"}
+    with background(serve_a, tmp_path, stopped_env, tmp_path / "a.log") as a:
+        await wait_until_stopped(a.pid)
+        taken_by_a = await own_db.fetchval("SELECT taken_at FROM reconciler_turns")
+        assert await own_db.fetchval("SELECT state FROM attempts WHERE id = $1", first) == (
+            "reserved"  # stopped before its round
+        )
+        with background(serve_b, tmp_path, env, tmp_path / "b.log") as b:
+            await until(released(first), "the other server's round to release the reservation")
+            taken_by_b = await own_db.fetchval("SELECT taken_at FROM reconciler_turns")
+            assert taken_by_b - taken_by_a >= TURN
+            second = await expired_reservation(own_db, tmp_path)
+            a.send_signal(signal.SIGCONT)
+            await until(lambda: answers(port_a), "the continued server to answer /healthz")
+            await until(released(second), "a round of either server to release the second")
+            for process in (a, b):
+                process.terminate()
+                assert process.wait(timeout=30) == 0
+    logs = (tmp_path / "a.log").read_text() + (tmp_path / "b.log").read_text()
+    assert "reconcile round failed" not in logs and "Traceback" not in logs, logs[-3000:]
+    assert (
+        await own_db.fetchval(
+            "SELECT count(*) FROM attempts WHERE id = ANY($1::bigint[]) AND state = 'not_dialed'",
+            [first, second],
+        )
+        == 2
+    )

@@ -263,6 +263,7 @@ async def reconcile_forever(
             async with pool.acquire() as conn:
                 mine = await take_turn(conn)
             if mine:
+                fault_point("reconciler-turn-taken")
                 await reconcile_once(pool, cache, adapters, session)
         except Exception as exc:
             log.error("reconcile round failed", extra={"error": repr(exc)})
