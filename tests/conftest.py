@@ -6,6 +6,7 @@ The server comes from $DIALER_TEST_DATABASE_URL (set by .ci/run), else 127.0.0.1
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -19,6 +20,7 @@ import pytest
 from click.testing import CliRunner
 
 from dialer.cli import cli
+from dialer.db import migrations
 from dialer.db.connect import connect
 from dialer.db.migrations import migrate
 
@@ -34,17 +36,67 @@ def database_url_for(name: str) -> str:
     return f"{base}/{name}" + (f"?{query}" if query else "")
 
 
+# pg_advisory_lock key for building the migrated template ("dialTP"), never used elsewhere.
+_TEMPLATE_LOCK = 0x6469616C5450
+_template: str | None = None  # this test process's template, once it has made sure of it
+
+
+def template_name() -> str:
+    """The migrated template's name: a digest of every migration and of the code applying
+    them, so that a changed migration is never served from an old template."""
+    digest = hashlib.sha256(Path(migrations.__file__).read_bytes())
+    for migration in migrations.discover():
+        digest.update(f"{migration.name}\0{migration.sql}\0".encode())
+    return f"dialer_tpl_{digest.hexdigest()[:16]}"
+
+
+async def _migrated_template(admin: asyncpg.Connection) -> str:
+    """A database migrated once, to clone: cloning it costs PostgreSQL half the CPU of
+    migrating each new database (0.27 against 0.6 s a database here, about 400 a run). The
+    first test process to need it builds it under a lock, under another name, and renames it
+    only once it is complete; it then takes no connection (cloning needs none open). It is
+    kept for the next run with the same migrations."""
+    global _template
+    if _template is not None:
+        return _template
+    name = template_name()
+    await admin.execute("SELECT pg_advisory_lock($1)", _TEMPLATE_LOCK)
+    try:
+        if not await admin.fetchval("SELECT true FROM pg_database WHERE datname = $1", name):
+            building = f"{name}_building"
+            await admin.execute(f'DROP DATABASE IF EXISTS "{building}" WITH (FORCE)')
+            await admin.execute(f'CREATE DATABASE "{building}"')
+            conn = await connect(database_url_for(building))
+            try:
+                await migrate(conn)
+            finally:
+                await conn.close()
+            await admin.execute(f'ALTER DATABASE "{building}" RENAME TO "{name}"')
+            await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+    finally:
+        await admin.execute("SELECT pg_advisory_unlock($1)", _TEMPLATE_LOCK)
+    _template = name
+    return name
+
+
 async def _create(name: str, *, migrated: bool = True) -> None:
+    """A new database; `migrated`: a clone of the migrated template with an installation
+    identity of its own, as `dialer migrate` leaves a new database (tests/test_conftest.py
+    compares the two)."""
     admin = await asyncpg.connect(SERVER_URL)
     try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
+        template = await _migrated_template(admin) if migrated else None
+        clause = f' TEMPLATE "{template}"' if template else ""
+        await admin.execute(f'CREATE DATABASE "{name}"{clause}')
     finally:
         await admin.close()
-    if not migrated:
+    if template is None:
         return
     conn = await connect(database_url_for(name))
-    try:
-        await migrate(conn)
+    try:  # an identity of its own, as migrating makes one: webhook ids, the privacy key
+        async with conn.transaction():
+            await conn.execute("DELETE FROM dialer_install")
+            await conn.execute("INSERT INTO dialer_install DEFAULT VALUES")
     finally:
         await conn.close()
 
