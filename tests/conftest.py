@@ -53,10 +53,10 @@ def template_name() -> str:
 async def _migrated_template(admin: asyncpg.Connection) -> str:
     """A database migrated once, to clone: cloning it costs PostgreSQL half the CPU of
     migrating each new database (0.27 against 0.6 s a database here; a run makes about 185:
-    144 tests with a database of their own, 41 modules). The
-    first test process to need it builds it under a lock, under another name, and renames it
-    only once it is complete; it then takes no connection (cloning needs none open). It is
-    kept for the next run with the same migrations."""
+    144 tests with a database of their own, 41 modules). The first test process to need it
+    builds it under a lock, under another name, and renames it only once it is complete; it
+    then takes no connection (cloning needs none open). It is kept for the next run with the
+    same migrations."""
     global _template
     if _template is not None:
         return _template
