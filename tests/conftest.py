@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -27,6 +28,12 @@ from dialer.db.migrations import migrate
 SERVER_URL = os.environ.get(
     "DIALER_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
+
+
+def database_name(url: str) -> str:
+    """The database a URL names: its path, whatever its query string holds (an embedded
+    server's URL ends `?host=/some/dir`, so the text after the last '/' is not the name)."""
+    return urlsplit(url).path.lstrip("/")
 
 
 def database_url_for(name: str) -> str:

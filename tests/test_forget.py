@@ -12,10 +12,13 @@ import asyncio
 import base64
 import json
 import os
+import re
 import shutil
 import subprocess
+import warnings
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from tests.dispatch.test_end_to_end import env_for, load
@@ -41,14 +44,33 @@ CONTACTS = f"""phone,name,timezone,alt_phone
 """
 
 
-def pg_dump_command() -> list[str]:
-    """The pg_dump of this machine, else the one of the embedded server (pgserver)."""
-    found = shutil.which("pg_dump")
-    if found is None:
+def pg_dump_command(server_major: int) -> list[str]:
+    """The pg_dump for a server of this major version: this machine's or the embedded
+    server's (pgserver), the closest not older than the server (a pg_dump refuses a newer
+    server, and .ci/run may test against either)."""
+    with warnings.catch_warnings():  # platformdirs: XDG_RUNTIME_DIR is not set
+        warnings.simplefilter("ignore")
         import pgserver
 
-        found = str(Path(pgserver.__file__).parent / "pginstall" / "bin" / "pg_dump")
-    return [found]
+    candidates = [
+        shutil.which("pg_dump"),
+        str(Path(pgserver.__file__).parent / "pginstall" / "bin" / "pg_dump"),
+    ]
+
+    def major(path: str | None) -> int:
+        if path is None or not Path(path).exists():
+            return -1
+        said = subprocess.run([path, "--version"], capture_output=True, text=True).stdout
+        found = re.search(r"(\d+)\.", said)
+        return int(found.group(1)) if found else -1
+
+    usable = sorted((major(c), c) for c in candidates if c and major(c) >= server_major)
+    assert usable, f"no pg_dump of version {server_major} or later"
+    return [usable[0][1]]
+
+
+async def server_major(conn: asyncpg.Connection) -> int:
+    return int(await conn.fetchval("SHOW server_version_num")) // 10000
 
 
 def dialer(tmp_path: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
@@ -139,7 +161,9 @@ async def test_forget_erases_every_form_and_keeps_the_number_do_not_call(
 
     assert await counts(own_db) == before
     dump = subprocess.run(
-        [*pg_dump_command(), "--no-owner", own_database_url], capture_output=True, timeout=120
+        [*pg_dump_command(await server_major(own_db)), "--no-owner", own_database_url],
+        capture_output=True,
+        timeout=120,
     )
     assert dump.returncode == 0, dump.stderr.decode()
     text = dump.stdout.decode()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import database_name
 from tests.dispatch.test_end_to_end import FAST_CALLS, env_for, load
 from tests.processes import (
     dialer_command,
@@ -65,7 +66,7 @@ async def test_serve_rides_out_a_cut_connection_while_it_registers_its_webhooks(
             f'\n[[webhooks]]\nurl = "http://127.0.0.1:9/hook"\nsecret = "{WEBHOOK_SECRET}"\n'
         )
     env = env_for(own_database_url, config)
-    database = own_database_url.rpartition("/")[2]
+    database = database_name(own_database_url)
     admin = await asyncpg.connect(own_database_url)
     holding = admin.transaction()
     await holding.start()

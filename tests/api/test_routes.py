@@ -24,6 +24,7 @@ from dialer.db import webhooks
 from dialer.db.connect import open_pool
 from dialer.db.export import export_csv
 from dialer.web import create_app
+from tests.conftest import database_name
 from tests.processes import until
 
 WRITER = "w" * 24
@@ -255,7 +256,7 @@ async def test_a_large_json_body_is_read_whole_and_a_huge_one_refused(api) -> No
 async def test_a_database_that_turned_read_only_is_a_503_problem(api, own_database_url) -> None:
     base, pool = api
     await create(base)
-    name = own_database_url.rsplit("/", 1)[1]
+    name = database_name(own_database_url)
     async with pool.acquire() as conn:
         await conn.execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
     await pool.expire_connections()

@@ -31,6 +31,7 @@ from dialer.providers.secrets import derive_token
 from dialer.runtime import SERVE_USES
 from dialer.sim.server import sign
 from tests.callbacks.test_callbacks import new_attempt
+from tests.conftest import database_name
 from tests.processes import dialer_command, free_port, write_campaign
 from tests.providers.harness import Workspace, _wait_healthy
 
@@ -128,7 +129,7 @@ async def test_callbacks_keep_their_share_whatever_the_crowd_does(
     work = Workspace(tmp_path, own_database_url, free_port())
     configure(work)
     port = work.serve_port
-    database = own_database_url.rpartition("/")[2]
+    database = database_name(own_database_url)
     results = "/api/v1/campaigns/big/results"
     async with work.serve():
         stalled = [await stall(port, results) for _ in range(STALLERS)]

@@ -88,13 +88,14 @@ async def load_stopped_mid_copy(url: str, campaign: CampaignFile) -> AsyncIterat
     a segment's COPY to outgrow the socket buffers. The bytes flow again on the way out."""
     from dialer.db.connect import connect
     from dialer.loading import loader
+    from tests.conftest import database_name
     from tests.processes import until
 
     connect_up, login = server_address()
     proxy = StallingProxy(connect_up)
     server = await asyncio.start_server(proxy.handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    name = url.rpartition("/")[2].partition("?")[0]
+    name = database_name(url)
     secret = f":{login['password']}" if "password" in login else ""
     loading_conn = await connect(f"postgresql://{login['user']}{secret}@127.0.0.1:{port}/{name}")
     watcher = await connect(url)

@@ -16,6 +16,7 @@ from dialer.db.connect import (
     STATEMENT_CACHE_BYTES,
     open_pool,
 )
+from tests.conftest import database_name
 
 
 async def test_a_paused_process_cannot_hold_an_account_lock(database_url: str) -> None:
@@ -81,7 +82,7 @@ async def test_a_process_whose_connection_is_cut_while_it_migrates_tries_again(
     from dialer.db.migrations import MIGRATION_LOCK_KEY
     from tests.db.lock_cuts import cut_one_and_see_it_wait_again
 
-    database = empty_database_url.rpartition("/")[2]
+    database = database_name(empty_database_url)
     admin = await asyncpg.connect(empty_database_url)
     holding = admin.transaction()
     await holding.start()

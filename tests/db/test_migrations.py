@@ -16,6 +16,7 @@ from dialer.db.connect import connect
 from dialer.db.migrations import Migration, discover, migrate
 from dialer.db.outage import database_refused
 from dialer.errors import DialerError
+from tests.conftest import database_name, database_url_for
 
 TABLES = {"accounts", "campaigns", "contacts", "attempts", "call_events", "dnc", "load_rejects"}
 
@@ -199,8 +200,8 @@ def dialer_migrate(url: str) -> subprocess.CompletedProcess:
 
 
 async def set_read_only(url: str, on: bool) -> None:
-    name = url.rpartition("/")[2]
-    admin = await asyncpg.connect(url.rpartition("/")[0] + "/postgres")
+    name = database_name(url)
+    admin = await asyncpg.connect(database_url_for("postgres"))
     try:
         action = "SET default_transaction_read_only = on" if on else "RESET ALL"
         await admin.execute(f'ALTER DATABASE "{name}" {action}')

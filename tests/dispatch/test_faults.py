@@ -22,6 +22,7 @@ import asyncpg
 import pytest
 
 from dialer.db import campaigns
+from tests.conftest import database_name, database_url_for
 from tests.dispatch.test_end_to_end import FAST_CALLS, env_for, load
 from tests.processes import (
     attempts_requested,
@@ -141,8 +142,8 @@ async def test_a_run_rides_out_lost_connections_and_a_read_only_database(
     """Mid-campaign, every connection to the database is cut again and again for 3 s, then
     the database turns read-only for 4 s: both runs and serve go on, and finish the campaign
     with every outcome the provider's."""
-    database = own_database_url.rpartition("/")[2]
-    admin = await asyncpg.connect(own_database_url.rpartition("/")[0] + "/postgres")
+    database = database_name(own_database_url)
+    admin = await asyncpg.connect(database_url_for("postgres"))
     serve_port = free_port()
     try:
         with sim_provider(tmp_path, "--rate", "20/s", "--channels", "6", *FAST_CALLS) as sim:
