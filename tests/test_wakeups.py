@@ -22,11 +22,13 @@ HEARD_WITHIN_S = 30.0  # a bound for a busy machine; a notice comes in milliseco
 
 
 async def listening_backend(conn: asyncpg.Connection, other_than: int | None = None) -> int:
-    """The backend whose last statement was the LISTEN, done (and not `other_than`), once
-    there is one."""
+    """The backend of this database whose last statement was the LISTEN, done (and not
+    `other_than`), once there is one. Of this database: the tests running beside this one have
+    listeners of their own."""
     for _ in range(int(HEARD_WITHIN_S / 0.01)):
         pid = await conn.fetchval(
             """SELECT pid FROM pg_stat_activity WHERE query LIKE 'LISTEN%' AND state = 'idle'
+               AND datname = current_database()
                AND pid <> pg_backend_pid() AND pid IS DISTINCT FROM $1""",
             other_than,
         )

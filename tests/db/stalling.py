@@ -106,6 +106,7 @@ async def load_stopped_mid_copy(url: str, campaign: CampaignFile) -> AsyncIterat
             return await watcher.fetchval(
                 """SELECT count(*) > 0 FROM pg_stat_activity
                    WHERE query LIKE 'COPY "contacts"%' AND state = 'active'
+                     AND datname = current_database()
                      AND (NOT $1 OR wait_event = 'ClientRead')""",
                 waiting_for_client,
             )

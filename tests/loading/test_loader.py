@@ -363,7 +363,8 @@ async def test_postgres_restarting_mid_load_ends_it_with_one_line_and_nothing_wr
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:  # wait until the load is writing contacts
             busy = await conn.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY%contacts%'"
+                """SELECT count(*) FROM pg_stat_activity
+                   WHERE query LIKE 'COPY%contacts%' AND datname = current_database()"""
             )
             if busy:
                 break
