@@ -25,7 +25,14 @@ from dialer.settle import apply_event
 from tests.callbacks.test_callbacks import SECRET, new_attempt
 from tests.dispatch.test_end_to_end import env_for
 from tests.dispatch.test_faults import wait_until_stopped
-from tests.processes import background, dialer_command, free_port, until, write_config
+from tests.processes import (
+    background,
+    dialer_command,
+    free_port,
+    until,
+    wait_for_http,
+    write_config,
+)
 from tests.providers.test_callback_order import new_attempt as attempt_on
 
 ANSWERS = {
@@ -363,16 +370,6 @@ async def test_a_server_stopped_holding_the_turn_delays_the_rounds_by_turn_at_mo
 
         return check
 
-    async def answers(port: int) -> bool:
-        try:
-            async with (
-                aiohttp.ClientSession() as session,
-                session.get(f"http://127.0.0.1:{port}/healthz") as response,
-            ):
-                return response.status == 200
-        except aiohttp.ClientError:
-            return False
-
     stopped_env = env | {"DIALER_FAULT": "reconciler-turn-taken"}
     with background(serve_a, tmp_path, stopped_env, tmp_path / "a.log") as a:
         await wait_until_stopped(a.pid)
@@ -386,7 +383,8 @@ async def test_a_server_stopped_holding_the_turn_delays_the_rounds_by_turn_at_mo
             assert taken_by_b - taken_by_a >= TURN
             second = await expired_reservation(own_db, tmp_path)
             a.send_signal(signal.SIGCONT)
-            await until(lambda: answers(port_a), "the continued server to answer /healthz")
+            # the continued server answers /healthz again (200: 503 would name a dead task)
+            await asyncio.to_thread(wait_for_http, f"http://127.0.0.1:{port_a}/healthz", 180.0)
             await until(released(second), "a round of either server to release the second")
             for process in (a, b):
                 process.terminate()
