@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import subprocess
-import warnings
 from pathlib import Path
 
 import asyncpg
@@ -48,9 +47,7 @@ def pg_dump_command(server_major: int) -> list[str]:
     """The pg_dump for a server of this major version: this machine's or the embedded
     server's (pgserver), the closest not older than the server (a pg_dump refuses a newer
     server, and .ci/run may test against either)."""
-    with warnings.catch_warnings():  # platformdirs: XDG_RUNTIME_DIR is not set
-        warnings.simplefilter("ignore")
-        import pgserver
+    import pgserver
 
     candidates = [
         shutil.which("pg_dump"),
