@@ -51,11 +51,11 @@ from dialer.providers.base import InboundCallback, Pace, Provider, ProviderError
 from dialer.providers.errors import Forbidden, Rejected, Unreadable
 from dialer.providers.http import HttpAnswer, HttpRequest, classify, json_body
 from dialer.providers.words import (
+    calls_resource_statuses,
     first,
     from_iso,
     listed_event,
     normal_word,
-    polled_event,
     short_text,
     state_of_word,
     to_int,
@@ -222,24 +222,7 @@ class TelnyxProvider(Provider):
         def request_for(call_id: str) -> HttpRequest:
             return HttpRequest("GET", f"{self.api}/Calls/{call_id}", self._headers())
 
-        found: dict[int, CallEvent | None] = {}
-        for call, data in await self.poll_each(session, calls, pace, request_for):
-            if data is None:
-                found[call.attempt_id] = None
-                continue
-            state = state_of_word(first(data, "status"))
-            if state is None:
-                continue
-            found[call.attempt_id] = polled_event(
-                call,
-                state,
-                data,
-                duration=first(data, "duration"),
-                answered_by=first(data, "answered_by"),
-                cost=first(data, "price"),
-                cost_unit=first(data, "price_unit"),
-            )
-        return found
+        return calls_resource_statuses(await self.poll_each(session, calls, pace, request_for))
 
     async def find_placed(
         self, session: aiohttp.ClientSession, calls: Sequence[PlacedCall], pace: Pace
