@@ -182,20 +182,26 @@ class Provider(ABC):
         calls: Sequence[PlacedCall],
         pace: Pace,
         request_for: Callable[[str], HttpRequest],
-    ) -> list[tuple[PlacedCall, dict[str, Any] | None]]:
-        """GET each call that has a provider call id, paced: the JSON object that came back,
-        or None where the provider could not answer now; calls it does not know are left out."""
-        found: list[tuple[PlacedCall, dict[str, Any] | None]] = []
+        read: Callable[[PlacedCall, dict[str, Any]], CallEvent | None],
+    ) -> dict[int, CallEvent | None]:
+        """The body of every fetch_statuses: GET each call that has a provider call id, paced;
+        `read` turns the call record that came back into its event, or None for a status word
+        we do not know (left out, as calls the provider does not know are). None where the
+        provider could not answer now."""
+        found: dict[int, CallEvent | None] = {}
         for call in calls:
             if not call.provider_call_id:
                 continue
             await pace()
             answer = await lookup(session, request_for(call.provider_call_id))
             data = json_body(answer) if answer and answer.status == 200 else None
-            garbled = answer is not None and answer.status == 200 and not isinstance(data, dict)
-            if unanswered(answer) or garbled or isinstance(data, dict):
+            if isinstance(data, dict):
+                event = read(call, data)
+                if event is not None:
+                    found[call.attempt_id] = event
+            elif unanswered(answer) or (answer is not None and answer.status == 200):
                 # a 200 that is not a call record says nothing either: ask again later
-                found.append((call, data if isinstance(data, dict) else None))
+                found[call.attempt_id] = None
         return found
 
     def check_token(self, callback: InboundCallback) -> None:

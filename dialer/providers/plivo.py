@@ -194,23 +194,15 @@ class PlivoProvider(Provider):
             url = f"{self.api}/Call/{call_id}/"
             return HttpRequest("GET", url, auth=(self.auth_id, self._token))
 
-        found: dict[int, CallEvent | None] = {}
-        for call, data in await self.poll_each(session, calls, pace, request_for):
-            if data is None:
-                found[call.attempt_id] = None
-                continue
+        def read(call: PlacedCall, data: dict[str, Any]) -> CallEvent | None:
             word = normal_word(first(data, "call_state", "call_status", "status"))
             state = state_of_word(WORDS.get(word, word))
             if state is None:
-                continue
-            found[call.attempt_id] = polled_event(
-                call,
-                state,
-                data,
-                duration=first(data, "call_duration"),
-                cost=first(data, "total_amount"),
-            )
-        return found
+                return None
+            duration, cost = first(data, "call_duration"), first(data, "total_amount")
+            return polled_event(call, state, data, duration=duration, cost=cost)
+
+        return await self.poll_each(session, calls, pace, request_for, read)
 
     async def find_placed(
         self, session: aiohttp.ClientSession, calls: Sequence[PlacedCall], pace: Pace

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlencode, urlsplit
 
 from pydantic import SecretStr
@@ -108,22 +108,19 @@ class SimProvider(Provider):
         def request_for(call_id: str) -> HttpRequest:
             return HttpRequest("GET", f"{self.base_url}/v1/calls/{call_id}", self._headers())
 
-        found: dict[int, CallEvent | None] = {}
-        for call, data in await self.poll_each(session, calls, pace, request_for):
-            if data is None:
-                found[call.attempt_id] = None
-                continue
+        def read(call: PlacedCall, data: dict[str, Any]) -> CallEvent | None:
             if "status" not in data:
-                continue
+                return None
             status = state_of_word(data["status"]) or data["status"]
-            found[call.attempt_id] = CallEvent(
+            return CallEvent(
                 status=status,
                 dedupe_key=f"{call.provider_call_id}:poll:{status}",
                 provider_call_id=call.provider_call_id,
                 duration_s=to_int(data.get("duration")),
                 payload={"polled": data},
             )
-        return found
+
+        return await self.poll_each(session, calls, pace, request_for, read)
 
     async def find_placed(
         self, session: aiohttp.ClientSession, calls: Sequence[PlacedCall], pace: Pace

@@ -51,7 +51,7 @@ from dialer.providers.base import InboundCallback, Pace, Provider, ProviderError
 from dialer.providers.errors import Forbidden, Rejected, Unreadable
 from dialer.providers.http import HttpAnswer, HttpRequest, classify, json_body
 from dialer.providers.words import (
-    calls_resource_statuses,
+    calls_resource_event,
     first,
     from_iso,
     listed_event,
@@ -222,7 +222,7 @@ class TelnyxProvider(Provider):
         def request_for(call_id: str) -> HttpRequest:
             return HttpRequest("GET", f"{self.api}/Calls/{call_id}", self._headers())
 
-        return calls_resource_statuses(await self.poll_each(session, calls, pace, request_for))
+        return await self.poll_each(session, calls, pace, request_for, calls_resource_event)
 
     async def find_placed(
         self, session: aiohttp.ClientSession, calls: Sequence[PlacedCall], pace: Pace

@@ -33,7 +33,7 @@ from dialer.providers.errors import Forbidden, Rejected, Unreadable
 from dialer.providers.http import HttpAnswer, HttpRequest, classify, json_body
 from dialer.providers.secrets import same_secret
 from dialer.providers.words import (
-    calls_resource_statuses,
+    calls_resource_event,
     first,
     listed_event,
     normal_word,
@@ -250,7 +250,7 @@ class TwilioProvider(Provider):
             url = f"{self.api}/Calls/{call_id}.json"
             return HttpRequest("GET", url, auth=(self.account_sid, self._token))
 
-        return calls_resource_statuses(await self.poll_each(session, calls, pace, request_for))
+        return await self.poll_each(session, calls, pace, request_for, calls_resource_event)
 
     async def find_placed(
         self, session: aiohttp.ClientSession, calls: Sequence[PlacedCall], pace: Pace

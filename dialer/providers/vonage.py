@@ -225,19 +225,15 @@ class VonageProvider(Provider):
         def request_for(call_id: str) -> HttpRequest:
             return HttpRequest("GET", f"{self.api}/{call_id}", self._headers())
 
-        found: dict[int, CallEvent | None] = {}
-        for call, data in await self.poll_each(session, calls, pace, request_for):
-            if data is None:
-                found[call.attempt_id] = None
-                continue
+        def read(call: PlacedCall, data: dict[str, Any]) -> CallEvent | None:
             word = normal_word(first(data, "status"))
             state = state_of_word(WORDS.get(word, word))
             if state is None:
-                continue
-            found[call.attempt_id] = polled_event(
-                call, state, data, duration=first(data, "duration"), cost=first(data, "price")
-            )
-        return found
+                return None
+            duration, cost = first(data, "duration"), first(data, "price")
+            return polled_event(call, state, data, duration=duration, cost=cost)
+
+        return await self.poll_each(session, calls, pace, request_for, read)
 
     async def find_placed(
         self, session: aiohttp.ClientSession, calls: Sequence[PlacedCall], pace: Pace

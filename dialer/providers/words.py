@@ -4,7 +4,7 @@ and a listed call as an event."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from email.utils import parsedate_to_datetime
@@ -55,30 +55,21 @@ def short_text(value: object, limit: int = 64) -> str | None:
     return None if value is None else str(value)[:limit]
 
 
-def calls_resource_statuses(
-    polled: Iterable[tuple[PlacedCall, Mapping[str, Any] | None]],
-) -> dict[int, CallEvent | None]:
-    """Status look-ups answered by a Twilio-style Calls resource (Twilio and its relatives,
-    Telnyx's TeXML), as Provider.fetch_statuses says them: None where the provider could not
-    answer now, no entry for a status word we do not know."""
-    found: dict[int, CallEvent | None] = {}
-    for call, data in polled:
-        if data is None:
-            found[call.attempt_id] = None
-            continue
-        state = state_of_word(first(data, "status"))
-        if state is None:
-            continue
-        found[call.attempt_id] = polled_event(
-            call,
-            state,
-            data,
-            duration=first(data, "duration"),
-            answered_by=first(data, "answered_by"),
-            cost=first(data, "price"),
-            cost_unit=first(data, "price_unit"),
-        )
-    return found
+def calls_resource_event(call: PlacedCall, data: Mapping[str, Any]) -> CallEvent | None:
+    """A call record of a Twilio-style Calls resource (Twilio and its relatives, Telnyx's
+    TeXML) as a status look-up's event (Provider.poll_each); None for a word we do not know."""
+    state = state_of_word(first(data, "status"))
+    if state is None:
+        return None
+    return polled_event(
+        call,
+        state,
+        data,
+        duration=first(data, "duration"),
+        answered_by=first(data, "answered_by"),
+        cost=first(data, "price"),
+        cost_unit=first(data, "price_unit"),
+    )
 
 
 def first(fields: Mapping[str, Any], *names: str) -> Any:

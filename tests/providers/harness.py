@@ -26,9 +26,9 @@ FINAL_CONTACT_STATES = {"done", "exhausted", "failed"}
 
 
 @asynccontextmanager
-async def serving(fake: FakeProvider) -> AsyncIterator[str]:
-    """The fake provider on a free local port; yields its base URL."""
-    runner = web.AppRunner(fake.app, access_log=None)
+async def serving(fake: FakeProvider | web.Application) -> AsyncIterator[str]:
+    """The fake provider (or any aiohttp app) on a free local port; yields its base URL."""
+    runner = web.AppRunner(fake if isinstance(fake, web.Application) else fake.app, access_log=None)
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()

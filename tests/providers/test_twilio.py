@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 
 import jsonschema
 import pytest
+from aiohttp import web
 from multidict import MultiDict
 from twilio.request_validator import RequestValidator
 
@@ -305,3 +306,45 @@ async def test_status_lookup_reads_outcome_duration_and_price() -> None:
         "USD",
     )
     assert 2 not in found and refused == {1: None}
+
+
+async def test_status_lookup_answers_that_say_nothing_are_asked_again_and_unknowns_left_out() -> (
+    None
+):
+    """Provider.poll_each, over HTTP: a 200 that is not a call record (HTML, a JSON list) or
+    a 503 says nothing now (None: ask again later); a 404 (a call the provider does not know)
+    and a record whose status word we do not know are left out; a record we read is an event."""
+    from datetime import UTC, datetime
+
+    import aiohttp
+
+    from dialer.calls import PlacedCall
+
+    answers = {
+        "CAhtml": web.Response(text="<html>busy</html>", content_type="text/html"),
+        "CAlist": web.json_response([{"sid": "CAlist", "status": "completed"}]),
+        "CA503": web.Response(status=503),
+        "CA404": web.json_response({"code": 20404}, status=404),
+        "CAodd": web.json_response({"sid": "CAodd", "status": "teleported"}),
+        "CAbusy": web.json_response({"sid": "CAbusy", "status": "busy", "duration": "0"}),
+    }
+
+    async def call_record(request: web.Request) -> web.StreamResponse:
+        return answers[request.match_info["sid"]]
+
+    app = web.Application()
+    app.router.add_get(PREFIX["twilio"] + "/Accounts/{account}/Calls/{sid}.json", call_record)
+
+    async def no_wait() -> None:
+        return None
+
+    now = datetime.now(UTC)
+    calls = [PlacedCall(n, sid, CALL.to, now) for n, sid in enumerate(answers, start=1)]
+    async with serving(app) as url, aiohttp.ClientSession() as session:
+        found = await adapter(base_url=url).fetch_statuses(session, calls, no_wait)
+    assert {n: None if e is None else e.status for n, e in found.items()} == {
+        1: None,
+        2: None,
+        3: None,
+        6: "busy",
+    }
