@@ -184,9 +184,11 @@ def write_files(
     hook_port: int,
     accounts: int = 1,
     timing: str = "short",
+    webhooks: bool = True,
 ) -> None:
     """The campaign dials at the timing's rate through `accounts` sim accounts (a pool), each
-    with its share of the rate and of the channels."""
+    with its share of the rate and of the channels; one webhook endpoint subscribed to every
+    event unless `webhooks` is off (then the outbox writes nothing)."""
     chosen = TIMINGS[timing]
     names = ["sim-main", *(f"sim-{n}" for n in range(2, accounts + 1))]
     (folder / "dialer.toml").write_text(
@@ -198,8 +200,12 @@ def write_files(
             f"channels = {chosen['channels'] // accounts}\n"
             for name in names
         )
-        + f'\n[[webhooks]]\nurl = "http://127.0.0.1:{hook_port}/hook"\n'
-        f'secret = "{WEBHOOK_SECRET}"\n'
+        + (
+            f'\n[[webhooks]]\nurl = "http://127.0.0.1:{hook_port}/hook"\n'
+            f'secret = "{WEBHOOK_SECRET}"\n'
+            if webhooks
+            else ""
+        )
     )
     with (folder / "cost.csv").open("w") as handle:
         handle.write("phone,name\n")
@@ -299,7 +305,13 @@ async def settled_everything(url: str, calls: int, timeout_s: float = 600) -> No
         await conn.close()
 
 
-def one_round(calls: int, waldump: bool = False, accounts: int = 1, timing: str = "short") -> dict:
+def one_round(
+    calls: int,
+    waldump: bool = False,
+    accounts: int = 1,
+    timing: str = "short",
+    webhooks: bool = True,
+) -> dict:
     with own_cluster() as (server_url, postmaster, data):
         cost_url = server_url.rsplit("/", 1)[0] + "/cost"
 
@@ -315,7 +327,7 @@ def one_round(calls: int, waldump: bool = False, accounts: int = 1, timing: str 
         asyncio.run(prepare())
         folder = Path(tempfile.mkdtemp(prefix="bench-cost-"))
         sim_port, serve_port, hook_port = free_port(), free_port(), free_port()
-        write_files(folder, calls, sim_port, serve_port, hook_port, accounts, timing)
+        write_files(folder, calls, sim_port, serve_port, hook_port, accounts, timing, webhooks)
         env = os.environ | {
             "DIALER_DATABASE_URL": cost_url,
             "DIALER_CONFIG": str(folder / "dialer.toml"),
@@ -453,7 +465,13 @@ measured range; {total / settled:.0f} bytes a call in all; rows under 20 bytes a
 """
 
 
-def report(rounds: list[dict], calls: int, accounts: int = 1, timing: str = "short") -> str:
+def report(
+    rounds: list[dict],
+    calls: int,
+    accounts: int = 1,
+    timing: str = "short",
+    webhooks: bool = True,
+) -> str:
     def per_call(key: str) -> list[float]:
         return [r[key] / r["settled"] for r in rounds]
 
@@ -476,6 +494,8 @@ def report(rounds: list[dict], calls: int, accounts: int = 1, timing: str = "sho
 
     pool = f" --accounts {accounts}" if accounts > 1 else ""
     pool += f" --timing {timing}" if timing != "short" else ""
+    pool += "" if webhooks else " --no-webhooks"
+    endpoint = "one webhook endpoint subscribed" if webhooks else "no webhook endpoint"
     said = TIMINGS[timing]["said"]
 
     def fmt(values: list[float], digits: int = 2) -> str:
@@ -485,7 +505,7 @@ def report(rounds: list[dict], calls: int, accounts: int = 1, timing: str = "sho
 Command: `python bench/statements.py --calls {calls} --rounds {len(rounds)}{pool}`: per round a
 PostgreSQL cluster of its own (pg_stat_statements, `track = all`, utility statements not
 counted), {calls} contacts, one attempt each, {said}; 70% completed, 20% no
-answer, 10% busy), `dialer serve`, one webhook endpoint subscribed; counted from just before
+answer, 10% busy), `dialer serve`, {endpoint}; counted from just before
 `dialer run --wait` until every attempt is settled and every webhook delivered, divided by the
 settled attempts. Medians (rounds).
 
@@ -529,18 +549,29 @@ def main() -> None:
         help="short: sub-second calls at 50/s, 60 channels; real: rings of 2-30 s and calls of"
         " 10 s-3 min at 200/min, 30 channels (the channels bind)",
     )
+    parser.add_argument(
+        "--no-webhooks",
+        dest="webhooks",
+        action="store_false",
+        help="subscribe no webhook endpoint, so that the outbox writes nothing: run beside the"
+        " default, the difference is what the outbox costs a call",
+    )
     options = parser.parse_args()
     rounds = [
-        one_round(options.calls, options.waldump, options.accounts, options.timing)
+        one_round(
+            options.calls, options.waldump, options.accounts, options.timing, options.webhooks
+        )
         for _ in range(options.rounds)
     ]
     if options.json:
         print(json.dumps(rounds, indent=1))
-    result = report(rounds, options.calls, options.accounts, options.timing)
+    result = report(rounds, options.calls, options.accounts, options.timing, options.webhooks)
     print(result)
     title = "What one settled call costs PostgreSQL (issue 16)"
     if options.timing != "short":
         title += f", {options.timing} timing"
+    if not options.webhooks:
+        title += ", no webhooks"
     write_section(title, result)
 
 
