@@ -61,7 +61,8 @@ def pg_dump_command(server_major: int) -> list[str]:
         found = re.search(r"(\d+)\.", said)
         return int(found.group(1)) if found else -1
 
-    usable = sorted((major(c), c) for c in candidates if c and major(c) >= server_major)
+    found = [(major(c), c) for c in candidates if c]  # each pg_dump asked its version once
+    usable = sorted((version, c) for version, c in found if version >= server_major)
     assert usable, f"no pg_dump of version {server_major} or later"
     return [usable[0][1]]
 
