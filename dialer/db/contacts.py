@@ -233,6 +233,8 @@ _LAW_HOLDS = """
     WHERE q.k = jk.key) holds)
 """
 
+# The ids are read through a scalar subquery for the reason events._PROGRESS_BATCH gives:
+# planned once per connection, not at most executions.
 _NUMBER_CHECKS = f"""
 SELECT t.id, jk.key AS law_key,
        EXISTS (SELECT 1 FROM attempts a
@@ -244,7 +246,7 @@ SELECT t.id, jk.key AS law_key,
             ORDER BY requested_at DESC LIMIT $4) a
         HAVING count(*) >= $4) AS capped_since,
        {_LAW_HOLDS} AS held_until
-FROM unnest($1::bigint[], $2::text[]) AS t(id, phone)
+FROM unnest((SELECT $1::bigint[]), $2::text[]) AS t(id, phone)
 JOIN contacts c ON c.id = t.id
 CROSS JOIN LATERAL (SELECT {jurisdiction_key_sql("$6")} AS key) jk
 """

@@ -207,18 +207,21 @@ async def store_and_advance(
     return {(r["account"], r["dedupe_key"]): r["unknown"] for r in rows}
 
 
+# The ids are read through a scalar subquery for the reason _PROGRESS_BATCH gives: planned
+# once per connection, not at every execution.
+FINALS_READ = """
+SELECT a.id AS attempt_id, a.account, a.state, a.answered_at IS NOT NULL AS answered,
+       a.answered_by, a.campaign_id, c.attempts, c.timezone, c.jurisdiction, now() AS now
+FROM attempts a JOIN contacts c ON c.id = a.contact_id
+WHERE a.id = ANY ((SELECT $1::bigint[])::bigint[])
+"""
+
+
 async def read_for_finals(conn: Connection, attempt_ids: list[int]) -> dict[int, asyncpg.Record]:
     """These attempts as settling a final word needs them: account, state, answered,
     answered_by, campaign_id, their contact's attempts, timezone and jurisdiction, and now().
     Whose they are is the caller's to check (an event settles only its own account's)."""
-    rows = await conn.fetch(
-        """SELECT a.id AS attempt_id, a.account, a.state, a.answered_at IS NOT NULL AS answered,
-                  a.answered_by, a.campaign_id, c.attempts, c.timezone, c.jurisdiction,
-                  now() AS now
-           FROM attempts a JOIN contacts c ON c.id = a.contact_id
-           WHERE a.id = ANY($1::bigint[])""",
-        attempt_ids,
-    )
+    rows = await conn.fetch(FINALS_READ, attempt_ids)
     return {row["attempt_id"]: row for row in rows}
 
 

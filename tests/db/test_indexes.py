@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from dialer.db import events
+from dialer.db import contacts, events
 from dialer.db.accounts import _GLANCE, _STATUS
 from dialer.db.attempts import (
     _CHANNELS,
@@ -230,6 +230,112 @@ def test_a_progress_batch_is_planned_once_and_reads_attempts_by_index(
                     " ARRAY['call-1'], ARRAY['ringing'], ARRAY[NULL]::int[], ARRAY['k'],"
                     " ARRAY['{}']::jsonb[], ARRAY[NULL]::timestamptz[], ARRAY[NULL]::text[],"
                     f" ARRAY[3], ARRAY['sim-main'], ARRAY[{live_states}])"
+                )
+                plan = json.loads(explained) if isinstance(explained, str) else explained
+                raise _Rollback({"planned": planned, "plan": plan[0]["Plan"]})
+        except _Rollback as done:
+            return done.plans["planned"], done.plans["plan"]
+        finally:
+            await conn.close()
+
+    planned, plan = asyncio.run(go())
+    assert planned is not None
+    assert planned["custom_plans"] <= 5 and planned["generic_plans"] >= 7, dict(planned)
+    reads = list(_reads_of_attempts(plan))
+    assert reads and not [r for r in reads if r[0] == "Seq Scan"], reads
+
+
+def test_the_finals_read_is_planned_once_and_reads_attempts_by_index(database_url: str) -> None:
+    """The read before final words are settled (db.events.read_for_finals), executed again and
+    again on one connection with batches of one, is planned once and kept, not planned anew at
+    each execution (three quarters of a planning per settled call before: bench/statements.py);
+    and the kept plan finds the attempts through their primary key (20,050 attempts)."""
+
+    async def go() -> tuple[asyncpg.Record, dict]:
+        conn = await connect(database_url)
+        try:
+            async with conn.transaction():
+                for statement in LIVE_ON_FOUR_ACCOUNTS:
+                    await conn.execute(statement)
+                await conn.execute("ANALYZE attempts")
+                await conn.execute("ANALYZE contacts")
+                ids = [
+                    r["id"]
+                    for r in await conn.fetch(
+                        "SELECT id FROM attempts WHERE account = 'sim-main' ORDER BY id LIMIT 12"
+                    )
+                ]
+                for attempt in ids:
+                    assert list(await events.read_for_finals(conn, [attempt])) == [attempt]
+                planned = await conn.fetchrow(
+                    "SELECT generic_plans, custom_plans FROM pg_prepared_statements"
+                    " WHERE statement = $1",
+                    events.FINALS_READ,
+                )
+                await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+                await conn.execute(f"PREPARE finals_read (bigint[]) AS {events.FINALS_READ}")
+                explained = await conn.fetchval(
+                    "EXPLAIN (FORMAT JSON) EXECUTE finals_read(ARRAY[1]::bigint[])"
+                )
+                plan = json.loads(explained) if isinstance(explained, str) else explained
+                raise _Rollback({"planned": planned, "plan": plan[0]["Plan"]})
+        except _Rollback as done:
+            return done.plans["planned"], done.plans["plan"]
+        finally:
+            await conn.close()
+
+    planned, plan = asyncio.run(go())
+    assert planned is not None
+    assert planned["custom_plans"] <= 5 and planned["generic_plans"] >= 7, dict(planned)
+    reads = list(_reads_of_attempts(plan))
+    assert reads and {r[1] for r in reads} == {"attempts_pkey"}, reads
+
+
+# The claim's number checks' parameters as SQL types, in order (db.contacts.check_numbers).
+NUMBER_CHECK_TYPES = (
+    "bigint[], text[], text[], int, text, text[], text[], int[], float8[], text[], float8[]"
+)
+
+
+def test_a_claim_s_number_checks_are_planned_once_and_read_attempts_by_index(
+    database_url: str,
+) -> None:
+    """The claim's checks of the numbers it picked (db.contacts.check_numbers), executed again
+    and again on one connection with one contact each, are planned once and kept, not planned
+    anew at most executions; and the kept plan reads attempts through an index only, never the
+    table (20,000 closed attempts by number)."""
+
+    async def go() -> tuple[asyncpg.Record, dict]:
+        conn = await connect(database_url)
+        try:
+            async with conn.transaction():
+                for statement in CLOSED_BY_NUMBER:
+                    await conn.execute(statement)
+                await conn.execute("ANALYZE attempts")
+                await conn.execute("ANALYZE contacts")
+                picked = await conn.fetch(
+                    """SELECT c.id, c.phone_e164 FROM contacts c
+                       JOIN campaigns k ON k.id = c.campaign_id
+                       WHERE k.name = 'by-number' ORDER BY c.id LIMIT 12"""
+                )
+                for row in picked:
+                    checked = await contacts.check_numbers(
+                        conn, [row["id"]], [row["phone_e164"]], 3, "renewals", None
+                    )
+                    assert [r["id"] for r in checked] == [row["id"]]
+                planned = await conn.fetchrow(
+                    "SELECT generic_plans, custom_plans FROM pg_prepared_statements"
+                    " WHERE statement = $1",
+                    contacts._NUMBER_CHECKS,
+                )
+                await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+                await conn.execute(
+                    f"PREPARE checks ({NUMBER_CHECK_TYPES}) AS {contacts._NUMBER_CHECKS}"
+                )
+                explained = await conn.fetchval(
+                    "EXPLAIN (FORMAT JSON) EXECUTE checks(ARRAY[1]::bigint[], ARRAY['+1'],"
+                    " ARRAY['ringing'], 3, 'renewals', ARRAY[]::text[], ARRAY[]::text[],"
+                    " ARRAY[]::int[], ARRAY[]::float8[], ARRAY[]::text[], ARRAY[]::float8[])"
                 )
                 plan = json.loads(explained) if isinstance(explained, str) else explained
                 raise _Rollback({"planned": planned, "plan": plan[0]["Plan"]})
