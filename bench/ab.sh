@@ -22,7 +22,7 @@ for round in $(seq "$rounds"); do
     for mode in $modes; do
       echo "=== round $round $side $mode $(date +%T)"
       (cd "$dir" && PYTHONPATH=$dir "$python" "$here/bench/dialing.py" "$mode" 2>&1 \
-        | grep -E '^\| (one|two|bare|callbacks stored|`dialer serve`)|Rounds|rounds') || true
+        | grep -E '^\| (one|two|bare|callbacks stored|`dialer serve`|CPU per)|Rounds|rounds') || true
     done
   done
 done

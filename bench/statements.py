@@ -252,7 +252,8 @@ async def read_costs(observer: asyncpg.Connection, lsn: str, commits: int) -> di
     )
     dialer_role = "(SELECT oid FROM pg_roles WHERE rolname = 'postgres')"
     rows = await observer.fetch(
-        f"""SELECT query, calls, plans, total_plan_time, toplevel FROM pg_stat_statements
+        f"""SELECT query, calls, plans, total_plan_time, total_exec_time, toplevel
+            FROM pg_stat_statements
             WHERE userid = {dialer_role} AND dbid = (SELECT oid FROM pg_database
                                                      WHERE datname = 'cost')
             ORDER BY calls DESC"""
@@ -276,8 +277,16 @@ async def read_costs(observer: asyncpg.Connection, lsn: str, commits: int) -> di
         "fk_checks": fk,
         "plans": sum(r["plans"] for r in rows),
         "plan_ms": sum(r["total_plan_time"] for r in rows),
+        # a top-level statement's time includes what its triggers ran
+        "exec_ms": sum(r["total_exec_time"] for r in rows if r["toplevel"]),
         "top": [
-            (r["calls"], r["plans"], r["toplevel"], " ".join(r["query"].split())[:110])
+            (
+                r["calls"],
+                r["plans"],
+                r["toplevel"],
+                " ".join(r["query"].split())[:110],
+                r["total_exec_time"],
+            )
             for r in rows
         ],
         "commits": committed - commits,
@@ -478,6 +487,7 @@ def report(
     statements, fk = per_call("statements"), per_call("fk_checks")
     commits, wal = per_call("commits"), per_call("wal_bytes")
     plans, plan_ms = per_call("plans"), per_call("plan_ms")
+    exec_ms = [r.get("exec_ms", 0.0) / r["settled"] for r in rounds]
     cpu = [1000 * r["cpu_s"] / r["settled"] for r in rounds]
     top = rounds[len(rounds) // 2]["top"][:25]
     updated = [
@@ -487,9 +497,9 @@ def report(
     ]
     settled = rounds[len(rounds) // 2]["settled"]
     lines = "\n".join(
-        f"| {n / settled:.2f} | {p / settled:.2f} | {'top' if toplevel else 'nested'}"
-        f" | `{query.replace('|', '¦')}` |"
-        for n, p, toplevel, query in top
+        f"| {n / settled:.2f} | {p / settled:.2f} | {ms / settled:.3f}"
+        f" | {'top' if toplevel else 'nested'} | `{query.replace('|', '¦')}` |"
+        for n, p, toplevel, query, ms in top
     )
 
     pool = f" --accounts {accounts}" if accounts > 1 else ""
@@ -515,15 +525,17 @@ settled attempts. Medians (rounds).
 | of which foreign-key checks | {fmt(fk)} | |
 | plannings (a statement planned at its execution) | {fmt(plans)} | |
 | time spent planning, ms | {fmt(plan_ms, 3)} | |
+| time executing statements (wall: a wait for a core counts), ms | {fmt(exec_ms, 3)} | |
 | commits | {fmt(commits)} | |
 | WAL bytes | {fmt(wal, 0)} | ≤ 4096 |
 | server CPU, ms | {fmt(cpu)} | |
 | rows updated (HOT: in place, no index entry) | {"; ".join(updated)} | |
 
-The statements of the middle round, executions (and plannings) per settled call:
+The statements of the middle round, per settled call: executions, plannings, and
+milliseconds executing (wall time; a nested statement's are within its top-level one's):
 
-| per call | planned | level | statement |
-|---|---|---|---|
+| per call | planned | executing, ms | level | statement |
+|---|---|---|---|---|
 {lines}
 {wal_table(rounds)}"""
 
