@@ -12,7 +12,7 @@ from dialer.campaign_control import set_status
 from dialer.campaign_spec import load_campaign_file
 from dialer.campaigns import from_row
 from dialer.cli.context import AppContext, pass_app, run
-from dialer.cli.output import print_rows
+from dialer.cli.output import print_rows, text_or_json_option, wants_json
 from dialer.console import byte_progress
 from dialer.db import accounts, campaigns, contacts, reporting, server
 from dialer.db.connect import session
@@ -34,7 +34,7 @@ def campaign() -> None:
 @click.option(
     "--csv", "csv_path", metavar="PATH", help="Contacts CSV (default: the file's `contacts`)."
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+@text_or_json_option
 @click.option(
     "--raw",
     is_flag=True,
@@ -43,7 +43,12 @@ def campaign() -> None:
 )
 @pass_app
 def load(
-    app: AppContext, campaign_file: Path, csv_path: str | None, as_json: bool, raw: bool
+    app: AppContext,
+    campaign_file: Path,
+    csv_path: str | None,
+    as_json: bool,
+    fmt: str | None,
+    raw: bool,
 ) -> None:
     """Create the campaign in FILE.toml (or update it if it has not dialed yet) and load its CSV.
 
@@ -59,6 +64,7 @@ def load(
     1,000 columns, names of at most 200 characters, none differing from another only in case.
     Exit codes: 0 loaded, 2 bad campaign file or CSV, 1 other error.
     """
+    as_json = wants_json(as_json, fmt)
     spec_file = load_campaign_file(campaign_file)
     refuse_unknown_account(spec_file.spec, app.config)
     refuse_unsupported(spec_file.spec, app.config)

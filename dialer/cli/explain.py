@@ -12,6 +12,7 @@ import click
 
 from dialer.campaigns import from_row
 from dialer.cli.context import AppContext, pass_app, run
+from dialer.cli.output import text_or_json_option, wants_json
 from dialer.db import consent as ledger
 from dialer.db import explain as reading
 from dialer.db import registries as stored_registries
@@ -58,7 +59,7 @@ class Explanation:
     type=click.IntRange(1, 100),
     help="Dials per number per 24 h, as `dialer run --dial-cap` (default: dialer.toml's).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the explanation as JSON.")
+@text_or_json_option
 @pass_app
 def explain(
     app: AppContext,
@@ -67,6 +68,7 @@ def explain(
     at_text: str | None,
     dial_cap: int | None,
     as_json: bool,
+    fmt: str | None,
 ) -> None:
     """Why NUMBER may or may not be dialed now: every rule that applies (the calling window in
     the contact's zone and jurisdiction, the laws' caps and quiet times on the campaign's
@@ -77,6 +79,7 @@ def explain(
     \b
     Exit codes: 0 explained, 2 a number or time that cannot be read, or no such contact.
     """
+    as_json = wants_json(as_json, fmt)
     region = app.config.default_region
     try:
         phone = normalize(number, region)

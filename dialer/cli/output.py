@@ -30,6 +30,28 @@ def format_option(command):
     )(command)
 
 
+def text_or_json_option(command):
+    """`--format text|json` (text by default) for a command that prints one report, and
+    `--json`, its older spelling, kept: the command takes `as_json` (see wants_json)."""
+    command = click.option("--json", "as_json", is_flag=True, help="The same as --format json.")(
+        command
+    )
+    return click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(["text", "json"]),
+        default=None,
+        help="text for people (the default); json for programs (stdout).",
+    )(command)
+
+
+def wants_json(as_json: bool, fmt: str | None) -> bool:
+    """Whether `--json` or `--format json` asked for JSON; both spellings at odds is an error."""
+    if as_json and fmt == "text":
+        raise click.UsageError("--json and --format text ask for different things: give one")
+    return as_json or fmt == "json"
+
+
 def print_record(record: Mapping, fmt: str, *, said: str) -> None:
     """One result: `said` (a sentence) as the table format, else the record as CSV or JSON."""
     if fmt == "table":

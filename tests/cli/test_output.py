@@ -51,8 +51,20 @@ def test_every_command_that_prints_data_takes_a_format(run_cli, tmp_path: Path) 
     assert run_cli("migrate").stdout.strip() == "schema is up to date"
     status = run_cli("webhooks", "status", "--format", "json")
     assert status.exit_code == 0 and isinstance(json.loads(status.stdout), list)
-    write_campaign(tmp_path, "shown-as", 2)
-    assert run_cli("campaign", "load", "shown-as.toml").exit_code == 0
+    write_campaign(tmp_path, "shown-as", 2, csv_rows=["+919845078801,A,UTC", "+919845078802,B,UTC"])
+    loaded = run_cli("campaign", "load", "shown-as.toml", "--format", "json")
+    assert loaded.exit_code == 0, loaded.stderr
+    assert json.loads(loaded.stdout)["loaded"] == 2
+    # `--json`, the older spelling, says the same; with `--format text` it is refused, named
+    again = run_cli("campaign", "load", "shown-as.toml", "--json")
+    assert json.loads(again.stdout)["duplicates"] == 2
+    odds = run_cli("campaign", "load", "shown-as.toml", "--json", "--format", "text")
+    assert odds.exit_code == 2 and "--json and --format text" in odds.stderr, odds.stderr
+    why = run_cli("explain", "+919845078801", "--format", "json")
+    assert why.exit_code == 0, why.stderr
+    assert [e["campaign"] for e in json.loads(why.stdout)] == ["shown-as"]
+    older = json.loads(run_cli("explain", "+919845078801", "--json").stdout)
+    assert [(e["campaign"], e["state"]) for e in older] == [("shown-as", "pending")]
     as_json = json.loads(run_cli("campaign", "show", "shown-as", "--format", "json").stdout)
     assert as_json["contacts"]["pending"] == 2
     assert as_json["not_dialed_now"]["waiting"][0]["reason"] == "due now"
