@@ -5,6 +5,7 @@ consent may dial."""
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import asyncpg
@@ -35,15 +36,28 @@ async def live(db: asyncpg.Connection, phone: str, scope: str = "marketing") -> 
 
 
 async def test_import_revoke_and_a_chain_that_verifies(run_cli, tmp_path: Path, db) -> None:
-    result = run_cli("consent", "import", str(write(tmp_path, GOOD)))
+    result = run_cli("consent", "import", str(write(tmp_path, GOOD)), "--format", "json")
     assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["appended"] == 3
     assert await rows(db) == 3 and await live(db, "+919845010002")
     result = run_cli("consent", "revoke", "+919845010002", "--scope", "marketing")
     assert result.exit_code == 0, result.stderr
+    assert result.stdout.startswith("consent in 'marketing' revoked for 1 numbers")
     assert not await live(db, "+919845010002") and await live(db, "+919845010001")
     assert not await live(db, "+919845010001", "surveys")  # another scope: never granted
     verified = run_cli("consent", "verify")
     assert verified.exit_code == 0 and "4 rows, chain intact" in verified.stdout
+    again = run_cli(
+        "consent", "revoke", "+919845010003", "--scope", "marketing", "--format", "json"
+    )
+    assert json.loads(again.stdout) == {
+        "scope": "marketing",
+        "revoked": 1,
+        "reservations_withdrawn": 0,
+    }
+    verified = run_cli("consent", "verify", "--format", "json")
+    assert verified.exit_code == 0
+    assert json.loads(verified.stdout) == {"rows": 5, "intact": True, "broken_at": None}
     evidence = await db.fetchval(
         "SELECT evidence_sha256 FROM consent_events WHERE phone_e164 = '+919845010001'"
     )
@@ -100,6 +114,10 @@ async def test_an_edited_deleted_or_moved_row_breaks_the_chain(
     edited = await dialer("consent", "verify")
     assert edited.exit_code == 1
     assert "broken at row id 2 (row 2 of the chain)" in edited.stderr and "edited" in edited.stderr
+    said = await dialer("consent", "verify", "--format", "json")
+    assert said.exit_code == 1 and "broken at row id 2" in said.stderr
+    broken = json.loads(said.stdout)
+    assert (broken["intact"], broken["broken_at"]["row_id"]) == (False, 2), broken
     await own_db.execute("DELETE FROM consent_events WHERE id = 2")
     deleted = await dialer("consent", "verify")
     assert deleted.exit_code == 1 and "broken at row id 3" in deleted.stderr

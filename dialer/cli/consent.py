@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import click
 
 from dialer.campaign_control import withdraw_revoked
 from dialer.cli.context import AppContext, pass_app, run
+from dialer.cli.output import print_report, text_format_option
 from dialer.consent import Break, ChainCheck, ConsentEvent, event_from_fields
 from dialer.db import consent as ledger
 from dialer.db import server
@@ -29,8 +31,11 @@ def consent() -> None:
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--scope", help="The scope of rows without a `scope` column (e.g. marketing).")
 @click.option("--source", help="The source of rows without a `source` column.")
+@text_format_option
 @pass_app
-def import_file(app: AppContext, file: Path, scope: str | None, source: str | None) -> None:
+def import_file(
+    app: AppContext, file: Path, scope: str | None, source: str | None, fmt: str
+) -> None:
     """Append the events of FILE.csv: columns `phone` (required), `scope`, `action` (grant or
     revoke; default grant), `source`, `evidence` (its text, kept as a SHA-256) or
     `evidence_sha256`, `occurred_at` (ISO 8601 with offset; default now). All or nothing: one
@@ -47,7 +52,8 @@ def import_file(app: AppContext, file: Path, scope: str | None, source: str | No
             return len(events)
 
     count = run(go())
-    click.echo(f"consent: {count} events appended from {file}")
+    said = f"consent: {count} events appended from {file}"
+    print_report(fmt, {"appended": count, "file": str(file)}, said)
 
 
 def _read(
@@ -82,13 +88,14 @@ def _read(
 @click.argument("numbers", nargs=-1, required=True)
 @click.option("--scope", required=True, help="The scope revoked (e.g. marketing).")
 @click.option("--source", default="dialer consent revoke", show_default=True)
+@text_format_option
 @pass_app
-def revoke(app: AppContext, numbers: tuple[str, ...], scope: str, source: str) -> None:
+def revoke(app: AppContext, numbers: tuple[str, ...], scope: str, source: str, fmt: str) -> None:
     """Record that NUMBERS took their consent in SCOPE back. Every process stops dialing them
     in campaigns requiring that scope before its next claim or send; calls in flight end."""
     region = app.config.default_region
 
-    async def go() -> None:
+    async def go() -> tuple[int, int]:
         async with session(app.database_url) as conn:
             now = await server.now(conn)
             events = []
@@ -104,17 +111,18 @@ def revoke(app: AppContext, numbers: tuple[str, ...], scope: str, source: str) -
             async with conn.transaction():
                 await ledger.append(conn, events)
                 released = await withdraw_revoked(conn, events)
-            click.echo(
-                f"consent in {scope!r} revoked for {len(events)} numbers;"
-                f" {released} reservations withdrawn"
-            )
+            return len(events), released
 
-    run(go())
+    revoked, released = run(go())
+    said = f"consent in {scope!r} revoked for {revoked} numbers; {released} reservations withdrawn"
+    report = {"scope": scope, "revoked": revoked, "reservations_withdrawn": released}
+    print_report(fmt, report, said)
 
 
 @consent.command("verify")
+@text_format_option
 @pass_app
-def verify_chain(app: AppContext) -> None:
+def verify_chain(app: AppContext, fmt: str) -> None:
     """Check the ledger's hash chain: exit 0 if every row is as written and in place, else 1
     naming the first row that breaks it (edited, deleted or moved)."""
 
@@ -128,6 +136,12 @@ def verify_chain(app: AppContext) -> None:
         return check.count, None
 
     count, broken = run(go())
+    if fmt == "json":
+        where: dict[str, object] | None = None
+        if broken is not None:
+            where = {"row_id": broken.row_id, "position": broken.position}
+            where |= {"problem": broken.problem}
+        click.echo(json.dumps({"rows": count, "intact": broken is None, "broken_at": where}))
     if broken is not None:
         click.echo(
             f"dialer: error: consent ledger broken at row id {broken.row_id} (row"
@@ -135,4 +149,5 @@ def verify_chain(app: AppContext) -> None:
             err=True,
         )
         raise SystemExit(1)
-    click.echo(f"consent ledger verified: {count} rows, chain intact")
+    if fmt == "text":
+        click.echo(f"consent ledger verified: {count} rows, chain intact")

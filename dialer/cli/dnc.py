@@ -13,7 +13,7 @@ import click
 
 from dialer import dnc as dnc_list
 from dialer.cli.context import AppContext, pass_app, run
-from dialer.cli.output import format_option, print_record, print_rows
+from dialer.cli.output import format_option, print_record, print_rows, text_format_option
 from dialer.db import registries as stored_registries
 from dialer.db.connect import session
 from dialer.errors import InputError
@@ -83,7 +83,7 @@ def add(
     metavar="YYYY-MM-DD",
     help="The day the registry's administrator gave out this copy (with --registry).",
 )
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+@text_format_option
 @pass_app
 def import_(
     app: AppContext,

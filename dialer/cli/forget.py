@@ -12,6 +12,7 @@ from typing import TypeVar
 import click
 
 from dialer.cli.context import AppContext, pass_app, run
+from dialer.cli.output import text_format_option
 from dialer.db.connect import session
 from dialer.durations import parse_duration
 from dialer.errors import InputError
@@ -35,7 +36,7 @@ MAX_WAIT = timedelta(hours=2)
     metavar="DURATION",
     help="How long to wait for calls in flight to end before erasing (0: do not wait).",
 )
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+@text_format_option
 @pass_app
 def forget_numbers(
     app: AppContext, numbers: tuple[str, ...], region: str | None, wait: str, fmt: str

@@ -30,19 +30,34 @@ def format_option(command):
     )(command)
 
 
-def text_or_json_option(command):
-    """`--format text|json` (text by default) for a command that prints one report, and
-    `--json`, its older spelling, kept: the command takes `as_json` (see wants_json)."""
-    command = click.option("--json", "as_json", is_flag=True, help="The same as --format json.")(
-        command
-    )
+def _text_or_json(default: str | None):
     return click.option(
         "--format",
         "fmt",
         type=click.Choice(["text", "json"]),
-        default=None,
+        default=default,
         help="text for people (the default); json for programs (stdout).",
-    )(command)
+    )
+
+
+def text_format_option(command):
+    """`--format text|json` (text by default), as a command that prints one report has."""
+    return _text_or_json("text")(command)
+
+
+def text_or_json_option(command):
+    """The same, and `--json`, its older spelling, kept where a command had it: the command
+    takes `as_json` and `fmt` (see wants_json)."""
+    older = click.option("--json", "as_json", is_flag=True, help="The same as --format json.")
+    return _text_or_json(None)(older(command))
+
+
+def print_report(fmt: str, report: Mapping, said: str) -> None:
+    """One report: `said` (sentences) as text, else `report` as JSON on stdout."""
+    if fmt == "json":
+        click.echo(json.dumps(report, indent=2, default=str))
+    else:
+        click.echo(said)
 
 
 def wants_json(as_json: bool, fmt: str | None) -> bool:

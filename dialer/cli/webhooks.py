@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from dialer.cli.context import AppContext, pass_app, run
-from dialer.cli.output import format_option, print_rows
+from dialer.cli.output import format_option, print_report, print_rows, text_format_option
 from dialer.cli.report import parse_since
 from dialer.db import webhooks as outbox
 from dialer.db.connect import session
@@ -46,8 +46,11 @@ def status(app: AppContext, fmt: str) -> None:
     help="Only this endpoint (repeatable; default: every endpoint in dialer.toml).",
 )
 @click.option("--delivered", is_flag=True, help="Also send again events already delivered.")
+@text_format_option
 @pass_app
-def replay(app: AppContext, since: str, endpoints: tuple[str, ...], delivered: bool) -> None:
+def replay(
+    app: AppContext, since: str, endpoints: tuple[str, ...], delivered: bool, fmt: str
+) -> None:
     """Send again the events since WHEN whose deliveries exhausted their retries: they are
     pending at once, with the same webhook-id, and a fresh 24 hours of retries. A running
     `dialer serve` delivers them within a second. Exit 0, 2 for an unknown endpoint."""
@@ -64,4 +67,4 @@ def replay(app: AppContext, since: str, endpoints: tuple[str, ...], delivered: b
             return await outbox.replay(conn, start, list(endpoints or configured), delivered)
 
     count = run(go())
-    click.echo(f"{count} deliveries pending again")
+    print_report(fmt, {"pending_again": count}, f"{count} deliveries pending again")

@@ -3,6 +3,7 @@ dashboard's line and the metric read the same counts."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from dialer.metrics import REGISTRY, refresh_gauges
@@ -55,8 +56,8 @@ async def test_status_replay_metric_and_an_unknown_endpoint(run_cli, db, tmp_pat
     assert wrong.exit_code == 2 and "nope" in wrong.stderr and "crm" in wrong.stderr
     recent = run_cli("webhooks", "replay", "--since", "1h", env=env)
     assert recent.exit_code == 0 and recent.stdout.startswith("0 deliveries")  # it is older
-    replay = run_cli("webhooks", "replay", "--since", "2d", env=env)
-    assert replay.exit_code == 0 and replay.stdout.startswith("1 deliveries pending again")
+    replay = run_cli("webhooks", "replay", "--since", "2d", "--format", "json", env=env)
+    assert replay.exit_code == 0 and json.loads(replay.stdout) == {"pending_again": 1}
     row = await db.fetchrow("SELECT * FROM webhook_deliveries WHERE event_id = $1", event)
     assert (row["state"], row["tries"]) == ("pending", 0)
     assert await db.fetchval("SELECT since > now() - interval '1 minute' FROM webhook_deliveries")
