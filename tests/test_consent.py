@@ -47,14 +47,24 @@ async def test_import_revoke_and_a_chain_that_verifies(run_cli, tmp_path: Path, 
     assert not await live(db, "+919845010001", "surveys")  # another scope: never granted
     verified = run_cli("consent", "verify")
     assert verified.exit_code == 0 and "4 rows, chain intact" in verified.stdout
+    # a national number is read in --region (every command that reads numbers takes it)
     again = run_cli(
-        "consent", "revoke", "+919845010003", "--scope", "marketing", "--format", "json"
+        "consent",
+        "revoke",
+        "98450 10003",
+        "--scope",
+        "marketing",
+        "--region",
+        "in",
+        "--format",
+        "json",
     )
     assert json.loads(again.stdout) == {
         "scope": "marketing",
         "revoked": 1,
         "reservations_withdrawn": 0,
     }
+    assert not await live(db, "+919845010003")
     verified = run_cli("consent", "verify", "--format", "json")
     assert verified.exit_code == 0
     assert json.loads(verified.stdout) == {"rows": 5, "intact": True, "broken_at": None}

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from dialer.campaign_control import withdraw_revoked
-from dialer.cli.context import AppContext, pass_app, run
+from dialer.cli.context import AppContext, pass_app, region_option, run
 from dialer.cli.output import print_report, text_format_option
 from dialer.consent import Break, ChainCheck, ConsentEvent, event_from_fields
 from dialer.db import consent as ledger
@@ -31,16 +31,22 @@ def consent() -> None:
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--scope", help="The scope of rows without a `scope` column (e.g. marketing).")
 @click.option("--source", help="The source of rows without a `source` column.")
+@region_option
 @text_format_option
 @pass_app
 def import_file(
-    app: AppContext, file: Path, scope: str | None, source: str | None, fmt: str
+    app: AppContext,
+    file: Path,
+    scope: str | None,
+    source: str | None,
+    region: str | None,
+    fmt: str,
 ) -> None:
     """Append the events of FILE.csv: columns `phone` (required), `scope`, `action` (grant or
     revoke; default grant), `source`, `evidence` (its text, kept as a SHA-256) or
     `evidence_sha256`, `occurred_at` (ISO 8601 with offset; default now). All or nothing: one
     bad row and nothing is written, with every bad row and field named (exit 2)."""
-    region = app.config.default_region
+    region = app.region(region)
 
     async def go() -> int:
         async with session(app.database_url) as conn:
@@ -88,12 +94,20 @@ def _read(
 @click.argument("numbers", nargs=-1, required=True)
 @click.option("--scope", required=True, help="The scope revoked (e.g. marketing).")
 @click.option("--source", default="dialer consent revoke", show_default=True)
+@region_option
 @text_format_option
 @pass_app
-def revoke(app: AppContext, numbers: tuple[str, ...], scope: str, source: str, fmt: str) -> None:
+def revoke(
+    app: AppContext,
+    numbers: tuple[str, ...],
+    scope: str,
+    source: str,
+    region: str | None,
+    fmt: str,
+) -> None:
     """Record that NUMBERS took their consent in SCOPE back. Every process stops dialing them
     in campaigns requiring that scope before its next claim or send; calls in flight end."""
-    region = app.config.default_region
+    region = app.region(region)
 
     async def go() -> tuple[int, int]:
         async with session(app.database_url) as conn:

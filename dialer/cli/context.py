@@ -35,8 +35,19 @@ class AppContext:
             self._database_url = resolve_database_url(database_url_from(self.config))
         return self._database_url
 
+    def region(self, given: str | None) -> str | None:
+        """The region numbers written without +CC are read in: `--region`, else dialer.toml's
+        default_region (None: such numbers are refused, named)."""
+        return (given or self.config.default_region or "").upper() or None
+
 
 pass_app = click.make_pass_decorator(AppContext, ensure=True)
+
+# Every command that reads phone numbers takes the region of those written without +CC.
+region_option = click.option(
+    "--region",
+    help="Region for numbers written without +CC (default: default_region in dialer.toml).",
+)
 
 
 # Ctrl-C came (set by the entry point's SIGINT handler): whatever the unwinding raises, the

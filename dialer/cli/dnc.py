@@ -12,19 +12,13 @@ from pathlib import Path
 import click
 
 from dialer import dnc as dnc_list
-from dialer.cli.context import AppContext, pass_app, run
+from dialer.cli.context import AppContext, pass_app, region_option, run
 from dialer.cli.output import format_option, print_record, print_rows, text_format_option
 from dialer.db import registries as stored_registries
 from dialer.db.connect import session
 from dialer.errors import InputError
 from dialer.policy.packs import REGISTRY_NAME
 from dialer.registries import registry_notes, registry_report
-
-_REGION_HELP = "Region for numbers written without +CC (default: default_region in dialer.toml)."
-
-
-def _region(app: AppContext, region: str | None) -> str | None:
-    return (region or app.config.default_region or "").upper() or None
 
 
 def _normalize_or_fail(numbers: list[str], region: str | None) -> list[str]:
@@ -42,14 +36,14 @@ def dnc() -> None:
 @dnc.command("add")
 @click.argument("numbers", nargs=-1, required=True)
 @click.option("--reason", help="Why the number may not be called (kept with it).")
-@click.option("--region", help=_REGION_HELP)
+@region_option
 @format_option
 @pass_app
 def add(
     app: AppContext, numbers: tuple[str, ...], reason: str | None, region: str | None, fmt: str
 ) -> None:
     """Add NUMBERS; contacts still waiting to be dialed with them become `suppressed`."""
-    normalized = _normalize_or_fail(list(numbers), _region(app, region))
+    normalized = _normalize_or_fail(list(numbers), app.region(region))
 
     async def go() -> dnc_list.DncChange:
         async with session(app.database_url) as conn:
@@ -71,7 +65,7 @@ def add(
 @dnc.command("import")
 @click.argument("csv_file", metavar="FILE.csv", type=click.Path(path_type=Path))
 @click.option("--reason", help="Reason for rows without a `reason` column.")
-@click.option("--region", help=_REGION_HELP)
+@region_option
 @click.option(
     "--registry",
     help="The registry this file is a copy of (e.g. us-dnc, in-ncpr): each number keeps it, and"
@@ -108,7 +102,7 @@ def import_(
     good: list[tuple[str, str | None, date | None]] = []
     bad = []
     for row in rows:
-        normalized, problems = dnc_list.normalize_all([row.raw], _region(app, region))
+        normalized, problems = dnc_list.normalize_all([row.raw], app.region(region))
         day, day_problem = _registered(row.registered_on, copy)
         if problems:
             bad.append(f"line {row.line}: {problems[0][1]}")
@@ -267,12 +261,12 @@ def registries(app: AppContext, fmt: str) -> None:
 
 @dnc.command("remove")
 @click.argument("numbers", nargs=-1, required=True)
-@click.option("--region", help=_REGION_HELP)
+@region_option
 @format_option
 @pass_app
 def remove(app: AppContext, numbers: tuple[str, ...], region: str | None, fmt: str) -> None:
     """Take NUMBERS off the list. Contacts already suppressed stay suppressed."""
-    normalized = _normalize_or_fail(list(numbers), _region(app, region))
+    normalized = _normalize_or_fail(list(numbers), app.region(region))
 
     async def go() -> int:
         async with session(app.database_url) as conn:

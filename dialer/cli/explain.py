@@ -11,7 +11,7 @@ import asyncpg
 import click
 
 from dialer.campaigns import from_row
-from dialer.cli.context import AppContext, pass_app, run
+from dialer.cli.context import AppContext, pass_app, region_option, run
 from dialer.cli.output import text_or_json_option, wants_json
 from dialer.db import consent as ledger
 from dialer.db import explain as reading
@@ -59,6 +59,7 @@ class Explanation:
     type=click.IntRange(1, 100),
     help="Dials per number per 24 h, as `dialer run --dial-cap` (default: dialer.toml's).",
 )
+@region_option
 @text_or_json_option
 @pass_app
 def explain(
@@ -67,6 +68,7 @@ def explain(
     campaign_name: str | None,
     at_text: str | None,
     dial_cap: int | None,
+    region: str | None,
     as_json: bool,
     fmt: str | None,
 ) -> None:
@@ -80,9 +82,8 @@ def explain(
     Exit codes: 0 explained, 2 a number or time that cannot be read, or no such contact.
     """
     as_json = wants_json(as_json, fmt)
-    region = app.config.default_region
     try:
-        phone = normalize(number, region)
+        phone = normalize(number, app.region(region))
     except PhoneError as exc:
         raise InputError(f"{number!r}: {exc}") from None
     at = _instant(at_text)

@@ -11,7 +11,7 @@ from typing import TypeVar
 
 import click
 
-from dialer.cli.context import AppContext, pass_app, run
+from dialer.cli.context import AppContext, pass_app, region_option, run
 from dialer.cli.output import text_format_option
 from dialer.db.connect import session
 from dialer.durations import parse_duration
@@ -27,7 +27,7 @@ MAX_WAIT = timedelta(hours=2)
 
 @click.command("forget")
 @click.argument("numbers", nargs=-1, required=True)
-@click.option("--region", help="Region for numbers written without +CC (default: default_region).")
+@region_option
 @click.option(
     "--wait",
     "wait",
@@ -57,7 +57,7 @@ def forget_numbers(
     """
     if len(numbers) > MAX_NUMBERS:
         raise InputError(f"at most {MAX_NUMBERS} numbers at a time, got {len(numbers)}")
-    region = (region or app.config.default_region or "").upper() or None
+    region = app.region(region)
     good, bad = [], []
     for raw in numbers:
         try:
