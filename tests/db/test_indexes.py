@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -177,10 +177,46 @@ def _reads_of_attempts(plan: dict) -> Iterator[tuple[str, str, str]]:
         yield from _reads_of_attempts(child)
 
 
-# The progress batch's parameters as SQL types, in order (db.events.store_and_advance).
-PROGRESS_TYPES = (
-    "bigint[], text[], text[], int[], text[], jsonb[], timestamptz[], text[], int[], text[], text[]"
-)
+def _kept_plan(
+    database_url: str,
+    seed: list[str],
+    execute: Callable[[asyncpg.Connection], Awaitable[None]],
+    statement: str,
+    types: str,
+    arguments: str,
+) -> tuple[asyncpg.Record, dict]:
+    """Over the rows `seed` writes (rolled back after), `execute` runs the statement again
+    and again on one connection: how often PostgreSQL planned it anew (custom) or kept its plan
+    (generic), and the kept plan itself, for these argument types and values (SQL)."""
+
+    async def go() -> tuple[asyncpg.Record, dict]:
+        conn = await connect(database_url)
+        try:
+            async with conn.transaction():
+                for row in seed:
+                    await conn.execute(row)
+                await conn.execute("ANALYZE attempts")
+                await conn.execute("ANALYZE contacts")
+                await execute(conn)
+                planned = await conn.fetchrow(
+                    "SELECT generic_plans, custom_plans FROM pg_prepared_statements"
+                    " WHERE statement = $1",
+                    statement,
+                )
+                await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+                await conn.execute(f"PREPARE kept ({types}) AS {statement}")
+                explained = await conn.fetchval(f"EXPLAIN (FORMAT JSON) EXECUTE kept({arguments})")
+                plan = json.loads(explained) if isinstance(explained, str) else explained
+                raise _Rollback({"planned": planned, "plan": plan[0]["Plan"]})
+        except _Rollback as done:
+            return done.plans["planned"], done.plans["plan"]
+        finally:
+            await conn.close()
+
+    planned, plan = asyncio.run(go())
+    assert planned is not None
+    assert planned["custom_plans"] <= 5 and planned["generic_plans"] >= 7, dict(planned)
+    return planned, plan
 
 
 def test_a_progress_batch_is_planned_once_and_reads_attempts_by_index(
@@ -191,56 +227,37 @@ def test_a_progress_batch_is_planned_once_and_reads_attempts_by_index(
     planned anew at each execution; and that kept plan finds each event's attempt through an
     index, never by reading the table (20,050 attempts on four accounts)."""
 
-    async def go() -> tuple[asyncpg.Record, dict]:
-        conn = await connect(database_url)
-        try:
-            async with conn.transaction():
-                for statement in LIVE_ON_FOUR_ACCOUNTS:
-                    await conn.execute(statement)
-                await conn.execute("ANALYZE attempts")
-                live = await conn.fetch(
-                    "SELECT id, provider_call_id FROM attempts"
-                    " WHERE account = 'sim-main' AND live ORDER BY id LIMIT 12"
-                )
-                for n, attempt in enumerate(live):  # batches of one, by id or by call id
-                    await events.store_and_advance(
-                        conn,
-                        ["sim-main"],
-                        [attempt["id"] if n % 2 else None],
-                        call_ids=[attempt["provider_call_id"]],
-                        statuses=["in-progress"],
-                        sequences=[None],
-                        dedupe_keys=[f"plan:{n}"],
-                        payloads=[{}],
-                        occurred_at=[None],
-                        answered_by=[None],
-                    )
-                planned = await conn.fetchrow(
-                    "SELECT generic_plans, custom_plans FROM pg_prepared_statements"
-                    " WHERE statement = $1",
-                    events._PROGRESS_BATCH,
-                )
-                await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
-                await conn.execute(
-                    f"PREPARE progress ({PROGRESS_TYPES}) AS {events._PROGRESS_BATCH}"
-                )
-                live_states = ", ".join(f"'{state}'" for state in LIVE)
-                explained = await conn.fetchval(
-                    "EXPLAIN (FORMAT JSON) EXECUTE progress(ARRAY[1]::bigint[],"
-                    " ARRAY['call-1'], ARRAY['ringing'], ARRAY[NULL]::int[], ARRAY['k'],"
-                    " ARRAY['{}']::jsonb[], ARRAY[NULL]::timestamptz[], ARRAY[NULL]::text[],"
-                    f" ARRAY[3], ARRAY['sim-main'], ARRAY[{live_states}])"
-                )
-                plan = json.loads(explained) if isinstance(explained, str) else explained
-                raise _Rollback({"planned": planned, "plan": plan[0]["Plan"]})
-        except _Rollback as done:
-            return done.plans["planned"], done.plans["plan"]
-        finally:
-            await conn.close()
+    async def execute(conn: asyncpg.Connection) -> None:
+        live = await conn.fetch(
+            "SELECT id, provider_call_id FROM attempts"
+            " WHERE account = 'sim-main' AND live ORDER BY id LIMIT 12"
+        )
+        for n, attempt in enumerate(live):  # batches of one, by id or by call id
+            await events.store_and_advance(
+                conn,
+                ["sim-main"],
+                [attempt["id"] if n % 2 else None],
+                call_ids=[attempt["provider_call_id"]],
+                statuses=["in-progress"],
+                sequences=[None],
+                dedupe_keys=[f"plan:{n}"],
+                payloads=[{}],
+                occurred_at=[None],
+                answered_by=[None],
+            )
 
-    planned, plan = asyncio.run(go())
-    assert planned is not None
-    assert planned["custom_plans"] <= 5 and planned["generic_plans"] >= 7, dict(planned)
+    live_states = ", ".join(f"'{state}'" for state in LIVE)
+    _, plan = _kept_plan(
+        database_url,
+        LIVE_ON_FOUR_ACCOUNTS,
+        execute,
+        events._PROGRESS_BATCH,
+        "bigint[], text[], text[], int[], text[], jsonb[], timestamptz[], text[], int[], text[],"
+        " text[]",
+        "ARRAY[1]::bigint[], ARRAY['call-1'], ARRAY['ringing'], ARRAY[NULL]::int[], ARRAY['k'],"
+        " ARRAY['{}']::jsonb[], ARRAY[NULL]::timestamptz[], ARRAY[NULL]::text[], ARRAY[3],"
+        f" ARRAY['sim-main'], ARRAY[{live_states}]",
+    )
     reads = list(_reads_of_attempts(plan))
     assert reads and not [r for r in reads if r[0] == "Seq Scan"], reads
 
@@ -251,50 +268,23 @@ def test_the_finals_read_is_planned_once_and_reads_attempts_by_index(database_ur
     each execution (three quarters of a planning per settled call before: bench/statements.py);
     and the kept plan finds the attempts through their primary key (20,050 attempts)."""
 
-    async def go() -> tuple[asyncpg.Record, dict]:
-        conn = await connect(database_url)
-        try:
-            async with conn.transaction():
-                for statement in LIVE_ON_FOUR_ACCOUNTS:
-                    await conn.execute(statement)
-                await conn.execute("ANALYZE attempts")
-                await conn.execute("ANALYZE contacts")
-                ids = [
-                    r["id"]
-                    for r in await conn.fetch(
-                        "SELECT id FROM attempts WHERE account = 'sim-main' ORDER BY id LIMIT 12"
-                    )
-                ]
-                for attempt in ids:
-                    assert list(await events.read_for_finals(conn, [attempt])) == [attempt]
-                planned = await conn.fetchrow(
-                    "SELECT generic_plans, custom_plans FROM pg_prepared_statements"
-                    " WHERE statement = $1",
-                    events.FINALS_READ,
-                )
-                await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
-                await conn.execute(f"PREPARE finals_read (bigint[]) AS {events.FINALS_READ}")
-                explained = await conn.fetchval(
-                    "EXPLAIN (FORMAT JSON) EXECUTE finals_read(ARRAY[1]::bigint[])"
-                )
-                plan = json.loads(explained) if isinstance(explained, str) else explained
-                raise _Rollback({"planned": planned, "plan": plan[0]["Plan"]})
-        except _Rollback as done:
-            return done.plans["planned"], done.plans["plan"]
-        finally:
-            await conn.close()
+    async def execute(conn: asyncpg.Connection) -> None:
+        ids = await conn.fetch(
+            "SELECT id FROM attempts WHERE account = 'sim-main' ORDER BY id LIMIT 12"
+        )
+        for row in ids:
+            assert list(await events.read_for_finals(conn, [row["id"]])) == [row["id"]]
 
-    planned, plan = asyncio.run(go())
-    assert planned is not None
-    assert planned["custom_plans"] <= 5 and planned["generic_plans"] >= 7, dict(planned)
+    _, plan = _kept_plan(
+        database_url,
+        LIVE_ON_FOUR_ACCOUNTS,
+        execute,
+        events.FINALS_READ,
+        "bigint[]",
+        "ARRAY[1]::bigint[]",
+    )
     reads = list(_reads_of_attempts(plan))
     assert reads and {r[1] for r in reads} == {"attempts_pkey"}, reads
-
-
-# The claim's number checks' parameters as SQL types, in order (db.contacts.check_numbers).
-NUMBER_CHECK_TYPES = (
-    "bigint[], text[], text[], int, text, text[], text[], int[], float8[], text[], float8[]"
-)
 
 
 def test_a_claim_s_number_checks_are_planned_once_and_read_attempts_by_index(
@@ -305,48 +295,26 @@ def test_a_claim_s_number_checks_are_planned_once_and_read_attempts_by_index(
     anew at most executions; and the kept plan reads attempts through an index only, never the
     table (20,000 closed attempts by number)."""
 
-    async def go() -> tuple[asyncpg.Record, dict]:
-        conn = await connect(database_url)
-        try:
-            async with conn.transaction():
-                for statement in CLOSED_BY_NUMBER:
-                    await conn.execute(statement)
-                await conn.execute("ANALYZE attempts")
-                await conn.execute("ANALYZE contacts")
-                picked = await conn.fetch(
-                    """SELECT c.id, c.phone_e164 FROM contacts c
-                       JOIN campaigns k ON k.id = c.campaign_id
-                       WHERE k.name = 'by-number' ORDER BY c.id LIMIT 12"""
-                )
-                for row in picked:
-                    checked = await contacts.check_numbers(
-                        conn, [row["id"]], [row["phone_e164"]], 3, "renewals", None
-                    )
-                    assert [r["id"] for r in checked] == [row["id"]]
-                planned = await conn.fetchrow(
-                    "SELECT generic_plans, custom_plans FROM pg_prepared_statements"
-                    " WHERE statement = $1",
-                    contacts._NUMBER_CHECKS,
-                )
-                await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
-                await conn.execute(
-                    f"PREPARE checks ({NUMBER_CHECK_TYPES}) AS {contacts._NUMBER_CHECKS}"
-                )
-                explained = await conn.fetchval(
-                    "EXPLAIN (FORMAT JSON) EXECUTE checks(ARRAY[1]::bigint[], ARRAY['+1'],"
-                    " ARRAY['ringing'], 3, 'renewals', ARRAY[]::text[], ARRAY[]::text[],"
-                    " ARRAY[]::int[], ARRAY[]::float8[], ARRAY[]::text[], ARRAY[]::float8[])"
-                )
-                plan = json.loads(explained) if isinstance(explained, str) else explained
-                raise _Rollback({"planned": planned, "plan": plan[0]["Plan"]})
-        except _Rollback as done:
-            return done.plans["planned"], done.plans["plan"]
-        finally:
-            await conn.close()
+    async def execute(conn: asyncpg.Connection) -> None:
+        picked = await conn.fetch(
+            """SELECT c.id, c.phone_e164 FROM contacts c JOIN campaigns k ON k.id = c.campaign_id
+               WHERE k.name = 'by-number' ORDER BY c.id LIMIT 12"""
+        )
+        for row in picked:
+            checked = await contacts.check_numbers(
+                conn, [row["id"]], [row["phone_e164"]], 3, "renewals", None
+            )
+            assert [r["id"] for r in checked] == [row["id"]]
 
-    planned, plan = asyncio.run(go())
-    assert planned is not None
-    assert planned["custom_plans"] <= 5 and planned["generic_plans"] >= 7, dict(planned)
+    _, plan = _kept_plan(
+        database_url,
+        CLOSED_BY_NUMBER,
+        execute,
+        contacts._NUMBER_CHECKS,
+        "bigint[], text[], text[], int, text, text[], text[], int[], float8[], text[], float8[]",
+        "ARRAY[1]::bigint[], ARRAY['+1'], ARRAY['ringing'], 3, 'renewals', ARRAY[]::text[],"
+        " ARRAY[]::text[], ARRAY[]::int[], ARRAY[]::float8[], ARRAY[]::text[], ARRAY[]::float8[]",
+    )
     reads = list(_reads_of_attempts(plan))
     assert reads and not [r for r in reads if r[0] == "Seq Scan"], reads
 
