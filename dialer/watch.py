@@ -24,7 +24,7 @@ from dialer.db import contacts, reporting
 from dialer.db.outage import DATABASE_FAILURES
 from dialer.policy.due import next_due
 from dialer.policy.states import OUTCOMES
-from dialer.waiting import iso, why_not_dialed
+from dialer.waiting import WhyNot, iso, why_not_dialed
 
 REFRESH_S = 1.0
 NEXT_DUE_EVERY = 10  # refreshes: the next due contact is a scan of the waiting ones
@@ -164,7 +164,40 @@ async def watched(
     return task.result()
 
 
-async def closing_lines(
+@dataclass(frozen=True)
+class RunEnd:
+    """What `dialer run` says last: its counts, why it stopped, why each campaign's waiting
+    contacts wait; as lines for people (stderr) and as JSON for programs (`--format json`)."""
+
+    sent_here: int  # requests this process sent
+    sent: int  # since it began, by every process, for these campaigns
+    in_flight: int
+    settled: dict[str, int]
+    ended: list[str]
+    campaigns: list[WhyNot]
+
+    def lines(self) -> list[str]:
+        outcomes = ", ".join(f"{k} {v:,}" for k, v in sorted(self.settled.items())) or "none"
+        return [
+            f"dialer: this run sent {self.sent_here:,} calls; since it began, every process sent"
+            f" {self.sent:,} for these campaigns: {self.in_flight:,} in flight,"
+            f" settled: {outcomes}",
+            *(f"dialer: stopped because {why}" for why in self.ended),
+            *(f"dialer: {why.campaign}: {why.said()}" for why in self.campaigns),
+        ]
+
+    def to_json(self) -> dict:
+        return {
+            "sent_by_this_run": self.sent_here,
+            "sent_since_it_began": self.sent,
+            "in_flight": self.in_flight,
+            "settled": dict(sorted(self.settled.items())),
+            "stopped_because": self.ended,
+            "campaigns": [why.to_json() for why in self.campaigns],
+        }
+
+
+async def run_end(
     pool: asyncpg.Pool,
     campaigns: list[Campaign],
     after_id: int,
@@ -172,20 +205,16 @@ async def closing_lines(
     dialed_here: int,
     ended: list[str],
     dial_cap: int,
-) -> list[str]:
-    """What `dialer run` says last: its counts, why it stopped, why each campaign's waiting
-    contacts wait."""
+) -> RunEnd:
+    """Read what `dialer run` says last (RunEnd)."""
     progress = await read_progress(pool, campaigns, after_id, time.monotonic(), read_next_due=False)
-    settled = {k: v for k, v in progress.outcomes.items() if k != "in flight"}
-    outcomes = ", ".join(f"{k} {v:,}" for k, v in sorted(settled.items())) or "none"
-    lines = [
-        f"dialer: this run sent {dialed_here:,} calls; since it began, every process sent"
-        f" {progress.dialed:,} for these campaigns: {progress.in_flight:,} in flight,"
-        f" settled: {outcomes}",
-    ]
-    lines += [f"dialer: stopped because {why}" for why in ended]
     async with pool.acquire() as conn:
-        for campaign in campaigns:
-            why = await why_not_dialed(conn, campaign, dial_cap=dial_cap)
-            lines.append(f"dialer: {campaign.name}: {why.said()}")
-    return lines
+        whys = [await why_not_dialed(conn, c, dial_cap=dial_cap) for c in campaigns]
+    return RunEnd(
+        sent_here=dialed_here,
+        sent=progress.dialed,
+        in_flight=progress.in_flight,
+        settled={k: v for k, v in progress.outcomes.items() if k != "in flight"},
+        ended=ended,
+        campaigns=whys,
+    )

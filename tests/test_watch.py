@@ -4,6 +4,7 @@ closing lines either way. Real `dialer run` processes against the sim provider."
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from pathlib import Path
 
@@ -22,10 +23,24 @@ async def test_closing_lines_and_no_live_view_when_not_on_a_terminal(
         write_campaign(tmp_path, "plain", 3)
         assert (await dialer(tmp_path, env, "campaign", "load", "plain.toml"))[0] == 0
         code, out, said = await dialer(tmp_path, env, "run", "plain", "--serve", "--wait")
+        # with --format json, the same closing figures as one JSON object on stdout
+        write_campaign(tmp_path, "summed", 2)
+        assert (await dialer(tmp_path, env, "campaign", "load", "summed.toml"))[0] == 0
+        summed = await dialer(
+            tmp_path, env, "run", "summed", "--serve", "--wait", "--format", "json"
+        )
     assert code in (0, 3), said[-3000:]
     assert "\x1b[" not in said and out == ""
     assert "attempt created" in said  # the log lines
     assert "dialer: this run sent" in said and f"dialer: exit {code}" in said
+    assert summed[0] in (0, 3), summed[2][-3000:]  # 3: a contact at the daily dial cap
+    end = json.loads(summed[1])
+    assert (end["exit_code"], end["errors"]) == (summed[0], [])
+    assert end["meaning"] == {0: "all work done", 3: "stopped with work left"}[summed[0]]
+    assert end["sent_by_this_run"] == end["sent_since_it_began"] >= 2
+    assert end["in_flight"] == 0 and sum(end["settled"].values()) == end["sent_by_this_run"]
+    assert [c["campaign"] for c in end["campaigns"]] == ["summed"]
+    assert "dialer: this run sent" in summed[2] and f"dialer: exit {summed[0]}" in summed[2]
 
 
 async def test_on_a_terminal_a_run_shows_a_live_view(own_database_url: str, tmp_path: Path) -> None:

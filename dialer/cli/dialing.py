@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -48,7 +49,7 @@ from dialer.runtime import (
 )
 from dialer.sim.settings import SIM_DEFAULT_SECRET
 from dialer.supervise import Death
-from dialer.watch import closing_lines, watched
+from dialer.watch import run_end, watched
 
 log_options = [
     click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning"])),
@@ -117,7 +118,7 @@ def _deadline(until: str | None, for_: str | None) -> datetime | None:
     type=click.Choice(["text", "json"]),
     default="text",
     show_default=True,
-    help="--dry-run: print its answer as text or as JSON on stdout.",
+    help="json: --dry-run's answer, or the run's closing summary, as JSON on stdout.",
 )
 @with_logging
 @pass_app
@@ -239,19 +240,18 @@ def run(
                     "dialer run",
                     quiet_logs=not explicit_level and log_format == "text",
                 )
-            await _say_closing(pool, dispatcher, chosen, since, dial_cap, code)
+            errors = []
             if dispatcher.account_failure:
-                print(f"dialer: error: {dispatcher.account_failure}", file=sys.stderr)
-            for message in dispatcher.refused.values():
-                print(f"dialer: error: stopped dialing: {message}", file=sys.stderr)
+                errors.append(dispatcher.account_failure)
+            errors += [f"stopped dialing: {message}" for message in dispatcher.refused.values()]
             failure = dispatcher.failure
             if failure is not None:
                 said = str(failure) if isinstance(failure, DialerError) else repr(failure)
-                print(f"dialer: error: stopped: {said}", file=sys.stderr)
-            for message in skipped:
-                print(f"dialer: error: not dialed: {message}", file=sys.stderr)
+                errors.append(f"stopped: {said}")
+            errors += [f"not dialed: {message}" for message in skipped]
             if skipped and code in (EXIT_DONE, EXIT_WORK_LEFT):
-                return EXIT_BAD_CONFIG  # the others were dialed; this needs a person
+                code = EXIT_BAD_CONFIG  # the others were dialed; this needs a person
+            await _say_closing(pool, dispatcher, chosen, since, dial_cap, code, errors, fmt)
             return code
 
     sys.exit(run_async(go()))
@@ -264,33 +264,41 @@ async def _say_closing(
     since: int,
     dial_cap: int,
     code: int,
+    errors: list[str],
+    fmt: str,
 ) -> None:
-    """The run's last lines on stderr (and one log line with the same figures)."""
+    """The run's last lines on stderr, with its exit code as it will be (and one log line with
+    the same figures); with `--format json`, the same as one JSON object on stdout."""
     if dispatcher.stopped_by_signal:
         ended = ["a signal (SIGTERM/SIGINT) asked it to stop"]
     else:
         ended = sorted(
             {f"{a.ended} (account {a.limits.name})" for a in dispatcher.accounts if a.ended}
         )
+    meaning = EXIT_MEANINGS.get(code, "error")
+    said: dict[str, object] = {"exit_code": code, "meaning": meaning}
     try:
-        lines = await closing_lines(
-            pool,
-            chosen,
-            since,
-            dialed_here=dispatcher.dialed,
-            ended=ended,
-            dial_cap=dial_cap,
+        end = await run_end(
+            pool, chosen, since, dialed_here=dispatcher.dialed, ended=ended, dial_cap=dial_cap
         )
+        lines = end.lines()
+        said |= end.to_json()
     except DATABASE_FAILURES as exc:
+        unread = f"the campaigns' counts could not be read: {type(exc).__name__}"
         lines = [
             f"dialer: this run sent {dispatcher.dialed:,} calls",
             *(f"dialer: stopped because {why}" for why in ended),
-            f"dialer: the campaigns' counts could not be read: {type(exc).__name__}",
+            f"dialer: {unread}",
         ]
+        said |= {"sent_by_this_run": dispatcher.dialed, "stopped_because": ended, "unread": unread}
     log.info("run ended", extra={"exit_code": code, "sent": dispatcher.dialed, "ended": ended})
     for line in lines:
         print(line, file=sys.stderr)
-    print(f"dialer: exit {code} ({EXIT_MEANINGS.get(code, 'error')})", file=sys.stderr)
+    for error in errors:
+        print(f"dialer: error: {error}", file=sys.stderr)
+    print(f"dialer: exit {code} ({meaning})", file=sys.stderr)
+    if fmt == "json":
+        print(json.dumps(said | {"errors": errors}, ensure_ascii=False))
 
 
 EXIT_MEANINGS: dict[int, str] = {

@@ -226,6 +226,8 @@ async def test_a_campaign_on_an_unknown_account_does_not_stop_the_others(
     said = plain.stderr.decode()
     assert plain.returncode == 2, said[-2000:]
     assert said.count("not dialed: campaign orphan uses account 'gone'") == 2
+    # the closing line says the exit code the process ends with (it said 0 before)
+    assert said.rstrip().endswith("dialer: exit 2 (bad configuration or input)"), said[-500:]
     states = await own_db.fetch(
         """SELECT k.name, c.state, count(*) FROM contacts c JOIN campaigns k
            ON k.id = c.campaign_id GROUP BY 1, 2"""
