@@ -328,6 +328,7 @@ async def test_a_database_gone_past_the_outage_limit_ends_the_run_with_one_line(
     lines = (tmp_path / "run.log").read_text().strip().splitlines()
     assert code == 1, lines[-20:]
     assert "Traceback" not in "\n".join(lines)
-    assert lines[-1].startswith("dialer: error: stopped: the database was unavailable for")
-    assert "over the 3 s outage limit" in lines[-1]
+    assert lines[-2].startswith("dialer: error: stopped: the database was unavailable for")
+    assert "over the 3 s outage limit" in lines[-2]
+    assert lines[-1] == "dialer: exit 1 (error)"  # the code the process ends with, last
     assert took < 30
