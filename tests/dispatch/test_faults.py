@@ -11,6 +11,7 @@ again after a completed call.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -205,12 +206,14 @@ async def test_a_run_rides_out_lost_connections_and_a_read_only_database(
         await db.close()
 
 
-def run_to_end(tmp_path: Path, env: dict, campaign: str, log: str) -> subprocess.Popen:
+def run_to_end(
+    tmp_path: Path, env: dict, campaign: str, log: str, *options: str, out: str | None = None
+) -> subprocess.Popen:
     return subprocess.Popen(
-        dialer_command("run", campaign, "--wait", "--dial-cap", "3"),
+        dialer_command("run", campaign, "--wait", "--dial-cap", "3", *options),
         cwd=tmp_path,
         env=env,
-        stdout=subprocess.DEVNULL,
+        stdout=(tmp_path / out).open("wb") if out else subprocess.DEVNULL,
         stderr=(tmp_path / log).open("wb"),
     )
 
@@ -319,7 +322,7 @@ async def test_a_database_gone_past_the_outage_limit_ends_the_run_with_one_line(
         config.write_text('database_outage_limit = "3s"\n' + config.read_text())
         env = env_for(url, config)
         load(tmp_path, env, write_campaign(tmp_path, "gone", 200))
-        run = run_to_end(tmp_path, env, "gone", "run.log")
+        run = run_to_end(tmp_path, env, "gone", "run.log", "--format", "json", out="run.json")
         await attempts_requested_at(url, 1)  # connected and dialing, however slow the machine
         control("stop")
         started = time.monotonic()
@@ -331,4 +334,9 @@ async def test_a_database_gone_past_the_outage_limit_ends_the_run_with_one_line(
     assert lines[-2].startswith("dialer: error: stopped: the database was unavailable for")
     assert "over the 3 s outage limit" in lines[-2]
     assert lines[-1] == "dialer: exit 1 (error)"  # the code the process ends with, last
+    # --format json: the same end on stdout, saying the counts could not be read
+    end = json.loads((tmp_path / "run.json").read_text())
+    assert (end["exit_code"], end["meaning"]) == (1, "error"), end
+    assert end["errors"][-1].startswith("stopped: the database was unavailable for"), end
+    assert "could not be read" in end["unread"] and end["sent_by_this_run"] >= 1, end
     assert took < 30
