@@ -12,7 +12,13 @@ from dialer.campaign_control import set_status
 from dialer.campaign_spec import load_campaign_file
 from dialer.campaigns import from_row
 from dialer.cli.context import AppContext, pass_app, run
-from dialer.cli.output import print_rows, text_or_json_option, wants_json
+from dialer.cli.output import (
+    print_report,
+    print_rows,
+    text_format_option,
+    text_or_json_option,
+    wants_json,
+)
 from dialer.console import byte_progress
 from dialer.db import accounts, campaigns, contacts, reporting, server
 from dialer.db.connect import session
@@ -85,13 +91,15 @@ def load(
 
 def _control(action: str):
     @click.argument("name")
+    @text_format_option
     @pass_app
-    def command(app: AppContext, name: str) -> None:
+    def command(app: AppContext, name: str, fmt: str) -> None:
         async def go() -> str:
             async with session(app.database_url) as conn:
                 return await set_status(conn, name, action)
 
-        click.echo(run(go()))
+        message = run(go())  # as JSON, what the API's POST /campaigns/NAME/ACTION answers
+        print_report(fmt, {"name": name, "action": action, "message": message}, message)
 
     command.__doc__ = {
         "pause": "Stop dialing NAME (every process, within a second); calls in flight settle.",

@@ -20,8 +20,10 @@ def test_pause_resume_cancel(run_cli, tmp_path: Path) -> None:
     assert "active -> paused" in run_cli("campaign", "pause", "ctl").stdout
     assert "already paused" in run_cli("campaign", "pause", "ctl").stdout
     assert "paused -> active" in run_cli("campaign", "resume", "ctl").stdout
-    canceled = run_cli("campaign", "cancel", "ctl")
-    assert "5 waiting contacts canceled" in canceled.stdout
+    canceled = run_cli("campaign", "cancel", "ctl", "--format", "json")
+    said = json.loads(canceled.stdout)  # as the API's POST /campaigns/ctl/cancel answers
+    assert (said["name"], said["action"]) == ("ctl", "cancel")
+    assert "5 waiting contacts canceled" in said["message"]
     refused = run_cli("campaign", "resume", "ctl")
     assert refused.exit_code == 2 and "is canceled" in refused.stderr
     missing = run_cli("campaign", "pause", "nope")
