@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import re
 import sys
+import tempfile
+from contextlib import ExitStack
 from datetime import date, datetime
 from pathlib import Path
 
@@ -95,65 +98,97 @@ def import_(
     is added and the rows are listed. With --registry and --as-of the copy is recorded with
     its date: `dialer run` refuses a campaign whose packs demand a fresher copy, and a number
     registered too recently to bind yet (India's NCPR: 7 days) is reported (and still never
-    dialed).
+    dialed). Memory stays flat however long the file: checked numbers wait in temporary
+    files (about 25 bytes a number on disk) until they are written.
     """
     copy = _copy_of(registry, as_of)
-    rows = list(dnc_list.read_dnc_csv(csv_file))
-    good: list[tuple[str, str | None, date | None]] = []
-    bad = []
-    for row in rows:
-        normalized, problems = dnc_list.normalize_all([row.raw], app.region(region))
-        day, day_problem = _registered(row.registered_on, copy)
-        if problems:
-            bad.append(f"line {row.line}: {problems[0][1]}")
-        elif day_problem:
-            bad.append(f"line {row.line}: registered_on {day_problem}")
-        else:
-            good.append((normalized[0], row.reason or reason, day))
-    if bad:
-        shown = "; ".join(bad[:20]) + (f"; and {len(bad) - 20} more" if len(bad) > 20 else "")
-        raise InputError(f"{csv_file}: nothing imported, fix these rows first: {shown}")
-
-    async def go() -> tuple[dnc_list.DncChange, list[str]]:
-        total = dnc_list.DncChange()
-        async with session(app.database_url) as conn, conn.transaction():
-            listing = None
-            notes: list[str] = []
-            if copy is not None:
-                today = await stored_registries.today(conn)
-                if copy[1] > today:
-                    raise InputError(
-                        f"--as-of {copy[1].isoformat()} is after today ({today.isoformat()}, UTC):"
-                        " a copy cannot come from the future"
+    read_in = app.region(region)
+    buckets = _buckets_for(csv_file)
+    with tempfile.TemporaryDirectory(prefix="dialer-dnc-") as folder:
+        # First every row is read and checked, outside any transaction. The good ones wait in
+        # files of their own, each number always in the same one (by its hash), so that
+        # memory stays flat however long the list (the FTC's files run to millions of lines)
+        # and a number written twice still meets itself. Then they are written a file at a
+        # time, in one transaction: all or nothing, as before.
+        paths = [Path(folder) / f"{n}.csv" for n in range(buckets)]
+        rows = good = wrong = 0
+        bad: list[str] = []
+        with ExitStack() as files:
+            writers = [
+                csv.writer(files.enter_context(path.open("w", encoding="utf-8", newline="")))
+                for path in paths
+            ]
+            for row in dnc_list.read_dnc_csv(csv_file):
+                rows += 1
+                normalized, problems = dnc_list.normalize_all([row.raw], read_in)
+                day, day_problem = _registered(row.registered_on, copy)
+                why = row.reason or reason
+                problem = None
+                if problems:
+                    problem = problems[0][1]
+                elif day_problem:
+                    problem = f"registered_on {day_problem}"
+                elif why and "\x00" in why:
+                    problem = "reason: a NUL byte (0x00)"
+                if problem:
+                    wrong += 1
+                    if len(bad) < SHOWN_BAD_ROWS:
+                        bad.append(f"line {row.line}: {problem}")
+                elif not wrong:  # once a row is bad nothing will be written: the rest are read
+                    good += 1
+                    number = normalized[0]
+                    writers[hash(number) % buckets].writerow(
+                        [number, why or "", day.isoformat() if day else ""]
                     )
-                copy_id = await stored_registries.record_copy(
-                    conn, copy[0], copy[1], str(csv_file), _file_sha256(csv_file), len(good)
-                )
-                listing = dnc_list.RegistryListing(copy[0], copy_id)
-            by_reason: dict[str | None, list[tuple[str, date | None]]] = {}
-            for number, why, day in good:
-                by_reason.setdefault(why, []).append((number, day))
-            for why, listed in by_reason.items():
-                change = await dnc_list.add_numbers(
-                    conn,
-                    [n for n, _ in listed],
-                    why,
-                    registry=listing,
-                    registered_on=[d for _, d in listed],
-                )
-                total.added += change.added
-                total.already_listed += change.already_listed
-                total.contacts_suppressed += change.contacts_suppressed
-            if copy is not None:
-                notes = await registry_notes(conn, copy[0])
-        return total, notes
+        if wrong:
+            more = f"; and {wrong - len(bad)} more" if wrong > len(bad) else ""
+            raise InputError(
+                f"{csv_file}: nothing imported, fix these rows first: {'; '.join(bad)}{more}"
+            )
 
-    change, notes = run(go())
+        async def go() -> tuple[dnc_list.DncChange, list[str]]:
+            total = dnc_list.DncChange()
+            async with session(app.database_url) as conn, conn.transaction():
+                listing = None
+                notes: list[str] = []
+                if copy is not None:
+                    today = await stored_registries.today(conn)
+                    if copy[1] > today:
+                        raise InputError(
+                            f"--as-of {copy[1].isoformat()} is after today ({today.isoformat()},"
+                            " UTC): a copy cannot come from the future"
+                        )
+                    copy_id = await stored_registries.record_copy(
+                        conn, copy[0], copy[1], str(csv_file), _file_sha256(csv_file), good
+                    )
+                    listing = dnc_list.RegistryListing(copy[0], copy_id)
+                for path in paths:
+                    by_reason: dict[str | None, list[tuple[str, date | None]]] = {}
+                    with path.open(encoding="utf-8", newline="") as staged:
+                        for number, said, day_text in csv.reader(staged):
+                            day = date.fromisoformat(day_text) if day_text else None
+                            by_reason.setdefault(said or None, []).append((number, day))
+                    for why, listed in by_reason.items():
+                        change = await dnc_list.add_numbers(
+                            conn,
+                            [n for n, _ in listed],
+                            why,
+                            registry=listing,
+                            registered_on=[d for _, d in listed],
+                        )
+                        total.added += change.added
+                        total.already_listed += change.already_listed
+                        total.contacts_suppressed += change.contacts_suppressed
+                if copy is not None:
+                    notes = await registry_notes(conn, copy[0])
+            return total, notes
+
+        change, notes = run(go())
     if fmt == "json":
         click.echo(
             json.dumps(
                 {
-                    "rows": len(rows),
+                    "rows": rows,
                     "added": change.added,
                     "already_listed": change.already_listed,
                     "contacts_suppressed": change.contacts_suppressed,
@@ -166,7 +201,7 @@ def import_(
         )
         return
     click.echo(
-        f"read {len(rows)} rows: added {change.added}, already listed {change.already_listed},"
+        f"read {rows} rows: added {change.added}, already listed {change.already_listed},"
         f" contacts suppressed {change.contacts_suppressed}"
     )
     for note in notes:
@@ -206,6 +241,22 @@ def _registered(text: str | None, copy: tuple[str, date] | None) -> tuple[date |
     if copy is not None and day > copy[1]:
         return None, f"{text[:40]!r} is after the copy's date ({copy[1].isoformat()})"
     return day, None
+
+
+# An import's good numbers wait in files of about this many each (judged from the file's
+# size: an FTC line is 12 bytes), so that memory stays flat however long the file, and the
+# transaction never sits idle long between two files' statements. A small file makes one.
+STAGED_NUMBERS = 100_000
+MOST_STAGED_FILES = 512
+SHOWN_BAD_ROWS = 20
+
+
+def _buckets_for(path: Path) -> int:
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return 1  # read_dnc_csv names the missing file
+    return max(1, min(MOST_STAGED_FILES, size // (STAGED_NUMBERS * 12)))
 
 
 def _file_sha256(path: Path) -> str:
