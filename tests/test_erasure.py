@@ -13,6 +13,7 @@ from dialer.erasure import (
     ErasedNumbers,
     Scrubber,
     candidate_pattern,
+    could_spell,
     number_pattern,
     phone_key,
 )
@@ -42,6 +43,7 @@ def test_every_spelling_is_found_and_erased(text: str) -> None:
     assert scrubbed is not None and ERASED in scrubbed
     assert not re.search(r"9845[^0-9]{0,3}0?1", scrubbed.replace(ERASED, "")), scrubbed
     assert re.search(candidate_pattern([NUMBER]), text)  # the database finds the row too
+    assert could_spell(f"call {text} now", NUMBER)  # the cheap test never rules it out
 
 
 @pytest.mark.parametrize(
@@ -71,6 +73,19 @@ def test_the_database_pattern_finds_whatever_python_erases(number: str, noise: s
     spelled = f"{noise}({digits[:3]}) {digits[3:6]}-{digits[6:]}{noise}"
     if re.search(number_pattern(number), spelled):
         assert re.search(candidate_pattern([number]), spelled)
+        assert could_spell(spelled, number)
+
+
+@given(
+    st.sampled_from(["+919845010001", "+12125550123", "+442079460958", "+3531234567"]),
+    st.text(alphabet="0123456789 -.()+/%2Bab", max_size=24),
+)
+def test_text_too_short_in_digits_to_spell_a_number_never_holds_it(number: str, text: str) -> None:
+    """could_spell, the consent import's cheap test before the pattern: where it says no, the
+    pattern finds nothing either (any text, the number's own digits among its letters)."""
+    if not could_spell(text, number):
+        assert not Scrubber([number]).found_in(text)
+    assert not could_spell("web form 12", number)
 
 
 def test_erased_numbers_are_told_by_their_keyed_hash() -> None:
