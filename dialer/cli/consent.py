@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import click
@@ -151,10 +152,7 @@ def verify_chain(app: AppContext, fmt: str) -> None:
 
     count, broken = run(go())
     if fmt == "json":
-        where: dict[str, object] | None = None
-        if broken is not None:
-            where = {"row_id": broken.row_id, "position": broken.position}
-            where |= {"problem": broken.problem}
+        where = asdict(broken) if broken is not None else None
         click.echo(json.dumps({"rows": count, "intact": broken is None, "broken_at": where}))
     if broken is not None:
         click.echo(

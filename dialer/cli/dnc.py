@@ -9,6 +9,7 @@ import re
 import sys
 import tempfile
 from contextlib import ExitStack
+from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from dialer.cli.context import AppContext, pass_app, region_option, run
 from dialer.cli.output import format_option, print_record, print_rows, text_format_option
 from dialer.db import registries as stored_registries
 from dialer.db.connect import session
+from dialer.db.types import Connection
 from dialer.errors import InputError
 from dialer.policy.packs import REGISTRY_NAME
 from dialer.registries import registry_notes, registry_report
@@ -102,55 +104,15 @@ def import_(
     files (about 25 bytes a number on disk) until they are written.
     """
     copy = _copy_of(registry, as_of)
-    read_in = app.region(region)
-    buckets = _buckets_for(csv_file)
     with tempfile.TemporaryDirectory(prefix="dialer-dnc-") as folder:
-        # First every row is read and checked, outside any transaction. The good ones wait in
-        # files of their own, each number always in the same one (by its hash), so that
-        # memory stays flat however long the list (the FTC's files run to millions of lines)
-        # and a number written twice still meets itself. Then they are written a file at a
-        # time, in one transaction: all or nothing, as before.
-        paths = [Path(folder) / f"{n}.csv" for n in range(buckets)]
-        rows = good = wrong = 0
-        bad: list[str] = []
-        with ExitStack() as files:
-            writers = [
-                csv.writer(files.enter_context(path.open("w", encoding="utf-8", newline="")))
-                for path in paths
-            ]
-            for row in dnc_list.read_dnc_csv(csv_file):
-                rows += 1
-                normalized, problems = dnc_list.normalize_all([row.raw], read_in)
-                day, day_problem = _registered(row.registered_on, copy)
-                why = row.reason or reason
-                problem = None
-                if problems:
-                    problem = problems[0][1]
-                elif day_problem:
-                    problem = f"registered_on {day_problem}"
-                elif why and "\x00" in why:
-                    problem = "reason: a NUL byte (0x00)"
-                if problem:
-                    wrong += 1
-                    if len(bad) < SHOWN_BAD_ROWS:
-                        bad.append(f"line {row.line}: {problem}")
-                elif not wrong:  # once a row is bad nothing will be written: the rest are read
-                    good += 1
-                    number = normalized[0]
-                    writers[hash(number) % buckets].writerow(
-                        [number, why or "", day.isoformat() if day else ""]
-                    )
-        if wrong:
-            more = f"; and {wrong - len(bad)} more" if wrong > len(bad) else ""
-            raise InputError(
-                f"{csv_file}: nothing imported, fix these rows first: {'; '.join(bad)}{more}"
-            )
+        # Every row is read and checked first, outside any transaction; the good ones wait in
+        # files (_stage), then are written a file at a time in one transaction (_write_staged):
+        # all or nothing, with memory flat however long the list.
+        staged = _stage(csv_file, Path(folder), app.region(region), reason, copy)
 
         async def go() -> tuple[dnc_list.DncChange, list[str]]:
-            total = dnc_list.DncChange()
             async with session(app.database_url) as conn, conn.transaction():
                 listing = None
-                notes: list[str] = []
                 if copy is not None:
                     today = await stored_registries.today(conn)
                     if copy[1] > today:
@@ -159,31 +121,15 @@ def import_(
                             " UTC): a copy cannot come from the future"
                         )
                     copy_id = await stored_registries.record_copy(
-                        conn, copy[0], copy[1], str(csv_file), _file_sha256(csv_file), good
+                        conn, copy[0], copy[1], str(csv_file), _file_sha256(csv_file), staged.good
                     )
                     listing = dnc_list.RegistryListing(copy[0], copy_id)
-                for path in paths:
-                    by_reason: dict[str | None, list[tuple[str, date | None]]] = {}
-                    with path.open(encoding="utf-8", newline="") as staged:
-                        for number, said, day_text in csv.reader(staged):
-                            day = date.fromisoformat(day_text) if day_text else None
-                            by_reason.setdefault(said or None, []).append((number, day))
-                    for why, listed in by_reason.items():
-                        change = await dnc_list.add_numbers(
-                            conn,
-                            [n for n, _ in listed],
-                            why,
-                            registry=listing,
-                            registered_on=[d for _, d in listed],
-                        )
-                        total.added += change.added
-                        total.already_listed += change.already_listed
-                        total.contacts_suppressed += change.contacts_suppressed
-                if copy is not None:
-                    notes = await registry_notes(conn, copy[0])
+                total = await _write_staged(conn, staged.paths, listing)
+                notes = await registry_notes(conn, copy[0]) if copy is not None else []
             return total, notes
 
         change, notes = run(go())
+    rows = staged.rows
     if fmt == "json":
         click.echo(
             json.dumps(
@@ -249,6 +195,90 @@ def _registered(text: str | None, copy: tuple[str, date] | None) -> tuple[date |
 STAGED_NUMBERS = 100_000
 MOST_STAGED_FILES = 512
 SHOWN_BAD_ROWS = 20
+
+
+@dataclass(frozen=True)
+class _Staged:
+    """A checked do-not-call file: its rows, the good ones, and the files they wait in."""
+
+    rows: int
+    good: int
+    paths: list[Path]
+
+
+def _stage(
+    csv_file: Path,
+    folder: Path,
+    region: str | None,
+    reason: str | None,
+    copy: tuple[str, date] | None,
+) -> _Staged:
+    """Read and check every row of `csv_file`; write the good ones (number, reason, day) into
+    files in `folder`, each number always into the same file (by its hash), so that a number
+    written twice still meets itself. One bad row or more: InputError naming the first
+    SHOWN_BAD_ROWS, and nothing to write."""
+    buckets = _buckets_for(csv_file)
+    paths = [folder / f"{n}.csv" for n in range(buckets)]
+    rows = good = wrong = 0
+    bad: list[str] = []
+    with ExitStack() as files:
+        writers = [
+            csv.writer(files.enter_context(path.open("w", encoding="utf-8", newline="")))
+            for path in paths
+        ]
+        for row in dnc_list.read_dnc_csv(csv_file):
+            rows += 1
+            normalized, problems = dnc_list.normalize_all([row.raw], region)
+            day, day_problem = _registered(row.registered_on, copy)
+            why = row.reason or reason
+            problem = None
+            if problems:
+                problem = problems[0][1]
+            elif day_problem:
+                problem = f"registered_on {day_problem}"
+            elif why and "\x00" in why:
+                problem = "reason: a NUL byte (0x00)"
+            if problem:
+                wrong += 1
+                if len(bad) < SHOWN_BAD_ROWS:
+                    bad.append(f"line {row.line}: {problem}")
+            elif not wrong:  # once a row is bad nothing will be written: the rest are read
+                good += 1
+                number = normalized[0]
+                writers[hash(number) % buckets].writerow(
+                    [number, why or "", day.isoformat() if day else ""]
+                )
+    if wrong:
+        more = f"; and {wrong - len(bad)} more" if wrong > len(bad) else ""
+        raise InputError(
+            f"{csv_file}: nothing imported, fix these rows first: {'; '.join(bad)}{more}"
+        )
+    return _Staged(rows, good, paths)
+
+
+async def _write_staged(
+    conn: Connection, paths: list[Path], listing: dnc_list.RegistryListing | None
+) -> dnc_list.DncChange:
+    """List the staged numbers, a file at a time, by reason (in the caller's transaction)."""
+    total = dnc_list.DncChange()
+    for path in paths:
+        by_reason: dict[str | None, list[tuple[str, date | None]]] = {}
+        with path.open(encoding="utf-8", newline="") as staged:
+            for number, said, day_text in csv.reader(staged):
+                day = date.fromisoformat(day_text) if day_text else None
+                by_reason.setdefault(said or None, []).append((number, day))
+        for why, listed in by_reason.items():
+            change = await dnc_list.add_numbers(
+                conn,
+                [n for n, _ in listed],
+                why,
+                registry=listing,
+                registered_on=[d for _, d in listed],
+            )
+            total.added += change.added
+            total.already_listed += change.already_listed
+            total.contacts_suppressed += change.contacts_suppressed
+    return total
 
 
 def _buckets_for(path: Path) -> int:
