@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import signal
 from pathlib import Path
 
 import pytest
 
 from dialer.cli import dnc as dnc_cli
+from dialer.db.standing import SENDS_MAY_COMMIT_SQL, STANDING_LOCK_KEY
 from tests.loading.helpers import campaign_file, csv_file
+from tests.processes import dialer_command, until
 
 
 async def states(db, campaign: str) -> dict[str, str]:
@@ -133,3 +138,70 @@ async def test_a_long_import_is_staged_in_files_and_written_as_one(
     assert await states(db, "d3") == {numbers[7]: "suppressed", "+919845069999": "pending"}
     again = json.loads(run_cli("dnc", "import", "long.csv", "--format", "json").stdout)
     assert (again["added"], again["already_listed"]) == (0, 300)
+
+
+async def test_an_import_killed_while_writing_leaves_nothing_and_holds_no_send(
+    own_database_url: str, own_db, tmp_path: Path
+) -> None:
+    """A real `dialer dnc import` killed with SIGKILL while it writes (the standing lock held:
+    sends wait): PostgreSQL rolls the whole import back and the lock goes with the session, so
+    nothing is half-listed and sends may commit again. Run again to its end, read by another
+    session all along, the list goes from none of its numbers to all of them at once, though
+    they wait in two files and are written one file at a time."""
+    path = tmp_path / "ftc.txt"
+    path.write_text("".join(f"212,{2000000 + n}\n" for n in range(250_000)))  # FTC flat file
+    assert dnc_cli._buckets_for(path) == 2
+    listed = "SELECT count(*) FROM dnc WHERE phone_e164 LIKE '+1212%'"
+    env = os.environ | {"DIALER_DATABASE_URL": own_database_url}
+    env.pop("DIALER_CONFIG", None)
+    process = await asyncio.create_subprocess_exec(
+        *dialer_command("dnc", "import", str(path)),
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    held = (
+        "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted"
+        f" AND classid = {STANDING_LOCK_KEY >> 32} AND objid = {STANDING_LOCK_KEY & 0xFFFFFFFF}"
+        " AND objsubid = 1)"
+    )
+
+    async def writing() -> bool:
+        assert process.returncode is None, "the import ended before it was caught writing"
+        return await own_db.fetchval(held)
+
+    try:
+        await until(writing, "the import to hold the standing lock", every=0.01)
+        process.send_signal(signal.SIGKILL)
+        assert await asyncio.wait_for(process.wait(), 30) == -signal.SIGKILL
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+    async def released() -> bool:
+        return not await own_db.fetchval(held)
+
+    await until(released, "the server to end the killed session")
+    assert await own_db.fetchval(listed) == 0
+    async with own_db.transaction():
+        assert await own_db.fetchval(f"SELECT {SENDS_MAY_COMMIT_SQL}")
+
+    again = await asyncio.create_subprocess_exec(
+        *dialer_command("dnc", "import", str(path)),
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    seen: set[int] = set()
+
+    async def ended() -> bool:
+        seen.add(await own_db.fetchval(listed))
+        return again.returncode is not None
+
+    await until(ended, "the second import to end", every=0.01)
+    assert again.returncode == 0
+    seen.add(await own_db.fetchval(listed))
+    assert seen == {0, 250_000}, sorted(seen)
