@@ -22,6 +22,7 @@ GENESIS = "0" * 64
 SCOPE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}\Z")
 DIGEST = re.compile(r"^[0-9a-f]{64}\Z")
 ACTIONS = ("grant", "revoke")
+EARLIEST_YEAR = 1990  # an older `occurred_at` is a mistake (and year 1 cannot be stored)
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,8 @@ def event_from_fields(
     given_source = (values.get("source") or source or "").strip()
     if not given_source or len(given_source) > 500:
         problems.append(("source", "where the consent was given or taken back (1-500 characters)"))
+    elif "\x00" in given_source:
+        problems.append(("source", "a NUL byte (0x00)"))
     elif phone and could_spell(given_source, phone) and Scrubber([phone]).found_in(given_source):
         # The chain hashes the source: it could never be erased from it (dialer.forget).
         problems.append(("source", "names the number itself: describe where, not who"))
@@ -144,6 +147,8 @@ def event_from_fields(
                 problems.append(("occurred_at", "give its offset (2026-11-20T10:00:00+05:30)"))
             elif when > now:
                 problems.append(("occurred_at", "in the future"))
+            elif when.year < EARLIEST_YEAR:
+                problems.append(("occurred_at", f"before {EARLIEST_YEAR}"))
     if problems:
         return None, problems
     return ConsentEvent(phone, given_scope, given_action, given_source, when, digest), []

@@ -17,6 +17,7 @@ import pydantic
 from dialer.errors import ConfigError
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_NUL_ESCAPE = re.compile(r"\\u0000|\\U00000000")  # how a TOML string spells a NUL byte
 
 Model = TypeVar("Model", bound=pydantic.BaseModel)
 
@@ -30,9 +31,40 @@ def read_toml(path: Path, what: str) -> tuple[dict[str, Any], str]:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read {what}: {exc}") from None
     try:
-        return tomllib.loads(text), text
+        document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: malformed TOML: {exc}") from None
+    carrying = nul_carriers(document)
+    if carrying:  # TOML allows "\u0000"; PostgreSQL (and an HTTP header) cannot hold it
+        escape = _NUL_ESCAPE.search(text)
+        where = f"line {text[: escape.start()].count(chr(10)) + 1}: " if escape else ""
+        shown = ", ".join(carrying[:5])
+        raise ConfigError(f"{path}: {where}a NUL byte (\\u0000) in {shown}: remove it")
+    return document, text
+
+
+def nul_carriers(document: Any) -> list[str]:
+    """The dotted keys (list items as `key[i]`) whose key or string holds a NUL byte, which
+    PostgreSQL's text and jsonb cannot store: a document's values are checked once, where it
+    is read (a TOML file, a request's JSON body), instead of failing at the database. Walked
+    without recursion: a body nested as deep as the JSON reader allows is still answered."""
+    found: list[str] = []
+    waiting: list[tuple[str, Any]] = [("", document)]
+    while waiting:
+        location, value = waiting.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                found.append(location or "(top level)")
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                where = f"{location}.{key}" if location else str(key)
+                if "\x00" in str(key):
+                    found.append(repr(where))
+                else:
+                    waiting.append((where, item))
+        elif isinstance(value, list):
+            waiting += [(f"{location}[{i}]", item) for i, item in enumerate(value)]
+    return sorted(found)
 
 
 def interpolate_env(value: Any, location: str = "") -> Any:

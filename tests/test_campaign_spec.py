@@ -66,6 +66,8 @@ def campaign_file(tmp_path: Path, **changes: str) -> Path:
         ({"caps": '["3 per day"]'}, "caps"),
         ({"default_jurisdiction": '"Florida"'}, "default_jurisdiction"),
         ({"no_call_after_conversation": '"soon"'}, "no_call_after_conversation"),
+        # TOML may spell a NUL byte; PostgreSQL's jsonb cannot store it: named, not a traceback
+        ({"subject": '"a\\u0000b"'}, "a NUL byte (\\u0000) in subject"),
     ],
 )
 def test_bad_campaign_values_exit_2_naming_the_key_and_create_nothing(

@@ -73,6 +73,14 @@ def test_config_from_env_variable(env: Path, monkeypatch: pytest.MonkeyPatch) ->
         (('rate = "200/min"', 'rate = "0.000000000001/s"'), "slower than any dialing allows"),
         (('rate = "200/min"', 'rate = "200/min"\nlate_placement = "5s"'), "late_placement"),
         (("[accounts.exotel-main]", '[accounts."exotel-main\\n"]'), "account name"),
+        (
+            ("tok-literal-123", "tok-literal-123\\u0000"),  # named by its key, never shown
+            "line 9: a NUL byte (\\u0000) in accounts.exotel-main.api_token",
+        ),
+        (
+            ("[accounts.exotel-main]", '[accounts."exotel\\u0000main"]'),
+            "NUL byte (\\u0000) in 'accounts.exotel\\x00main'",
+        ),
     ],
 )
 def test_bad_file_names_file_key_and_expectation(env: Path, change, message: str) -> None:

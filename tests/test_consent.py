@@ -87,6 +87,11 @@ async def test_import_revoke_and_a_chain_that_verifies(run_cli, tmp_path: Path, 
             "+919845010009,marketing,grant,sms from 98450 10009,x,2026-11-01T10:00+05:30",
             "line 3: source",
         ),
+        # PostgreSQL cannot store a NUL byte; the row is named, not a traceback
+        ("+919845010009,marketing,grant,web\x00form,x,2026-11-01T10:00+05:30", "line 3: source"),
+        # year 1 at +14:00 is before year 1 in UTC: named, not an overflow
+        ("+919845010009,marketing,grant,web,x,0001-01-01T00:00:00+14:00", "line 3: occurred_at"),
+        ("+919845010009,marketing,grant,web,x,2026-11-01T10:00+05:30,more", "line 3: row"),
     ],
 )
 async def test_a_bad_row_writes_nothing_and_is_named(
@@ -132,3 +137,49 @@ async def test_an_edited_deleted_or_moved_row_breaks_the_chain(
     deleted = await dialer("consent", "verify")
     assert deleted.exit_code == 1 and "broken at row id 3" in deleted.stderr
     assert "deleted or moved" in deleted.stderr
+
+
+async def test_undecodable_bytes_are_named_by_line(run_cli, tmp_path: Path, db) -> None:
+    before = await rows(db)
+    path = tmp_path / "latin.csv"
+    path.write_bytes(GOOD.encode() + b"+919845010009,marketing,grant,caf\xe9,x,\n")
+    result = run_cli("consent", "import", str(path))
+    assert result.exit_code == 2, result.stdout + result.stderr
+    assert "latin.csv: line 5: bytes that are not valid utf-8" in result.stderr
+    assert await rows(db) == before
+
+
+async def test_many_bad_rows_are_counted_beyond_those_shown(run_cli, tmp_path: Path, db) -> None:
+    before = await rows(db)
+    text = GOOD + "".join("12,marketing,grant,web,x,\n" for _ in range(25))
+    result = run_cli("consent", "import", str(write(tmp_path, text, "bad.csv")))
+    assert result.exit_code == 2
+    assert result.stderr.count("bad.csv: line ") == 20 and "... and 5 more" in result.stderr
+    assert await rows(db) == before
+
+
+async def test_a_long_file_is_appended_in_batches_as_one_chain(
+    run_cli, tmp_path: Path, db, monkeypatch
+) -> None:
+    """Events wait in a staging file and are appended a batch at a time: the chain links
+    across batches, in the file's order, in one transaction (one standing stamp)."""
+    import dialer.cli.consent
+
+    monkeypatch.setattr(dialer.cli.consent, "STAGED_BATCH", 2)
+    lines = ["phone,scope,action,source,occurred_at"]
+    for n in range(6):  # the same number granted and revoked in turn, ending revoked
+        action = "grant" if n % 2 == 0 else "revoke"
+        lines.append(f"+919845020001,batches,{action},form {n},2026-11-0{n + 1}T10:00:00+05:30")
+    lines.append("+919845020002,batches,grant,form 6,2026-11-08T10:00:00+05:30")
+    result = run_cli("consent", "import", str(write(tmp_path, "\n".join(lines) + "\n")))
+    assert result.exit_code == 0, result.stderr
+    stored = await db.fetch(
+        "SELECT source, recorded_at FROM consent_events WHERE scope = 'batches' ORDER BY id"
+    )
+    assert [r["source"] for r in stored] == [f"form {n}" for n in range(7)]
+    assert len({r["recorded_at"] for r in stored}) == 1  # one transaction, one stamp
+    assert await live(db, "+919845020001", "batches") is False  # the last event: a revocation
+    assert await live(db, "+919845020002", "batches")
+    verified = run_cli("consent", "verify", "--format", "json")
+    assert verified.exit_code == 0, verified.stderr
+    assert json.loads(verified.stdout)["intact"] is True

@@ -54,7 +54,7 @@ from dialer.loading.loader import load_campaign, upsert_campaign
 from dialer.loading.summary import LISTED_REJECTS
 from dialer.phones import PhoneError, normalize
 from dialer.providers.secrets import same_secret
-from dialer.tomlfile import field_problems
+from dialer.tomlfile import field_problems, nul_carriers
 
 log = logging.getLogger("dialer.api")
 CONFIG = web.AppKey("api_config", DialerConfig)
@@ -146,9 +146,14 @@ async def _json_body(request: web.Request) -> object:
         if len(body) > MAX_JSON_BYTES:
             raise TooLargeError("request body: over 1 MiB")
     try:
-        return json.loads(body)
+        document = json.loads(body)
     except (ValueError, RecursionError):
         raise InvalidFields("the body is not JSON", [("body", "not JSON")]) from None
+    carrying = nul_carriers(document)
+    if carrying:
+        problems = [(where, "a NUL byte (\\u0000), which cannot be stored") for where in carrying]
+        raise InvalidFields(f"{carrying[0]}: a NUL byte (\\u0000)", problems[:100])
+    return document
 
 
 def _summary(row: asyncpg.Record | None) -> dict:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 import json
-from dataclasses import asdict
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from itertools import chain
 from pathlib import Path
 
 import click
@@ -17,8 +20,11 @@ from dialer.db import consent as ledger
 from dialer.db import server
 from dialer.db.connect import session
 from dialer.errors import InputError
+from dialer.loading.csv_source import CsvSource
+from dialer.loading.records import UnreadableRecord
 
 MAX_PROBLEMS_SHOWN = 20
+STAGED_BATCH = 10_000  # events appended per statement; a batch's events are in memory
 
 
 @click.group()
@@ -46,49 +52,114 @@ def import_file(
     """Append the events of FILE.csv: columns `phone` (required), `scope`, `action` (grant or
     revoke; default grant), `source`, `evidence` (its text, kept as a SHA-256) or
     `evidence_sha256`, `occurred_at` (ISO 8601 with offset; default now). All or nothing: one
-    bad row and nothing is written, with every bad row and field named (exit 2)."""
+    bad row and nothing is written; the first 20 bad rows are named with their fields, and the
+    rest counted (exit 2). Memory stays
+    flat however long the file: checked events wait in a temporary file until they are
+    appended, in the file's order, in one transaction."""
     region = app.region(region)
+    with tempfile.TemporaryDirectory(prefix="dialer-consent-") as folder:
+        staging = Path(folder) / "events.jsonl"
 
-    async def go() -> int:
-        async with session(app.database_url) as conn:
-            now = await server.now(conn)
-            events = _read(file, region, scope, source, now)
-            async with conn.transaction():
-                await ledger.append(conn, events)
-                await withdraw_revoked(conn, [e for e in events if e.action == "revoke"])
-            return len(events)
+        async def go() -> int:
+            async with session(app.database_url) as conn:
+                now = await server.now(conn)
+                # every row read and checked before the transaction begins
+                staged = _stage(file, staging, region, scope, source, now)
+                async with conn.transaction():
+                    chain = await ledger.begin_append(conn, revoking=staged.revocations > 0)
+                    for events in _staged_batches(staging):
+                        await chain.add(events)
+                        await withdraw_revoked(conn, [e for e in events if e.action == "revoke"])
+                return staged.events
 
-    count = run(go())
+        count = run(go())
     said = f"consent: {count} events appended from {file}"
     print_report(fmt, {"appended": count, "file": str(file)}, said)
 
 
-def _read(
-    file: Path, region: str | None, scope: str | None, source: str | None, now
-) -> list[ConsentEvent]:
+@dataclass(frozen=True)
+class _Staged:
+    """A checked consent file: how many events wait in the staging file, and revocations."""
+
+    events: int
+    revocations: int
+
+
+def _stage(
+    file: Path, staging: Path, region: str | None, scope: str | None, source: str | None, now
+) -> _Staged:
+    """Read and check every row of `file`; write its events, in order, one JSON line each, to
+    `staging`. One bad row or more: InputError naming the first MAX_PROBLEMS_SHOWN (and how
+    many more), and nothing to append."""
     if not file.is_file():
         raise InputError(f"{file}: consent file not found")
-    events, problems = [], []
-    with file.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        if not reader.fieldnames or "phone" not in [f.strip().lower() for f in reader.fieldnames]:
-            raise InputError(f"{file}: no `phone` column (columns: phone, scope, action, ...)")
-        for row in reader:
-            values = {(k or "").strip().lower(): (v or "") for k, v in row.items()}
-            event, wrong = event_from_fields(
-                values, region=region, scope=scope, source=source, action=None, now=now
-            )
-            line = reader.line_num
-            problems += [f"{file}: line {line}: {field}: {what}" for field, what in wrong]
-            if event is not None:
-                events.append(event)
-    if problems:
-        more = len(problems) - MAX_PROBLEMS_SHOWN
-        shown = problems[:MAX_PROBLEMS_SHOWN] + ([f"... and {more} more"] if more > 0 else [])
-        raise InputError("nothing was written; fix these first:\n" + "\n".join(shown))
+    csv_file = CsvSource.open(file)
+    records = csv_file.records()
+    first = next(records, None)  # reads the header
+    names = [name.lower() for name in csv_file.header]
+    if "phone" not in names:
+        raise InputError(f"{file}: no `phone` column (columns: phone, scope, action, ...)")
+    events = revocations = wrong = 0
+    problems: list[str] = []
+    with staging.open("w", encoding="utf-8") as out:
+        for line, values in chain([first] if first is not None else [], records):
+            wrong_here = _width_problem(values, len(names))
+            event = None
+            if not wrong_here:
+                fields = dict(zip(names, values, strict=False))
+                event, wrong_here = event_from_fields(
+                    fields, region=region, scope=scope, source=source, action=None, now=now
+                )
+            if wrong_here:
+                wrong += len(wrong_here)
+                for field, what in wrong_here:
+                    if len(problems) < MAX_PROBLEMS_SHOWN:
+                        problems.append(f"{file}: line {line}: {field}: {what}")
+            elif event is not None and not wrong:  # once a row is bad, nothing is written
+                events += 1
+                revocations += event.action == "revoke"
+                out.write(json.dumps(_staged_fields(event)) + "\n")
+    if wrong:
+        more = [f"... and {wrong - len(problems)} more"] if wrong > len(problems) else []
+        raise InputError("nothing was written; fix these first:\n" + "\n".join(problems + more))
     if not events:
         raise InputError(f"{file}: no consent events in it")
-    return events
+    return _Staged(events, revocations)
+
+
+def _width_problem(values: list[str], width: int) -> list[tuple[str, str]]:
+    """A record that could not be read, or that has more values than the header has names."""
+    if isinstance(values, UnreadableRecord):
+        return [("row", values.reason)]
+    if len(values) > width and any(v.strip() for v in values[width:]):
+        return [("row", f"too many fields: {len(values)}, the header has {width}")]
+    return []
+
+
+def _staged_fields(event: ConsentEvent) -> list[str | None]:
+    return [
+        event.phone_e164,
+        event.scope,
+        event.action,
+        event.source,
+        event.occurred_at.isoformat(),
+        event.evidence_sha256,
+    ]
+
+
+def _staged_batches(staging: Path) -> Iterator[list[ConsentEvent]]:
+    """The staged events in the file's order, STAGED_BATCH at a time."""
+    batch: list[ConsentEvent] = []
+    with staging.open(encoding="utf-8") as staged:
+        for text in staged:
+            phone, scope, action, source, when, evidence = json.loads(text)
+            at = datetime.fromisoformat(when)
+            batch.append(ConsentEvent(phone, scope, action, source, at, evidence))
+            if len(batch) == STAGED_BATCH:
+                yield batch
+                batch = []
+    if batch:
+        yield batch
 
 
 @consent.command("revoke")

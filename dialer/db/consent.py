@@ -3,7 +3,9 @@ lock), reading it back in order, and what a revocation withdraws."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 
 import asyncpg
 
@@ -19,45 +21,34 @@ async def privacy_key(conn: Connection) -> str:
     return await conn.fetchval("SELECT privacy_key FROM dialer_install")
 
 
-async def append(conn: Connection, events: list[ConsentEvent]) -> list[int]:
-    """Append `events` to the chain, in order, in the caller's transaction; their ids. With a
-    revocation among them, no send commits from their `recorded_at` until the caller's
-    transaction ends (db.standing): a call is committed before it, or sees it."""
-    recorded_at = None
-    if any(event.action == "revoke" for event in events):
-        recorded_at = await begin_change(conn)
-    await conn.execute("SELECT pg_advisory_xact_lock($1)", LEDGER_LOCK_KEY)
-    key = await privacy_key(conn)
-    previous = (
-        await conn.fetchval("SELECT row_hash FROM consent_events ORDER BY id DESC LIMIT 1")
-        or GENESIS
-    )
-    # every id in one round trip (an import or an API request may hold 10,000 events), in
-    # the order they were given: the chain's order
-    ids = [
-        r["id"]
-        for r in await conn.fetch(
-            "SELECT nextval('consent_events_id_seq') AS id FROM generate_series(1, $1) ORDER BY 1",
-            len(events),
-        )
-    ]
-    rows = []
-    for row_id, event in zip(ids, events, strict=True):
-        number_key = phone_key(key, event.phone_e164)
-        digest = row_hash(
-            row_id,
-            number_key,
-            event.scope,
-            event.action,
-            event.source,
-            event.evidence_sha256,
-            event.occurred_at,
-            previous,
-        )
-        rows.append(
-            (
+@dataclass
+class ChainAppend:
+    """Appends to the chain in the caller's transaction, a batch at a time (an import of a
+    million events never holds them all): each batch links to the one before it. Made by
+    `begin_append`, which takes the ledger's turn for the rest of the transaction."""
+
+    conn: Connection
+    privacy_key: str
+    previous: str
+    recorded_at: datetime | None  # the standing change's stamp, when revocations are among them
+
+    async def add(self, events: Sequence[ConsentEvent]) -> list[int]:
+        """Append `events` after every event added before, in order; their ids."""
+        # every id in one round trip, in the order they were given: the chain's order
+        ids = [
+            r["id"]
+            for r in await self.conn.fetch(
+                "SELECT nextval('consent_events_id_seq') AS id FROM generate_series(1, $1)"
+                " ORDER BY 1",
+                len(events),
+            )
+        ]
+        rows = []
+        previous = self.previous
+        for row_id, event in zip(ids, events, strict=True):
+            number_key = phone_key(self.privacy_key, event.phone_e164)
+            digest = row_hash(
                 row_id,
-                event.phone_e164,
                 number_key,
                 event.scope,
                 event.action,
@@ -65,18 +56,53 @@ async def append(conn: Connection, events: list[ConsentEvent]) -> list[int]:
                 event.evidence_sha256,
                 event.occurred_at,
                 previous,
-                digest,
             )
+            rows.append(
+                (
+                    row_id,
+                    event.phone_e164,
+                    number_key,
+                    event.scope,
+                    event.action,
+                    event.source,
+                    event.evidence_sha256,
+                    event.occurred_at,
+                    previous,
+                    digest,
+                    self.recorded_at,
+                )
+            )
+            previous = digest
+        await self.conn.executemany(
+            """INSERT INTO consent_events (id, phone_e164, phone_key, scope, action, source,
+                                           evidence_sha256, occurred_at, prev_hash, row_hash,
+                                           recorded_at)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, coalesce($11, now()))""",
+            rows,
         )
-        previous = digest
-    await conn.executemany(
-        """INSERT INTO consent_events (id, phone_e164, phone_key, scope, action, source,
-                                       evidence_sha256, occurred_at, prev_hash, row_hash,
-                                       recorded_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, coalesce($11, now()))""",
-        [(*row, recorded_at) for row in rows],
+        self.previous = previous
+        return ids
+
+
+async def begin_append(conn: Connection, *, revoking: bool) -> ChainAppend:
+    """Take the ledger's turn (appends to the chain take turns) for the caller's transaction.
+    `revoking`: revocations will be among the events, so no send commits from their
+    `recorded_at` until the caller's transaction ends (db.standing): a call is committed
+    before it, or sees it."""
+    recorded_at = await begin_change(conn) if revoking else None
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", LEDGER_LOCK_KEY)
+    key = await privacy_key(conn)
+    previous = (
+        await conn.fetchval("SELECT row_hash FROM consent_events ORDER BY id DESC LIMIT 1")
+        or GENESIS
     )
-    return [r[0] for r in rows]
+    return ChainAppend(conn, key, previous, recorded_at)
+
+
+async def append(conn: Connection, events: Sequence[ConsentEvent]) -> list[int]:
+    """Append `events` to the chain, in order, in the caller's transaction; their ids."""
+    revoking = any(event.action == "revoke" for event in events)
+    return await (await begin_append(conn, revoking=revoking)).add(events)
 
 
 async def chain(conn: Connection) -> AsyncIterator[asyncpg.Record]:

@@ -400,6 +400,12 @@ async def test_consents_are_appended_all_or_nothing(api) -> None:
     bad = {"events": [good, {"phone": "12", "scope": "marketing", "source": "x"}]}
     status, body = await call("POST", f"{base}/consents", json=bad)
     assert status == 422 and body["errors"][0]["field"] == "events[1].phone", body
+    nul = {"events": [good | {"phone": "+919812345612", "source": "crm\x00form"}]}
+    status, body = await call("POST", f"{base}/consents", json=nul)  # not storable: named
+    assert status == 422 and body["errors"][0]["field"] == "events[0].source", body
+    nul = {"numbers": ["+919812345613"], "reason": "asked\x00twice"}
+    status, body = await call("POST", f"{base}/dnc", json=nul)
+    assert status == 422 and body["errors"][0]["field"] == "reason", body
     revoke = good | {"action": "revoke"}
     status, body = await call("POST", f"{base}/consents", json={"events": [revoke]}, token=READER)
     assert status == 403
