@@ -106,7 +106,7 @@ def read_dnc_csv(path: Path) -> Iterator[DncRow]:
     """The rows of a do-not-call file: a CSV with a `phone` column (else the first column),
     optional `reason` and `registered_on` columns; or a bare list of numbers; or the FTC's
     flat file (one `area code,number` pair per line, no header)."""
-    source = CsvSource.open(path)
+    source = CsvSource.open(path, what="do-not-call numbers")
     records = source.records()
     first = next(records, None)
     header = source.header

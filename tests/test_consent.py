@@ -183,3 +183,12 @@ async def test_a_long_file_is_appended_in_batches_as_one_chain(
     verified = run_cli("consent", "verify", "--format", "json")
     assert verified.exit_code == 0, verified.stderr
     assert json.loads(verified.stdout)["intact"] is True
+
+
+@pytest.mark.parametrize(
+    "name, said",
+    [("missing.csv", "consent events file not found"), (".", "not a file")],
+)
+def test_a_path_that_is_no_consent_file_is_named(run_cli, name: str, said: str) -> None:
+    result = run_cli("consent", "import", name)
+    assert result.exit_code == 2 and f"{name}: {said}" in result.stderr, result.stderr

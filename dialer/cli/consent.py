@@ -91,9 +91,7 @@ def _stage(
     """Read and check every row of `file`; write its events, in order, one JSON line each, to
     `staging`. One bad row or more: InputError naming the first MAX_PROBLEMS_SHOWN (and how
     many more), and nothing to append."""
-    if not file.is_file():
-        raise InputError(f"{file}: consent file not found")
-    csv_file = CsvSource.open(file)
+    csv_file = CsvSource.open(file, what="consent events")
     records = csv_file.records()
     first = next(records, None)  # reads the header
     names = [name.lower() for name in csv_file.header]

@@ -58,15 +58,16 @@ class CsvSource:
         return self._digest.hexdigest()
 
     @classmethod
-    def open(cls, path: Path, encoding: str = "utf-8") -> CsvSource:
-        """Check the file exists and is not empty; the header is read by `records()`."""
+    def open(cls, path: Path, encoding: str = "utf-8", what: str = "contacts") -> CsvSource:
+        """Check the file exists and is not empty; the header is read by `records()`. `what`
+        the file holds names it in the errors (contacts, consent events, ...)."""
         if not path.exists():
-            raise InputError(f"{path}: contacts file not found")
+            raise InputError(f"{path}: {what} file not found")
         if not path.is_file():
             raise InputError(f"{path}: not a file")
         size = path.stat().st_size
         if size == 0:
-            raise InputError(f"{path}: the file is empty (expected a header row and contacts)")
+            raise InputError(f"{path}: the file is empty (expected a header row and {what})")
         return cls(path=path, encoding=encoding, size=size)
 
     def _lines(self) -> Iterator[str]:
