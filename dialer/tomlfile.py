@@ -17,6 +17,9 @@ import pydantic
 from dialer.errors import ConfigError
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# A campaign file, a rule pack or dialer.toml is a few KB; anything past this is not one (and a
+# device such as /dev/zero would never end)
+MAX_TOML_BYTES = 4 << 20
 _NUL_ESCAPE = re.compile(r"\\u0000|\\U00000000")  # how a TOML string spells a NUL byte
 
 Model = TypeVar("Model", bound=pydantic.BaseModel)
@@ -25,7 +28,13 @@ Model = TypeVar("Model", bound=pydantic.BaseModel)
 def read_toml(path: Path, what: str) -> tuple[dict[str, Any], str]:
     """Return the parsed document and its text; raise ConfigError naming the line on bad syntax."""
     try:
-        text = path.read_text(encoding="utf-8")
+        if path.exists() and not path.is_file():  # a directory, a device (/dev/zero), a FIFO
+            raise ConfigError(f"{path}: not a file (expected a {what})")
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_TOML_BYTES + 1)
+        if len(raw) > MAX_TOML_BYTES:
+            raise ConfigError(f"{path}: over {MAX_TOML_BYTES >> 20} MiB: not a {what}")
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: {what} not found") from None
     except (OSError, UnicodeDecodeError) as exc:

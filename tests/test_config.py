@@ -131,6 +131,21 @@ def test_missing_explicit_config(env: Path) -> None:
     assert "nope.toml: configuration file not found" in result.stderr
 
 
+@pytest.mark.parametrize(
+    "name, said",
+    [
+        ("/dev/zero", "not a file (expected a configuration file)"),  # would never end
+        (".", "not a file (expected a configuration file)"),
+        ("huge.toml", "over 4 MiB: not a configuration file"),
+    ],
+)
+def test_a_path_that_is_no_config_file_is_named_not_read(env: Path, name: str, said: str) -> None:
+    (env / "huge.toml").write_bytes(b"# padding\n" * ((4 << 20) // 10 + 1))
+    result = CliRunner().invoke(cli, ["--config", name, "config", "show"])
+    assert result.exit_code == 2, result.output
+    assert f"{name}: {said}" in result.stderr
+
+
 def test_config_show_masks_every_secret(env: Path) -> None:
     (env / "dialer.toml").write_text(GOOD)
     result = CliRunner().invoke(cli, ["config", "show"])

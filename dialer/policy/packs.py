@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from functools import cache
 from importlib import resources
-from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -207,11 +206,6 @@ def builtin_packs() -> dict[str, RulePack]:
             pack = RulePack.model_validate(tomllib.loads(entry.read_text(encoding="utf-8")))
             found[pack.name] = pack
     return found
-
-
-def read_pack(path: Path) -> RulePack:
-    """A team's own pack file (the campaign loader reports its errors with file and key)."""
-    return RulePack.model_validate(tomllib.loads(path.read_text(encoding="utf-8")))
 
 
 @dataclass(frozen=True)
