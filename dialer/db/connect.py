@@ -17,7 +17,7 @@ from dialer.db import embedded
 from dialer.db.migrations import migrate
 from dialer.db.outage import DATABASE_FAILURES, TRANSIENT
 from dialer.db.types import Connection
-from dialer.errors import DialerError
+from dialer.errors import ConfigError, DialerError
 from dialer.redaction import describe_url, url_secrets
 
 log = logging.getLogger("dialer.db")
@@ -44,10 +44,25 @@ async def _keep_session(conn: Connection) -> None:
     settings are transaction-scoped), and at thousands of callbacks a second it matters."""
 
 
+# A URL that asyncpg cannot use as it is written (no scheme, a port past 65535, sslmode=bogus):
+# a setting to fix, not a database that went away (asyncpg's own error is an InterfaceError,
+# which would read as a lost connection, and a long-running process would wait it out)
+UNUSABLE_URL = (asyncpg.ClientConfigurationError, ValueError, OverflowError)
+
+
+def unusable_url(url: str, error: BaseException) -> ConfigError:
+    return ConfigError(
+        f"the database URL {describe_url(url)} cannot be used: {error} (it comes from"
+        " $DIALER_DATABASE_URL, else database_url in dialer.toml)"
+    )
+
+
 async def connect(url: str) -> Connection:
     """One connection with dialer's codecs; a failure names the server, never the password."""
     try:
         conn = await asyncpg.connect(url)
+    except UNUSABLE_URL as exc:
+        raise unusable_url(url, exc) from None
     except (OSError, asyncpg.PostgresError) as exc:
         raise DialerError(f"cannot connect to PostgreSQL at {describe_url(url)}: {exc}") from None
     await _init_connection(conn)
@@ -123,7 +138,10 @@ async def _first_use(pool: asyncpg.Pool, url: str, patience_s: float, migrate_fi
     while True:
         connected = False
         try:
-            conn = await pool.acquire()
+            try:
+                conn = await pool.acquire()
+            except UNUSABLE_URL as exc:
+                raise unusable_url(url, exc) from None
             connected = True
             try:
                 if migrate_first:

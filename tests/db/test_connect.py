@@ -71,6 +71,36 @@ def test_no_server_is_one_line_naming_it_without_its_password(tmp_path) -> None:
     assert "Traceback" not in result.stderr and "s3cr3t-pw" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    "url, said",
+    [
+        ("not-a-url", "the database URL (unreadable database URL) cannot be used: invalid DSN"),
+        ("postgresql://u:s3cr3t-pw@127.0.0.1:99999/x", "127.0.0.1:99999/x cannot be used: "),
+        ("postgresql://u:s3cr3t-pw@127.0.0.1:5432/x?sslmode=sure", "`sslmode` parameter must"),
+    ],
+)
+@pytest.mark.parametrize("command", [["run", "any"], ["campaign", "list"]])
+def test_a_database_url_that_cannot_be_used_is_a_setting_to_fix(
+    tmp_path, url: str, said: str, command: list[str]
+) -> None:
+    """Not a lost connection to wait out or retry (asyncpg calls it an InterfaceError), nor a
+    traceback (a port past 65535): exit 2 at once, naming the URL without its password."""
+    env = os.environ | {"DIALER_DATABASE_URL": url}
+    env.pop("DIALER_CONFIG", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "dialer", *command],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("dialer: error: the database URL") and said in last, last
+    assert "Traceback" not in result.stderr and "s3cr3t-pw" not in result.stderr
+
+
 async def test_a_process_whose_connection_is_cut_while_it_migrates_tries_again(
     empty_database_url: str,
 ) -> None:
