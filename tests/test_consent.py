@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 from pathlib import Path
 
 import asyncpg
 import pytest
 
+from dialer.cli.consent import STAGED_BATCH
 from dialer.db.consent import LIVE_GRANT
+from tests.processes import dialer_command, until
 
 GOOD = """phone,scope,action,source,evidence,occurred_at
 +919845010001,marketing,grant,web form 12,I agree to be called,2026-11-01T10:00:00+05:30
@@ -192,3 +196,66 @@ async def test_a_long_file_is_appended_in_batches_as_one_chain(
 def test_a_path_that_is_no_consent_file_is_named(run_cli, name: str, said: str) -> None:
     result = run_cli("consent", "import", name)
     assert result.exit_code == 2 and f"{name}: {said}" in result.stderr, result.stderr
+
+
+async def test_an_import_killed_between_its_batches_leaves_nothing(
+    own_database_url: str, own_db, tmp_path: Path
+) -> None:
+    """A real `dialer consent import` killed with SIGKILL after its first batch is written
+    and while the next is under way: PostgreSQL rolls all of it back. Run again to its end,
+    read by another session all along, the ledger goes from none of its events to all of them
+    at once, and the chain verifies."""
+    events = 3 * STAGED_BATCH
+    path = tmp_path / "grants.csv"
+    path.write_text(
+        "phone,scope,source\n"
+        + "".join(f"+9198450{n:05d},killed,web form\n" for n in range(events))
+    )
+    stored = "SELECT count(*) FROM consent_events WHERE scope = 'killed'"
+    env = os.environ | {"DIALER_DATABASE_URL": own_database_url}
+    env.pop("DIALER_CONFIG", None)
+
+    def start() -> asyncio.Future:
+        return asyncio.create_subprocess_exec(
+            *dialer_command("consent", "import", str(path)),
+            cwd=tmp_path,
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+
+    first = await start()
+    before = await own_db.fetchval("SELECT last_value FROM consent_events_id_seq")
+
+    async def second_batch_begun() -> bool:
+        # ids are drawn a batch at a time, outside the transaction: the second batch's ids
+        # mean the first batch's rows are written (and not yet committed)
+        assert first.returncode is None, "the import ended before it was caught writing"
+        drawn = await own_db.fetchval("SELECT last_value FROM consent_events_id_seq")
+        return drawn >= before + 2 * STAGED_BATCH
+
+    try:
+        await until(second_batch_begun, "the import's second batch", every=0.01)
+        first.send_signal(signal.SIGKILL)
+        assert await asyncio.wait_for(first.wait(), 30) == -signal.SIGKILL
+    finally:
+        if first.returncode is None:
+            first.kill()
+            await first.wait()
+    assert await own_db.fetchval(stored) == 0
+
+    again = await start()
+    seen: set[int] = set()
+
+    async def ended() -> bool:
+        seen.add(await own_db.fetchval(stored))
+        return again.returncode is not None
+
+    await until(ended, "the second import to end", every=0.01)
+    assert again.returncode == 0, (await again.stderr.read()).decode()  # type: ignore[union-attr]
+    seen.add(await own_db.fetchval(stored))
+    assert seen == {0, events}, sorted(seen)
+    verify = await asyncio.create_subprocess_exec(
+        *dialer_command("consent", "verify"), cwd=tmp_path, env=env
+    )
+    assert await verify.wait() == 0
