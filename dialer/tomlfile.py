@@ -67,7 +67,7 @@ def nul_carriers(document: Any) -> list[str]:
         elif isinstance(value, dict):
             for key, item in value.items():
                 where = f"{location}.{key}" if location else str(key)
-                if "\x00" in str(key):
+                if "\x00" in key:  # JSON and TOML keys are strings
                     found.append(repr(where))
                 else:
                     waiting.append((where, item))
