@@ -8,11 +8,9 @@ from datetime import date
 from itertools import chain
 from pathlib import Path
 
-import asyncpg
-
 from dialer.db import contacts, standing, webhooks
 from dialer.db import dnc as stored
-from dialer.db.types import Connection
+from dialer.db.types import Connection, Stream
 from dialer.errors import InputError
 from dialer.loading.csv_source import CsvSource
 from dialer.phones import PhoneError, normalize
@@ -87,8 +85,10 @@ async def remove_numbers(conn: Connection, numbers: list[str]) -> int:
     return await stored.remove(conn, sorted(set(numbers)))
 
 
-async def list_numbers(conn: Connection) -> list[asyncpg.Record]:
-    return await stored.listing(conn)
+async def list_numbers(conn: Connection) -> tuple[int, Stream]:
+    """How many numbers are listed, and the list in number order (streamed: read it in the
+    caller's transaction)."""
+    return await stored.listed_count(conn), await stored.listing(conn)
 
 
 @dataclass(frozen=True)

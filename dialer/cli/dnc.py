@@ -17,7 +17,7 @@ import click
 
 from dialer import dnc as dnc_list
 from dialer.cli.context import AppContext, pass_app, region_option, run
-from dialer.cli.output import format_option, print_record, print_rows, text_format_option
+from dialer.cli.output import format_option, print_record, print_stream, text_format_option
 from dialer.db import registries as stored_registries
 from dialer.db.connect import session
 from dialer.db.types import Connection
@@ -361,14 +361,12 @@ def remove(app: AppContext, numbers: tuple[str, ...], region: str | None, fmt: s
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")
 @pass_app
 def list_(app: AppContext, fmt: str) -> None:
-    """Print the do-not-call list."""
+    """Print the do-not-call list, in number order (a table shows the first 1,000 rows; CSV
+    and JSON print every row, however long the list, as it is read)."""
 
-    async def go():
-        async with session(app.database_url) as conn:
-            return await dnc_list.list_numbers(conn)
+    async def go() -> None:
+        async with session(app.database_url) as conn, conn.transaction(readonly=True):
+            count, listing = await dnc_list.list_numbers(conn)
+            await print_stream(listing, fmt, title=f"do-not-call list ({count:,})")
 
-    rows = [
-        {"phone_e164": r["phone_e164"], "reason": r["reason"] or "", "added_at": r["added_at"]}
-        for r in run(go())
-    ]
-    print_rows(rows, fmt, title=f"do-not-call list ({len(rows):,})")
+    run(go())

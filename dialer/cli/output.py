@@ -1,4 +1,5 @@
-"""Printing query results as a rich table (terminal), CSV or JSON."""
+"""Printing query results as a rich table (terminal), CSV or JSON: a few rows at once
+(print_rows), or a listing of any length as its rows arrive (print_stream)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ import click
 from rich.table import Table
 
 from dialer.console import out
+from dialer.db.types import Stream
 from dialer.spreadsheet import safe_cell
 
 FORMATS = ("table", "csv", "json")
+TABLE_ROWS_SHOWN = 1000  # a table is for people: past this, CSV or JSON
 
 
 def format_option(command):
@@ -150,3 +153,40 @@ def _print_expanded(names: list[str], cells: list[list[str]], title: str) -> Non
         lines.append(f"-[ {number} ]" + "-" * max(0, width - 4))
         lines += [f"{name:<{width}}  {value}" for name, value in zip(names, row_cells, strict=True)]
     click.echo("\n".join(lines))
+
+
+async def print_stream(stream: Stream, fmt: str, *, title: str) -> int:
+    """A listing of any length, printed as print_rows prints rows, as they arrive: CSV and
+    JSON print every row with memory flat; a table (for people) shows the first
+    TABLE_ROWS_SHOWN and says how to have them all. The rows printed."""
+    printed = 0
+    if fmt == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(stream.names)
+        async for row in stream.rows:
+            writer.writerow([_cell(v) for v in row.values()])
+            printed += 1
+    elif fmt == "json":  # one array, an object a line
+        sys.stdout.write("[")
+        async for row in stream.rows:
+            item = json.dumps({k: _plain(v) for k, v in row.items()}, default=str)
+            sys.stdout.write(("\n  " if printed == 0 else ",\n  ") + item)
+            printed += 1
+        sys.stdout.write("\n]\n" if printed else "]\n")
+    else:
+        shown: list[Mapping] = []
+        more = False
+        async for row in stream.rows:
+            if len(shown) == TABLE_ROWS_SHOWN:
+                more = True
+                break
+            shown.append(dict(row.items()))
+        print_rows(shown, "table", title=title)
+        printed = len(shown)
+        if more:
+            click.echo(
+                f"(the first {TABLE_ROWS_SHOWN:,} rows: --format csv or --format json prints"
+                " every row)"
+            )
+    sys.stdout.flush()
+    return printed

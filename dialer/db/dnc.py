@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-import asyncpg
-
-from dialer.db.types import Connection
+from dialer.db.types import Connection, Stream, stream
 
 
 async def add(
@@ -63,8 +61,16 @@ async def remove(conn: Connection, numbers: list[str]) -> int:
     return int(status.split()[-1])
 
 
-async def listing(conn: Connection) -> list[asyncpg.Record]:
-    return await conn.fetch("SELECT phone_e164, reason, added_at FROM dnc ORDER BY phone_e164")
+async def listing(conn: Connection) -> Stream:
+    """The list in number order, streamed (read it in the caller's transaction)."""
+    return await stream(
+        conn,
+        "SELECT phone_e164, coalesce(reason, '') AS reason, added_at FROM dnc ORDER BY phone_e164",
+    )
+
+
+async def listed_count(conn: Connection) -> int:
+    return await conn.fetchval("SELECT count(*) FROM dnc")
 
 
 async def is_listed(conn: Connection, phone_e164: str) -> bool:

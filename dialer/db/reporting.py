@@ -10,7 +10,7 @@ from datetime import datetime
 
 import asyncpg
 
-from dialer.db.types import Connection, one
+from dialer.db.types import Connection, Stream, one, stream
 from dialer.policy.attestation import BLOCKED_SIP_CODES
 from dialer.policy.states import CALL_OUTCOMES
 
@@ -26,9 +26,10 @@ VIEWS = {
 
 async def view_rows(
     conn: Connection, view: str, campaign: str | None, since: datetime | None
-) -> list[asyncpg.Record]:
+) -> Stream:
     """The rows of one of VIEWS, of `campaign` (its account's, for usage) if given, from
-    `since` on if given (local hours of each campaign's zone, for hourly)."""
+    `since` on if given (local hours of each campaign's zone, for hourly), streamed (read them
+    in the caller's transaction)."""
     table, time_column, order = VIEWS[view]
     where: list[str] = ["TRUE"]
     args: list[object] = []
@@ -46,7 +47,7 @@ async def view_rows(
             since_sql = f"date_trunc('hour', {since_sql} AT TIME ZONE timezone)"
         where.append(f"{time_column} >= {since_sql}")
     sql = f"SELECT * FROM {table} WHERE {' AND '.join(where)} ORDER BY {order}"
-    return await conn.fetch(sql, *args)
+    return await stream(conn, sql, *args)
 
 
 async def campaign_list(conn: Connection) -> list[asyncpg.Record]:

@@ -76,3 +76,30 @@ def test_every_command_that_prints_data_takes_a_format(run_cli, tmp_path: Path) 
 def test_an_empty_result_says_so(run_cli) -> None:
     result = run_cli("webhooks", "status")
     assert result.exit_code == 0 and result.stdout.strip() == "webhook deliveries waiting: none"
+
+
+async def test_a_long_listing_prints_as_it_is_read(run_cli, db) -> None:
+    """`dnc list` (and `report`, through the same printer) read a server-side cursor: CSV and
+    JSON print every row, a table the first TABLE_ROWS_SHOWN and how to have the rest."""
+    from dialer.cli.output import TABLE_ROWS_SHOWN
+
+    total = TABLE_ROWS_SHOWN + 5 + (await db.fetchval("SELECT count(*) FROM dnc"))
+    await db.execute(
+        """INSERT INTO dnc (phone_e164, reason)
+           SELECT '+1212' || (3000000 + g)::text, CASE WHEN g = 1 THEN 'asked' END
+           FROM generate_series(1, $1::int) g""",
+        TABLE_ROWS_SHOWN + 5,
+    )
+    as_csv = run_cli("dnc", "list", "--format", "csv").stdout.splitlines()
+    assert as_csv[0] == "phone_e164,reason,added_at" and len(as_csv) == total + 1
+    assert as_csv[1:] == sorted(as_csv[1:])  # number order
+    listed = json.loads(run_cli("dnc", "list", "--format", "json").stdout)
+    assert len(listed) == total and {"phone_e164", "reason", "added_at"} == set(listed[0])
+    assert {"phone_e164": "+12123000001", "reason": "asked"}.items() <= next(
+        r for r in listed if r["phone_e164"] == "+12123000001"
+    ).items()
+    table = run_cli("dnc", "list").stdout
+    assert f"do-not-call list ({total:,})" in table
+    assert f"the first {TABLE_ROWS_SHOWN:,} rows: --format csv" in table
+    assert sum(line.startswith("│ +") for line in table.splitlines()) == TABLE_ROWS_SHOWN
+    await db.execute("DELETE FROM dnc WHERE phone_e164 LIKE '+12123%'")
