@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import importlib.machinery
 import os
+import select
 import signal
 import sys
 import threading
@@ -40,6 +41,25 @@ COMMANDS = {
 }
 
 
+OUTPUT_CLOSED_EXIT = 141  # as the shell reports a writer ended by SIGPIPE (128 + 13)
+
+
+class OutputClosed(Exception):
+    """Whoever read the standard output stopped reading (`dialer dnc list | head`): not the
+    database's fault, nor an error to report on top of the reader's choice."""
+
+
+def _output_closed() -> bool:
+    """Whether the standard output is a pipe whose reader has gone: such a pipe polls as an
+    error (POLLERR, always reported). Not a real descriptor (CliRunner's): no."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), 0)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # io.UnsupportedOperation is an OSError
+        return False
+
+
 class Reported(click.ClickException):
     """A DialerError on its way out: one line on stderr, and the exit code of its type."""
 
@@ -72,6 +92,10 @@ class DialerGroup(click.Group):
             return super().invoke(ctx)
         except DialerError as error:
             raise Reported(error) from None
+        except BrokenPipeError as error:  # before CONNECTION_LOST, of which it is one
+            if _output_closed():
+                raise OutputClosed from None
+            raise Reported(connection_lost(error)) from None
         except REFUSED as error:  # the database is there, but will not do it now (read-only)
             raise Reported(database_refused(error)) from None
         except CONNECTION_LOST as error:  # the database went away under the command
@@ -169,6 +193,10 @@ def main() -> None:
     except (click.Abort, KeyboardInterrupt):
         click.echo(INTERRUPTED, err=True)
         sys.exit(130)
+    except OutputClosed:
+        # what is left in the buffer has no reader: send it nowhere, so the exit's flush is quiet
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(OUTPUT_CLOSED_EXIT)
     except Exception:
         if INTERRUPT.is_set():
             _end_interrupted()

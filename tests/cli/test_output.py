@@ -103,3 +103,42 @@ async def test_a_long_listing_prints_as_it_is_read(run_cli, db) -> None:
     assert f"the first {TABLE_ROWS_SHOWN:,} rows: --format csv" in table
     assert sum(line.startswith("│ +") for line in table.splitlines()) == TABLE_ROWS_SHOWN
     await db.execute("DELETE FROM dnc WHERE phone_e164 LIKE '+12123%'")
+
+
+async def test_a_reader_that_stops_reading_ends_the_command_quietly(
+    own_database_url: str, own_db, tmp_path: Path
+) -> None:
+    """`dialer dnc list | head -1`: the reader closes the pipe; the command ends with the
+    shell's code for it (141), saying nothing: its reader chose to stop, and the database
+    connection was not lost (it said so before)."""
+    import asyncio
+    import os
+    import subprocess
+
+    from dialer.cli import OUTPUT_CLOSED_EXIT
+    from tests.processes import dialer_command
+
+    await own_db.execute(  # about 300 KB of CSV: more than a pipe holds
+        "INSERT INTO dnc (phone_e164) SELECT '+1212' || (4000000 + g)::text"
+        " FROM generate_series(1, 6000) g"
+    )
+    env = os.environ | {"DIALER_DATABASE_URL": own_database_url}
+    env.pop("DIALER_CONFIG", None)
+
+    def head_1(fmt: str) -> tuple[int, bytes]:
+        listing = subprocess.Popen(
+            dialer_command("dnc", "list", "--format", fmt),
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert listing.stdout is not None and listing.stderr is not None
+        assert listing.stdout.readline()
+        listing.stdout.close()  # the reader stops
+        said = listing.stderr.read()
+        return listing.wait(timeout=60), said
+
+    for fmt in ("csv", "json"):
+        code, said = await asyncio.to_thread(head_1, fmt)
+        assert code == OUTPUT_CLOSED_EXIT and said == b"", (code, said)
