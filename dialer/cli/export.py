@@ -41,9 +41,12 @@ def export(app: AppContext, campaign: str, out_path: Path | None, raw: bool) -> 
     Streams from the database, so a million contacts take no more memory than ten.
     Exit codes: 0 written, 2 no such campaign or unwritable file, 1 other error.
     """
+    given = out_path
+    if out_path is not None:
+        out_path = _file_to_replace(out_path)
     partial = out_path.with_name(f".{out_path.name}.partial-{os.getpid()}") if out_path else None
     written = 0
-    resolved = out_path.resolve() if out_path else None
+    resolved = out_path
 
     async def go() -> None:
         nonlocal written
@@ -74,4 +77,17 @@ def export(app: AppContext, campaign: str, out_path: Path | None, raw: bool) -> 
         raise
     if partial and out_path:
         partial.replace(out_path)
-        err.print(f"dialer: wrote {written:,} bytes to {out_path}")
+        err.print(f"dialer: wrote {written:,} bytes to {given}")
+
+
+def _file_to_replace(path: Path) -> Path:
+    """The file `--out` names, through any symlink. The export is written beside it and then
+    renamed onto it (whole or not at all), so it must be a regular file or not exist yet: a
+    rename would put a file in place of a device (/dev/full), a FIFO or /dev/stdout."""
+    target = path.resolve()
+    if target.exists() and not target.is_file():
+        raise InputError(
+            f"--out {path}: not a regular file (the export would replace it); leave --out out"
+            " to write to standard output"
+        )
+    return target

@@ -53,3 +53,25 @@ def test_export_errors(run_cli, tmp_path: Path) -> None:
     assert run_cli("campaign", "load", "exp2.toml").exit_code == 0
     missing_dir = run_cli("export", "exp2", "--out", str(tmp_path / "no" / "x.csv"))
     assert missing_dir.exit_code == 2 and "no/x.csv" in missing_dir.stderr
+
+
+def test_out_is_a_file_it_replaces_whole_never_a_device_or_fifo(run_cli, tmp_path: Path) -> None:
+    """The export is written beside --out and renamed onto it: a FIFO (or a device such as
+    /dev/full, or /dev/stdout) would be replaced by a regular file, so it is refused; a
+    symlink's file is written, the link kept."""
+    import os
+    import stat
+
+    path = write_campaign(tmp_path, "outs", 2)
+    assert run_cli("campaign", "load", str(path)).exit_code == 0
+    fifo = tmp_path / "pipe.csv"
+    os.mkfifo(fifo)
+    refused = run_cli("export", "outs", "--out", str(fifo))
+    assert refused.exit_code == 2 and f"--out {fifo}: not a regular file" in refused.stderr
+    assert stat.S_ISFIFO(fifo.stat().st_mode)  # still the FIFO
+    assert not list(tmp_path.glob(".pipe.csv.partial*"))
+    (tmp_path / "link.csv").symlink_to(tmp_path / "real.csv")
+    written = run_cli("export", "outs", "--out", str(tmp_path / "link.csv"))
+    assert written.exit_code == 0, written.stderr
+    assert (tmp_path / "link.csv").is_symlink()
+    assert (tmp_path / "real.csv").read_text().startswith("phone,")
