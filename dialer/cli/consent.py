@@ -52,10 +52,10 @@ def import_file(
     """Append the events of FILE.csv: columns `phone` (required), `scope`, `action` (grant or
     revoke; default grant), `source`, `evidence` (its text, kept as a SHA-256) or
     `evidence_sha256`, `occurred_at` (ISO 8601 with offset; default now). All or nothing: one
-    bad row and nothing is written; the first 20 bad rows are named with their fields, and the
-    rest counted (exit 2). Memory stays
-    flat however long the file: checked events wait in a temporary file until they are
-    appended, in the file's order, in one transaction."""
+    bad row and nothing is written; the first 20 problems are named with their line and
+    field, and the rest counted (exit 2). Memory stays flat however long the file: checked
+    events wait in a temporary file until they are appended, in the file's order, in one
+    transaction."""
     region = app.region(region)
     with tempfile.TemporaryDirectory(prefix="dialer-consent-") as folder:
         staging = Path(folder) / "events.jsonl"
@@ -66,9 +66,9 @@ def import_file(
                 # every row read and checked before the transaction begins
                 staged = _stage(file, staging, region, scope, source, now)
                 async with conn.transaction():
-                    chain = await ledger.begin_append(conn, revoking=staged.revocations > 0)
+                    appending = await ledger.begin_append(conn, revoking=staged.revocations > 0)
                     for events in _staged_batches(staging):
-                        await chain.add(events)
+                        await appending.add(events)
                         await withdraw_revoked(conn, [e for e in events if e.action == "revoke"])
                 return staged.events
 
