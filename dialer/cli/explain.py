@@ -113,6 +113,10 @@ def explain(
         click.echo(_text(item))
 
 
+AT_YEARS = (1990, 2200)  # a moment a dial could be asked about (PostgreSQL's and Python's
+# ranges end at years 1 and 9999, which an offset pushes past)
+
+
 def _instant(text: str | None) -> datetime | None:
     if text is None:
         return None
@@ -122,6 +126,8 @@ def _instant(text: str | None) -> datetime | None:
         raise InputError(f"--at: not an ISO 8601 time: {text!r}") from None
     if when.tzinfo is None:
         raise InputError(f"--at: give the offset too (such as {text}+05:30 or {text}Z)")
+    if not AT_YEARS[0] <= when.year <= AT_YEARS[1]:  # before astimezone: year 1 at +14:00
+        raise InputError(f"--at: {text!r} is outside the years {AT_YEARS[0]}-{AT_YEARS[1]}")
     return when
 
 

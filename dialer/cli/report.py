@@ -30,13 +30,18 @@ def parse_since(text: str | None) -> datetime | None:
         pass  # not a duration: perhaps a date
     try:
         when = datetime.fromisoformat(text)
-        when = when if when.tzinfo else when.astimezone()
-    except (ValueError, OverflowError, OSError):
+    except ValueError:
         raise InputError(
             f"--since: expected a duration (30m, 2h, 1d) or an ISO time, got {text!r}"
         ) from None
+    if when.year < EARLIEST_SINCE.year:  # before any offset is applied: year 1 cannot take one
+        raise InputError(f"--since: {text!r} is before {EARLIEST_SINCE.year}")
+    try:
+        when = when if when.tzinfo else when.astimezone()
+    except (OverflowError, OSError):
+        raise InputError(f"--since: {text!r} is out of range") from None
     if when < EARLIEST_SINCE:
-        raise InputError(f"--since: {text!r} is before 2000")
+        raise InputError(f"--since: {text!r} is before {EARLIEST_SINCE.year}")
     return when
 
 
