@@ -17,7 +17,7 @@ import click
 
 from dialer import dnc as dnc_list
 from dialer.cli.context import AppContext, pass_app, region_option, run
-from dialer.cli.output import format_option, print_record, print_stream, text_format_option
+from dialer.cli.output import Listing, format_option, print_record, text_format_option
 from dialer.db import registries as stored_registries
 from dialer.db.connect import session
 from dialer.db.types import Connection
@@ -364,9 +364,9 @@ def list_(app: AppContext, fmt: str) -> None:
     """Print the do-not-call list, in number order (a table shows the first 1,000 rows; CSV
     and JSON print every row, however long the list, as it is read)."""
 
-    async def go() -> None:
+    async def go() -> Listing:
         async with session(app.database_url) as conn, conn.transaction(readonly=True):
-            count, listing = await dnc_list.list_numbers(conn)
-            await print_stream(listing, fmt, title=f"do-not-call list ({count:,})")
+            count, rows = await dnc_list.list_numbers(conn)
+            return await Listing.read(rows, fmt, title=f"do-not-call list ({count:,})")
 
-    run(go())
+    run(go()).print()

@@ -1,14 +1,18 @@
 """Printing query results as a rich table (terminal), CSV or JSON: a few rows at once
-(print_rows), or a listing of any length as its rows arrive (print_stream)."""
+(print_rows), or a listing of any length (Listing)."""
 
 from __future__ import annotations
 
 import csv
 import json
+import shutil
 import sys
+import tempfile
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from typing import IO
 
 import click
 from rich.table import Table
@@ -155,38 +159,69 @@ def _print_expanded(names: list[str], cells: list[list[str]], title: str) -> Non
     click.echo("\n".join(lines))
 
 
-async def print_stream(stream: Stream, fmt: str, *, title: str) -> int:
-    """A listing of any length, printed as print_rows prints rows, as they arrive: CSV and
-    JSON print every row with memory flat; a table (for people) shows the first
-    TABLE_ROWS_SHOWN and says how to have them all. The rows printed."""
-    printed = 0
-    if fmt == "csv":
-        writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow(stream.names)
-        async for row in stream.rows:
-            writer.writerow([_cell(v) for v in row.values()])
-            printed += 1
-    elif fmt == "json":  # one array, an object a line
-        sys.stdout.write("[")
+@dataclass
+class Listing:
+    """A listing of any length, read from the database at the database's pace and printed
+    afterwards at the reader's: CSV and JSON wait in a temporary file (memory flat, however
+    many rows), a table keeps the first TABLE_ROWS_SHOWN (it is for people). So a reader who
+    pages slowly (`dialer dnc list | less`) never holds a transaction, and with it PostgreSQL's
+    clean-up of every table, open while they read."""
+
+    fmt: str
+    title: str
+    spool: IO[str] | None = None  # CSV or JSON, ready to print
+    shown: list[Mapping] = field(default_factory=list)  # a table's rows
+    more: bool = False  # a table: rows past those shown
+    rows: int = 0
+
+    @classmethod
+    async def read(cls, stream: Stream, fmt: str, *, title: str) -> Listing:
+        """Read `stream` to its end (a table: to TABLE_ROWS_SHOWN), printing nothing yet."""
+        listing = cls(fmt, title)
+        if fmt == "table":
+            async for row in stream.rows:
+                if len(listing.shown) == TABLE_ROWS_SHOWN:
+                    listing.more = True
+                    break
+                listing.shown.append(dict(row.items()))
+            listing.rows = len(listing.shown)
+            return listing
+        # kept open until print(): a file with no name, gone once closed
+        spool = tempfile.TemporaryFile("w+", encoding="utf-8", newline="")  # noqa: SIM115
+        try:
+            await listing._spool_rows(stream, spool)
+        except BaseException:
+            spool.close()
+            raise
+        listing.spool = spool
+        return listing
+
+    async def _spool_rows(self, stream: Stream, spool: IO[str]) -> None:
+        if self.fmt == "csv":
+            writer = csv.writer(spool, lineterminator="\n")
+            writer.writerow(stream.names)
+            async for row in stream.rows:
+                writer.writerow([_cell(v) for v in row.values()])
+                self.rows += 1
+            return
+        spool.write("[")  # json: one array, an object a line
         async for row in stream.rows:
             item = json.dumps({k: _plain(v) for k, v in row.items()}, default=str)
-            sys.stdout.write(("\n  " if printed == 0 else ",\n  ") + item)
-            printed += 1
-        sys.stdout.write("\n]\n" if printed else "]\n")
-    else:
-        shown: list[Mapping] = []
-        more = False
-        async for row in stream.rows:
-            if len(shown) == TABLE_ROWS_SHOWN:
-                more = True
-                break
-            shown.append(dict(row.items()))
-        print_rows(shown, "table", title=title)
-        printed = len(shown)
-        if more:
-            click.echo(
-                f"(the first {TABLE_ROWS_SHOWN:,} rows: --format csv or --format json prints"
-                " every row)"
-            )
-    sys.stdout.flush()
-    return printed
+            spool.write(("\n  " if self.rows == 0 else ",\n  ") + item)
+            self.rows += 1
+        spool.write("\n]\n" if self.rows else "]\n")
+
+    def print(self) -> None:
+        """Print what was read (as print_rows does), then let the temporary file go."""
+        if self.spool is None:
+            print_rows(self.shown, "table", title=self.title)
+            if self.more:
+                click.echo(
+                    f"(the first {TABLE_ROWS_SHOWN:,} rows: --format csv or --format json"
+                    " prints every row)"
+                )
+            return
+        with self.spool:
+            self.spool.seek(0)
+            shutil.copyfileobj(self.spool, sys.stdout, 1 << 16)
+        sys.stdout.flush()

@@ -7,7 +7,7 @@ from datetime import datetime
 import click
 
 from dialer.cli.context import AppContext, pass_app, run
-from dialer.cli.output import print_stream
+from dialer.cli.output import Listing
 from dialer.db import campaigns, reporting
 from dialer.db.connect import session
 from dialer.db.reporting import VIEWS
@@ -71,11 +71,11 @@ def report(app: AppContext, campaign: str | None, view: str, since: str | None, 
     if start is not None and time_column is None:
         raise InputError("--since needs a view with times: contacts, attempts, hourly or usage")
 
-    async def go() -> None:
+    async def go() -> Listing:
         async with session(app.database_url) as conn, conn.transaction(readonly=True):
             if campaign and not await campaigns.exists(conn, campaign):
                 raise NotFoundError(f"no such campaign: {campaign} (see `dialer campaign list`)")
             rows = await reporting.view_rows(conn, view, campaign, start)
-            await print_stream(rows, fmt, title=table.replace("_", " "))
+            return await Listing.read(rows, fmt, title=table.replace("_", " "))
 
-    run(go())
+    run(go()).print()
