@@ -19,13 +19,18 @@ def example_numbers(region: str, count: int, seed: int) -> list[str]:
     if example is None:
         raise ValueError(f"phonenumbers has no example mobile number for {region!r}")
     national = str(example.national_number)
+    # random digits enough for ten times `count` numbers (4 digits held at most 10,000, and a
+    # demo of 20,000 contacts looped for ever), the example's leading digits kept
+    digits = min(max(4, len(str(count * 10))), len(national) - 2)
     numbers: set[str] = set()
-    while len(numbers) < count:
-        tail = "".join(rng.choice("0123456789") for _ in range(4))
-        candidate = phonenumbers.parse(f"+{example.country_code}{national[:-4]}{tail}")
+    for _ in range(50 * count + 1000):
+        if len(numbers) == count:
+            return sorted(numbers)
+        tail = "".join(rng.choice("0123456789") for _ in range(digits))
+        candidate = phonenumbers.parse(f"+{example.country_code}{national[:-digits]}{tail}")
         if phonenumbers.is_valid_number(candidate):
             numbers.add(phonenumbers.format_number(candidate, phonenumbers.PhoneNumberFormat.E164))
-    return sorted(numbers)
+    raise ValueError(f"could not make {count:,} distinct valid numbers of {region!r}")
 
 
 def write_contacts(path: Path, count: int, seed: int = 7) -> None:

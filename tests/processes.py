@@ -201,3 +201,36 @@ async def attempts_requested_at(url: str, at_least: int) -> int:
         return found if found >= at_least else 0
 
     return await until(count, f"{at_least} attempts requested")
+
+
+async def read_when_no_transaction_is_open(
+    args: list[str], env: dict[str, str], cwd: Path, db: object
+) -> tuple[int, bytes]:
+    """Run `dialer ARGS` with its standard output read by a slow reader: nothing is read past
+    the first byte until no other session of the database (`db`, an asyncpg connection) has
+    a transaction open, so a command that keeps its transaction open while its reader waits
+    fails here (waited 30 s). Its exit code and everything it printed."""
+    listing = await asyncio.create_subprocess_exec(
+        *dialer_command(*args),
+        cwd=cwd,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    assert listing.stdout is not None
+    others = """SELECT count(*) FROM pg_stat_activity
+                WHERE datname = current_database() AND pid <> pg_backend_pid()
+                  AND xact_start IS NOT NULL"""
+
+    async def none_open() -> bool:
+        return await db.fetchval(others) == 0  # type: ignore[attr-defined]
+
+    try:
+        first = await asyncio.wait_for(listing.stdout.read(1), 120)  # printing has begun
+        await until(none_open, "no transaction of the command's left open", within=30)
+        text = first + await listing.stdout.read()  # the reader reads at last
+        return await listing.wait(), text
+    finally:
+        if listing.returncode is None:
+            listing.kill()
+            await listing.communicate()  # its pipe read to the end, or wait() never returns

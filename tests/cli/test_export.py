@@ -75,3 +75,25 @@ def test_out_is_a_file_it_replaces_whole_never_a_device_or_fifo(run_cli, tmp_pat
     assert written.exit_code == 0, written.stderr
     assert (tmp_path / "link.csv").is_symlink()
     assert (tmp_path / "real.csv").read_text().startswith("phone,")
+
+
+async def test_a_slow_reader_of_standard_output_holds_no_transaction_open(
+    run_cli, own_database_url: str, own_db, tmp_path: Path
+) -> None:
+    """`dialer export CAMPAIGN | less`: the rows wait in a temporary file until the export's
+    transaction has ended, so a person paging holds back no clean-up in PostgreSQL."""
+    import os
+
+    from dialer.demo_data import example_numbers
+    from tests.processes import read_when_no_transaction_is_open
+
+    env = {"DIALER_DATABASE_URL": own_database_url}
+    # 5,000 rows of 4 KB: 20 MB, more than a pipe and the sockets' buffers between the
+    # export and PostgreSQL hold (with less, the server's COPY ends before the reader waits)
+    long_name = "n" * 4000
+    rows = [f"{n},{long_name},UTC" for n in example_numbers("IN", 5000, seed=11)]
+    path = write_campaign(tmp_path, "paged", 0, csv_rows=rows)
+    assert run_cli("campaign", "load", str(path), env=env).exit_code == 0
+    env = os.environ | env | {"DIALER_CONFIG": str(tmp_path / "dialer.toml")}
+    code, text = await read_when_no_transaction_is_open(["export", "paged"], env, tmp_path, own_db)
+    assert code == 0 and len(text.splitlines()) == 5001, len(text)

@@ -151,10 +151,9 @@ async def test_a_slow_reader_holds_no_transaction_open(
     the reader's pace, so no transaction (holding back PostgreSQL's clean-up of every table)
     waits on a person paging. Streamed straight to the pipe, it stayed open until the reader
     read."""
-    import asyncio
     import os
 
-    from tests.processes import dialer_command, until
+    from tests.processes import read_when_no_transaction_is_open
 
     await own_db.execute(  # about 300 KB of CSV: more than a pipe holds
         "INSERT INTO dnc (phone_e164) SELECT '+1212' || (5000000 + g)::text"
@@ -163,28 +162,6 @@ async def test_a_slow_reader_holds_no_transaction_open(
     listed = await own_db.fetchval("SELECT count(*) FROM dnc")
     env = os.environ | {"DIALER_DATABASE_URL": own_database_url}
     env.pop("DIALER_CONFIG", None)
-    listing = await asyncio.create_subprocess_exec(
-        *dialer_command("dnc", "list", "--format", "csv"),
-        cwd=tmp_path,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    assert listing.stdout is not None
-    others = """SELECT count(*) FROM pg_stat_activity
-                WHERE datname = current_database() AND pid <> pg_backend_pid()
-                  AND xact_start IS NOT NULL"""
-
-    async def none_open() -> bool:
-        return await own_db.fetchval(others) == 0
-
-    try:
-        first = await asyncio.wait_for(listing.stdout.read(1), 120)  # printing has begun
-        await until(none_open, "no transaction of the listing's left open", within=30)
-        text = first + await listing.stdout.read()  # the reader reads at last
-        assert await listing.wait() == 0
-    finally:
-        if listing.returncode is None:
-            listing.kill()
-            await listing.communicate()  # its pipe read to the end, or wait() never returns
-    assert len(text.splitlines()) == 1 + listed
+    args = ["dnc", "list", "--format", "csv"]
+    code, text = await read_when_no_transaction_is_open(args, env, tmp_path, own_db)
+    assert code == 0 and len(text.splitlines()) == 1 + listed
