@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -15,7 +17,7 @@ from dialer.console import err
 from dialer.db import erasure
 from dialer.db.connect import session
 from dialer.db.export import export_csv
-from dialer.errors import InputError
+from dialer.errors import DialerError, InputError
 
 
 @click.command()
@@ -54,6 +56,11 @@ def export(app: AppContext, campaign: str, out_path: Path | None, raw: bool) -> 
 
     # standard output's rows wait here until the export's transaction has ended
     spool = None if partial else tempfile.TemporaryFile("w+b")  # noqa: SIM115 (printed below)
+    where = (
+        f"--out {given}"
+        if partial
+        else f"the temporary folder {tempfile.gettempdir()} (set TMPDIR, or give --out)"
+    )
 
     async def go() -> None:
         nonlocal written
@@ -67,15 +74,19 @@ def export(app: AppContext, campaign: str, out_path: Path | None, raw: bool) -> 
 
                 async def write(chunk: bytes) -> None:
                     nonlocal written
-                    handle.write(chunk)
+                    with _naming_a_full_disk(where):
+                        handle.write(chunk)
                     written += len(chunk)
 
                 await export_csv(conn, campaign, write, raw=raw)
+                with _naming_a_full_disk(where):
+                    handle.flush()  # the last bytes too, before the export is called done
                 if out_path:  # the export holds numbers: erasure lists it
                     await erasure.record_file(conn, "export", str(resolved), campaign)
         finally:
             if partial:
-                handle.close()
+                with contextlib.suppress(OSError):  # after a failed write: its error is told
+                    handle.close()
 
     try:
         run(go())
@@ -83,7 +94,8 @@ def export(app: AppContext, campaign: str, out_path: Path | None, raw: bool) -> 
         if partial:
             partial.unlink(missing_ok=True)
         if spool:
-            spool.close()
+            with contextlib.suppress(OSError):  # a full disk: its buffer cannot be written
+                spool.close()
         raise
     if spool:
         with spool:
@@ -106,3 +118,13 @@ def _file_to_replace(path: Path) -> Path:
             " to write to standard output"
         )
     return target
+
+
+@contextlib.contextmanager
+def _naming_a_full_disk(where: str) -> Iterator[None]:
+    """A write that fails (a full disk, a file size limit) ends the export with one line
+    naming where it could not write, not a traceback."""
+    try:
+        yield
+    except OSError as exc:
+        raise DialerError(f"cannot write {where}: {exc.strerror}") from None

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import shutil
@@ -19,6 +20,7 @@ from rich.table import Table
 
 from dialer.console import out
 from dialer.db.types import Stream
+from dialer.errors import DialerError
 from dialer.spreadsheet import safe_cell
 
 FORMATS = ("table", "csv", "json")
@@ -190,8 +192,16 @@ class Listing:
         spool = tempfile.TemporaryFile("w+", encoding="utf-8", newline="")  # noqa: SIM115
         try:
             await listing._spool_rows(stream, spool)
+        except OSError as exc:  # a full disk: say where, not a traceback
+            with contextlib.suppress(OSError):  # its buffer cannot be written either
+                spool.close()
+            raise DialerError(
+                f"cannot write the temporary folder {tempfile.gettempdir()} (set TMPDIR to a"
+                f" folder with room): {exc.strerror}"
+            ) from None
         except BaseException:
-            spool.close()
+            with contextlib.suppress(OSError):
+                spool.close()
             raise
         listing.spool = spool
         return listing

@@ -97,3 +97,45 @@ async def test_a_slow_reader_of_standard_output_holds_no_transaction_open(
     env = os.environ | env | {"DIALER_CONFIG": str(tmp_path / "dialer.toml")}
     code, text = await read_when_no_transaction_is_open(["export", "paged"], env, tmp_path, own_db)
     assert code == 0 and len(text.splitlines()) == 5001, len(text)
+
+
+def test_a_full_disk_is_named_not_a_traceback(run_cli, database_url: str, tmp_path: Path) -> None:
+    """The temporary file standard output's rows wait in, or --out's file, cannot grow (a full
+    disk; here a 64 KB file size limit): the command names where it could not write, and
+    leaves nothing half-written."""
+    import os
+    import resource
+    import subprocess
+
+    from dialer.demo_data import example_numbers
+    from tests.processes import dialer_command
+
+    rows = [f"{n},{'n' * 4000},UTC" for n in example_numbers("IN", 200, seed=12)]
+    path = write_campaign(tmp_path, "full", 0, csv_rows=rows)  # 800 KB of results
+    assert run_cli("campaign", "load", str(path)).exit_code == 0
+    env = os.environ | {
+        "DIALER_DATABASE_URL": database_url,
+        "DIALER_CONFIG": str(tmp_path / "dialer.toml"),
+        "TMPDIR": str(tmp_path),
+    }
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, resource.RLIM_INFINITY))
+
+    for args, where in [
+        (["export", "full"], f"cannot write the temporary folder {tmp_path}"),
+        (["export", "full", "--out", "out.csv"], "cannot write --out out.csv: File too large"),
+        (["report", "full", "--view", "contacts", "--format", "csv"], "temporary folder"),
+    ]:
+        done = subprocess.run(
+            dialer_command(*args),
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            preexec_fn=small_files,
+        )
+        assert done.returncode == 1 and where in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr and done.stdout == ""
+    assert not list(tmp_path.glob("*out.csv*"))  # neither the file nor its partial
