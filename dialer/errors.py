@@ -20,6 +20,10 @@ What an error means is its type, never its text: the CLI maps types to exit code
 
 from __future__ import annotations
 
+import errno
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class DialerError(Exception):
     """Base of every error reported as a one-line message instead of a traceback."""
@@ -116,3 +120,18 @@ def exit_code_of(error: DialerError) -> int:
 def http_status_of(error: DialerError) -> int:
     """The HTTP status a web client sees for `error`."""
     return next((status for kind, status in _HTTP_STATUSES if isinstance(error, kind)), 500)
+
+
+_NO_ROOM = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}  # a full disk, a quota, a file size limit
+
+
+@contextmanager
+def naming_a_full_disk(where: str) -> Iterator[None]:
+    """A write inside that finds no room ends the command with one line naming `where` (a
+    file, the temporary folder), not a traceback. Other OS errors pass as they are."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in _NO_ROOM:
+            raise
+        raise DialerError(f"cannot write {where}: {exc.strerror}") from None

@@ -234,3 +234,24 @@ async def read_when_no_transaction_is_open(
         if listing.returncode is None:
             listing.kill()
             await listing.communicate()  # its pipe read to the end, or wait() never returns
+
+
+def run_with_small_files(
+    args: list[str], env: dict[str, str], cwd: Path, most_bytes: int = 64 * 1024
+) -> subprocess.CompletedProcess[str]:
+    """`dialer ARGS` with no file it writes allowed past `most_bytes` (RLIMIT_FSIZE): a full
+    disk, as far as the command can tell (its writes fail with EFBIG)."""
+    import resource
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (most_bytes, resource.RLIM_INFINITY))
+
+    return subprocess.run(
+        dialer_command(*args),
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=small_files,
+    )

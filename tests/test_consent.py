@@ -259,3 +259,21 @@ async def test_an_import_killed_between_its_batches_leaves_nothing(
         *dialer_command("consent", "verify"), cwd=tmp_path, env=env
     )
     assert await verify.wait() == 0
+
+
+def test_a_full_temporary_folder_is_named(database_url: str, tmp_path: Path) -> None:
+    """The checked events wait in a temporary file: a disk with no room for it ends the import
+    with one line naming the folder (and TMPDIR), before anything is written."""
+    from tests.processes import run_with_small_files
+
+    path = tmp_path / "many.csv"
+    path.write_text(
+        "phone,scope,source\n"
+        + "".join(f"+9198451{n:05d},full,web form\n" for n in range(5000))  # 250 KB staged
+    )
+    env = os.environ | {"DIALER_DATABASE_URL": database_url, "TMPDIR": str(tmp_path)}
+    env.pop("DIALER_CONFIG", None)
+    done = run_with_small_files(["consent", "import", str(path)], env, tmp_path)
+    assert done.returncode == 1, done.stderr
+    assert f"cannot write the temporary folder {tmp_path} (set TMPDIR" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -205,3 +205,18 @@ async def test_an_import_killed_while_writing_leaves_nothing_and_holds_no_send(
     assert again.returncode == 0
     seen.add(await own_db.fetchval(listed))
     assert seen == {0, 250_000}, sorted(seen)
+
+
+def test_a_full_temporary_folder_is_named(database_url: str, tmp_path: Path) -> None:
+    """The checked numbers wait in temporary files: a disk with no room for them ends the
+    import with one line naming the folder (and TMPDIR), before anything is listed."""
+    from tests.processes import run_with_small_files
+
+    path = tmp_path / "ftc.txt"
+    path.write_text("".join(f"212,{2000000 + n}\n" for n in range(20_000)))  # 300 KB staged
+    env = os.environ | {"DIALER_DATABASE_URL": database_url, "TMPDIR": str(tmp_path)}
+    env.pop("DIALER_CONFIG", None)
+    done = run_with_small_files(["dnc", "import", str(path)], env, tmp_path)
+    assert done.returncode == 1, done.stderr
+    assert f"cannot write the temporary folder {tmp_path} (set TMPDIR" in done.stderr
+    assert "Traceback" not in done.stderr

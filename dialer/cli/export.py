@@ -7,7 +7,6 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -17,7 +16,7 @@ from dialer.console import err
 from dialer.db import erasure
 from dialer.db.connect import session
 from dialer.db.export import export_csv
-from dialer.errors import DialerError, InputError
+from dialer.errors import InputError, naming_a_full_disk
 
 
 @click.command()
@@ -74,12 +73,12 @@ def export(app: AppContext, campaign: str, out_path: Path | None, raw: bool) -> 
 
                 async def write(chunk: bytes) -> None:
                     nonlocal written
-                    with _naming_a_full_disk(where):
+                    with naming_a_full_disk(where):
                         handle.write(chunk)
                     written += len(chunk)
 
                 await export_csv(conn, campaign, write, raw=raw)
-                with _naming_a_full_disk(where):
+                with naming_a_full_disk(where):
                     handle.flush()  # the last bytes too, before the export is called done
                 if out_path:  # the export holds numbers: erasure lists it
                     await erasure.record_file(conn, "export", str(resolved), campaign)
@@ -118,13 +117,3 @@ def _file_to_replace(path: Path) -> Path:
             " to write to standard output"
         )
     return target
-
-
-@contextlib.contextmanager
-def _naming_a_full_disk(where: str) -> Iterator[None]:
-    """A write that fails (a full disk, a file size limit) ends the export with one line
-    naming where it could not write, not a traceback."""
-    try:
-        yield
-    except OSError as exc:
-        raise DialerError(f"cannot write {where}: {exc.strerror}") from None

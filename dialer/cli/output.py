@@ -20,7 +20,7 @@ from rich.table import Table
 
 from dialer.console import out
 from dialer.db.types import Stream
-from dialer.errors import DialerError
+from dialer.errors import naming_a_full_disk
 from dialer.spreadsheet import safe_cell
 
 FORMATS = ("table", "csv", "json")
@@ -190,17 +190,13 @@ class Listing:
             return listing
         # kept open until print(): a file with no name, gone once closed
         spool = tempfile.TemporaryFile("w+", encoding="utf-8", newline="")  # noqa: SIM115
+        where = f"the temporary folder {tempfile.gettempdir()} (set TMPDIR to one with room)"
         try:
-            await listing._spool_rows(stream, spool)
-        except OSError as exc:  # a full disk: say where, not a traceback
-            with contextlib.suppress(OSError):  # its buffer cannot be written either
-                spool.close()
-            raise DialerError(
-                f"cannot write the temporary folder {tempfile.gettempdir()} (set TMPDIR to a"
-                f" folder with room): {exc.strerror}"
-            ) from None
+            with naming_a_full_disk(where):
+                await listing._spool_rows(stream, spool)
+                spool.flush()
         except BaseException:
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError):  # on a full disk its buffer cannot be written
                 spool.close()
             raise
         listing.spool = spool

@@ -104,11 +104,9 @@ def test_a_full_disk_is_named_not_a_traceback(run_cli, database_url: str, tmp_pa
     disk; here a 64 KB file size limit): the command names where it could not write, and
     leaves nothing half-written."""
     import os
-    import resource
-    import subprocess
 
     from dialer.demo_data import example_numbers
-    from tests.processes import dialer_command
+    from tests.processes import run_with_small_files
 
     rows = [f"{n},{'n' * 4000},UTC" for n in example_numbers("IN", 200, seed=12)]
     path = write_campaign(tmp_path, "full", 0, csv_rows=rows)  # 800 KB of results
@@ -119,23 +117,12 @@ def test_a_full_disk_is_named_not_a_traceback(run_cli, database_url: str, tmp_pa
         "TMPDIR": str(tmp_path),
     }
 
-    def small_files() -> None:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, resource.RLIM_INFINITY))
-
     for args, where in [
         (["export", "full"], f"cannot write the temporary folder {tmp_path}"),
         (["export", "full", "--out", "out.csv"], "cannot write --out out.csv: File too large"),
         (["report", "full", "--view", "contacts", "--format", "csv"], "temporary folder"),
     ]:
-        done = subprocess.run(
-            dialer_command(*args),
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            preexec_fn=small_files,
-        )
+        done = run_with_small_files(args, env, tmp_path)
         assert done.returncode == 1 and where in done.stderr, done.stderr
         assert "Traceback" not in done.stderr and done.stdout == ""
     assert not list(tmp_path.glob("*out.csv*"))  # neither the file nor its partial
