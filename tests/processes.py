@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -255,3 +256,36 @@ def run_with_small_files(
         timeout=120,
         preexec_fn=small_files,
     )
+
+
+async def kill_when(process: asyncio.subprocess.Process, happened, what: str) -> None:
+    """SIGKILL `process` as soon as `happened()` (an event of its work, seen from outside) is
+    true, and see it die of it; it must not end on its own first."""
+
+    async def caught() -> bool:
+        assert process.returncode is None, f"it ended before {what}"
+        result = happened()
+        return bool(await result if inspect.isawaitable(result) else result)
+
+    try:
+        await until(caught, what, every=0.01)
+        process.send_signal(signal.SIGKILL)
+        assert await asyncio.wait_for(process.wait(), 30) == -signal.SIGKILL
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def values_seen_until_exit(process: asyncio.subprocess.Process, read) -> set:
+    """Every value `read()` (a query from another session) gives while `process` runs and
+    once after it ends: what others could see of its work, commit by commit."""
+    seen: set = set()
+
+    async def ended() -> bool:
+        seen.add(await read())
+        return process.returncode is not None
+
+    await until(ended, "the process to end", every=0.01)
+    seen.add(await read())
+    return seen

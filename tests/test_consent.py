@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 from pathlib import Path
 
 import asyncpg
@@ -15,7 +14,7 @@ import pytest
 
 from dialer.cli.consent import STAGED_BATCH
 from dialer.db.consent import LIVE_GRANT
-from tests.processes import dialer_command, until
+from tests.processes import dialer_command, kill_when, values_seen_until_exit
 
 GOOD = """phone,scope,action,source,evidence,occurred_at
 +919845010001,marketing,grant,web form 12,I agree to be called,2026-11-01T10:00:00+05:30
@@ -230,30 +229,15 @@ async def test_an_import_killed_between_its_batches_leaves_nothing(
     async def second_batch_begun() -> bool:
         # ids are drawn a batch at a time, outside the transaction: the second batch's ids
         # mean the first batch's rows are written (and not yet committed)
-        assert first.returncode is None, "the import ended before it was caught writing"
         drawn = await own_db.fetchval("SELECT last_value FROM consent_events_id_seq")
         return drawn >= before + 2 * STAGED_BATCH
 
-    try:
-        await until(second_batch_begun, "the import's second batch", every=0.01)
-        first.send_signal(signal.SIGKILL)
-        assert await asyncio.wait_for(first.wait(), 30) == -signal.SIGKILL
-    finally:
-        if first.returncode is None:
-            first.kill()
-            await first.wait()
+    await kill_when(first, second_batch_begun, "the import's second batch")
     assert await own_db.fetchval(stored) == 0
 
     again = await start()
-    seen: set[int] = set()
-
-    async def ended() -> bool:
-        seen.add(await own_db.fetchval(stored))
-        return again.returncode is not None
-
-    await until(ended, "the second import to end", every=0.01)
+    seen = await values_seen_until_exit(again, lambda: own_db.fetchval(stored))
     assert again.returncode == 0, (await again.stderr.read()).decode()  # type: ignore[union-attr]
-    seen.add(await own_db.fetchval(stored))
     assert seen == {0, events}, sorted(seen)
     verify = await asyncio.create_subprocess_exec(
         *dialer_command("consent", "verify"), cwd=tmp_path, env=env

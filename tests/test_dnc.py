@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ import pytest
 from dialer.cli import dnc as dnc_cli
 from dialer.db.standing import SENDS_MAY_COMMIT_SQL, STANDING_LOCK_KEY
 from tests.loading.helpers import campaign_file, csv_file
-from tests.processes import dialer_command, until
+from tests.processes import dialer_command, kill_when, until, values_seen_until_exit
 
 
 async def states(db, campaign: str) -> dict[str, str]:
@@ -167,18 +166,7 @@ async def test_an_import_killed_while_writing_leaves_nothing_and_holds_no_send(
         " AND objsubid = 1)"
     )
 
-    async def writing() -> bool:
-        assert process.returncode is None, "the import ended before it was caught writing"
-        return await own_db.fetchval(held)
-
-    try:
-        await until(writing, "the import to hold the standing lock", every=0.01)
-        process.send_signal(signal.SIGKILL)
-        assert await asyncio.wait_for(process.wait(), 30) == -signal.SIGKILL
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+    await kill_when(process, lambda: own_db.fetchval(held), "the import held the standing lock")
 
     async def released() -> bool:
         return not await own_db.fetchval(held)
@@ -195,15 +183,8 @@ async def test_an_import_killed_while_writing_leaves_nothing_and_holds_no_send(
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
-    seen: set[int] = set()
-
-    async def ended() -> bool:
-        seen.add(await own_db.fetchval(listed))
-        return again.returncode is not None
-
-    await until(ended, "the second import to end", every=0.01)
+    seen = await values_seen_until_exit(again, lambda: own_db.fetchval(listed))
     assert again.returncode == 0
-    seen.add(await own_db.fetchval(listed))
     assert seen == {0, 250_000}, sorted(seen)
 
 
