@@ -21,6 +21,7 @@ What an error means is its type, never its text: the CLI maps types to exit code
 from __future__ import annotations
 
 import errno
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -135,3 +136,9 @@ def naming_a_full_disk(where: str) -> Iterator[None]:
         if exc.errno not in _NO_ROOM:
             raise
         raise DialerError(f"cannot write {where}: {exc.strerror}") from None
+
+
+def the_temporary_folder(also: str = "") -> str:
+    """`where` for naming_a_full_disk when the file is a temporary one: the folder it is in,
+    and how to choose another (`also`: another way out, as ", or give --out")."""
+    return f"the temporary folder {tempfile.gettempdir()} (set TMPDIR to one with room{also})"

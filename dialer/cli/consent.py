@@ -19,7 +19,7 @@ from dialer.consent import Break, ChainCheck, ConsentEvent, event_from_fields
 from dialer.db import consent as ledger
 from dialer.db import server
 from dialer.db.connect import session
-from dialer.errors import InputError, naming_a_full_disk
+from dialer.errors import InputError, naming_a_full_disk, the_temporary_folder
 from dialer.loading.csv_source import CsvSource
 from dialer.loading.records import UnreadableRecord
 
@@ -99,8 +99,7 @@ def _stage(
         raise InputError(f"{file}: no `phone` column (columns: phone, scope, action, ...)")
     events = revocations = wrong = 0
     problems: list[str] = []
-    where = f"the temporary folder {staging.parent.parent} (set TMPDIR to one with room)"
-    with naming_a_full_disk(where), staging.open("w", encoding="utf-8") as out:
+    with naming_a_full_disk(the_temporary_folder()), staging.open("w", encoding="utf-8") as out:
         for line, values in chain([first] if first is not None else [], records):
             wrong_here = _width_problem(values, len(names))
             event = None

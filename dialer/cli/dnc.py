@@ -21,7 +21,7 @@ from dialer.cli.output import Listing, format_option, print_record, text_format_
 from dialer.db import registries as stored_registries
 from dialer.db.connect import session
 from dialer.db.types import Connection
-from dialer.errors import InputError, naming_a_full_disk
+from dialer.errors import InputError, naming_a_full_disk, the_temporary_folder
 from dialer.policy.packs import REGISTRY_NAME
 from dialer.registries import registry_notes, registry_report
 
@@ -221,8 +221,7 @@ def _stage(
     paths = [folder / f"{n}.csv" for n in range(buckets)]
     rows = good = wrong = 0
     bad: list[str] = []
-    where = f"the temporary folder {folder.parent} (set TMPDIR to one with room)"
-    with naming_a_full_disk(where), ExitStack() as files:
+    with naming_a_full_disk(the_temporary_folder()), ExitStack() as files:
         writers = [
             csv.writer(files.enter_context(path.open("w", encoding="utf-8", newline="")))
             for path in paths

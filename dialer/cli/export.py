@@ -16,7 +16,7 @@ from dialer.console import err
 from dialer.db import erasure
 from dialer.db.connect import session
 from dialer.db.export import export_csv
-from dialer.errors import InputError, naming_a_full_disk
+from dialer.errors import InputError, naming_a_full_disk, the_temporary_folder
 
 
 @click.command()
@@ -51,15 +51,10 @@ def export(app: AppContext, campaign: str, out_path: Path | None, raw: bool) -> 
         out_path = _file_to_replace(out_path)
     partial = out_path.with_name(f".{out_path.name}.partial-{os.getpid()}") if out_path else None
     written = 0
-    resolved = out_path
 
     # standard output's rows wait here until the export's transaction has ended
     spool = None if partial else tempfile.TemporaryFile("w+b")  # noqa: SIM115 (printed below)
-    where = (
-        f"--out {given}"
-        if partial
-        else f"the temporary folder {tempfile.gettempdir()} (set TMPDIR, or give --out)"
-    )
+    where = f"--out {given}" if partial else the_temporary_folder(", or give --out")
 
     async def go() -> None:
         nonlocal written
@@ -81,7 +76,7 @@ def export(app: AppContext, campaign: str, out_path: Path | None, raw: bool) -> 
                 with naming_a_full_disk(where):
                     handle.flush()  # the last bytes too, before the export is called done
                 if out_path:  # the export holds numbers: erasure lists it
-                    await erasure.record_file(conn, "export", str(resolved), campaign)
+                    await erasure.record_file(conn, "export", str(out_path), campaign)
         finally:
             if partial:
                 with contextlib.suppress(OSError):  # after a failed write: its error is told

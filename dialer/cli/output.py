@@ -20,7 +20,7 @@ from rich.table import Table
 
 from dialer.console import out
 from dialer.db.types import Stream
-from dialer.errors import naming_a_full_disk
+from dialer.errors import naming_a_full_disk, the_temporary_folder
 from dialer.spreadsheet import safe_cell
 
 FORMATS = ("table", "csv", "json")
@@ -190,9 +190,8 @@ class Listing:
             return listing
         # kept open until print(): a file with no name, gone once closed
         spool = tempfile.TemporaryFile("w+", encoding="utf-8", newline="")  # noqa: SIM115
-        where = f"the temporary folder {tempfile.gettempdir()} (set TMPDIR to one with room)"
         try:
-            with naming_a_full_disk(where):
+            with naming_a_full_disk(the_temporary_folder()):
                 await listing._spool_rows(stream, spool)
                 spool.flush()
         except BaseException:

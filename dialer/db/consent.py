@@ -46,32 +46,16 @@ class ChainAppend:
         rows = []
         previous = self.previous
         for row_id, event in zip(ids, events, strict=True):
-            number_key = phone_key(self.privacy_key, event.phone_e164)
-            digest = row_hash(
-                row_id,
-                number_key,
+            hashed = (  # the fields row_hash covers, in its order and the table's
+                phone_key(self.privacy_key, event.phone_e164),
                 event.scope,
                 event.action,
                 event.source,
                 event.evidence_sha256,
                 event.occurred_at,
-                previous,
             )
-            rows.append(
-                (
-                    row_id,
-                    event.phone_e164,
-                    number_key,
-                    event.scope,
-                    event.action,
-                    event.source,
-                    event.evidence_sha256,
-                    event.occurred_at,
-                    previous,
-                    digest,
-                    self.recorded_at,
-                )
-            )
+            digest = row_hash(row_id, *hashed, previous)
+            rows.append((row_id, event.phone_e164, *hashed, previous, digest, self.recorded_at))
             previous = digest
         await self.conn.executemany(
             """INSERT INTO consent_events (id, phone_e164, phone_key, scope, action, source,
